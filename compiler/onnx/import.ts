@@ -1,0 +1,260 @@
+import { dirname } from 'node:path';
+import { CleaveError, SymbolicDimError } from '../../src/errors.js';
+import { dtypeFromOnnx } from '../../src/ir/dtype.js';
+import { type AttrValue, type Attrs, Graph, type NodeMeta, type Value, type ValueType, scopeOf } from '../../src/ir/graph.js';
+import { topoOrder } from '../../src/ir/order.js';
+import { type Dim, formatShape } from '../../src/ir/shape.js';
+import type { Tensor } from '../../src/ir/tensor.js';
+import { validateGraph } from '../../src/ir/validate.js';
+import { type OpContext, type OpDef, findOp, normalizeAttrs } from '../../src/ops/index.js';
+import { decodeAttr } from './attributes.js';
+import { readModelFile } from './codec.js';
+import { inlineFunctions } from './functions.js';
+import type { ModelP, NodeP, ValueInfoP } from './proto.js';
+import { type TensorSource, tensorFromProto } from './tensors.js';
+
+export const MIN_OPSET = 13;
+export const MAX_OPSET = 21;
+
+export interface ImportOptions {
+  /** Binds the symbolic leading dimension of the inputs (the batch) to this size. */
+  batch?: number;
+  /** Binds named symbolic dimensions (ONNX dim_param) to sizes. */
+  dims?: Readonly<Record<string, number>>;
+}
+
+export function importOnnx(file: string, opts: ImportOptions = {}): Graph {
+  return importModel(readModelFile(file), { baseDir: dirname(file), file }, opts);
+}
+
+const DEFAULT_DOMAINS = new Set(['', 'ai.onnx']);
+
+function defaultOpset(model: ModelP, file: string): number {
+  const entry = (model.opsetImport ?? []).find((o) => DEFAULT_DOMAINS.has(o.domain ?? ''));
+  if (!entry) throw new CleaveError(`${file}: imports no opset of the default ONNX domain`);
+  const v = Number(entry.version);
+  if (v < MIN_OPSET || v > MAX_OPSET) throw new CleaveError(`${file}: opset ${v} is not supported (cleave imports default-domain opsets ${MIN_OPSET}–${MAX_OPSET}; convert it with onnx.version_converter)`);
+  return v;
+}
+
+/** Lists every node cleave cannot run, all at once, so one run shows the whole job. */
+function checkSupported(nodes: readonly NodeP[], opset: number, file: string): void {
+  const problems: string[] = [];
+  for (const n of nodes) {
+    const label = `${n.name || '(unnamed)'} (${n.domain ? `${n.domain}:` : ''}${n.opType})`;
+    if (!DEFAULT_DOMAINS.has(n.domain ?? '')) problems.push(`${label}: domain '${n.domain}' is not supported`);
+    else {
+      const def = findOp(n.opType ?? '');
+      if (!def) problems.push(`${label}: op ${n.opType} is not supported`);
+      else if (def.since > opset) problems.push(`${label}: ${n.opType} needs opset ≥ ${def.since}, the model imports ${opset}`);
+    }
+  }
+  if (problems.length) {
+    const ops = [...new Set(nodes.filter((n) => !findOp(n.opType ?? '') || !DEFAULT_DOMAINS.has(n.domain ?? '')).map((n) => n.opType))];
+    throw new CleaveError(`${file}: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be imported${ops.length ? ` (unsupported: ${ops.join(', ')})` : ''}:\n  ${problems.join('\n  ')}`);
+  }
+}
+
+function nodeMeta(n: NodeP, where: string): NodeMeta {
+  const meta: NodeMeta = {};
+  const stage = n.deviceConfigurations?.find((d) => d.pipelineStage !== undefined)?.pipelineStage;
+  const prop = n.metadataProps?.find((p) => p.key === 'partition' || p.key === 'pipeline_stage')?.value;
+  const raw = stage ?? prop;
+  if (raw !== undefined) {
+    const v = Number(raw);
+    if (!Number.isInteger(v) || v < 0) throw new CleaveError(`${where}: partition '${raw}' is not a non-negative integer`);
+    meta.partition = v;
+  }
+  return meta;
+}
+
+/** Resolves input dims: numbers stay, named symbols bind to --dim values or, leading, to --batch. */
+class DimBinder {
+  private readonly bound = new Map<string, number>();
+  constructor(private readonly opts: ImportOptions) {
+    for (const [k, v] of Object.entries(opts.dims ?? {})) this.bound.set(k, v);
+  }
+  dim(d: { dimValue?: number; dimParam?: string }, i: number, input: string): Dim {
+    if (d.dimValue !== undefined && d.dimParam === undefined) return Number(d.dimValue);
+    const name = d.dimParam || `${input}.${i}`;
+    const b = this.bound.get(name);
+    if (b !== undefined) return b;
+    if (i === 0 && this.opts.batch !== undefined) {
+      this.bound.set(name, this.opts.batch);
+      return this.opts.batch;
+    }
+    return name;
+  }
+  /** A declared dim as a symbol-or-size, for comparison with an inferred one. */
+  declared(d: { dimValue?: number; dimParam?: string }): Dim | undefined {
+    if (d.dimValue !== undefined && d.dimParam === undefined) return Number(d.dimValue);
+    return d.dimParam ? this.bound.get(d.dimParam) ?? d.dimParam : undefined;
+  }
+}
+
+function tensorTypeOf(vi: ValueInfoP, file: string, what: string): { elemType: number; dims: { dimValue?: number; dimParam?: string }[] } {
+  const tt = vi.type?.tensorType;
+  if (!tt) throw new CleaveError(`${file}: ${what} '${vi.name}' is not a tensor (sequences, maps and optionals are not supported)`);
+  return { elemType: tt.elemType ?? 0, dims: tt.shape?.dim ?? [] };
+}
+
+/** Converts a lifted constant input to its attribute value. */
+function liftValue(t: Tensor, type: 'int' | 'ints' | 'float' | 'bool'): AttrValue {
+  const vals = Array.from(t.data);
+  return type === 'ints' ? vals : vals[0] ?? 0;
+}
+
+export function importModel(model: ModelP, src: TensorSource, opts: ImportOptions = {}): Graph {
+  const file = src.file;
+  const opset = defaultOpset(model, file);
+  const gp = model.graph!;
+  const nodesP = inlineFunctions(gp.node ?? [], model.functions ?? [], file);
+  checkSupported(nodesP, opset, file);
+  if (gp.sparseInitializer?.length) throw new CleaveError(`${file}: sparse initializers are not supported`);
+
+  const g = new Graph(gp.name || 'model', opset);
+  const env = new Map<string, Value>();
+  const binder = new DimBinder(opts);
+
+  // Initializers: float tensors are trainable parameters unless an op keeps them as state; the rest
+  // (shapes, indices, scalars) are constants.
+  const stateNames = new Set<string>();
+  for (const n of nodesP) for (const i of findOp(n.opType ?? '')?.stateInputs ?? []) if (n.input?.[i]) stateNames.add(n.input[i]!);
+  for (const t of gp.initializer ?? []) {
+    const name = t.name ?? '';
+    const data = tensorFromProto(t, src, `initializer '${name}'`);
+    const float = data.dtype === 'float32' || data.dtype === 'float16' || data.dtype === 'bfloat16' || data.dtype === 'float64';
+    const v = stateNames.has(name) ? g.addState(name, data) : float && data.shape.length > 0 ? g.addParam(name, data) : g.addConst(name, data);
+    env.set(name, v);
+  }
+  for (const vi of gp.input ?? []) {
+    const name = vi.name ?? '';
+    if (env.has(name)) continue; // IR < 4: initializers were listed as inputs too.
+    const { elemType, dims } = tensorTypeOf(vi, file, 'input');
+    const dtype = dtypeFromOnnx(elemType, `${file}: input '${name}'`);
+    env.set(name, g.addInput(name, dtype, dims.map((d, i) => binder.dim(d, i, name))));
+  }
+
+  const declared = new Map<string, ValueInfoP>();
+  for (const vi of [...(gp.valueInfo ?? []), ...(gp.output ?? [])]) if (vi.name) declared.set(vi.name, vi);
+
+  const producer = new Map<string, string>();
+  nodesP.forEach((n, i) => {
+    if (!n.name) n.name = `${n.opType}_${i}`;
+    for (const o of n.output ?? []) if (o) producer.set(o, n.name);
+  });
+  const ordered = topoOrder(nodesP, (n) => n.name!, (n) => (n.input ?? []).map((v) => producer.get(v) ?? ''), `${file}: graph`);
+
+  for (const n of ordered) importNode(g, n, env, src, opset, declared, binder);
+
+  for (const vi of gp.output ?? []) {
+    const v = env.get(vi.name ?? '');
+    if (!v) throw new CleaveError(`${file}: output '${vi.name}' is not produced by any node, input or initializer`);
+    g.addOutput(v);
+  }
+  g.removeDeadCode();
+  validateGraph(g);
+  return g;
+}
+
+function importNode(g: Graph, n: NodeP, env: Map<string, Value>, src: TensorSource, opset: number, declared: Map<string, ValueInfoP>, binder: DimBinder): void {
+  const where = `${src.file}: node '${n.name}' (${n.opType})`;
+  const def = findOp(n.opType!)!;
+  const rawInputs = (n.input ?? []).map((name) => {
+    if (!name) return null;
+    const v = env.get(name);
+    if (!v) throw new CleaveError(`${where}: reads '${name}', which no node, input or initializer defines`);
+    return v;
+  });
+  const attrs: Attrs = {};
+  for (const a of n.attribute ?? []) attrs[a.name ?? ''] = decodeAttr(a, src, where);
+  const { inputs, lifted } = liftInputs(def, rawInputs, where);
+  Object.assign(attrs, lifted);
+  const [minIn, maxIn] = def.arity;
+  while (inputs.length > minIn && inputs[inputs.length - 1] === null) inputs.pop();
+  if (inputs.length < minIn || inputs.length > maxIn) {
+    throw new CleaveError(`${where}: has ${inputs.length} inputs; ${n.opType} takes ${minIn === maxIn ? minIn : `${minIn} to ${maxIn}`}`);
+  }
+  for (let i = 0; i < minIn; i++) if (!inputs[i]) throw new CleaveError(`${where}: input ${i} is required`);
+  const outputs = n.output ?? [];
+  const [minOut, maxOut] = def.outputs ?? [1, 1];
+  let numOutputs = outputs.length;
+  while (numOutputs > minOut && !outputs[numOutputs - 1]) numOutputs--;
+  if (numOutputs < minOut || numOutputs > maxOut) throw new CleaveError(`${where}: has ${numOutputs} outputs; ${n.opType} gives ${minOut === maxOut ? minOut : `${minOut} to ${maxOut}`}`);
+
+  const norm = normalizeAttrs(def, attrs, where);
+  const ctx: OpContext = {
+    node: n.name!,
+    inputs,
+    numOutputs,
+    attrs: norm,
+    consts: inputs.map((v) => (v?.kind === 'const' ? v.data : undefined)),
+  };
+  let types: ValueType[];
+  try {
+    types = def.infer(ctx);
+  } catch (e) {
+    if (e instanceof SymbolicDimError) {
+      throw new SymbolicDimError(`${src.file}: ${e.message}. The model's shapes depend on a symbolic dimension; fix it with --batch N (or --dim NAME=SIZE)`);
+    }
+    throw e instanceof CleaveError ? new CleaveError(`${src.file}: ${e.message}`) : e;
+  }
+  types.forEach((t, i) => checkDeclared(outputs[i], t, declared, binder, where));
+
+  const folded = fold(def, ctx, inputs);
+  if (folded) {
+    folded.forEach((t, i) => { if (outputs[i]) env.set(outputs[i]!, g.addConst(g.uniqueName(outputs[i]!), t)); });
+    return;
+  }
+  if (def.alias) {
+    env.set(outputs[0]!, inputs[0]!);
+    return;
+  }
+  const node = g.addNode({
+    op: def.op,
+    name: n.name!,
+    scope: scopeOf(n.name!),
+    inputs,
+    attrs: norm,
+    meta: nodeMeta(n, where),
+    outputs: types.map((t, i) => ({ name: outputs[i] || g.uniqueName(`${n.name}_unused${i}`), dtype: t.dtype, shape: t.shape })),
+  });
+  node.outputs.forEach((v, i) => { if (outputs[i]) env.set(outputs[i]!, v); });
+}
+
+/** Moves constant inputs that the IR holds as attributes out of the input list. */
+function liftInputs(def: OpDef, raw: (Value | null)[], where: string): { inputs: (Value | null)[]; lifted: Attrs } {
+  const lifted: Attrs = {};
+  const liftedAt = new Set<number>();
+  for (const l of def.lifted ?? []) {
+    liftedAt.add(l.input);
+    const v = raw[l.input];
+    if (!v) continue;
+    if (v.kind !== 'const' || !v.data) {
+      throw new CleaveError(`${where}: input '${l.attr}' ('${v.name}') must be constant; it is computed at run time (dynamic shapes are not supported)`);
+    }
+    lifted[l.attr] = liftValue(v.data, l.type);
+  }
+  return { inputs: raw.filter((_, i) => !liftedAt.has(i)), lifted };
+}
+
+/** Evaluates a node whose inputs are all constants, or whose outputs follow from types alone. */
+function fold(def: OpDef, ctx: OpContext, inputs: readonly (Value | null)[]): Tensor[] | undefined {
+  if (def.noFold) return undefined;
+  const fromTypes = def.foldFromTypes?.(ctx);
+  if (fromTypes) return fromTypes;
+  if (!def.cpu || !inputs.every((v) => !v || v.kind === 'const')) return undefined;
+  return def.cpu(inputs.map((v) => v?.data ?? null), ctx.attrs);
+}
+
+/** Compares an inferred type with the one the file declares, where both are known. */
+function checkDeclared(name: string | undefined, t: ValueType, declared: Map<string, ValueInfoP>, binder: DimBinder, where: string): void {
+  const vi = name ? declared.get(name) : undefined;
+  const tt = vi?.type?.tensorType;
+  if (!tt?.shape?.dim) return;
+  const dims = tt.shape.dim.map((d) => binder.declared(d));
+  const mismatch = dims.length !== t.shape.length || dims.some((d, i) => typeof d === 'number' && typeof t.shape[i] === 'number' && d !== t.shape[i]);
+  if (mismatch) {
+    throw new CleaveError(`${where}: output '${name}' is declared with shape ${formatShape(dims.map((d) => d ?? '?'))} but computes ${formatShape(t.shape)}`);
+  }
+}

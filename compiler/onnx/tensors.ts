@@ -1,0 +1,68 @@
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { isAbsolute, join, normalize } from 'node:path';
+import { CleaveError } from '../../src/errors.js';
+import { dtypeFromOnnx, dtypeToOnnx } from '../../src/ir/dtype.js';
+import { type Tensor, bf16ToFloat, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
+import type { TensorP } from './proto.js';
+
+/** Where external data lives: the model file's folder. */
+export interface TensorSource {
+  readonly baseDir: string;
+  readonly file: string;
+}
+
+function readExternal(t: TensorP, src: TensorSource, where: string): Uint8Array {
+  const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+  const location = kv.get('location');
+  if (!location) throw new CleaveError(`${where}: external data has no location`);
+  if (isAbsolute(location) || normalize(location).startsWith('..')) {
+    throw new CleaveError(`${where}: external data location '${location}' must be a path inside the model's folder`);
+  }
+  const path = join(src.baseDir, location);
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch {
+    throw new CleaveError(`${where}: external data file '${location}' is missing (looked for ${path})`);
+  }
+  const offset = Number(kv.get('offset') ?? 0);
+  const length = kv.has('length') ? Number(kv.get('length')) : size - offset;
+  if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
+    throw new CleaveError(`${where}: external data [${offset}, ${offset + length}) lies outside '${location}' (${size} bytes)`);
+  }
+  const buf = new Uint8Array(length);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, buf, 0, length, offset);
+  } finally {
+    closeSync(fd);
+  }
+  return buf;
+}
+
+/** Decodes a TensorProto from raw_data, the typed data fields or external data. */
+export function tensorFromProto(t: TensorP, src: TensorSource, what: string): Tensor {
+  const where = `${src.file}: ${what}`;
+  const dtype = dtypeFromOnnx(t.dataType ?? 0, where);
+  const shape = (t.dims ?? []).map(Number);
+  if (shape.some((d) => !(d >= 0))) throw new CleaveError(`${where}: has invalid dims [${shape.join(', ')}]`);
+  if (t.dataLocation === 1) return tensorFromBytes(dtype, shape, readExternal(t, src, where), where);
+  if (t.rawData && t.rawData.byteLength) return tensorFromBytes(dtype, shape, t.rawData, where);
+  const n = shape.reduce((a, b) => a * b, 1);
+  let values: ArrayLike<number>;
+  switch (dtype) {
+    case 'float32': values = t.floatData ?? []; break;
+    case 'float64': values = t.doubleData ?? []; break;
+    case 'int64': values = t.int64Data ?? []; break;
+    // float16/bfloat16 travel as their bit patterns in int32_data.
+    case 'float16': values = (t.int32Data ?? []).map(halfToFloat); break;
+    case 'bfloat16': values = (t.int32Data ?? []).map(bf16ToFloat); break;
+    default: values = t.int32Data ?? [];
+  }
+  if (values.length !== n) throw new CleaveError(`${where}: ${dtype} tensor of shape [${shape.join(', ')}] needs ${n} values, found ${values.length}`);
+  return tensor(dtype, shape, values);
+}
+
+export function tensorToProto(name: string, t: Tensor): TensorP {
+  return { name, dims: [...t.shape], dataType: dtypeToOnnx(t.dtype), rawData: tensorToBytes(t) };
+}

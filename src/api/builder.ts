@@ -1,0 +1,108 @@
+import { CleaveError } from '../errors.js';
+import type { DType } from '../ir/dtype.js';
+import { type Attrs, Graph, type Value } from '../ir/graph.js';
+import { type Shape } from '../ir/shape.js';
+import { type Tensor, tensor } from '../ir/tensor.js';
+import { validateGraph } from '../ir/validate.js';
+import { getOp, normalizeAttrs } from '../ops/index.js';
+import { Rng } from '../util/random.js';
+
+export type Init = 'zeros' | 'ones' | { normal: number } | { uniform: number };
+
+/**
+ * Builds IR graphs in code: each op goes through the registry's shape inference as it is added, so
+ * a mistake is reported at the line that makes it. Names follow PyTorch's exporter: nodes
+ * `/h.0/attn/MatMul`, parameters `h.0.attn.weight`.
+ */
+export class ModelBuilder {
+  readonly graph: Graph;
+  private readonly scopes: string[] = [];
+  private readonly rng: Rng;
+
+  constructor(name: string, opts: { opset?: number; seed?: number } = {}) {
+    this.graph = new Graph(name, opts.opset ?? 17);
+    this.rng = new Rng(opts.seed ?? 0);
+  }
+
+  /** Runs `fn` with `name` appended to the scope of every node and parameter it creates. */
+  scope<T>(name: string, fn: () => T): T {
+    this.scopes.push(name);
+    try {
+      return fn();
+    } finally {
+      this.scopes.pop();
+    }
+  }
+
+  input(name: string, dtype: DType, shape: Shape): Value {
+    return this.graph.addInput(name, dtype, shape);
+  }
+
+  param(name: string, shape: readonly number[], init: Init): Value {
+    return this.graph.addParam([...this.scopes, name].join('.'), this.init(shape, init));
+  }
+
+  state(name: string, data: Tensor): Value {
+    return this.graph.addState([...this.scopes, name].join('.'), data);
+  }
+
+  constant(data: Tensor, name = 'const'): Value {
+    return this.graph.addConst(this.graph.uniqueName(`${this.prefix()}${name}`), data);
+  }
+
+  scalar(x: number, dtype: DType = 'float32'): Value {
+    return this.constant(tensor(dtype, [], [x]), 'Constant_output_0');
+  }
+
+  private prefix(): string {
+    return this.scopes.length ? `/${this.scopes.join('/')}/` : '/';
+  }
+
+  private init(shape: readonly number[], init: Init): Tensor {
+    const t = tensor('float32', shape);
+    if (init === 'ones') t.data.fill(1);
+    else if (init !== 'zeros') {
+      for (let i = 0; i < t.data.length; i++) {
+        t.data[i] = 'normal' in init ? init.normal * this.rng.normal() : init.uniform * (2 * this.rng.next() - 1);
+      }
+    }
+    return t;
+  }
+
+  /** Adds one node; returns its outputs. Shapes are inferred and checked now. */
+  ops(op: string, inputs: readonly (Value | null)[], attrs: Attrs = {}, numOutputs = 1): Value[] {
+    const def = getOp(op, `${this.prefix()}${op}`);
+    const g = this.graph;
+    const name = g.uniqueName(`${this.prefix()}${op}`);
+    const norm = normalizeAttrs(def, attrs, `node '${name}'`);
+    const consts = inputs.map((v) => (v?.kind === 'const' ? v.data : undefined));
+    const types = def.infer({ node: name, inputs, numOutputs, attrs: norm, consts });
+    const node = g.addNode({
+      op, name, inputs, attrs: norm,
+      outputs: types.map((t, i) => ({ name: g.uniqueName(`${name}_output_${i}`), dtype: t.dtype, shape: t.shape })),
+    });
+    return node.outputs;
+  }
+
+  op(op: string, inputs: readonly (Value | null)[], attrs: Attrs = {}): Value {
+    return this.ops(op, inputs, attrs)[0]!;
+  }
+
+  output(v: Value, name?: string): Value {
+    if (name && name !== v.name) {
+      if (v.kind !== 'node') throw new CleaveError(`output '${name}' must be computed by a node`);
+      if (this.graph.values.has(name)) throw new CleaveError(`value name '${name}' is taken`);
+      this.graph.values.delete(v.name);
+      v.name = name;
+      this.graph.values.set(name, v);
+    }
+    this.graph.addOutput(v);
+    return v;
+  }
+
+  /** Validates and returns the graph. */
+  finish(): Graph {
+    validateGraph(this.graph);
+    return this.graph;
+  }
+}

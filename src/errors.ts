@@ -1,0 +1,13 @@
+/**
+ * Errors a user can act on. The CLI prints only the message (exit code 2); anything else is a bug
+ * and gets a stack trace.
+ */
+export class CleaveError extends Error {
+  override readonly name = 'CleaveError';
+  constructor(message: string) {
+    super(message);
+  }
+}
+
+/** Thrown where a shape computation needs a value of a dimension that is still symbolic. */
+export class SymbolicDimError extends CleaveError {}

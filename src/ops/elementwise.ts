@@ -1,0 +1,168 @@
+import { CleaveError } from '../errors.js';
+import { type DType, isFloat } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcast } from '../ir/shape.js';
+import type { Tensor } from '../ir/tensor.js';
+import { erf } from './math.js';
+import type { AttrSpec, OpCategory, OpContext, OpDef } from './registry.js';
+import { broadcastMap, fixInt, float, input, perOutput, requireFloat, sameDtype, str } from './util.js';
+
+type Scalar = (x: number) => number;
+
+interface UnaryRule {
+  /** Scalar function, given the node's attributes. */
+  readonly f: (a: Attrs) => Scalar;
+  readonly flops: number;
+  readonly accepts: 'float' | 'numeric' | 'bool' | 'any';
+  readonly out?: 'bool';
+  readonly attrs?: Record<string, AttrSpec>;
+  readonly since?: number;
+  readonly category?: OpCategory;
+}
+
+const SQRT_2_PI = Math.sqrt(2 / Math.PI);
+
+/** One row per unary op: what it computes, what it costs, what it accepts. */
+const UNARY: Record<string, UnaryRule> = {
+  Neg: { f: () => (x) => -x, flops: 1, accepts: 'numeric' },
+  Abs: { f: () => Math.abs, flops: 1, accepts: 'numeric' },
+  Exp: { f: () => Math.exp, flops: 4, accepts: 'float' },
+  Log: { f: () => Math.log, flops: 4, accepts: 'float' },
+  Sqrt: { f: () => Math.sqrt, flops: 4, accepts: 'float' },
+  Reciprocal: { f: () => (x) => 1 / x, flops: 1, accepts: 'float' },
+  Floor: { f: () => Math.floor, flops: 1, accepts: 'float' },
+  Ceil: { f: () => Math.ceil, flops: 1, accepts: 'float' },
+  Erf: { f: () => erf, flops: 8, accepts: 'float' },
+  Tanh: { f: () => Math.tanh, flops: 6, accepts: 'float', category: 'activation' },
+  Sigmoid: { f: () => (x) => 1 / (1 + Math.exp(-x)), flops: 4, accepts: 'float', category: 'activation' },
+  Relu: { f: () => (x) => (x > 0 ? x : 0), flops: 1, accepts: 'numeric', category: 'activation' },
+  LeakyRelu: {
+    f: (a) => { const al = float(a, 'alpha'); return (x) => (x >= 0 ? x : al * x); },
+    flops: 2, accepts: 'float', category: 'activation',
+    attrs: { alpha: { type: 'float', default: 0.01 } },
+  },
+  HardSigmoid: {
+    f: (a) => { const al = float(a, 'alpha'), be = float(a, 'beta'); return (x) => Math.max(0, Math.min(1, al * x + be)); },
+    flops: 4, accepts: 'float', category: 'activation',
+    attrs: { alpha: { type: 'float', default: 0.2 }, beta: { type: 'float', default: 0.5 } },
+  },
+  HardSwish: { f: () => (x) => x * Math.max(0, Math.min(1, x / 6 + 0.5)), flops: 5, accepts: 'float', since: 14, category: 'activation' },
+  Gelu: {
+    f: (a) => str(a, 'approximate') === 'tanh'
+      ? (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_PI * (x + 0.044715 * x * x * x)))
+      : (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
+    flops: 12, accepts: 'float', since: 20, category: 'activation',
+    attrs: { approximate: { type: 'string', default: 'none' } },
+  },
+  Not: { f: () => (x) => (x ? 0 : 1), flops: 1, accepts: 'bool' },
+  IsNaN: { f: () => (x) => (Number.isNaN(x) ? 1 : 0), flops: 1, accepts: 'float', out: 'bool' },
+};
+
+interface BinaryRule {
+  readonly f: Scalar2;
+  readonly accepts: 'numeric' | 'bool' | 'any';
+  readonly out?: 'bool';
+  /** Pow's exponent may have its own type. */
+  readonly mixed?: boolean;
+}
+type Scalar2 = (a: number, b: number) => number;
+
+const BINARY: Record<string, BinaryRule> = {
+  Add: { f: (a, b) => a + b, accepts: 'numeric' },
+  Sub: { f: (a, b) => a - b, accepts: 'numeric' },
+  Mul: { f: (a, b) => a * b, accepts: 'numeric' },
+  Div: { f: (a, b) => a / b, accepts: 'numeric' },
+  Pow: { f: (a, b) => a ** b, accepts: 'numeric', mixed: true },
+  Equal: { f: (a, b) => (a === b ? 1 : 0), accepts: 'any', out: 'bool' },
+  Less: { f: (a, b) => (a < b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  LessOrEqual: { f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  Greater: { f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  GreaterOrEqual: { f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  And: { f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
+  Or: { f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
+};
+
+/** Variadic ops (1..N inputs) folded pairwise. */
+const VARIADIC: Record<string, Scalar2> = {
+  Min: (a, b) => Math.min(a, b),
+  Max: (a, b) => Math.max(a, b),
+  Sum: (a, b) => a + b,
+};
+
+function checkAccepts(ctx: OpContext, d: DType, accepts: 'float' | 'numeric' | 'bool' | 'any'): void {
+  if (accepts === 'float') requireFloat(ctx, d);
+  if (accepts === 'numeric' && d === 'bool') throw new CleaveError(`node '${ctx.node}': does not take bool inputs`);
+  if (accepts === 'bool' && d !== 'bool') throw new CleaveError(`node '${ctx.node}': needs bool inputs, got ${d}`);
+}
+
+function unaryDef(op: string, r: UnaryRule): OpDef {
+  return {
+    op, since: r.since ?? 13, category: r.category ?? 'elementwise', arity: [1, 1], attrs: r.attrs ?? {},
+    infer(ctx) {
+      const x = input(ctx, 0);
+      checkAccepts(ctx, x.dtype, r.accepts);
+      return [{ dtype: r.out ?? x.dtype, shape: x.shape }];
+    },
+    cost: perOutput(r.flops),
+    cpu([x], attrs) {
+      const t = x as Tensor;
+      const f = r.f(attrs);
+      const dt = r.out ?? t.dtype;
+      return [broadcastMap([t], dt, isFloat(dt) ? f : (v) => fixInt(dt, f(v)))];
+    },
+  };
+}
+
+function binaryDef(op: string, r: BinaryRule): OpDef {
+  return {
+    op, since: 13, category: 'elementwise', arity: [2, 2], attrs: {},
+    infer(ctx) {
+      const d = r.mixed ? input(ctx, 0).dtype : sameDtype(ctx, [0, 1]);
+      checkAccepts(ctx, d, r.accepts);
+      return [{ dtype: r.out ?? d, shape: broadcast([input(ctx, 0).shape, input(ctx, 1).shape], `node '${ctx.node}'`) }];
+    },
+    cost: perOutput(1),
+    cpu([a, b]) {
+      const dt = r.out ?? a!.dtype;
+      const f = r.f;
+      return [broadcastMap([a!, b!], dt, isFloat(dt) ? f : (x, y) => fixInt(dt, f(x, y)))];
+    },
+  };
+}
+
+function variadicDef(op: string, f: Scalar2): OpDef {
+  return {
+    op, since: 13, category: 'elementwise', arity: [1, 64], attrs: {},
+    infer(ctx) {
+      const idx = ctx.inputs.map((_, i) => i);
+      const d = sameDtype(ctx, idx);
+      checkAccepts(ctx, d, 'numeric');
+      return [{ dtype: d, shape: broadcast(idx.map((i) => input(ctx, i).shape), `node '${ctx.node}'`) }];
+    },
+    cost: (ctx, outs) => perOutput(Math.max(1, ctx.inputs.length - 1))(ctx, outs),
+    cpu(inputs) {
+      const ts = inputs as Tensor[];
+      return [broadcastMap(ts, ts[0]!.dtype, (...xs) => xs.reduce(f))];
+    },
+  };
+}
+
+const where: OpDef = {
+  op: 'Where', since: 13, category: 'elementwise', arity: [3, 3], attrs: {},
+  infer(ctx) {
+    if (input(ctx, 0).dtype !== 'bool') throw new CleaveError(`node '${ctx.node}': condition must be bool, got ${input(ctx, 0).dtype}`);
+    const d = sameDtype(ctx, [1, 2]);
+    return [{ dtype: d, shape: broadcast([0, 1, 2].map((i) => input(ctx, i).shape), `node '${ctx.node}'`) }];
+  },
+  cost: perOutput(1),
+  cpu([c, x, y]) {
+    return [broadcastMap([c!, x!, y!], x!.dtype, (cv, xv, yv) => (cv ? xv : yv))];
+  },
+};
+
+export const ELEMENTWISE_OPS: OpDef[] = [
+  ...Object.entries(UNARY).map(([op, r]) => unaryDef(op, r)),
+  ...Object.entries(BINARY).map(([op, r]) => binaryDef(op, r)),
+  ...Object.entries(VARIADIC).map(([op, f]) => variadicDef(op, f)),
+  where,
+];

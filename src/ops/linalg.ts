@@ -1,0 +1,133 @@
+import { CleaveError } from '../errors.js';
+import { type Dim, broadcast, formatShape } from '../ir/shape.js';
+import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
+import type { OpContext, OpDef } from './registry.js';
+import { elems, float, input, int, moved, requireDim, requireFloat, requireRank, sameDtype } from './util.js';
+
+const at = (ctx: OpContext): string => `node '${ctx.node}'`;
+
+/** NumPy matmul shapes: 1-D operands are promoted and the promoted dim dropped afterwards. */
+function matmulShape(ctx: OpContext, a: readonly Dim[], b: readonly Dim[]): { out: Dim[]; m: Dim; k: Dim; n: Dim } {
+  if (!a.length || !b.length) throw new CleaveError(`${at(ctx)}: MatMul operands must have rank ≥ 1, got ${formatShape(a)} and ${formatShape(b)}`);
+  const A = a.length === 1 ? [1, a[0]!] : a;
+  const B = b.length === 1 ? [b[0]!, 1] : b;
+  const m = A[A.length - 2]!, k = A[A.length - 1]!, k2 = B[B.length - 2]!, n = B[B.length - 1]!;
+  requireDim(ctx, 'inner dimensions of MatMul', k, k2, a, b);
+  const batch = broadcast([A.slice(0, -2), B.slice(0, -2)], at(ctx));
+  const out = [...batch];
+  if (a.length > 1) out.push(m);
+  if (b.length > 1) out.push(n);
+  return { out, m, k, n };
+}
+
+/** C[b] = A[b] · B[b] with batch broadcasting; float64 accumulation. */
+function matmulKernel(a: Tensor, b: Tensor): Tensor {
+  const A = a.shape.length === 1 ? [1, a.shape[0]!] : a.shape;
+  const B = b.shape.length === 1 ? [b.shape[0]!, 1] : b.shape;
+  const M = A[A.length - 2]!, K = A[A.length - 1]!, N = B[B.length - 1]!;
+  const ctx = { node: 'MatMul', inputs: [], numOutputs: 1, attrs: {}, consts: [] };
+  const { out } = matmulShape(ctx, a.shape, b.shape);
+  const batch = broadcast([A.slice(0, -2), B.slice(0, -2)], 'MatMul') as number[];
+  const res = tensor(a.dtype, out as number[]);
+  const nb = batch.reduce((x, y) => x * y, 1);
+  const offsetOf = (shape: readonly number[], bi: number): number => {
+    // Map a flat batch index to this operand's batch offset (size-1 dims broadcast).
+    const bs = shape.slice(0, -2);
+    let off = 0, rem = bi, stride = 1;
+    const r = batch.length - bs.length;
+    const strides: number[] = [];
+    for (let i = bs.length - 1; i >= 0; i--) { strides[i] = stride; stride *= bs[i]!; }
+    for (let i = batch.length - 1; i >= 0; i--) {
+      const idx = rem % batch[i]!;
+      rem = Math.floor(rem / batch[i]!);
+      const j = i - r;
+      if (j >= 0 && bs[j] !== 1) off += idx * strides[j]!;
+    }
+    return off;
+  };
+  const row = new Float64Array(N);
+  for (let bi = 0; bi < nb; bi++) {
+    const ao = offsetOf(A, bi) * M * K, bo = offsetOf(B, bi) * K * N, co = bi * M * N;
+    for (let i = 0; i < M; i++) {
+      row.fill(0);
+      for (let k = 0; k < K; k++) {
+        const av = a.data[ao + i * K + k]!;
+        if (av === 0) continue;
+        const base = bo + k * N;
+        for (let j = 0; j < N; j++) row[j]! += av * b.data[base + j]!;
+      }
+      for (let j = 0; j < N; j++) res.data[co + i * N + j] = row[j]!;
+    }
+  }
+  return roundToDtype(res);
+}
+
+const matmul: OpDef = {
+  op: 'MatMul', since: 13, category: 'linalg', arity: [2, 2], attrs: {},
+  infer(ctx) {
+    const d = sameDtype(ctx, [0, 1]);
+    return [{ dtype: d, shape: matmulShape(ctx, input(ctx, 0).shape, input(ctx, 1).shape).out }];
+  },
+  cost(ctx, outs) {
+    const { k } = matmulShape(ctx, input(ctx, 0).shape, input(ctx, 1).shape);
+    return { flops: 2 * elems(outs[0]!) * (typeof k === 'number' ? k : 1), bytes: moved(ctx, outs) };
+  },
+  cpu: ([a, b]) => [matmulKernel(a!, b!)],
+};
+
+function gemmDims(ctx: OpContext): { m: Dim; k: Dim; n: Dim } {
+  const a = requireRank(ctx, 0, [2]);
+  const b = requireRank(ctx, 1, [2]);
+  const ta = int(ctx.attrs, 'transA') === 1, tb = int(ctx.attrs, 'transB') === 1;
+  const m = ta ? a[1]! : a[0]!, k = ta ? a[0]! : a[1]!;
+  const k2 = tb ? b[1]! : b[0]!, n = tb ? b[0]! : b[1]!;
+  requireDim(ctx, 'inner dimensions of Gemm', k, k2, a, b);
+  return { m, k, n };
+}
+
+const gemm: OpDef = {
+  op: 'Gemm', since: 13, category: 'linalg', arity: [2, 3],
+  attrs: {
+    alpha: { type: 'float', default: 1 }, beta: { type: 'float', default: 1 },
+    transA: { type: 'int', default: 0 }, transB: { type: 'int', default: 0 },
+  },
+  infer(ctx) {
+    const d = sameDtype(ctx, ctx.inputs[2] ? [0, 1, 2] : [0, 1]);
+    requireFloat(ctx, d);
+    const { m, n } = gemmDims(ctx);
+    const c = ctx.inputs[2];
+    if (c) broadcast([c.shape, [m, n]], at(ctx));
+    return [{ dtype: d, shape: [m, n] }];
+  },
+  cost(ctx, outs) {
+    const { k } = gemmDims(ctx);
+    return { flops: (2 * (typeof k === 'number' ? k : 1) + (ctx.inputs[2] ? 1 : 0)) * elems(outs[0]!), bytes: moved(ctx, outs) };
+  },
+  cpu([a, b, c], attrs) {
+    const t = (x: Tensor): Tensor => {
+      const [r, q] = x.shape as [number, number];
+      const y = tensor(x.dtype, [q, r]);
+      for (let i = 0; i < r; i++) for (let j = 0; j < q; j++) y.data[j * r + i] = x.data[i * q + j]!;
+      return y;
+    };
+    const A = int(attrs, 'transA') ? t(a!) : a!;
+    const B = int(attrs, 'transB') ? t(b!) : b!;
+    const ab = matmulKernel(A, B);
+    const alpha = float(attrs, 'alpha'), beta = float(attrs, 'beta');
+    const [M, N] = ab.shape as [number, number];
+    const out = tensor(ab.dtype, [M, N]);
+    for (let i = 0; i < M * N; i++) out.data[i] = alpha * ab.data[i]!;
+    if (c) {
+      const cs = c.shape;
+      for (let i = 0; i < M; i++) {
+        for (let j = 0; j < N; j++) {
+          const ci = cs.length === 0 ? 0 : cs.length === 1 ? (cs[0] === 1 ? 0 : j) : (cs[0] === 1 ? 0 : i) * cs[1]! + (cs[1] === 1 ? 0 : j);
+          out.data[i * N + j] += beta * c.data[ci]!;
+        }
+      }
+    }
+    return [roundToDtype(out)];
+  },
+};
+
+export const LINALG_OPS: OpDef[] = [matmul, gemm];

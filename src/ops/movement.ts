@@ -1,0 +1,525 @@
+import { CleaveError, SymbolicDimError } from '../errors.js';
+import { dtypeFromOnnx, isFloat } from '../ir/dtype.js';
+import type { ValueType } from '../ir/graph.js';
+import { type Dim, type Shape, broadcast, formatShape, normAxis, stridesOf } from '../ir/shape.js';
+import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
+import type { OpContext, OpDef } from './registry.js';
+import { dataMovement, fixInt, input, int, ints, perOutput, sameDtype } from './util.js';
+
+const at = (ctx: OpContext): string => `node '${ctx.node}'`;
+
+/** Copies elements of `x` into a new tensor of `shape`, reading source index `src(outIndex)`. */
+function gatherCopy(x: Tensor, shape: readonly number[], src: (idx: number[]) => number): Tensor {
+  const out = tensor(x.dtype, shape);
+  const n = sizeOf(out);
+  const idx = new Array<number>(shape.length).fill(0);
+  for (let i = 0; i < n; i++) {
+    out.data[i] = x.data[src(idx)]!;
+    for (let d = shape.length - 1; d >= 0; d--) {
+      if (++idx[d]! < shape[d]!) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+const withShape = (x: Tensor, shape: readonly number[]): Tensor => ({ dtype: x.dtype, shape: [...shape], data: x.data.slice() });
+
+// --- Reshape ----------------------------------------------------------------------------------
+
+/** Resolves 0 (copy) and -1 (infer) in a target shape; symbols cancel between input and output. */
+export function reshapeTarget(ctx: OpContext, s: Shape, target: readonly number[], allowzero: boolean): Dim[] {
+  const out: Dim[] = target.map((t, i) => {
+    if (t === 0 && !allowzero) {
+      if (i >= s.length) throw new CleaveError(`${at(ctx)}: reshape target ${formatShape(target)} copies dimension ${i} of ${formatShape(s)}, which has none`);
+      return s[i]!;
+    }
+    return t;
+  });
+  const hole = out.indexOf(-1);
+  if (out.filter((d) => d === -1).length > 1) throw new CleaveError(`${at(ctx)}: reshape target ${formatShape(target)} has more than one -1`);
+  let inStatic = 1;
+  const inSyms: string[] = [];
+  for (const d of s) typeof d === 'number' ? (inStatic *= d) : inSyms.push(d);
+  let outStatic = 1;
+  const outSyms: string[] = [];
+  out.forEach((d, i) => {
+    if (i === hole) return;
+    typeof d === 'number' ? (outStatic *= d) : outSyms.push(d);
+  });
+  for (const sym of [...outSyms]) {
+    const k = inSyms.indexOf(sym);
+    if (k < 0) throw new SymbolicDimError(`${at(ctx)}: cannot reshape ${formatShape(s)} to ${formatShape(out)} while '${sym}' is symbolic`);
+    inSyms.splice(k, 1);
+    outSyms.splice(outSyms.indexOf(sym), 1);
+  }
+  if (hole >= 0) {
+    if (inSyms.length === 1 && inStatic === outStatic) out[hole] = inSyms[0]!;
+    else if (inSyms.length) throw new SymbolicDimError(`${at(ctx)}: cannot infer -1 in ${formatShape(target)} from ${formatShape(s)} while '${inSyms[0]}' is symbolic`);
+    else if (outStatic === 0 || inStatic % outStatic !== 0) throw new CleaveError(`${at(ctx)}: cannot reshape ${formatShape(s)} (${inStatic} elements) to ${formatShape(target)}`);
+    else out[hole] = inStatic / outStatic;
+  } else if (inSyms.length || inStatic !== outStatic) {
+    if (inSyms.length) throw new SymbolicDimError(`${at(ctx)}: cannot reshape ${formatShape(s)} to ${formatShape(out)} while '${inSyms[0]}' is symbolic`);
+    throw new CleaveError(`${at(ctx)}: cannot reshape ${formatShape(s)} (${inStatic} elements) to ${formatShape(out)} (${outStatic} elements)`);
+  }
+  return out;
+}
+
+const reshape: OpDef = {
+  op: 'Reshape', since: 13, category: 'movement', arity: [1, 1],
+  attrs: { allowzero: { type: 'int', default: 0 } },
+  lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 5 }],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const target = ints(ctx.attrs, 'shape');
+    if (!target) throw new CleaveError(`${at(ctx)}: Reshape needs a shape`);
+    return [{ dtype: x.dtype, shape: reshapeTarget(ctx, x.shape, target, int(ctx.attrs, 'allowzero') === 1) }];
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    const ctx = { node: 'Reshape', inputs: [x!], numOutputs: 1, attrs, consts: [] };
+    return [withShape(x!, reshapeTarget(ctx, x!.shape, ints(attrs, 'shape')!, int(attrs, 'allowzero') === 1) as number[])];
+  },
+};
+
+// --- Transpose, Flatten, Squeeze, Unsqueeze, Identity -----------------------------------------
+
+function perm(ctx: { node: string }, rank: number, p: readonly number[] | undefined): number[] {
+  const q = p ? [...p] : [...Array(rank).keys()].reverse();
+  const sorted = [...q].sort((a, b) => a - b);
+  if (q.length !== rank || sorted.some((v, i) => v !== i)) throw new CleaveError(`node '${ctx.node}': perm ${formatShape(q)} is not a permutation of ${rank} axes`);
+  return q;
+}
+
+const transpose: OpDef = {
+  op: 'Transpose', since: 13, category: 'movement', arity: [1, 1],
+  attrs: { perm: { type: 'ints', optional: true } },
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const p = perm(ctx, x.shape.length, ints(ctx.attrs, 'perm'));
+    return [{ dtype: x.dtype, shape: p.map((a) => x.shape[a]!) }];
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    const p = perm({ node: 'Transpose' }, x!.shape.length, ints(attrs, 'perm'));
+    const st = stridesOf(x!.shape);
+    const outShape = p.map((a) => x!.shape[a]!);
+    return [gatherCopy(x!, outShape, (idx) => idx.reduce((o, v, i) => o + v * st[p[i]!]!, 0))];
+  },
+};
+
+function flattenShape(ctx: OpContext, s: Shape): Dim[] {
+  const axis = normAxis(int(ctx.attrs, 'axis'), s.length + 1, at(ctx));
+  const prod = (ds: Shape): Dim => {
+    const syms = ds.filter((d) => typeof d === 'string');
+    const n = ds.reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);
+    if (!syms.length) return n;
+    if (syms.length === 1 && n === 1) return syms[0]!;
+    throw new SymbolicDimError(`${at(ctx)}: cannot flatten ${formatShape(s)} while '${syms[0]}' is symbolic`);
+  };
+  return [prod(s.slice(0, axis)), prod(s.slice(axis))];
+}
+
+const flatten: OpDef = {
+  op: 'Flatten', since: 13, category: 'movement', arity: [1, 1],
+  attrs: { axis: { type: 'int', default: 1 } },
+  infer(ctx) {
+    const x = input(ctx, 0);
+    return [{ dtype: x.dtype, shape: flattenShape(ctx, x.shape) }];
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    return [withShape(x!, flattenShape({ node: 'Flatten', inputs: [x!], numOutputs: 1, attrs, consts: [] }, x!.shape) as number[])];
+  },
+};
+
+function squeezeShape(ctx: OpContext, s: Shape): Dim[] {
+  const axes = ints(ctx.attrs, 'axes');
+  if (!axes) return s.filter((d) => d !== 1);
+  const drop = new Set(axes.map((a) => normAxis(a, s.length, at(ctx))));
+  for (const a of drop) {
+    if (s[a] !== 1 && typeof s[a] === 'number') throw new CleaveError(`${at(ctx)}: cannot squeeze axis ${a} of ${formatShape(s)}: its size is not 1`);
+  }
+  return s.filter((_, i) => !drop.has(i));
+}
+
+function unsqueezeShape(ctx: OpContext, s: Shape): Dim[] {
+  const axes = ints(ctx.attrs, 'axes');
+  if (!axes) throw new CleaveError(`${at(ctx)}: Unsqueeze needs axes`);
+  const rank = s.length + axes.length;
+  const ins = new Set(axes.map((a) => normAxis(a, rank, at(ctx))));
+  if (ins.size !== axes.length) throw new CleaveError(`${at(ctx)}: Unsqueeze axes ${formatShape(axes)} repeat an axis`);
+  const out: Dim[] = [];
+  let k = 0;
+  for (let i = 0; i < rank; i++) out.push(ins.has(i) ? 1 : s[k++]!);
+  return out;
+}
+
+function shapeOnly(op: string, fn: (ctx: OpContext, s: Shape) => Dim[], lifted: OpDef['lifted']): OpDef {
+  return {
+    op, since: 13, category: 'movement', arity: [1, 1], attrs: {}, lifted,
+    infer(ctx) {
+      const x = input(ctx, 0);
+      return [{ dtype: x.dtype, shape: fn(ctx, x.shape) }];
+    },
+    cost: dataMovement,
+    cpu([x], attrs) {
+      return [withShape(x!, fn({ node: op, inputs: [x!], numOutputs: 1, attrs, consts: [] }, x!.shape) as number[])];
+    },
+  };
+}
+
+const identity: OpDef = {
+  op: 'Identity', since: 13, category: 'movement', arity: [1, 1], attrs: {}, alias: true,
+  infer: (ctx) => [input(ctx, 0)],
+  cost: dataMovement,
+  cpu: ([x]) => [withShape(x!, x!.shape)],
+};
+
+// --- Concat, Split ----------------------------------------------------------------------------
+
+const concat: OpDef = {
+  op: 'Concat', since: 13, category: 'movement', arity: [1, 1024],
+  attrs: { axis: { type: 'int' } },
+  infer(ctx) {
+    const idx = ctx.inputs.map((_, i) => i);
+    const d = sameDtype(ctx, idx);
+    const shapes = idx.map((i) => input(ctx, i).shape);
+    const s0 = shapes[0]!;
+    const axis = normAxis(int(ctx.attrs, 'axis'), s0.length, at(ctx));
+    let total: Dim = 0;
+    for (const s of shapes) {
+      if (s.length !== s0.length || s.some((v, i) => i !== axis && v !== s0[i] && typeof v === 'number' && typeof s0[i] === 'number')) {
+        throw new CleaveError(`${at(ctx)}: cannot concatenate ${formatShape(s0)} and ${formatShape(s)} along axis ${axis}`);
+      }
+      const a = s[axis]!;
+      if (typeof a !== 'number' || typeof total !== 'number') {
+        if (shapes.length === 1) total = a;
+        else throw new SymbolicDimError(`${at(ctx)}: cannot concatenate along symbolic dimension '${a}'`);
+      } else total += a;
+    }
+    const out = [...s0];
+    out[axis] = total;
+    return [{ dtype: d, shape: out }];
+  },
+  cost: dataMovement,
+  cpu(inputs, attrs) {
+    const ts = inputs as Tensor[];
+    const s0 = ts[0]!.shape;
+    const axis = normAxis(int(attrs, 'axis'), s0.length, 'Concat');
+    const outer = s0.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = s0.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const shape = [...s0];
+    shape[axis] = ts.reduce((a, t) => a + t.shape[axis]!, 0);
+    const out = tensor(ts[0]!.dtype, shape);
+    let o = 0;
+    for (let i = 0; i < outer; i++) {
+      for (const t of ts) {
+        const chunk = t.shape[axis]! * inner;
+        out.data.set(t.data.subarray(i * chunk, (i + 1) * chunk), o);
+        o += chunk;
+      }
+    }
+    return [out];
+  },
+};
+
+function splitSizes(ctx: OpContext, s: Shape): number[] {
+  const axis = normAxis(int(ctx.attrs, 'axis'), s.length, at(ctx));
+  const dim = s[axis]!;
+  const given = ints(ctx.attrs, 'split');
+  if (given) {
+    if (given.length !== ctx.numOutputs) throw new CleaveError(`${at(ctx)}: split ${formatShape(given)} has ${given.length} parts for ${ctx.numOutputs} outputs`);
+    if (typeof dim === 'number' && given.reduce((a, b) => a + b, 0) !== dim) throw new CleaveError(`${at(ctx)}: split ${formatShape(given)} does not add up to dimension ${axis} of ${formatShape(s)}`);
+    return [...given];
+  }
+  if (typeof dim !== 'number') throw new SymbolicDimError(`${at(ctx)}: cannot split symbolic dimension '${dim}'`);
+  const n = ctx.attrs['num_outputs'] !== undefined ? int(ctx.attrs, 'num_outputs') : ctx.numOutputs;
+  const part = Math.ceil(dim / n);
+  return Array.from({ length: n }, (_, i) => Math.max(0, Math.min(part, dim - i * part)));
+}
+
+const split: OpDef = {
+  op: 'Split', since: 13, category: 'movement', arity: [1, 1], outputs: [1, 1024],
+  attrs: { axis: { type: 'int', default: 0 }, num_outputs: { type: 'int', optional: true } },
+  lifted: [{ input: 1, attr: 'split', type: 'ints', sinceInput: 13 }],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const axis = normAxis(int(ctx.attrs, 'axis'), x.shape.length, at(ctx));
+    return splitSizes(ctx, x.shape).map((n) => {
+      const s = [...x.shape];
+      s[axis] = n;
+      return { dtype: x.dtype, shape: s };
+    });
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    const t = x!;
+    const axis = normAxis(int(attrs, 'axis'), t.shape.length, 'Split');
+    const given = ints(attrs, 'split');
+    const n = given ? given.length : int(attrs, 'num_outputs');
+    const sizes = splitSizes({ node: 'Split', inputs: [t], numOutputs: n, attrs, consts: [] }, t.shape);
+    let start = 0;
+    return sizes.map((len) => {
+      const shape = [...t.shape];
+      shape[axis] = len;
+      const st = stridesOf(t.shape);
+      const s0 = start;
+      start += len;
+      return gatherCopy(t, shape, (idx) => idx.reduce((o, v, i) => o + (i === axis ? v + s0 : v) * st[i]!, 0));
+    });
+  },
+};
+
+// --- Slice ------------------------------------------------------------------------------------
+
+interface SliceAxis { axis: number; start: number; step: number; len: number }
+
+function sliceAxes(ctx: OpContext, s: Shape): { shape: Dim[]; axes: SliceAxis[] } {
+  const starts = ints(ctx.attrs, 'starts');
+  const ends = ints(ctx.attrs, 'ends');
+  if (!starts || !ends || starts.length !== ends.length) throw new CleaveError(`${at(ctx)}: Slice needs starts and ends of equal length`);
+  const axes = ints(ctx.attrs, 'axes') ?? starts.map((_, i) => i);
+  const steps = ints(ctx.attrs, 'steps') ?? starts.map(() => 1);
+  const shape = [...s];
+  const out: SliceAxis[] = [];
+  axes.forEach((a0, i) => {
+    const axis = normAxis(a0, s.length, at(ctx));
+    const step = steps[i]!;
+    if (step === 0) throw new CleaveError(`${at(ctx)}: Slice step is 0`);
+    const dim = s[axis]!;
+    let st = starts[i]!;
+    let en = ends[i]!;
+    if (typeof dim !== 'number') {
+      if (st === 0 && step === 1 && en >= 2 ** 31 - 1) return;
+      throw new SymbolicDimError(`${at(ctx)}: cannot slice symbolic dimension '${dim}'`);
+    }
+    if (st < 0) st += dim;
+    if (en < 0) en += dim;
+    if (step > 0) {
+      st = Math.min(Math.max(st, 0), dim);
+      en = Math.min(Math.max(en, 0), dim);
+    } else {
+      st = Math.min(Math.max(st, 0), dim - 1);
+      en = Math.min(Math.max(en, -1), dim - 1);
+    }
+    const len = Math.max(0, Math.ceil((en - st) / step));
+    shape[axis] = len;
+    out.push({ axis, start: st, step, len });
+  });
+  return { shape, axes: out };
+}
+
+const slice: OpDef = {
+  op: 'Slice', since: 13, category: 'movement', arity: [1, 1], attrs: {},
+  lifted: [
+    { input: 1, attr: 'starts', type: 'ints', sinceInput: 10 },
+    { input: 2, attr: 'ends', type: 'ints', sinceInput: 10 },
+    { input: 3, attr: 'axes', type: 'ints', sinceInput: 10 },
+    { input: 4, attr: 'steps', type: 'ints', sinceInput: 10 },
+  ],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    return [{ dtype: x.dtype, shape: sliceAxes(ctx, x.shape).shape }];
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    const { shape, axes } = sliceAxes({ node: 'Slice', inputs: [x!], numOutputs: 1, attrs, consts: [] }, x!.shape);
+    const st = stridesOf(x!.shape);
+    const start = x!.shape.map(() => 0);
+    const step = x!.shape.map(() => 1);
+    for (const a of axes) {
+      start[a.axis] = a.start;
+      step[a.axis] = a.step;
+    }
+    return [gatherCopy(x!, shape as number[], (idx) => idx.reduce((o, v, i) => o + (start[i]! + v * step[i]!) * st[i]!, 0))];
+  },
+};
+
+// --- Gather, GatherElements -------------------------------------------------------------------
+
+function requireIndices(ctx: OpContext, i: number): ValueType {
+  const t = input(ctx, i);
+  if (t.dtype !== 'int64' && t.dtype !== 'int32') throw new CleaveError(`${at(ctx)}: indices must be int32 or int64, got ${t.dtype}`);
+  return t;
+}
+
+function checkIndex(v: number, dim: number, where: string): number {
+  const k = v < 0 ? v + dim : v;
+  if (k < 0 || k >= dim) throw new CleaveError(`${where}: index ${v} is out of range for a dimension of size ${dim}`);
+  return k;
+}
+
+const gather: OpDef = {
+  op: 'Gather', since: 13, category: 'movement', arity: [2, 2],
+  attrs: { axis: { type: 'int', default: 0 } },
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const ind = requireIndices(ctx, 1);
+    const axis = normAxis(int(ctx.attrs, 'axis'), x.shape.length, at(ctx));
+    return [{ dtype: x.dtype, shape: [...x.shape.slice(0, axis), ...ind.shape, ...x.shape.slice(axis + 1)] }];
+  },
+  cost: dataMovement,
+  cpu([x, ind], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'Gather');
+    const outer = x!.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = x!.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const dim = x!.shape[axis]!;
+    const ni = sizeOf(ind!);
+    const out = tensor(x!.dtype, [...x!.shape.slice(0, axis), ...ind!.shape, ...x!.shape.slice(axis + 1)]);
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < ni; j++) {
+        const k = checkIndex(ind!.data[j]!, dim, 'Gather');
+        out.data.set(x!.data.subarray((o * dim + k) * inner, (o * dim + k + 1) * inner), (o * ni + j) * inner);
+      }
+    }
+    return [out];
+  },
+};
+
+const gatherElements: OpDef = {
+  op: 'GatherElements', since: 13, category: 'movement', arity: [2, 2],
+  attrs: { axis: { type: 'int', default: 0 } },
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const ind = requireIndices(ctx, 1);
+    normAxis(int(ctx.attrs, 'axis'), x.shape.length, at(ctx));
+    if (ind.shape.length !== x.shape.length) throw new CleaveError(`${at(ctx)}: indices ${formatShape(ind.shape)} and data ${formatShape(x.shape)} differ in rank`);
+    return [{ dtype: x.dtype, shape: ind.shape }];
+  },
+  cost: dataMovement,
+  cpu([x, ind], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'GatherElements');
+    const st = stridesOf(x!.shape);
+    const ist = stridesOf(ind!.shape);
+    const dim = x!.shape[axis]!;
+    const out = gatherCopy(x!, ind!.shape, (idx) => {
+      const flat = idx.reduce((o, v, i) => o + v * ist[i]!, 0);
+      const k = checkIndex(ind!.data[flat]!, dim, 'GatherElements');
+      return idx.reduce((o, v, i) => o + (i === axis ? k : v) * st[i]!, 0);
+    });
+    return [out];
+  },
+};
+
+// --- Expand, Tile, Trilu ----------------------------------------------------------------------
+
+const expand: OpDef = {
+  op: 'Expand', since: 13, category: 'movement', arity: [1, 1], attrs: {},
+  lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 8 }],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    return [{ dtype: x.dtype, shape: broadcast([x.shape, ints(ctx.attrs, 'shape') ?? []], at(ctx)) }];
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    const shape = broadcast([x!.shape, ints(attrs, 'shape')!], 'Expand') as number[];
+    const zero = tensor(x!.dtype, shape);
+    return [roundToDtype(broadcastCopy(x!, zero))];
+  },
+};
+
+function broadcastCopy(x: Tensor, like: Tensor): Tensor {
+  const r = like.shape.length - x.shape.length;
+  const st = stridesOf(x.shape);
+  return gatherCopy(x, like.shape, (idx) => idx.reduce((o, v, i) => (i < r || x.shape[i - r] === 1 ? o : o + v * st[i - r]!), 0));
+}
+
+const tile: OpDef = {
+  op: 'Tile', since: 13, category: 'movement', arity: [1, 1], attrs: {},
+  lifted: [{ input: 1, attr: 'repeats', type: 'ints', sinceInput: 6 }],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const reps = ints(ctx.attrs, 'repeats') ?? [];
+    if (reps.length !== x.shape.length) throw new CleaveError(`${at(ctx)}: repeats ${formatShape(reps)} do not match rank of ${formatShape(x.shape)}`);
+    return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (reps[i] === 1 ? d : typeof d === 'number' ? d * reps[i]! : symbolic(ctx, d))) }];
+  },
+  cost: dataMovement,
+  cpu([x], attrs) {
+    const reps = ints(attrs, 'repeats')!;
+    const shape = x!.shape.map((d, i) => d * reps[i]!);
+    const st = stridesOf(x!.shape);
+    return [gatherCopy(x!, shape, (idx) => idx.reduce((o, v, i) => o + (v % x!.shape[i]!) * st[i]!, 0))];
+  },
+};
+
+function symbolic(ctx: OpContext, d: string): never {
+  throw new SymbolicDimError(`${at(ctx)}: cannot tile symbolic dimension '${d}'`);
+}
+
+const trilu: OpDef = {
+  op: 'Trilu', since: 14, category: 'movement', arity: [1, 1],
+  attrs: { upper: { type: 'int', default: 1 } },
+  lifted: [{ input: 1, attr: 'k', type: 'int', sinceInput: 14 }],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    if (x.shape.length < 2) throw new CleaveError(`${at(ctx)}: Trilu needs rank ≥ 2, got ${formatShape(x.shape)}`);
+    return [x];
+  },
+  cost: perOutput(1),
+  cpu([x], attrs) {
+    const t = x!;
+    const k = (attrs['k'] as number | undefined) ?? 0;
+    const upper = int(attrs, 'upper') === 1;
+    const [rows, cols] = t.shape.slice(-2) as [number, number];
+    const out = withShape(t, t.shape);
+    for (let i = 0; i < out.data.length; i++) {
+      const c = i % cols;
+      const r = Math.floor(i / cols) % rows;
+      const keep = upper ? c - r >= k : c - r <= k;
+      if (!keep) out.data[i] = 0;
+    }
+    return [out];
+  },
+};
+
+// --- Cast, Dropout ----------------------------------------------------------------------------
+
+const cast: OpDef = {
+  op: 'Cast', since: 13, category: 'elementwise', arity: [1, 1],
+  attrs: { to: { type: 'int' }, saturate: { type: 'int', default: 1 } },
+  infer(ctx) {
+    const x = input(ctx, 0);
+    return [{ dtype: dtypeFromOnnx(int(ctx.attrs, 'to'), at(ctx)), shape: x.shape }];
+  },
+  cost: perOutput(1),
+  cpu([x], attrs) {
+    const to = dtypeFromOnnx(int(attrs, 'to'), 'Cast');
+    const out = tensor(to, x!.shape);
+    const float = isFloat(to);
+    for (let i = 0; i < out.data.length; i++) out.data[i] = float ? x!.data[i]! : fixInt(to, x!.data[i]!);
+    return [roundToDtype(out)];
+  },
+};
+
+const dropout: OpDef = {
+  op: 'Dropout', since: 13, category: 'random', arity: [1, 1], outputs: [1, 2], noFold: true,
+  attrs: { seed: { type: 'int', optional: true } },
+  lifted: [
+    { input: 1, attr: 'ratio', type: 'float', sinceInput: 12 },
+    { input: 2, attr: 'training_mode', type: 'bool', sinceInput: 12 },
+  ],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    const r = (ctx.attrs['ratio'] as number | undefined) ?? 0.5;
+    if (!(r >= 0 && r < 1)) throw new CleaveError(`${at(ctx)}: dropout ratio ${r} is not in [0, 1)`);
+    const outs: ValueType[] = [{ dtype: x.dtype, shape: x.shape }];
+    if (ctx.numOutputs > 1) outs.push({ dtype: 'bool', shape: x.shape });
+    return outs;
+  },
+  cost: perOutput(2),
+  cpu([x], attrs) {
+    // Inference semantics: training_mode off passes data through. Training masks come with autodiff.
+    if (attrs['training_mode']) throw new CleaveError('Dropout in training mode runs on the training runtime, not as a constant');
+    const mask = tensor('bool', x!.shape);
+    mask.data.fill(1);
+    return [withShape(x!, x!.shape), mask];
+  },
+};
+
+export const MOVEMENT_OPS: OpDef[] = [
+  reshape, transpose, flatten,
+  shapeOnly('Squeeze', squeezeShape, [{ input: 1, attr: 'axes', type: 'ints', sinceInput: 13 }]),
+  shapeOnly('Unsqueeze', unsqueezeShape, [{ input: 1, attr: 'axes', type: 'ints', sinceInput: 13 }]),
+  identity, concat, split, slice, gather, gatherElements, expand, tile, trilu, cast, dropout,
+];

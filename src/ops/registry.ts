@@ -1,0 +1,111 @@
+import { CleaveError } from '../errors.js';
+import type { AttrValue, Attrs, ValueType } from '../ir/graph.js';
+import type { Tensor } from '../ir/tensor.js';
+
+export type AttrType = 'int' | 'float' | 'string' | 'ints' | 'floats' | 'strings' | 'tensor';
+
+/** An attribute: its ONNX type and default. Without a default it is required, unless optional. */
+export interface AttrSpec {
+  readonly type: AttrType;
+  readonly default?: AttrValue;
+  readonly optional?: boolean;
+}
+
+/**
+ * A constant input that the IR holds as an attribute, so passes and kernels see one form whatever
+ * the opset (ReduceMean's axes were an attribute until opset 18, an input since). The exporter writes
+ * it back as an input from `sinceInput` on, as an attribute before.
+ */
+export interface LiftedInput {
+  readonly input: number;
+  readonly attr: string;
+  readonly type: 'int' | 'ints' | 'float' | 'bool';
+  readonly sinceInput: number;
+}
+
+/** What shape inference and cost functions see of a node. */
+export interface OpContext {
+  /** Node name, for error messages. */
+  readonly node: string;
+  readonly inputs: readonly (ValueType | null)[];
+  /** How many outputs the node has (Split's count comes from here). */
+  readonly numOutputs: number;
+  readonly attrs: Attrs;
+  /** Data of the inputs that are constants (undefined for the others). */
+  readonly consts: readonly (Tensor | undefined)[];
+}
+
+/** FLOPs and bytes moved (read plus written) for one execution of a node. */
+export interface Cost {
+  readonly flops: number;
+  readonly bytes: number;
+}
+
+export type CpuKernel = (inputs: readonly (Tensor | null)[], attrs: Attrs) => Tensor[];
+
+/** Groups that passes test instead of op names. */
+export type OpCategory = 'elementwise' | 'movement' | 'shape' | 'reduce' | 'linalg' | 'norm' | 'conv' | 'pool' | 'activation' | 'loss' | 'random';
+
+/** Everything cleave knows about one ONNX op, in one place. */
+export interface OpDef {
+  readonly op: string;
+  /** First default-domain opset that has the op in the form cleave implements. */
+  readonly since: number;
+  readonly category: OpCategory;
+  /** Number of IR inputs, [min, max]: ONNX's, less the lifted ones (optional trailing inputs may be absent). */
+  readonly arity: readonly [number, number];
+  readonly outputs?: readonly [number, number];
+  readonly attrs: Readonly<Record<string, AttrSpec>>;
+  readonly lifted?: readonly LiftedInput[];
+  /** dtype and shape of each output; throws CleaveError naming the node on bad input. */
+  infer(ctx: OpContext): ValueType[];
+  cost(ctx: OpContext, outputs: readonly ValueType[]): Cost;
+  /** Reference kernel over host tensors (static shapes). Also what constant folding runs. */
+  readonly cpu?: CpuKernel;
+  /** Outputs computable from input types alone (Shape, Size), for folding without input data. */
+  foldFromTypes?(ctx: OpContext): Tensor[] | undefined;
+  /** Inputs that hold state the op updates rather than trains (BatchNorm's running statistics). */
+  readonly stateInputs?: readonly number[];
+  /** Output 0 is input 0 unchanged (Identity): the importer points its uses at the input. */
+  readonly alias?: boolean;
+  /** Never folded even with constant inputs (random ops). */
+  readonly noFold?: boolean;
+}
+
+const REGISTRY = new Map<string, OpDef>();
+
+export function registerOps(defs: readonly OpDef[]): void {
+  for (const d of defs) {
+    if (REGISTRY.has(d.op)) throw new Error(`op ${d.op} is registered twice`);
+    REGISTRY.set(d.op, d);
+  }
+}
+
+export const findOp = (op: string): OpDef | undefined => REGISTRY.get(op);
+
+export function getOp(op: string, where: string): OpDef {
+  const d = REGISTRY.get(op);
+  if (!d) throw new CleaveError(`${where}: op ${op} is not supported`);
+  return d;
+}
+
+export const allOps = (): OpDef[] => [...REGISTRY.values()];
+
+/** Fills defaults, rejects unknown attributes and reports missing required ones, naming the node. */
+export function normalizeAttrs(def: OpDef, given: Attrs, where: string): Attrs {
+  const out: Attrs = {};
+  for (const [k, v] of Object.entries(given)) {
+    const known = def.attrs[k] ?? def.lifted?.find((l) => l.attr === k);
+    if (!known) throw new CleaveError(`${where}: ${def.op} has no attribute '${k}'`);
+    out[k] = v;
+  }
+  for (const [k, spec] of Object.entries(def.attrs)) {
+    if (out[k] !== undefined) continue;
+    if (spec.default === undefined) {
+      if (spec.optional) continue;
+      throw new CleaveError(`${where}: ${def.op} needs the attribute '${k}'`);
+    }
+    out[k] = spec.default;
+  }
+  return out;
+}
