@@ -1,6 +1,6 @@
 import { dirname } from 'node:path';
 import { CleaveError, SymbolicDimError } from '../../src/errors.js';
-import { dtypeFromOnnx } from '../../src/ir/dtype.js';
+import { dtypeFromOnnx, isFloat } from '../../src/ir/dtype.js';
 import { type AttrValue, type Attrs, Graph, type NodeMeta, type Value, type ValueType, scopeOf } from '../../src/ir/graph.js';
 import { topoOrder } from '../../src/ir/order.js';
 import { type Dim, formatShape } from '../../src/ir/shape.js';
@@ -37,22 +37,41 @@ function defaultOpset(model: ModelP, file: string): number {
   return v;
 }
 
-/** Lists every node cleave cannot run, all at once, so one run shows the whole job. */
-function checkSupported(nodes: readonly NodeP[], opset: number, file: string): void {
-  const problems: string[] = [];
+/** A node cleave cannot import, and why. */
+export interface Unsupported {
+  node: string;
+  op: string;
+  domain: string;
+  reason: string;
+}
+
+/** Every node cleave cannot run, all at once, so one run shows the whole job. */
+export function findUnsupported(nodes: readonly NodeP[], opset: number): Unsupported[] {
+  const out: Unsupported[] = [];
   for (const n of nodes) {
-    const label = `${n.name || '(unnamed)'} (${n.domain ? `${n.domain}:` : ''}${n.opType})`;
-    if (!DEFAULT_DOMAINS.has(n.domain ?? '')) problems.push(`${label}: domain '${n.domain}' is not supported`);
+    const u = { node: n.name || '(unnamed)', op: n.opType ?? '', domain: n.domain ?? '' };
+    if (!DEFAULT_DOMAINS.has(u.domain)) out.push({ ...u, reason: `domain '${u.domain}' is not supported` });
     else {
-      const def = findOp(n.opType ?? '');
-      if (!def) problems.push(`${label}: op ${n.opType} is not supported`);
-      else if (def.since > opset) problems.push(`${label}: ${n.opType} needs opset ≥ ${def.since}, the model imports ${opset}`);
+      const def = findOp(u.op);
+      if (!def) out.push({ ...u, reason: `op ${u.op} is not supported` });
+      else if (def.since > opset) out.push({ ...u, reason: `${u.op} needs opset ≥ ${def.since}, the model imports ${opset}` });
     }
   }
-  if (problems.length) {
-    const ops = [...new Set(nodes.filter((n) => !findOp(n.opType ?? '') || !DEFAULT_DOMAINS.has(n.domain ?? '')).map((n) => n.opType))];
-    throw new CleaveError(`${file}: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be imported${ops.length ? ` (unsupported: ${ops.join(', ')})` : ''}:\n  ${problems.join('\n  ')}`);
-  }
+  return out;
+}
+
+/** The nodes of a model after local functions are inlined, with the opset they are read at. */
+export function modelNodes(model: ModelP, file: string): { nodes: NodeP[]; opset: number } {
+  const opset = defaultOpset(model, file);
+  return { nodes: inlineFunctions(model.graph?.node ?? [], model.functions ?? [], file), opset };
+}
+
+function checkSupported(nodes: readonly NodeP[], opset: number, file: string): void {
+  const problems = findUnsupported(nodes, opset);
+  if (!problems.length) return;
+  const ops = [...new Set(problems.map((p) => (p.domain ? `${p.domain}:${p.op}` : p.op)))];
+  const lines = problems.map((p) => `${p.node} (${p.domain ? `${p.domain}:` : ''}${p.op}): ${p.reason}`);
+  throw new CleaveError(`${file}: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be imported (${ops.join(', ')}):\n  ${lines.join('\n  ')}`);
 }
 
 function nodeMeta(n: NodeP, where: string): NodeMeta {
@@ -105,10 +124,29 @@ function liftValue(t: Tensor, type: 'int' | 'ints' | 'float' | 'bool'): AttrValu
 }
 
 export function importModel(model: ModelP, src: TensorSource, opts: ImportOptions = {}): Graph {
+  const g = buildGraph(model, src, opts, new Set());
+  // ONNX does not say which initializers are trained. A float initializer no gradient can reach
+  // (an attention mask compared into a bool, say) is a buffer: import again with those as constants,
+  // which also lets the computations on them fold away.
+  const frozen = unreachableByGradient(g);
+  return frozen.size ? buildGraph(model, src, opts, frozen) : g;
+}
+
+/** Parameters from which no chain of floating-point values leads to a graph output. */
+function unreachableByGradient(g: Graph): Set<string> {
+  const live = new Set<Value>(g.outputs.filter((v) => isFloat(v.dtype)));
+  for (let i = g.nodes.length - 1; i >= 0; i--) {
+    const n = g.nodes[i]!;
+    if (!n.outputs.some((o) => live.has(o))) continue;
+    for (const v of n.inputs) if (v && isFloat(v.dtype)) live.add(v);
+  }
+  return new Set(g.params().filter((p) => !live.has(p)).map((p) => p.name));
+}
+
+function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, constants: ReadonlySet<string>): Graph {
   const file = src.file;
-  const opset = defaultOpset(model, file);
+  const { nodes: nodesP, opset } = modelNodes(model, file);
   const gp = model.graph!;
-  const nodesP = inlineFunctions(gp.node ?? [], model.functions ?? [], file);
   checkSupported(nodesP, opset, file);
   if (gp.sparseInitializer?.length) throw new CleaveError(`${file}: sparse initializers are not supported`);
 
@@ -124,7 +162,8 @@ export function importModel(model: ModelP, src: TensorSource, opts: ImportOption
     const name = t.name ?? '';
     const data = tensorFromProto(t, src, `initializer '${name}'`);
     const float = data.dtype === 'float32' || data.dtype === 'float16' || data.dtype === 'bfloat16' || data.dtype === 'float64';
-    const v = stateNames.has(name) ? g.addState(name, data) : float && data.shape.length > 0 ? g.addParam(name, data) : g.addConst(name, data);
+    const trainable = float && data.shape.length > 0 && !constants.has(name);
+    const v = stateNames.has(name) ? g.addState(name, data) : trainable ? g.addParam(name, data) : g.addConst(name, data);
     env.set(name, v);
   }
   for (const vi of gp.input ?? []) {
