@@ -66,12 +66,11 @@ export function modelNodes(model: ModelP, file: string): { nodes: NodeP[]; opset
   return { nodes: inlineFunctions(model.graph?.node ?? [], model.functions ?? [], file), opset };
 }
 
-function checkSupported(nodes: readonly NodeP[], opset: number, file: string): void {
-  const problems = findUnsupported(nodes, opset);
-  if (!problems.length) return;
+/** The one error that lists every unsupported node. */
+export function unsupportedError(problems: readonly Unsupported[], file: string): CleaveError {
   const ops = [...new Set(problems.map((p) => (p.domain ? `${p.domain}:${p.op}` : p.op)))];
   const lines = problems.map((p) => `${p.node} (${p.domain ? `${p.domain}:` : ''}${p.op}): ${p.reason}`);
-  throw new CleaveError(`${file}: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be imported (${ops.join(', ')}):\n  ${lines.join('\n  ')}`);
+  return new CleaveError(`${file}: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be imported (${ops.join(', ')}):\n  ${lines.join('\n  ')}`);
 }
 
 function nodeMeta(n: NodeP, where: string): NodeMeta {
@@ -147,7 +146,8 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   const file = src.file;
   const { nodes: nodesP, opset } = modelNodes(model, file);
   const gp = model.graph!;
-  checkSupported(nodesP, opset, file);
+  const problems = findUnsupported(nodesP, opset);
+  if (problems.length) throw unsupportedError(problems, file);
   if (gp.sparseInitializer?.length) throw new CleaveError(`${file}: sparse initializers are not supported`);
 
   const g = new Graph(gp.name || 'model', opset);

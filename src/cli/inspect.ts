@@ -2,6 +2,7 @@ import { dirname } from 'node:path';
 import { modelNodes, findUnsupported, importModel, type Unsupported } from '../../compiler/onnx/import.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import type { ModelP } from '../../compiler/onnx/proto.js';
+import { onnxTypeName } from '../ir/dtype.js';
 import type { Graph, Value } from '../ir/graph.js';
 import { formatShape } from '../ir/shape.js';
 import { parameterStats, tensorStats } from '../ir/stats.js';
@@ -102,7 +103,7 @@ function rawSummary(model: ModelP, nodeCount: number): Pick<InspectReport, 'inpu
   const inits = new Set((gp.initializer ?? []).map((t) => t.name));
   const vi = (v: { name?: string; type?: { tensorType?: { elemType?: number; shape?: { dim?: { dimValue?: number; dimParam?: string }[] } } } }): TensorInfo => ({
     name: v.name ?? '',
-    dtype: `onnx:${v.type?.tensorType?.elemType ?? '?'}`,
+    dtype: onnxTypeName(v.type?.tensorType?.elemType ?? 0),
     shape: (v.type?.tensorType?.shape?.dim ?? []).map((d) => (d.dimParam ? d.dimParam : Number(d.dimValue ?? 0))),
   });
   const ops = new Map<string, OpRow>();

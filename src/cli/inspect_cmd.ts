@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { importOnnx } from '../../compiler/onnx/import.js';
+import { importOnnx, unsupportedError } from '../../compiler/onnx/import.js';
 import { printGraph } from '../ir/print.js';
 import { inspectModel, renderInspect } from './inspect.js';
 import { dimBinding, positiveInt } from './options.js';
@@ -18,6 +18,6 @@ export function registerInspect(program: Command): void {
       if (o.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
       else process.stdout.write(renderInspect(report));
       if (o.graph && !report.unsupported.length) process.stdout.write('\n' + printGraph(importOnnx(model, { batch: o.batch, dims: o.dim })));
-      if (report.unsupported.length) process.exitCode = 2;
+      if (report.unsupported.length) throw unsupportedError(report.unsupported, model);
     });
 }

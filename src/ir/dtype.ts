@@ -38,6 +38,9 @@ const ONNX_NAMES: Record<number, string> = {
   17: 'float8e4m3fn', 18: 'float8e4m3fnuz', 19: 'float8e5m2', 20: 'float8e5m2fnuz', 21: 'uint4', 22: 'int4',
 };
 
+/** A readable name for any ONNX element type code, supported or not. */
+export const onnxTypeName = (code: number): string => BY_CODE.get(code) ?? ONNX_NAMES[code] ?? `onnx type ${code}`;
+
 export function dtypeFromOnnx(code: number, where: string): DType {
   const d = BY_CODE.get(code);
   if (!d) {

@@ -1,0 +1,122 @@
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { importOnnx } from '../../compiler/onnx/import.js';
+import { CleaveError } from '../../src/errors.js';
+import '../../src/ops/index.js';
+import { cli } from '../helpers/cli.js';
+import { fixturePath } from '../helpers/fixtures.js';
+import { bytesOf, floatInit, model, node, vi } from '../helpers/onnx.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'cleave-errors-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const write = (name: string, data: Uint8Array | string): string => {
+  const f = join(dir, name);
+  writeFileSync(f, data);
+  return f;
+};
+
+const F = 1; // ONNX FLOAT
+
+/** Each bad input: the file, and what the one-line message must say. */
+const cases: [string, () => string, RegExp][] = [
+  ['a missing file', () => join(dir, 'nope.onnx'), /nope\.onnx: no such file/],
+  ['an empty file', () => write('empty.onnx', new Uint8Array()), /empty\.onnx: is empty, not an ONNX model/],
+  ['a truncated model', () => write('truncated.onnx', readFileSync(fixturePath('gpt')).subarray(0, 5000)), /truncated\.onnx: is truncated or corrupt/],
+  ['a text file', () => write('notes.onnx', 'these are my notes, not a model\n'), /notes\.onnx: is not an ONNX model/],
+  ['a PNG image', () => write('image.onnx', new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13])), /image\.onnx: is (not an ONNX model|truncated or corrupt)/],
+  [
+    'unsupported ops (all listed)',
+    () => write('unsupported.onnx', bytesOf(model({
+      nodes: [
+        node('Relu', ['x'], ['a'], 'ok_relu'),
+        node('Sin', ['a'], ['b'], 'my_sin'),
+        node('FusedGemm', ['b', 'b'], ['c'], 'fused', [], 'com.microsoft'),
+        node('Cos', ['c'], ['y'], 'my_cos'),
+      ],
+      inputs: [vi('x', F, [2, 2])], outputs: [vi('y', F, [2, 2])],
+      extraOpsets: [{ domain: 'com.microsoft', version: 1 }],
+    }))),
+    /3 nodes cannot be imported \(Sin, com\.microsoft:FusedGemm, Cos\):\n  my_sin \(Sin\): op Sin is not supported\n  fused \(com\.microsoft:FusedGemm\): domain 'com\.microsoft' is not supported\n  my_cos \(Cos\)/,
+  ],
+  [
+    'an unsupported opset',
+    () => write('opset11.onnx', bytesOf(model({ nodes: [node('Relu', ['x'], ['y'], 'r')], inputs: [vi('x', F, [2])], outputs: [vi('y', F, [2])], opset: 11 }))),
+    /opset11\.onnx: opset 11 is not supported \(cleave imports default-domain opsets 13–21/,
+  ],
+  [
+    'an op newer than the opset',
+    () => write('gelu13.onnx', bytesOf(model({ nodes: [node('Gelu', ['x'], ['y'], 'g')], inputs: [vi('x', F, [2])], outputs: [vi('y', F, [2])], opset: 13 }))),
+    /g \(Gelu\): Gelu needs opset ≥ 20, the model imports 13/,
+  ],
+  [
+    'a missing external-data file',
+    () => {
+      const sub = mkdtempSync(join(dir, 'ext-'));
+      copyFileSync(fixturePath('gpt_external'), join(sub, 'gpt_external.onnx'));
+      return join(sub, 'gpt_external.onnx');
+    },
+    /gpt_external\.onnx: initializer '[^']+': external data file 'gpt_external\.onnx\.data' is missing/,
+  ],
+  [
+    'a shape mismatch',
+    () => write('mismatch.onnx', bytesOf(model({
+      nodes: [node('MatMul', ['x', 'w'], ['y'], '/layer/MatMul')],
+      inputs: [vi('x', F, [2, 3])], outputs: [vi('y', F, [2, 5])],
+      initializers: [floatInit('w', [4, 5])],
+    }))),
+    /node '\/layer\/MatMul': inner dimensions of MatMul do not match: \[2, 3\] and \[4, 5\]/,
+  ],
+  [
+    'a declared shape that disagrees with the computed one',
+    () => write('declared.onnx', bytesOf(model({
+      nodes: [node('MatMul', ['x', 'w'], ['y'], 'mm')],
+      inputs: [vi('x', F, [2, 4])], outputs: [vi('y', F, [2, 6])],
+      initializers: [floatInit('w', [4, 5])],
+    }))),
+    /node 'mm' \(MatMul\): output 'y' is declared with shape \[2, 6\] but computes \[2, 5\]/,
+  ],
+  [
+    'a cycle',
+    () => write('cycle.onnx', bytesOf(model({
+      nodes: [node('Add', ['x', 'b'], ['a'], 'first'), node('Relu', ['a'], ['b'], 'second'), node('Relu', ['a'], ['y'], 'out')],
+      inputs: [vi('x', F, [2])], outputs: [vi('y', F, [2])],
+    }))),
+    /graph has a cycle: (first → second → first|second → first → second)/,
+  ],
+  [
+    'an undefined input',
+    () => write('undefined.onnx', bytesOf(model({ nodes: [node('Add', ['x', 'ghost'], ['y'], 'add')], inputs: [vi('x', F, [2])], outputs: [vi('y', F, [2])] }))),
+    /node 'add' \(Add\): reads 'ghost', which no node, input or initializer defines/,
+  ],
+];
+
+describe('bad input', () => {
+  it.each(cases)('%s: the importer names the problem', (_, make, message) => {
+    const file = make();
+    expect(() => importOnnx(file)).toThrow(CleaveError);
+    expect(() => importOnnx(file)).toThrow(message);
+  });
+
+  it.each(cases)('%s: `cleave inspect` prints one message and exits 2, no stack trace', (_, make, message) => {
+    const file = make();
+    const r = cli(['inspect', file]);
+    expect(r.code).toBe(2);
+    expect(r.stderr + r.stdout).toMatch(message);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('--debug adds the stack trace', () => {
+    const r = cli(['inspect', join(dir, 'nope.onnx'), '--debug']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^\s+at /m);
+  });
+
+  it('rejects bad flags with exit code 2', () => {
+    expect(cli(['inspect', fixturePath('mlp'), '--batch', '0']).code).toBe(2);
+    expect(cli(['inspect', fixturePath('mlp'), '--dim', 'batch']).stderr).toMatch(/--dim takes NAME=SIZE/);
+    expect(cli(['inspect']).code).toBe(2);
+    expect(cli(['frobnicate']).code).toBe(2);
+  });
+});
