@@ -283,7 +283,7 @@ function fold(def: OpDef, ctx: OpContext, inputs: readonly (Value | null)[]): Te
   const fromTypes = def.foldFromTypes?.(ctx);
   if (fromTypes) return fromTypes;
   if (!def.cpu || !inputs.every((v) => !v || v.kind === 'const')) return undefined;
-  return def.cpu(inputs.map((v) => v?.data ?? null), ctx.attrs);
+  return def.cpu(inputs.map((v) => v?.data ?? null), ctx.attrs, ctx.numOutputs);
 }
 
 /** Compares an inferred type with the one the file declares, where both are known. */

@@ -183,6 +183,9 @@ const descriptor = {
   },
 };
 
+// protobufjs reads JSON message descriptors as proto3 unless told otherwise, and proto3 drops
+// zero-valued scalars on the wire (pipeline_stage 0 would vanish).
+for (const m of Object.values(descriptor.nested.onnx.nested)) (m as Record<string, unknown>)['edition'] = 'proto2';
 const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
 export const ModelProtoType = root.lookupType('onnx.ModelProto');
 

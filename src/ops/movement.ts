@@ -253,12 +253,10 @@ const split: OpDef = {
     });
   },
   cost: dataMovement,
-  cpu([x], attrs) {
+  cpu([x], attrs, numOutputs) {
     const t = x!;
     const axis = normAxis(int(attrs, 'axis'), t.shape.length, 'Split');
-    const given = ints(attrs, 'split');
-    const n = given ? given.length : int(attrs, 'num_outputs');
-    const sizes = splitSizes({ node: 'Split', inputs: [t], numOutputs: n, attrs, consts: [] }, t.shape);
+    const sizes = splitSizes({ node: 'Split', inputs: [t], numOutputs, attrs, consts: [] }, t.shape);
     let start = 0;
     return sizes.map((len) => {
       const shape = [...t.shape];

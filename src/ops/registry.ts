@@ -41,7 +41,8 @@ export interface Cost {
   readonly bytes: number;
 }
 
-export type CpuKernel = (inputs: readonly (Tensor | null)[], attrs: Attrs) => Tensor[];
+/** Reference kernel: inputs (null where an optional one is absent), attributes, the node's output count. */
+export type CpuKernel = (inputs: readonly (Tensor | null)[], attrs: Attrs, numOutputs: number) => Tensor[];
 
 /** Groups that passes test instead of op names. */
 export type OpCategory = 'elementwise' | 'movement' | 'shape' | 'reduce' | 'linalg' | 'norm' | 'conv' | 'pool' | 'activation' | 'loss' | 'random';
