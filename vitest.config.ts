@@ -6,5 +6,6 @@ export default defineConfig({
     testTimeout: 60_000,
     // onnxruntime-node's native sessions are safest in forked workers.
     pool: 'forks',
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
