@@ -38,7 +38,7 @@ export function decodeAttr(a: AttributeP, src: TensorSource, where: string): Att
 export function encodeAttr(name: string, v: AttrValue, type: AttrType): AttributeP {
   switch (type) {
     case 'float': return { name, type: ATTR.FLOAT, f: v as number };
-    case 'int': return { name, type: ATTR.INT, i: v as number };
+    case 'int': case 'dtype': return { name, type: ATTR.INT, i: v as number };
     case 'string': return { name, type: ATTR.STRING, s: toUtf8.encode(v as string) };
     case 'floats': return { name, type: ATTR.FLOATS, floats: [...(v as number[])] };
     case 'ints': return { name, type: ATTR.INTS, ints: [...(v as number[])] };

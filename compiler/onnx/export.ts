@@ -84,6 +84,7 @@ export function exportModel(g: Graph, opts: ExportOptions = {}): { model: ModelP
 
   const nodes: NodeP[] = g.nodes.map((n) => {
     const def = getOp(n.op, `node '${n.name}'`);
+    if (def.domain) throw new CleaveError(`node '${n.name}': ${n.op} is an op of cleave's own training graphs and has no ONNX form`);
     const inputs = n.inputs.map((v) => v?.name ?? '');
     const attribute: AttributeP[] = [];
     for (const [k, v] of Object.entries(n.attrs)) {

@@ -53,7 +53,7 @@ export function findUnsupported(nodes: readonly NodeP[], opset: number): Unsuppo
     if (!DEFAULT_DOMAINS.has(u.domain)) out.push({ ...u, reason: `domain '${u.domain}' is not supported` });
     else {
       const def = findOp(u.op);
-      if (!def) out.push({ ...u, reason: `op ${u.op} is not supported` });
+      if (!def || def.domain) out.push({ ...u, reason: `op ${u.op} is not supported` });
       else if (def.since > opset) out.push({ ...u, reason: `${u.op} needs opset ≥ ${def.since}, the model imports ${opset}` });
     }
   }

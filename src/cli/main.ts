@@ -2,6 +2,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { CleaveError } from '../errors.js';
 import '../ops/index.js';
 import { registerDemo } from './demo.js';
+import { registerForward } from './forward.js';
 import { registerInspect } from './inspect_cmd.js';
 
 /** Runs the CLI; returns the exit code (0 ok, 2 a user error, 1 a bug). */
@@ -14,6 +15,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) })
     .showHelpAfterError('(run cleave --help for usage)');
   registerInspect(program);
+  registerForward(program);
   registerDemo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

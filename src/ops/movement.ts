@@ -475,7 +475,7 @@ const trilu: OpDef = {
 
 const cast: OpDef = {
   op: 'Cast', since: 13, category: 'elementwise', arity: [1, 1],
-  attrs: { to: { type: 'int' }, saturate: { type: 'int', default: 1 } },
+  attrs: { to: { type: 'dtype' }, saturate: { type: 'int', default: 1 } },
   infer(ctx) {
     const x = input(ctx, 0);
     return [{ dtype: dtypeFromOnnx(int(ctx.attrs, 'to'), at(ctx)), shape: x.shape }];

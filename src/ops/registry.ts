@@ -1,8 +1,10 @@
 import { CleaveError } from '../errors.js';
-import type { AttrValue, Attrs, ValueType } from '../ir/graph.js';
+import type { DType } from '../ir/dtype.js';
+import type { AttrValue, Attrs, Value, ValueType } from '../ir/graph.js';
 import type { Tensor } from '../ir/tensor.js';
 
-export type AttrType = 'int' | 'float' | 'string' | 'ints' | 'floats' | 'strings' | 'tensor';
+/** ONNX attribute types; 'dtype' is an INT holding an element type code (Cast's `to`), which passes may retype. */
+export type AttrType = 'int' | 'dtype' | 'float' | 'string' | 'ints' | 'floats' | 'strings' | 'tensor';
 
 /** An attribute: its ONNX type and default. Without a default it is required, unless optional. */
 export interface AttrSpec {
@@ -47,9 +49,35 @@ export type CpuKernel = (inputs: readonly (Tensor | null)[], attrs: Attrs, numOu
 /** Groups that passes test instead of op names. */
 export type OpCategory = 'elementwise' | 'movement' | 'shape' | 'reduce' | 'linalg' | 'norm' | 'conv' | 'pool' | 'activation' | 'loss' | 'random';
 
+/** Adds nodes to a graph under construction; what gradient rules build their results with. */
+export interface OpEmitter {
+  op(op: string, inputs: readonly (Value | null)[], attrs?: Attrs): Value;
+  ops(op: string, inputs: readonly (Value | null)[], attrs: Attrs, numOutputs: number): Value[];
+  constant(data: Tensor, name?: string): Value;
+  scalar(x: number, dtype?: DType): Value;
+}
+
+/** What a gradient rule sees: the forward node and the gradients of its outputs. */
+export interface GradContext {
+  readonly b: OpEmitter;
+  readonly node: string;
+  readonly inputs: readonly (Value | null)[];
+  readonly outputs: readonly Value[];
+  readonly attrs: Attrs;
+  /** dLoss/dOutput for each output; null where no gradient flows (a zero). */
+  readonly gradOutputs: readonly (Value | null)[];
+  /** Which inputs need a gradient. */
+  readonly needsGrad: readonly boolean[];
+}
+
+/** Returns dLoss/dInput for each input (null: none, or zero). Built from registry ops. */
+export type GradRule = (ctx: GradContext) => (Value | null)[];
+
 /** Everything cleave knows about one ONNX op, in one place. */
 export interface OpDef {
   readonly op: string;
+  /** 'cleave' for the project's own ops (gradient kernels): never read from or written to ONNX. */
+  readonly domain?: 'cleave';
   /** First default-domain opset that has the op in the form cleave implements. */
   readonly since: number;
   readonly category: OpCategory;
@@ -61,6 +89,11 @@ export interface OpDef {
   /** dtype and shape of each output; throws CleaveError naming the node on bad input. */
   infer(ctx: OpContext): ValueType[];
   cost(ctx: OpContext, outputs: readonly ValueType[]): Cost;
+  /**
+   * The gradient rule; absent means the op is not differentiable where a gradient reaches it (an
+   * error naming the node). `zero` means the gradient is zero almost everywhere (Floor, Ceil).
+   */
+  readonly grad?: GradRule | 'zero';
   /** Reference kernel over host tensors (static shapes). Also what constant folding runs. */
   readonly cpu?: CpuKernel;
   /** Outputs computable from input types alone (Shape, Size), for folding without input data. */
