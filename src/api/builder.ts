@@ -1,6 +1,6 @@
 import { CleaveError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
-import { type Attrs, Graph, type Value } from '../ir/graph.js';
+import { type Attrs, Graph, type NodeMeta, type Value } from '../ir/graph.js';
 import { type Shape } from '../ir/shape.js';
 import { type Tensor, tensor } from '../ir/tensor.js';
 import { validateGraph } from '../ir/validate.js';
@@ -18,10 +18,26 @@ export class ModelBuilder {
   readonly graph: Graph;
   private readonly scopes: string[] = [];
   private readonly rng: Rng;
+  private rawPrefix: string | null = null;
+  private meta: NodeMeta = {};
 
-  constructor(name: string, opts: { opset?: number; seed?: number } = {}) {
-    this.graph = new Graph(name, opts.opset ?? 17);
+  /** A new graph named `graph`, or more nodes for an existing one. */
+  constructor(graph: string | Graph, opts: { opset?: number; seed?: number } = {}) {
+    this.graph = typeof graph === 'string' ? new Graph(graph, opts.opset ?? 17) : graph;
     this.rng = new Rng(opts.seed ?? 0);
+  }
+
+  /** Runs `fn` with node names under `prefix` (such as `/h.0/MatMul_grad/`) and `meta` on every node. */
+  within<T>(prefix: string, meta: NodeMeta, fn: () => T): T {
+    const [p, m] = [this.rawPrefix, this.meta];
+    this.rawPrefix = prefix;
+    this.meta = { ...m, ...meta };
+    try {
+      return fn();
+    } finally {
+      this.rawPrefix = p;
+      this.meta = m;
+    }
   }
 
   /** Runs `fn` with `name` appended to the scope of every node and parameter it creates. */
@@ -55,6 +71,7 @@ export class ModelBuilder {
   }
 
   private prefix(): string {
+    if (this.rawPrefix !== null) return this.rawPrefix;
     return this.scopes.length ? `/${this.scopes.join('/')}/` : '/';
   }
 
@@ -78,7 +95,7 @@ export class ModelBuilder {
     const consts = inputs.map((v) => (v?.kind === 'const' ? v.data : undefined));
     const types = def.infer({ node: name, inputs, numOutputs, attrs: norm, consts });
     const node = g.addNode({
-      op, name, inputs, attrs: norm,
+      op, name, inputs, attrs: norm, meta: this.meta,
       outputs: types.map((t, i) => ({ name: g.uniqueName(`${name}_output_${i}`), dtype: t.dtype, shape: t.shape })),
     });
     return node.outputs;
@@ -91,10 +108,7 @@ export class ModelBuilder {
   output(v: Value, name?: string): Value {
     if (name && name !== v.name) {
       if (v.kind !== 'node') throw new CleaveError(`output '${name}' must be computed by a node`);
-      if (this.graph.values.has(name)) throw new CleaveError(`value name '${name}' is taken`);
-      this.graph.values.delete(v.name);
-      v.name = name;
-      this.graph.values.set(name, v);
+      this.graph.renameValue(v, name);
     }
     this.graph.addOutput(v);
     return v;

@@ -142,6 +142,36 @@ export class Graph {
     return node;
   }
 
+  /**
+   * Puts a new node where `old` stands (same name, same position), points the uses of old's outputs
+   * at the new node's outputs of the same index, and drops `old`. The new node may have more outputs.
+   */
+  replaceNode(old: Node, spec: Omit<NodeSpec, 'name'>): Node {
+    const pos = this.nodes.indexOf(old);
+    if (pos < 0) throw new CleaveError(`node '${old.name}' is not in graph '${this.name}'`);
+    // Outputs may reuse the old node's value names: they take temporary names until it is gone.
+    const wanted = spec.outputs.map((o) => o.name);
+    const outputs = spec.outputs.map((o) => ({ ...o, name: this.uniqueName(`${o.name}__new`) }));
+    const node = this.addNode({ ...spec, outputs, name: this.uniqueName(`${old.name}__new`), scope: spec.scope ?? old.scope });
+    this.nodes.pop();
+    old.outputs.forEach((o, i) => { if (node.outputs[i]) this.replaceAllUses(o, node.outputs[i]!); });
+    this.removeNode(old);
+    this.nodes.splice(pos, 0, node);
+    this.nodeNames.delete(node.name);
+    node.name = old.name;
+    this.nodeNames.add(node.name);
+    node.outputs.forEach((v, i) => this.renameValue(v, wanted[i]!));
+    return node;
+  }
+
+  renameValue(v: Value, name: string): void {
+    if (v.name === name) return;
+    if (this.values.has(name)) throw new CleaveError(`value name '${name}' is taken`);
+    this.values.delete(v.name);
+    v.name = name;
+    this.values.set(name, v);
+  }
+
   params(): Value[] {
     return [...this.values.values()].filter((v) => v.kind === 'param');
   }

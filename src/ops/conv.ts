@@ -8,7 +8,7 @@ import { elems, input, int, ints, moved, requireFloat, requireRank, str } from '
 const at = (ctx: { node: string }): string => `node '${ctx.node}'`;
 
 /** Geometry of a sliding window over the spatial dims, as ONNX's Conv and pooling define it. */
-interface Window {
+export interface Window {
   kernel: number[];
   strides: number[];
   dilations: number[];
@@ -16,7 +16,7 @@ interface Window {
   out: number[];
 }
 
-function windowOf(where: string, attrs: Attrs, spatial: readonly number[], kernel: readonly number[], ceilMode: boolean): Window {
+export function windowOf(where: string, attrs: Attrs, spatial: readonly number[], kernel: readonly number[], ceilMode: boolean): Window {
   const n = spatial.length;
   const strides = [...(ints(attrs, 'strides') ?? Array(n).fill(1))];
   const dilations = [...(ints(attrs, 'dilations') ?? Array(n).fill(1))];
@@ -57,7 +57,7 @@ function staticSpatial(ctx: OpContext, s: readonly Dim[]): number[] {
   return sp as number[];
 }
 
-const windowAttrs: Record<string, AttrSpec> = {
+export const windowAttrs: Record<string, AttrSpec> = {
   auto_pad: { type: 'string', default: 'NOTSET' },
   dilations: { type: 'ints', optional: true },
   pads: { type: 'ints', optional: true },
@@ -66,7 +66,7 @@ const windowAttrs: Record<string, AttrSpec> = {
 };
 
 /** Visits every output position and, for each, every in-bounds input position of its window. */
-function slide(w: Window, spatial: readonly number[], visit: (outIdx: number, inIdx: number, kIdx: number) => void): void {
+export function slide(w: Window, spatial: readonly number[], visit: (outIdx: number, inIdx: number, kIdx: number) => void): void {
   const n = spatial.length;
   const outCount = w.out.reduce((a, b) => a * b, 1);
   const kCount = w.kernel.reduce((a, b) => a * b, 1);
@@ -186,7 +186,7 @@ function poolDef(op: 'MaxPool' | 'AveragePool'): OpDef {
   };
 }
 
-function padCounts(win: Window, spatial: readonly number[], attrs: Attrs): number[] {
+export function padCounts(win: Window, spatial: readonly number[], attrs: Attrs): number[] {
   const n = spatial.length;
   const pads = ints(attrs, 'pads') ?? Array(2 * n).fill(0);
   const counts: number[] = [];

@@ -3,6 +3,7 @@ import { dtypeFromOnnx, isFloat } from '../ir/dtype.js';
 import type { ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, broadcast, formatShape, normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
+import { Rng } from '../util/random.js';
 import type { OpContext, OpDef } from './registry.js';
 import { dataMovement, fixInt, input, int, ints, perOutput, sameDtype } from './util.js';
 
@@ -273,7 +274,7 @@ const split: OpDef = {
 
 interface SliceAxis { axis: number; start: number; step: number; len: number }
 
-function sliceAxes(ctx: OpContext, s: Shape): { shape: Dim[]; axes: SliceAxis[] } {
+export function sliceAxes(ctx: OpContext, s: Shape): { shape: Dim[]; axes: SliceAxis[] } {
   const starts = ints(ctx.attrs, 'starts');
   const ends = ints(ctx.attrs, 'ends');
   if (!starts || !ends || starts.length !== ends.length) throw new CleaveError(`${at(ctx)}: Slice needs starts and ends of equal length`);
@@ -490,8 +491,11 @@ const cast: OpDef = {
   },
 };
 
+const dropoutRng = new Rng(0x5eed);
+
 const dropout: OpDef = {
   op: 'Dropout', since: 13, category: 'random', arity: [1, 1], outputs: [1, 2], noFold: true,
+  training: (attrs) => ({ attrs: { ...attrs, training_mode: 1 }, numOutputs: 2 }),
   attrs: { seed: { type: 'int', optional: true } },
   lifted: [
     { input: 1, attr: 'ratio', type: 'float', sinceInput: 12 },
@@ -507,11 +511,20 @@ const dropout: OpDef = {
   },
   cost: perOutput(2),
   cpu([x], attrs) {
-    // Inference semantics: training_mode off passes data through. Training masks come with autodiff.
-    if (attrs['training_mode']) throw new CleaveError('Dropout in training mode runs on the training runtime, not as a constant');
     const mask = tensor('bool', x!.shape);
     mask.data.fill(1);
-    return [withShape(x!, x!.shape), mask];
+    const ratio = (attrs['ratio'] as number | undefined) ?? 0.5;
+    if (!attrs['training_mode'] || ratio === 0) return [withShape(x!, x!.shape), mask];
+    // A node's seed fixes its masks; without one, masks differ on every call, as in training.
+    const rng = attrs['seed'] !== undefined ? new Rng(attrs['seed'] as number) : dropoutRng;
+    const y = tensor(x!.dtype, x!.shape);
+    const scale = 1 / (1 - ratio);
+    for (let i = 0; i < y.data.length; i++) {
+      const keep = rng.next() >= ratio;
+      mask.data[i] = keep ? 1 : 0;
+      y.data[i] = keep ? x!.data[i]! * scale : 0;
+    }
+    return [roundToDtype(y), mask];
   },
 };
 

@@ -56,6 +56,8 @@ const layerNorm: OpDef = {
 
 const batchNorm: OpDef = {
   op: 'BatchNormalization', since: 13, category: 'norm', arity: [5, 5], outputs: [1, 3], stateInputs: [3, 4],
+  stateUpdates: [[1, 3], [2, 4]],
+  training: (attrs) => ({ attrs: { ...attrs, training_mode: 1 }, numOutputs: 3 }),
   attrs: { epsilon: { type: 'float', default: 1e-5 }, momentum: { type: 'float', default: 0.9 }, training_mode: { type: 'int', default: 0 } },
   infer(ctx) {
     const x = requireRank(ctx, 0, [2, 3, 4, 5]);

@@ -100,6 +100,10 @@ export interface OpDef {
   foldFromTypes?(ctx: OpContext): Tensor[] | undefined;
   /** Inputs that hold state the op updates rather than trains (BatchNorm's running statistics). */
   readonly stateInputs?: readonly number[];
+  /** For ops that update state: [output index, state input index] pairs (BatchNorm's running stats). */
+  readonly stateUpdates?: readonly (readonly [number, number])[];
+  /** The op's training form (BatchNorm on batch statistics, Dropout dropping): attributes and output count. */
+  training?(attrs: Attrs, numOutputs: number): { attrs: Attrs; numOutputs: number };
   /** Output 0 is input 0 unchanged (Identity): the importer points its uses at the input. */
   readonly alias?: boolean;
   /** Never folded even with constant inputs (random ops). */
@@ -112,6 +116,15 @@ export function registerOps(defs: readonly OpDef[]): void {
   for (const d of defs) {
     if (REGISTRY.has(d.op)) throw new Error(`op ${d.op} is registered twice`);
     REGISTRY.set(d.op, d);
+  }
+}
+
+/** Attaches gradient rules (kept in one table) to their ops; a rule for an unknown op is a bug. */
+export function registerGradients(table: Readonly<Record<string, GradRule | 'zero'>>): void {
+  for (const [op, grad] of Object.entries(table)) {
+    const d = REGISTRY.get(op);
+    if (!d) throw new Error(`gradient for unregistered op ${op}`);
+    REGISTRY.set(op, { ...d, grad });
   }
 }
 

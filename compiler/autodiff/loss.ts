@@ -1,0 +1,59 @@
+import type { ModelBuilder } from '../../src/api/builder.js';
+import { CleaveError } from '../../src/errors.js';
+import { isFloat } from '../../src/ir/dtype.js';
+import type { Attrs, Graph, Value } from '../../src/ir/graph.js';
+import { formatShape, numel } from '../../src/ir/shape.js';
+
+/**
+ * What to minimize: a scalar output of the model itself, softmax cross-entropy of a logits output
+ * against integer labels (SoftmaxCrossEntropyLoss semantics, mean over non-ignored labels), or the
+ * mean squared error of an output against float targets. Labels become a new graph input.
+ */
+export type LossSpec =
+  | { kind: 'output'; output?: string }
+  | { kind: 'cross-entropy'; output?: string; labels?: string; ignoreIndex?: number }
+  | { kind: 'mse'; output?: string; labels?: string };
+
+export const LOSS_KINDS = ['output', 'cross-entropy', 'mse'] as const;
+
+function pickOutput(g: Graph, name: string | undefined, what: string): Value {
+  if (name) {
+    const v = g.outputs.find((o) => o.name === name);
+    if (!v) throw new CleaveError(`${what}: the model has no output '${name}' (outputs: ${g.outputs.map((o) => o.name).join(', ')})`);
+    return v;
+  }
+  const v = g.outputs.find((o) => isFloat(o.dtype));
+  if (!v) throw new CleaveError(`${what}: the model has no floating-point output`);
+  return v;
+}
+
+/** Adds the loss to the graph; returns the scalar loss and the labels input (if any). */
+export function addLoss(b: ModelBuilder, spec: LossSpec): { loss: Value; labels?: Value } {
+  const g = b.graph;
+  switch (spec.kind) {
+    case 'output': {
+      const v = pickOutput(g, spec.output, 'loss');
+      if (!isFloat(v.dtype) || numel(v.shape, 2) !== 1) {
+        throw new CleaveError(`loss: output '${v.name}' has type ${v.type}; a loss output must be a floating-point scalar (or use --loss cross-entropy / mse)`);
+      }
+      return { loss: v.shape.length ? b.op('Reshape', [v], { shape: [] }) : v };
+    }
+    case 'cross-entropy': {
+      const logits = pickOutput(g, spec.output, 'cross-entropy loss');
+      if (logits.shape.length < 2) throw new CleaveError(`cross-entropy loss: logits '${logits.name}' ${formatShape(logits.shape)} need a class dimension last`);
+      const classes = logits.shape[logits.shape.length - 1]!;
+      const labels = g.addInput(spec.labels ?? 'labels', 'int64', logits.shape.slice(0, -1));
+      const flat = b.op('Reshape', [logits], { shape: [-1, classes as number] });
+      const flatLabels = b.op('Reshape', [labels], { shape: [-1] });
+      const attrs: Attrs = { reduction: 'mean' };
+      if (spec.ignoreIndex !== undefined) attrs['ignore_index'] = spec.ignoreIndex;
+      return { loss: b.op('SoftmaxCrossEntropyLoss', [flat, flatLabels], attrs), labels };
+    }
+    case 'mse': {
+      const y = pickOutput(g, spec.output, 'mse loss');
+      const labels = g.addInput(spec.labels ?? 'targets', y.dtype, y.shape);
+      const d = b.op('Sub', [y, labels]);
+      return { loss: b.op('ReduceMean', [b.op('Mul', [d, d])], { keepdims: 0 }), labels };
+    }
+  }
+}

@@ -1,0 +1,435 @@
+// cleave's own ops for gradients that ONNX has no op for. They appear only in training graphs
+// (domain 'cleave': never imported or exported). Each B-side op (input gradient) is separate from
+// its W-side twin (parameter gradient), so zero-bubble schedules can run them apart.
+import { CleaveError } from '../errors.js';
+import type { Attrs } from '../ir/graph.js';
+import { normAxis, stridesOf } from '../ir/shape.js';
+import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
+import { type Window, padCounts, slide, windowAttrs, windowOf } from './conv.js';
+import { erf } from './math.js';
+import { sliceAxes } from './movement.js';
+import type { AttrSpec, OpContext, OpDef } from './registry.js';
+import { elems, float, input, int, ints, moved, perOutput, str } from './util.js';
+
+const shapeAttr: Record<string, AttrSpec> = { shape: { type: 'ints' } };
+const targetShape = (ctx: OpContext): number[] => [...ints(ctx.attrs, 'shape')!];
+const zerosLike = (x: Tensor): Tensor => tensor(x.dtype, x.shape);
+
+function internal(def: Omit<OpDef, 'since' | 'domain'>): OpDef {
+  return { since: 13, domain: 'cleave', ...def };
+}
+
+// --- GeluGrad ---------------------------------------------------------------------------------
+
+const C = Math.sqrt(2 / Math.PI);
+const geluGrad = internal({
+  op: 'GeluGrad', category: 'elementwise', arity: [2, 2], attrs: { approximate: { type: 'string', default: 'none' } },
+  infer: (ctx) => [input(ctx, 1)],
+  cost: perOutput(14),
+  cpu([g, x], attrs) {
+    const tanh = str(attrs, 'approximate') === 'tanh';
+    const out = zerosLike(x!);
+    for (let i = 0; i < out.data.length; i++) {
+      const v = x!.data[i]!;
+      let d: number;
+      if (tanh) {
+        const t = Math.tanh(C * (v + 0.044715 * v * v * v));
+        d = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * C * (1 + 3 * 0.044715 * v * v);
+      } else d = 0.5 * (1 + erf(v / Math.SQRT2)) + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI);
+      out.data[i] = g!.data[i]! * d;
+    }
+    return [roundToDtype(out)];
+  },
+});
+
+// --- LayerNormalization -----------------------------------------------------------------------
+
+/** Row statistics over the normalized axes, recomputed from x (cheaper to keep than to stash). */
+function rowStats(x: Tensor, axis: number, eps: number): { inner: number; outer: number; mean: Float64Array; inv: Float64Array } {
+  const inner = x.shape.slice(axis).reduce((a, b) => a * b, 1);
+  const outer = x.data.length / inner;
+  const mean = new Float64Array(outer), inv = new Float64Array(outer);
+  for (let o = 0; o < outer; o++) {
+    let m = 0;
+    for (let k = 0; k < inner; k++) m += x.data[o * inner + k]!;
+    m /= inner;
+    let v = 0;
+    for (let k = 0; k < inner; k++) v += (x.data[o * inner + k]! - m) ** 2;
+    mean[o] = m;
+    inv[o] = 1 / Math.sqrt(v / inner + eps);
+  }
+  return { inner, outer, mean, inv };
+}
+
+const lnAttrs: Record<string, AttrSpec> = { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5 } };
+
+const layerNormGradInput = internal({
+  op: 'LayerNormalizationGradInput', category: 'norm', arity: [3, 3], attrs: lnAttrs,
+  infer: (ctx) => [input(ctx, 1)],
+  cost: perOutput(10),
+  cpu([g, x, scale], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'LayerNormalizationGradInput');
+    const { inner, outer, mean, inv } = rowStats(x!, axis, float(attrs, 'epsilon'));
+    const dx = zerosLike(x!);
+    const sl = scale!.data.length;
+    const dxh = new Float64Array(inner);
+    for (let o = 0; o < outer; o++) {
+      let a = 0, b = 0;
+      for (let k = 0; k < inner; k++) {
+        const i = o * inner + k;
+        const xh = (x!.data[i]! - mean[o]!) * inv[o]!;
+        dxh[k] = g!.data[i]! * scale!.data[k % sl]!;
+        a += dxh[k]!;
+        b += dxh[k]! * xh;
+      }
+      a /= inner;
+      b /= inner;
+      for (let k = 0; k < inner; k++) {
+        const i = o * inner + k;
+        const xh = (x!.data[i]! - mean[o]!) * inv[o]!;
+        dx.data[i] = inv[o]! * (dxh[k]! - a - xh * b);
+      }
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const layerNormGradParams = internal({
+  op: 'LayerNormalizationGradParams', category: 'norm', arity: [2, 2], outputs: [2, 2], attrs: lnAttrs,
+  infer(ctx) {
+    const x = input(ctx, 1);
+    const axis = normAxis(int(ctx.attrs, 'axis'), x.shape.length, `node '${ctx.node}'`);
+    const t = { dtype: x.dtype, shape: x.shape.slice(axis) };
+    return [t, t];
+  },
+  cost: (ctx, outs) => ({ flops: 4 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cpu([g, x], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'LayerNormalizationGradParams');
+    const { inner, outer, mean, inv } = rowStats(x!, axis, float(attrs, 'epsilon'));
+    const shape = x!.shape.slice(axis);
+    const ds = new Float64Array(inner), db = new Float64Array(inner);
+    for (let o = 0; o < outer; o++) {
+      for (let k = 0; k < inner; k++) {
+        const i = o * inner + k;
+        ds[k]! += g!.data[i]! * (x!.data[i]! - mean[o]!) * inv[o]!;
+        db[k]! += g!.data[i]!;
+      }
+    }
+    return [roundToDtype(tensor(x!.dtype, shape, ds)), roundToDtype(tensor(x!.dtype, shape, db))];
+  },
+});
+
+// --- BatchNormalization -----------------------------------------------------------------------
+
+interface ChannelStats { C: number; N: number; inner: number; mean: Float64Array; inv: Float64Array }
+
+function channelStats(x: Tensor, rm: Tensor, rv: Tensor, attrs: Attrs): ChannelStats {
+  const C = x.shape[1]!, N = x.shape[0]!;
+  const inner = x.shape.slice(2).reduce((a, b) => a * b, 1);
+  const eps = float(attrs, 'epsilon');
+  const mean = new Float64Array(C), inv = new Float64Array(C);
+  for (let c = 0; c < C; c++) {
+    let m = rm.data[c]!, v = rv.data[c]!;
+    if (int(attrs, 'training_mode')) {
+      m = 0;
+      for (let n = 0; n < N; n++) for (let k = 0; k < inner; k++) m += x.data[(n * C + c) * inner + k]!;
+      m /= N * inner;
+      v = 0;
+      for (let n = 0; n < N; n++) for (let k = 0; k < inner; k++) v += (x.data[(n * C + c) * inner + k]! - m) ** 2;
+      v /= N * inner;
+    }
+    mean[c] = m;
+    inv[c] = 1 / Math.sqrt(v + eps);
+  }
+  return { C, N, inner, mean, inv };
+}
+
+const bnAttrs: Record<string, AttrSpec> = { epsilon: { type: 'float', default: 1e-5 }, training_mode: { type: 'int', default: 0 } };
+
+const batchNormGradInput = internal({
+  op: 'BatchNormalizationGradInput', category: 'norm', arity: [5, 5], attrs: bnAttrs,
+  infer: (ctx) => [input(ctx, 1)],
+  cost: perOutput(8),
+  cpu([g, x, scale, rm, rv], attrs) {
+    const { C, N, inner, mean, inv } = channelStats(x!, rm!, rv!, attrs);
+    const dx = zerosLike(x!);
+    const train = int(attrs, 'training_mode') === 1;
+    const m = N * inner;
+    for (let c = 0; c < C; c++) {
+      const gam = scale!.data[c]!;
+      let sd = 0, sdx = 0;
+      if (train) {
+        for (let n = 0; n < N; n++) for (let k = 0; k < inner; k++) {
+          const i = (n * C + c) * inner + k;
+          sd += g!.data[i]! * gam;
+          sdx += g!.data[i]! * gam * (x!.data[i]! - mean[c]!) * inv[c]!;
+        }
+      }
+      for (let n = 0; n < N; n++) for (let k = 0; k < inner; k++) {
+        const i = (n * C + c) * inner + k;
+        const dxh = g!.data[i]! * gam;
+        dx.data[i] = train ? (inv[c]! / m) * (m * dxh - sd - (x!.data[i]! - mean[c]!) * inv[c]! * sdx) : dxh * inv[c]!;
+      }
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const batchNormGradParams = internal({
+  op: 'BatchNormalizationGradParams', category: 'norm', arity: [4, 4], outputs: [2, 2], attrs: bnAttrs,
+  infer(ctx) {
+    const x = input(ctx, 1);
+    const t = { dtype: x.dtype, shape: [x.shape[1]!] };
+    return [t, t];
+  },
+  cost: (ctx, outs) => ({ flops: 4 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cpu([g, x, rm, rv], attrs) {
+    const { C, N, inner, mean, inv } = channelStats(x!, rm!, rv!, attrs);
+    const ds = tensor(x!.dtype, [C]), db = tensor(x!.dtype, [C]);
+    for (let c = 0; c < C; c++) {
+      let a = 0, b = 0;
+      for (let n = 0; n < N; n++) for (let k = 0; k < inner; k++) {
+        const i = (n * C + c) * inner + k;
+        a += g!.data[i]! * (x!.data[i]! - mean[c]!) * inv[c]!;
+        b += g!.data[i]!;
+      }
+      ds.data[c] = a;
+      db.data[c] = b;
+    }
+    return [roundToDtype(ds), roundToDtype(db)];
+  },
+});
+
+// --- Conv -------------------------------------------------------------------------------------
+
+const convAttrs: Record<string, AttrSpec> = { ...windowAttrs, group: { type: 'int', default: 1 }, ...shapeAttr };
+
+function convGeometry(attrs: Attrs, xShape: readonly number[], wShape: readonly number[]): { win: Window; spatial: number[]; G: number; cg: number; mg: number } {
+  const spatial = xShape.slice(2);
+  const win = windowOf('Conv', attrs, spatial, ints(attrs, 'kernel_shape') ?? wShape.slice(2), false);
+  const G = int(attrs, 'group');
+  return { win, spatial, G, cg: xShape[1]! / G, mg: wShape[0]! / G };
+}
+
+const convGradInput = internal({
+  op: 'ConvGradInput', category: 'conv', arity: [2, 2], attrs: convAttrs,
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost(ctx, outs) {
+    const w = input(ctx, 1).shape as number[];
+    return { flops: 2 * elems(input(ctx, 0)) * w.slice(1).reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) };
+  },
+  cpu([g, w], attrs) {
+    const xShape = ints(attrs, 'shape')!;
+    const { win, spatial, cg, mg } = convGeometry(attrs, xShape, w!.shape);
+    const [N, Cin] = xShape as [number, number];
+    const M = w!.shape[0]!;
+    const inSize = spatial.reduce((a, b) => a * b, 1), outSize = win.out.reduce((a, b) => a * b, 1);
+    const kSize = w!.shape.slice(2).reduce((a, b) => a * b, 1);
+    const dx = tensor(g!.dtype, xShape);
+    const acc = new Float64Array(inSize);
+    for (let n = 0; n < N; n++) {
+      for (let ci = 0; ci < Cin; ci++) {
+        acc.fill(0);
+        const grp = Math.floor(ci / cg), c = ci % cg;
+        for (let mm = 0; mm < mg; mm++) {
+          const m = grp * mg + mm;
+          const go = (n * M + m) * outSize, wo = (m * cg + c) * kSize;
+          slide(win, spatial, (oi, ii, ki) => { acc[ii]! += g!.data[go + oi]! * w!.data[wo + ki]!; });
+        }
+        dx.data.set(acc, (n * Cin + ci) * inSize);
+      }
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const convGradWeight = internal({
+  op: 'ConvGradWeight', category: 'conv', arity: [2, 2], attrs: convAttrs,
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost(ctx, outs) {
+    const w = targetShape(ctx);
+    return { flops: 2 * elems(input(ctx, 0)) * w.slice(1).reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) };
+  },
+  cpu([g, x], attrs) {
+    const wShape = ints(attrs, 'shape')!;
+    const { win, spatial, cg, mg } = convGeometry(attrs, x!.shape, wShape);
+    const [N, Cin] = x!.shape as [number, number];
+    const M = wShape[0]!;
+    const inSize = spatial.reduce((a, b) => a * b, 1), outSize = win.out.reduce((a, b) => a * b, 1);
+    const kSize = wShape.slice(2).reduce((a, b) => a * b, 1);
+    const acc = new Float64Array(sizeOf({ shape: wShape }));
+    for (let n = 0; n < N; n++) {
+      for (let m = 0; m < M; m++) {
+        const grp = Math.floor(m / mg);
+        const go = (n * M + m) * outSize;
+        for (let c = 0; c < cg; c++) {
+          const xo = (n * Cin + grp * cg + c) * inSize, wo = (m * cg + c) * kSize;
+          slide(win, spatial, (oi, ii, ki) => { acc[wo + ki]! += g!.data[go + oi]! * x!.data[xo + ii]!; });
+        }
+      }
+    }
+    return [roundToDtype(tensor(g!.dtype, wShape, acc))];
+  },
+});
+
+// --- pooling ----------------------------------------------------------------------------------
+
+const maxPoolGrad = internal({
+  op: 'MaxPoolGrad', category: 'pool', arity: [2, 2],
+  attrs: { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, storage_order: { type: 'int', default: 0 } },
+  infer: (ctx) => [input(ctx, 1)],
+  cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)) * ints(ctx.attrs, 'kernel_shape')!.reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) }),
+  cpu([g, x], attrs) {
+    const [N, C] = x!.shape as [number, number];
+    const spatial = x!.shape.slice(2);
+    const win = windowOf('MaxPool', attrs, spatial, ints(attrs, 'kernel_shape')!, int(attrs, 'ceil_mode') === 1);
+    const inSize = spatial.reduce((a, b) => a * b, 1), outSize = win.out.reduce((a, b) => a * b, 1);
+    const dx = zerosLike(x!);
+    const best = new Float64Array(outSize), arg = new Int32Array(outSize);
+    for (let nc = 0; nc < N * C; nc++) {
+      best.fill(-Infinity);
+      arg.fill(-1);
+      const xo = nc * inSize;
+      // The same strict '>' as the forward kernel: ties go to the first position.
+      slide(win, spatial, (oi, ii) => { if (x!.data[xo + ii]! > best[oi]!) { best[oi] = x!.data[xo + ii]!; arg[oi] = ii; } });
+      for (let o = 0; o < outSize; o++) if (arg[o]! >= 0) dx.data[xo + arg[o]!]! += g!.data[nc * outSize + o]!;
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const averagePoolGrad = internal({
+  op: 'AveragePoolGrad', category: 'pool', arity: [1, 1],
+  attrs: { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, count_include_pad: { type: 'int', default: 0 }, ...shapeAttr },
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost: perOutput(1),
+  cpu([g], attrs) {
+    const xShape = ints(attrs, 'shape')!;
+    const [N, C] = xShape as [number, number];
+    const spatial = xShape.slice(2);
+    const win = windowOf('AveragePool', attrs, spatial, ints(attrs, 'kernel_shape')!, int(attrs, 'ceil_mode') === 1);
+    const inSize = spatial.reduce((a, b) => a * b, 1), outSize = win.out.reduce((a, b) => a * b, 1);
+    const counts = int(attrs, 'count_include_pad') ? padCounts(win, spatial, attrs) : null;
+    const inside = new Float64Array(outSize);
+    slide(win, spatial, (oi) => { inside[oi]!++; });
+    const dx = tensor(g!.dtype, xShape);
+    for (let nc = 0; nc < N * C; nc++) {
+      slide(win, spatial, (oi, ii) => { dx.data[nc * inSize + ii]! += g!.data[nc * outSize + oi]! / (counts ? counts[oi]! : inside[oi]!); });
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+// --- Gather, GatherElements, Slice: scatter the gradient back -----------------------------------
+
+const gatherGrad = internal({
+  op: 'GatherGrad', category: 'movement', arity: [2, 2], attrs: { axis: { type: 'int', default: 0 }, ...shapeAttr },
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+  cpu([g, ind], attrs) {
+    const shape = ints(attrs, 'shape')!;
+    const axis = normAxis(int(attrs, 'axis'), shape.length, 'GatherGrad');
+    const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const dim = shape[axis]!;
+    const ni = ind!.data.length;
+    const dx = tensor(g!.dtype, shape);
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < ni; j++) {
+        const raw = ind!.data[j]!;
+        const k = raw < 0 ? raw + dim : raw;
+        const src = (o * ni + j) * inner, dst = (o * dim + k) * inner;
+        for (let q = 0; q < inner; q++) dx.data[dst + q]! += g!.data[src + q]!;
+      }
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const gatherElementsGrad = internal({
+  op: 'GatherElementsGrad', category: 'movement', arity: [2, 2], attrs: { axis: { type: 'int', default: 0 }, ...shapeAttr },
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+  cpu([g, ind], attrs) {
+    const shape = ints(attrs, 'shape')!;
+    const axis = normAxis(int(attrs, 'axis'), shape.length, 'GatherElementsGrad');
+    const st = stridesOf(shape), ist = stridesOf(ind!.shape);
+    const dx = tensor(g!.dtype, shape);
+    for (let i = 0; i < ind!.data.length; i++) {
+      let off = 0, rem = i;
+      for (let d = 0; d < shape.length; d++) {
+        const v = Math.floor(rem / ist[d]!);
+        rem -= v * ist[d]!;
+        const raw = ind!.data[i]!;
+        off += (d === axis ? (raw < 0 ? raw + shape[d]! : raw) : v) * st[d]!;
+      }
+      dx.data[off]! += g!.data[i]!;
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const sliceGrad = internal({
+  op: 'SliceGrad', category: 'movement', arity: [1, 1],
+  attrs: { starts: { type: 'ints' }, ends: { type: 'ints' }, axes: { type: 'ints', optional: true }, steps: { type: 'ints', optional: true }, ...shapeAttr },
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost: perOutput(0),
+  cpu([g], attrs) {
+    const shape = ints(attrs, 'shape')!;
+    const { axes } = sliceAxes({ node: 'SliceGrad', inputs: [], numOutputs: 1, attrs, consts: [] }, shape);
+    const start = shape.map(() => 0), step = shape.map(() => 1);
+    for (const a of axes) { start[a.axis] = a.start; step[a.axis] = a.step; }
+    const st = stridesOf(shape);
+    const dx = tensor(g!.dtype, shape);
+    const gs = g!.shape;
+    const idx = new Array<number>(gs.length).fill(0);
+    for (let i = 0; i < g!.data.length; i++) {
+      let off = 0;
+      for (let d = 0; d < gs.length; d++) off += (start[d]! + idx[d]! * step[d]!) * st[d]!;
+      dx.data[off] = g!.data[i]!;
+      for (let d = gs.length - 1; d >= 0; d--) { if (++idx[d]! < gs[d]!) break; idx[d] = 0; }
+    }
+    return [dx];
+  },
+});
+
+// --- SoftmaxCrossEntropyLoss ------------------------------------------------------------------
+
+const sceGrad = internal({
+  op: 'SoftmaxCrossEntropyLossGrad', category: 'loss', arity: [3, 4],
+  attrs: { ignore_index: { type: 'int', optional: true }, reduction: { type: 'string', default: 'mean' } },
+  infer: (ctx) => [input(ctx, 1)],
+  cost: (ctx, outs) => ({ flops: 6 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cpu([dl, s, l, w], attrs) {
+    const N = s!.shape[0]!, Cn = s!.shape[1]!;
+    const inner = s!.shape.slice(2).reduce((a, b) => a * b, 1);
+    const ignore = attrs['ignore_index'] as number | undefined;
+    const red = str(attrs, 'reduction');
+    let wsum = 0;
+    for (let i = 0; i < l!.data.length; i++) if (l!.data[i] !== ignore) wsum += w ? w.data[l!.data[i]!]! : 1;
+    const ds = zerosLike(s!);
+    for (let n = 0; n < N; n++) {
+      for (let i = 0; i < inner; i++) {
+        const y = l!.data[n * inner + i]!;
+        if (y === ignore) continue;
+        if (y < 0 || y >= Cn) throw new CleaveError(`SoftmaxCrossEntropyLossGrad: label ${y} is out of range for ${Cn} classes`);
+        const wy = w ? w.data[y]! : 1;
+        const up = red === 'none' ? dl!.data[n * inner + i]! : red === 'sum' ? dl!.data[0]! : wsum ? dl!.data[0]! / wsum : 0;
+        let mx = -Infinity;
+        for (let c = 0; c < Cn; c++) mx = Math.max(mx, s!.data[(n * Cn + c) * inner + i]!);
+        let sum = 0;
+        for (let c = 0; c < Cn; c++) sum += Math.exp(s!.data[(n * Cn + c) * inner + i]! - mx);
+        for (let c = 0; c < Cn; c++) {
+          const p = Math.exp(s!.data[(n * Cn + c) * inner + i]! - mx) / sum;
+          ds.data[(n * Cn + c) * inner + i] = (p - (c === y ? 1 : 0)) * wy * up;
+        }
+      }
+    }
+    return [roundToDtype(ds)];
+  },
+});
+
+export const GRAD_OPS: OpDef[] = [
+  geluGrad, layerNormGradInput, layerNormGradParams, batchNormGradInput, batchNormGradParams,
+  convGradInput, convGradWeight, maxPoolGrad, averagePoolGrad, gatherGrad, gatherElementsGrad, sliceGrad, sceGrad,
+];
