@@ -4,6 +4,7 @@ import '../ops/index.js';
 import { registerDemo } from './demo.js';
 import { registerForward } from './forward.js';
 import { registerInspect } from './inspect_cmd.js';
+import { registerTrain } from './train.js';
 
 /** Runs the CLI; returns the exit code (0 ok, 2 a user error, 1 a bug). */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -16,6 +17,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .showHelpAfterError('(run cleave --help for usage)');
   registerInspect(program);
   registerForward(program);
+  registerTrain(program);
   registerDemo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

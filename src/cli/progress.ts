@@ -1,0 +1,40 @@
+import cliProgress from 'cli-progress';
+
+/** Progress of a long job: a live bar on a terminal, a line every tenth of the way otherwise. */
+export class Progress {
+  private readonly bar?: cliProgress.SingleBar;
+  private readonly start = performance.now();
+  private lastLine = -1;
+
+  constructor(private readonly total: number, private readonly unit: string, private readonly quiet = false) {
+    if (!quiet && process.stderr.isTTY) {
+      this.bar = new cliProgress.SingleBar({
+        format: `step {value}/{total} |{bar}| {extra} | {rate} ${unit}/s | ETA {eta_formatted}`,
+        stream: process.stderr,
+        hideCursor: true,
+        etaBuffer: 20,
+      }, cliProgress.Presets.shades_classic);
+      this.bar.start(total, 0, { extra: '', rate: '—' });
+    }
+  }
+
+  /** `done` steps finished, `items` processed so far (samples), `extra` the step's figures. */
+  update(done: number, items: number, extra: string): void {
+    const secs = (performance.now() - this.start) / 1000;
+    const rate = secs > 0 ? (items / secs).toFixed(1) : '—';
+    if (this.bar) this.bar.update(done, { extra, rate });
+    else if (!this.quiet) {
+      const tenth = Math.floor((10 * done) / this.total);
+      if (tenth !== this.lastLine || done === 1) {
+        this.lastLine = tenth;
+        const eta = done ? ((this.total - done) * secs) / done : 0;
+        process.stdout.write(`step ${String(done).padStart(String(this.total).length)}/${this.total}  ${extra}  ${rate} ${this.unit}/s  ETA ${eta.toFixed(1)} s\n`);
+      }
+    }
+  }
+
+  stop(): number {
+    this.bar?.stop();
+    return (performance.now() - this.start) / 1000;
+  }
+}
