@@ -26,6 +26,8 @@ export interface TrainJob {
   clip?: number;
   seed?: number;
   dims?: Record<string, number>;
+  /** Ops in their training form (BatchNorm on batch statistics, Dropout dropping); default true. */
+  trainingMode?: boolean;
 }
 
 export interface PreparedJob {
@@ -57,7 +59,7 @@ export function prepareJob(job: TrainJob): PreparedJob {
   const model = readModelFile(job.model);
   const graph = importModel(model, { baseDir: dirname(job.model), file: job.model }, { batch: microbatch, dims: job.dims });
   const lossSpec = job.loss === 'auto' ? autoLoss(graph) : job.loss;
-  const training = buildTrainingGraph(graph, { loss: lossSpec });
+  const training = buildTrainingGraph(graph, { loss: lossSpec, trainingMode: job.trainingMode });
   const trainer = new CpuTrainer(training, { optimizer: job.optimizer, schedule: job.schedule, clip: job.clip });
   const logits = graph.outputs.find((o) => isFloat(o.dtype));
   const classes = logits ? Number(logits.shape[logits.shape.length - 1]) : 2;

@@ -46,17 +46,18 @@ function matmulKernel(a: Tensor, b: Tensor): Tensor {
     return off;
   };
   const row = new Float64Array(N);
+  const ad = a.data, bd = b.data, cd = res.data;
   for (let bi = 0; bi < nb; bi++) {
     const ao = offsetOf(A, bi) * M * K, bo = offsetOf(B, bi) * K * N, co = bi * M * N;
     for (let i = 0; i < M; i++) {
       row.fill(0);
       for (let k = 0; k < K; k++) {
-        const av = a.data[ao + i * K + k]!;
+        const av = ad[ao + i * K + k]!;
         if (av === 0) continue;
         const base = bo + k * N;
-        for (let j = 0; j < N; j++) row[j]! += av * b.data[base + j]!;
+        for (let j = 0; j < N; j++) row[j] += av * bd[base + j]!;
       }
-      for (let j = 0; j < N; j++) res.data[co + i * N + j] = row[j]!;
+      cd.set(row, co + i * N);
     }
   }
   return roundToDtype(res);

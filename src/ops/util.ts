@@ -83,23 +83,48 @@ export function broadcastMap(inputs: readonly Tensor[], dtype: DType, f: (...x: 
   const out = tensor(dtype, outShape);
   const n = sizeOf(out);
   const k = inputs.length;
-  const datas = inputs.map((t) => t.data);
-  if (inputs.every((t) => sizeOf(t) === n)) {
-    const args = new Array<number>(k);
-    for (let i = 0; i < n; i++) {
-      for (let j = 0; j < k; j++) args[j] = datas[j]![i]!;
-      out.data[i] = f(...args);
-    }
+  const o = out.data;
+  // Unary and binary ops are most of the work: call `f` with fixed arity, no argument arrays.
+  if (k === 1) {
+    const a = inputs[0]!.data;
+    for (let i = 0; i < n; i++) o[i] = f(a[i]!);
     return roundToDtype(out);
   }
   const strides = inputs.map((t) => broadcastStrides(t.shape, outShape));
   const rank = outShape.length;
+  if (k === 2) {
+    const a = inputs[0]!.data, b = inputs[1]!.data;
+    const sa = strides[0]!, sb = strides[1]!;
+    if (sizeOf(inputs[0]!) === n && sizeOf(inputs[1]!) === n) {
+      for (let i = 0; i < n; i++) o[i] = f(a[i]!, b[i]!);
+      return roundToDtype(out);
+    }
+    // Walk rows of the innermost dimension; each row has fixed strides.
+    const inner = rank ? outShape[rank - 1]! : 1;
+    const ia = rank ? sa[rank - 1]! : 0, ib = rank ? sb[rank - 1]! : 0;
+    const idx = new Array<number>(rank).fill(0);
+    let oa = 0, ob = 0;
+    for (let base = 0; base < n; base += inner) {
+      for (let j = 0; j < inner; j++) o[base + j] = f(a[oa + j * ia]!, b[ob + j * ib]!);
+      for (let d = rank - 2; d >= 0; d--) {
+        idx[d]!++;
+        oa += sa[d]!;
+        ob += sb[d]!;
+        if (idx[d]! < outShape[d]!) break;
+        oa -= sa[d]! * outShape[d]!;
+        ob -= sb[d]! * outShape[d]!;
+        idx[d] = 0;
+      }
+    }
+    return roundToDtype(out);
+  }
+  const datas = inputs.map((t) => t.data);
   const idx = new Array<number>(rank).fill(0);
   const off = new Array<number>(k).fill(0);
   const args = new Array<number>(k);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < k; j++) args[j] = datas[j]![off[j]!]!;
-    out.data[i] = f(...args);
+    o[i] = f(...args);
     // Odometer step: carry through the trailing dims, adjusting every input's offset.
     for (let d = rank - 1; d >= 0; d--) {
       idx[d]!++;
