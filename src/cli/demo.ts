@@ -2,37 +2,68 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeOnnx } from '../../compiler/onnx/export.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
+import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
+import { prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
 import { fixturesDir } from '../../fixtures/generate.js';
 import { CleaveError } from '../errors.js';
-import { parameterStats } from '../ir/stats.js';
-import { formatCount } from './format.js';
+import { getOp } from '../ops/index.js';
+import { formatFlops, table } from './format.js';
 import { inspectModel, renderInspect } from './inspect.js';
+import { positiveInt } from './options.js';
+import { Progress } from './progress.js';
 
 /**
- * The main job on the bundled GPT fixture, as far as cleave goes today: import, inspect, export and
- * re-import. Later stages (compile, plan print, train) join here as they are built.
+ * The main job on the bundled GPT fixture, as far as cleave goes today: import and inspect it,
+ * derive its training graph, train it on the bundled task, save and reload the trained model.
+ * Later stages (partition, schedule, plan print, multi-rank runs) join here as they are built.
  */
 export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description('run the main job on the bundled GPT fixture')
-    .option('--batch <n>', 'batch size', '4')
-    .action((o: { batch: string }) => {
+    .option('--steps <n>', 'training steps', positiveInt('--steps'), 60)
+    .action((o: { steps: number }) => {
       const model = join(fixturesDir(), 'gpt.onnx');
-      const batch = Number(o.batch);
-      process.stdout.write(`== inspect ${model}\n`);
-      process.stdout.write(renderInspect(inspectModel(model, { batch })));
-      const g = importOnnx(model, { batch });
+      const [batch, microbatches] = [8, 2];
+      const say = (s: string) => process.stdout.write(s);
+      say(`== 1. import and inspect ${model}\n`);
+      say(renderInspect(inspectModel(model, { batch })));
+
+      const p = prepareJob({ model, loss: 'auto', steps: o.steps, batch, microbatches, optimizer: { kind: 'adamw', lr: 1e-2 }, schedule: { kind: 'cosine', warmup: 5, total: o.steps, minLr: 1e-3 } });
+      const phases = new Map<string, { nodes: number; flops: number }>();
+      for (const n of p.training.graph.nodes) {
+        const c = getOp(n.op, n.name).cost({ node: n.name, inputs: n.inputs, numOutputs: n.outputs.length, attrs: n.attrs, consts: [] }, n.outputs);
+        const r = phases.get(String(n.meta['phase'])) ?? { nodes: 0, flops: 0 };
+        r.nodes++;
+        r.flops += c.flops;
+        phases.set(String(n.meta['phase']), r);
+      }
+      say(`\n== 2. training graph: ${p.lossSpec.kind} loss, per microbatch of ${p.microbatch}\n`);
+      say(table(['phase', 'nodes', 'FLOPs'], [...phases].map(([k, r]) => [k, String(r.nodes), formatFlops(r.flops)])) + '\n');
+
+      say(`\n== 3. train ${o.steps} steps, batch ${batch} = ${microbatches} microbatches × ${p.microbatch}, adamw, on ${p.data.description}\n`);
+      const progress = new Progress(o.steps, 'samples');
+      let first = NaN, last = NaN;
+      for (let s = 0; s < o.steps; s++) {
+        const r = runStep(p);
+        if (s === 0) first = r.loss;
+        last = r.loss;
+        progress.update(r.step, r.step * batch, `loss ${r.loss.toFixed(4)}`);
+      }
+      const secs = progress.stop();
+      say(`loss ${first.toFixed(4)} → ${last.toFixed(4)} in ${secs.toFixed(1)} s\n`);
+
       const dir = mkdtempSync(join(tmpdir(), 'cleave-demo-'));
       try {
-        const out = join(dir, 'gpt.roundtrip.onnx');
-        writeOnnx(g, out);
-        const back = importOnnx(out);
-        const a = parameterStats(g).count, b = parameterStats(back).count;
-        if (a !== b || back.nodes.length !== g.nodes.length) throw new CleaveError(`round trip changed the model: ${a} → ${b} parameters, ${g.nodes.length} → ${back.nodes.length} nodes`);
-        process.stdout.write(`\n== export and re-import: ${formatCount(b)} parameters, ${back.nodes.length} nodes, unchanged\n`);
+        const out = join(dir, 'gpt.trained.onnx');
+        saveTrained(p, out);
+        const back = importOnnx(out, { batch: p.microbatch });
+        const feeds = Object.fromEntries(Object.entries(p.data.next(p.microbatch)).filter(([k]) => back.inputs.some((v) => v.name === k)));
+        const a = runGraph(p.graph, feeds).get('logits')!, b = runGraph(back, feeds).get('logits')!;
+        const same = a.data.every((x, i) => x === b.data[i]);
+        if (!same) throw new CleaveError('the saved model computes different logits from the trained one');
+        say(`\n== 4. saved the trained model as ONNX and loaded it back: same logits\n`);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
