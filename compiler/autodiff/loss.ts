@@ -57,3 +57,15 @@ export function addLoss(b: ModelBuilder, spec: LossSpec): { loss: Value; labels?
     }
   }
 }
+
+/**
+ * The loss `--loss auto` picks: the model's scalar output if it has one; cross-entropy for token
+ * models (one integer input) and classifiers (a [batch, classes] output); mean squared error otherwise.
+ */
+export function autoLoss(g: Graph): LossSpec {
+  const scalar = g.outputs.find((o) => isFloat(o.dtype) && o.shape.every((d) => d === 1));
+  if (scalar) return { kind: 'output', output: scalar.name };
+  const logits = g.outputs.find((o) => isFloat(o.dtype));
+  const tokens = g.inputs.length === 1 && !isFloat(g.inputs[0]!.dtype);
+  return tokens || logits?.shape.length === 2 ? { kind: 'cross-entropy', output: logits?.name } : { kind: 'mse', output: logits?.name };
+}

@@ -3,6 +3,7 @@ import { CleaveError } from '../../src/errors.js';
 import { dtypeToOnnx } from '../../src/ir/dtype.js';
 import type { Graph, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import { materialize } from '../../src/ir/materialize.js';
 import { type LiftedInput, getOp } from '../../src/ops/index.js';
 import { attrEquals, encodeAttr } from './attributes.js';
 import { encodeModel } from './codec.js';
@@ -77,6 +78,7 @@ export function exportModel(g: Graph, opts: ExportOptions = {}): { model: ModelP
   // apart from trainable tensors when the model is read back (ONNX itself has no such notion).
   const constNodes: NodeP[] = [];
   for (const v of g.values.values()) {
+    if (v.kind === 'param' && !v.data) materialize(v);
     if (v.kind === 'const' && v.data) {
       constNodes.push({ name: fresh(`${v.name}/Constant`), opType: 'Constant', domain: '', input: [], output: [v.name], attribute: [encodeAttr('value', v.data, 'tensor')] });
     } else if (v.data) addInitializer(v.name, v.data);

@@ -12,7 +12,7 @@ import { getOp } from '../../src/ops/index.js';
 export function toFloat64(g: Graph): Graph {
   return cloneGraph(g, {
     dtype: (d) => (isFloat(d) ? 'float64' : d),
-    data: (v) => (v.data && isFloat(v.data.dtype) ? tensor('float64', v.data.shape, v.data.data) : v.data!),
+    data: (v) => (isFloat(v.data!.dtype) ? tensor('float64', v.data!.shape, v.data!.data) : v.data!),
     attrs: (op, a) => {
       const def = getOp(op, op);
       const out = { ...a };

@@ -1,5 +1,5 @@
 import { dirname } from 'node:path';
-import { type LossSpec } from '../../compiler/autodiff/loss.js';
+import { type LossSpec, autoLoss } from '../../compiler/autodiff/loss.js';
 import { type TrainingGraph, buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
@@ -38,15 +38,6 @@ export interface PreparedJob {
   trainer: CpuTrainer;
   data: DataSource;
   lossSpec: LossSpec;
-}
-
-function autoLoss(g: Graph): LossSpec {
-  const scalar = g.outputs.find((o) => isFloat(o.dtype) && o.shape.every((d) => d === 1));
-  if (scalar) return { kind: 'output', output: scalar.name };
-  const tokens = g.inputs.length === 1 && !isFloat(g.inputs[0]!.dtype);
-  const logits = g.outputs.find((o) => isFloat(o.dtype));
-  if (tokens || (logits && logits.shape.length === 2)) return { kind: 'cross-entropy', output: logits?.name };
-  return { kind: 'mse', output: logits?.name };
 }
 
 /** Imports the model at the microbatch size, derives the training graph, opens the data. */

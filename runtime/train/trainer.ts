@@ -1,6 +1,7 @@
 import type { TrainingGraph } from '../../compiler/autodiff/training.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Value } from '../../src/ir/graph.js';
+import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { runGraph } from '../backends/cpu/interpreter.js';
 import { type OptimizerConfig, Optimizer, type ParamSlot, type Schedule, clipGradNorm, learningRate } from '../optim/optimizer.js';
@@ -36,6 +37,7 @@ export class CpuTrainer {
 
   constructor(readonly training: TrainingGraph, readonly opts: TrainerOptions) {
     this.optimizer = new Optimizer(opts.optimizer);
+    materializeAll(training.graph);
     this.params = training.graph.params().filter((p) => training.grads.has(p.name));
     this.accum = new Map(this.params.map((p) => [p.name, new Float64Array(p.data!.data.length)]));
   }

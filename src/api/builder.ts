@@ -1,6 +1,6 @@
 import { CleaveError } from '../errors.js';
 import type { DType } from '../ir/dtype.js';
-import { type Attrs, Graph, type NodeMeta, type Value } from '../ir/graph.js';
+import { type Attrs, Graph, type LazyInit, type NodeMeta, type Value } from '../ir/graph.js';
 import { type Shape } from '../ir/shape.js';
 import { type Tensor, tensor } from '../ir/tensor.js';
 import { validateGraph } from '../ir/validate.js';
@@ -19,12 +19,16 @@ export class ModelBuilder {
   private readonly scopes: string[] = [];
   private readonly rng: Rng;
   private rawPrefix: string | null = null;
+  private readonly lazy: boolean;
+  private seedCounter = 0;
   private meta: NodeMeta = {};
 
   /** A new graph named `graph`, or more nodes for an existing one. */
-  constructor(graph: string | Graph, opts: { opset?: number; seed?: number } = {}) {
+  /** `lazy`: parameters get an initializer spec instead of data (for planning models too big to hold). */
+  constructor(graph: string | Graph, opts: { opset?: number; seed?: number; lazy?: boolean } = {}) {
     this.graph = typeof graph === 'string' ? new Graph(graph, opts.opset ?? 17) : graph;
     this.rng = new Rng(opts.seed ?? 0);
+    this.lazy = opts.lazy ?? false;
   }
 
   /** Runs `fn` with node names under `prefix` (such as `/h.0/MatMul_grad/`) and `meta` on every node. */
@@ -55,7 +59,12 @@ export class ModelBuilder {
   }
 
   param(name: string, shape: readonly number[], init: Init): Value {
-    return this.graph.addParam([...this.scopes, name].join('.'), this.init(shape, init));
+    const full = [...this.scopes, name].join('.');
+    if (!this.lazy) return this.graph.addParam(full, this.init(shape, init));
+    const seed = (this.rng.int(2 ** 31) + this.seedCounter++) >>> 0;
+    const spec: LazyInit = init === 'zeros' ? { kind: 'zeros' } : init === 'ones' ? { kind: 'ones' }
+      : 'normal' in init ? { kind: 'normal', std: init.normal, seed } : { kind: 'uniform', bound: init.uniform, seed };
+    return this.graph.addLazyParam(full, 'float32', shape, spec);
   }
 
   state(name: string, data: Tensor): Value {

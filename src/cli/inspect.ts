@@ -67,7 +67,7 @@ function summarize(g: Graph): Pick<InspectReport, 'inputs' | 'outputs' | 'parame
     s.flops += c.flops;
   }
   // A parameter belongs to the scope of the first node that reads it.
-  for (const p of g.params()) scopeRow(topScope(p.users[0]?.scope ?? '/')).params += p.data!.data.length;
+  for (const p of g.params()) scopeRow(topScope(p.users[0]?.scope ?? '/')).params += tensorStats([p]).count;
   const stat = (vs: Value[]) => ({ ...tensorStats(vs), tensors: vs.length });
   return {
     inputs: g.inputs.map(info),

@@ -4,6 +4,7 @@ import '../ops/index.js';
 import { registerDemo } from './demo.js';
 import { registerForward } from './forward.js';
 import { registerInspect } from './inspect_cmd.js';
+import { registerPartition } from './partition.js';
 import { registerTrain } from './train.js';
 
 /** Runs the CLI; returns the exit code (0 ok, 2 a user error, 1 a bug). */
@@ -18,6 +19,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerInspect(program);
   registerForward(program);
   registerTrain(program);
+  registerPartition(program);
   registerDemo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

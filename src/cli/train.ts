@@ -3,6 +3,7 @@ import { LOSS_KINDS, type LossSpec } from '../../compiler/autodiff/loss.js';
 import { OPTIMIZER_KINDS, type OptimizerConfig } from '../../runtime/optim/optimizer.js';
 import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
 import { CleaveError } from '../errors.js';
+import { parameterStats } from '../ir/stats.js';
 import { formatCount } from './format.js';
 import { dimBinding, positiveInt } from './options.js';
 import { Progress } from './progress.js';
@@ -77,7 +78,7 @@ export function registerTrain(program: Command): void {
     .action((model: string, o: TrainFlags) => {
       const job = jobFromFlags(model, o);
       const p = prepareJob(job);
-      const params = p.graph.params().reduce((a, v) => a + v.data!.data.length, 0);
+      const params = parameterStats(p.graph).count;
       if (!o.json) {
         process.stdout.write(`training ${model}: ${formatCount(params)} parameters, loss ${p.lossSpec.kind}, ${job.optimizer.kind} lr ${job.optimizer.lr}\n`);
         process.stdout.write(`batch ${job.batch} = ${job.microbatches} × ${p.microbatch}; data: ${p.data.description}\n`);

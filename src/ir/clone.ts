@@ -18,7 +18,7 @@ export function cloneGraph(g: Graph, hooks: CloneHooks = {}): Graph {
     const data = v.data && (hooks.data ? hooks.data(v) : v.data);
     let c: Value;
     if (v.kind === 'input') c = out.addInput(v.name, dt(v.dtype), v.shape);
-    else if (v.kind === 'param') c = out.addParam(v.name, data!);
+    else if (v.kind === 'param') c = data ? out.addParam(v.name, data) : out.addLazyParam(v.name, dt(v.dtype), v.shape as number[], v.init!);
     else if (v.kind === 'state') c = out.addState(v.name, data!);
     else c = out.addConst(v.name, data!);
     map.set(v, c);

@@ -12,6 +12,9 @@ export type Attrs = Record<string, AttrValue>;
  */
 export type ValueKind = 'input' | 'param' | 'state' | 'const' | 'node';
 
+/** How a parameter is filled when it has no data yet (large benchmark models are built without weights). */
+export type LazyInit = { kind: 'zeros' } | { kind: 'ones' } | { kind: 'normal'; std: number; seed: number } | { kind: 'uniform'; bound: number; seed: number };
+
 export interface ValueType {
   readonly dtype: DType;
   readonly shape: Shape;
@@ -33,6 +36,8 @@ export class Value implements ValueType {
     public readonly kind: ValueKind,
     /** Data of params and constants. */
     public data?: Tensor,
+    /** For a parameter without data: how to make it. */
+    public init?: LazyInit,
   ) {}
 
   get type(): string {
@@ -108,6 +113,11 @@ export class Graph {
 
   addParam(name: string, data: Tensor): Value {
     return this.define(new Value(name, data.dtype, data.shape, 'param', data));
+  }
+
+  /** A parameter known by shape alone: costs and memory can be planned without allocating it. */
+  addLazyParam(name: string, dtype: DType, shape: readonly number[], init: LazyInit): Value {
+    return this.define(new Value(name, dtype, [...shape], 'param', undefined, init));
   }
 
   addState(name: string, data: Tensor): Value {
@@ -222,7 +232,7 @@ export class Graph {
       }
     }
     for (const v of [...this.values.values()]) {
-      if (v.data && !v.users.length && !this.outputs.includes(v)) this.values.delete(v.name);
+      if ((v.data || v.init) && !v.users.length && !this.outputs.includes(v)) this.values.delete(v.name);
     }
     return removed;
   }

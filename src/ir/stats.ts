@@ -1,5 +1,6 @@
 import { dtypeBytes } from './dtype.js';
 import type { Graph, Value } from './graph.js';
+import { numel } from './shape.js';
 
 export interface TensorStats {
   count: number;
@@ -9,7 +10,7 @@ export interface TensorStats {
 export function tensorStats(values: readonly Value[]): TensorStats {
   let count = 0, bytes = 0;
   for (const v of values) {
-    const n = v.data?.data.length ?? 0;
+    const n = numel(v.shape, 1);
     count += n;
     bytes += n * dtypeBytes(v.dtype);
   }

@@ -67,7 +67,7 @@ export function reshapeTarget(ctx: OpContext, s: Shape, target: readonly number[
 }
 
 const reshape: OpDef = {
-  op: 'Reshape', since: 13, category: 'movement', arity: [1, 1],
+  op: 'Reshape', since: 13, category: 'movement', arity: [1, 1], view: true,
   attrs: { allowzero: { type: 'int', default: 0 } },
   lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 5 }],
   infer(ctx) {
@@ -122,7 +122,7 @@ function flattenShape(ctx: OpContext, s: Shape): Dim[] {
 }
 
 const flatten: OpDef = {
-  op: 'Flatten', since: 13, category: 'movement', arity: [1, 1],
+  op: 'Flatten', since: 13, category: 'movement', arity: [1, 1], view: true,
   attrs: { axis: { type: 'int', default: 1 } },
   infer(ctx) {
     const x = input(ctx, 0);
@@ -158,7 +158,7 @@ function unsqueezeShape(ctx: OpContext, s: Shape): Dim[] {
 
 function shapeOnly(op: string, fn: (ctx: OpContext, s: Shape) => Dim[], lifted: OpDef['lifted']): OpDef {
   return {
-    op, since: 13, category: 'movement', arity: [1, 1], attrs: {}, lifted,
+    op, since: 13, category: 'movement', arity: [1, 1], attrs: {}, lifted, view: true,
     infer(ctx) {
       const x = input(ctx, 0);
       return [{ dtype: x.dtype, shape: fn(ctx, x.shape) }];
@@ -171,7 +171,7 @@ function shapeOnly(op: string, fn: (ctx: OpContext, s: Shape) => Dim[], lifted: 
 }
 
 const identity: OpDef = {
-  op: 'Identity', since: 13, category: 'movement', arity: [1, 1], attrs: {}, alias: true,
+  op: 'Identity', since: 13, category: 'movement', arity: [1, 1], attrs: {}, alias: true, view: true,
   infer: (ctx) => [input(ctx, 0)],
   cost: dataMovement,
   cpu: ([x]) => [withShape(x!, x!.shape)],

@@ -104,6 +104,8 @@ export interface OpDef {
   readonly stateUpdates?: readonly (readonly [number, number])[];
   /** The op's training form (BatchNorm on batch statistics, Dropout dropping): attributes and output count. */
   training?(attrs: Attrs, numOutputs: number): { attrs: Attrs; numOutputs: number };
+  /** Output 0 is a view of input 0's data (Reshape and friends): a runtime need not copy. */
+  readonly view?: boolean;
   /** Output 0 is input 0 unchanged (Identity): the importer points its uses at the input. */
   readonly alias?: boolean;
   /** Never folded even with constant inputs (random ops). */
