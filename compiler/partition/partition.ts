@@ -6,6 +6,7 @@ import { type OptimizerFamily, type ScheduleName, bytesPerParam, inFlight } from
 import { type DtypePolicy, type MeasuredProfile, costModel } from '../cost/model.js';
 import { deviceProfile } from '../cost/profiles.js';
 import { type SplitProblem, optimalSplit, stageCost, totals } from './dp.js';
+import { stageRank } from '../schedule/pipeline.js';
 import { type Units, buildUnits } from './units.js';
 
 export interface PartitionOptions {
@@ -172,7 +173,7 @@ export function partitionTraining(t: TrainingGraph, opts: PartitionOptions): Par
     }
   }
   return describe(u, stage, problem, {
-    S, p, mode: !auto ? 'manual' : annotated ? 'mixed' : 'auto', device: prep.device, capacity: problem.capacity,
+    S, p, schedule: opts.schedule ?? '1f1b', mode: !auto ? 'manual' : annotated ? 'mixed' : 'auto', device: prep.device, capacity: problem.capacity,
     ms: (s) => s * 1000, bytes: prep.bytes,
   });
 }
@@ -203,6 +204,7 @@ function explainInfeasible(u: Units, problem: SplitProblem, fixed: Int32Array, d
 interface DescribeOptions {
   S: number;
   p: number;
+  schedule: ScheduleName;
   mode: Partition['mode'];
   device: string;
   capacity: number;
@@ -213,7 +215,7 @@ interface DescribeOptions {
 function describe(u: Units, stage: Int32Array, problem: SplitProblem, o: DescribeOptions): Partition {
   const stageOf = new Map<Node, number>();
   const stages: StagePlan[] = Array.from({ length: o.S }, (_, k) => ({
-    index: k, rank: k % o.p, nodes: [], backward: [], params: [], paramCount: 0, fwdMs: 0, bwdMs: 0, commMs: 0,
+    index: k, rank: stageRank(o.schedule, k, o.p), nodes: [], backward: [], params: [], paramCount: 0, fwdMs: 0, bwdMs: 0, commMs: 0,
     memory: { params: 0, activations: 0, temp: 0, total: 0 }, sends: [],
   }));
   const paramStages = new Map<number, Set<number>>();

@@ -113,7 +113,7 @@ function fixedOrder(spec: PipelineSpec, r: number): Work[] {
 }
 
 interface Limits {
-  /** Max microbatch-stages with F done and B not done. */
+  /** Max microbatches per stage with F done and B not done. */
   inFlight: number;
   /** Max with B done and W not done (zero-bubble schedules defer W to fill bubbles). */
   pendingW: number;
@@ -123,8 +123,9 @@ function limits(spec: PipelineSpec, r: number): Limits {
   const { p } = spec;
   const cap = spec.active ?? Infinity;
   if (spec.schedule === 'zb-h1') return { inFlight: Math.min(p - r, cap), pendingW: p };
-  // ZB-V: two half-size stages per rank; 2p chunk activations equal 1F1B's peak on its first rank.
-  return { inFlight: Math.min(2 * p, cap * 2), pendingW: 2 * p };
+  // ZB-V: two half-size stages per rank, each with at most p microbatches in flight: 2p half-stage
+  // activations, 1F1B's peak on its first rank. Counting per stage keeps the deep chunk moving.
+  return { inFlight: Math.min(p, cap), pendingW: 2 * p };
 }
 
 /**
@@ -196,15 +197,12 @@ export function schedulePipeline(spec: PipelineSpec): PipelineSchedule {
     while (remaining) {
       let best: { r: number; w: Work; start: number } | undefined;
       for (let r = 0; r < p; r++) {
-        let inFlight = 0, pending = 0;
-        for (const s of stagesOf[r]!) {
-          inFlight += next.F[s]! - next.B[s]!;
-          pending += next.B[s]! - next.W[s]!;
-        }
+        let pending = 0;
+        for (const s of stagesOf[r]!) pending += next.B[s]! - next.W[s]!;
         const cands: Work[] = [];
         for (const s of stagesOf[r]!) {
           if (next.B[s]! < m) cands.push({ kind: 'B', stage: s, mb: next.B[s]! });
-          if (next.F[s]! < m && inFlight < lim[r]!.inFlight) cands.push({ kind: 'F', stage: s, mb: next.F[s]! });
+          if (next.F[s]! < m && next.F[s]! - next.B[s]! < lim[r]!.inFlight) cands.push({ kind: 'F', stage: s, mb: next.F[s]! });
           // W waits while there is room to defer it, unless nothing else can ever come.
           if (next.W[s]! < next.B[s]!) cands.push({ kind: 'W', stage: s, mb: next.W[s]! });
         }

@@ -1,0 +1,219 @@
+import { dirname } from 'node:path';
+import { type LossSpec, autoLoss } from './autodiff/loss.js';
+import { type TrainingGraph, buildTrainingGraph } from './autodiff/training.js';
+import { type OptimizerFamily, type ScheduleName, SCHEDULES } from './cost/memory.js';
+import { type CostModel, type DtypePolicy, type MeasuredProfile, costModel } from './cost/model.js';
+import { deviceProfile } from './cost/profiles.js';
+import { readModelFile } from './onnx/codec.js';
+import { importModel } from './onnx/import.js';
+import { type Partition, partitionTraining } from './partition/partition.js';
+import { type Placement, buildInstructions } from './schedule/instructions.js';
+import { checkMemory, programWorkspace, rankMemory } from './schedule/memory_plan.js';
+import { type PipelineSchedule, schedulePipeline, stageRank } from './schedule/pipeline.js';
+import { type ProgramKind, type Programs, buildPrograms } from './schedule/programs.js';
+import { simulate } from './verify/simulate.js';
+import { CleaveError } from '../src/errors.js';
+import { dtypeToOnnx } from '../src/ir/dtype.js';
+import type { Node, Value } from '../src/ir/graph.js';
+import { numel } from '../src/ir/shape.js';
+import { parameterStats } from '../src/ir/stats.js';
+import { tensorToBytes } from '../src/ir/tensor.js';
+import { type Plan, PLAN_VERSION, type PlanNode, type PlanValue, type Workspace } from '../src/plan/types.js';
+import { attrsToJson } from '../src/plan/attrs.js';
+
+export interface CompileOptions {
+  model: string;
+  loss: LossSpec | 'auto';
+  partitions: number;
+  microbatches: number;
+  /** Samples per step per data-parallel replica; each microbatch gets batch ÷ microbatches. */
+  batch?: number;
+  schedule: ScheduleName | 'auto';
+  virtualStages?: number;
+  dp?: number;
+  placement?: Placement;
+  activeMicrobatches?: number;
+  memoryWeight?: number;
+  autoPartition?: boolean;
+  defaultPartition?: number;
+  assign?: readonly string[];
+  device?: string;
+  policy?: DtypePolicy;
+  optimizer?: OptimizerFamily;
+  measured?: MeasuredProfile;
+  dims?: Record<string, number>;
+}
+
+/** Everything a compile produced, for the writer, the printer and tests. */
+export interface Compiled {
+  plan: Plan;
+  training: TrainingGraph;
+  partition: Partition;
+  pipeline: PipelineSchedule;
+}
+
+const PROG_KINDS: ProgramKind[] = ['forward', 'backwardB', 'backwardW'];
+
+/** Compiles for one schedule; `auto` tries each that applies and keeps the fastest that fits. */
+export function compile(o: CompileOptions): Compiled {
+  if (o.schedule !== 'auto') return compileWith(o, o.schedule);
+  const tried: string[] = [];
+  let best: Compiled | undefined;
+  for (const s of SCHEDULES) {
+    const v = s === 'zbv' || s === 'interleaved-1f1b' ? 2 : 1;
+    if (s === 'interleaved-1f1b' && o.microbatches % o.partitions) continue;
+    try {
+      const c = compileWith({ ...o, virtualStages: v }, s);
+      if (!best || c.plan.prediction.stepMs < best.plan.prediction.stepMs) best = c;
+    } catch (e) {
+      if (!(e instanceof CleaveError)) throw e;
+      tried.push(`${s}: ${e.message}`);
+    }
+  }
+  if (!best) throw new CleaveError(`no schedule fits:\n  ${tried.join('\n  ')}`);
+  return best;
+}
+
+function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
+  const p = o.partitions, m = o.microbatches, dp = o.dp ?? 1;
+  const v = o.virtualStages ?? (schedule === 'zbv' ? 2 : 1);
+  const batch = o.batch ?? m;
+  if (!Number.isInteger(dp) || dp < 1) throw new CleaveError(`--dp must be a positive integer, got ${dp}`);
+  if (!Number.isInteger(batch) || batch % m) throw new CleaveError(`--batch ${batch} does not divide into ${m} microbatches`);
+  const microbatch = batch / m;
+  const model = readModelFile(o.model);
+  const g = importModel(model, { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
+  const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
+  const training = buildTrainingGraph(g, { loss: lossSpec });
+  const device = deviceProfile(o.device ?? 'h100');
+  const cost = costModel(device, o.policy ?? 'fp32', o.measured);
+  // Pipeline spec first: it validates schedule × virtual stages × microbatches before partitioning.
+  const S = p * v;
+  const partition = partitionTraining(training, {
+    partitions: p, virtualStages: v, memoryWeight: o.memoryWeight, device: device.name, policy: o.policy, optimizer: o.optimizer,
+    schedule, microbatches: m, autoPartition: o.autoPartition, defaultPartition: o.defaultPartition, assign: o.assign, measured: o.measured,
+  });
+  const rankOf = (s: number) => stageRank(schedule, s, p);
+  const progs = buildPrograms(training, partition, rankOf);
+  const ms = (nodes: readonly Node[]) => nodes.reduce((a, n) => a + cost.nodeTime(n), 0) * 1000;
+  const stageMs = progs.stages.map((s) => ({ f: ms(s.forward), b: ms(s.backwardB), w: ms(s.backwardW) }));
+  const commMs = Array.from({ length: S }, (_, s) => {
+    const bytes = progs.boundaries.filter((b) => b.from === s && b.to === s + 1).reduce((a, b) => a + b.bytes, 0);
+    return rankOf(s) === rankOf(s + 1) ? 0 : cost.transferTime(bytes) * 1000;
+  });
+  const pipeline = schedulePipeline({
+    schedule, p, v, m, active: o.activeMicrobatches,
+    times: { f: stageMs.map((x) => x.f), b: stageMs.map((x) => x.b), w: stageMs.map((x) => x.w), comm: commMs },
+  });
+  const world = { pp: p, dp, placement: o.placement ?? 'cluster' };
+  const inst = buildInstructions(progs, pipeline, world, rankOf);
+
+  // Plan tables: values and nodes by index.
+  const g2 = training.graph;
+  const values: PlanValue[] = [];
+  const vIndex = new Map<Value, number>();
+  for (const val of g2.values.values()) {
+    vIndex.set(val, values.length);
+    values.push({
+      name: val.name, dtype: dtypeToOnnx(val.dtype), shape: val.shape.map((d) => Number(d)), kind: val.kind,
+      ...(val.kind === 'const' && val.data ? { data: tensorToBytes(val.data) } : {}),
+    });
+  }
+  const nodes: PlanNode[] = [];
+  const nIndex = new Map<object, number>();
+  for (const n of g2.nodes) {
+    if (progs.dropped.has(n)) continue;
+    nIndex.set(n, nodes.length);
+    nodes.push({
+      name: n.name, op: n.op, inputs: n.inputs.map((x) => (x ? vIndex.get(x)! : -1)), outputs: n.outputs.map((x) => vIndex.get(x)!),
+      attrs: attrsToJson(n.attrs), phase: String(n.meta['phase']), stage: progs.stageOf.get(n)!,
+    });
+  }
+  const workspaces = progs.stages.map((s) => Object.fromEntries(PROG_KINDS.map((k) => [k, workspaceOf(progs, s.index, k, vIndex)])) as Record<ProgramKind, Workspace>);
+  const readers = (tid: number) => {
+    const b = progs.boundaries[tid]!;
+    const st = progs.stages[b.to]!;
+    const out: ('FORWARD' | 'BACKWARD_B' | 'BACKWARD_W')[] = [];
+    if (st.forward.some((n) => n.inputs.includes(b.value))) out.push('FORWARD');
+    if (st.backwardB.some((n) => n.inputs.includes(b.value))) out.push('BACKWARD_B');
+    if (st.backwardW.some((n) => n.inputs.includes(b.value))) out.push('BACKWARD_W');
+    return out;
+  };
+  const sim = simulate({
+    ranks: inst.ranks, groups: inst.groups, buckets: inst.buckets,
+    tensors: progs.boundaries.map((b) => ({ id: b.id, bytes: b.bytes, fromStage: b.from, toStage: b.to, direction: b.direction })),
+    stageRank: rankOf, ppRankOf: (w) => inst.coords[w]!.pp, readers,
+    computeMs: (ins) => computeMs(ins, stageMs, progs, cost),
+    transferMs: (bytes, from, to) => cost.transferTime(bytes, Math.floor(from / 8) !== Math.floor(to / 8)) * 1000,
+    allreduceMs: (bytes, ranks) => allreduceMs(cost, bytes, ranks),
+  });
+  const ranks = inst.ranks.map((list, w) => {
+    const c = inst.coords[w]!;
+    const timed = list.map((ins, i) => ({ ...ins, startMs: sim.times[w]![i]!.start, endMs: sim.times[w]![i]!.end }));
+    const onRank = progs.stages.filter((s) => s.ppRank === c.pp).map((s) => s.index);
+    const mem = rankMemory(progs, timed, (s, k) => workspaces[s]![k].bytes, o.optimizer ?? 'adamw', onRank);
+    checkMemory(w, mem.allocations, mem.arenaBytes);
+    const busy = timed.filter((x) => x.kind !== 'SEND' && x.kind !== 'RECV' && x.kind !== 'ALLREDUCE').reduce((a, x) => a + (x.endMs - x.startMs), 0);
+    return { rank: w, ppRank: c.pp, dpRank: c.dp, instructions: timed, memory: mem, bubble: sim.stepMs ? 1 - busy / sim.stepMs : 0 };
+  });
+  const bucketValues = inst.bucketParams;
+  const plan: Plan = {
+    version: PLAN_VERSION,
+    producer: 'cleave 0.1.0',
+    model: {
+      name: g.name, source: o.model, opset: g.opset, loss: JSON.stringify(lossSpec), microbatchSize: microbatch,
+      dtypePolicy: o.policy ?? 'fp32', optimizer: o.optimizer ?? 'adamw', parameters: parameterStats(g).count,
+    },
+    world: { pp: p, dp, virtualStages: v, placement: world.placement, size: p * dp },
+    schedule: { name: schedule, microbatches: m, activeMicrobatches: o.activeMicrobatches ?? 0, device: device.name, split: pipeline.split },
+    values,
+    nodes,
+    stages: progs.stages.map((s) => ({
+      index: s.index, ppRank: s.ppRank,
+      forward: s.forward.map((n) => nIndex.get(n)!), backwardB: s.backwardB.map((n) => nIndex.get(n)!), backwardW: s.backwardW.map((n) => nIndex.get(n)!),
+      params: s.params.map((x) => vIndex.get(x)!),
+      workspaces: { forward: workspaces[s.index]!.forward, backwardB: workspaces[s.index]!.backwardB, backwardW: workspaces[s.index]!.backwardW },
+      fwdMs: stageMs[s.index]!.f, bMs: stageMs[s.index]!.b, wMs: stageMs[s.index]!.w,
+    })),
+    tensors: progs.boundaries.map((b) => ({ id: b.id, value: vIndex.get(b.value)!, fromStage: b.from, toStage: b.to, direction: b.direction, bytes: b.bytes })),
+    groups: inst.groups,
+    buckets: inst.buckets.map((b) => ({ ...b, params: (bucketValues.get(b.id) ?? []).map((x) => vIndex.get(x)!) })),
+    ranks,
+    prediction: { stepMs: sim.stepMs, pipelineMs: pipeline.makespan },
+  };
+  return { plan, training, partition, pipeline };
+}
+
+function workspaceOf(progs: Programs, stage: number, kind: ProgramKind, vIndex: Map<Value, number>): Workspace {
+  const nodes = progs.stages[stage]![kind];
+  const inProgram = new Set(nodes);
+  const g = progs.graph;
+  // External: read by another program or stage, or a graph output (loss, gradients, state).
+  const external = (v: Value): boolean => g.outputs.includes(v) || v.users.some((u) => !inProgram.has(u));
+  return programWorkspace(nodes, external, (v) => vIndex.get(v)!);
+}
+
+function computeMs(ins: { kind: string; stage: number }, stageMs: { f: number; b: number; w: number }[], progs: Programs, cost: CostModel): number {
+  switch (ins.kind) {
+    case 'FORWARD': return stageMs[ins.stage]!.f;
+    case 'BACKWARD_B': return stageMs[ins.stage]!.b;
+    case 'BACKWARD_W': return stageMs[ins.stage]!.w;
+    case 'BACKWARD': return stageMs[ins.stage]!.b + stageMs[ins.stage]!.w;
+    case 'OPTIMIZER_STEP': {
+      // Read weight, gradient and two moments, write weight and moments: about 6 passes over the bytes.
+      const bytes = progs.graph.params().reduce((a, p) => a + numel(p.shape, 1) * 4, 0) / Math.max(1, new Set(progs.stages.map((s) => s.ppRank)).size);
+      return ((6 * bytes) / cost.device.bandwidth + cost.device.launch) * 1000;
+    }
+    default: return 0;
+  }
+}
+
+/** Ring all-reduce: 2(n−1)/n of the bytes over each link, 2(n−1) latencies. */
+function allreduceMs(cost: CostModel, bytes: number, ranks: readonly number[]): number {
+  const n = ranks.length;
+  if (n <= 1) return 0;
+  const crossHost = Math.floor(Math.min(...ranks) / 8) !== Math.floor(Math.max(...ranks) / 8);
+  const bw = crossHost ? cost.device.link.interHost : cost.device.link.intraHost;
+  return ((2 * (n - 1) * bytes) / n / bw + 2 * (n - 1) * cost.device.link.latency) * 1000;
+}
+

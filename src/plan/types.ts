@@ -1,0 +1,139 @@
+/**
+ * The plan: everything a runtime needs to run one training step on every rank, decided ahead of
+ * time. Weights are not in it; they come from the ONNX file or a checkpoint. The protobuf schema in
+ * schema.ts mirrors these types field for field.
+ */
+export const PLAN_VERSION = 1;
+
+export type InstrKind = 'FORWARD' | 'BACKWARD_B' | 'BACKWARD_W' | 'BACKWARD' | 'SEND' | 'RECV' | 'ALLREDUCE' | 'OPTIMIZER_STEP';
+export const INSTR_KINDS: readonly InstrKind[] = ['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'SEND', 'RECV', 'ALLREDUCE', 'OPTIMIZER_STEP'];
+
+export interface PlanValue {
+  name: string;
+  /** ONNX element type code. */
+  dtype: number;
+  /** Static shape for one microbatch. */
+  shape: number[];
+  kind: 'input' | 'param' | 'state' | 'const' | 'node';
+  /** Constants only: little-endian bytes. */
+  data?: Uint8Array;
+}
+
+export interface PlanNode {
+  name: string;
+  op: string;
+  /** Value indices; -1 for an absent optional input. */
+  inputs: number[];
+  outputs: number[];
+  /** Attributes as JSON (tensors as {dtype, shape, data: base64}). */
+  attrs: string;
+  phase: string;
+  stage: number;
+}
+
+/** Where each internal value of a program lives in its workspace. */
+export interface Workspace {
+  bytes: number;
+  slots: { value: number; offset: number; bytes: number }[];
+}
+
+export interface PlanStage {
+  index: number;
+  /** Pipeline rank (within a data-parallel replica) that runs it. */
+  ppRank: number;
+  forward: number[];
+  backwardB: number[];
+  backwardW: number[];
+  /** Parameters (value indices) the stage reads. */
+  params: number[];
+  workspaces: { forward: Workspace; backwardB: Workspace; backwardW: Workspace };
+  fwdMs: number;
+  bMs: number;
+  wMs: number;
+}
+
+/** A value crossing between stages: an activation forward or a gradient back. */
+export interface BoundaryTensor {
+  id: number;
+  value: number;
+  fromStage: number;
+  toStage: number;
+  direction: 'activation' | 'gradient';
+  bytes: number;
+}
+
+export interface CommGroup {
+  id: number;
+  /** 'dp': a pipeline rank's data-parallel replicas; 'tied': every rank holding a shared parameter. */
+  kind: 'dp' | 'tied';
+  ranks: number[];
+}
+
+export interface Bucket {
+  id: number;
+  group: number;
+  /** Parameter value indices whose gradients the bucket reduces. */
+  params: number[];
+  bytes: number;
+  /** Applied after the sum: 1/dp averages over data-parallel replicas. */
+  scale: number;
+  /** The stage whose last backward makes the bucket final, per member rank. */
+  stage: number;
+}
+
+export interface Instruction {
+  kind: InstrKind;
+  stage: number;
+  mb: number;
+  /** SEND/RECV: boundary tensor id. */
+  tensor: number;
+  /** SEND/RECV: world rank of the other side. */
+  peer: number;
+  bucket: number;
+  group: number;
+  startMs: number;
+  endMs: number;
+}
+
+export interface Allocation {
+  what: string;
+  offset: number;
+  bytes: number;
+  /** Instruction indices (inclusive) during which the buffer is live. */
+  first: number;
+  last: number;
+}
+
+export interface RankPlan {
+  rank: number;
+  ppRank: number;
+  dpRank: number;
+  instructions: Instruction[];
+  memory: { arenaBytes: number; allocations: Allocation[] };
+  bubble: number;
+}
+
+export interface Plan {
+  version: number;
+  producer: string;
+  model: {
+    name: string;
+    source: string;
+    opset: number;
+    loss: string;
+    microbatchSize: number;
+    dtypePolicy: string;
+    optimizer: string;
+    parameters: number;
+  };
+  world: { pp: number; dp: number; virtualStages: number; placement: 'cluster' | 'spread'; size: number };
+  schedule: { name: string; microbatches: number; activeMicrobatches: number; device: string; split: boolean };
+  values: PlanValue[];
+  nodes: PlanNode[];
+  stages: PlanStage[];
+  tensors: BoundaryTensor[];
+  groups: CommGroup[];
+  buckets: Bucket[];
+  ranks: RankPlan[];
+  prediction: { stepMs: number; pipelineMs: number };
+}
