@@ -24,12 +24,14 @@ export interface SmpConfig {
   optimizer?: string;
   /** cleave: 'fp32' or 'bf16' (mixed precision). */
   dtype?: string;
+  /** cleave: data-parallel degree (SMP derives it from the processes launched). */
+  dp?: number;
 }
 
 const TYPES: Record<keyof SmpConfig, 'number' | 'string' | 'boolean' | 'strings'> = {
   partitions: 'number', microbatches: 'number', pipeline: 'string', auto_partition: 'boolean', default_partition: 'number',
   memory_weight: 'number', active_microbatches: 'number', placement_strategy: 'string', ddp: 'boolean',
-  virtual_stages: 'number', assign: 'strings', device: 'string', optimizer: 'string', dtype: 'string',
+  virtual_stages: 'number', assign: 'strings', device: 'string', optimizer: 'string', dtype: 'string', dp: 'number',
 };
 
 export function parseSmpConfig(raw: unknown, file: string): SmpConfig {

@@ -5,6 +5,8 @@ import { registerDemo } from './demo.js';
 import { registerForward } from './forward.js';
 import { registerInspect } from './inspect_cmd.js';
 import { registerPartition } from './partition.js';
+import { registerCompile } from './compile.js';
+import { registerPlan } from './plan_print.js';
 import { registerTrain } from './train.js';
 
 /** Runs the CLI; returns the exit code (0 ok, 2 a user error, 1 a bug). */
@@ -20,6 +22,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerForward(program);
   registerTrain(program);
   registerPartition(program);
+  registerCompile(program);
+  registerPlan(program);
   registerDemo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -1,0 +1,85 @@
+import { readFileSync } from 'node:fs';
+import { CleaveError } from '../errors.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { PLAN_MAGIC, PlanProto } from './schema.js';
+import { INSTR_KINDS, PLAN_VERSION, type Plan, type Workspace } from './types.js';
+
+type Wire = Record<string, unknown>;
+
+function toWire(p: Plan): Wire {
+  return {
+    ...p,
+    stages: p.stages.map((s) => ({
+      index: s.index, ppRank: s.ppRank, forward: s.forward, backwardB: s.backwardB, backwardW: s.backwardW, params: s.params,
+      forwardWorkspace: s.workspaces.forward, backwardBWorkspace: s.workspaces.backwardB, backwardWWorkspace: s.workspaces.backwardW,
+      fwdMs: s.fwdMs, bMs: s.bMs, wMs: s.wMs,
+    })),
+    ranks: p.ranks.map((r) => ({
+      rank: r.rank, ppRank: r.ppRank, dpRank: r.dpRank, bubble: r.bubble, arenaBytes: r.memory.arenaBytes, allocations: r.memory.allocations,
+      instructions: r.instructions.map((i) => ({ ...i, kind: INSTR_KINDS.indexOf(i.kind) + 1 })),
+    })),
+  };
+}
+
+const ws = (w: Wire | undefined): Workspace => ({ bytes: Number(w?.['bytes'] ?? 0), slots: ((w?.['slots'] as Wire[] | undefined) ?? []).map((s) => ({ value: Number(s['value'] ?? 0), offset: Number(s['offset'] ?? 0), bytes: Number(s['bytes'] ?? 0) })) });
+
+function fromWire(w: Wire): Plan {
+  const arr = <T>(x: unknown): T[] => (x as T[] | undefined) ?? [];
+  const p = w as unknown as Plan & { stages: Wire[]; ranks: Wire[] };
+  return {
+    ...p,
+    values: arr<Plan['values'][number]>(w['values']).map((v) => ({ ...v, shape: arr<number>(v.shape).map(Number), ...(v.data && v.data.length ? { data: v.data } : { data: undefined }) })),
+    nodes: arr<Plan['nodes'][number]>(w['nodes']).map((n) => ({ ...n, inputs: arr<number>(n.inputs), outputs: arr<number>(n.outputs), stage: n.stage ?? 0 })),
+    stages: arr<Wire>(w['stages']).map((s) => ({
+      index: Number(s['index'] ?? 0), ppRank: Number(s['ppRank'] ?? 0), forward: arr<number>(s['forward']), backwardB: arr<number>(s['backwardB']), backwardW: arr<number>(s['backwardW']),
+      params: arr<number>(s['params']),
+      workspaces: { forward: ws(s['forwardWorkspace'] as Wire), backwardB: ws(s['backwardBWorkspace'] as Wire), backwardW: ws(s['backwardWWorkspace'] as Wire) },
+      fwdMs: Number(s['fwdMs'] ?? 0), bMs: Number(s['bMs'] ?? 0), wMs: Number(s['wMs'] ?? 0),
+    })),
+    tensors: arr<Plan['tensors'][number]>(w['tensors']).map((t) => ({ ...t, fromStage: t.fromStage ?? 0, toStage: t.toStage ?? 0, bytes: Number(t.bytes), id: t.id ?? 0, value: t.value ?? 0 })),
+    groups: arr<Plan['groups'][number]>(w['groups']).map((g) => ({ ...g, id: g.id ?? 0, ranks: arr<number>(g.ranks) })),
+    buckets: arr<Plan['buckets'][number]>(w['buckets']).map((b) => ({ ...b, id: b.id ?? 0, group: b.group ?? 0, stage: b.stage ?? 0, params: arr<number>(b.params), bytes: Number(b.bytes) })),
+    ranks: arr<Wire>(w['ranks']).map((r) => ({
+      rank: Number(r['rank'] ?? 0), ppRank: Number(r['ppRank'] ?? 0), dpRank: Number(r['dpRank'] ?? 0), bubble: Number(r['bubble'] ?? 0),
+      memory: { arenaBytes: Number(r['arenaBytes'] ?? 0), allocations: arr<Wire>(r['allocations']).map((a) => ({ what: String(a['what'] ?? ''), offset: Number(a['offset'] ?? 0), bytes: Number(a['bytes'] ?? 0), first: Number(a['first'] ?? 0), last: Number(a['last'] ?? 0) })) },
+      instructions: arr<Wire>(r['instructions']).map((i) => ({
+        kind: INSTR_KINDS[Number(i['kind']) - 1]!, stage: Number(i['stage'] ?? 0), mb: Number(i['mb'] ?? 0), tensor: Number(i['tensor'] ?? 0),
+        peer: Number(i['peer'] ?? 0), bucket: Number(i['bucket'] ?? 0), group: Number(i['group'] ?? 0), startMs: Number(i['startMs'] ?? 0), endMs: Number(i['endMs'] ?? 0),
+      })),
+    })),
+  };
+}
+
+export function encodePlan(p: Plan): Uint8Array {
+  const body = PlanProto.encode(PlanProto.fromObject(toWire(p))).finish();
+  const out = new Uint8Array(PLAN_MAGIC.length + body.length);
+  out.set(PLAN_MAGIC);
+  out.set(body, PLAN_MAGIC.length);
+  return out;
+}
+
+export function decodePlan(bytes: Uint8Array, file: string): Plan {
+  if (bytes.length < PLAN_MAGIC.length || PLAN_MAGIC.some((b, i) => bytes[i] !== b)) throw new CleaveError(`${file}: is not a cleave plan (write one with cleave compile)`);
+  let wire: Wire;
+  try {
+    wire = PlanProto.toObject(PlanProto.decode(bytes.subarray(PLAN_MAGIC.length)), { longs: Number, defaults: true }) as Wire;
+  } catch (e) {
+    throw new CleaveError(`${file}: the plan is truncated or corrupt (${(e as Error).message})`);
+  }
+  const version = Number(wire['version'] ?? 0);
+  if (version > PLAN_VERSION) throw new CleaveError(`${file}: plan version ${version} is newer than this cleave reads (${PLAN_VERSION}); update cleave`);
+  if (version < 1) throw new CleaveError(`${file}: the plan has no version`);
+  return fromWire(wire);
+}
+
+export const writePlan = (file: string, p: Plan): void => writeFileAtomic(file, encodePlan(p));
+
+export function readPlan(file: string): Plan {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch {
+    throw new CleaveError(`${file}: no such file`);
+  }
+  return decodePlan(bytes, file);
+}
