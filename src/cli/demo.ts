@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
+import { compile } from '../../compiler/compile.js';
+import { readPlan, writePlan } from '../plan/io.js';
+import { renderPlan } from '../plan/render.js';
 import { fixturesDir } from '../../fixtures/generate.js';
 import { CleaveError } from '../errors.js';
 import { getOp } from '../ops/index.js';
@@ -15,8 +18,8 @@ import { Progress } from './progress.js';
 
 /**
  * The main job on the bundled GPT fixture, as far as cleave goes today: import and inspect it,
- * derive its training graph, train it on the bundled task, save and reload the trained model.
- * Later stages (partition, schedule, plan print, multi-rank runs) join here as they are built.
+ * derive its training graph, compile and print a pipeline plan, train it on the bundled task, save
+ * and reload the trained model. Running the plan on several ranks joins here when it is built.
  */
 export function registerDemo(program: Command): void {
   program
@@ -42,7 +45,19 @@ export function registerDemo(program: Command): void {
       say(`\n== 2. training graph: ${p.lossSpec.kind} loss, per microbatch of ${p.microbatch}\n`);
       say(table(['phase', 'nodes', 'FLOPs'], [...phases].map(([k, r]) => [k, String(r.nodes), formatFlops(r.flops)])) + '\n');
 
-      say(`\n== 3. train ${o.steps} steps, batch ${batch} = ${microbatches} microbatches × ${p.microbatch}, adamw, on ${p.data.description}\n`);
+      // Compile a pipeline plan: 2 ranks × 2 data-parallel replicas, zero-bubble schedule, and print it.
+      const dir0 = mkdtempSync(join(tmpdir(), 'cleave-demo-plan-'));
+      try {
+        const planFile = join(dir0, 'gpt.plan');
+        const { plan } = compile({ model, loss: 'auto', partitions: 2, microbatches: 4, schedule: 'zb-h1', dp: 2, batch: 8 });
+        writePlan(planFile, plan);
+        say(`\n== 3. compile a plan: 2 pipeline stages × 2 data-parallel replicas, zb-h1, 4 microbatches (cleave plan print)\n`);
+        say(renderPlan(readPlan(planFile), 88));
+      } finally {
+        rmSync(dir0, { recursive: true, force: true });
+      }
+
+      say(`\n== 4. train ${o.steps} steps, batch ${batch} = ${microbatches} microbatches × ${p.microbatch}, adamw, on ${p.data.description}\n`);
       const progress = new Progress(o.steps, 'samples');
       let first = NaN, last = NaN;
       for (let s = 0; s < o.steps; s++) {
@@ -63,7 +78,7 @@ export function registerDemo(program: Command): void {
         const a = runGraph(p.graph, feeds).get('logits')!, b = runGraph(back, feeds).get('logits')!;
         const same = a.data.every((x, i) => x === b.data[i]);
         if (!same) throw new CleaveError('the saved model computes different logits from the trained one');
-        say(`\n== 4. saved the trained model as ONNX and loaded it back: same logits\n`);
+        say(`\n== 5. saved the trained model as ONNX and loaded it back: same logits\n`);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
