@@ -163,6 +163,9 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
     model: {
       name: g.name, source: o.model, opset: g.opset, loss: JSON.stringify(lossSpec), microbatchSize: microbatch,
       dtypePolicy: o.policy ?? 'fp32', optimizer: o.optimizer ?? 'adamw', parameters: parameterStats(g).count,
+      lossValue: vIndex.get(training.loss)!,
+      labelsValue: training.labels ? vIndex.get(training.labels)! : -1,
+      classes: lossSpec.kind === 'cross-entropy' ? Number(g.outputs.find((x) => x.name === lossSpec.output)?.shape.at(-1) ?? g.outputs[0]!.shape.at(-1)) : 0,
     },
     world: { pp: p, dp, virtualStages: v, placement: world.placement, size: p * dp },
     schedule: { name: schedule, microbatches: m, activeMicrobatches: o.activeMicrobatches ?? 0, device: device.name, split: pipeline.split },
@@ -174,6 +177,9 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
       params: s.params.map((x) => vIndex.get(x)!),
       workspaces: { forward: workspaces[s.index]!.forward, backwardB: workspaces[s.index]!.backwardB, backwardW: workspaces[s.index]!.backwardW },
       fwdMs: stageMs[s.index]!.f, bMs: stageMs[s.index]!.b, wMs: stageMs[s.index]!.w,
+      grads: s.grads.map((x) => ({ param: vIndex.get(x.param)!, value: vIndex.get(x.value)! })),
+      states: [...training.stateUpdates].filter(([, val]) => progs.stageOf.get(val.producer!) === s.index)
+        .map(([name, val]) => ({ state: vIndex.get(g2.values.get(name)!)!, value: vIndex.get(val)! })),
     })),
     tensors: progs.boundaries.map((b) => ({ id: b.id, value: vIndex.get(b.value)!, fromStage: b.from, toStage: b.to, direction: b.direction, bytes: b.bytes })),
     groups: inst.groups,

@@ -11,7 +11,15 @@ import { readNpy } from './npy.js';
 export interface DataSource {
   readonly description: string;
   next(batch: number): Record<string, Tensor>;
+  /** Position in the data (generator states, cursors), for checkpoints. */
+  state(): number[];
+  restore(state: readonly number[]): void;
 }
+
+const rngState = (rng: Rng): Pick<DataSource, 'state' | 'restore'> => ({
+  state: () => [rng.state],
+  restore: (s) => { rng.state = s[0]!; },
+});
 
 /** What a source must produce: the model's inputs and the loss's labels, with static non-batch dims. */
 export interface DataSpec {
@@ -58,6 +66,7 @@ export function tokenFile(file: string, spec: DataSpec, opts: { tokenType?: 'uin
   }
   const rng = new Rng(opts.seed ?? 0);
   return {
+    ...rngState(rng),
     description: `${file}: ${n.toLocaleString('en-US')} tokens`,
     next(B) {
       const x = tensor(tok.input.dtype, [B, T]), y = tensor('int64', [B, T]);
@@ -74,7 +83,7 @@ export function tokenFile(file: string, spec: DataSpec, opts: { tokenType?: 'uin
 }
 
 /** A folder with one NAME.npy per input (and labels), all with the same number of samples; batches go in order and wrap. */
-export function npyFolder(dir: string, spec: DataSpec): DataSource {
+export function npyFolder(dir: string, spec: DataSpec, shard = 0, shards = 1): DataSource {
   const wanted = [...spec.inputs, ...(spec.labels ? [spec.labels] : [])];
   const arrays = new Map<string, Tensor>();
   let files: string[];
@@ -95,16 +104,25 @@ export function npyFolder(dir: string, spec: DataSpec): DataSource {
   }
   const counts = [...arrays.values()].map((t) => t.shape[0]!);
   if (new Set(counts).size > 1) throw new CleaveError(`${dir}: arrays have different sample counts (${[...arrays].map(([k, t]) => `${k}: ${t.shape[0]}`).join(', ')})`);
-  const n = counts[0]!;
+  const total = counts[0]!;
+  // Replica `shard` of `shards` reads samples shard, shard + shards, …: its own slice of the data.
+  const rows = Array.from({ length: Math.ceil((total - shard) / shards) }, (_, i) => shard + i * shards).filter((r) => r < total);
+  if (!rows.length) throw new CleaveError(`${dir}: ${total} samples leave none for data-parallel replica ${shard} of ${shards}`);
+  const n = rows.length;
   let cursor = 0;
   return {
+    state: () => [cursor],
+    restore: (s) => { cursor = s[0]!; },
     description: `${dir}: ${n.toLocaleString('en-US')} samples`,
     next(B) {
       const out: Record<string, Tensor> = {};
       for (const [name, t] of arrays) {
         const row = t.data.length / n;
         const b = tensor(t.dtype, [B, ...t.shape.slice(1)]);
-        for (let i = 0; i < B; i++) b.data.set(t.data.subarray(((cursor + i) % n) * row, ((cursor + i) % n + 1) * row), i * row);
+        for (let i = 0; i < B; i++) {
+          const r = rows[(cursor + i) % n]!;
+          b.data.set(t.data.subarray(r * row, (r + 1) * row), i * row);
+        }
         out[name] = b;
       }
       cursor = (cursor + B) % n;
@@ -114,14 +132,14 @@ export function npyFolder(dir: string, spec: DataSpec): DataSource {
 }
 
 /** A file or folder given with --data: a .bin token stream or a folder of .npy arrays. */
-export function openData(path: string, spec: DataSpec, opts: { tokenType?: 'uint16' | 'int32'; vocab: number; seed?: number }): DataSource {
+export function openData(path: string, spec: DataSpec, opts: { tokenType?: 'uint16' | 'int32'; vocab: number; seed?: number; shard?: number; shards?: number }): DataSource {
   let dir = false;
   try {
     dir = statSync(path).isDirectory();
   } catch {
     throw new CleaveError(`${path}: no such file or folder`);
   }
-  if (dir) return npyFolder(path, spec);
+  if (dir) return npyFolder(path, spec, opts.shard, opts.shards);
   if (path.endsWith('.bin')) return tokenFile(path, spec, opts);
   throw new CleaveError(`${path}: --data takes a .bin token file or a folder of .npy arrays`);
 }
@@ -138,6 +156,7 @@ export function defaultTask(spec: DataSpec, opts: { vocab: number; classes?: num
   if (tok) {
     const V = opts.vocab, T = tok.seq;
     return {
+      ...rngState(rng),
       description: `arithmetic sequences mod ${V} (bundled default task)`,
       next(B) {
         const x = tensor(tok.input.dtype, [B, T]), y = tensor('int64', [B, T]);
@@ -161,6 +180,7 @@ export function defaultTask(spec: DataSpec, opts: { vocab: number; classes?: num
   const outSize = !labels ? 0 : spec.lossKind === 'cross-entropy' ? opts.classes ?? 2 : dimsAfterBatch(labels).reduce((p, q) => p * q, 1);
   const W = Float64Array.from({ length: inSize * Math.max(1, outSize) }, () => teacher.normal() / Math.sqrt(inSize));
   return {
+    ...rngState(rng),
     description: `random teacher (bundled default task)`,
     next(B) {
       const out: Record<string, Tensor> = {};

@@ -491,7 +491,8 @@ const cast: OpDef = {
   },
 };
 
-const dropoutRng = new Rng(0x5eed);
+/** Masks of Dropout nodes without a seed; its state goes into checkpoints. */
+export const dropoutRng = new Rng(0x5eed);
 
 const dropout: OpDef = {
   op: 'Dropout', since: 13, category: 'random', arity: [1, 1], outputs: [1, 2], noFold: true,

@@ -13,6 +13,7 @@ function toWire(p: Plan): Wire {
       index: s.index, ppRank: s.ppRank, forward: s.forward, backwardB: s.backwardB, backwardW: s.backwardW, params: s.params,
       forwardWorkspace: s.workspaces.forward, backwardBWorkspace: s.workspaces.backwardB, backwardWWorkspace: s.workspaces.backwardW,
       fwdMs: s.fwdMs, bMs: s.bMs, wMs: s.wMs,
+      grads: s.grads.map((g) => ({ a: g.param, b: g.value })), states: s.states.map((g) => ({ a: g.state, b: g.value })),
     })),
     ranks: p.ranks.map((r) => ({
       rank: r.rank, ppRank: r.ppRank, dpRank: r.dpRank, bubble: r.bubble, arenaBytes: r.memory.arenaBytes, allocations: r.memory.allocations,
@@ -35,6 +36,8 @@ function fromWire(w: Wire): Plan {
       params: arr<number>(s['params']),
       workspaces: { forward: ws(s['forwardWorkspace'] as Wire), backwardB: ws(s['backwardBWorkspace'] as Wire), backwardW: ws(s['backwardWWorkspace'] as Wire) },
       fwdMs: Number(s['fwdMs'] ?? 0), bMs: Number(s['bMs'] ?? 0), wMs: Number(s['wMs'] ?? 0),
+      grads: arr<Wire>(s['grads']).map((g) => ({ param: Number(g['a'] ?? 0), value: Number(g['b'] ?? 0) })),
+      states: arr<Wire>(s['states']).map((g) => ({ state: Number(g['a'] ?? 0), value: Number(g['b'] ?? 0) })),
     })),
     tensors: arr<Plan['tensors'][number]>(w['tensors']).map((t) => ({ ...t, fromStage: t.fromStage ?? 0, toStage: t.toStage ?? 0, bytes: Number(t.bytes), id: t.id ?? 0, value: t.value ?? 0 })),
     groups: arr<Plan['groups'][number]>(w['groups']).map((g) => ({ ...g, id: g.id ?? 0, ranks: arr<number>(g.ranks) })),

@@ -21,7 +21,9 @@ const descriptor = {
         ModelInfo: msg({
           name: { type: 'string', id: 1 }, source: { type: 'string', id: 2 }, opset: { type: 'int32', id: 3 }, loss: { type: 'string', id: 4 },
           microbatchSize: { type: 'int64', id: 5 }, dtypePolicy: { type: 'string', id: 6 }, optimizer: { type: 'string', id: 7 }, parameters: { type: 'int64', id: 8 },
+          lossValue: { type: 'int32', id: 9 }, labelsValue: { type: 'sint32', id: 10 }, classes: { type: 'int32', id: 11 },
         }),
+        Pair: msg({ a: { type: 'int32', id: 1 }, b: { type: 'int32', id: 2 } }),
         World: msg({ pp: { type: 'int32', id: 1 }, dp: { type: 'int32', id: 2 }, virtualStages: { type: 'int32', id: 3 }, placement: { type: 'string', id: 4 }, size: { type: 'int32', id: 5 } }),
         ScheduleInfo: msg({
           name: { type: 'string', id: 1 }, microbatches: { type: 'int32', id: 2 }, activeMicrobatches: { type: 'int32', id: 3 },
@@ -38,6 +40,7 @@ const descriptor = {
           index: { type: 'int32', id: 1 }, ppRank: { type: 'int32', id: 2 }, forward: rep('int32', 3), backwardB: rep('int32', 4), backwardW: rep('int32', 5),
           params: rep('int32', 6), forwardWorkspace: { type: 'WorkspaceDef', id: 7 }, backwardBWorkspace: { type: 'WorkspaceDef', id: 8 },
           backwardWWorkspace: { type: 'WorkspaceDef', id: 9 }, fwdMs: { type: 'double', id: 10 }, bMs: { type: 'double', id: 11 }, wMs: { type: 'double', id: 12 },
+          grads: rep('Pair', 13), states: rep('Pair', 14),
         }),
         TensorDef: msg({
           id: { type: 'int32', id: 1 }, value: { type: 'int32', id: 2 }, fromStage: { type: 'int32', id: 3 }, toStage: { type: 'int32', id: 4 },

@@ -47,6 +47,10 @@ export interface PlanStage {
   /** Parameters (value indices) the stage reads. */
   params: number[];
   workspaces: { forward: Workspace; backwardB: Workspace; backwardW: Workspace };
+  /** Gradient contributions: the value whose data is added to the parameter's gradient. */
+  grads: { param: number; value: number }[];
+  /** State updates (BatchNorm running statistics): the value written back to the state. */
+  states: { state: number; value: number }[];
   fwdMs: number;
   bMs: number;
   wMs: number;
@@ -125,6 +129,12 @@ export interface Plan {
     dtypePolicy: string;
     optimizer: string;
     parameters: number;
+    /** Value index of the scalar loss (on the last stage). */
+    lossValue: number;
+    /** Value index of the labels input the loss added (−1 for a model's own loss). */
+    labelsValue: number;
+    /** Classes of the logits a cross-entropy loss reads (the vocabulary of a language model); 0 otherwise. */
+    classes: number;
   };
   world: { pp: number; dp: number; virtualStages: number; placement: 'cluster' | 'spread'; size: number };
   schedule: { name: string; microbatches: number; activeMicrobatches: number; device: string; split: boolean };

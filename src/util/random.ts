@@ -19,4 +19,11 @@ export class Rng {
   int(n: number): number {
     return Math.floor(this.next() * n);
   }
+  /** The generator's whole state, for checkpoints: restoring it replays the same sequence. */
+  get state(): number {
+    return this.s;
+  }
+  set state(s: number) {
+    this.s = s >>> 0;
+  }
 }

@@ -1,0 +1,114 @@
+import { CleaveError } from '../../src/errors.js';
+import type { Instruction, Plan } from '../../src/plan/types.js';
+import type { Transport } from '../transport/transport.js';
+import type { Backend, Feeds, OptimizerOptions } from './backend.js';
+
+export function instructionLabel(ins: Instruction): string {
+  switch (ins.kind) {
+    case 'SEND': return `SEND tensor ${ins.tensor} mb ${ins.mb} to rank ${ins.peer}`;
+    case 'RECV': return `RECV tensor ${ins.tensor} mb ${ins.mb} from rank ${ins.peer}`;
+    case 'ALLREDUCE': return `ALLREDUCE bucket ${ins.bucket}`;
+    case 'OPTIMIZER_STEP': return 'OPTIMIZER_STEP';
+    default: return `${ins.kind} stage ${ins.stage} mb ${ins.mb}`;
+  }
+}
+
+const READS: Record<string, string[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
+
+/**
+ * Interprets one rank's instruction list against a Backend. Everything is issued in list order;
+ * compute waits only for the receives that carry its own inputs (receives are posted early where
+ * channel order asks for it), all-reduces run in the background until the optimizer step. Any
+ * failure becomes an error naming the rank and the instruction.
+ */
+export class Executor {
+  private readonly list: Instruction[];
+  /** For each compute instruction: the receives (by tensor:mb key) whose tensors it reads. */
+  private readonly needs: string[][];
+
+  constructor(readonly plan: Plan, readonly rank: number, private readonly backend: Backend, private readonly transport: Transport, private readonly failAt?: number) {
+    this.list = plan.ranks[rank]!.instructions;
+    const readsTensor = (ins: Instruction, tensor: number): boolean => {
+      const t = plan.tensors[tensor]!;
+      if (t.toStage !== ins.stage) return false;
+      const s = plan.stages[ins.stage]!;
+      return (READS[ins.kind] ?? []).some((k) => (s[k as 'forward'] as number[]).some((n) => plan.nodes[n]!.inputs.includes(t.value)));
+    };
+    this.needs = this.list.map((ins, i) => (READS[ins.kind]
+      ? this.list.slice(0, i).filter((x) => x.kind === 'RECV' && x.mb === ins.mb && readsTensor(ins, x.tensor)).map((x) => `${x.tensor}:${x.mb}`)
+      : []));
+  }
+
+  private fail(i: number, e: unknown): never {
+    const ins = this.list[i]!;
+    const why = e instanceof Error ? e.message : String(e);
+    throw new CleaveError(`rank ${this.rank} failed at instruction ${i} (${instructionLabel(ins)}): ${why}`);
+  }
+
+  /** Runs everything but the optimizer step for one step; microbatch k reads `feeds[k]`. */
+  async step(feeds: readonly Feeds[]): Promise<Map<number, number>> {
+    this.backend.beginStep();
+    const recvs = new Map<string, Promise<void>>();
+    const background: Promise<void>[] = [];
+    for (let i = 0; i < this.list.length; i++) {
+      const ins = this.list[i]!;
+      if (ins.kind === 'OPTIMIZER_STEP') continue;
+      if (i === this.failAt) this.fail(i, new Error('injected failure'));
+      try {
+        switch (ins.kind) {
+          case 'RECV': {
+            const p = this.backend.recv(ins).catch((e) => this.fail(i, e));
+            p.catch(() => undefined); // awaited below or by its reader; never an unhandled rejection
+            recvs.set(`${ins.tensor}:${ins.mb}`, p);
+            background.push(p);
+            break;
+          }
+          case 'SEND': await this.backend.send(ins); break;
+          case 'ALLREDUCE': {
+            const p = this.backend.allreduce(ins).catch((e) => this.fail(i, e));
+            p.catch(() => undefined);
+            background.push(p);
+            break;
+          }
+          default: {
+            await Promise.all(this.needs[i]!.map((k) => recvs.get(k)));
+            const f = feeds[ins.mb];
+            if (!f) throw new CleaveError(`no data for microbatch ${ins.mb}`);
+            await this.backend.compute(ins, f);
+          }
+        }
+      } catch (e) {
+        if (e instanceof CleaveError && e.message.startsWith(`rank ${this.rank} failed`)) throw e;
+        this.fail(i, e);
+      }
+    }
+    await Promise.all(background);
+    return this.shareLosses();
+  }
+
+  /** Every rank of a pipeline gets the losses its last stage computed (SMP returns step outputs everywhere). */
+  private async shareLosses(): Promise<Map<number, number>> {
+    const me = this.plan.ranks[this.rank]!;
+    const lastStage = this.plan.stages[this.plan.stages.length - 1]!;
+    const owner = this.plan.ranks.find((r) => r.ppRank === lastStage.ppRank && r.dpRank === me.dpRank)!.rank;
+    const m = this.plan.schedule.microbatches;
+    if (owner === this.rank) {
+      const l = this.backend.losses();
+      const arr = Float64Array.from({ length: m }, (_, k) => l.get(k) ?? NaN);
+      for (const r of this.plan.ranks) if (r.dpRank === me.dpRank && r.rank !== this.rank) this.transport.send(r.rank, 'losses', arr);
+      return l;
+    }
+    const arr = (await this.transport.recv(owner, 'losses')) as Float64Array;
+    return new Map(Array.from(arr, (x, k) => [k, x]));
+  }
+
+  async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
+    const i = this.list.findIndex((x) => x.kind === 'OPTIMIZER_STEP');
+    if (i === this.failAt) this.fail(i, new Error('injected failure'));
+    try {
+      return await this.backend.optimizerStep(o);
+    } catch (e) {
+      this.fail(i, e);
+    }
+  }
+}

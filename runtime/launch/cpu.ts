@@ -1,0 +1,118 @@
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { CleaveError } from '../../src/errors.js';
+import type { Tensor } from '../../src/ir/tensor.js';
+import { readPlan } from '../../src/plan/io.js';
+import { writeManifest } from '../checkpoint/checkpoint.js';
+import type { RunOptions, WorkerMessage } from './options.js';
+
+export interface StepReport {
+  step: number;
+  /** SMP's reduce_mean: the mean loss over microbatches, averaged over data-parallel replicas. */
+  loss: number;
+  /** Per replica, per microbatch. */
+  losses: number[][];
+  gradNorm: number;
+  lr: number;
+  samples: number;
+}
+
+export interface RunResult {
+  steps: StepReport[];
+  weights?: Map<string, Tensor>;
+  checkpoints: string[];
+}
+
+/** The compiled worker script (tests run the TypeScript sources; workers always run the build). */
+function workerScript(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const built = here.includes(`${join('dist', 'runtime')}`) ? join(here, 'worker.js') : resolve(here, '..', '..', 'dist', 'runtime', 'launch', 'worker.js');
+  if (!existsSync(built)) throw new CleaveError(`${built} is missing: build with npm run build`);
+  return built;
+}
+
+/**
+ * Runs a plan on CPU ranks: one worker thread per rank, joined pairwise by message ports (the
+ * shared-memory transport). Reports each step as it completes. If any rank fails, every worker is
+ * stopped at once and the run rejects with the failing rank's message; nothing is left hanging.
+ */
+export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult> {
+  const plan = readPlan(o.planFile);
+  const N = plan.world.size;
+  const ports: Record<number, MessagePort>[] = Array.from({ length: N }, () => ({}));
+  for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) {
+    const ch = new MessageChannel();
+    ports[i]![j] = ch.port1;
+    ports[j]![i] = ch.port2;
+  }
+  const script = workerScript();
+  const absolute = { ...o, planFile: resolve(o.planFile) };
+  const workers = Array.from({ length: N }, (_, rank) => new Worker(script, {
+    workerData: { rank, ports: ports[rank], options: absolute },
+    transferList: Object.values(ports[rank]!),
+  }));
+  const byStep = new Map<number, Map<number, Extract<WorkerMessage, { type: 'step' }>>>();
+  const saved = new Map<number, Set<number>>();
+  const result: RunResult = { steps: [], checkpoints: [], weights: o.returnWeights ? new Map() : undefined };
+  let finished = 0;
+  let failed = false;
+
+  return new Promise<RunResult>((resolvePromise, reject) => {
+    const stopAll = (why: CleaveError): void => {
+      if (failed) return;
+      failed = true;
+      // Terminate, not ask: a rank blocked on a receive from the failed one must not linger.
+      Promise.allSettled(workers.map((w) => w.terminate())).then(() => reject(why));
+    };
+    workers.forEach((w, rank) => {
+      w.on('message', (msg: WorkerMessage) => {
+        if (failed) return;
+        switch (msg.type) {
+          case 'error': return stopAll(new CleaveError(msg.message.startsWith(`rank ${msg.rank}`) ? msg.message : `rank ${msg.rank}: ${msg.message}`));
+          case 'warning': process.stderr.write(`warning: rank ${msg.rank}: ${msg.message}\n`); return;
+          case 'step': {
+            const m = byStep.get(msg.step) ?? new Map();
+            m.set(msg.rank, msg);
+            byStep.set(msg.step, m);
+            if (m.size === N) {
+              // One report per replica (its pipeline shares the losses); average the replicas.
+              const perReplica = plan.ranks.filter((r) => r.ppRank === 0).map((r) => m.get(r.rank)!.losses);
+              const means = perReplica.map((l: number[]) => l.reduce((a: number, b: number) => a + b, 0) / l.length);
+              const first = m.get(0)!;
+              const report: StepReport = { step: msg.step, loss: means.reduce((a, b) => a + b, 0) / means.length, losses: perReplica, gradNorm: first.gradNorm, lr: first.lr, samples: first.samples * plan.world.dp };
+              result.steps.push(report);
+              byStep.delete(msg.step);
+              onStep?.(report);
+            }
+            return;
+          }
+          case 'saved': {
+            const s = saved.get(msg.step) ?? new Set<number>();
+            s.add(msg.rank);
+            saved.set(msg.step, s);
+            if (s.size === N) {
+              // Every shard is on disk: only now does the checkpoint become one, by its manifest.
+              const dir = dirname(msg.file);
+              writeManifest(dir, {
+                format: 'cleave-checkpoint', version: 1, step: msg.step, plan: absolute.planFile, model: resolve(plan.model.source), world: N,
+                shards: plan.ranks.map((r) => `rank-${String(r.rank).padStart(5, '0')}.ckpt`),
+              });
+              result.checkpoints.push(dir);
+            }
+            return;
+          }
+          case 'done':
+            if (msg.weights && result.weights) for (const [k, t] of msg.weights) if (!result.weights.has(k)) result.weights.set(k, t);
+            if (++finished === N) resolvePromise(result);
+            return;
+        }
+      });
+      w.on('error', (e) => stopAll(new CleaveError(`rank ${rank} crashed: ${e.message}`)));
+      w.on('exit', (code) => {
+        if (code !== 0 && !failed && finished < N) stopAll(new CleaveError(`rank ${rank} exited with code ${code}`));
+      });
+    });
+  });
+}

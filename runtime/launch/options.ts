@@ -1,0 +1,40 @@
+import type { Tensor } from '../../src/ir/tensor.js';
+import type { OptimizerConfig, Schedule } from '../optim/optimizer.js';
+
+/** Where a run's data comes from; each data-parallel replica draws its own shard. */
+export type DataOptions =
+  | { kind: 'default' }
+  | { kind: 'path'; path: string; tokenType?: 'uint16' | 'int32' }
+  /** Explicit global batches, one per step (dp × the replica batch rows); replica d takes its slice. */
+  | { kind: 'batches'; batches: Record<string, Tensor>[] };
+
+export interface RunOptions {
+  planFile: string;
+  /** Initial weights: an ONNX file (default: the plan's source model), or a checkpoint to resume. */
+  weights?: string;
+  resume?: string;
+  data: DataOptions;
+  steps: number;
+  optimizer: OptimizerConfig;
+  schedule?: Schedule;
+  clip?: number;
+  seed?: number;
+  saveEvery?: number;
+  checkpointDir?: string;
+  /** Drop (with a warning) or reject a replica batch that does not divide into the microbatches. */
+  strictBatches?: boolean;
+  /** Seconds a rank waits for a message before giving up (and stopping every rank). */
+  timeoutSeconds?: number;
+  /** Tests: make this rank throw at this instruction index. */
+  failAt?: { rank: number; instruction: number };
+  /** Return every rank's parameters at the end. */
+  returnWeights?: boolean;
+}
+
+/** Messages from a rank's worker to the launcher. */
+export type WorkerMessage =
+  | { type: 'step'; rank: number; step: number; losses: number[]; gradNorm: number; lr: number; samples: number }
+  | { type: 'saved'; rank: number; step: number; file: string }
+  | { type: 'warning'; rank: number; message: string }
+  | { type: 'error'; rank: number; message: string }
+  | { type: 'done'; rank: number; weights?: [string, Tensor][] };

@@ -1,0 +1,110 @@
+// One rank of a CPU run: a worker thread started by launch/cpu.ts.
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { dirname } from 'node:path';
+import { readModelFile } from '../../compiler/onnx/codec.js';
+import { importModel } from '../../compiler/onnx/import.js';
+import { Value } from '../../src/ir/graph.js';
+import { dtypeFromOnnx } from '../../src/ir/dtype.js';
+import { materializeAll } from '../../src/ir/materialize.js';
+import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import '../../src/ops/index.js';
+import { dropoutRng } from '../../src/ops/movement.js';
+import { readPlan } from '../../src/plan/io.js';
+import type { Plan } from '../../src/plan/types.js';
+import { CpuRankBackend } from '../backends/cpu/rank_backend.js';
+import { readShard, writeShard } from '../checkpoint/checkpoint.js';
+import { type DataSource, defaultTask, openData } from '../data/sources.js';
+import { Executor } from '../executor/executor.js';
+import type { Feeds } from '../executor/backend.js';
+import { learningRate } from '../optim/optimizer.js';
+import { PortTransport } from '../transport/ports.js';
+import type { RunOptions, WorkerMessage } from './options.js';
+
+interface Init { rank: number; ports: Record<number, MessagePort>; options: RunOptions }
+
+const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
+
+/** The plan's inputs (and labels), as the data sources want them described. */
+function dataSpec(plan: Plan) {
+  const asValue = (i: number) => {
+    const v = plan.values[i]!;
+    return new Value(v.name, dtypeFromOnnx(v.dtype, v.name), v.shape, 'input');
+  };
+  const inputs = plan.values.map((v, i) => [v, i] as const).filter(([v, i]) => v.kind === 'input' && i !== plan.model.labelsValue).map(([, i]) => asValue(i));
+  const labels = plan.model.labelsValue >= 0 ? asValue(plan.model.labelsValue) : undefined;
+  const lossKind = (JSON.parse(plan.model.loss) as { kind: 'output' | 'cross-entropy' | 'mse' }).kind;
+  return { inputs, labels, lossKind };
+}
+
+/** Rows [from, from + n) of every tensor in a batch. */
+function rows(batch: Record<string, Tensor>, from: number, n: number): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [k, t] of Object.entries(batch)) {
+    const row = t.data.length / t.shape[0]!;
+    out[k] = tensor(t.dtype, [n, ...t.shape.slice(1)], t.data.subarray(from * row, (from + n) * row));
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const { rank, ports, options: o } = workerData as Init;
+  const plan = readPlan(o.planFile);
+  const me = plan.ranks[rank]!;
+  const transport = new PortTransport(rank, plan.world.size, new Map(Object.entries(ports).map(([k, p]) => [Number(k), p])), (o.timeoutSeconds ?? 60) * 1000);
+  const m = plan.schedule.microbatches, mbSize = plan.model.microbatchSize;
+  const B = m * mbSize;
+
+  // Weights: a checkpoint shard, or the ONNX model.
+  let weights: Map<string, Tensor>;
+  const shard = o.resume ? readShard(o.resume, rank) : undefined;
+  if (shard) weights = shard.tensors;
+  else {
+    const file = o.weights ?? plan.model.source;
+    const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: mbSize });
+    materializeAll(g);
+    weights = new Map([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
+  }
+  const backend = new CpuRankBackend(plan, rank, transport, weights, o.optimizer);
+  const exec = new Executor(plan, rank, backend, transport, o.failAt?.rank === rank ? o.failAt.instruction : undefined);
+
+  // Data: this replica's own stream (seeded by its data-parallel rank), or its slice of given batches.
+  const spec = dataSpec(plan);
+  const seed = (o.seed ?? 0) + 7919 * me.dpRank;
+  let source: DataSource | undefined;
+  if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed });
+  else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed, shard: me.dpRank, shards: plan.world.dp });
+  let start = 0;
+  if (shard) {
+    start = shard.step;
+    backend.optimizer.state.step = shard.optimizer.step;
+    backend.optimizer.state.buffers = shard.optimizer.buffers;
+    source?.restore(shard.rng.data);
+    dropoutRng.state = shard.rng.dropout;
+  }
+  for (let step = start; step < o.steps; step++) {
+    let batch: Record<string, Tensor>;
+    if (o.data.kind === 'batches') {
+      const global = o.data.batches[step];
+      if (!global) throw new Error(`no batch given for step ${step}`);
+      batch = rows(global, me.dpRank * B, B);
+    } else batch = source!.next(B);
+    const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mbSize, mbSize));
+    const losses = await exec.step(feeds);
+    const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
+    const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+    post({ type: 'step', rank, step: step + 1, losses: Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN), gradNorm, lr, samples: B });
+    if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
+      const file = writeShard(`${o.checkpointDir}/step-${step + 1}`, {
+        rank, step: step + 1, tensors: backend.tensors(), optimizer: backend.optimizer.state,
+        rng: { data: source?.state() ?? [], dropout: dropoutRng.state },
+      });
+      post({ type: 'saved', rank, step: step + 1, file });
+    }
+  }
+  post({ type: 'done', rank, weights: o.returnWeights ? [...backend.tensors()] : undefined });
+  for (const p of Object.values(ports)) p.close();
+}
+
+main().catch((e: unknown) => {
+  post({ type: 'error', rank: (workerData as Init).rank, message: e instanceof Error ? e.message : String(e) });
+});

@@ -1,0 +1,116 @@
+import type { MessagePort } from 'node:worker_threads';
+import { CleaveError } from '../../src/errors.js';
+import type { Transport } from './transport.js';
+
+interface Message { tag: string; kind: 'p2p' | 'coll'; buffer: SharedArrayBuffer; type: 'f64' | 'f32' | 'i32' | 'u8'; length: number }
+
+const VIEW = {
+  f64: Float64Array, f32: Float32Array, i32: Int32Array, u8: Uint8Array,
+} as const;
+
+/**
+ * Shared-memory transport between the worker threads of one process. Each message's payload is
+ * copied once into a SharedArrayBuffer that the receiver reads in place; MessagePorts carry the
+ * reference, one port per pair of ranks, so each channel is FIFO. A receive that waits longer than
+ * `timeoutMs` fails, naming both ranks, so a lost peer never hangs the run.
+ */
+export class PortTransport implements Transport {
+  private readonly queues = new Map<string, Message[]>();
+  /** Receives posted before their message arrived, in posting order (a channel is FIFO). */
+  private readonly waiters = new Map<string, ((m: Message) => void)[]>();
+
+  constructor(readonly rank: number, readonly size: number, private readonly ports: Map<number, MessagePort>, private readonly timeoutMs = 60_000) {
+    for (const [peer, port] of ports) {
+      port.on('message', (m: Message) => {
+        const key = this.key(peer, m.kind, m.tag);
+        const w = this.waiters.get(key)?.shift();
+        if (w) w(m);
+        else {
+          const q = this.queues.get(key) ?? [];
+          q.push(m);
+          this.queues.set(key, q);
+        }
+      });
+    }
+  }
+
+  private post(peer: number, kind: Message['kind'], tag: string, data: ArrayBufferView & { length: number }): void {
+    const port = this.ports.get(peer);
+    if (!port) throw new CleaveError(`rank ${this.rank} has no channel to rank ${peer}`);
+    const type = data instanceof Float64Array ? 'f64' : data instanceof Float32Array ? 'f32' : data instanceof Int32Array ? 'i32' : 'u8';
+    const buffer = new SharedArrayBuffer(data.byteLength);
+    new Uint8Array(buffer).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    port.postMessage({ tag, kind, buffer, type, length: data.length } satisfies Message);
+  }
+
+  /**
+   * Point-to-point messages share one FIFO per peer (plans order them). Collectives overlap and
+   * finish in any order, so each collective's messages have a mailbox of their own (by tag).
+   */
+  private key(peer: number, kind: Message['kind'], tag: string): string {
+    return kind === 'p2p' ? `${peer}:p2p` : `${peer}:coll:${tag}`;
+  }
+
+  private take(peer: number, kind: Message['kind'], tag: string): Promise<ArrayBufferView> {
+    const key = this.key(peer, kind, tag);
+    const check = (m: Message): ArrayBufferView => {
+      if (m.tag !== tag) throw new CleaveError(`rank ${this.rank} expected ${tag} from rank ${peer} but got ${m.tag}: the ranks disagree on the order of messages`);
+      return new VIEW[m.type](m.buffer as unknown as ArrayBuffer, 0, m.length);
+    };
+    const q = this.queues.get(key);
+    if (q?.length) return Promise.resolve(check(q.shift()!));
+    return new Promise((resolve, reject) => {
+      const list = this.waiters.get(key) ?? [];
+      this.waiters.set(key, list);
+      const waiter = (m: Message): void => {
+        clearTimeout(timer);
+        try {
+          resolve(check(m));
+        } catch (e) {
+          reject(e);
+        }
+      };
+      const timer = setTimeout(() => {
+        const k = list.indexOf(waiter);
+        if (k >= 0) list.splice(k, 1);
+        reject(new CleaveError(`rank ${this.rank} waited ${(this.timeoutMs / 1000).toFixed(0)} s for ${tag} from rank ${peer}, which never came`));
+      }, this.timeoutMs);
+      timer.unref?.();
+      list.push(waiter);
+    });
+  }
+
+  send(peer: number, tag: string, data: Float64Array | Float32Array | Int32Array | Uint8Array): void {
+    this.post(peer, 'p2p', tag, data);
+  }
+
+  recv(peer: number, tag: string): Promise<ArrayBufferView> {
+    return this.take(peer, 'p2p', tag);
+  }
+
+  /** The lowest rank gathers, sums in rank order, and sends the result back. */
+  async allreduce(ranks: readonly number[], tag: string, data: Float64Array): Promise<void> {
+    if (ranks.length <= 1) return;
+    const leader = Math.min(...ranks);
+    if (this.rank === leader) {
+      const sum = Float64Array.from(data);
+      // Post every receive at once: collectives overlap, and each channel must stay in order.
+      const others = ranks.filter((r) => r !== leader);
+      const got = await Promise.all(others.map((r) => this.take(r, 'coll', tag)));
+      const parts = new Map(others.map((r, i) => [r, got[i] as Float64Array]));
+      // Rank order: every run adds the same numbers in the same order.
+      sum.set(data);
+      for (const r of [...ranks].sort((a, b) => a - b)) {
+        if (r === leader) continue;
+        const p = parts.get(r)!;
+        if (p.length !== sum.length) throw new CleaveError(`${tag}: rank ${r} contributes ${p.length} values, rank ${leader} ${sum.length}`);
+        for (let i = 0; i < sum.length; i++) sum[i]! += p[i]!;
+      }
+      for (const r of ranks) if (r !== leader) this.post(r, 'coll', tag, sum);
+      data.set(sum);
+    } else {
+      this.post(leader, 'coll', tag, data);
+      data.set((await this.take(leader, 'coll', tag)) as Float64Array);
+    }
+  }
+}
