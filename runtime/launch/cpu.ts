@@ -2,7 +2,10 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { readModelFile } from '../../compiler/onnx/codec.js';
+import { importModel } from '../../compiler/onnx/import.js';
 import { CleaveError } from '../../src/errors.js';
+import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
 import { writeManifest } from '../checkpoint/checkpoint.js';
@@ -23,6 +26,13 @@ export interface RunResult {
   steps: StepReport[];
   weights?: Map<string, Tensor>;
   checkpoints: string[];
+}
+
+/** Parameters and state of an ONNX model, by name. */
+function loadWeights(file: string, batch: number): [string, Tensor][] {
+  const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch });
+  materializeAll(g);
+  return [...g.params(), ...g.states()].map((v) => [v.name, v.data!]);
 }
 
 /** The compiled worker script (tests run the TypeScript sources; workers always run the build). */
@@ -49,8 +59,10 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   }
   const script = workerScript();
   const absolute = { ...o, planFile: resolve(o.planFile) };
+  // The model's weights are read once here, not once per rank.
+  const weights = o.resume ? undefined : loadWeights(o.weights ?? plan.model.source, plan.model.microbatchSize);
   const workers = Array.from({ length: N }, (_, rank) => new Worker(script, {
-    workerData: { rank, ports: ports[rank], options: absolute },
+    workerData: { rank, ports: ports[rank], options: absolute, weights },
     transferList: Object.values(ports[rank]!),
   }));
   const byStep = new Map<number, Map<number, Extract<WorkerMessage, { type: 'step' }>>>();

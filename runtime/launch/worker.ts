@@ -1,8 +1,6 @@
 // One rank of a CPU run: a worker thread started by launch/cpu.ts.
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { dirname } from 'node:path';
-import { readModelFile } from '../../compiler/onnx/codec.js';
-import { importModel } from '../../compiler/onnx/import.js';
 import { Value } from '../../src/ir/graph.js';
 import { dtypeFromOnnx } from '../../src/ir/dtype.js';
 import { materializeAll } from '../../src/ir/materialize.js';
@@ -20,7 +18,7 @@ import { learningRate } from '../optim/optimizer.js';
 import { PortTransport } from '../transport/ports.js';
 import type { RunOptions, WorkerMessage } from './options.js';
 
-interface Init { rank: number; ports: Record<number, MessagePort>; options: RunOptions }
+interface Init { rank: number; ports: Record<number, MessagePort>; options: RunOptions; weights?: [string, Tensor][] }
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
@@ -47,7 +45,7 @@ function rows(batch: Record<string, Tensor>, from: number, n: number): Record<st
 }
 
 async function main(): Promise<void> {
-  const { rank, ports, options: o } = workerData as Init;
+  const { rank, ports, options: o, weights: initial } = workerData as Init;
   const plan = readPlan(o.planFile);
   const me = plan.ranks[rank]!;
   const transport = new PortTransport(rank, plan.world.size, new Map(Object.entries(ports).map(([k, p]) => [Number(k), p])), (o.timeoutSeconds ?? 60) * 1000);
@@ -58,7 +56,11 @@ async function main(): Promise<void> {
   let weights: Map<string, Tensor>;
   const shard = o.resume ? readShard(o.resume, rank) : undefined;
   if (shard) weights = shard.tensors;
+  else if (initial) weights = new Map(initial);
   else {
+    // Only a rank started without weights reads the ONNX file itself.
+    const { readModelFile } = await import('../../compiler/onnx/codec.js');
+    const { importModel } = await import('../../compiler/onnx/import.js');
     const file = o.weights ?? plan.model.source;
     const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: mbSize });
     materializeAll(g);
