@@ -76,7 +76,8 @@ export function decodeShard(bytes: Uint8Array, file: string): Shard {
   const buffers: OptimizerState['buffers'] = {};
   for (const [p, bufs] of Object.entries(h.optimizer.buffers)) {
     buffers[p] = {};
-    for (const [k, at] of Object.entries(bufs)) buffers[p]![k] = new Float64Array(slice(at).slice().buffer);
+    // Copy into a fresh buffer: a Node Buffer's slice() is a view of the whole file.
+    for (const [k, at] of Object.entries(bufs)) buffers[p]![k] = new Float64Array(new Uint8Array(slice(at)).buffer);
   }
   return { rank: h.rank, step: h.step, tensors, optimizer: { step: h.optimizer.step, buffers }, rng: h.rng };
 }

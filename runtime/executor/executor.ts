@@ -26,7 +26,7 @@ export class Executor {
   /** For each compute instruction: the receives (by tensor:mb key) whose tensors it reads. */
   private readonly needs: string[][];
 
-  constructor(readonly plan: Plan, readonly rank: number, private readonly backend: Backend, private readonly transport: Transport, private readonly failAt?: number) {
+  constructor(readonly plan: Plan, readonly rank: number, private readonly backend: Backend, private readonly transport: Transport, public failAt?: number) {
     this.list = plan.ranks[rank]!.instructions;
     const readsTensor = (ins: Instruction, tensor: number): boolean => {
       const t = plan.tensors[tensor]!;

@@ -25,8 +25,8 @@ export interface RunOptions {
   strictBatches?: boolean;
   /** Seconds a rank waits for a message before giving up (and stopping every rank). */
   timeoutSeconds?: number;
-  /** Tests: make this rank throw at this instruction index. */
-  failAt?: { rank: number; instruction: number };
+  /** Tests: make this rank throw at this instruction index (of this step, 1-based; default every step). */
+  failAt?: { rank: number; instruction: number; step?: number };
   /** Return every rank's parameters at the end. */
   returnWeights?: boolean;
 }

@@ -67,7 +67,8 @@ async function main(): Promise<void> {
     weights = new Map([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
   }
   const backend = new CpuRankBackend(plan, rank, transport, weights, o.optimizer);
-  const exec = new Executor(plan, rank, backend, transport, o.failAt?.rank === rank ? o.failAt.instruction : undefined);
+  const failing = o.failAt?.rank === rank ? o.failAt : undefined;
+  const exec = new Executor(plan, rank, backend, transport, failing && !failing.step ? failing.instruction : undefined);
 
   // Data: this replica's own stream (seeded by its data-parallel rank), or its slice of given batches.
   const spec = dataSpec(plan);
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
       batch = rows(global, me.dpRank * B, B);
     } else batch = source!.next(B);
     const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mbSize, mbSize));
+    if (failing?.step === step + 1) exec.failAt = failing.instruction;
     const losses = await exec.step(feeds);
     const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
     const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });

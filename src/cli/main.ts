@@ -7,6 +7,8 @@ import { registerInspect } from './inspect_cmd.js';
 import { registerPartition } from './partition.js';
 import { registerCompile } from './compile.js';
 import { registerPlan } from './plan_print.js';
+import { registerRun } from './run.js';
+import { registerExport } from './export.js';
 import { registerTrain } from './train.js';
 
 /** Runs the CLI; returns the exit code (0 ok, 2 a user error, 1 a bug). */
@@ -24,6 +26,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerPartition(program);
   registerCompile(program);
   registerPlan(program);
+  registerRun(program);
+  registerExport(program);
   registerDemo(program);
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -6,7 +6,8 @@ export class Progress {
   private readonly start = performance.now();
   private lastLine = -1;
 
-  constructor(private readonly total: number, private readonly unit: string, private readonly quiet = false) {
+  /** `first`: steps already done before this run (a resumed run counts from there). */
+  constructor(private readonly total: number, private readonly unit: string, private readonly quiet = false, private readonly first = 0) {
     if (!quiet && process.stderr.isTTY) {
       this.bar = new cliProgress.SingleBar({
         format: `step {value}/{total} |{bar}| {extra} | {rate} ${unit}/s | ETA {eta_formatted}`,
@@ -14,7 +15,7 @@ export class Progress {
         hideCursor: true,
         etaBuffer: 20,
       }, cliProgress.Presets.shades_classic);
-      this.bar.start(total, 0, { extra: '', rate: '—' });
+      this.bar.start(total, first, { extra: '', rate: '—' });
     }
   }
 
@@ -25,9 +26,10 @@ export class Progress {
     if (this.bar) this.bar.update(done, { extra, rate });
     else if (!this.quiet) {
       const tenth = Math.floor((10 * done) / this.total);
-      if (tenth !== this.lastLine || done === 1) {
+      if (tenth !== this.lastLine || done === this.first + 1) {
         this.lastLine = tenth;
-        const eta = done ? ((this.total - done) * secs) / done : 0;
+        const ran = done - this.first;
+        const eta = ran ? ((this.total - done) * secs) / ran : 0;
         process.stdout.write(`step ${String(done).padStart(String(this.total).length)}/${this.total}  ${extra}  ${rate} ${this.unit}/s  ETA ${eta.toFixed(1)} s\n`);
       }
     }
