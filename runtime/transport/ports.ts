@@ -19,8 +19,12 @@ export class PortTransport implements Transport {
   /** Receives posted before their message arrived, in posting order (a channel is FIFO). */
   private readonly waiters = new Map<string, ((m: Message) => void)[]>();
 
+  /** Receives waiting: while there are any, the ports keep the thread alive; otherwise it may exit. */
+  private waiting = 0;
+
   constructor(readonly rank: number, readonly size: number, private readonly ports: Map<number, MessagePort>, private readonly timeoutMs = 60_000) {
     for (const [peer, port] of ports) {
+      port.unref();
       port.on('message', (m: Message) => {
         const key = this.key(peer, m.kind, m.tag);
         const w = this.waiters.get(key)?.shift();
@@ -59,11 +63,13 @@ export class PortTransport implements Transport {
     };
     const q = this.queues.get(key);
     if (q?.length) return Promise.resolve(check(q.shift()!));
+    this.hold(1);
     return new Promise((resolve, reject) => {
       const list = this.waiters.get(key) ?? [];
       this.waiters.set(key, list);
       const waiter = (m: Message): void => {
         clearTimeout(timer);
+        this.hold(-1);
         try {
           resolve(check(m));
         } catch (e) {
@@ -73,11 +79,19 @@ export class PortTransport implements Transport {
       const timer = setTimeout(() => {
         const k = list.indexOf(waiter);
         if (k >= 0) list.splice(k, 1);
+        this.hold(-1);
         reject(new CleaveError(`rank ${this.rank} waited ${(this.timeoutMs / 1000).toFixed(0)} s for ${tag} from rank ${peer}, which never came`));
       }, this.timeoutMs);
       timer.unref?.();
       list.push(waiter);
     });
+  }
+
+  private hold(delta: number): void {
+    const before = this.waiting;
+    this.waiting += delta;
+    if (before === 0 && this.waiting > 0) for (const p of this.ports.values()) p.ref();
+    if (before > 0 && this.waiting === 0) for (const p of this.ports.values()) p.unref();
   }
 
   send(peer: number, tag: string, data: Float64Array | Float32Array | Int32Array | Uint8Array): void {

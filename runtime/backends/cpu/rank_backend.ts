@@ -29,7 +29,7 @@ export class CpuRankBackend implements Backend {
   private readonly grads = new Map<number, Float64Array>();
   private readonly env = new Map<number, Map<number, Tensor>>();
   private readonly lossByMb = new Map<number, number>();
-  readonly optimizer: Optimizer;
+  optimizer: Optimizer;
   /** Parameters this rank's gradient norm counts (a tied weight once, on its lowest rank). */
   private readonly owned = new Set<number>();
 
@@ -68,6 +68,11 @@ export class CpuRankBackend implements Backend {
       // Each rank owns its copy: tied copies on several ranks are updated alike.
       this.resident.set(v, { dtype: w.dtype, shape: [...w.shape], data: w.data.slice() });
     }
+  }
+
+  /** Replaces the optimizer (its state starts fresh). */
+  configureOptimizer(config: OptimizerConfig): void {
+    this.optimizer = new Optimizer(config);
   }
 
   /** Parameters and state of this rank, by name (for checkpoints and export). */
