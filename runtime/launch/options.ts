@@ -21,8 +21,6 @@ export interface RunOptions {
   seed?: number;
   saveEvery?: number;
   checkpointDir?: string;
-  /** Drop (with a warning) or reject a replica batch that does not divide into the microbatches. */
-  strictBatches?: boolean;
   /** Seconds a rank waits for a message before giving up (and stopping every rank). */
   timeoutSeconds?: number;
   /** Tests: make this rank throw at this instruction index (of this step, 1-based; default every step). */

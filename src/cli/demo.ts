@@ -2,83 +2,83 @@ import type { Command } from 'commander';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
+import { autoLoss } from '../../compiler/autodiff/loss.js';
+import { compile } from '../../compiler/compile.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
-import { compile } from '../../compiler/compile.js';
-import { readPlan, writePlan } from '../plan/io.js';
-import { renderPlan } from '../plan/render.js';
+import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { fixturesDir } from '../../fixtures/generate.js';
 import { CleaveError } from '../errors.js';
+import { tensor } from '../ir/tensor.js';
 import { getOp } from '../ops/index.js';
+import { readPlan, writePlan } from '../plan/io.js';
+import { renderPlan } from '../plan/render.js';
+import { exportCheckpoint } from './export.js';
 import { formatFlops, table } from './format.js';
 import { inspectModel, renderInspect } from './inspect.js';
 import { positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 /**
- * The main job on the bundled GPT fixture, as far as cleave goes today: import and inspect it,
- * derive its training graph, compile and print a pipeline plan, train it on the bundled task, save
- * and reload the trained model. Running the plan on several ranks joins here when it is built.
+ * The main job on the bundled GPT fixture: import and inspect it, derive its training graph,
+ * compile a pipeline × data-parallel plan and print it, run the plan on CPU ranks for a few steps
+ * with a checkpoint at the end, export the checkpoint as ONNX and check it computes what the
+ * trained ranks hold.
  */
 export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description('run the main job on the bundled GPT fixture')
-    .option('--steps <n>', 'training steps', positiveInt('--steps'), 60)
-    .action((o: { steps: number }) => {
+    .option('--steps <n>', 'training steps', positiveInt('--steps'), 40)
+    .action(async (o: { steps: number }) => {
       const model = join(fixturesDir(), 'gpt.onnx');
-      const [batch, microbatches] = [8, 2];
       const say = (s: string) => process.stdout.write(s);
       say(`== 1. import and inspect ${model}\n`);
-      say(renderInspect(inspectModel(model, { batch })));
+      say(renderInspect(inspectModel(model, { batch: 2 })));
 
-      const p = prepareJob({ model, loss: 'auto', steps: o.steps, batch, microbatches, optimizer: { kind: 'adamw', lr: 1e-2 }, schedule: { kind: 'cosine', warmup: 5, total: o.steps, minLr: 1e-3 } });
+      const g = importOnnx(model, { batch: 2 });
+      const training = buildTrainingGraph(g, { loss: autoLoss(g) });
       const phases = new Map<string, { nodes: number; flops: number }>();
-      for (const n of p.training.graph.nodes) {
+      for (const n of training.graph.nodes) {
         const c = getOp(n.op, n.name).cost({ node: n.name, inputs: n.inputs, numOutputs: n.outputs.length, attrs: n.attrs, consts: [] }, n.outputs);
         const r = phases.get(String(n.meta['phase'])) ?? { nodes: 0, flops: 0 };
         r.nodes++;
         r.flops += c.flops;
         phases.set(String(n.meta['phase']), r);
       }
-      say(`\n== 2. training graph: ${p.lossSpec.kind} loss, per microbatch of ${p.microbatch}\n`);
+      say(`\n== 2. training graph: cross-entropy loss, per microbatch of 2\n`);
       say(table(['phase', 'nodes', 'FLOPs'], [...phases].map(([k, r]) => [k, String(r.nodes), formatFlops(r.flops)])) + '\n');
-
-      // Compile a pipeline plan: 2 ranks × 2 data-parallel replicas, zero-bubble schedule, and print it.
-      const dir0 = mkdtempSync(join(tmpdir(), 'cleave-demo-plan-'));
-      try {
-        const planFile = join(dir0, 'gpt.plan');
-        const { plan } = compile({ model, loss: 'auto', partitions: 2, microbatches: 4, schedule: 'zb-h1', dp: 2, batch: 8 });
-        writePlan(planFile, plan);
-        say(`\n== 3. compile a plan: 2 pipeline stages × 2 data-parallel replicas, zb-h1, 4 microbatches (cleave plan print)\n`);
-        say(renderPlan(readPlan(planFile), 88));
-      } finally {
-        rmSync(dir0, { recursive: true, force: true });
-      }
-
-      say(`\n== 4. train ${o.steps} steps, batch ${batch} = ${microbatches} microbatches × ${p.microbatch}, adamw, on ${p.data.description}\n`);
-      const progress = new Progress(o.steps, 'samples');
-      let first = NaN, last = NaN;
-      for (let s = 0; s < o.steps; s++) {
-        const r = runStep(p);
-        if (s === 0) first = r.loss;
-        last = r.loss;
-        progress.update(r.step, r.step * batch, `loss ${r.loss.toFixed(4)}`);
-      }
-      const secs = progress.stop();
-      say(`loss ${first.toFixed(4)} → ${last.toFixed(4)} in ${secs.toFixed(1)} s\n`);
 
       const dir = mkdtempSync(join(tmpdir(), 'cleave-demo-'));
       try {
+        const planFile = join(dir, 'gpt.plan');
+        writePlan(planFile, compile({ model, loss: 'auto', partitions: 2, microbatches: 4, schedule: 'zb-h1', dp: 2, batch: 8 }).plan);
+        say(`\n== 3. compile a plan: 2 pipeline stages × 2 data-parallel replicas, zb-h1, 4 microbatches of 2 (cleave plan print)\n`);
+        say(renderPlan(readPlan(planFile), 88));
+
+        say(`\n== 4. run it on 4 CPU ranks (worker threads), ${o.steps} steps on the bundled task (cleave run)\n`);
+        const progress = new Progress(o.steps, 'samples');
+        let samples = 0;
+        const run = await runPlanCpu({
+          planFile, data: { kind: 'default' }, steps: o.steps, optimizer: { kind: 'adamw', lr: 1e-2 },
+          schedule: { kind: 'cosine', warmup: 5, total: o.steps, minLr: 1e-3 }, clip: 1, saveEvery: o.steps, checkpointDir: join(dir, 'ckpt'), returnWeights: true,
+        }, (r) => {
+          samples += r.samples;
+          progress.update(r.step, samples, `loss ${r.loss.toFixed(4)}`);
+        });
+        const secs = progress.stop();
+        say(`loss ${run.steps[0]!.loss.toFixed(4)} → ${run.steps.at(-1)!.loss.toFixed(4)} in ${secs.toFixed(1)} s\n`);
+
         const out = join(dir, 'gpt.trained.onnx');
-        saveTrained(p, out);
-        const back = importOnnx(out, { batch: p.microbatch });
-        const feeds = Object.fromEntries(Object.entries(p.data.next(p.microbatch)).filter(([k]) => back.inputs.some((v) => v.name === k)));
-        const a = runGraph(p.graph, feeds).get('logits')!, b = runGraph(back, feeds).get('logits')!;
-        const same = a.data.every((x, i) => x === b.data[i]);
-        if (!same) throw new CleaveError('the saved model computes different logits from the trained one');
-        say(`\n== 5. saved the trained model as ONNX and loaded it back: same logits\n`);
+        exportCheckpoint(run.checkpoints[0]!, out);
+        const back = importOnnx(out, { batch: 2 });
+        const trained = importOnnx(model, { batch: 2 });
+        for (const p of [...trained.params(), ...trained.states()]) p.data = run.weights!.get(p.name)!;
+        const ids = tensor('int64', [2, 16], Array.from({ length: 32 }, (_, i) => (3 + 5 * i) % 64));
+        const a = runGraph(trained, { input_ids: ids }).get('logits')!, b = runGraph(back, { input_ids: ids }).get('logits')!;
+        if (!a.data.every((x, i) => x === b.data[i])) throw new CleaveError('the exported model computes different logits from the trained ranks');
+        say(`\n== 5. exported the checkpoint as one ONNX model (cleave export): same logits as the trained ranks\n`);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
