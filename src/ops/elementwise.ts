@@ -4,7 +4,7 @@ import type { Attrs } from '../ir/graph.js';
 import { broadcast } from '../ir/shape.js';
 import type { Tensor } from '../ir/tensor.js';
 import { erf } from './math.js';
-import type { AttrSpec, OpCategory, OpContext, OpDef } from './registry.js';
+import type { AttrSpec, CudaDevice, OpCategory, OpContext, OpDef } from './registry.js';
 import { broadcastMap, fixInt, float, input, perOutput, requireFloat, sameDtype, str } from './util.js';
 
 type Scalar = (x: number) => number;
@@ -12,6 +12,8 @@ type Scalar = (x: number) => number;
 interface UnaryRule {
   /** Scalar function, given the node's attributes. */
   readonly f: (a: Attrs) => Scalar;
+  /** Code of the same function in the CUDA unary kernel (native/src/kernels.cu). */
+  readonly cuda?: (a: Attrs) => { code: number; alpha?: number; beta?: number };
   readonly flops: number;
   readonly accepts: 'float' | 'numeric' | 'bool' | 'any';
   readonly out?: 'bool';
@@ -24,30 +26,33 @@ const SQRT_2_PI = Math.sqrt(2 / Math.PI);
 
 /** One row per unary op: what it computes, what it costs, what it accepts. */
 const UNARY: Record<string, UnaryRule> = {
-  Neg: { f: () => (x) => -x, flops: 1, accepts: 'numeric' },
-  Abs: { f: () => Math.abs, flops: 1, accepts: 'numeric' },
-  Exp: { f: () => Math.exp, flops: 4, accepts: 'float' },
-  Log: { f: () => Math.log, flops: 4, accepts: 'float' },
-  Sqrt: { f: () => Math.sqrt, flops: 4, accepts: 'float' },
-  Reciprocal: { f: () => (x) => 1 / x, flops: 1, accepts: 'float' },
-  Floor: { f: () => Math.floor, flops: 1, accepts: 'float' },
-  Ceil: { f: () => Math.ceil, flops: 1, accepts: 'float' },
-  Erf: { f: () => erf, flops: 8, accepts: 'float' },
-  Tanh: { f: () => Math.tanh, flops: 6, accepts: 'float', category: 'activation' },
-  Sigmoid: { f: () => (x) => 1 / (1 + Math.exp(-x)), flops: 4, accepts: 'float', category: 'activation' },
-  Relu: { f: () => (x) => (x > 0 ? x : 0), flops: 1, accepts: 'numeric', category: 'activation' },
+  Neg: {cuda: () => ({ code: 0 }), f: () => (x) => -x, flops: 1, accepts: 'numeric' },
+  Abs: {cuda: () => ({ code: 1 }), f: () => Math.abs, flops: 1, accepts: 'numeric' },
+  Exp: {cuda: () => ({ code: 2 }), f: () => Math.exp, flops: 4, accepts: 'float' },
+  Log: {cuda: () => ({ code: 3 }), f: () => Math.log, flops: 4, accepts: 'float' },
+  Sqrt: {cuda: () => ({ code: 4 }), f: () => Math.sqrt, flops: 4, accepts: 'float' },
+  Reciprocal: {cuda: () => ({ code: 5 }), f: () => (x) => 1 / x, flops: 1, accepts: 'float' },
+  Floor: {cuda: () => ({ code: 15 }), f: () => Math.floor, flops: 1, accepts: 'float' },
+  Ceil: {cuda: () => ({ code: 16 }), f: () => Math.ceil, flops: 1, accepts: 'float' },
+  Erf: {cuda: () => ({ code: 12 }), f: () => erf, flops: 8, accepts: 'float' },
+  Tanh: {cuda: () => ({ code: 6 }), f: () => Math.tanh, flops: 6, accepts: 'float', category: 'activation' },
+  Sigmoid: {cuda: () => ({ code: 7 }), f: () => (x) => 1 / (1 + Math.exp(-x)), flops: 4, accepts: 'float', category: 'activation' },
+  Relu: {cuda: () => ({ code: 8 }), f: () => (x) => (x > 0 ? x : 0), flops: 1, accepts: 'numeric', category: 'activation' },
   LeakyRelu: {
+    cuda: (a) => ({ code: 9, alpha: float(a, 'alpha') }),
     f: (a) => { const al = float(a, 'alpha'); return (x) => (x >= 0 ? x : al * x); },
     flops: 2, accepts: 'float', category: 'activation',
     attrs: { alpha: { type: 'float', default: 0.01 } },
   },
   HardSigmoid: {
+    cuda: (a) => ({ code: 13, alpha: float(a, 'alpha'), beta: float(a, 'beta') }),
     f: (a) => { const al = float(a, 'alpha'), be = float(a, 'beta'); return (x) => Math.max(0, Math.min(1, al * x + be)); },
     flops: 4, accepts: 'float', category: 'activation',
     attrs: { alpha: { type: 'float', default: 0.2 }, beta: { type: 'float', default: 0.5 } },
   },
-  HardSwish: { f: () => (x) => x * Math.max(0, Math.min(1, x / 6 + 0.5)), flops: 5, accepts: 'float', since: 14, category: 'activation' },
+  HardSwish: {cuda: () => ({ code: 14 }), f: () => (x) => x * Math.max(0, Math.min(1, x / 6 + 0.5)), flops: 5, accepts: 'float', since: 14, category: 'activation' },
   Gelu: {
+    cuda: (a) => ({ code: str(a, 'approximate') === 'tanh' ? 11 : 10 }),
     f: (a) => str(a, 'approximate') === 'tanh'
       ? (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_PI * (x + 0.044715 * x * x * x)))
       : (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
@@ -60,6 +65,8 @@ const UNARY: Record<string, UnaryRule> = {
 
 interface BinaryRule {
   readonly f: Scalar2;
+  /** Code in the CUDA binary kernel. */
+  readonly cuda?: number;
   readonly accepts: 'numeric' | 'bool' | 'any';
   readonly out?: 'bool';
   /** Pow's exponent may have its own type. */
@@ -68,11 +75,11 @@ interface BinaryRule {
 type Scalar2 = (a: number, b: number) => number;
 
 const BINARY: Record<string, BinaryRule> = {
-  Add: { f: (a, b) => a + b, accepts: 'numeric' },
-  Sub: { f: (a, b) => a - b, accepts: 'numeric' },
-  Mul: { f: (a, b) => a * b, accepts: 'numeric' },
-  Div: { f: (a, b) => a / b, accepts: 'numeric' },
-  Pow: { f: (a, b) => a ** b, accepts: 'numeric', mixed: true },
+  Add: { cuda: 0, f: (a, b) => a + b, accepts: 'numeric' },
+  Sub: { cuda: 1, f: (a, b) => a - b, accepts: 'numeric' },
+  Mul: { cuda: 2, f: (a, b) => a * b, accepts: 'numeric' },
+  Div: { cuda: 3, f: (a, b) => a / b, accepts: 'numeric' },
+  Pow: { cuda: 4, f: (a, b) => a ** b, accepts: 'numeric', mixed: true },
   Equal: { f: (a, b) => (a === b ? 1 : 0), accepts: 'any', out: 'bool' },
   Less: { f: (a, b) => (a < b ? 1 : 0), accepts: 'numeric', out: 'bool' },
   LessOrEqual: { f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
@@ -104,6 +111,7 @@ function unaryDef(op: string, r: UnaryRule): OpDef {
       return [{ dtype: r.out ?? x.dtype, shape: x.shape }];
     },
     cost: perOutput(r.flops),
+    ...(r.cuda ? { cuda: (dev: CudaDevice, [x], [out], a: Attrs) => { const c = r.cuda!(a); dev.unary(c.code, x!, out!, c.alpha, c.beta); } } : {}),
     cpu([x], attrs) {
       const t = x as Tensor;
       const f = r.f(attrs);
@@ -122,6 +130,7 @@ function binaryDef(op: string, r: BinaryRule): OpDef {
       return [{ dtype: r.out ?? d, shape: broadcast([input(ctx, 0).shape, input(ctx, 1).shape], `node '${ctx.node}'`) }];
     },
     cost: perOutput(1),
+    ...(r.cuda !== undefined ? { cuda: (dev: CudaDevice, [a, b], [out]) => dev.binary(r.cuda!, a!, b!, out!) } : {}),
     cpu([a, b]) {
       const dt = r.out ?? a!.dtype;
       const f = r.f;
@@ -155,6 +164,7 @@ const where: OpDef = {
     return [{ dtype: d, shape: broadcast([0, 1, 2].map((i) => input(ctx, i).shape), `node '${ctx.node}'`) }];
   },
   cost: perOutput(1),
+  cuda: (dev, [c, x, y], [out]) => dev.where(c!, x!, y!, out!),
   cpu([c, x, y]) {
     return [broadcastMap([c!, x!, y!], x!.dtype, (cv, xv, yv) => (cv ? xv : yv))];
   },

@@ -26,6 +26,7 @@ const geluGrad = internal({
   op: 'GeluGrad', category: 'elementwise', arity: [2, 2], attrs: { approximate: { type: 'string', default: 'none' } },
   infer: (ctx) => [input(ctx, 1)],
   cost: perOutput(14),
+  cuda: (dev, [g, x], [out], attrs) => dev.geluGrad(g!, x!, out!, str(attrs, 'approximate') === 'tanh'),
   cpu([g, x], attrs) {
     const tanh = str(attrs, 'approximate') === 'tanh';
     const out = zerosLike(x!);

@@ -73,6 +73,7 @@ const matmul: OpDef = {
     const { k } = matmulShape(ctx, input(ctx, 0).shape, input(ctx, 1).shape);
     return { flops: 2 * elems(outs[0]!) * (typeof k === 'number' ? k : 1), bytes: moved(ctx, outs) };
   },
+  cuda: (dev, [a, b], [out]) => dev.matmul(a!, b!, out!),
   cpu: ([a, b]) => [matmulKernel(a!, b!)],
 };
 

@@ -4,7 +4,7 @@ import type { ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, broadcast, formatShape, normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { Rng } from '../util/random.js';
-import type { OpContext, OpDef } from './registry.js';
+import type { CudaKernel, OpContext, OpDef } from './registry.js';
 import { dataMovement, fixInt, input, int, ints, perOutput, sameDtype } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
@@ -23,6 +23,9 @@ function gatherCopy(x: Tensor, shape: readonly number[], src: (idx: number[]) =>
   }
   return out;
 }
+
+/** A view as a copy on the device: same elements, another shape. */
+const cudaView: CudaKernel = (dev, [x], [out]) => dev.stridedCopy(x!, out!, stridesOf(out!.shape));
 
 const withShape = (x: Tensor, shape: readonly number[]): Tensor => ({ dtype: x.dtype, shape: [...shape], data: x.data.slice() });
 
@@ -77,6 +80,7 @@ const reshape: OpDef = {
     return [{ dtype: x.dtype, shape: reshapeTarget(ctx, x.shape, target, int(ctx.attrs, 'allowzero') === 1) }];
   },
   cost: dataMovement,
+  cuda: cudaView,
   cpu([x], attrs) {
     const ctx = { node: 'Reshape', inputs: [x!], numOutputs: 1, attrs, consts: [] };
     return [withShape(x!, reshapeTarget(ctx, x!.shape, ints(attrs, 'shape')!, int(attrs, 'allowzero') === 1) as number[])];
@@ -101,6 +105,11 @@ const transpose: OpDef = {
     return [{ dtype: x.dtype, shape: p.map((a) => x.shape[a]!) }];
   },
   cost: dataMovement,
+  cuda(dev, [x], [out], attrs) {
+    const p = perm({ node: 'Transpose' }, x!.shape.length, ints(attrs, 'perm'));
+    const st = stridesOf(x!.shape);
+    dev.stridedCopy(x!, out!, p.map((a) => st[a]!));
+  },
   cpu([x], attrs) {
     const p = perm({ node: 'Transpose' }, x!.shape.length, ints(attrs, 'perm'));
     const st = stridesOf(x!.shape);
@@ -129,6 +138,7 @@ const flatten: OpDef = {
     return [{ dtype: x.dtype, shape: flattenShape(ctx, x.shape) }];
   },
   cost: dataMovement,
+  cuda: cudaView,
   cpu([x], attrs) {
     return [withShape(x!, flattenShape({ node: 'Flatten', inputs: [x!], numOutputs: 1, attrs, consts: [] }, x!.shape) as number[])];
   },
@@ -164,6 +174,7 @@ function shapeOnly(op: string, fn: (ctx: OpContext, s: Shape) => Dim[], lifted: 
       return [{ dtype: x.dtype, shape: fn(ctx, x.shape) }];
     },
     cost: dataMovement,
+    cuda: cudaView,
     cpu([x], attrs) {
       return [withShape(x!, fn({ node: op, inputs: [x!], numOutputs: 1, attrs, consts: [] }, x!.shape) as number[])];
     },
@@ -174,6 +185,7 @@ const identity: OpDef = {
   op: 'Identity', since: 13, category: 'movement', arity: [1, 1], attrs: {}, alias: true, view: true,
   infer: (ctx) => [input(ctx, 0)],
   cost: dataMovement,
+  cuda: cudaView,
   cpu: ([x]) => [withShape(x!, x!.shape)],
 };
 
@@ -254,6 +266,15 @@ const split: OpDef = {
     });
   },
   cost: dataMovement,
+  cuda(dev, [x], outs, attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'Split');
+    const st = stridesOf(x!.shape);
+    let start = 0;
+    for (const o of outs) {
+      dev.stridedCopy(x!, o, st, start * st[axis]!);
+      start += o.shape[axis]!;
+    }
+  },
   cpu([x], attrs, numOutputs) {
     const t = x!;
     const axis = normAxis(int(attrs, 'axis'), t.shape.length, 'Split');
@@ -322,6 +343,17 @@ const slice: OpDef = {
     return [{ dtype: x.dtype, shape: sliceAxes(ctx, x.shape).shape }];
   },
   cost: dataMovement,
+  cuda(dev, [x], [out], attrs) {
+    const { axes } = sliceAxes({ node: 'Slice', inputs: [], numOutputs: 1, attrs, consts: [] }, x!.shape);
+    const st = stridesOf(x!.shape);
+    const strides = [...st];
+    let base = 0;
+    for (const a of axes) {
+      base += a.start * st[a.axis]!;
+      strides[a.axis] = a.step * st[a.axis]!;
+    }
+    dev.stridedCopy(x!, out!, strides, base);
+  },
   cpu([x], attrs) {
     const { shape, axes } = sliceAxes({ node: 'Slice', inputs: [x!], numOutputs: 1, attrs, consts: [] }, x!.shape);
     const st = stridesOf(x!.shape);
@@ -359,6 +391,7 @@ const gather: OpDef = {
     return [{ dtype: x.dtype, shape: [...x.shape.slice(0, axis), ...ind.shape, ...x.shape.slice(axis + 1)] }];
   },
   cost: dataMovement,
+  cuda: (dev, [x, ind], [out], attrs) => dev.gather(x!, ind!, out!, normAxis(int(attrs, 'axis'), x!.shape.length, 'Gather')),
   cpu([x, ind], attrs) {
     const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'Gather');
     const outer = x!.shape.slice(0, axis).reduce((a, b) => a * b, 1);
@@ -411,6 +444,10 @@ const expand: OpDef = {
     return [{ dtype: x.dtype, shape: broadcast([x.shape, ints(ctx.attrs, 'shape') ?? []], at(ctx)) }];
   },
   cost: dataMovement,
+  cuda(dev, [x], [out]) {
+    const st = stridesOf(x!.shape), r = out!.shape.length - x!.shape.length;
+    dev.stridedCopy(x!, out!, out!.shape.map((_, i) => (i < r || x!.shape[i - r] === 1 ? 0 : st[i - r]!)));
+  },
   cpu([x], attrs) {
     const shape = broadcast([x!.shape, ints(attrs, 'shape')!], 'Expand') as number[];
     const zero = tensor(x!.dtype, shape);
@@ -482,6 +519,10 @@ const cast: OpDef = {
     return [{ dtype: dtypeFromOnnx(int(ctx.attrs, 'to'), at(ctx)), shape: x.shape }];
   },
   cost: perOutput(1),
+  cuda(dev, [x], [out]) {
+    if (!isFloat(x!.dtype) || !isFloat(out!.dtype)) throw new CleaveError(`Cast from ${x!.dtype} to ${out!.dtype} does not run on CUDA yet`);
+    dev.cast(x!, out!);
+  },
   cpu([x], attrs) {
     const to = dtypeFromOnnx(int(attrs, 'to'), 'Cast');
     const out = tensor(to, x!.shape);

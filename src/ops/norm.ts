@@ -28,6 +28,12 @@ const layerNorm: OpDef = {
     return [x, stat, stat].slice(0, ctx.numOutputs);
   },
   cost: (ctx, outs) => perOutput(8)(ctx, outs.slice(0, 1)),
+  cuda(dev, [x, scale, bias], outs, attrs) {
+    if (normAxis(int(attrs, 'axis'), x!.shape.length, 'LayerNormalization') !== x!.shape.length - 1 || outs.length > 1) {
+      throw new CleaveError('LayerNormalization on CUDA normalizes the last axis and gives Y only');
+    }
+    dev.layerNorm(x!, scale ?? null, bias ?? null, outs[0]!, float(attrs, 'epsilon'));
+  },
   cpu([x, scale, bias], attrs) {
     const t = x!;
     const axis = normAxis(int(attrs, 'axis'), t.shape.length, 'LayerNormalization');

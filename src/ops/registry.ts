@@ -57,6 +57,34 @@ export interface OpEmitter {
   scalar(x: number, dtype?: DType): Value;
 }
 
+/** A tensor in device memory, as CUDA kernels see it. */
+export interface DeviceTensor {
+  readonly ptr: bigint;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+/**
+ * The device operations registry entries compose their CUDA kernels from (implemented by
+ * runtime/backends/cuda). Codes name the scalar function a generic kernel applies.
+ */
+export interface CudaDevice {
+  unary(code: number, x: DeviceTensor, out: DeviceTensor, alpha?: number, beta?: number): void;
+  binary(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
+  where(cond: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void;
+  softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void;
+  layerNorm(x: DeviceTensor, scale: DeviceTensor | null, bias: DeviceTensor | null, out: DeviceTensor, epsilon: number): void;
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean): void;
+  /** out[index] = x[base + Σ index_d · strides_d]: views, transposes, slices, broadcasts. */
+  stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base?: number): void;
+  gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
+  cast(x: DeviceTensor, out: DeviceTensor): void;
+  geluGrad(g: DeviceTensor, x: DeviceTensor, out: DeviceTensor, tanh: boolean): void;
+}
+
+/** A node's CUDA kernel: inputs and preallocated outputs on the device. */
+export type CudaKernel = (dev: CudaDevice, inputs: readonly (DeviceTensor | null)[], outputs: readonly DeviceTensor[], attrs: Attrs) => void;
+
 /** What a gradient rule sees: the forward node and the gradients of its outputs. */
 export interface GradContext {
   readonly b: OpEmitter;
@@ -94,6 +122,8 @@ export interface OpDef {
    * error naming the node). `zero` means the gradient is zero almost everywhere (Floor, Ceil).
    */
   readonly grad?: GradRule | 'zero';
+  /** The CUDA kernel (absent: the op does not run on the CUDA backend yet). */
+  readonly cuda?: CudaKernel;
   /** Reference kernel over host tensors (static shapes). Also what constant folding runs. */
   readonly cpu?: CpuKernel;
   /** Outputs computable from input types alone (Shape, Size), for folding without input data. */

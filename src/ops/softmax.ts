@@ -1,3 +1,4 @@
+import { CleaveError } from '../errors.js';
 import { normAxis } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
 import type { OpDef } from './registry.js';
@@ -37,6 +38,10 @@ function softmaxDef(op: string, log: boolean): OpDef {
       return [x];
     },
     cost: perOutput(5),
+    cuda(dev, [x], [out], attrs) {
+      if (normAxis(int(attrs, 'axis'), x!.shape.length, op) !== x!.shape.length - 1) throw new CleaveError(`${op} on CUDA runs over the last axis only`);
+      dev.softmax(x!, out!, log);
+    },
     cpu([x], attrs) {
       return [softmaxKernel(x!, normAxis(int(attrs, 'axis'), x!.shape.length, op), log)];
     },

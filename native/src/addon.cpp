@@ -1,0 +1,271 @@
+// cleave's CUDA addon: device memory, the kernels of kernels.cu and cuBLAS GEMMs, for the CUDA
+// backend (runtime/backends/cuda). Pointers cross into JavaScript as BigInts. All work goes on one
+// stream and returns at once; synchronize() waits.
+#include <napi.h>
+
+#include <cstring>
+
+#include "check.h"
+#include "cublas_api.h"
+#include "kernels.cuh"
+
+namespace cleave {
+namespace {
+
+cudaStream_t stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t t;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking));
+    return t;
+  }();
+  return s;
+}
+
+void* ptr(const Napi::Value& v) {
+  bool lossless = false;
+  return reinterpret_cast<void*>(v.As<Napi::BigInt>().Uint64Value(&lossless));
+}
+
+int64_t i64(const Napi::Value& v) { return v.As<Napi::Number>().Int64Value(); }
+float f32(const Napi::Value& v) { return v.As<Napi::Number>().FloatValue(); }
+
+/** Runs `fn`, turning C++ exceptions into JavaScript errors. */
+template <typename F>
+Napi::Value guard(const Napi::CallbackInfo& info, F fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    Napi::Error::New(info.Env(), e.what()).ThrowAsJavaScriptException();
+    return info.Env().Undefined();
+  }
+}
+
+/** The device, or null when there is none (or no driver): the caller falls back to the CPU. */
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    cudaGetLastError();
+    return env.Null();
+  }
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("devices", n);
+  o.Set("name", p.name);
+  o.Set("computeCapability", std::to_string(p.major) + "." + std::to_string(p.minor));
+  o.Set("memoryBytes", static_cast<double>(p.totalGlobalMem));
+  o.Set("multiprocessors", p.multiProcessorCount);
+  return o;
+}
+
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, static_cast<size_t>(i64(info[0]))));
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(p));
+  });
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaFree(ptr(info[0])));
+    return info.Env().Undefined();
+  });
+}
+
+/** upload(dst, typedArray): copies host bytes to the device (waits for them to leave the host). */
+Napi::Value Upload(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    auto a = info[1].As<Napi::TypedArray>();
+    const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+    CUDA_CHECK(cudaMemcpyAsync(ptr(info[0]), src, a.ByteLength(), cudaMemcpyHostToDevice, stream()));
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return info.Env().Undefined();
+  });
+}
+
+/** download(src, bytes): waits for the stream, returns the bytes as an ArrayBuffer. */
+Napi::Value Download(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    const size_t n = static_cast<size_t>(i64(info[1]));
+    auto buf = Napi::ArrayBuffer::New(info.Env(), n);
+    CUDA_CHECK(cudaMemcpyAsync(buf.Data(), ptr(info[0]), n, cudaMemcpyDeviceToHost, stream()));
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return buf;
+  });
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return info.Env().Undefined();
+  });
+}
+
+// unary(code, dtype, in, out, n, alpha, beta)
+Napi::Value Unary(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    unary(i[0].As<Napi::Number>().Int32Value(), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// binary(code, dtype, a, b, out, dims[], aStrides[], bStrides[])
+Napi::Value Binary(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    auto dims = i[5].As<Napi::Array>(), sa = i[6].As<Napi::Array>(), sb = i[7].As<Napi::Array>();
+    Shape sh{};
+    sh.rank = static_cast<int>(dims.Length());
+    if (sh.rank > MAX_RANK) throw std::runtime_error("binary op: rank above 6 is not supported on CUDA");
+    int64_t n = 1;
+    for (int d = 0; d < sh.rank; ++d) {
+      sh.dims[d] = i64(dims.Get(d));
+      sh.a[d] = i64(sa.Get(d));
+      sh.b[d] = i64(sb.Get(d));
+      n *= sh.dims[d];
+    }
+    binary(i[0].As<Napi::Number>().Int32Value(), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), ptr(i[4]), sh, n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// softmax(dtype, in, out, rows, cols, log)
+Napi::Value Softmax(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    softmax(DType(i[0].As<Napi::Number>().Int32Value()), ptr(i[1]), ptr(i[2]), i64(i[3]), i64(i[4]), i[5].As<Napi::Boolean>().Value(), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// layernorm(dtype, x, gamma|0n, beta|0n, y, rows, cols, gammaLen, betaLen, eps)
+Napi::Value LayerNorm(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    layernorm(DType(i[0].As<Napi::Number>().Int32Value()), ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), i64(i[8]), f32(i[9]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+Shape shape_of(const Napi::Value& dimsV, const Napi::Value& aV, const Napi::Value& bV, int64_t* n) {
+  auto dims = dimsV.As<Napi::Array>();
+  Shape sh{};
+  sh.rank = static_cast<int>(dims.Length());
+  if (sh.rank > MAX_RANK) throw std::runtime_error("rank above 6 is not supported on CUDA");
+  *n = 1;
+  for (int d = 0; d < sh.rank; ++d) {
+    sh.dims[d] = i64(dims.Get(d));
+    sh.a[d] = aV.IsArray() ? i64(aV.As<Napi::Array>().Get(d)) : 0;
+    sh.b[d] = bV.IsArray() ? i64(bV.As<Napi::Array>().Get(d)) : 0;
+    *n *= sh.dims[d];
+  }
+  return sh;
+}
+
+// stridedCopy(dtype, in, out, dims[], inStrides[], base)
+Napi::Value StridedCopy(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = shape_of(i[3], i[4], i.Env().Undefined(), &n);
+    strided_copy(DType(i[0].As<Napi::Number>().Int32Value()), ptr(i[1]), ptr(i[2]), sh, i64(i[5]), n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// gather(dtype, data, idx, out, outer, dim, nidx, inner)
+Napi::Value Gather(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    gather(DType(i[0].As<Napi::Number>().Int32Value()), ptr(i[1]), (const int64_t*)ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// where(dtype, cond, x, y, out, dims[], condStrides[], xStrides[], yStrides[])
+Napi::Value Where(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = shape_of(i[5], i[7], i[8], &n);
+    int64_t cs[MAX_RANK] = {0};
+    auto c = i[6].As<Napi::Array>();
+    for (int d = 0; d < sh.rank; ++d) cs[d] = i64(c.Get(d));
+    where(DType(i[0].As<Napi::Number>().Int32Value()), (const uint8_t*)ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), sh, cs, n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// geluGrad(dtype, g, x, out, n, tanh)
+Napi::Value GeluGrad(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    gelu_grad(DType(i[0].As<Napi::Number>().Int32Value()), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i[5].As<Napi::Boolean>().Value(), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// cast(from, to, in, out, n)
+Napi::Value Cast(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    cast(DType(i[0].As<Napi::Number>().Int32Value()), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), i64(i[4]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// adamw(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2)
+Napi::Value AdamW(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    adamw((float*)ptr(i[0]), (const float*)ptr(i[1]), (float*)ptr(i[2]), (float*)ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), f32(i[7]), f32(i[8]), f32(i[9]), f32(i[10]), f32(i[11]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+/**
+ * gemm(dtype, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch)
+ * Column-major, as cuBLAS: C = alpha · op(A) · op(B) + beta · C, batched by strides; float32
+ * accumulation (TF32 tensor cores for float32 inputs).
+ */
+Napi::Value Gemm(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    static cublasHandle_t handle = [] {
+      cublasHandle_t h;
+      if (cublas().create(&h) != 0) throw std::runtime_error("cublasCreate failed");
+      if (cublas().setStream(h, stream()) != 0) throw std::runtime_error("cublasSetStream failed");
+      return h;
+    }();
+    const bool bf16 = i[0].As<Napi::Number>().Int32Value() == BF16;
+    const int dt = bf16 ? DT_R_16BF : DT_R_32F;
+    const float alpha = f32(i[6]), beta = f32(i[13]);
+    const int st = cublas().gemmStridedBatchedEx(
+        handle, i[1].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N, i[2].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N,
+        (int)i64(i[3]), (int)i64(i[4]), (int)i64(i[5]), &alpha, ptr(i[7]), dt, (int)i64(i[8]), i64(i[9]), ptr(i[10]), dt, (int)i64(i[11]),
+        i64(i[12]), &beta, ptr(i[14]), dt, (int)i64(i[15]), i64(i[16]), (int)i64(i[17]),
+        // float32 stays float32 (no TF32) until a precision policy asks for speed over bits.
+        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != 0) throw std::runtime_error("cublasGemmStridedBatchedEx failed with status " + std::to_string(st));
+    return i.Env().Undefined();
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("alloc", Napi::Function::New(env, Alloc));
+  exports.Set("free", Napi::Function::New(env, Free));
+  exports.Set("upload", Napi::Function::New(env, Upload));
+  exports.Set("download", Napi::Function::New(env, Download));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("unary", Napi::Function::New(env, Unary));
+  exports.Set("binary", Napi::Function::New(env, Binary));
+  exports.Set("softmax", Napi::Function::New(env, Softmax));
+  exports.Set("layernorm", Napi::Function::New(env, LayerNorm));
+  exports.Set("geluGrad", Napi::Function::New(env, GeluGrad));
+  exports.Set("cast", Napi::Function::New(env, Cast));
+  exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("stridedCopy", Napi::Function::New(env, StridedCopy));
+  exports.Set("gather", Napi::Function::New(env, Gather));
+  exports.Set("where", Napi::Function::New(env, Where));
+  return exports;
+}
+
+}  // namespace
+}  // namespace cleave
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return cleave::Init(env, exports); }
+NODE_API_MODULE(cleave_cuda, InitAddon)

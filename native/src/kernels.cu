@@ -1,0 +1,282 @@
+#include <cuda_bf16.h>
+
+#include "check.h"
+#include "kernels.cuh"
+
+namespace cleave {
+
+namespace {
+
+template <typename T> __device__ __forceinline__ float ld(const T* p, int64_t i);
+template <> __device__ __forceinline__ float ld<float>(const float* p, int64_t i) { return p[i]; }
+template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T* p, int64_t i, float v);
+template <> __device__ __forceinline__ void st<float>(float* p, int64_t i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
+
+constexpr float SQRT_2_PI = 0.7978845608028654f;
+
+// Codes agree with the registry's cuda descriptors (src/ops/elementwise.ts).
+__device__ __forceinline__ float apply_unary(int code, float x, float a, float b) {
+  switch (code) {
+    case 0: return -x;
+    case 1: return fabsf(x);
+    case 2: return expf(x);
+    case 3: return logf(x);
+    case 4: return sqrtf(x);
+    case 5: return 1.f / x;
+    case 6: return tanhf(x);
+    case 7: return 1.f / (1.f + expf(-x));
+    case 8: return x > 0.f ? x : 0.f;
+    case 9: return x >= 0.f ? x : a * x;
+    case 10: return 0.5f * x * (1.f + erff(x * 0.7071067811865476f));
+    case 11: return 0.5f * x * (1.f + tanhf(SQRT_2_PI * (x + 0.044715f * x * x * x)));
+    case 12: return erff(x);
+    case 13: return fminf(1.f, fmaxf(0.f, a * x + b));
+    case 14: return x * fminf(1.f, fmaxf(0.f, x / 6.f + 0.5f));
+    case 15: return floorf(x);
+    case 16: return ceilf(x);
+    default: return x;
+  }
+}
+
+__device__ __forceinline__ float apply_binary(int code, float x, float y) {
+  switch (code) {
+    case 0: return x + y;
+    case 1: return x - y;
+    case 2: return x * y;
+    case 3: return x / y;
+    case 4: return powf(x, y);
+    case 5: return fminf(x, y);
+    case 6: return fmaxf(x, y);
+    default: return x;
+  }
+}
+
+template <typename T>
+__global__ void unary_kernel(int code, const T* in, T* out, int64_t n, float a, float b) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    st(out, i, apply_unary(code, ld(in, i), a, b));
+}
+
+template <typename T>
+__global__ void binary_kernel(int code, const T* a, const T* b, T* out, Shape sh, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, ia = 0, ib = 0;
+    for (int d = sh.rank - 1; d >= 0; --d) {
+      const int64_t k = rem % sh.dims[d];
+      rem /= sh.dims[d];
+      ia += k * sh.a[d];
+      ib += k * sh.b[d];
+    }
+    st(out, i, apply_binary(code, ld(a, ia), ld(b, ib)));
+  }
+}
+
+/** Block-wide sum or max of one value per thread (blockDim a multiple of 32, ≤ 1024). */
+template <bool MAX>
+__device__ float block_reduce(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float w = __shfl_xor_sync(0xffffffff, v, o);
+    v = MAX ? fmaxf(v, w) : v + w;
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  v = threadIdx.x < warps ? part[threadIdx.x] : (MAX ? -INFINITY : 0.f);
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) {
+      const float w = __shfl_xor_sync(0xffffffff, v, o);
+      v = MAX ? fmaxf(v, w) : v + w;
+    }
+  if (threadIdx.x == 0) part[0] = v;
+  __syncthreads();
+  const float r = part[0];
+  __syncthreads();
+  return r;
+}
+
+template <typename T>
+__global__ void softmax_kernel(const T* in, T* out, int64_t cols, bool log_form) {
+  const T* x = in + blockIdx.x * cols;
+  T* y = out + blockIdx.x * cols;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
+  mx = block_reduce<true>(mx);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
+  sum = block_reduce<false>(sum);
+  const float lse = logf(sum);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float z = ld(x, j) - mx;
+    st(y, j, log_form ? z - lse : expf(z) / sum);
+  }
+}
+
+template <typename T>
+__global__ void layernorm_kernel(const T* x, const T* gamma, const T* beta, T* y, int64_t cols, int64_t gl, int64_t bl, float eps) {
+  const T* xr = x + blockIdx.x * cols;
+  T* yr = y + blockIdx.x * cols;
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += ld(xr, j);
+  const float mean = block_reduce<false>(s) / cols;
+  float v = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float d = ld(xr, j) - mean;
+    v += d * d;
+  }
+  const float inv = rsqrtf(block_reduce<false>(v) / cols + eps);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float g = gamma ? ld(gamma, j % gl) : 1.f, b = beta ? ld(beta, j % bl) : 0.f;
+    st(yr, j, (ld(xr, j) - mean) * inv * g + b);
+  }
+}
+
+template <typename T>
+__global__ void strided_copy_kernel(const T* in, T* out, Shape sh, int64_t base, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, off = base;
+    for (int d = sh.rank - 1; d >= 0; --d) {
+      off += (rem % sh.dims[d]) * sh.a[d];
+      rem /= sh.dims[d];
+    }
+    out[i] = in[off];
+  }
+}
+
+template <typename T>
+__global__ void gather_kernel(const T* data, const int64_t* idx, T* out, int64_t outer, int64_t dim, int64_t nidx, int64_t inner) {
+  const int64_t n = outer * nidx * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t q = i % inner, j = (i / inner) % nidx, o = i / (inner * nidx);
+    int64_t k = idx[j];
+    if (k < 0) k += dim;
+    out[i] = data[(o * dim + k) * inner + q];
+  }
+}
+
+struct Strides6 { int64_t v[MAX_RANK]; };
+
+template <typename T>
+__global__ void where_kernel(const uint8_t* c, const T* x, const T* y, T* out, Shape sh, Strides6 cs, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, ic = 0, ix = 0, iy = 0;
+    for (int d = sh.rank - 1; d >= 0; --d) {
+      const int64_t k = rem % sh.dims[d];
+      rem /= sh.dims[d];
+      ic += k * cs.v[d];
+      ix += k * sh.a[d];
+      iy += k * sh.b[d];
+    }
+    out[i] = c[ic] ? x[ix] : y[iy];
+  }
+}
+
+template <typename T>
+__global__ void gelu_grad_kernel(const T* g, const T* x, T* out, int64_t n, bool tanh_form) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float v = ld(x, i);
+    float d;
+    if (tanh_form) {
+      const float t = tanhf(SQRT_2_PI * (v + 0.044715f * v * v * v));
+      d = 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * SQRT_2_PI * (1.f + 3.f * 0.044715f * v * v);
+    } else {
+      d = 0.5f * (1.f + erff(v * 0.7071067811865476f)) + v * expf(-0.5f * v * v) * 0.3989422804014327f;
+    }
+    st(out, i, ld(g, i) * d);
+  }
+}
+
+template <typename A, typename B>
+__global__ void cast_kernel(const A* in, B* out, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st(out, i, ld(in, i));
+}
+
+__global__ void adamw_kernel(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps,
+                             float wd, float bc1, float bc2) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float gi = g[i];
+    const float mi = b1 * m[i] + (1.f - b1) * gi, vi = b2 * v[i] + (1.f - b2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * (1.f - lr * wd) - (lr / bc1) * (mi / (sqrtf(vi / bc2) + eps));
+  }
+}
+
+inline int grid_for(int64_t n, int threads = 256) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return (int)(blocks < 65535 * 8 ? (blocks < 1 ? 1 : blocks) : 65535 * 8);
+}
+
+inline int row_threads(int64_t cols) {
+  int t = 32;
+  while (t < cols && t < 1024) t <<= 1;
+  return t;
+}
+
+}  // namespace
+
+#define DISPATCH(t, F) \
+  if ((t) == F32) { using T = float; F; } else { using T = __nv_bfloat16; F; }
+
+void unary(int code, DType t, const void* in, void* out, int64_t n, float alpha, float beta, cudaStream_t s) {
+  DISPATCH(t, (unary_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)in, (T*)out, n, alpha, beta)));
+  CHECK_LAUNCH();
+}
+
+void binary(int code, DType t, const void* a, const void* b, void* out, const Shape& shape, int64_t n, cudaStream_t s) {
+  DISPATCH(t, (binary_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, (T*)out, shape, n)));
+  CHECK_LAUNCH();
+}
+
+void softmax(DType t, const void* in, void* out, int64_t rows, int64_t cols, bool log, cudaStream_t s) {
+  DISPATCH(t, (softmax_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)in, (T*)out, cols, log)));
+  CHECK_LAUNCH();
+}
+
+void layernorm(DType t, const void* x, const void* gamma, const void* beta, void* y, int64_t rows, int64_t cols, int64_t gl,
+               int64_t bl, float eps, cudaStream_t s) {
+  DISPATCH(t, (layernorm_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, (const T*)gamma, (const T*)beta, (T*)y, cols, gl, bl, eps)));
+  CHECK_LAUNCH();
+}
+
+void strided_copy(DType t, const void* in, void* out, const Shape& shape, int64_t base, int64_t n, cudaStream_t s) {
+  DISPATCH(t, (strided_copy_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, shape, base, n)));
+  CHECK_LAUNCH();
+}
+
+void gather(DType t, const void* data, const int64_t* idx, void* out, int64_t outer, int64_t dim, int64_t nidx, int64_t inner, cudaStream_t s) {
+  const int64_t n = outer * nidx * inner;
+  DISPATCH(t, (gather_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)data, idx, (T*)out, outer, dim, nidx, inner)));
+  CHECK_LAUNCH();
+}
+
+void where(DType t, const uint8_t* cond, const void* x, const void* y, void* out, const Shape& shape, const int64_t* cstrides, int64_t n, cudaStream_t s) {
+  Strides6 cs{};
+  for (int d = 0; d < shape.rank; ++d) cs.v[d] = cstrides[d];
+  DISPATCH(t, (where_kernel<T><<<grid_for(n), 256, 0, s>>>(cond, (const T*)x, (const T*)y, (T*)out, shape, cs, n)));
+  CHECK_LAUNCH();
+}
+
+void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool tanh_form, cudaStream_t s) {
+  DISPATCH(t, (gelu_grad_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)g, (const T*)x, (T*)out, n, tanh_form)));
+  CHECK_LAUNCH();
+}
+
+void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s) {
+  if (from == F32 && to == BF16) cast_kernel<float, __nv_bfloat16><<<grid_for(n), 256, 0, s>>>((const float*)in, (__nv_bfloat16*)out, n);
+  else if (from == BF16 && to == F32) cast_kernel<__nv_bfloat16, float><<<grid_for(n), 256, 0, s>>>((const __nv_bfloat16*)in, (float*)out, n);
+  else if (from == F32) cast_kernel<float, float><<<grid_for(n), 256, 0, s>>>((const float*)in, (float*)out, n);
+  else cast_kernel<__nv_bfloat16, __nv_bfloat16><<<grid_for(n), 256, 0, s>>>((const __nv_bfloat16*)in, (__nv_bfloat16*)out, n);
+  CHECK_LAUNCH();
+}
+
+void adamw(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd, float bc1,
+           float bc2, cudaStream_t s) {
+  adamw_kernel<<<grid_for(n), 256, 0, s>>>(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2);
+  CHECK_LAUNCH();
+}
+
+}  // namespace cleave

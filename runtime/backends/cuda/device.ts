@@ -1,0 +1,154 @@
+import { CleaveError } from '../../../src/errors.js';
+import type { DType } from '../../../src/ir/dtype.js';
+import { broadcast, stridesOf } from '../../../src/ir/shape.js';
+import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../../src/ir/tensor.js';
+import type { CudaDevice, DeviceTensor } from '../../../src/ops/registry.js';
+import { type NativeCuda, requireCuda } from './native.js';
+
+/** Device element codes of the native kernels. */
+const CODE: Partial<Record<DType, number>> = { float32: 0, bfloat16: 1 };
+const BYTES: Partial<Record<DType, number>> = { float32: 4, bfloat16: 2, int64: 8, bool: 1, int32: 4 };
+
+const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+
+function floatCode(t: DeviceTensor, what: string): number {
+  const c = CODE[t.dtype];
+  if (c === undefined) throw new CleaveError(`${what} on CUDA takes float32 or bfloat16, not ${t.dtype}`);
+  return c;
+}
+
+/** Strides with which a tensor of `shape` is read at each index of `out` (0 where it broadcasts). */
+function broadcastStrides(shape: readonly number[], out: readonly number[]): number[] {
+  const st = stridesOf(shape);
+  const r = out.length - shape.length;
+  return out.map((_, i) => (i < r || shape[i - r] === 1 ? 0 : st[i - r]!));
+}
+
+/**
+ * The CUDA device as registry kernels see it: tensors in device memory (one allocation each here;
+ * the plan's arena is the next step) and the native kernels. Work is queued on one stream.
+ */
+export class Cuda implements CudaDevice {
+  readonly n: NativeCuda;
+  private readonly live = new Set<bigint>();
+
+  constructor(n?: NativeCuda) {
+    this.n = n ?? requireCuda();
+  }
+
+  alloc(dtype: DType, shape: readonly number[]): DeviceTensor {
+    const b = BYTES[dtype];
+    if (b === undefined) throw new CleaveError(`CUDA tensors of ${dtype} are not supported yet`);
+    const ptr = this.n.alloc(Math.max(1, numel(shape) * b));
+    this.live.add(ptr);
+    return { ptr, dtype, shape: [...shape] };
+  }
+
+  free(t: DeviceTensor): void {
+    if (this.live.delete(t.ptr)) this.n.free(t.ptr);
+  }
+
+  freeAll(): void {
+    for (const p of this.live) this.n.free(p);
+    this.live.clear();
+  }
+
+  /** Host tensor → device; float32 data becomes bfloat16 when `as` asks for it. */
+  upload(t: Tensor, as: DType = t.dtype): DeviceTensor {
+    const d = this.alloc(as, t.shape);
+    let bytes: ArrayBufferView;
+    if (as === 'bfloat16') bytes = Uint16Array.from(t.data, (x) => floatToBf16(x));
+    else if (as === 'float32') bytes = Float32Array.from(t.data);
+    else if (as === 'int64') bytes = BigInt64Array.from(t.data, (x) => BigInt(x));
+    else if (as === 'int32') bytes = Int32Array.from(t.data);
+    else if (as === 'bool') bytes = Uint8Array.from(t.data, (x) => (x ? 1 : 0));
+    else throw new CleaveError(`cannot upload ${t.dtype} as ${as}`);
+    this.n.upload(d.ptr, bytes);
+    return d;
+  }
+
+  /** Device → host (waits for the queued work); bfloat16 comes back as float32 values. */
+  download(d: DeviceTensor): Tensor {
+    const buf = this.n.download(d.ptr, numel(d.shape) * BYTES[d.dtype]!);
+    switch (d.dtype) {
+      case 'float32': return tensor('float32', d.shape, new Float32Array(buf));
+      case 'bfloat16': return tensor('bfloat16', d.shape, Array.from(new Uint16Array(buf), bf16ToFloat));
+      case 'int64': return tensor('int64', d.shape, Array.from(new BigInt64Array(buf), Number));
+      case 'int32': return tensor('int32', d.shape, new Int32Array(buf));
+      case 'bool': return tensor('bool', d.shape, new Uint8Array(buf));
+      default: throw new CleaveError(`cannot download ${d.dtype}`);
+    }
+  }
+
+  unary(code: number, x: DeviceTensor, out: DeviceTensor, alpha = 0, beta = 0): void {
+    this.n.unary(code, floatCode(x, 'unary op'), x.ptr, out.ptr, numel(out.shape), alpha, beta);
+  }
+
+  binary(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
+    const dims = out.shape.length ? [...out.shape] : [1];
+    const sa = out.shape.length ? broadcastStrides(a.shape, out.shape) : [0];
+    const sb = out.shape.length ? broadcastStrides(b.shape, out.shape) : [0];
+    this.n.binary(code, floatCode(out, 'binary op'), a.ptr, b.ptr, out.ptr, dims, sa, sb);
+  }
+
+  where(c: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void {
+    const dims = out.shape.length ? [...out.shape] : [1];
+    const s = (t: DeviceTensor) => (out.shape.length ? broadcastStrides(t.shape, out.shape) : [0]);
+    this.n.where(floatCode(out, 'Where'), c.ptr, x.ptr, y.ptr, out.ptr, dims, s(c), s(x), s(y));
+  }
+
+  softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void {
+    const cols = x.shape.at(-1) ?? 1;
+    this.n.softmax(floatCode(x, 'Softmax'), x.ptr, out.ptr, numel(x.shape) / cols, cols, log);
+  }
+
+  layerNorm(x: DeviceTensor, scale: DeviceTensor | null, bias: DeviceTensor | null, out: DeviceTensor, epsilon: number): void {
+    const cols = x.shape.at(-1) ?? 1;
+    this.n.layernorm(floatCode(x, 'LayerNormalization'), x.ptr, scale?.ptr ?? 0n, bias?.ptr ?? 0n, out.ptr, numel(x.shape) / cols, cols,
+      scale ? numel(scale.shape) : 1, bias ? numel(bias.shape) : 1, epsilon);
+  }
+
+  /**
+   * Row-major batched C = A·B through cuBLAS (column-major): C' = B'·A' with the operands swapped.
+   * Batch dims: equal, or one side unbatched (stride 0).
+   */
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false): void {
+    if (a.shape.length < 2 || b.shape.length < 2) throw new CleaveError('MatMul with 1-D operands does not run on CUDA yet');
+    const M = transA ? a.shape.at(-1)! : a.shape.at(-2)!, K = transA ? a.shape.at(-2)! : a.shape.at(-1)!;
+    const N = transB ? b.shape.at(-2)! : b.shape.at(-1)!;
+    const batchA = numel(a.shape.slice(0, -2)), batchB = numel(b.shape.slice(0, -2));
+    const batch = numel(out.shape.slice(0, -2));
+    const ok = (x: number) => x === batch || x === 1;
+    if (!ok(batchA) || !ok(batchB) || broadcast([a.shape.slice(0, -2), b.shape.slice(0, -2)], 'MatMul').length !== out.shape.length - 2) {
+      throw new CleaveError(`MatMul of [${a.shape}] and [${b.shape}]: this batch broadcast does not run on CUDA yet`);
+    }
+    // An unbatched operand of a batched product is one matrix with rows of all batches when it is A.
+    if (batchA === batch && batchB === 1 && !transA && batch > 1) {
+      this.n.gemm(floatCode(out, 'MatMul'), transB, false, N, M * batch, K, 1, b.ptr, transB ? K : N, 0, a.ptr, K, 0, 0, out.ptr, N, 0, 1);
+      return;
+    }
+    this.n.gemm(floatCode(out, 'MatMul'), transB, transA, N, M, K, 1,
+      b.ptr, transB ? K : N, batchB === 1 ? 0 : K * N, a.ptr, transA ? M : K, batchA === 1 ? 0 : M * K, 0, out.ptr, N, M * N, batch);
+  }
+
+  stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base = 0): void {
+    const code = CODE[x.dtype] ?? (BYTES[x.dtype] === 4 ? 0 : undefined);
+    if (code === undefined) throw new CleaveError(`copies of ${x.dtype} do not run on CUDA yet`);
+    const dims = out.shape.length ? [...out.shape] : [1];
+    this.n.stridedCopy(code, x.ptr, out.ptr, dims, out.shape.length ? [...strides] : [0], base);
+  }
+
+  gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
+    if (indices.dtype !== 'int64') throw new CleaveError('Gather on CUDA takes int64 indices');
+    const outer = numel(data.shape.slice(0, axis)), inner = numel(data.shape.slice(axis + 1));
+    this.n.gather(floatCode(data, 'Gather'), data.ptr, indices.ptr, out.ptr, outer, data.shape[axis]!, numel(indices.shape), inner);
+  }
+
+  cast(x: DeviceTensor, out: DeviceTensor): void {
+    this.n.cast(floatCode(x, 'Cast'), floatCode(out, 'Cast'), x.ptr, out.ptr, numel(x.shape));
+  }
+
+  geluGrad(g: DeviceTensor, x: DeviceTensor, out: DeviceTensor, tanh: boolean): void {
+    this.n.geluGrad(floatCode(x, 'GeluGrad'), g.ptr, x.ptr, out.ptr, numel(x.shape), tanh);
+  }
+}

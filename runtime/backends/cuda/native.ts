@@ -1,0 +1,51 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CleaveError } from '../../../src/errors.js';
+
+/** The addon's functions (native/src/addon.cpp); pointers are BigInts. */
+export interface NativeCuda {
+  info(): { devices: number; name: string; computeCapability: string; memoryBytes: number; multiprocessors: number } | null;
+  alloc(bytes: number): bigint;
+  free(ptr: bigint): void;
+  upload(ptr: bigint, data: ArrayBufferView): void;
+  download(ptr: bigint, bytes: number): ArrayBuffer;
+  synchronize(): void;
+  unary(code: number, dtype: number, x: bigint, out: bigint, n: number, alpha: number, beta: number): void;
+  binary(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
+  where(dtype: number, c: bigint, x: bigint, y: bigint, out: bigint, dims: number[], sc: number[], sx: number[], sy: number[]): void;
+  softmax(dtype: number, x: bigint, out: bigint, rows: number, cols: number, log: boolean): void;
+  layernorm(dtype: number, x: bigint, g: bigint, b: bigint, y: bigint, rows: number, cols: number, gl: number, bl: number, eps: number): void;
+  geluGrad(dtype: number, g: bigint, x: bigint, out: bigint, n: number, tanh: boolean): void;
+  cast(from: number, to: number, x: bigint, out: bigint, n: number): void;
+  adamw(w: bigint, g: bigint, m: bigint, v: bigint, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, bc1: number, bc2: number): void;
+  gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
+    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number): void;
+  stridedCopy(dtype: number, x: bigint, out: bigint, dims: number[], strides: number[], base: number): void;
+  gather(dtype: number, data: bigint, idx: bigint, out: bigint, outer: number, dim: number, nidx: number, inner: number): void;
+}
+
+let cached: NativeCuda | null | undefined;
+
+/** The built addon (native/build/cleave_cuda.node), or null where it was not built (no nvcc). */
+export function nativeCuda(): NativeCuda | null {
+  if (cached !== undefined) return cached;
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  // From runtime/backends/cuda (sources) or dist/runtime/backends/cuda (build), up to the repo root.
+  const roots = [resolve(here, '..', '..', '..'), resolve(here, '..', '..', '..', '..')];
+  const file = roots.map((r) => join(r, 'native', 'build', 'cleave_cuda.node')).find((f) => existsSync(f));
+  cached = file ? (createRequire(import.meta.url)(file) as NativeCuda) : null;
+  return cached;
+}
+
+/** The addon and a GPU, or an error saying which is missing. */
+export function requireCuda(): NativeCuda {
+  const n = nativeCuda();
+  if (!n) throw new CleaveError('the CUDA addon is not built (nvcc was not found at install); run npm run build:native on a machine with the CUDA toolkit');
+  if (!n.info()) throw new CleaveError('no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)');
+  return n;
+}
+
+/** True where CUDA tests can run: the addon is built and a device is visible. */
+export const cudaAvailable = (): boolean => !!nativeCuda()?.info();

@@ -1,0 +1,112 @@
+// CUDA kernels against the CPU reference. Skips itself where the addon is not built or no GPU exists.
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { importOnnx } from '../../compiler/onnx/import.js';
+import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
+import { Cuda } from '../../runtime/backends/cuda/device.js';
+import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
+import { cudaAvailable, nativeCuda, requireCuda } from '../../runtime/backends/cuda/native.js';
+import { ModelBuilder } from '../../src/api/builder.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import { allOps } from '../../src/ops/index.js';
+import { Rng } from '../../src/util/random.js';
+import { fixturePath } from '../helpers/fixtures.js';
+import { randomFeeds } from '../helpers/inputs.js';
+import { maxRelError } from '../helpers/compare.js';
+
+const gpu = cudaAvailable();
+const hasNvcc = spawnSync('nvcc', ['--version']).status === 0;
+
+describe('the CUDA addon', () => {
+  it.runIf(hasNvcc)('is built where nvcc exists, and reports the device or its absence', () => {
+    const n = nativeCuda();
+    expect(n).not.toBeNull();
+    const info = n!.info();
+    if (info) expect(info.name).toMatch(/\w/);
+    else expect(() => requireCuda()).toThrow(/no CUDA device is visible/);
+  });
+});
+
+interface Case { op: string; inputs: (number[] | { shape: number[]; int?: number; bool?: boolean })[]; attrs?: Attrs; outputs?: number; tol?: number }
+const CASES: Case[] = [
+  ...['Neg', 'Abs', 'Exp', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Erf', 'Floor', 'Ceil'].map((op) => ({ op, inputs: [[33, 17]] })),
+  { op: 'LeakyRelu', inputs: [[5, 7]], attrs: { alpha: 0.1 } },
+  { op: 'HardSigmoid', inputs: [[5, 7]] },
+  { op: 'Gelu', inputs: [[5, 300]] },
+  { op: 'Gelu', inputs: [[5, 300]], attrs: { approximate: 'tanh' } },
+  ...['Add', 'Sub', 'Mul', 'Div'].map((op) => ({ op, inputs: [[4, 3, 65], [3, 1]] })),
+  { op: 'Where', inputs: [{ shape: [3, 1], bool: true }, [3, 40], [40]] },
+  { op: 'Softmax', inputs: [[6, 1000]] },
+  { op: 'LogSoftmax', inputs: [[6, 37]] },
+  { op: 'LayerNormalization', inputs: [[8, 256], [256], [256]] },
+  { op: 'MatMul', inputs: [[64, 48], [48, 80]] },
+  { op: 'MatMul', inputs: [[3, 4, 17, 9], [3, 4, 9, 21]] },
+  { op: 'MatMul', inputs: [[2, 16, 32], [32, 96]] },
+  { op: 'Transpose', inputs: [[2, 3, 4, 5]], attrs: { perm: [0, 2, 1, 3] } },
+  { op: 'Reshape', inputs: [[2, 3, 4]], attrs: { shape: [6, 4] } },
+  { op: 'Split', inputs: [[2, 16, 96]], attrs: { axis: -1, split: [32, 32, 32] }, outputs: 3 },
+  { op: 'Slice', inputs: [[6, 8]], attrs: { starts: [1, 7], ends: [5, 0], axes: [0, 1], steps: [2, -3] } },
+  { op: 'Gather', inputs: [[64, 32], { shape: [2, 16], int: 64 }] },
+  { op: 'Expand', inputs: [[3, 1]], attrs: { shape: [2, 3, 5] } },
+  { op: 'GeluGrad', inputs: [[7, 9], [7, 9]] },
+];
+
+function makeInputs(c: Case, rng: Rng): Tensor[] {
+  return c.inputs.map((s) => {
+    const spec = Array.isArray(s) ? { shape: s } : s;
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    if (spec.int !== undefined) return tensor('int64', spec.shape, Array.from({ length: n }, () => rng.int(spec.int!)));
+    if (spec.bool) return tensor('bool', spec.shape, Array.from({ length: n }, () => rng.int(2)));
+    return tensor('float32', spec.shape, Array.from({ length: n }, () => (c.op === 'Div' ? 0.5 + rng.next() : 2 * rng.normal())));
+  });
+}
+
+describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
+  it.each(CASES.map((c) => [`${c.op} ${JSON.stringify(c.attrs ?? {})}`, c] as const))('%s', (_, c) => {
+    const rng = new Rng(3);
+    const ins = makeInputs(c, rng);
+    const b = new ModelBuilder('k');
+    const vals = ins.map((t, i) => b.input(`x${i}`, t.dtype, t.shape));
+    const outs = b.ops(c.op, vals, c.attrs ?? {}, c.outputs ?? 1);
+    outs.forEach((o, i) => b.output(o, `y${i}`));
+    const g = b.finish();
+    const feeds = Object.fromEntries(ins.map((t, i) => [`x${i}`, t]));
+    const cpu = runGraph(g, feeds);
+    const f32 = runGraphCuda(g, feeds, 'float32');
+    const bf16 = runGraphCuda(g, feeds, 'bfloat16');
+    for (const [k, ref] of cpu) {
+      expect(maxRelError(f32.get(k)!, ref), `${k} float32`).toBeLessThanOrEqual(c.tol ?? 1e-5);
+      // bfloat16 keeps 8 bits of mantissa: one rounding of inputs and output is about 2^-8 ≈ 4e-3.
+      expect(maxRelError(bf16.get(k)!, ref), `${k} bfloat16`).toBeLessThanOrEqual(2e-2);
+    }
+  });
+
+  it('cover every registry op they claim', () => {
+    const tested = new Set(CASES.map((c) => c.op));
+    for (const d of allOps()) if (d.cuda && !['Pow', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast'].includes(d.op)) expect(tested.has(d.op), d.op).toBe(true);
+  });
+
+  it('round-trip bfloat16 casts', () => {
+    const dev = new Cuda();
+    const x = tensor('float32', [5], [1, -2.5, 3.140625, 1e-3, 65504]);
+    const d = dev.upload(x);
+    const h = dev.alloc('bfloat16', [5]);
+    const back = dev.alloc('float32', [5]);
+    dev.cast(d, h);
+    dev.cast(h, back);
+    expect(Array.from(dev.download(back).data)).toEqual([1, -2.5, 3.140625, 0.0010004043579101562, 65536]);
+    dev.freeAll();
+  });
+});
+
+describe.runIf(gpu)('the GPT fixture on the GPU', () => {
+  it('computes the forward the CPU computes (float32 ≤ 1e-5, bfloat16 ≤ 5e-2)', () => {
+    const g = importOnnx(fixturePath('gpt'), { batch: 4 });
+    const feeds = randomFeeds(g, 4, 5);
+    const ref = runGraph(g, feeds).get('logits')!;
+    expect(maxRelError(runGraphCuda(g, feeds, 'float32').get('logits')!, ref)).toBeLessThanOrEqual(1e-5);
+    // Two blocks of bf16 activations and weights: errors of ~2^-8 per op compound over ~30 ops.
+    expect(maxRelError(runGraphCuda(g, feeds, 'bfloat16').get('logits')!, ref)).toBeLessThanOrEqual(5e-2);
+  });
+});
