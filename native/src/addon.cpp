@@ -154,8 +154,8 @@ Shape shape_of(const Napi::Value& dimsV, const Napi::Value& aV, const Napi::Valu
   *n = 1;
   for (int d = 0; d < sh.rank; ++d) {
     sh.dims[d] = i64(dims.Get(d));
-    sh.a[d] = aV.IsArray() ? i64(aV.As<Napi::Array>().Get(d)) : 0;
-    sh.b[d] = bV.IsArray() ? i64(bV.As<Napi::Array>().Get(d)) : 0;
+    sh.a[d] = !aV.IsEmpty() && aV.IsArray() ? i64(aV.As<Napi::Array>().Get(d)) : 0;
+    sh.b[d] = !bV.IsEmpty() && bV.IsArray() ? i64(bV.As<Napi::Array>().Get(d)) : 0;
     *n *= sh.dims[d];
   }
   return sh;
@@ -188,6 +188,94 @@ Napi::Value Where(const Napi::CallbackInfo& i) {
     auto c = i[6].As<Napi::Array>();
     for (int d = 0; d < sh.rank; ++d) cs[d] = i64(c.Get(d));
     where(DType(i[0].As<Napi::Number>().Int32Value()), (const uint8_t*)ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), sh, cs, n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+int dtype_of(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
+
+/** A Shape from dims and one stride list (held in `a`). */
+Shape strided(const Napi::Value& dimsV, const Napi::Value& stridesV, int64_t* n) {
+  return shape_of(dimsV, stridesV, Napi::Value(), n);
+}
+
+// copyRegion(dtype, in, out, dims[], inStrides[], outStrides[], inBase, outBase)
+Napi::Value CopyRegion(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = strided(i[3], i[4], &n);
+    int64_t os[MAX_RANK] = {0};
+    auto o = i[5].As<Napi::Array>();
+    for (int d = 0; d < sh.rank; ++d) os[d] = i64(o.Get(d));
+    copy_region(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), sh, os, i64(i[6]), i64(i[7]), n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// fill(dtype, out, n, value)
+Napi::Value Fill(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    fill(DType(dtype_of(i[0])), ptr(i[1]), i64(i[2]), f32(i[3]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// reduce(op, dtype, in, out, outDims[], outStrides[], redDims[], redStrides[])  op: 0 sum, 1 mean, 2 max
+Napi::Value Reduce(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t nout, nred;
+    Shape outer = strided(i[4], i[5], &nout), red = strided(i[6], i[7], &nred);
+    reduce(dtype_of(i[0]), DType(dtype_of(i[1])), ptr(i[2]), ptr(i[3]), outer, red, nout, nred, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// compare(code, dtype, a, b, out, dims[], aStrides[], bStrides[])
+Napi::Value Compare(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = shape_of(i[5], i[6], i[7], &n);
+    compare(dtype_of(i[0]), DType(dtype_of(i[1])), ptr(i[2]), ptr(i[3]), (uint8_t*)ptr(i[4]), sh, n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// scatterAdd(dtype, g, idx, accF32, outer, dim, nidx, inner)
+Napi::Value ScatterAdd(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    scatter_add(DType(dtype_of(i[0])), ptr(i[1]), (const int64_t*)ptr(i[2]), (float*)ptr(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// layernormGradInput(dtype, g, x, gamma, dx, rows, cols, gammaLen, eps)
+Napi::Value LayerNormGradInput(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    layernorm_grad_input(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), f32(i[8]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// layernormGradParams(dtype, g, x, dgamma, dbeta, rows, cols, eps)
+Napi::Value LayerNormGradParams(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    layernorm_grad_params(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), i64(i[5]), i64(i[6]), f32(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// sceForward(dtype, scores, labels, lossF32, weightF32, rows, cols, ignore)
+Napi::Value SceForward(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    sce_forward(DType(dtype_of(i[0])), ptr(i[1]), (const int64_t*)ptr(i[2]), (float*)ptr(i[3]), (float*)ptr(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// sceBackward(dtype, scores, labels, upstreamF32, wsumF32, ds, rows, cols, ignore, mean)
+Napi::Value SceBackward(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    sce_backward(DType(dtype_of(i[0])), ptr(i[1]), (const int64_t*)ptr(i[2]), (const float*)ptr(i[3]), (const float*)ptr(i[4]), ptr(i[5]), i64(i[6]), i64(i[7]), i64(i[8]), i[9].As<Napi::Boolean>().Value() ? 1 : 0, stream());
     return i.Env().Undefined();
   });
 }
@@ -261,6 +349,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("stridedCopy", Napi::Function::New(env, StridedCopy));
   exports.Set("gather", Napi::Function::New(env, Gather));
   exports.Set("where", Napi::Function::New(env, Where));
+  exports.Set("copyRegion", Napi::Function::New(env, CopyRegion));
+  exports.Set("fill", Napi::Function::New(env, Fill));
+  exports.Set("reduce", Napi::Function::New(env, Reduce));
+  exports.Set("compare", Napi::Function::New(env, Compare));
+  exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd));
+  exports.Set("layernormGradInput", Napi::Function::New(env, LayerNormGradInput));
+  exports.Set("layernormGradParams", Napi::Function::New(env, LayerNormGradParams));
+  exports.Set("sceForward", Napi::Function::New(env, SceForward));
+  exports.Set("sceBackward", Napi::Function::New(env, SceBackward));
   return exports;
 }
 

@@ -7,6 +7,8 @@ namespace cleave {
 
 namespace {
 
+struct Strides6 { int64_t v[MAX_RANK]; };
+
 template <typename T> __device__ __forceinline__ float ld(const T* p, int64_t i);
 template <> __device__ __forceinline__ float ld<float>(const float* p, int64_t i) { return p[i]; }
 template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
@@ -157,8 +159,6 @@ __global__ void gather_kernel(const T* data, const int64_t* idx, T* out, int64_t
   }
 }
 
-struct Strides6 { int64_t v[MAX_RANK]; };
-
 template <typename T>
 __global__ void where_kernel(const uint8_t* c, const T* x, const T* y, T* out, Shape sh, Strides6 cs, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -172,6 +172,177 @@ __global__ void where_kernel(const uint8_t* c, const T* x, const T* y, T* out, S
     }
     out[i] = c[ic] ? x[ix] : y[iy];
   }
+}
+
+template <typename T>
+__global__ void copy_region_kernel(const T* in, T* out, Shape sh, Strides6 os, int64_t ibase, int64_t obase, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, io = ibase, oo = obase;
+    for (int d = sh.rank - 1; d >= 0; --d) {
+      const int64_t k = rem % sh.dims[d];
+      rem /= sh.dims[d];
+      io += k * sh.a[d];
+      oo += k * os.v[d];
+    }
+    out[oo] = in[io];
+  }
+}
+
+template <typename T>
+__global__ void fill_kernel(T* out, int64_t n, float v) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st(out, i, v);
+}
+
+// One thread per output element; float32 accumulation in a fixed order (deterministic).
+template <typename T>
+__global__ void reduce_kernel(int op, const T* in, T* out, Shape outer, Shape red, int64_t nout, int64_t nred) {
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < nout; j += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = j, base = 0;
+    for (int d = outer.rank - 1; d >= 0; --d) {
+      base += (rem % outer.dims[d]) * outer.a[d];
+      rem /= outer.dims[d];
+    }
+    float acc = op == 2 ? -INFINITY : 0.f;
+    for (int64_t r = 0; r < nred; ++r) {
+      int64_t q = r, off = base;
+      for (int d = red.rank - 1; d >= 0; --d) {
+        off += (q % red.dims[d]) * red.a[d];
+        q /= red.dims[d];
+      }
+      const float v = ld(in, off);
+      acc = op == 2 ? fmaxf(acc, v) : acc + v;
+    }
+    st(out, j, op == 1 ? acc / nred : acc);
+  }
+}
+
+template <typename T>
+__global__ void compare_kernel(int code, const T* a, const T* b, uint8_t* out, Shape sh, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t rem = i, ia = 0, ib = 0;
+    for (int d = sh.rank - 1; d >= 0; --d) {
+      const int64_t k = rem % sh.dims[d];
+      rem /= sh.dims[d];
+      ia += k * sh.a[d];
+      ib += k * sh.b[d];
+    }
+    const float x = ld(a, ia), y = ld(b, ib);
+    bool r;
+    switch (code) {
+      case 0: r = x == y; break;
+      case 1: r = x < y; break;
+      case 2: r = x > y; break;
+      case 3: r = x <= y; break;
+      case 4: r = x >= y; break;
+      case 5: r = x != 0.f && y != 0.f; break;
+      default: r = x != 0.f || y != 0.f;
+    }
+    out[i] = r ? 1 : 0;
+  }
+}
+
+template <typename T>
+__global__ void scatter_add_kernel(const T* g, const int64_t* idx, float* acc, int64_t outer, int64_t dim, int64_t nidx, int64_t inner) {
+  const int64_t n = outer * nidx * inner;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t q = i % inner, j = (i / inner) % nidx, o = i / (inner * nidx);
+    int64_t k = idx[j];
+    if (k < 0) k += dim;
+    atomicAdd(acc + (o * dim + k) * inner + q, ld(g, i));
+  }
+}
+
+template <typename T>
+__global__ void layernorm_grad_input_kernel(const T* g, const T* x, const T* gamma, T* dx, int64_t cols, int64_t gl, float eps) {
+  const T* xr = x + blockIdx.x * cols;
+  const T* gr = g + blockIdx.x * cols;
+  T* dr = dx + blockIdx.x * cols;
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += ld(xr, j);
+  const float mean = block_reduce<false>(s) / cols;
+  float v = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float d = ld(xr, j) - mean;
+    v += d * d;
+  }
+  const float inv = rsqrtf(block_reduce<false>(v) / cols + eps);
+  float a = 0.f, b = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float dxh = ld(gr, j) * ld(gamma, j % gl);
+    a += dxh;
+    b += dxh * (ld(xr, j) - mean) * inv;
+  }
+  a = block_reduce<false>(a) / cols;
+  b = block_reduce<false>(b) / cols;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float xh = (ld(xr, j) - mean) * inv;
+    st(dr, j, inv * (ld(gr, j) * ld(gamma, j % gl) - a - xh * b));
+  }
+}
+
+// Per-row statistics first (one block per row), then one thread per column sums over rows.
+template <typename T>
+__global__ void row_stats_kernel(const T* x, float* mean, float* inv, int64_t cols, float eps) {
+  const T* xr = x + blockIdx.x * cols;
+  float s = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += ld(xr, j);
+  const float m = block_reduce<false>(s) / cols;
+  float v = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const float d = ld(xr, j) - m;
+    v += d * d;
+  }
+  const float r = rsqrtf(block_reduce<false>(v) / cols + eps);
+  if (threadIdx.x == 0) {
+    mean[blockIdx.x] = m;
+    inv[blockIdx.x] = r;
+  }
+}
+
+template <typename T>
+__global__ void layernorm_grad_params_kernel(const T* g, const T* x, const float* mean, const float* inv, T* dgamma, T* dbeta, int64_t rows, int64_t cols) {
+  for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
+    float a = 0.f, b = 0.f;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float gv = ld(g, r * cols + c);
+      a += gv * (ld(x, r * cols + c) - mean[r]) * inv[r];
+      b += gv;
+    }
+    st(dgamma, c, a);
+    st(dbeta, c, b);
+  }
+}
+
+template <typename T>
+__global__ void sce_forward_kernel(const T* sc, const int64_t* labels, float* loss, float* weight, int64_t cols, int64_t ignore) {
+  const T* x = sc + blockIdx.x * cols;
+  const int64_t y = labels[blockIdx.x];
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
+  mx = block_reduce<true>(mx);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
+  sum = block_reduce<false>(sum);
+  if (threadIdx.x == 0) {
+    const bool skip = y == ignore;
+    loss[blockIdx.x] = skip ? 0.f : mx + logf(sum) - ld(x, y);
+    weight[blockIdx.x] = skip ? 0.f : 1.f;
+  }
+}
+
+template <typename T>
+__global__ void sce_backward_kernel(const T* sc, const int64_t* labels, const float* up, const float* wsum, T* ds, int64_t cols, int64_t ignore, int mean) {
+  const T* x = sc + blockIdx.x * cols;
+  T* d = ds + blockIdx.x * cols;
+  const int64_t y = labels[blockIdx.x];
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
+  mx = block_reduce<true>(mx);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
+  sum = block_reduce<false>(sum);
+  const float scale = y == ignore ? 0.f : (mean ? (wsum[0] > 0.f ? up[0] / wsum[0] : 0.f) : up[0]);
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) st(d, j, (expf(ld(x, j) - mx) / sum - (j == y ? 1.f : 0.f)) * scale);
 }
 
 template <typename T>
@@ -257,6 +428,59 @@ void where(DType t, const uint8_t* cond, const void* x, const void* y, void* out
   Strides6 cs{};
   for (int d = 0; d < shape.rank; ++d) cs.v[d] = cstrides[d];
   DISPATCH(t, (where_kernel<T><<<grid_for(n), 256, 0, s>>>(cond, (const T*)x, (const T*)y, (T*)out, shape, cs, n)));
+  CHECK_LAUNCH();
+}
+
+void copy_region(DType t, const void* in, void* out, const Shape& sh, const int64_t* ostrides, int64_t ibase, int64_t obase, int64_t n, cudaStream_t s) {
+  Strides6 os{};
+  for (int d = 0; d < sh.rank; ++d) os.v[d] = ostrides[d];
+  DISPATCH(t, (copy_region_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, sh, os, ibase, obase, n)));
+  CHECK_LAUNCH();
+}
+
+void fill(DType t, void* out, int64_t n, float value, cudaStream_t s) {
+  DISPATCH(t, (fill_kernel<T><<<grid_for(n), 256, 0, s>>>((T*)out, n, value)));
+  CHECK_LAUNCH();
+}
+
+void reduce(int op, DType t, const void* in, void* out, const Shape& outer, const Shape& red, int64_t nout, int64_t nred, cudaStream_t s) {
+  DISPATCH(t, (reduce_kernel<T><<<grid_for(nout), 256, 0, s>>>(op, (const T*)in, (T*)out, outer, red, nout, nred)));
+  CHECK_LAUNCH();
+}
+
+void compare(int code, DType t, const void* a, const void* b, uint8_t* out, const Shape& shape, int64_t n, cudaStream_t s) {
+  DISPATCH(t, (compare_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, out, shape, n)));
+  CHECK_LAUNCH();
+}
+
+void scatter_add(DType t, const void* g, const int64_t* idx, float* acc, int64_t outer, int64_t dim, int64_t nidx, int64_t inner, cudaStream_t s) {
+  const int64_t n = outer * nidx * inner;
+  DISPATCH(t, (scatter_add_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)g, idx, acc, outer, dim, nidx, inner)));
+  CHECK_LAUNCH();
+}
+
+void layernorm_grad_input(DType t, const void* g, const void* x, const void* gamma, void* dx, int64_t rows, int64_t cols, int64_t gl, float eps, cudaStream_t s) {
+  DISPATCH(t, (layernorm_grad_input_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)g, (const T*)x, (const T*)gamma, (T*)dx, cols, gl, eps)));
+  CHECK_LAUNCH();
+}
+
+void layernorm_grad_params(DType t, const void* g, const void* x, void* dgamma, void* dbeta, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
+  float* stats = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&stats, 2 * rows * sizeof(float), s));
+  DISPATCH(t, (row_stats_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, stats, stats + rows, cols, eps)));
+  CHECK_LAUNCH();
+  DISPATCH(t, (layernorm_grad_params_kernel<T><<<grid_for(cols), 256, 0, s>>>((const T*)g, (const T*)x, stats, stats + rows, (T*)dgamma, (T*)dbeta, rows, cols)));
+  CHECK_LAUNCH();
+  CUDA_CHECK(cudaFreeAsync(stats, s));
+}
+
+void sce_forward(DType t, const void* scores, const int64_t* labels, float* loss, float* weight, int64_t rows, int64_t cols, int64_t ignore, cudaStream_t s) {
+  DISPATCH(t, (sce_forward_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)scores, labels, loss, weight, cols, ignore)));
+  CHECK_LAUNCH();
+}
+
+void sce_backward(DType t, const void* scores, const int64_t* labels, const float* upstream, const float* wsum, void* ds, int64_t rows, int64_t cols, int64_t ignore, int mean, cudaStream_t s) {
+  DISPATCH(t, (sce_backward_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)scores, labels, upstream, wsum, (T*)ds, cols, ignore, mean)));
   CHECK_LAUNCH();
 }
 

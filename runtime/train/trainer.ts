@@ -8,6 +8,8 @@ import { type OptimizerConfig, Optimizer, type ParamSlot, type Schedule, clipGra
 
 export interface TrainerOptions {
   optimizer: OptimizerConfig;
+  /** Runs the training graph for one microbatch; default the CPU interpreter (tests pass the CUDA one). */
+  runner?: (g: TrainingGraph['graph'], feeds: Readonly<Record<string, Tensor>>) => Map<string, Tensor>;
   schedule?: Schedule;
   /** Clip the global gradient norm to this value. */
   clip?: number;
@@ -48,8 +50,9 @@ export class CpuTrainer {
     for (const a of this.accum.values()) a.fill(0);
     const losses: number[] = [];
     const g = this.training.graph;
+    const run = this.opts.runner ?? runGraph;
     for (const feeds of microbatches) {
-      const out = runGraph(g, feeds);
+      const out = run(g, feeds);
       losses.push(out.get(this.training.loss.name)!.data[0]!);
       for (const p of this.params) {
         const d = out.get(this.training.grads.get(p.name)!.name)!.data;

@@ -4,7 +4,7 @@ import type { Attrs } from '../ir/graph.js';
 import { broadcast } from '../ir/shape.js';
 import type { Tensor } from '../ir/tensor.js';
 import { erf } from './math.js';
-import type { AttrSpec, CudaDevice, OpCategory, OpContext, OpDef } from './registry.js';
+import type { AttrSpec, CudaDevice, DeviceTensor, OpCategory, OpContext, OpDef } from './registry.js';
 import { broadcastMap, fixInt, float, input, perOutput, requireFloat, sameDtype, str } from './util.js';
 
 type Scalar = (x: number) => number;
@@ -67,6 +67,8 @@ interface BinaryRule {
   readonly f: Scalar2;
   /** Code in the CUDA binary kernel. */
   readonly cuda?: number;
+  /** Code in the CUDA comparison kernel (bool output). */
+  readonly compare?: number;
   readonly accepts: 'numeric' | 'bool' | 'any';
   readonly out?: 'bool';
   /** Pow's exponent may have its own type. */
@@ -80,13 +82,13 @@ const BINARY: Record<string, BinaryRule> = {
   Mul: { cuda: 2, f: (a, b) => a * b, accepts: 'numeric' },
   Div: { cuda: 3, f: (a, b) => a / b, accepts: 'numeric' },
   Pow: { cuda: 4, f: (a, b) => a ** b, accepts: 'numeric', mixed: true },
-  Equal: { f: (a, b) => (a === b ? 1 : 0), accepts: 'any', out: 'bool' },
-  Less: { f: (a, b) => (a < b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  LessOrEqual: { f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  Greater: { f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  GreaterOrEqual: { f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  And: { f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
-  Or: { f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
+  Equal: { compare: 0, f: (a, b) => (a === b ? 1 : 0), accepts: 'any', out: 'bool' },
+  Less: { compare: 1, f: (a, b) => (a < b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  LessOrEqual: { compare: 3, f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  Greater: { compare: 2, f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  GreaterOrEqual: { compare: 4, f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  And: { compare: 5, f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
+  Or: { compare: 6, f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
 };
 
 /** Variadic ops (1..N inputs) folded pairwise. */
@@ -131,6 +133,7 @@ function binaryDef(op: string, r: BinaryRule): OpDef {
     },
     cost: perOutput(1),
     ...(r.cuda !== undefined ? { cuda: (dev: CudaDevice, [a, b], [out]) => dev.binary(r.cuda!, a!, b!, out!) } : {}),
+    ...(r.compare !== undefined ? { cuda: (dev: CudaDevice, [a, b], [out]) => dev.compare(r.compare!, a!, b!, out!) } : {}),
     cpu([a, b]) {
       const dt = r.out ?? a!.dtype;
       const f = r.f;
@@ -149,6 +152,7 @@ function variadicDef(op: string, f: Scalar2): OpDef {
       return [{ dtype: d, shape: broadcast(idx.map((i) => input(ctx, i).shape), `node '${ctx.node}'`) }];
     },
     cost: (ctx, outs) => perOutput(Math.max(1, ctx.inputs.length - 1))(ctx, outs),
+    ...(op === 'Sum' ? { cuda: (dev: CudaDevice, ins: readonly (DeviceTensor | null)[], [out]: readonly DeviceTensor[]) => dev.sum(ins as DeviceTensor[], out!) } : {}),
     cpu(inputs) {
       const ts = inputs as Tensor[];
       return [broadcastMap(ts, ts[0]!.dtype, (...xs) => xs.reduce(f))];

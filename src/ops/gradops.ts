@@ -64,10 +64,18 @@ function rowStats(x: Tensor, axis: number, eps: number): { inner: number; outer:
 
 const lnAttrs: Record<string, AttrSpec> = { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5 } };
 
+const lastAxisOnly = (rank: number, attrs: Attrs, op: string): void => {
+  if (normAxis(int(attrs, 'axis'), rank, op) !== rank - 1) throw new CleaveError(`${op} on CUDA normalizes the last axis only`);
+};
+
 const layerNormGradInput = internal({
   op: 'LayerNormalizationGradInput', category: 'norm', arity: [3, 3], attrs: lnAttrs,
   infer: (ctx) => [input(ctx, 1)],
   cost: perOutput(10),
+  cuda(dev, [g, x, scale], [dx], attrs) {
+    lastAxisOnly(x!.shape.length, attrs, 'LayerNormalizationGradInput');
+    dev.layerNormGradInput(g!, x!, scale!, dx!, float(attrs, 'epsilon'));
+  },
   cpu([g, x, scale], attrs) {
     const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'LayerNormalizationGradInput');
     const { inner, outer, mean, inv } = rowStats(x!, axis, float(attrs, 'epsilon'));
@@ -104,6 +112,10 @@ const layerNormGradParams = internal({
     return [t, t];
   },
   cost: (ctx, outs) => ({ flops: 4 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cuda(dev, [g, x], [ds, db], attrs) {
+    lastAxisOnly(x!.shape.length, attrs, 'LayerNormalizationGradParams');
+    dev.layerNormGradParams(g!, x!, ds!, db!, float(attrs, 'epsilon'));
+  },
   cpu([g, x], attrs) {
     const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'LayerNormalizationGradParams');
     const { inner, outer, mean, inv } = rowStats(x!, axis, float(attrs, 'epsilon'));
@@ -327,6 +339,7 @@ const gatherGrad = internal({
   op: 'GatherGrad', category: 'movement', arity: [2, 2], attrs: { axis: { type: 'int', default: 0 }, ...shapeAttr },
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+  cuda: (dev, [g, ind], [out], attrs) => dev.scatterAdd(g!, ind!, out!, normAxis(int(attrs, 'axis'), out!.shape.length, 'GatherGrad')),
   cpu([g, ind], attrs) {
     const shape = ints(attrs, 'shape')!;
     const axis = normAxis(int(attrs, 'axis'), shape.length, 'GatherGrad');
@@ -401,6 +414,11 @@ const sceGrad = internal({
   attrs: { ignore_index: { type: 'int', optional: true }, reduction: { type: 'string', default: 'mean' } },
   infer: (ctx) => [input(ctx, 1)],
   cost: (ctx, outs) => ({ flops: 6 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cuda(dev, [dl, s, l, w], [out], attrs) {
+    const red = str(attrs, 'reduction');
+    if (w || red === 'none' || s!.shape.length !== 2) throw new CleaveError('SoftmaxCrossEntropyLossGrad on CUDA takes [rows, classes] scores, no weights, mean or sum');
+    dev.crossEntropyGrad(dl!, s!, l!, out!, red === 'mean', attrs['ignore_index'] as number | undefined);
+  },
   cpu([dl, s, l, w], attrs) {
     const N = s!.shape[0]!, Cn = s!.shape[1]!;
     const inner = s!.shape.slice(2).reduce((a, b) => a * b, 1);

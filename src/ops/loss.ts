@@ -27,6 +27,13 @@ const softmaxCrossEntropy: OpDef = {
     return out.slice(0, ctx.numOutputs);
   },
   cost: (ctx, outs) => ({ flops: 6 * elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+  cuda(dev, [s, l, w], outs, attrs) {
+    const red = str(attrs, 'reduction');
+    if (w || red === 'none' || outs.length > 1 || s!.shape.length !== 2) {
+      throw new CleaveError('SoftmaxCrossEntropyLoss on CUDA takes [rows, classes] scores, no weights, mean or sum, and gives the loss only');
+    }
+    dev.crossEntropy(s!, l!, outs[0]!, red === 'mean', attrs['ignore_index'] as number | undefined);
+  },
   cpu([scores, labels, weights], attrs) {
     const s = scores!, l = labels!;
     const N = s.shape[0]!, C = s.shape[1]!;

@@ -4,7 +4,7 @@ import type { ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, broadcast, formatShape, normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { Rng } from '../util/random.js';
-import type { CudaKernel, OpContext, OpDef } from './registry.js';
+import type { CudaKernel, DeviceTensor, OpContext, OpDef } from './registry.js';
 import { dataMovement, fixInt, input, int, ints, perOutput, sameDtype } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
@@ -216,6 +216,7 @@ const concat: OpDef = {
     return [{ dtype: d, shape: out }];
   },
   cost: dataMovement,
+  cuda: (dev, ins, [out], attrs) => dev.concat(ins as DeviceTensor[], out!, normAxis(int(attrs, 'axis'), out!.shape.length, 'Concat')),
   cpu(inputs, attrs) {
     const ts = inputs as Tensor[];
     const s0 = ts[0]!.shape;

@@ -2,10 +2,12 @@ import { CleaveError } from '../errors.js';
 import type { Dim } from '../ir/shape.js';
 import { normAxis } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
-import type { OpContext, OpDef } from './registry.js';
+import type { CudaDevice, DeviceTensor, OpContext, OpDef } from './registry.js';
 import { elems, input, int, ints, moved, requireFloat } from './util.js';
 
 interface ReduceRule {
+  /** The CUDA reduce kernel's operation, where it has one. */
+  readonly cuda?: 'sum' | 'mean' | 'max';
   readonly init: number;
   readonly step: (acc: number, x: number) => number;
   readonly finish: (acc: number, count: number) => number;
@@ -15,9 +17,9 @@ interface ReduceRule {
 
 // Sums accumulate in float64 (JS numbers): long sums stay accurate whatever the tensor's dtype.
 const RULES: Record<string, ReduceRule> = {
-  ReduceSum: { init: 0, step: (a, x) => a + x, finish: (a) => a, axesInputSince: 13 },
-  ReduceMean: { init: 0, step: (a, x) => a + x, finish: (a, n) => a / n, axesInputSince: 18 },
-  ReduceMax: { init: -Infinity, step: (a, x) => (x > a || Number.isNaN(x) ? x : a), finish: (a) => a, axesInputSince: 18 },
+  ReduceSum: { cuda: 'sum', init: 0, step: (a, x) => a + x, finish: (a) => a, axesInputSince: 13 },
+  ReduceMean: { cuda: 'mean', init: 0, step: (a, x) => a + x, finish: (a, n) => a / n, axesInputSince: 18 },
+  ReduceMax: { cuda: 'max', init: -Infinity, step: (a, x) => (x > a || Number.isNaN(x) ? x : a), finish: (a) => a, axesInputSince: 18 },
   ReduceMin: { init: Infinity, step: (a, x) => (x < a || Number.isNaN(x) ? x : a), finish: (a) => a, axesInputSince: 18 },
 };
 
@@ -77,6 +79,7 @@ function reduceDef(op: string, r: ReduceRule): OpDef {
       return [{ dtype: x.dtype, shape }];
     },
     cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+    ...(r.cuda ? { cuda: (dev: CudaDevice, [x]: readonly (DeviceTensor | null)[], [out]: readonly DeviceTensor[], attrs: OpContext['attrs']) => dev.reduce(r.cuda!, x!, out!, reducedAxes(op, attrs, x!.shape.length)) } : {}),
     cpu([x], attrs) {
       const axes = reducedAxes(op, attrs, x!.shape.length);
       const out = reduceKernel(x!, axes, r);

@@ -80,6 +80,19 @@ export interface CudaDevice {
   gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
   cast(x: DeviceTensor, out: DeviceTensor): void;
   geluGrad(g: DeviceTensor, x: DeviceTensor, out: DeviceTensor, tanh: boolean): void;
+  concat(inputs: readonly DeviceTensor[], out: DeviceTensor, axis: number): void;
+  /** Sum of several tensors of the output's shape. */
+  sum(inputs: readonly DeviceTensor[], out: DeviceTensor): void;
+  reduce(op: 'sum' | 'mean' | 'max', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void;
+  /** Comparisons into bool: 0 =, 1 <, 2 >, 3 ≤, 4 ≥, 5 and, 6 or. */
+  compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
+  /** out = 0; out[…, indices[j], …] += g[…, j, …] (the gradient of Gather). */
+  scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
+  layerNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, dx: DeviceTensor, epsilon: number): void;
+  layerNormGradParams(g: DeviceTensor, x: DeviceTensor, dscale: DeviceTensor, dbias: DeviceTensor, epsilon: number): void;
+  /** Softmax cross-entropy of [rows, classes] scores, mean or sum over non-ignored rows. */
+  crossEntropy(scores: DeviceTensor, labels: DeviceTensor, out: DeviceTensor, mean: boolean, ignore: number | undefined): void;
+  crossEntropyGrad(dloss: DeviceTensor, scores: DeviceTensor, labels: DeviceTensor, out: DeviceTensor, mean: boolean, ignore: number | undefined): void;
 }
 
 /** A node's CUDA kernel: inputs and preallocated outputs on the device. */

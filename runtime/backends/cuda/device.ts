@@ -151,4 +151,88 @@ export class Cuda implements CudaDevice {
   geluGrad(g: DeviceTensor, x: DeviceTensor, out: DeviceTensor, tanh: boolean): void {
     this.n.geluGrad(floatCode(x, 'GeluGrad'), g.ptr, x.ptr, out.ptr, numel(x.shape), tanh);
   }
+
+  concat(inputs: readonly DeviceTensor[], out: DeviceTensor, axis: number): void {
+    const ost = stridesOf(out.shape);
+    let at = 0;
+    for (const x of inputs) {
+      this.n.copyRegion(floatCode(out, 'Concat'), x.ptr, out.ptr, [...x.shape], stridesOf(x.shape), ost, 0, at * ost[axis]!);
+      at += x.shape[axis]!;
+    }
+  }
+
+  sum(inputs: readonly DeviceTensor[], out: DeviceTensor): void {
+    // Left to right, as the CPU kernel: (a + b) + c …
+    this.binary(0, inputs[0]!, inputs[1] ?? inputs[0]!, out);
+    if (inputs.length === 1) this.stridedCopy(inputs[0]!, out, stridesOf(out.shape));
+    for (const x of inputs.slice(2)) this.binary(0, out, x, out);
+  }
+
+  reduce(op: 'sum' | 'mean' | 'max', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void {
+    const st = stridesOf(x.shape);
+    const keep = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+    const outDims = keep.length ? keep.map((i) => x.shape[i]!) : [1];
+    const outStrides = keep.length ? keep.map((i) => st[i]!) : [0];
+    const redDims = axes.length ? axes.map((i) => x.shape[i]!) : [1];
+    const redStrides = axes.length ? axes.map((i) => st[i]!) : [0];
+    this.n.reduce({ sum: 0, mean: 1, max: 2 }[op], floatCode(x, 'reduction'), x.ptr, out.ptr, outDims, outStrides, redDims, redStrides);
+  }
+
+  compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
+    const dims = out.shape.length ? [...out.shape] : [1];
+    const s = (t: DeviceTensor) => (out.shape.length ? broadcastStrides(t.shape, out.shape) : [0]);
+    this.n.compare(code, floatCode(a, 'comparison'), a.ptr, b.ptr, out.ptr, dims, s(a), s(b));
+  }
+
+  scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
+    const outer = numel(out.shape.slice(0, axis)), inner = numel(out.shape.slice(axis + 1));
+    // Atomic adds go to a float32 buffer, cast once into the output's dtype.
+    const acc = out.dtype === 'float32' ? out : this.alloc('float32', out.shape);
+    this.n.fill(0, acc.ptr, numel(out.shape), 0);
+    this.n.scatterAdd(floatCode(g, 'GatherGrad'), g.ptr, indices.ptr, acc.ptr, outer, out.shape[axis]!, numel(indices.shape), inner);
+    if (acc !== out) {
+      this.cast(acc, out);
+      this.free(acc);
+    }
+  }
+
+  layerNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, dx: DeviceTensor, epsilon: number): void {
+    const cols = x.shape.at(-1)!;
+    this.n.layernormGradInput(floatCode(x, 'LayerNormalizationGradInput'), g.ptr, x.ptr, scale.ptr, dx.ptr, numel(x.shape) / cols, cols, numel(scale.shape), epsilon);
+  }
+
+  layerNormGradParams(g: DeviceTensor, x: DeviceTensor, dscale: DeviceTensor, dbias: DeviceTensor, epsilon: number): void {
+    const cols = x.shape.at(-1)!;
+    this.n.layernormGradParams(floatCode(x, 'LayerNormalizationGradParams'), g.ptr, x.ptr, dscale.ptr, dbias.ptr, numel(x.shape) / cols, cols, epsilon);
+  }
+
+  /** Per-row losses and weights in float32, then their sum (and the count for a mean). */
+  private rowLosses(scores: DeviceTensor, labels: DeviceTensor, ignore: number | undefined): { loss: DeviceTensor; weight: DeviceTensor; rows: number; cols: number } {
+    const [rows, cols] = scores.shape as [number, number];
+    const loss = this.alloc('float32', [rows]), weight = this.alloc('float32', [rows]);
+    this.n.sceForward(floatCode(scores, 'SoftmaxCrossEntropyLoss'), scores.ptr, labels.ptr, loss.ptr, weight.ptr, rows, cols, ignore ?? -(2 ** 52));
+    return { loss, weight, rows, cols };
+  }
+
+  crossEntropy(scores: DeviceTensor, labels: DeviceTensor, out: DeviceTensor, mean: boolean, ignore: number | undefined): void {
+    const { loss, weight } = this.rowLosses(scores, labels, ignore);
+    const total = this.alloc('float32', []), count = this.alloc('float32', []);
+    this.reduce('sum', loss, total, [0]);
+    this.reduce('sum', weight, count, [0]);
+    const f32 = out.dtype === 'float32' ? out : this.alloc('float32', []);
+    if (mean) this.binary(3, total, count, f32);
+    else this.stridedCopy(total, f32, []);
+    if (f32 !== out) this.cast(f32, out);
+    for (const t of [loss, weight, total, count, ...(f32 !== out ? [f32] : [])]) this.free(t);
+  }
+
+  crossEntropyGrad(dloss: DeviceTensor, scores: DeviceTensor, labels: DeviceTensor, out: DeviceTensor, mean: boolean, ignore: number | undefined): void {
+    const { loss, weight, rows, cols } = this.rowLosses(scores, labels, ignore);
+    const count = this.alloc('float32', []);
+    this.reduce('sum', weight, count, [0]);
+    const up = dloss.dtype === 'float32' ? dloss : this.alloc('float32', []);
+    if (up !== dloss) this.cast(dloss, up);
+    this.n.sceBackward(floatCode(scores, 'SoftmaxCrossEntropyLossGrad'), scores.ptr, labels.ptr, up.ptr, count.ptr, out.ptr, rows, cols, ignore ?? -(2 ** 52), mean);
+    for (const t of [loss, weight, count, ...(up !== dloss ? [up] : [])]) this.free(t);
+  }
 }

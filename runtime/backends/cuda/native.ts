@@ -24,6 +24,15 @@ export interface NativeCuda {
     B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number): void;
   stridedCopy(dtype: number, x: bigint, out: bigint, dims: number[], strides: number[], base: number): void;
   gather(dtype: number, data: bigint, idx: bigint, out: bigint, outer: number, dim: number, nidx: number, inner: number): void;
+  copyRegion(dtype: number, x: bigint, out: bigint, dims: number[], inStrides: number[], outStrides: number[], inBase: number, outBase: number): void;
+  fill(dtype: number, out: bigint, n: number, value: number): void;
+  reduce(op: number, dtype: number, x: bigint, out: bigint, outDims: number[], outStrides: number[], redDims: number[], redStrides: number[]): void;
+  compare(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
+  scatterAdd(dtype: number, g: bigint, idx: bigint, acc: bigint, outer: number, dim: number, nidx: number, inner: number): void;
+  layernormGradInput(dtype: number, g: bigint, x: bigint, gamma: bigint, dx: bigint, rows: number, cols: number, gl: number, eps: number): void;
+  layernormGradParams(dtype: number, g: bigint, x: bigint, dg: bigint, db: bigint, rows: number, cols: number, eps: number): void;
+  sceForward(dtype: number, scores: bigint, labels: bigint, loss: bigint, weight: bigint, rows: number, cols: number, ignore: number): void;
+  sceBackward(dtype: number, scores: bigint, labels: bigint, up: bigint, wsum: bigint, ds: bigint, rows: number, cols: number, ignore: number, mean: boolean): void;
 }
 
 let cached: NativeCuda | null | undefined;
