@@ -87,8 +87,8 @@ const BINARY: Record<string, BinaryRule> = {
   LessOrEqual: { compare: 3, f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
   Greater: { compare: 2, f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
   GreaterOrEqual: { compare: 4, f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  And: { compare: 5, f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
-  Or: { compare: 6, f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
+  And: { f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
+  Or: { f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
 };
 
 /** Variadic ops (1..N inputs) folded pairwise. */

@@ -84,7 +84,7 @@ export interface CudaDevice {
   /** Sum of several tensors of the output's shape. */
   sum(inputs: readonly DeviceTensor[], out: DeviceTensor): void;
   reduce(op: 'sum' | 'mean' | 'max', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void;
-  /** Comparisons into bool: 0 =, 1 <, 2 >, 3 ≤, 4 ≥, 5 and, 6 or. */
+  /** Comparisons of float tensors into bool: 0 =, 1 <, 2 >, 3 ≤, 4 ≥. */
   compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
   /** out = 0; out[…, indices[j], …] += g[…, j, …] (the gradient of Gather). */
   scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;

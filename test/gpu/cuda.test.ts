@@ -30,7 +30,7 @@ describe('the CUDA addon', () => {
   });
 });
 
-interface Case { op: string; inputs: (number[] | { shape: number[]; int?: number; bool?: boolean; positive?: boolean })[]; attrs?: Attrs; outputs?: number; tol?: number }
+interface Case { op: string; inputs: (number[] | { shape: number[]; int?: number; bool?: boolean; positive?: boolean; asFloat?: boolean })[]; attrs?: Attrs; outputs?: number; tol?: number }
 const CASES: Case[] = [
   ...['Neg', 'Abs', 'Exp', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Erf', 'Floor', 'Ceil'].map((op) => ({ op, inputs: [[33, 17]] })),
   ...['Log', 'Sqrt', 'Reciprocal'].map((op) => ({ op, inputs: [{ shape: [9, 13], positive: true }] })),
@@ -53,13 +53,25 @@ const CASES: Case[] = [
   { op: 'Gather', inputs: [[64, 32], { shape: [2, 16], int: 64 }] },
   { op: 'Expand', inputs: [[3, 1]], attrs: { shape: [2, 3, 5] } },
   { op: 'GeluGrad', inputs: [[7, 9], [7, 9]] },
+  { op: 'ReduceSum', inputs: [[4, 6, 5]], attrs: { axes: [1] } },
+  { op: 'ReduceMean', inputs: [[4, 6, 5]], attrs: { axes: [0, 2], keepdims: 0 } },
+  { op: 'ReduceMax', inputs: [[4, 6, 5]], attrs: { axes: [2] } },
+  ...['Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual'].map((op) => ({ op, inputs: [{ shape: [4, 5], int: 3, asFloat: true }, { shape: [5], int: 3, asFloat: true }] })),
+  { op: 'Concat', inputs: [[2, 3, 4], [2, 5, 4]], attrs: { axis: 1 } },
+  { op: 'Sum', inputs: [[3, 4], [3, 4], [3, 4]] },
+  { op: 'GatherGrad', inputs: [[2, 16, 32], { shape: [2, 16], int: 64 }], attrs: { axis: 0, shape: [64, 32] } },
+  { op: 'LayerNormalizationGradInput', inputs: [[8, 64], [8, 64], [64]] },
+  { op: 'LayerNormalizationGradParams', inputs: [[8, 64], [8, 64]], outputs: 2 },
+  { op: 'SoftmaxCrossEntropyLoss', inputs: [[16, 64], { shape: [16], int: 64 }] },
+  { op: 'SoftmaxCrossEntropyLoss', inputs: [[16, 64], { shape: [16], int: 64 }], attrs: { reduction: 'sum' } },
+  { op: 'SoftmaxCrossEntropyLossGrad', inputs: [{ shape: [], positive: true }, [16, 64], { shape: [16], int: 64 }] },
 ];
 
 function makeInputs(c: Case, rng: Rng): Tensor[] {
   return c.inputs.map((s) => {
     const spec = Array.isArray(s) ? { shape: s } : s;
     const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (spec.int !== undefined) return tensor('int64', spec.shape, Array.from({ length: n }, () => rng.int(spec.int!)));
+    if (spec.int !== undefined) return tensor(spec.asFloat ? 'float32' : 'int64', spec.shape, Array.from({ length: n }, () => rng.int(spec.int!)));
     if (spec.bool) return tensor('bool', spec.shape, Array.from({ length: n }, () => rng.int(2)));
     return tensor('float32', spec.shape, Array.from({ length: n }, () => (c.op === 'Div' || spec.positive ? 0.5 + rng.next() : 2 * rng.normal())));
   });
