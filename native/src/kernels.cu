@@ -413,8 +413,15 @@ void layernorm(DType t, const void* x, const void* gamma, const void* beta, void
   CHECK_LAUNCH();
 }
 
+// Copies move bytes, so they take any element width: 0 four bytes, 1 two, 2 eight, 3 one.
+#define DISPATCH_BYTES(t, F)                 \
+  if ((t) == 0) { using T = float; F; }      \
+  else if ((t) == 1) { using T = uint16_t; F; } \
+  else if ((t) == 2) { using T = uint64_t; F; } \
+  else { using T = uint8_t; F; }
+
 void strided_copy(DType t, const void* in, void* out, const Shape& shape, int64_t base, int64_t n, cudaStream_t s) {
-  DISPATCH(t, (strided_copy_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, shape, base, n)));
+  DISPATCH_BYTES(t, (strided_copy_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, shape, base, n)));
   CHECK_LAUNCH();
 }
 
@@ -434,7 +441,7 @@ void where(DType t, const uint8_t* cond, const void* x, const void* y, void* out
 void copy_region(DType t, const void* in, void* out, const Shape& sh, const int64_t* ostrides, int64_t ibase, int64_t obase, int64_t n, cudaStream_t s) {
   Strides6 os{};
   for (int d = 0; d < sh.rank; ++d) os.v[d] = ostrides[d];
-  DISPATCH(t, (copy_region_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, sh, os, ibase, obase, n)));
+  DISPATCH_BYTES(t, (copy_region_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, sh, os, ibase, obase, n)));
   CHECK_LAUNCH();
 }
 

@@ -10,6 +10,8 @@ const CODE: Partial<Record<DType, number>> = { float32: 0, bfloat16: 1 };
 const BYTES: Partial<Record<DType, number>> = { float32: 4, bfloat16: 2, int64: 8, bool: 1, int32: 4 };
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+/** Copy kernels move bytes: their code is the element width. */
+const COPY_CODE: Record<number, number> = { 4: 0, 2: 1, 8: 2, 1: 3 };
 
 function floatCode(t: DeviceTensor, what: string): number {
   const c = CODE[t.dtype];
@@ -132,7 +134,7 @@ export class Cuda implements CudaDevice {
   }
 
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base = 0): void {
-    const code = CODE[x.dtype] ?? (BYTES[x.dtype] === 4 ? 0 : undefined);
+    const code = COPY_CODE[BYTES[x.dtype] ?? 0];
     if (code === undefined) throw new CleaveError(`copies of ${x.dtype} do not run on CUDA yet`);
     const dims = out.shape.length ? [...out.shape] : [1];
     this.n.stridedCopy(code, x.ptr, out.ptr, dims, out.shape.length ? [...strides] : [0], base);
@@ -156,7 +158,7 @@ export class Cuda implements CudaDevice {
     const ost = stridesOf(out.shape);
     let at = 0;
     for (const x of inputs) {
-      this.n.copyRegion(floatCode(out, 'Concat'), x.ptr, out.ptr, [...x.shape], stridesOf(x.shape), ost, 0, at * ost[axis]!);
+      this.n.copyRegion(COPY_CODE[BYTES[out.dtype] ?? 0]!, x.ptr, out.ptr, [...x.shape], stridesOf(x.shape), ost, 0, at * ost[axis]!);
       at += x.shape[axis]!;
     }
   }
