@@ -3,14 +3,28 @@
 import { spawnSync } from 'node:child_process';
 import { Cuda } from '../runtime/backends/cuda/device.js';
 import { tensor } from '../src/ir/tensor.js';
+import type { DeviceTensor } from '../src/ops/registry.js';
 
 const N = Number(process.argv[2] ?? 4096);
 const dev = new Cuda();
 const info = dev.n.info()!;
 const results: string[] = [`card: ${info.name} (${(info.memoryBytes / 2 ** 30).toFixed(0)} GiB, sm ${info.computeCapability})`];
 for (const dtype of ['bfloat16', 'float32'] as const) {
-  const a = dev.alloc(dtype, [N, N]), b = dev.alloc(dtype, [N, N]), c = dev.alloc(dtype, [N, N]);
-  dev.upload(tensor('float32', [1], [0]));
+  // Random operands: tensor cores run measurably faster on zeros, which would flatter the figure.
+  const rand = (): DeviceTensor => {
+    const host = new Float32Array(N * N);
+    let s = 7;
+    for (let i = 0; i < host.length; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      host[i] = s / 4294967296 - 0.5;
+    }
+    const f = dev.upload(tensor('float32', [N, N], host));
+    if (dtype === 'float32') return f;
+    const h = dev.alloc(dtype, [N, N]);
+    dev.cast(f, h);
+    return h;
+  };
+  const a = rand(), b = rand(), c = dev.alloc(dtype, [N, N]);
   for (let i = 0; i < 3; i++) dev.matmul(a, b, c);
   dev.n.synchronize();
   const reps = 20;

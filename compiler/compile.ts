@@ -14,7 +14,7 @@ import { type ProgramKind, type Programs, buildPrograms } from './schedule/progr
 import { simulate } from './verify/simulate.js';
 import { CleaveError } from '../src/errors.js';
 import { dtypeToOnnx } from '../src/ir/dtype.js';
-import type { Node, Value } from '../src/ir/graph.js';
+import type { Graph, Node, Value } from '../src/ir/graph.js';
 import { numel } from '../src/ir/shape.js';
 import { parameterStats } from '../src/ir/stats.js';
 import { tensorToBytes } from '../src/ir/tensor.js';
@@ -23,6 +23,8 @@ import { attrsToJson } from '../src/plan/attrs.js';
 
 export interface CompileOptions {
   model: string;
+  /** The model already imported (benchmarks build theirs in code); `model` then only names it. */
+  graph?: Graph;
   loss: LossSpec | 'auto';
   partitions: number;
   microbatches: number;
@@ -81,8 +83,7 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   if (!Number.isInteger(dp) || dp < 1) throw new CleaveError(`--dp must be a positive integer, got ${dp}`);
   if (!Number.isInteger(batch) || batch % m) throw new CleaveError(`--batch ${batch} does not divide into ${m} microbatches`);
   const microbatch = batch / m;
-  const model = readModelFile(o.model);
-  const g = importModel(model, { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
+  const g = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
   const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
   const training = buildTrainingGraph(g, { loss: lossSpec });
   const device = deviceProfile(o.device ?? 'h100');

@@ -62,14 +62,15 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     void* p = nullptr;
-    CUDA_CHECK(cudaMalloc(&p, static_cast<size_t>(i64(info[0]))));
+    // Stream-ordered pool: allocation inside a step costs no device synchronization.
+    CUDA_CHECK(cudaMallocAsync(&p, static_cast<size_t>(i64(info[0])), stream()));
     return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(p));
   });
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
-    CUDA_CHECK(cudaFree(ptr(info[0])));
+    CUDA_CHECK(cudaFreeAsync(ptr(info[0]), stream()));
     return info.Env().Undefined();
   });
 }
@@ -93,6 +94,27 @@ Napi::Value Download(const Napi::CallbackInfo& info) {
     CUDA_CHECK(cudaMemcpyAsync(buf.Data(), ptr(info[0]), n, cudaMemcpyDeviceToHost, stream()));
     CUDA_CHECK(cudaStreamSynchronize(stream()));
     return buf;
+  });
+}
+
+/** memInfo(): free and total device bytes, and the pool's high-water mark since the last reset. */
+Napi::Value MemInfo(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    uint64_t high = 0;
+    CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
+    if (info.Length() > 0 && info[0].As<Napi::Boolean>().Value()) {
+      uint64_t zero = 0;
+      CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+    }
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("freeBytes", static_cast<double>(free));
+    o.Set("totalBytes", static_cast<double>(total));
+    o.Set("peakBytes", static_cast<double>(high));
+    return o;
   });
 }
 
@@ -296,10 +318,10 @@ Napi::Value Cast(const Napi::CallbackInfo& i) {
   });
 }
 
-// adamw(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2)
+// adamw(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gradScale)
 Napi::Value AdamW(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
-    adamw((float*)ptr(i[0]), (const float*)ptr(i[1]), (float*)ptr(i[2]), (float*)ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), f32(i[7]), f32(i[8]), f32(i[9]), f32(i[10]), f32(i[11]), stream());
+    adamw((float*)ptr(i[0]), (const float*)ptr(i[1]), (float*)ptr(i[2]), (float*)ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), f32(i[7]), f32(i[8]), f32(i[9]), f32(i[10]), f32(i[11]), f32(i[12]), stream());
     return i.Env().Undefined();
   });
 }
@@ -338,6 +360,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("upload", Napi::Function::New(env, Upload));
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("softmax", Napi::Function::New(env, Softmax));

@@ -366,9 +366,9 @@ __global__ void cast_kernel(const A* in, B* out, int64_t n) {
 }
 
 __global__ void adamw_kernel(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps,
-                             float wd, float bc1, float bc2) {
+                             float wd, float bc1, float bc2, float gscale) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const float gi = g[i];
+    const float gi = g[i] * gscale;
     const float mi = b1 * m[i] + (1.f - b1) * gi, vi = b2 * v[i] + (1.f - b2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
@@ -505,8 +505,8 @@ void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream
 }
 
 void adamw(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd, float bc1,
-           float bc2, cudaStream_t s) {
-  adamw_kernel<<<grid_for(n), 256, 0, s>>>(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2);
+           float bc2, float gscale, cudaStream_t s) {
+  adamw_kernel<<<grid_for(n), 256, 0, s>>>(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gscale);
   CHECK_LAUNCH();
 }
 

@@ -45,7 +45,8 @@ void sce_forward(DType t, const void* scores, const int64_t* labels, float* loss
 void sce_backward(DType t, const void* scores, const int64_t* labels, const float* upstream, const float* wsum, void* ds, int64_t rows, int64_t cols, int64_t ignore, int mean, cudaStream_t s);
 void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool tanh_form, cudaStream_t s);
 void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s);
+/** AdamW on float32 master weights; the gradient is multiplied by `gscale` (1/microbatches × clipping). */
 void adamw(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-           float bc1, float bc2, cudaStream_t s);
+           float bc1, float bc2, float gscale, cudaStream_t s);
 
 }  // namespace cleave

@@ -1,14 +1,11 @@
 // One rank of a CPU run: a worker thread started by launch/cpu.ts.
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { dirname } from 'node:path';
-import { Value } from '../../src/ir/graph.js';
-import { dtypeFromOnnx } from '../../src/ir/dtype.js';
 import { materializeAll } from '../../src/ir/materialize.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import type { Tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';
 import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
 import { CpuRankBackend } from '../backends/cpu/rank_backend.js';
 import { readShard, writeShard } from '../checkpoint/checkpoint.js';
 import { type DataSource, defaultTask, openData } from '../data/sources.js';
@@ -17,32 +14,11 @@ import type { Feeds } from '../executor/backend.js';
 import { learningRate } from '../optim/optimizer.js';
 import { PortTransport } from '../transport/ports.js';
 import type { RunOptions, WorkerMessage } from './options.js';
+import { dataSpec, rows } from './data.js';
 
 interface Init { rank: number; ports: Record<number, MessagePort>; options: RunOptions; weights?: [string, Tensor][] }
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
-
-/** The plan's inputs (and labels), as the data sources want them described. */
-function dataSpec(plan: Plan) {
-  const asValue = (i: number) => {
-    const v = plan.values[i]!;
-    return new Value(v.name, dtypeFromOnnx(v.dtype, v.name), v.shape, 'input');
-  };
-  const inputs = plan.values.map((v, i) => [v, i] as const).filter(([v, i]) => v.kind === 'input' && i !== plan.model.labelsValue).map(([, i]) => asValue(i));
-  const labels = plan.model.labelsValue >= 0 ? asValue(plan.model.labelsValue) : undefined;
-  const lossKind = (JSON.parse(plan.model.loss) as { kind: 'output' | 'cross-entropy' | 'mse' }).kind;
-  return { inputs, labels, lossKind };
-}
-
-/** Rows [from, from + n) of every tensor in a batch. */
-function rows(batch: Record<string, Tensor>, from: number, n: number): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
-  for (const [k, t] of Object.entries(batch)) {
-    const row = t.data.length / t.shape[0]!;
-    out[k] = tensor(t.dtype, [n, ...t.shape.slice(1)], t.data.subarray(from * row, (from + n) * row));
-  }
-  return out;
-}
 
 async function main(): Promise<void> {
   const { rank, ports, options: o, weights: initial } = workerData as Init;

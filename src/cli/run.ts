@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { readManifest } from '../../runtime/checkpoint/checkpoint.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
+import { runPlanCuda } from '../../runtime/launch/cuda.js';
 import type { DataOptions } from '../../runtime/launch/options.js';
 import { OPTIMIZER_KINDS, type OptimizerConfig } from '../../runtime/optim/optimizer.js';
 import { CleaveError } from '../errors.js';
@@ -27,7 +28,7 @@ export function registerRun(program: Command): void {
     .command('run')
     .description('run a compiled plan: one rank per worker thread (CPU backend)')
     .argument('<plan>', 'plan file from cleave compile')
-    .option('--backend <name>', 'cpu (the cuda backend comes with the GPU runtime)', 'cpu')
+    .option('--backend <name>', 'cpu (worker threads), or cuda (one GPU, one-rank plans)', 'cpu')
     .option('--weights <model.onnx>', 'initial weights (default: the model the plan was compiled from)')
     .option('--resume <checkpoint>', 'continue from a checkpoint folder (step-N with manifest.json)')
     .option('--data <path>', 'a .bin token file or a folder of NAME.npy arrays; default: the bundled task')
@@ -44,7 +45,7 @@ export function registerRun(program: Command): void {
     .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
     .option('--json', 'one JSON object per step')
     .action(async (planFile: string, o: RunFlags) => {
-      if (o.backend !== 'cpu') throw new CleaveError(`--backend ${o.backend} is not available: only cpu is built so far`);
+      if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
       if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');
       if (o.saveEvery && !o.checkpointDir) throw new CleaveError('--save-every needs --checkpoint-dir');
       if (!(OPTIMIZER_KINDS as readonly string[]).includes(o.optimizer)) throw new CleaveError(`--optimizer must be one of ${OPTIMIZER_KINDS.join(', ')}; got '${o.optimizer}'`);
@@ -63,10 +64,11 @@ export function registerRun(program: Command): void {
         : { kind: o.optimizer as 'adam' | 'adamw', lr, weightDecay: num('--weight-decay', o.weightDecay) };
       const data: DataOptions = o.data ? { kind: 'path', path: o.data, tokenType: o.tokens as 'uint16' | 'int32' } : { kind: 'default' };
       const w = plan.world;
-      if (!o.json) process.stdout.write(`running ${planFile}: ${w.size} ranks (${w.pp} pipeline × ${w.dp} data parallel), ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}, cpu backend${start ? `, resuming at step ${start}` : ''}\n`);
+      if (!o.json) process.stdout.write(`running ${planFile}: ${w.size} ranks (${w.pp} pipeline × ${w.dp} data parallel), ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}, ${o.backend} backend${start ? `, resuming at step ${start}` : ''}\n`);
       const progress = new Progress(o.steps, 'samples', !!o.json, start);
       let samples = 0;
-      const result = await runPlanCpu({
+      const run = o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
+      const result = await run({
         planFile, weights: o.weights, resume: o.resume, data, steps: o.steps, optimizer, clip: num('--clip', o.clip),
         seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout,
       }, (r) => {

@@ -1,5 +1,12 @@
 // CUDA kernels against the CPU reference. Skips itself where the addon is not built or no GPU exists.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { compile } from '../../compiler/compile.js';
+import { runPlanCpu } from '../../runtime/launch/cpu.js';
+import { runPlanCuda } from '../../runtime/launch/cuda.js';
+import { writePlan } from '../../src/plan/io.js';
 import { describe, expect, it } from 'vitest';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
@@ -148,5 +155,28 @@ describe.runIf(gpu)('training the GPT fixture on the GPU', () => {
       // compounds through ~200 ops of forward and backward; the loss drifts by well under 3%.
       expect(Math.abs(c - a) / a, `step ${s + 1} bfloat16`).toBeLessThanOrEqual(3e-2);
     }
+  }, 120_000);
+});
+
+describe.runIf(gpu)('cleave run --backend cuda', () => {
+  it('trains a one-rank plan with the losses of the CPU ranks (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 4, batch: 8, microbatches: 1, optimizer: opt, seed: 6 });
+    const batches = Array.from({ length: 4 }, () => job.data.next(8));
+    const results: number[][] = [];
+    for (const policy of ['fp32', 'bf16'] as const) {
+      const file = join(dir, `${policy}.plan`);
+      writePlan(file, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8, policy }).plan);
+      results.push((await runPlanCuda({ planFile: file, data: { kind: 'batches', batches }, steps: 4, optimizer: opt })).steps.map((s) => s.loss));
+    }
+    const cpuFile = join(dir, 'cpu.plan');
+    writePlan(cpuFile, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8 }).plan);
+    const cpu = (await runPlanCpu({ planFile: cpuFile, data: { kind: 'batches', batches }, steps: 4, optimizer: opt })).steps.map((s) => s.loss);
+    cpu.forEach((l, i) => {
+      expect(Math.abs(results[0]![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
+      expect(Math.abs(results[1]![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+    });
+    rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });

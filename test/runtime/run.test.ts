@@ -91,6 +91,7 @@ describe('cleave run', () => {
     const e = cli(['export', join(ck, 'step-4'), '-o', join(dir, 'cli.onnx')]);
     expect(e.stdout).toMatch(/wrote .*cli\.onnx: \d+ tensors at step 4/);
     expect(cli(['run', gptPlan, '--steps', '3', '--resume', join(ck, 'step-4')]).stderr).toMatch(/is at step 4 already; ask for more --steps/);
-    expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/--backend cuda is not available/);
+    expect(cli(['run', gptPlan, '--backend', 'tpu']).stderr).toMatch(/--backend must be cpu or cuda; got 'tpu'/);
+    expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/--backend cuda runs one-rank plans so far; this plan has 4 ranks/);
   }, 60_000);
 });

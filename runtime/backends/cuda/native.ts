@@ -19,7 +19,8 @@ export interface NativeCuda {
   layernorm(dtype: number, x: bigint, g: bigint, b: bigint, y: bigint, rows: number, cols: number, gl: number, bl: number, eps: number): void;
   geluGrad(dtype: number, g: bigint, x: bigint, out: bigint, n: number, tanh: boolean): void;
   cast(from: number, to: number, x: bigint, out: bigint, n: number): void;
-  adamw(w: bigint, g: bigint, m: bigint, v: bigint, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, bc1: number, bc2: number): void;
+  adamw(w: bigint, g: bigint, m: bigint, v: bigint, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, bc1: number, bc2: number, gscale: number): void;
+  memInfo(resetPeak?: boolean): { freeBytes: number; totalBytes: number; peakBytes: number };
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
     B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number): void;
   stridedCopy(dtype: number, x: bigint, out: bigint, dims: number[], strides: number[], base: number): void;

@@ -1,0 +1,272 @@
+import { CleaveError } from '../../../src/errors.js';
+import { type DType, dtypeFromOnnx, isFloat } from '../../../src/ir/dtype.js';
+import type { Attrs } from '../../../src/ir/graph.js';
+import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
+import { type OpDef, getOp } from '../../../src/ops/index.js';
+import type { DeviceTensor } from '../../../src/ops/registry.js';
+import { attrsFromJson } from '../../../src/plan/attrs.js';
+import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
+import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
+import { type OptimizerConfig, Optimizer } from '../../optim/optimizer.js';
+import { Cuda } from './device.js';
+
+interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[] }
+type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
+const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
+
+/**
+ * One GPU running a single-rank plan: parameters stay on the device (float32 master weights, and a
+ * bfloat16 compute copy under the bf16 policy), programs run node by node with the registry's CUDA
+ * kernels, gradient contributions are summed in float32 on the device, and AdamW is one fused kernel
+ * per parameter; the host only waits to read the step's losses. (Launch lists over the plan's arena
+ * and CUDA graphs are the next step; multi-GPU plans come with NCCL.)
+ */
+export class CudaRankBackend implements Backend {
+  readonly dev: Cuda;
+  private readonly compute16: boolean;
+  private readonly programs = new Map<string, Op[]>();
+  private readonly stages: PlanStage[];
+  /** Compute copies of parameters, state and constants, by value index. */
+  private readonly resident = new Map<number, DeviceTensor>();
+  /** Float32 master weights (the compute copy itself under fp32). */
+  private readonly master = new Map<number, DeviceTensor>();
+  private readonly grads = new Map<number, DeviceTensor>();
+  private readonly moments = new Map<number, [DeviceTensor, DeviceTensor]>();
+  private readonly env = new Map<number, Map<number, DeviceTensor>>();
+  private readonly lossValues = new Map<number, DeviceTensor>();
+  private hostOptimizer: Optimizer | undefined;
+  private adamStep = 0;
+  /** Per program: after node i, the values (produced and last read inside it) that can go. */
+  private readonly frees = new Map<string, number[][]>();
+  /** For each microbatch, the index of the rank's last compute instruction: its values go after it. */
+  private readonly lastCompute = new Map<number, Instruction>();
+  /** With `profile` on, each node is timed (synchronizing): op signature → total ms and count. */
+  readonly profile = new Map<string, { ms: number; count: number; op: string }>();
+  profiling = false;
+
+  constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda) {
+    if (plan.world.size !== 1) throw new CleaveError(`the CUDA backend runs one-rank plans so far; this plan has ${plan.world.size} ranks (multi-GPU comes with NCCL)`);
+    this.dev = dev ?? new Cuda();
+    this.compute16 = plan.model.dtypePolicy === 'bf16';
+    this.stages = plan.stages.filter((s) => s.ppRank === plan.ranks[rank]!.ppRank);
+    const ops = plan.nodes.map((n) => ({ def: getOp(n.op, `node '${n.name}'`), name: n.name, attrs: attrsFromJson(n.attrs), inputs: n.inputs, outputs: n.outputs }));
+    for (const s of this.stages) {
+      for (const k of ['forward', 'backwardB', 'backwardW'] as const) {
+        this.programs.set(`${s.index}:${k}`, s[k].map((i) => ops[i]!));
+        for (const i of s[k]) {
+          const op = ops[i]!;
+          if (!op.def.cuda) throw new CleaveError(`node '${op.name}': op ${op.def.op} has no CUDA kernel yet`);
+          for (const v of op.inputs) if (v >= 0) this.load(v, weights);
+        }
+      }
+      for (const g of s.grads) {
+        this.load(g.param, weights);
+        if (!this.grads.has(g.param)) this.grads.set(g.param, this.dev.alloc('float32', this.plan.values[g.param]!.shape));
+      }
+    }
+    if (optimizer.kind !== 'adamw') this.hostOptimizer = new Optimizer(optimizer);
+    const outputs = new Set([plan.model.lossValue, ...plan.stages.flatMap((s) => [...s.grads.map((g) => g.value), ...s.states.map((x) => x.value)])]);
+    for (const [key, prog] of this.programs) {
+      const inProg = new Set(prog.flatMap((op) => op.outputs));
+      const readers = new Map<number, number>();
+      prog.forEach((op, i) => op.inputs.forEach((v) => readers.set(v, i)));
+      // A value produced here and read by no other program is freed after its last reader here.
+      const readElsewhere = new Set<number>();
+      for (const [k2, p2] of this.programs) if (k2 !== key) for (const op of p2) for (const v of op.inputs) if (inProg.has(v)) readElsewhere.add(v);
+      const lists: number[][] = prog.map(() => []);
+      for (const v of inProg) if (!readElsewhere.has(v) && !outputs.has(v) && readers.has(v)) lists[readers.get(v)!]!.push(v);
+      this.frees.set(key, lists);
+    }
+    for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind]) this.lastCompute.set(ins.mb, ins);
+  }
+
+  private as(d: DType): DType {
+    return this.compute16 && isFloat(d) ? 'bfloat16' : d;
+  }
+
+  private load(v: number, weights: ReadonlyMap<string, Tensor>): void {
+    if (this.resident.has(v)) return;
+    const pv = this.plan.values[v]!;
+    const dtype = dtypeFromOnnx(pv.dtype, pv.name);
+    if (pv.kind === 'const') {
+      const t = pv.data && pv.data.length ? tensorFromBytes(dtype, pv.shape, pv.data, pv.name) : tensor(dtype, pv.shape);
+      this.resident.set(v, this.dev.upload(t, this.as(dtype)));
+    } else if (pv.kind === 'param' || pv.kind === 'state') {
+      const w = weights.get(pv.name);
+      if (!w) throw new CleaveError(`the weights have no tensor '${pv.name}'`);
+      const master = this.dev.upload(w, 'float32');
+      this.master.set(v, master);
+      let compute = master;
+      if (this.compute16) {
+        compute = this.dev.alloc('bfloat16', w.shape);
+        this.dev.cast(master, compute);
+      }
+      this.resident.set(v, compute);
+    }
+  }
+
+  beginStep(): void {
+    for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, g.shape.reduce((a, b) => a * b, 1), 0);
+    for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
+    this.env.clear();
+    for (const t of this.lossValues.values()) this.dev.free(t);
+    this.lossValues.clear();
+  }
+
+  private envOf(mb: number): Map<number, DeviceTensor> {
+    let e = this.env.get(mb);
+    if (!e) this.env.set(mb, (e = new Map()));
+    return e;
+  }
+
+  async compute(ins: Instruction, feeds: Feeds): Promise<void> {
+    const env = this.envOf(ins.mb);
+    const stage = this.plan.stages[ins.stage]!;
+    const read = (v: number): DeviceTensor | null => {
+      if (v < 0) return null;
+      const t = env.get(v) ?? this.resident.get(v);
+      if (t) return t;
+      const pv = this.plan.values[v]!;
+      if (pv.kind !== 'input') throw new CleaveError(`value '${pv.name}' of microbatch ${ins.mb} is not on this GPU`);
+      const f = feeds[pv.name];
+      if (!f) throw new CleaveError(`the batch has no input '${pv.name}'`);
+      const d = this.dev.upload(f, this.as(f.dtype));
+      env.set(v, d);
+      return d;
+    };
+    const produced = new Set<number>();
+    for (const k of PROGRAMS[ins.kind]!) {
+      const frees = this.frees.get(`${ins.stage}:${k}`)!;
+      const prog = this.programs.get(`${ins.stage}:${k}`)!;
+      for (let oi = 0; oi < prog.length; oi++) {
+        const op = prog[oi]!;
+        const t0 = this.profiling ? performance.now() : 0;
+        const inputs = op.inputs.map(read);
+        const outputs = op.outputs.map((v) => {
+          const pv = this.plan.values[v]!;
+          return this.dev.alloc(this.as(dtypeFromOnnx(pv.dtype, pv.name)), pv.shape);
+        });
+        try {
+          op.def.cuda!(this.dev, inputs, outputs, op.attrs);
+        } catch (e) {
+          throw new CleaveError(`node '${op.name}' (${op.def.op}) on CUDA: ${(e as Error).message}`);
+        }
+        op.outputs.forEach((v, i) => {
+          env.set(v, outputs[i]!);
+          produced.add(v);
+        });
+        if (this.profiling) {
+          this.dev.n.synchronize();
+          const key = `${op.def.op}(${inputs.map((x) => (x ? `${x.dtype}[${x.shape.join(',')}]` : '_')).join(',')})`;
+          const r = this.profile.get(key) ?? { ms: 0, count: 0, op: op.def.op };
+          r.ms += performance.now() - t0;
+          r.count++;
+          this.profile.set(key, r);
+        }
+        for (const v of frees[oi]!) {
+          const t = env.get(v);
+          if (t) {
+            this.dev.free(t);
+            env.delete(v);
+          }
+        }
+      }
+    }
+    for (const g of stage.grads) {
+      if (!produced.has(g.value)) continue;
+      const part = env.get(g.value)!;
+      const acc = this.grads.get(g.param)!;
+      if (part.dtype === 'float32') this.dev.binary(0, acc, part, acc);
+      else {
+        const f = this.dev.alloc('float32', part.shape);
+        this.dev.cast(part, f);
+        this.dev.binary(0, acc, f, acc);
+        this.dev.free(f);
+      }
+    }
+    if (ins.kind === 'FORWARD') {
+      for (const s of stage.states) {
+        const t = env.get(s.value);
+        if (!t) continue;
+        this.dev.cast(t, this.master.get(s.state)!);
+        if (this.compute16) this.dev.cast(t, this.resident.get(s.state)!);
+      }
+      const loss = env.get(this.plan.model.lossValue);
+      if (loss && produced.has(this.plan.model.lossValue)) this.lossValues.set(ins.mb, loss);
+    }
+    // The microbatch's last work on this rank: everything it kept goes (the loss is copied first).
+    if (this.lastCompute.get(ins.mb) === ins) {
+      const loss = this.lossValues.get(ins.mb);
+      for (const [v, t] of env) if (t !== loss) this.dev.free(t);
+      env.clear();
+    }
+  }
+
+  async send(): Promise<void> {
+    throw new CleaveError('the CUDA backend runs one-rank plans: no sends');
+  }
+
+  async recv(): Promise<void> {
+    throw new CleaveError('the CUDA backend runs one-rank plans: no receives');
+  }
+
+  async allreduce(): Promise<void> {
+    throw new CleaveError('the CUDA backend runs one-rank plans: no all-reduce');
+  }
+
+  losses(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const [mb, t] of this.lossValues) out.set(mb, this.dev.download(t).data[0]!);
+    return out;
+  }
+
+  /** Parameters and state, downloaded (checkpoints, export, tests). */
+  tensors(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [v, t] of this.master) out.set(this.plan.values[v]!.name, this.dev.download(t));
+    return out;
+  }
+
+  async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
+    const m = this.plan.schedule.microbatches;
+    // Global norm from per-parameter sums of squares: one download of a few scalars.
+    const squares = [...this.grads.values()].map((g) => {
+      const sq = this.dev.alloc('float32', g.shape), s = this.dev.alloc('float32', []);
+      this.dev.binary(2, g, g, sq);
+      this.dev.reduce('sum', sq, s, g.shape.map((_, i) => i));
+      this.dev.free(sq);
+      return s;
+    });
+    const norm = Math.sqrt(squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0)) / m;
+    for (const s of squares) this.dev.free(s);
+    const clip = o.clip !== undefined ? Math.min(1, o.clip / (norm + 1e-6)) : 1;
+    if (this.optimizer.kind === 'adamw') {
+      const c = this.optimizer;
+      const t = ++this.adamStep;
+      const b1 = c.beta1 ?? 0.9, b2 = c.beta2 ?? 0.999;
+      for (const [p, g] of this.grads) {
+        const w = this.master.get(p)!;
+        let mv = this.moments.get(p);
+        if (!mv) {
+          mv = [this.dev.alloc('float32', w.shape), this.dev.alloc('float32', w.shape)];
+          for (const x of mv) this.dev.n.fill(0, x.ptr, w.shape.reduce((a, b) => a * b, 1), 0);
+          this.moments.set(p, mv);
+        }
+        this.dev.n.adamw(w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, w.shape.reduce((a, b) => a * b, 1), o.lr, b1, b2, c.eps ?? 1e-8, c.weightDecay ?? 0, 1 - b1 ** t, 1 - b2 ** t, clip / m);
+        if (this.compute16) this.dev.cast(w, this.resident.get(p)!);
+      }
+    } else {
+      // Other optimizers update on the host: correct, and the slow path until they get kernels.
+      const slots = [...this.grads].map(([p, g]) => {
+        const grad = Float64Array.from(this.dev.download(g).data, (x) => (x * clip) / m);
+        return { p, name: this.plan.values[p]!.name, value: this.dev.download(this.master.get(p)!).data as Float32Array, grad };
+      });
+      this.hostOptimizer!.step(slots, o.lr);
+      for (const s of slots) {
+        this.dev.n.upload(this.master.get(s.p)!.ptr, s.value);
+        if (this.compute16) this.dev.cast(this.master.get(s.p)!, this.resident.get(s.p)!);
+      }
+    }
+    return { gradNorm: norm };
+  }
+}

@@ -1,0 +1,62 @@
+import { dirname } from 'node:path';
+import { readModelFile } from '../../compiler/onnx/codec.js';
+import { importModel } from '../../compiler/onnx/import.js';
+import { CleaveError } from '../../src/errors.js';
+import { materializeAll } from '../../src/ir/materialize.js';
+import type { Tensor } from '../../src/ir/tensor.js';
+import { readPlan } from '../../src/plan/io.js';
+import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
+import { type DataSource, defaultTask, openData } from '../data/sources.js';
+import type { Feeds } from '../executor/backend.js';
+import { Executor } from '../executor/executor.js';
+import { learningRate } from '../optim/optimizer.js';
+import { LocalTransport } from '../transport/local.js';
+import type { RunResult, StepReport } from './cpu.js';
+import { dataSpec, rows } from './data.js';
+import type { RunOptions } from './options.js';
+
+/**
+ * Runs a one-rank plan on the GPU in this process: the CUDA backend behind the same executor the
+ * CPU ranks use, the same data sources and step reports. (Multi-GPU runs and checkpoints of device
+ * optimizer state come with the next pieces of the CUDA runtime.)
+ */
+export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+  if (o.resume || o.saveEvery) throw new CleaveError('checkpoints are not written by the CUDA backend yet; run without --save-every/--resume');
+  const plan = readPlan(o.planFile);
+  if (plan.world.size !== 1) throw new CleaveError(`--backend cuda runs one-rank plans so far; this plan has ${plan.world.size} ranks`);
+  const file = o.weights ?? plan.model.source;
+  const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: plan.model.microbatchSize });
+  materializeAll(g);
+  const weights = new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
+  return runWithWeights(plan, weights, o, onStep);
+}
+
+export async function runWithWeights(plan: ReturnType<typeof readPlan>, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+  const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
+  const exec = new Executor(plan, 0, backend, new LocalTransport());
+  const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
+  const spec = dataSpec(plan);
+  let source: DataSource | undefined;
+  if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
+  else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed: o.seed ?? 0 });
+  const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
+  backend.dev.n.memInfo(true);
+  for (let step = 0; step < o.steps; step++) {
+    const batch = o.data.kind === 'batches' ? rows(o.data.batches[step]!, 0, B) : source!.next(B);
+    const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+    const t0 = performance.now();
+    const losses = await exec.step(feeds);
+    const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
+    const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+    backend.dev.n.synchronize();
+    result.stepMs.push(performance.now() - t0);
+    const l = Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN);
+    const report: StepReport = { step: step + 1, loss: l.reduce((a, b) => a + b, 0) / m, losses: [l], gradNorm, lr, samples: B };
+    result.steps.push(report);
+    onStep?.(report);
+  }
+  result.peakBytes = backend.dev.n.memInfo().peakBytes;
+  if (o.returnWeights) result.weights = backend.tensors();
+  backend.dev.freeAll();
+  return result;
+}
