@@ -10,6 +10,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compile } from '../compiler/compile.js';
+import { foldConstants } from '../compiler/passes/fold.js';
 import { buildGpt } from '../fixtures/models.js';
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
@@ -30,6 +31,8 @@ if (!cudaAvailable()) {
 }
 
 const g = buildGpt({ vocab: cfg.vocab, seq: cfg.seq, dim: cfg.dim, heads: cfg.heads, layers: cfg.layers, tied: false, seed: 1, lazy: true, batch: cfg.micro, gelu: 'tanh' });
+// The causal mask is computed by ops on constants: fold it, as the importer would.
+foldConstants(g);
 const params = parameterStats(g).count;
 // Random weights without a Box–Muller per element: a fast generator, scaled like the builder's.
 const weights = new Map<string, Tensor>();

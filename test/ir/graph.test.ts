@@ -99,3 +99,16 @@ describe('broadcast', () => {
     expect(() => broadcast([[2, 3], [4, 3]], "node 'add'")).toThrow(/node 'add': shapes \[2, 3\] and \[4, 3\] do not broadcast/);
   });
 });
+
+describe('foldConstants', () => {
+  it('evaluates nodes on constants, so built graphs match imported ones', async () => {
+    const { foldConstants } = await import('../../compiler/passes/fold.js');
+    const { buildGpt, GPT_DEFAULT } = await import('../../fixtures/models.js');
+    const g = buildGpt(GPT_DEFAULT);
+    const before = g.nodes.length;
+    expect(foldConstants(g)).toBe(2); // the causal mask's Trilu and Cast
+    expect(g.nodes.length).toBe(before - 2);
+    expect(g.nodes.some((n) => n.op === 'Trilu')).toBe(false);
+    validateGraph(g);
+  });
+});
