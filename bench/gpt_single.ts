@@ -51,12 +51,17 @@ for (const p of [...g.params(), ...g.states()]) {
   }
   weights.set(p.name, { dtype: 'float32', shape: [...(p.shape as number[])], data });
 }
+const log = (m: string): void => void process.stderr.write(`[${(performance.now() / 1000).toFixed(1)} s] ${m}\n`);
+log(`weights ready: ${(params / 1e9).toFixed(2)} B parameters`);
 const dir = mkdtempSync(join(tmpdir(), 'cleave-bench-'));
 const { plan } = compile({ model: 'gpt-bench', graph: g, loss: { kind: 'cross-entropy' }, partitions: 1, microbatches: cfg.m, schedule: '1f1b', batch: cfg.m * cfg.micro, policy: 'bf16', device: 'h200' });
 const planFile = join(dir, 'gpt.plan');
 const { writePlan } = await import('../src/plan/io.js');
 writePlan(planFile, plan);
-const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: cfg.steps, optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 } });
+log(`plan compiled: ${plan.nodes.length} nodes`);
+const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: cfg.steps, optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 } },
+  (r) => log(`step ${r.step}: loss ${r.loss.toFixed(3)}`));
+log(`cleave steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
 const tokens = cfg.m * cfg.micro * cfg.seq;
 // Training FLOPs: 6 per parameter per token, plus attention's 12·L·T·d per token (fwd + bwd).
 const flops = 6 * params * tokens + 12 * cfg.layers * cfg.seq * cfg.dim * tokens;
@@ -137,6 +142,7 @@ def bench(compiled):
 bench(False)
 bench(True)
 `;
+log('PyTorch eager and torch.compile');
 const r = spawnSync('python3', ['-c', py], { encoding: 'utf8', timeout: 400_000 });
 for (const line of (r.stdout ?? '').trim().split('\n').filter(Boolean)) {
   const [kind, msS, mem] = line.split(' ');

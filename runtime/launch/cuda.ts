@@ -33,6 +33,7 @@ export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => voi
 
 export async function runWithWeights(plan: ReturnType<typeof readPlan>, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
+  backend.dev.n.synchronize();
   const exec = new Executor(plan, 0, backend, new LocalTransport());
   const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
   const spec = dataSpec(plan);
