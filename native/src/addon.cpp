@@ -302,6 +302,14 @@ Napi::Value SceBackward(const Napi::CallbackInfo& i) {
   });
 }
 
+// sumsq(xF32, n, outF32)
+Napi::Value SumSq(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    sumsq((const float*)ptr(i[0]), i64(i[1]), (float*)ptr(i[2]), stream());
+    return i.Env().Undefined();
+  });
+}
+
 // geluGrad(dtype, g, x, out, n, tanh)
 Napi::Value GeluGrad(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
@@ -374,6 +382,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("where", Napi::Function::New(env, Where));
   exports.Set("copyRegion", Napi::Function::New(env, CopyRegion));
   exports.Set("fill", Napi::Function::New(env, Fill));
+  exports.Set("sumsq", Napi::Function::New(env, SumSq));
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("compare", Napi::Function::New(env, Compare));
   exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd));

@@ -193,17 +193,18 @@ __global__ void fill_kernel(T* out, int64_t n, float v) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st(out, i, v);
 }
 
-// One thread per output element; float32 accumulation in a fixed order (deterministic).
+// One block per output element: its threads stride over the reduced positions, then a block-wide
+// reduction (float32, a fixed order for a fixed launch: deterministic).
 template <typename T>
 __global__ void reduce_kernel(int op, const T* in, T* out, Shape outer, Shape red, int64_t nout, int64_t nred) {
-  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < nout; j += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t j = blockIdx.x; j < nout; j += gridDim.x) {
     int64_t rem = j, base = 0;
     for (int d = outer.rank - 1; d >= 0; --d) {
       base += (rem % outer.dims[d]) * outer.a[d];
       rem /= outer.dims[d];
     }
     float acc = op == 2 ? -INFINITY : 0.f;
-    for (int64_t r = 0; r < nred; ++r) {
+    for (int64_t r = threadIdx.x; r < nred; r += blockDim.x) {
       int64_t q = r, off = base;
       for (int d = red.rank - 1; d >= 0; --d) {
         off += (q % red.dims[d]) * red.a[d];
@@ -212,8 +213,17 @@ __global__ void reduce_kernel(int op, const T* in, T* out, Shape outer, Shape re
       const float v = ld(in, off);
       acc = op == 2 ? fmaxf(acc, v) : acc + v;
     }
-    st(out, j, op == 1 ? acc / nred : acc);
+    acc = op == 2 ? block_reduce<true>(acc) : block_reduce<false>(acc);
+    if (threadIdx.x == 0) st(out, j, op == 1 ? acc / nred : acc);
   }
+}
+
+/** Σ x² over n elements into one float (many blocks, one atomic add per block). */
+__global__ void sumsq_kernel(const float* x, int64_t n, float* out) {
+  float acc = 0.f;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) acc += x[i] * x[i];
+  acc = block_reduce<false>(acc);
+  if (threadIdx.x == 0) atomicAdd(out, acc);
 }
 
 template <typename T>
@@ -451,7 +461,15 @@ void fill(DType t, void* out, int64_t n, float value, cudaStream_t s) {
 }
 
 void reduce(int op, DType t, const void* in, void* out, const Shape& outer, const Shape& red, int64_t nout, int64_t nred, cudaStream_t s) {
-  DISPATCH(t, (reduce_kernel<T><<<grid_for(nout), 256, 0, s>>>(op, (const T*)in, (T*)out, outer, red, nout, nred)));
+  const unsigned blocks = (unsigned)(nout < 65535 * 16 ? nout : 65535 * 16);
+  const int threads = nred >= 1024 ? 1024 : row_threads(nred);
+  DISPATCH(t, (reduce_kernel<T><<<blocks, threads, 0, s>>>(op, (const T*)in, (T*)out, outer, red, nout, nred)));
+  CHECK_LAUNCH();
+}
+
+void sumsq(const float* x, int64_t n, float* out, cudaStream_t s) {
+  CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float), s));
+  sumsq_kernel<<<grid_for(n) < 4096 ? grid_for(n) : 4096, 256, 0, s>>>(x, n, out);
   CHECK_LAUNCH();
 }
 

@@ -43,6 +43,8 @@ void layernorm_grad_params(DType t, const void* g, const void* x, void* dgamma, 
 void sce_forward(DType t, const void* scores, const int64_t* labels, float* loss, float* weight, int64_t rows, int64_t cols, int64_t ignore, cudaStream_t s);
 /** dscores[r, c] = (softmax − onehot)·scale (scale = upstream / Σ weights for a mean). */
 void sce_backward(DType t, const void* scores, const int64_t* labels, const float* upstream, const float* wsum, void* ds, int64_t rows, int64_t cols, int64_t ignore, int mean, cudaStream_t s);
+/** *out = Σ x[i]² (float32). */
+void sumsq(const float* x, int64_t n, float* out, cudaStream_t s);
 void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool tanh_form, cudaStream_t s);
 void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s);
 /** AdamW on float32 master weights; the gradient is multiplied by `gscale` (1/microbatches × clipping). */

@@ -231,10 +231,8 @@ export class CudaRankBackend implements Backend {
     const m = this.plan.schedule.microbatches;
     // Global norm from per-parameter sums of squares: one download of a few scalars.
     const squares = [...this.grads.values()].map((g) => {
-      const sq = this.dev.alloc('float32', g.shape), s = this.dev.alloc('float32', []);
-      this.dev.binary(2, g, g, sq);
-      this.dev.reduce('sum', sq, s, g.shape.map((_, i) => i));
-      this.dev.free(sq);
+      const s = this.dev.alloc('float32', []);
+      this.dev.n.sumsq(g.ptr, g.shape.reduce((a, b) => a * b, 1), s.ptr);
       return s;
     });
     const norm = Math.sqrt(squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0)) / m;
