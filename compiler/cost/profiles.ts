@@ -22,22 +22,19 @@ export interface DeviceProfile {
 
 const T = 1e12, G = 1e9, GiB = 2 ** 30;
 
+const H100: DeviceProfile = {
+  name: 'h100', description: 'NVIDIA H100 SXM 80 GB, NVLink 4',
+  // Peak: 989 TFLOP/s bf16 dense, 67 TFLOP/s fp32 (CUDA cores), 3.35 TB/s HBM3.
+  flops: { float32: 50 * T, bfloat16: 690 * T, float16: 690 * T, float64: 50 * T },
+  bandwidth: 2.8 * T, launch: 4e-6, memory: 79 * GiB,
+  // NVLink 4: 450 GB/s per direction; 400 Gb/s InfiniBand per GPU between hosts.
+  link: { intraHost: 360 * G, interHost: 40 * G, latency: 10e-6 },
+};
+
 export const PROFILES: Readonly<Record<string, DeviceProfile>> = {
-  h100: {
-    name: 'h100', description: 'NVIDIA H100 SXM 80 GB, NVLink 4',
-    // Peak: 989 TFLOP/s bf16 dense, 67 TFLOP/s fp32 (CUDA cores), 3.35 TB/s HBM3.
-    flops: { float32: 50 * T, bfloat16: 690 * T, float16: 690 * T, float64: 50 * T },
-    bandwidth: 2.8 * T, launch: 4e-6, memory: 79 * GiB,
-    // NVLink 4: 450 GB/s per direction; 400 Gb/s InfiniBand per GPU between hosts.
-    link: { intraHost: 360 * G, interHost: 40 * G, latency: 10e-6 },
-  },
-  h200: {
-    name: 'h200', description: 'NVIDIA H200 SXM 141 GB, NVLink 4',
-    // The H100's compute with HBM3e: 4.8 TB/s.
-    flops: { float32: 50 * T, bfloat16: 690 * T, float16: 690 * T, float64: 50 * T },
-    bandwidth: 4.0 * T, launch: 4e-6, memory: 139 * GiB,
-    link: { intraHost: 360 * G, interHost: 40 * G, latency: 10e-6 },
-  },
+  h100: H100,
+  // The H100's compute with HBM3e: 4.8 TB/s.
+  h200: { ...H100, name: 'h200', description: 'NVIDIA H200 SXM 141 GB, NVLink 4', bandwidth: 4.0 * T, memory: 139 * GiB },
   a100: {
     name: 'a100', description: 'NVIDIA A100 SXM 80 GB, NVLink 3',
     // Peak: 312 TFLOP/s bf16, 19.5 TFLOP/s fp32, 2.0 TB/s HBM2e.

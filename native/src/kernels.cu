@@ -117,19 +117,27 @@ __global__ void softmax_kernel(const T* in, T* out, int64_t cols, bool log_form)
   }
 }
 
+// Mean and 1/sqrt(var + eps) of one row, by the whole block; two passes, since one-pass
+// sum-of-squares loses precision when the mean is large against the spread.
 template <typename T>
-__global__ void layernorm_kernel(const T* x, const T* gamma, const T* beta, T* y, int64_t cols, int64_t gl, int64_t bl, float eps) {
-  const T* xr = x + blockIdx.x * cols;
-  T* yr = y + blockIdx.x * cols;
+__device__ void row_mean_inv(const T* xr, int64_t cols, float eps, float& mean, float& inv) {
   float s = 0.f;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += ld(xr, j);
-  const float mean = block_reduce<false>(s) / cols;
+  mean = block_reduce<false>(s) / cols;
   float v = 0.f;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float d = ld(xr, j) - mean;
     v += d * d;
   }
-  const float inv = rsqrtf(block_reduce<false>(v) / cols + eps);
+  inv = rsqrtf(block_reduce<false>(v) / cols + eps);
+}
+
+template <typename T>
+__global__ void layernorm_kernel(const T* x, const T* gamma, const T* beta, T* y, int64_t cols, int64_t gl, int64_t bl, float eps) {
+  const T* xr = x + blockIdx.x * cols;
+  T* yr = y + blockIdx.x * cols;
+  float mean, inv;
+  row_mean_inv(xr, cols, eps, mean, inv);
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float g = gamma ? ld(gamma, j % gl) : 1.f, b = beta ? ld(beta, j % bl) : 0.f;
     st(yr, j, (ld(xr, j) - mean) * inv * g + b);
@@ -267,15 +275,8 @@ __global__ void layernorm_grad_input_kernel(const T* g, const T* x, const T* gam
   const T* xr = x + blockIdx.x * cols;
   const T* gr = g + blockIdx.x * cols;
   T* dr = dx + blockIdx.x * cols;
-  float s = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += ld(xr, j);
-  const float mean = block_reduce<false>(s) / cols;
-  float v = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-    const float d = ld(xr, j) - mean;
-    v += d * d;
-  }
-  const float inv = rsqrtf(block_reduce<false>(v) / cols + eps);
+  float mean, inv;
+  row_mean_inv(xr, cols, eps, mean, inv);
   float a = 0.f, b = 0.f;
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float dxh = ld(gr, j) * ld(gamma, j % gl);
@@ -294,15 +295,8 @@ __global__ void layernorm_grad_input_kernel(const T* g, const T* x, const T* gam
 template <typename T>
 __global__ void row_stats_kernel(const T* x, float* mean, float* inv, int64_t cols, float eps) {
   const T* xr = x + blockIdx.x * cols;
-  float s = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += ld(xr, j);
-  const float m = block_reduce<false>(s) / cols;
-  float v = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-    const float d = ld(xr, j) - m;
-    v += d * d;
-  }
-  const float r = rsqrtf(block_reduce<false>(v) / cols + eps);
+  float m, r;
+  row_mean_inv(xr, cols, eps, m, r);
   if (threadIdx.x == 0) {
     mean[blockIdx.x] = m;
     inv[blockIdx.x] = r;

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
+import { pairwisePorts } from '../transport/ports.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { CleaveError } from '../../src/errors.js';
@@ -51,12 +52,7 @@ function workerScript(): string {
 export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult> {
   const plan = readPlan(o.planFile);
   const N = plan.world.size;
-  const ports: Record<number, MessagePort>[] = Array.from({ length: N }, () => ({}));
-  for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) {
-    const ch = new MessageChannel();
-    ports[i]![j] = ch.port1;
-    ports[j]![i] = ch.port2;
-  }
+  const ports = pairwisePorts(N);
   const script = workerScript();
   const absolute = { ...o, planFile: resolve(o.planFile) };
   // The model's weights are read once here, not once per rank.

@@ -1,4 +1,4 @@
-import type { MessagePort } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { CleaveError } from '../../src/errors.js';
 import type { Transport } from './transport.js';
 
@@ -127,4 +127,15 @@ export class PortTransport implements Transport {
       data.set((await this.take(leader, 'coll', tag)) as Float64Array);
     }
   }
+}
+
+/** One MessageChannel per pair of ranks: entry r maps each peer of rank r to r's end of their channel. */
+export function pairwisePorts(size: number): Record<number, MessagePort>[] {
+  const ports: Record<number, MessagePort>[] = Array.from({ length: size }, () => ({}));
+  for (let i = 0; i < size; i++) for (let j = i + 1; j < size; j++) {
+    const ch = new MessageChannel();
+    ports[i]![j] = ch.port1;
+    ports[j]![i] = ch.port2;
+  }
+  return ports;
 }

@@ -5,7 +5,7 @@
  * of the script is then what SMP users write: wrap, step, reduce_mean, optimizer step, print on rank 0.
  */
 import { dirname, resolve } from 'node:path';
-import { MessageChannel, type MessagePort, Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { type MessagePort, Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { CpuRankBackend } from '../../runtime/backends/cpu/rank_backend.js';
@@ -13,7 +13,7 @@ import { type DataSource, defaultTask } from '../../runtime/data/sources.js';
 import { Executor } from '../../runtime/executor/executor.js';
 import type { Feeds } from '../../runtime/executor/backend.js';
 import type { OptimizerConfig } from '../../runtime/optim/optimizer.js';
-import { PortTransport } from '../../runtime/transport/ports.js';
+import { PortTransport, pairwisePorts } from '../../runtime/transport/ports.js';
 import { CleaveError } from '../errors.js';
 import { dtypeFromOnnx } from '../ir/dtype.js';
 import { Value } from '../ir/graph.js';
@@ -55,12 +55,7 @@ export async function init(options: InitOptions): Promise<void> {
   if (isMainThread) {
     const plan = readPlan(options.plan);
     const N = plan.world.size;
-    const ports: Record<number, MessagePort>[] = Array.from({ length: N }, () => ({}));
-    for (let i = 0; i < N; i++) for (let j = i + 1; j < N; j++) {
-      const ch = new MessageChannel();
-      ports[i]![j] = ch.port1;
-      ports[j]![i] = ch.port2;
-    }
+    const ports = pairwisePorts(N);
     const script = process.argv[1]!;
     const opts = { ...options, plan: resolve(options.plan), weights: options.weights && resolve(options.weights) };
     const workers = Array.from({ length: N }, (_, rank) => new Worker(script, {

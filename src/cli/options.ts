@@ -1,5 +1,13 @@
 import { CleaveError } from '../errors.js';
 
+/** Parses an optional numeric flag; a value that is not a finite number ≥ `min` names the flag. */
+export function numberFlag(flag: string, v: string | undefined, min = -Infinity): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min) throw new CleaveError(`${flag} must be a number${min > -Infinity ? ` ≥ ${min}` : ''}, got '${v}'`);
+  return n;
+}
+
 export function positiveInt(flag: string) {
   return (v: string): number => {
     const n = Number(v);

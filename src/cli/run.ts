@@ -7,7 +7,7 @@ import type { DataOptions } from '../../runtime/launch/options.js';
 import { OPTIMIZER_KINDS, type OptimizerConfig } from '../../runtime/optim/optimizer.js';
 import { CleaveError } from '../errors.js';
 import { readPlan } from '../plan/io.js';
-import { positiveInt } from './options.js';
+import { numberFlag, positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 interface RunFlags {
@@ -16,12 +16,7 @@ interface RunFlags {
   clip?: string; seed: string; timeout: number; json?: boolean;
 }
 
-const num = (flag: string, v: string | undefined): number | undefined => {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new CleaveError(`${flag} must be a number ≥ 0, got '${v}'`);
-  return n;
-};
+const num = (flag: string, v: string | undefined): number | undefined => numberFlag(flag, v, 0);
 
 export function registerRun(program: Command): void {
   program

@@ -5,7 +5,7 @@ import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/t
 import { CleaveError } from '../errors.js';
 import { parameterStats } from '../ir/stats.js';
 import { formatCount } from './format.js';
-import { dimBinding, positiveInt } from './options.js';
+import { dimBinding, numberFlag, positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 interface TrainFlags {
@@ -16,33 +16,26 @@ interface TrainFlags {
   out?: string; json?: boolean;
 }
 
-function number(flag: string, v: string | undefined, min = -Infinity): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < min) throw new CleaveError(`${flag} must be a number${min > -Infinity ? ` ≥ ${min}` : ''}, got '${v}'`);
-  return n;
-}
-
 export function jobFromFlags(model: string, o: TrainFlags): TrainJob {
   if (!(LOSS_KINDS as readonly string[]).includes(o.loss) && o.loss !== 'auto') throw new CleaveError(`--loss must be one of auto, ${LOSS_KINDS.join(', ')}; got '${o.loss}'`);
   if (!(OPTIMIZER_KINDS as readonly string[]).includes(o.optimizer)) throw new CleaveError(`--optimizer must be one of ${OPTIMIZER_KINDS.join(', ')}; got '${o.optimizer}'`);
   if (!['constant', 'cosine'].includes(o.schedule)) throw new CleaveError(`--schedule must be constant or cosine; got '${o.schedule}'`);
   if (!['uint16', 'int32'].includes(o.tokens)) throw new CleaveError(`--tokens must be uint16 or int32; got '${o.tokens}'`);
-  const ignoreIndex = number('--ignore-index', o.ignoreIndex);
+  const ignoreIndex = numberFlag('--ignore-index', o.ignoreIndex);
   const loss: LossSpec | 'auto' = o.loss === 'auto' ? 'auto'
     : o.loss === 'cross-entropy' ? { kind: 'cross-entropy', output: o.output, labels: o.labels, ignoreIndex }
     : o.loss === 'mse' ? { kind: 'mse', output: o.output, labels: o.labels }
     : { kind: 'output', output: o.output };
-  const lr = number('--lr', o.lr, 0)!;
-  const weightDecay = number('--weight-decay', o.weightDecay, 0);
+  const lr = numberFlag('--lr', o.lr, 0)!;
+  const weightDecay = numberFlag('--weight-decay', o.weightDecay, 0);
   const optimizer: OptimizerConfig = o.optimizer === 'sgd'
-    ? { kind: 'sgd', lr, momentum: number('--momentum', o.momentum, 0), weightDecay }
-    : { kind: o.optimizer as 'adam' | 'adamw', lr, beta1: number('--beta1', o.beta1, 0), beta2: number('--beta2', o.beta2, 0), eps: number('--eps', o.eps, 0), weightDecay };
+    ? { kind: 'sgd', lr, momentum: numberFlag('--momentum', o.momentum, 0), weightDecay }
+    : { kind: o.optimizer as 'adam' | 'adamw', lr, beta1: numberFlag('--beta1', o.beta1, 0), beta2: numberFlag('--beta2', o.beta2, 0), eps: numberFlag('--eps', o.eps, 0), weightDecay };
   return {
     model, loss, data: o.data, tokenType: o.tokens as 'uint16' | 'int32',
     steps: o.steps, batch: o.batch, microbatches: o.microbatches, optimizer,
-    schedule: { kind: o.schedule as 'constant' | 'cosine', warmup: number('--warmup', o.warmup, 0), total: o.steps, minLr: number('--min-lr', o.minLr, 0) },
-    clip: number('--clip', o.clip, 0), seed: number('--seed', o.seed), dims: o.dim,
+    schedule: { kind: o.schedule as 'constant' | 'cosine', warmup: numberFlag('--warmup', o.warmup, 0), total: o.steps, minLr: numberFlag('--min-lr', o.minLr, 0) },
+    clip: numberFlag('--clip', o.clip, 0), seed: numberFlag('--seed', o.seed), dims: o.dim,
   };
 }
 
