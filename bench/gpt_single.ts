@@ -4,7 +4,7 @@
 // same model in PyTorch (eager and torch.compile) on the same card, in the same run.
 //
 //   node dist/bench/gpt_single.js [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
-//                                 [--micro 4] [--microbatches 8] [--steps 3] [--profile]
+//                                 [--micro 4] [--microbatches 8] [--steps 3] [--profile] [--no-compile]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,8 @@ const arg = (k: string, d: number): number => {
 };
 const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), m: arg('microbatches', 8), steps: arg('steps', 3) };
 const profile = process.argv.includes('--profile');
+// torch.compile's first compile takes minutes: skippable where device time is short.
+const withCompile = !process.argv.includes('--no-compile');
 if (!cudaAvailable()) {
   console.log('no CUDA device: this benchmark runs on a GPU host');
   process.exit(0);
@@ -140,7 +142,7 @@ def bench(compiled):
     del model, opt
     torch.cuda.empty_cache()
 bench(False)
-bench(True)
+if ${withCompile ? 'True' : 'False'}: bench(True)
 `;
 log('PyTorch eager and torch.compile');
 const r = spawnSync('python3', ['-c', py], { encoding: 'utf8', timeout: 400_000 });

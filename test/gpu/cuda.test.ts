@@ -129,6 +129,22 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
   });
 });
 
+describe.runIf(gpu)('CUDA views', () => {
+  it('make Reshape free of copies in a graph run, with the same results', () => {
+    const b = new ModelBuilder('views');
+    const x = b.input('x', 'float32', [4, 6]);
+    const r = b.op('Reshape', [x], { shape: [2, 12] });
+    const y = b.op('Relu', [r]);
+    b.output(b.op('Reshape', [y], { shape: [24] }), 'y');
+    const g = b.finish();
+    const feeds = { x: tensor('float32', [4, 6], Array.from({ length: 24 }, (_, i) => i - 12)) };
+    const dev = new Cuda();
+    const out = runGraphCuda(g, feeds, 'float32', dev);
+    expect(Array.from(out.get('y')!.data)).toEqual(Array.from(runGraph(g, feeds).get('y')!.data));
+    expect(dev.allocations).toBe(0);
+  });
+});
+
 describe.runIf(gpu)('the GPT fixture on the GPU', () => {
   it('computes the forward the CPU computes (float32 ≤ 1e-5, bfloat16 ≤ 5e-2)', () => {
     const g = importOnnx(fixturePath('gpt'), { batch: 4 });

@@ -32,7 +32,9 @@ function broadcastStrides(shape: readonly number[], out: readonly number[]): num
  */
 export class Cuda implements CudaDevice {
   readonly n: NativeCuda;
-  private readonly live = new Set<bigint>();
+  /** Live allocations and how many tensors (the allocation and its views) still refer to each. */
+  private readonly live = new Map<bigint, number>();
+  private readonly freed = new WeakSet<DeviceTensor>();
 
   constructor(n?: NativeCuda) {
     this.n = n ?? requireCuda();
@@ -42,16 +44,42 @@ export class Cuda implements CudaDevice {
     const b = BYTES[dtype];
     if (b === undefined) throw new CleaveError(`CUDA tensors of ${dtype} are not supported yet`);
     const ptr = this.n.alloc(Math.max(1, numel(shape) * b));
-    this.live.add(ptr);
+    this.live.set(ptr, 1);
     return { ptr, dtype, shape: [...shape] };
   }
 
+  /**
+   * The same bytes under another shape (Reshape, Flatten, Squeeze, Identity: every tensor here is
+   * dense and row-major, so these need no copy). The memory goes when the last of its tensors is freed.
+   */
+  view(t: DeviceTensor, shape: readonly number[]): DeviceTensor {
+    const refs = this.live.get(t.ptr);
+    if (refs === undefined) throw new CleaveError('a view of a freed CUDA tensor');
+    if (numel(shape) !== numel(t.shape)) throw new CleaveError(`cannot view [${t.shape.join(', ')}] as [${shape.join(', ')}]`);
+    this.live.set(t.ptr, refs + 1);
+    return { ptr: t.ptr, dtype: t.dtype, shape: [...shape] };
+  }
+
   free(t: DeviceTensor): void {
-    if (this.live.delete(t.ptr)) this.n.free(t.ptr);
+    // Freeing a tensor twice is harmless, as before views: only its first free drops a reference.
+    if (this.freed.has(t)) return;
+    this.freed.add(t);
+    const refs = this.live.get(t.ptr);
+    if (refs === undefined) return;
+    if (refs > 1) this.live.set(t.ptr, refs - 1);
+    else {
+      this.live.delete(t.ptr);
+      this.n.free(t.ptr);
+    }
+  }
+
+  /** Allocations still held: what a leak check compares before and after. */
+  get allocations(): number {
+    return this.live.size;
   }
 
   freeAll(): void {
-    for (const p of this.live) this.n.free(p);
+    for (const p of this.live.keys()) this.n.free(p);
     this.live.clear();
   }
 

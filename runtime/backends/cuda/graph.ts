@@ -4,7 +4,8 @@ import { isFloat } from '../../../src/ir/dtype.js';
 import type { Graph, Value } from '../../../src/ir/graph.js';
 import type { Tensor } from '../../../src/ir/tensor.js';
 import { getOp } from '../../../src/ops/index.js';
-import type { DeviceTensor } from '../../../src/ops/registry.js';
+import type { DeviceTensor, OpDef } from '../../../src/ops/registry.js';
+import type { Attrs } from '../../../src/ir/graph.js';
 import { checkFeeds } from '../cpu/interpreter.js';
 import { Cuda } from './device.js';
 
@@ -33,14 +34,8 @@ export function runGraphCuda(g: Graph, feeds: Readonly<Record<string, Tensor>>, 
     };
     g.nodes.forEach((n, i) => {
       const def = getOp(n.op, `node '${n.name}'`);
-      if (!def.cuda) throw new CleaveError(`node '${n.name}': op ${n.op} has no CUDA kernel yet`);
       const ins = n.inputs.map((v) => (v ? read(v) : null));
-      const outs = n.outputs.map((o) => dev.alloc(as(o.dtype), o.shape as number[]));
-      try {
-        def.cuda(dev, ins, outs, n.attrs);
-      } catch (e) {
-        throw new CleaveError(`node '${n.name}' (${n.op}) on CUDA: ${(e as Error).message}`);
-      }
+      const outs = runCudaNode(dev, def, n.name, ins, n.outputs.map((o) => ({ dtype: as(o.dtype), shape: o.shape as number[] })), n.attrs);
       n.outputs.forEach((o, k) => env.set(o, outs[k]!));
       for (const v of n.inputs) {
         if (v && v.kind === 'node' && lastUse.get(v) === i && !g.outputs.includes(v)) {
@@ -55,4 +50,22 @@ export function runGraphCuda(g: Graph, feeds: Readonly<Record<string, Tensor>>, 
   } finally {
     dev.freeAll();
   }
+}
+
+/**
+ * Runs one node: a view op whose input already has the output's dtype shares the input's memory;
+ * any other node gets fresh outputs and its registry kernel.
+ */
+export function runCudaNode(dev: Cuda, def: OpDef, name: string, ins: (DeviceTensor | null)[], outs: readonly { dtype: DType; shape: readonly number[] }[], attrs: Attrs): DeviceTensor[] {
+  if (!def.cuda) throw new CleaveError(`node '${name}': op ${def.op} has no CUDA kernel yet`);
+  const x = ins[0];
+  if (def.view && x && outs.length === 1 && x.dtype === outs[0]!.dtype) return [dev.view(x, outs[0]!.shape)];
+  const out = outs.map((o) => dev.alloc(o.dtype, o.shape));
+  try {
+    def.cuda(dev, ins, out, attrs);
+  } catch (e) {
+    for (const t of out) dev.free(t);
+    throw new CleaveError(`node '${name}' (${def.op}) on CUDA: ${(e as Error).message}`);
+  }
+  return out;
 }

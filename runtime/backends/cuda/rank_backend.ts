@@ -9,6 +9,7 @@ import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
 import { type OptimizerConfig, Optimizer } from '../../optim/optimizer.js';
 import { Cuda } from './device.js';
+import { runCudaNode } from './graph.js';
 
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[] }
 type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
@@ -142,15 +143,10 @@ export class CudaRankBackend implements Backend {
         const op = prog[oi]!;
         const t0 = this.profiling ? performance.now() : 0;
         const inputs = op.inputs.map(read);
-        const outputs = op.outputs.map((v) => {
+        const outputs = runCudaNode(this.dev, op.def, op.name, inputs, op.outputs.map((v) => {
           const pv = this.plan.values[v]!;
-          return this.dev.alloc(this.as(dtypeFromOnnx(pv.dtype, pv.name)), pv.shape);
-        });
-        try {
-          op.def.cuda!(this.dev, inputs, outputs, op.attrs);
-        } catch (e) {
-          throw new CleaveError(`node '${op.name}' (${op.def.op}) on CUDA: ${(e as Error).message}`);
-        }
+          return { dtype: this.as(dtypeFromOnnx(pv.dtype, pv.name)), shape: pv.shape };
+        }), op.attrs);
         op.outputs.forEach((v, i) => {
           env.set(v, outputs[i]!);
           produced.add(v);
