@@ -16,6 +16,14 @@ cudaStream_t stream() {
   static cudaStream_t s = [] {
     cudaStream_t t;
     CUDA_CHECK(cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking));
+    // The pool would hand freed memory back to the driver at every synchronization (threshold 0),
+    // and each step synchronizes per microbatch: keep it cached, as PyTorch's allocator does.
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     return t;
   }();
   return s;
