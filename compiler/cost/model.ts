@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { CleaveError } from '../../src/errors.js';
-import { type DType, dtypeBytes, isFloat } from '../../src/ir/dtype.js';
-import type { Node } from '../../src/ir/graph.js';
-import { formatShape } from '../../src/ir/shape.js';
+import { type DType, dtypeBytes, dtypeFromOnnx, isFloat } from '../../src/ir/dtype.js';
+import type { Attrs, Node } from '../../src/ir/graph.js';
+import { type Shape, formatShape } from '../../src/ir/shape.js';
+import type { Plan, PlanNode } from '../../src/plan/types.js';
 import { getOp } from '../../src/ops/index.js';
 import type { DeviceProfile } from './profiles.js';
 
@@ -19,11 +20,24 @@ export interface MeasuredProfile {
   entries: Record<string, number>;
 }
 
-/** The key a measured time is stored under: op, input types, attributes. */
+/** The key a measured time is stored under: op, input types (the graph's, before any dtype policy), attributes. */
+export function signatureOf(op: string, inputs: readonly ({ readonly dtype: DType; readonly shape: Shape } | null)[], attrs: Attrs): string {
+  const ins = inputs.map((v) => (v ? `${v.dtype}${formatShape(v.shape)}` : '_')).join(',');
+  const a = Object.keys(attrs).sort().map((k) => `${k}=${JSON.stringify(attrs[k])}`).join(';');
+  return `${op}(${ins}){${a}}`;
+}
+
 export function opSignature(n: Node): string {
-  const ins = n.inputs.map((v) => (v ? `${v.dtype}${formatShape(v.shape)}` : '_')).join(',');
-  const attrs = Object.keys(n.attrs).sort().map((k) => `${k}=${JSON.stringify(n.attrs[k])}`).join(';');
-  return `${n.op}(${ins}){${attrs}}`;
+  return signatureOf(n.op, n.inputs, n.attrs);
+}
+
+/** A plan node's signature: the one its training-graph node has, so a profile measured on plans feeds the partitioner. */
+export function planNodeSignature(plan: Plan, n: PlanNode, attrs: Attrs): string {
+  return signatureOf(n.op, n.inputs.map((i) => {
+    if (i < 0) return null;
+    const v = plan.values[i]!;
+    return { dtype: dtypeFromOnnx(v.dtype, v.name), shape: v.shape };
+  }), attrs);
 }
 
 export function readMeasuredProfile(file: string): MeasuredProfile {

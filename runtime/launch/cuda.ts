@@ -5,6 +5,7 @@ import { CleaveError } from '../../src/errors.js';
 import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
+import type { Plan } from '../../src/plan/types.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { type DataSource, defaultTask, openData } from '../data/sources.js';
 import type { Feeds } from '../executor/backend.js';
@@ -24,14 +25,17 @@ export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => voi
   if (o.resume || o.saveEvery) throw new CleaveError('checkpoints are not written by the CUDA backend yet; run without --save-every/--resume');
   const plan = readPlan(o.planFile);
   if (plan.world.size !== 1) throw new CleaveError(`--backend cuda runs one-rank plans so far; this plan has ${plan.world.size} ranks`);
-  const file = o.weights ?? plan.model.source;
-  const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: plan.model.microbatchSize });
-  materializeAll(g);
-  const weights = new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
-  return runWithWeights(plan, weights, o, onStep);
+  return runWithWeights(plan, planWeights(plan, o.weights), o, onStep);
 }
 
-export async function runWithWeights(plan: ReturnType<typeof readPlan>, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+/** A plan's initial weights: from `file`, else from the model it was compiled from. */
+export function planWeights(plan: Plan, file = plan.model.source): Map<string, Tensor> {
+  const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: plan.model.microbatchSize });
+  materializeAll(g);
+  return new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
+}
+
+export async function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
   backend.dev.n.synchronize();
   const exec = new Executor(plan, 0, backend, new LocalTransport());

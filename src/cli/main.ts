@@ -7,6 +7,7 @@ import { registerInspect } from './inspect_cmd.js';
 import { registerPartition } from './partition.js';
 import { registerCompile } from './compile.js';
 import { registerPlan } from './plan_print.js';
+import { registerProfile } from './profile.js';
 import { registerRun } from './run.js';
 import { registerExport } from './export.js';
 import { registerTrain } from './train.js';
@@ -27,6 +28,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerCompile(program);
   registerPlan(program);
   registerRun(program);
+  registerProfile(program);
   registerExport(program);
   registerDemo(program);
   try {

@@ -196,3 +196,28 @@ describe.runIf(gpu)('cleave run --backend cuda', () => {
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });
+
+describe.runIf(gpu)('cleave profile on the GPU', () => {
+  it('times every signature of a one-rank plan, and partition --profile reads the result', async () => {
+    const { profilePlan, writeMeasuredProfile } = await import('../../runtime/launch/profile.js');
+    const { readMeasuredProfile, planNodeSignature } = await import('../../compiler/cost/model.js');
+    const { attrsFromJson } = await import('../../src/plan/attrs.js');
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-profile-'));
+    const { plan } = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4 });
+    const planFile = join(dir, 'gpt.plan');
+    writePlan(planFile, plan);
+    const r = await profilePlan(planFile, { steps: 1, warmup: 1 });
+    const stage = plan.stages[0]!;
+    for (const i of [...stage.forward, ...stage.backwardB, ...stage.backwardW]) {
+      const n = plan.nodes[i]!;
+      expect(r.profile.entries[planNodeSignature(plan, n, attrsFromJson(n.attrs))], n.name).toBeGreaterThan(0);
+    }
+    const out = join(dir, 'p.json');
+    writeMeasuredProfile(out, r.profile);
+    expect(Object.keys(readMeasuredProfile(out).entries).length).toBe(Object.keys(r.profile.entries).length);
+    const { cli } = await import('../helpers/cli.js');
+    const part = cli(['partition', fixturePath('gpt'), '--partitions', '2', '--profile', out, '--json']);
+    expect(part.code, part.stderr).toBe(0);
+    rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+});

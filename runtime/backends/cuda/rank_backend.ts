@@ -4,6 +4,7 @@ import type { Attrs } from '../../../src/ir/graph.js';
 import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
 import { type OpDef, getOp } from '../../../src/ops/index.js';
 import type { DeviceTensor } from '../../../src/ops/registry.js';
+import { planNodeSignature } from '../../../compiler/cost/model.js';
 import { attrsFromJson } from '../../../src/plan/attrs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
@@ -11,7 +12,8 @@ import { type OptimizerConfig, Optimizer } from '../../optim/optimizer.js';
 import { Cuda } from './device.js';
 import { runCudaNode } from './graph.js';
 
-interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[] }
+/** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
+interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[]; signature: string }
 type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
 const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
 
@@ -41,7 +43,7 @@ export class CudaRankBackend implements Backend {
   private readonly frees = new Map<string, number[][]>();
   /** For each microbatch, the index of the rank's last compute instruction: its values go after it. */
   private readonly lastCompute = new Map<number, Instruction>();
-  /** With `profile` on, each node is timed (synchronizing): op signature → total ms and count. */
+  /** With `profiling` on, each node is timed (synchronizing): op signature (the cost model's key) → total ms and count. */
   readonly profile = new Map<string, { ms: number; count: number; op: string }>();
   profiling = false;
 
@@ -50,7 +52,10 @@ export class CudaRankBackend implements Backend {
     this.dev = dev ?? new Cuda();
     this.compute16 = plan.model.dtypePolicy === 'bf16';
     this.stages = plan.stages.filter((s) => s.ppRank === plan.ranks[rank]!.ppRank);
-    const ops = plan.nodes.map((n) => ({ def: getOp(n.op, `node '${n.name}'`), name: n.name, attrs: attrsFromJson(n.attrs), inputs: n.inputs, outputs: n.outputs }));
+    const ops = plan.nodes.map((n) => {
+      const attrs = attrsFromJson(n.attrs);
+      return { def: getOp(n.op, `node '${n.name}'`), name: n.name, attrs, inputs: n.inputs, outputs: n.outputs, signature: planNodeSignature(plan, n, attrs) };
+    });
     for (const s of this.stages) {
       for (const k of ['forward', 'backwardB', 'backwardW'] as const) {
         this.programs.set(`${s.index}:${k}`, s[k].map((i) => ops[i]!));
@@ -153,11 +158,10 @@ export class CudaRankBackend implements Backend {
         });
         if (this.profiling) {
           this.dev.n.synchronize();
-          const key = `${op.def.op}(${inputs.map((x) => (x ? `${x.dtype}[${x.shape.join(',')}]` : '_')).join(',')})`;
-          const r = this.profile.get(key) ?? { ms: 0, count: 0, op: op.def.op };
+          const r = this.profile.get(op.signature) ?? { ms: 0, count: 0, op: op.def.op };
           r.ms += performance.now() - t0;
           r.count++;
-          this.profile.set(key, r);
+          this.profile.set(op.signature, r);
         }
         for (const v of frees[oi]!) {
           const t = env.get(v);

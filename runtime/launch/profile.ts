@@ -1,0 +1,75 @@
+import { renameSync, writeFileSync } from 'node:fs';
+import type { MeasuredProfile } from '../../compiler/cost/model.js';
+import { CleaveError } from '../../src/errors.js';
+import { readPlan } from '../../src/plan/io.js';
+import { requireCuda } from '../backends/cuda/native.js';
+import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
+import { defaultTask } from '../data/sources.js';
+import { Executor } from '../executor/executor.js';
+import { LocalTransport } from '../transport/local.js';
+import { planWeights } from './cuda.js';
+import { dataSpec, rows } from './data.js';
+
+export interface ProfileOptions {
+  /** Steps measured, after `warmup` steps that are not (cuBLAS heuristics, allocator pool growth). */
+  steps: number;
+  warmup: number;
+  weights?: string;
+  seed?: number;
+}
+
+export interface ProfileResult {
+  /** What `--profile` of `cleave partition`/`compile` reads: signature → mean ms per launch. */
+  profile: MeasuredProfile & { policy: string };
+  /** Per op kind, for the report: launches and total ms over the measured steps. */
+  byOp: { op: string; launches: number; ms: number }[];
+}
+
+/**
+ * Times every node of a one-rank plan on the GPU: runs whole training steps (forward, backward,
+ * optimizer) on the bundled data, synchronizing after each node, and averages each op signature's
+ * time. Signatures are the cost model's, so the result feeds the partitioner directly. Synchronizing
+ * per node adds launch latency that a free-running step hides: the figures are an upper bound.
+ */
+export async function profilePlan(planFile: string, o: ProfileOptions): Promise<ProfileResult> {
+  const plan = readPlan(planFile);
+  if (plan.world.size !== 1) throw new CleaveError(`${planFile}: cleave profile measures one-rank plans (compile with --partitions 1); this plan has ${plan.world.size} ranks`);
+  requireCuda(); // before reading weights, which can take a while
+  const backend = new CudaRankBackend(plan, 0, planWeights(plan, o.weights), { kind: 'adamw', lr: 0 });
+  try {
+    const exec = new Executor(plan, 0, backend, new LocalTransport());
+    const m = plan.schedule.microbatches, mb = plan.model.microbatchSize;
+    const source = defaultTask(dataSpec(plan), { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
+    for (let step = 0; step < o.warmup + o.steps; step++) {
+      backend.profiling = step >= o.warmup;
+      const batch = source.next(m * mb);
+      await exec.step(Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb)));
+      // A zero learning rate: the weights stay as given, so every step times the same numbers.
+      await exec.optimizerStep({ lr: 0 });
+    }
+    backend.dev.n.synchronize();
+    const entries: Record<string, number> = {};
+    const byOp = new Map<string, { launches: number; ms: number }>();
+    for (const [sig, r] of backend.profile) {
+      entries[sig] = r.ms / r.count;
+      const x = byOp.get(r.op) ?? { launches: 0, ms: 0 };
+      x.launches += r.count;
+      x.ms += r.ms;
+      byOp.set(r.op, x);
+    }
+    const info = backend.dev.n.info();
+    return {
+      profile: { device: info?.name, policy: plan.model.dtypePolicy, entries },
+      byOp: [...byOp].map(([op, x]) => ({ op, ...x })).sort((a, b) => b.ms - a.ms),
+    };
+  } finally {
+    backend.dev.freeAll();
+  }
+}
+
+/** Writes a measured profile whole or not at all (a temporary file renamed into place). */
+export function writeMeasuredProfile(file: string, profile: MeasuredProfile): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(profile, null, 1)}\n`);
+  renameSync(tmp, file);
+}
