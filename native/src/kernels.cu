@@ -61,16 +61,23 @@ __global__ void unary_kernel(int code, const T* in, T* out, int64_t n, float a, 
     st(out, i, apply_unary(code, ld(in, i), a, b));
 }
 
+/** Where output element i reads operands a and b, under their broadcast strides. */
+__device__ inline void operand_offsets(const Shape& sh, int64_t i, int64_t& ia, int64_t& ib) {
+  ia = 0;
+  ib = 0;
+  for (int d = sh.rank - 1; d >= 0; --d) {
+    const int64_t k = i % sh.dims[d];
+    i /= sh.dims[d];
+    ia += k * sh.a[d];
+    ib += k * sh.b[d];
+  }
+}
+
 template <typename T>
 __global__ void binary_kernel(int code, const T* a, const T* b, T* out, Shape sh, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t rem = i, ia = 0, ib = 0;
-    for (int d = sh.rank - 1; d >= 0; --d) {
-      const int64_t k = rem % sh.dims[d];
-      rem /= sh.dims[d];
-      ia += k * sh.a[d];
-      ib += k * sh.b[d];
-    }
+    int64_t ia, ib;
+    operand_offsets(sh, i, ia, ib);
     st(out, i, apply_binary(code, ld(a, ia), ld(b, ib)));
   }
 }
@@ -237,13 +244,8 @@ __global__ void sumsq_kernel(const float* x, int64_t n, float* out) {
 template <typename T>
 __global__ void compare_kernel(int code, const T* a, const T* b, uint8_t* out, Shape sh, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t rem = i, ia = 0, ib = 0;
-    for (int d = sh.rank - 1; d >= 0; --d) {
-      const int64_t k = rem % sh.dims[d];
-      rem /= sh.dims[d];
-      ia += k * sh.a[d];
-      ib += k * sh.b[d];
-    }
+    int64_t ia, ib;
+    operand_offsets(sh, i, ia, ib);
     const float x = ld(a, ia), y = ld(b, ib);
     bool r;
     switch (code) {
