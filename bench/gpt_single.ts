@@ -73,27 +73,11 @@ const rows: string[][] = [['cleave (bf16, unfused kernels)', ms.toFixed(1), (tok
 
 let breakdown = '';
 if (profile) {
-  const { CudaRankBackend } = await import('../runtime/backends/cuda/rank_backend.js');
-  const { Executor } = await import('../runtime/executor/executor.js');
-  const { LocalTransport } = await import('../runtime/transport/local.js');
-  const { defaultTask } = await import('../runtime/data/sources.js');
-  const { dataSpec, rows: sliceRows } = await import('../runtime/launch/data.js');
-  const backend = new CudaRankBackend(plan, 0, weights, { kind: 'adamw', lr: 1e-4 });
-  backend.profiling = true;
-  const exec = new Executor(plan, 0, backend, new LocalTransport());
-  const batch = defaultTask(dataSpec(plan), { vocab: cfg.vocab, classes: cfg.vocab }).next(cfg.m * cfg.micro);
-  await exec.step(Array.from({ length: cfg.m }, (_, k) => sliceRows(batch, k * cfg.micro, cfg.micro)));
-  const byOp = new Map<string, { ms: number; count: number }>();
-  for (const r of backend.profile.values()) {
-    const x = byOp.get(r.op) ?? { ms: 0, count: 0 };
-    x.ms += r.ms;
-    x.count += r.count;
-    byOp.set(r.op, x);
-  }
-  const total = [...byOp.values()].reduce((a, b) => a + b.ms, 0);
+  const { profileWithWeights } = await import('../runtime/launch/profile.js');
+  const { byOp } = await profileWithWeights(plan, weights, { steps: 1, warmup: 0 });
+  const total = byOp.reduce((a, b) => a + b.ms, 0);
   breakdown = `\nwhere a step's forward and backward time goes (each node synchronized and timed):\n` + table(['op', 'launches', 'ms', 'share'],
-    [...byOp].sort((a, b) => b[1].ms - a[1].ms).slice(0, 15).map(([op, x]) => [op, String(x.count), x.ms.toFixed(1), `${((100 * x.ms) / total).toFixed(1)}%`]));
-  backend.dev.freeAll();
+    byOp.slice(0, 15).map((x) => [x.op, String(x.launches), x.ms.toFixed(1), `${((100 * x.ms) / total).toFixed(1)}%`]));
 }
 
 const py = `

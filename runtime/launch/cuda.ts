@@ -35,33 +35,41 @@ export function planWeights(plan: Plan, file = plan.model.source): Map<string, T
   return new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
 }
 
-export async function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
-  const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
-  backend.dev.n.synchronize();
-  const exec = new Executor(plan, 0, backend, new LocalTransport());
-  const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
-  const spec = dataSpec(plan);
-  let source: DataSource | undefined;
-  if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
-  else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed: o.seed ?? 0 });
-  const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
-  backend.dev.n.memInfo(true);
-  for (let step = 0; step < o.steps; step++) {
-    const batch = o.data.kind === 'batches' ? rows(o.data.batches[step]!, 0, B) : source!.next(B);
-    const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
-    const t0 = performance.now();
-    const losses = await exec.step(feeds);
-    const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
-    const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+  return runOnBackend(new CudaRankBackend(plan, 0, weights, o.optimizer), o, onStep);
+}
+
+/** Runs `o.steps` training steps on a backend already holding its weights; frees its device memory at the end, or on failure. */
+export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+  const plan = backend.plan;
+  try {
     backend.dev.n.synchronize();
-    result.stepMs.push(performance.now() - t0);
-    const l = Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN);
-    const report: StepReport = { step: step + 1, loss: l.reduce((a, b) => a + b, 0) / m, losses: [l], gradNorm, lr, samples: B };
-    result.steps.push(report);
-    onStep?.(report);
+    const exec = new Executor(plan, 0, backend, new LocalTransport());
+    const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
+    const spec = dataSpec(plan);
+    let source: DataSource | undefined;
+    if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
+    else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed: o.seed ?? 0 });
+    const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
+    backend.dev.n.memInfo(true);
+    for (let step = 0; step < o.steps; step++) {
+      const batch = o.data.kind === 'batches' ? rows(o.data.batches[step]!, 0, B) : source!.next(B);
+      const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+      const t0 = performance.now();
+      const losses = await exec.step(feeds);
+      const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
+      const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+      backend.dev.n.synchronize();
+      result.stepMs.push(performance.now() - t0);
+      const l = Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN);
+      const report: StepReport = { step: step + 1, loss: l.reduce((a, b) => a + b, 0) / m, losses: [l], gradNorm, lr, samples: B };
+      result.steps.push(report);
+      onStep?.(report);
+    }
+    result.peakBytes = backend.dev.n.memInfo().peakBytes;
+    if (o.returnWeights) result.weights = backend.tensors();
+    return result;
+  } finally {
+    backend.dev.freeAll();
   }
-  result.peakBytes = backend.dev.n.memInfo().peakBytes;
-  if (o.returnWeights) result.weights = backend.tensors();
-  backend.dev.freeAll();
-  return result;
 }

@@ -4,11 +4,9 @@ import { CleaveError } from '../../src/errors.js';
 import { readPlan } from '../../src/plan/io.js';
 import { requireCuda } from '../backends/cuda/native.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import { defaultTask } from '../data/sources.js';
-import { Executor } from '../executor/executor.js';
-import { LocalTransport } from '../transport/local.js';
-import { planWeights } from './cuda.js';
-import { dataSpec, rows } from './data.js';
+import type { Tensor } from '../../src/ir/tensor.js';
+import type { Plan } from '../../src/plan/types.js';
+import { planWeights, runOnBackend } from './cuda.js';
 
 export interface ProfileOptions {
   /** Steps measured, after `warmup` steps that are not (cuBLAS heuristics, allocator pool growth). */
@@ -35,36 +33,31 @@ export async function profilePlan(planFile: string, o: ProfileOptions): Promise<
   const plan = readPlan(planFile);
   if (plan.world.size !== 1) throw new CleaveError(`${planFile}: cleave profile measures one-rank plans (compile with --partitions 1); this plan has ${plan.world.size} ranks`);
   requireCuda(); // before reading weights, which can take a while
-  const backend = new CudaRankBackend(plan, 0, planWeights(plan, o.weights), { kind: 'adamw', lr: 0 });
-  try {
-    const exec = new Executor(plan, 0, backend, new LocalTransport());
-    const m = plan.schedule.microbatches, mb = plan.model.microbatchSize;
-    const source = defaultTask(dataSpec(plan), { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
-    for (let step = 0; step < o.warmup + o.steps; step++) {
-      backend.profiling = step >= o.warmup;
-      const batch = source.next(m * mb);
-      await exec.step(Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb)));
-      // A zero learning rate: the weights stay as given, so every step times the same numbers.
-      await exec.optimizerStep({ lr: 0 });
-    }
-    backend.dev.n.synchronize();
-    const entries: Record<string, number> = {};
-    const byOp = new Map<string, { launches: number; ms: number }>();
-    for (const [sig, r] of backend.profile) {
-      entries[sig] = r.ms / r.count;
-      const x = byOp.get(r.op) ?? { launches: 0, ms: 0 };
-      x.launches += r.count;
-      x.ms += r.ms;
-      byOp.set(r.op, x);
-    }
-    const info = backend.dev.n.info();
-    return {
-      profile: { device: info?.name, policy: plan.model.dtypePolicy, entries },
-      byOp: [...byOp].map(([op, x]) => ({ op, ...x })).sort((a, b) => b.ms - a.ms),
-    };
-  } finally {
-    backend.dev.freeAll();
+  return profileWithWeights(plan, planWeights(plan, o.weights), o);
+}
+
+/** As profilePlan, for a plan and weights already in memory (benchmarks). */
+export async function profileWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: ProfileOptions): Promise<ProfileResult> {
+  // A zero learning rate: the weights stay as given, so every step times the same numbers.
+  const optimizer = { kind: 'adamw', lr: 0 } as const;
+  const backend = new CudaRankBackend(plan, 0, weights, optimizer);
+  backend.profiling = o.warmup === 0;
+  await runOnBackend(backend, { planFile: '', data: { kind: 'default' }, steps: o.warmup + o.steps, optimizer, seed: o.seed }, (r) => {
+    if (r.step === o.warmup) backend.profiling = true;
+  });
+  const entries: Record<string, number> = {};
+  const byOp = new Map<string, { launches: number; ms: number }>();
+  for (const [sig, r] of backend.profile) {
+    entries[sig] = r.ms / r.count;
+    const x = byOp.get(r.op) ?? { launches: 0, ms: 0 };
+    x.launches += r.count;
+    x.ms += r.ms;
+    byOp.set(r.op, x);
   }
+  return {
+    profile: { device: backend.dev.n.info()?.name, policy: plan.model.dtypePolicy, entries },
+    byOp: [...byOp].map(([op, x]) => ({ op, ...x })).sort((a, b) => b.ms - a.ms),
+  };
 }
 
 /** Writes a measured profile whole or not at all (a temporary file renamed into place). */

@@ -1,6 +1,7 @@
 import { CleaveError } from '../../../src/errors.js';
 import { type DType, dtypeFromOnnx, isFloat } from '../../../src/ir/dtype.js';
 import type { Attrs } from '../../../src/ir/graph.js';
+import { numel } from '../../../src/ir/shape.js';
 import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
 import { type OpDef, getOp } from '../../../src/ops/index.js';
 import type { DeviceTensor } from '../../../src/ops/registry.js';
@@ -112,7 +113,7 @@ export class CudaRankBackend implements Backend {
   }
 
   beginStep(): void {
-    for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, g.shape.reduce((a, b) => a * b, 1), 0);
+    for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
     this.env.clear();
     for (const t of this.lossValues.values()) this.dev.free(t);
@@ -232,7 +233,7 @@ export class CudaRankBackend implements Backend {
     // Global norm from per-parameter sums of squares: one download of a few scalars.
     const squares = [...this.grads.values()].map((g) => {
       const s = this.dev.alloc('float32', []);
-      this.dev.n.sumsq(g.ptr, g.shape.reduce((a, b) => a * b, 1), s.ptr);
+      this.dev.n.sumsq(g.ptr, numel(g.shape), s.ptr);
       return s;
     });
     const norm = Math.sqrt(squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0)) / m;
@@ -247,10 +248,10 @@ export class CudaRankBackend implements Backend {
         let mv = this.moments.get(p);
         if (!mv) {
           mv = [this.dev.alloc('float32', w.shape), this.dev.alloc('float32', w.shape)];
-          for (const x of mv) this.dev.n.fill(0, x.ptr, w.shape.reduce((a, b) => a * b, 1), 0);
+          for (const x of mv) this.dev.n.fill(0, x.ptr, numel(w.shape), 0);
           this.moments.set(p, mv);
         }
-        this.dev.n.adamw(w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, w.shape.reduce((a, b) => a * b, 1), o.lr, b1, b2, c.eps ?? 1e-8, c.weightDecay ?? 0, 1 - b1 ** t, 1 - b2 ** t, clip / m);
+        this.dev.n.adamw(w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, numel(w.shape), o.lr, b1, b2, c.eps ?? 1e-8, c.weightDecay ?? 0, 1 - b1 ** t, 1 - b2 ** t, clip / m);
         if (this.compute16) this.dev.cast(w, this.resident.get(p)!);
       }
     } else {
