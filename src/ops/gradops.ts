@@ -8,6 +8,7 @@ import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { type Window, padCounts, slide, windowAttrs, windowOf } from './conv.js';
 import { erf } from './math.js';
 import { sliceAxes } from './movement.js';
+import { rowStats } from './norm.js';
 import type { AttrSpec, OpContext, OpDef } from './registry.js';
 import { elems, float, input, int, ints, moved, perOutput, str } from './util.js';
 
@@ -45,22 +46,6 @@ const geluGrad = internal({
 
 // --- LayerNormalization -----------------------------------------------------------------------
 
-/** Row statistics over the normalized axes, recomputed from x (cheaper to keep than to stash). */
-function rowStats(x: Tensor, axis: number, eps: number): { inner: number; outer: number; mean: Float64Array; inv: Float64Array } {
-  const inner = x.shape.slice(axis).reduce((a, b) => a * b, 1);
-  const outer = x.data.length / inner;
-  const mean = new Float64Array(outer), inv = new Float64Array(outer);
-  for (let o = 0; o < outer; o++) {
-    let m = 0;
-    for (let k = 0; k < inner; k++) m += x.data[o * inner + k]!;
-    m /= inner;
-    let v = 0;
-    for (let k = 0; k < inner; k++) v += (x.data[o * inner + k]! - m) ** 2;
-    mean[o] = m;
-    inv[o] = 1 / Math.sqrt(v / inner + eps);
-  }
-  return { inner, outer, mean, inv };
-}
 
 const lnAttrs: Record<string, AttrSpec> = { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5 } };
 

@@ -5,6 +5,26 @@ import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
 import type { OpContext, OpDef } from './registry.js';
 import { float, input, int, perOutput, requireFloat, requireRank } from './util.js';
 
+/**
+ * Mean and 1/√(var + ε) of each row over the normalized axes (from `axis` on), in float64: the
+ * forward's statistics, and what the gradient ops recompute from x (cheaper than stashing them).
+ */
+export function rowStats(x: Tensor, axis: number, eps: number): { inner: number; outer: number; mean: Float64Array; inv: Float64Array } {
+  const inner = x.shape.slice(axis).reduce((a, b) => a * b, 1);
+  const outer = x.data.length / inner;
+  const mean = new Float64Array(outer), inv = new Float64Array(outer);
+  for (let o = 0; o < outer; o++) {
+    let m = 0;
+    for (let k = 0; k < inner; k++) m += x.data[o * inner + k]!;
+    m /= inner;
+    let v = 0;
+    for (let k = 0; k < inner; k++) v += (x.data[o * inner + k]! - m) ** 2;
+    mean[o] = m;
+    inv[o] = 1 / Math.sqrt(v / inner + eps);
+  }
+  return { inner, outer, mean, inv };
+}
+
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
 
 function checkBroadcastsTo(ctx: OpContext, i: number, target: readonly Dim[]): void {
@@ -38,23 +58,16 @@ const layerNorm: OpDef = {
     const t = x!;
     const axis = normAxis(int(attrs, 'axis'), t.shape.length, 'LayerNormalization');
     const eps = float(attrs, 'epsilon');
-    const inner = t.shape.slice(axis).reduce((a, b) => a * b, 1);
-    const outer = t.data.length / inner;
+    const { inner, outer, mean: m, inv: r } = rowStats(t, axis, eps);
     const y = tensor(t.dtype, t.shape);
     const statShape = t.shape.map((d, i) => (i < axis ? d : 1));
     const mean = tensor('float32', statShape);
     const inv = tensor('float32', statShape);
     const pick = (p: Tensor | null, k: number, dflt: number): number => (p ? p.data[p.data.length === inner ? k : k % p.data.length]! : dflt);
     for (let o = 0; o < outer; o++) {
-      let m = 0;
-      for (let k = 0; k < inner; k++) m += t.data[o * inner + k]!;
-      m /= inner;
-      let v = 0;
-      for (let k = 0; k < inner; k++) v += (t.data[o * inner + k]! - m) ** 2;
-      const r = 1 / Math.sqrt(v / inner + eps);
-      mean.data[o] = m;
-      inv.data[o] = r;
-      for (let k = 0; k < inner; k++) y.data[o * inner + k] = (t.data[o * inner + k]! - m) * r * pick(scale!, k, 1) + pick(bias ?? null, k, 0);
+      mean.data[o] = m[o]!;
+      inv.data[o] = r[o]!;
+      for (let k = 0; k < inner; k++) y.data[o * inner + k] = (t.data[o * inner + k]! - m[o]!) * r[o]! * pick(scale!, k, 1) + pick(bias ?? null, k, 0);
     }
     return [roundToDtype(y), mean, inv];
   },
