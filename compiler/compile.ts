@@ -6,6 +6,7 @@ import { type CostModel, type DtypePolicy, type MeasuredProfile, costModel } fro
 import { deviceProfile } from './cost/profiles.js';
 import { readModelFile } from './onnx/codec.js';
 import { importModel } from './onnx/import.js';
+import { fuseMatMuls } from './passes/matmul.js';
 import { type Partition, partitionTraining } from './partition/partition.js';
 import { type Placement, buildInstructions } from './schedule/instructions.js';
 import { checkMemory, programWorkspace, rankMemory } from './schedule/memory_plan.js';
@@ -44,6 +45,8 @@ export interface CompileOptions {
   optimizer?: OptimizerFamily;
   measured?: MeasuredProfile;
   dims?: Record<string, number>;
+  /** Fold transposes and scalar scalings into matrix products (default true; false keeps autodiff's graph as written). */
+  fuse?: boolean;
 }
 
 /** Everything a compile produced, for the writer, the printer and tests. */
@@ -76,6 +79,15 @@ export function compile(o: CompileOptions): Compiled {
   return best;
 }
 
+/** The training graph's fusion passes; its loss and gradient records follow the values by name. */
+function fuseTraining(t: TrainingGraph): void {
+  if (!fuseMatMuls(t.graph)) return;
+  const now = (v: Value): Value => t.graph.values.get(v.name) ?? v;
+  t.loss = now(t.loss);
+  for (const [k, v] of t.grads) t.grads.set(k, now(v));
+  for (const [k, v] of t.stateUpdates) t.stateUpdates.set(k, now(v));
+}
+
 function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   const p = o.partitions, m = o.microbatches, dp = o.dp ?? 1;
   const v = o.virtualStages ?? (schedule === 'zbv' ? 2 : 1);
@@ -86,6 +98,7 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   const g = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
   const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
   const training = buildTrainingGraph(g, { loss: lossSpec });
+  if (o.fuse !== false) fuseTraining(training);
   const device = deviceProfile(o.device ?? 'h100');
   const cost = costModel(device, o.policy ?? 'fp32', o.measured);
   // Pipeline spec first: it validates schedule × virtual stages × microbatches before partitioning.

@@ -61,25 +61,38 @@ __global__ void unary_kernel(int code, const T* in, T* out, int64_t n, float a, 
     st(out, i, apply_unary(code, ld(in, i), a, b));
 }
 
-/** Where output element i reads operands a and b, under their broadcast strides. */
-__device__ inline void operand_offsets(const Shape& sh, int64_t i, int64_t& ia, int64_t& ib) {
+/**
+ * Where output element i reads operands a and b, under their broadcast strides. `I` is 32-bit
+ * where every offset fits (the launchers check): 64-bit division costs several times more, and
+ * these kernels are bound by index arithmetic as much as by memory.
+ */
+template <typename I>
+__device__ __forceinline__ void operand_offsets(const Shape& sh, I i, I& ia, I& ib) {
   ia = 0;
   ib = 0;
   for (int d = sh.rank - 1; d >= 0; --d) {
-    const int64_t k = i % sh.dims[d];
-    i /= sh.dims[d];
-    ia += k * sh.a[d];
-    ib += k * sh.b[d];
+    const I n = (I)sh.dims[d];
+    const I k = i % n;
+    i /= n;
+    ia += k * (I)sh.a[d];
+    ib += k * (I)sh.b[d];
   }
 }
 
-template <typename T>
-__global__ void binary_kernel(int code, const T* a, const T* b, T* out, Shape sh, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t ia, ib;
+template <typename T, typename I>
+__global__ void binary_kernel(int code, const T* a, const T* b, T* out, Shape sh, I n) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+    I ia, ib;
     operand_offsets(sh, i, ia, ib);
     st(out, i, apply_binary(code, ld(a, ia), ld(b, ib)));
   }
+}
+
+// Collapsed to one dimension (the common same-shape and scalar cases): no index arithmetic.
+template <typename T, typename I>
+__global__ void binary_flat_kernel(int code, const T* a, const T* b, T* out, I sa, I sb, I n) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x)
+    st(out, i, apply_binary(code, ld(a, i * sa), ld(b, i * sb)));
 }
 
 /** Block-wide sum or max of one value per thread (blockDim a multiple of 32, ≤ 1024). */
@@ -151,53 +164,56 @@ __global__ void layernorm_kernel(const T* x, const T* gamma, const T* beta, T* y
   }
 }
 
-template <typename T>
-__global__ void strided_copy_kernel(const T* in, T* out, Shape sh, int64_t base, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t rem = i, off = base;
+template <typename T, typename I>
+__global__ void strided_copy_kernel(const T* in, T* out, Shape sh, I base, I n) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+    I rem = i, off = base;
     for (int d = sh.rank - 1; d >= 0; --d) {
-      off += (rem % sh.dims[d]) * sh.a[d];
-      rem /= sh.dims[d];
+      const I m = (I)sh.dims[d];
+      off += (rem % m) * (I)sh.a[d];
+      rem /= m;
     }
     out[i] = in[off];
   }
 }
 
-template <typename T>
-__global__ void gather_kernel(const T* data, const int64_t* idx, T* out, int64_t outer, int64_t dim, int64_t nidx, int64_t inner) {
-  const int64_t n = outer * nidx * inner;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t q = i % inner, j = (i / inner) % nidx, o = i / (inner * nidx);
+template <typename T, typename I>
+__global__ void gather_kernel(const T* data, const int64_t* idx, T* out, I outer, I dim, I nidx, I inner) {
+  const I n = outer * nidx * inner;
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+    const I q = i % inner, r = i / inner, j = r % nidx, o = r / nidx;
     int64_t k = idx[j];
     if (k < 0) k += dim;
-    out[i] = data[(o * dim + k) * inner + q];
+    out[i] = data[(o * dim + (I)k) * inner + q];
   }
 }
 
-template <typename T>
-__global__ void where_kernel(const uint8_t* c, const T* x, const T* y, T* out, Shape sh, Strides6 cs, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t rem = i, ic = 0, ix = 0, iy = 0;
+template <typename T, typename I>
+__global__ void where_kernel(const uint8_t* c, const T* x, const T* y, T* out, Shape sh, Strides6 cs, I n) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+    I rem = i, ic = 0, ix = 0, iy = 0;
     for (int d = sh.rank - 1; d >= 0; --d) {
-      const int64_t k = rem % sh.dims[d];
-      rem /= sh.dims[d];
-      ic += k * cs.v[d];
-      ix += k * sh.a[d];
-      iy += k * sh.b[d];
+      const I m = (I)sh.dims[d];
+      const I k = rem % m;
+      rem /= m;
+      ic += k * (I)cs.v[d];
+      ix += k * (I)sh.a[d];
+      iy += k * (I)sh.b[d];
     }
     out[i] = c[ic] ? x[ix] : y[iy];
   }
 }
 
-template <typename T>
-__global__ void copy_region_kernel(const T* in, T* out, Shape sh, Strides6 os, int64_t ibase, int64_t obase, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t rem = i, io = ibase, oo = obase;
+template <typename T, typename I>
+__global__ void copy_region_kernel(const T* in, T* out, Shape sh, Strides6 os, I ibase, I obase, I n) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+    I rem = i, io = ibase, oo = obase;
     for (int d = sh.rank - 1; d >= 0; --d) {
-      const int64_t k = rem % sh.dims[d];
-      rem /= sh.dims[d];
-      io += k * sh.a[d];
-      oo += k * os.v[d];
+      const I m = (I)sh.dims[d];
+      const I k = rem % m;
+      rem /= m;
+      io += k * (I)sh.a[d];
+      oo += k * (I)os.v[d];
     }
     out[oo] = in[io];
   }
@@ -241,10 +257,10 @@ __global__ void sumsq_kernel(const float* x, int64_t n, float* out) {
   if (threadIdx.x == 0) atomicAdd(out, acc);
 }
 
-template <typename T>
-__global__ void compare_kernel(int code, const T* a, const T* b, uint8_t* out, Shape sh, int64_t n) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t ia, ib;
+template <typename T, typename I>
+__global__ void compare_kernel(int code, const T* a, const T* b, uint8_t* out, Shape sh, I n) {
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+    I ia, ib;
     operand_offsets(sh, i, ia, ib);
     const float x = ld(a, ia), y = ld(b, ib);
     bool r;
@@ -305,17 +321,75 @@ __global__ void row_stats_kernel(const T* x, float* mean, float* inv, int64_t co
   }
 }
 
+// Column sums over many rows: a block owns 32 columns and one chunk of rows; its 32 × 8 threads
+// read rows coalesced (a warp spans 32 columns of one row), fold their rows, then the 8 partial
+// sums of each column meet in shared memory. Each chunk writes its own float32 partial; a second
+// kernel adds the chunks in order, so results do not depend on scheduling (no atomics).
+constexpr int COL_TILE = 32, COL_ROWS = 8;
+
 template <typename T>
-__global__ void layernorm_grad_params_kernel(const T* g, const T* x, const float* mean, const float* inv, T* dgamma, T* dbeta, int64_t rows, int64_t cols) {
-  for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x) {
-    float a = 0.f, b = 0.f;
-    for (int64_t r = 0; r < rows; ++r) {
+__global__ void layernorm_grad_params_kernel(const T* g, const T* x, const float* mean, const float* inv, float* partial, int64_t rows,
+                                             int64_t cols, int64_t chunk) {
+  const int64_t c = blockIdx.x * (int64_t)COL_TILE + threadIdx.x;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  float a = 0.f, b = 0.f;
+  if (c < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += COL_ROWS) {
       const float gv = ld(g, r * cols + c);
       a += gv * (ld(x, r * cols + c) - mean[r]) * inv[r];
       b += gv;
     }
-    st(dgamma, c, a);
-    st(dbeta, c, b);
+  __shared__ float sa[COL_ROWS][COL_TILE], sb[COL_ROWS][COL_TILE];
+  sa[threadIdx.y][threadIdx.x] = a;
+  sb[threadIdx.y][threadIdx.x] = b;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    for (int k = 1; k < COL_ROWS; ++k) {
+      a += sa[k][threadIdx.x];
+      b += sb[k][threadIdx.x];
+    }
+    partial[blockIdx.y * 2 * cols + c] = a;
+    partial[blockIdx.y * 2 * cols + cols + c] = b;
+  }
+}
+
+/** out[a, c] = op over r of in[a, r, c] (reduced axis in the middle, contiguous columns): stage one. */
+template <typename T>
+__global__ void column_reduce_kernel(int op, const T* in, float* partial, int64_t R, int64_t C, int64_t chunk) {
+  const int64_t c = blockIdx.x * (int64_t)COL_TILE + threadIdx.x;
+  const int64_t a = blockIdx.z;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(R, r0 + chunk);
+  float acc = op == 2 ? -INFINITY : 0.f;
+  if (c < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += COL_ROWS) {
+      const float v = ld(in, (a * R + r) * C + c);
+      acc = op == 2 ? fmaxf(acc, v) : acc + v;
+    }
+  __shared__ float sh[COL_ROWS][COL_TILE];
+  sh[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    for (int k = 1; k < COL_ROWS; ++k) acc = op == 2 ? fmaxf(acc, sh[k][threadIdx.x]) : acc + sh[k][threadIdx.x];
+    partial[(a * gridDim.y + blockIdx.y) * C + c] = acc;
+  }
+}
+
+/**
+ * Stage two: out[j] = op over the `chunks` partials of column j, in order (j over `lists` × `n`);
+ * partial (l, k, c) sits at l·lstride + k·kstride + c.
+ */
+template <typename T>
+__global__ void sum_chunks_kernel(int op, const float* partial, T* out, int64_t lists, int64_t n, int64_t chunks, int64_t lstride,
+                                  int64_t kstride, float scale) {
+  const int64_t total = lists * n;
+  for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total; j += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t l = j / n, c = j % n;
+    float acc = op == 2 ? -INFINITY : 0.f;
+    for (int64_t k = 0; k < chunks; ++k) {
+      const float v = partial[l * lstride + k * kstride + c];
+      acc = op == 2 ? fmaxf(acc, v) : acc + v;
+    }
+    st(out, j, acc * scale);
   }
 }
 
@@ -393,10 +467,27 @@ inline int row_threads(int64_t cols) {
   return t;
 }
 
+constexpr int64_t I32_LIMIT = (int64_t(1) << 31) - 1;
+
+/** Largest offset `base + Σ (dims − 1)·stride` that strides reach over `sh` (strides ≥ 0). */
+inline int64_t reach(const Shape& sh, const int64_t* strides, int64_t base = 0) {
+  int64_t r = base;
+  for (int d = 0; d < sh.rank; ++d) r += (sh.dims[d] - 1) * (strides[d] < 0 ? -strides[d] : strides[d]);
+  return r;
+}
+
+/** True when the element count and every operand offset fit 32-bit index arithmetic. */
+inline bool fits32(const Shape& sh, int64_t n, int64_t base = 0) {
+  return n < I32_LIMIT && reach(sh, sh.a, base) < I32_LIMIT && reach(sh, sh.b) < I32_LIMIT;
+}
+
 }  // namespace
 
 #define DISPATCH(t, F) \
   if ((t) == F32) { using T = float; F; } else { using T = __nv_bfloat16; F; }
+// Index width: 32-bit where it fits.
+#define DISPATCH_INDEX(small, F) \
+  if (small) { using I = uint32_t; F; } else { using I = int64_t; F; }
 
 void unary(int code, DType t, const void* in, void* out, int64_t n, float alpha, float beta, cudaStream_t s) {
   DISPATCH(t, (unary_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)in, (T*)out, n, alpha, beta)));
@@ -404,7 +495,12 @@ void unary(int code, DType t, const void* in, void* out, int64_t n, float alpha,
 }
 
 void binary(int code, DType t, const void* a, const void* b, void* out, const Shape& shape, int64_t n, cudaStream_t s) {
-  DISPATCH(t, (binary_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, (T*)out, shape, n)));
+  const bool small = fits32(shape, n);
+  if (shape.rank == 1) {
+    DISPATCH_INDEX(small, DISPATCH(t, (binary_flat_kernel<T, I><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, (T*)out, (I)shape.a[0], (I)shape.b[0], (I)n))));
+  } else {
+    DISPATCH_INDEX(small, DISPATCH(t, (binary_kernel<T, I><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, (T*)out, shape, (I)n))));
+  }
   CHECK_LAUNCH();
 }
 
@@ -427,27 +523,31 @@ void layernorm(DType t, const void* x, const void* gamma, const void* beta, void
   else { using T = uint8_t; F; }
 
 void strided_copy(DType t, const void* in, void* out, const Shape& shape, int64_t base, int64_t n, cudaStream_t s) {
-  DISPATCH_BYTES(t, (strided_copy_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, shape, base, n)));
+  const bool small = n < I32_LIMIT && reach(shape, shape.a, base) < I32_LIMIT;
+  DISPATCH_INDEX(small, DISPATCH_BYTES(t, (strided_copy_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, shape, (I)base, (I)n))));
   CHECK_LAUNCH();
 }
 
 void gather(DType t, const void* data, const int64_t* idx, void* out, int64_t outer, int64_t dim, int64_t nidx, int64_t inner, cudaStream_t s) {
   const int64_t n = outer * nidx * inner;
-  DISPATCH(t, (gather_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)data, idx, (T*)out, outer, dim, nidx, inner)));
+  const bool small = n < I32_LIMIT && outer * dim * inner < I32_LIMIT;
+  DISPATCH_INDEX(small, DISPATCH(t, (gather_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)data, idx, (T*)out, (I)outer, (I)dim, (I)nidx, (I)inner))));
   CHECK_LAUNCH();
 }
 
 void where(DType t, const uint8_t* cond, const void* x, const void* y, void* out, const Shape& shape, const int64_t* cstrides, int64_t n, cudaStream_t s) {
   Strides6 cs{};
   for (int d = 0; d < shape.rank; ++d) cs.v[d] = cstrides[d];
-  DISPATCH(t, (where_kernel<T><<<grid_for(n), 256, 0, s>>>(cond, (const T*)x, (const T*)y, (T*)out, shape, cs, n)));
+  const bool small = fits32(shape, n) && reach(shape, cs.v) < I32_LIMIT;
+  DISPATCH_INDEX(small, DISPATCH(t, (where_kernel<T, I><<<grid_for(n), 256, 0, s>>>(cond, (const T*)x, (const T*)y, (T*)out, shape, cs, (I)n))));
   CHECK_LAUNCH();
 }
 
 void copy_region(DType t, const void* in, void* out, const Shape& sh, const int64_t* ostrides, int64_t ibase, int64_t obase, int64_t n, cudaStream_t s) {
   Strides6 os{};
   for (int d = 0; d < sh.rank; ++d) os.v[d] = ostrides[d];
-  DISPATCH_BYTES(t, (copy_region_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, sh, os, ibase, obase, n)));
+  const bool small = n < I32_LIMIT && reach(sh, sh.a, ibase) < I32_LIMIT && reach(sh, os.v, obase) < I32_LIMIT;
+  DISPATCH_INDEX(small, DISPATCH_BYTES(t, (copy_region_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, sh, os, (I)ibase, (I)obase, (I)n))));
   CHECK_LAUNCH();
 }
 
@@ -456,7 +556,34 @@ void fill(DType t, void* out, int64_t n, float value, cudaStream_t s) {
   CHECK_LAUNCH();
 }
 
+/** Row chunks for a column reduction: enough blocks to fill the card, at least 32 rows each. */
+inline int64_t column_chunks(int64_t R, int64_t blocks) {
+  const int64_t want = (528 + blocks - 1) / blocks, most = (R + 31) / 32;
+  int64_t c = want < most ? want : most;
+  if (c < 1) c = 1;
+  return c > 65535 ? 65535 : c;
+}
+
 void reduce(int op, DType t, const void* in, void* out, const Shape& outer, const Shape& red, int64_t nout, int64_t nred, cudaStream_t s) {
+  // Reduced rows above contiguous kept columns ([A,] R, C → [A,] C): bias and broadcast gradients.
+  // One block per output would read a column with a stride per thread; tile columns instead.
+  const bool column = red.rank == 1 && outer.a[outer.rank - 1] == 1 && red.a[0] == outer.dims[outer.rank - 1] &&
+                      (outer.rank == 1 || (outer.rank == 2 && outer.a[0] == red.dims[0] * red.a[0] && outer.dims[0] <= 65535));
+  if (column && nred > 1) {
+    const int64_t C = outer.dims[outer.rank - 1], A = outer.rank == 2 ? outer.dims[0] : 1, R = nred;
+    const int64_t bx = (C + COL_TILE - 1) / COL_TILE;
+    int64_t chunks = column_chunks(R, bx * A);
+    const int64_t chunk = (R + chunks - 1) / chunks;
+    chunks = (R + chunk - 1) / chunk;
+    float* partial = nullptr;
+    CUDA_CHECK(cudaMallocAsync(&partial, A * chunks * C * sizeof(float), s));
+    DISPATCH(t, (column_reduce_kernel<T><<<dim3((unsigned)bx, (unsigned)chunks, (unsigned)A), dim3(COL_TILE, COL_ROWS), 0, s>>>(op, (const T*)in, partial, R, C, chunk)));
+    CHECK_LAUNCH();
+    DISPATCH(t, (sum_chunks_kernel<T><<<grid_for(A * C), 256, 0, s>>>(op, partial, (T*)out, A, C, chunks, chunks * C, C, op == 1 ? 1.f / R : 1.f)));
+    CHECK_LAUNCH();
+    CUDA_CHECK(cudaFreeAsync(partial, s));
+    return;
+  }
   const unsigned blocks = (unsigned)(nout < 65535 * 16 ? nout : 65535 * 16);
   const int threads = nred >= 1024 ? 1024 : row_threads(nred);
   DISPATCH(t, (reduce_kernel<T><<<blocks, threads, 0, s>>>(op, (const T*)in, (T*)out, outer, red, nout, nred)));
@@ -470,7 +597,7 @@ void sumsq(const float* x, int64_t n, float* out, cudaStream_t s) {
 }
 
 void compare(int code, DType t, const void* a, const void* b, uint8_t* out, const Shape& shape, int64_t n, cudaStream_t s) {
-  DISPATCH(t, (compare_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, out, shape, n)));
+  DISPATCH_INDEX(fits32(shape, n), DISPATCH(t, (compare_kernel<T, I><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, out, shape, (I)n))));
   CHECK_LAUNCH();
 }
 
@@ -486,12 +613,24 @@ void layernorm_grad_input(DType t, const void* g, const void* x, const void* gam
 }
 
 void layernorm_grad_params(DType t, const void* g, const void* x, void* dgamma, void* dbeta, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
+  const int64_t bx = (cols + COL_TILE - 1) / COL_TILE;
+  int64_t chunks = column_chunks(rows, bx);
+  const int64_t chunk = (rows + chunks - 1) / chunks;
+  chunks = (rows + chunk - 1) / chunk;
   float* stats = nullptr;
+  float* partial = nullptr;
   CUDA_CHECK(cudaMallocAsync(&stats, 2 * rows * sizeof(float), s));
+  CUDA_CHECK(cudaMallocAsync(&partial, chunks * 2 * cols * sizeof(float), s));
   DISPATCH(t, (row_stats_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, stats, stats + rows, cols, eps)));
   CHECK_LAUNCH();
-  DISPATCH(t, (layernorm_grad_params_kernel<T><<<grid_for(cols), 256, 0, s>>>((const T*)g, (const T*)x, stats, stats + rows, (T*)dgamma, (T*)dbeta, rows, cols)));
+  DISPATCH(t, (layernorm_grad_params_kernel<T><<<dim3((unsigned)bx, (unsigned)chunks), dim3(COL_TILE, COL_ROWS), 0, s>>>((const T*)g, (const T*)x, stats, stats + rows, partial, rows, cols, chunk)));
   CHECK_LAUNCH();
+  // The partials hold [chunk][dgamma | dbeta]: each list of `cols` sums goes to its own output.
+  DISPATCH(t, (sum_chunks_kernel<T><<<grid_for(cols), 256, 0, s>>>(0, partial, (T*)dgamma, 1, cols, chunks, 0, 2 * cols, 1.f)));
+  CHECK_LAUNCH();
+  DISPATCH(t, (sum_chunks_kernel<T><<<grid_for(cols), 256, 0, s>>>(0, partial + cols, (T*)dbeta, 1, cols, chunks, 0, 2 * cols, 1.f)));
+  CHECK_LAUNCH();
+  CUDA_CHECK(cudaFreeAsync(partial, s));
   CUDA_CHECK(cudaFreeAsync(stats, s));
 }
 

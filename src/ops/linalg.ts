@@ -77,6 +77,61 @@ const matmul: OpDef = {
   cpu: ([a, b]) => [matmulKernel(a!, b!)],
 };
 
+/** The operand as the product sees it: its last two axes swapped when `trans` says so. */
+function swapped(shape: readonly Dim[], trans: boolean): readonly Dim[] {
+  return trans ? [...shape.slice(0, -2), shape[shape.length - 1]!, shape[shape.length - 2]!] : shape;
+}
+
+function swapLastTensor(x: Tensor): Tensor {
+  const r = x.shape.length;
+  const M = x.shape[r - 2]!, N = x.shape[r - 1]!;
+  const y = tensor(x.dtype, [...x.shape.slice(0, -2), N, M]);
+  for (let b = 0, nb = x.data.length / (M * N); b < nb; b++) {
+    for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) y.data[b * M * N + j * M + i] = x.data[b * M * N + i * N + j]!;
+  }
+  return y;
+}
+
+function fusedDims(ctx: OpContext): { out: Dim[]; k: Dim } {
+  const ta = int(ctx.attrs, 'transA') === 1, tb = int(ctx.attrs, 'transB') === 1;
+  const a = input(ctx, 0).shape, b = input(ctx, 1).shape;
+  if ((ta && a.length < 2) || (tb && b.length < 2)) {
+    throw new CleaveError(`${at(ctx)}: FusedMatMul transposes only operands of rank ≥ 2, got ${formatShape(a)} and ${formatShape(b)}`);
+  }
+  const { out, k } = matmulShape(ctx, swapped(a, ta), swapped(b, tb));
+  return { out, k };
+}
+
+/**
+ * alpha · op(A) · op(B), op swapping the last two axes where transA / transB say: what a GEMM does
+ * in one call. The compiler folds Transposes and scalar Muls into it (compiler/passes/matmul.ts)
+ * after autodiff, so it needs no gradient of its own.
+ */
+const fusedMatMul: OpDef = {
+  op: 'FusedMatMul', domain: 'cleave', since: 13, category: 'linalg', arity: [2, 2],
+  attrs: { transA: { type: 'int', default: 0 }, transB: { type: 'int', default: 0 }, alpha: { type: 'float', default: 1 } },
+  infer(ctx) {
+    const d = sameDtype(ctx, [0, 1]);
+    return [{ dtype: d, shape: fusedDims(ctx).out }];
+  },
+  cost(ctx, outs) {
+    const { k } = fusedDims(ctx);
+    return { flops: 2 * elems(outs[0]!) * (typeof k === 'number' ? k : 1), bytes: moved(ctx, outs) };
+  },
+  cuda: (dev, [a, b], [out], attrs) => dev.matmul(a!, b!, out!, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1),
+  cpu([a, b], attrs) {
+    const A = int(attrs, 'transA') === 1 ? swapLastTensor(a!) : a!;
+    const B = int(attrs, 'transB') === 1 ? swapLastTensor(b!) : b!;
+    const y = matmulKernel(A, B);
+    const alpha = float(attrs, 'alpha') ?? 1;
+    if (alpha !== 1) {
+      for (let i = 0; i < y.data.length; i++) y.data[i] = alpha * y.data[i]!;
+      return [roundToDtype(y)];
+    }
+    return [y];
+  },
+};
+
 function gemmDims(ctx: OpContext): { m: Dim; k: Dim; n: Dim } {
   const a = requireRank(ctx, 0, [2]);
   const b = requireRank(ctx, 1, [2]);
@@ -132,4 +187,4 @@ const gemm: OpDef = {
   },
 };
 
-export const LINALG_OPS: OpDef[] = [matmul, gemm];
+export const LINALG_OPS: OpDef[] = [matmul, gemm, fusedMatMul];

@@ -74,7 +74,7 @@ export interface CudaDevice {
   where(cond: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void;
   softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void;
   layerNorm(x: DeviceTensor, scale: DeviceTensor | null, bias: DeviceTensor | null, out: DeviceTensor, epsilon: number): void;
-  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean): void;
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean, alpha?: number): void;
   /** out[index] = x[base + Σ index_d · strides_d]: views, transposes, slices, broadcasts. */
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base?: number): void;
   gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
@@ -93,6 +93,14 @@ export interface CudaDevice {
   /** Softmax cross-entropy of [rows, classes] scores, mean or sum over non-ignored rows. */
   crossEntropy(scores: DeviceTensor, labels: DeviceTensor, out: DeviceTensor, mean: boolean, ignore: number | undefined): void;
   crossEntropyGrad(dloss: DeviceTensor, scores: DeviceTensor, labels: DeviceTensor, out: DeviceTensor, mean: boolean, ignore: number | undefined): void;
+  /**
+   * Fused (flash-style) attention over q, k, v of [B, T, H·Dh] (heads side by side in each row):
+   * out [B, T, H·Dh] and the softmax's log-sum-exp per row, lse [B, H, T] float32; no T × T matrix.
+   */
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, scale: number, causal: boolean): void;
+  /** Its gradient: dq, dk, dv (each [B, T, H·Dh]) from dout, the inputs, out and lse. */
+  attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean): void;
 }
 
 /** A node's CUDA kernel: inputs and preallocated outputs on the device. */

@@ -72,6 +72,20 @@ const CASES: Case[] = [
   { op: 'SoftmaxCrossEntropyLoss', inputs: [[16, 64], { shape: [16], int: 64 }] },
   { op: 'SoftmaxCrossEntropyLoss', inputs: [[16, 64], { shape: [16], int: 64 }], attrs: { reduction: 'sum' } },
   { op: 'SoftmaxCrossEntropyLossGrad', inputs: [{ shape: [], positive: true }, [16, 64], { shape: [16], int: 64 }] },
+  // Shapes that reach the collapsed and tiled paths: flat same-shape maps, a bias over rows, a
+  // mask over heads, column reductions over many rows (two-stage, several row chunks).
+  { op: 'Add', inputs: [[4, 7, 33], [4, 7, 33]] },
+  { op: 'Mul', inputs: [[4, 7, 33], []] },
+  { op: 'Add', inputs: [[2, 9, 130], [130]] },
+  { op: 'Where', inputs: [{ shape: [17, 17], bool: true }, [2, 3, 17, 17], []] },
+  { op: 'ReduceSum', inputs: [[3, 700, 45]], attrs: { axes: [0, 1] } },
+  { op: 'ReduceSum', inputs: [[3, 700, 45]], attrs: { axes: [1], keepdims: 0 } },
+  { op: 'ReduceMean', inputs: [[1500, 33]], attrs: { axes: [0] } },
+  { op: 'ReduceMax', inputs: [[1500, 33]], attrs: { axes: [0] } },
+  { op: 'LayerNormalizationGradParams', inputs: [[2100, 96], [2100, 96]], outputs: 2 },
+  { op: 'FusedMatMul', inputs: [[3, 9, 17], [3, 21, 9]], attrs: { transA: 1, transB: 1, alpha: 0.5 } },
+  { op: 'FusedMatMul', inputs: [[2, 16, 32], [48, 32]], attrs: { transA: 0, transB: 1, alpha: 1 } },
+  { op: 'FusedMatMul', inputs: [[300, 24], [300, 40]], attrs: { transA: 1, transB: 0, alpha: 0.125 } },
 ];
 
 function makeInputs(c: Case, rng: Rng): Tensor[] {

@@ -3,6 +3,7 @@ import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../../src/ir/tensor.js';
 import type { CudaDevice, DeviceTensor } from '../../../src/ops/registry.js';
+import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
 
 /** Device element codes of the native kernels. */
@@ -115,16 +116,14 @@ export class Cuda implements CudaDevice {
   }
 
   binary(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
-    const dims = out.shape.length ? [...out.shape] : [1];
-    const sa = out.shape.length ? broadcastStrides(a.shape, out.shape) : [0];
-    const sb = out.shape.length ? broadcastStrides(b.shape, out.shape) : [0];
-    this.n.binary(code, floatCode(out, 'binary op'), a.ptr, b.ptr, out.ptr, dims, sa, sb);
+    const { dims, strides: [sa, sb] } = collapseDims(out.shape, [broadcastStrides(a.shape, out.shape), broadcastStrides(b.shape, out.shape)]);
+    this.n.binary(code, floatCode(out, 'binary op'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
   }
 
   where(c: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void {
-    const dims = out.shape.length ? [...out.shape] : [1];
-    const s = (t: DeviceTensor) => (out.shape.length ? broadcastStrides(t.shape, out.shape) : [0]);
-    this.n.where(floatCode(out, 'Where'), c.ptr, x.ptr, y.ptr, out.ptr, dims, s(c), s(x), s(y));
+    const s = (t: DeviceTensor) => broadcastStrides(t.shape, out.shape);
+    const { dims, strides: [sc, sx, sy] } = collapseDims(out.shape, [s(c), s(x), s(y)]);
+    this.n.where(floatCode(out, 'Where'), c.ptr, x.ptr, y.ptr, out.ptr, dims, sc!, sx!, sy!);
   }
 
   softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void {
@@ -142,7 +141,7 @@ export class Cuda implements CudaDevice {
    * Row-major batched C = A·B through cuBLAS (column-major): C' = B'·A' with the operands swapped.
    * Batch dims: equal, or one side unbatched (stride 0).
    */
-  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false): void {
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false, alpha = 1): void {
     if (a.shape.length < 2 || b.shape.length < 2) throw new CleaveError('MatMul with 1-D operands does not run on CUDA yet');
     const M = transA ? a.shape.at(-1)! : a.shape.at(-2)!, K = transA ? a.shape.at(-2)! : a.shape.at(-1)!;
     const N = transB ? b.shape.at(-2)! : b.shape.at(-1)!;
@@ -154,18 +153,18 @@ export class Cuda implements CudaDevice {
     }
     // An unbatched operand of a batched product is one matrix with rows of all batches when it is A.
     if (batchA === batch && batchB === 1 && !transA && batch > 1) {
-      this.n.gemm(floatCode(out, 'MatMul'), transB, false, N, M * batch, K, 1, b.ptr, transB ? K : N, 0, a.ptr, K, 0, 0, out.ptr, N, 0, 1);
+      this.n.gemm(floatCode(out, 'MatMul'), transB, false, N, M * batch, K, alpha, b.ptr, transB ? K : N, 0, a.ptr, K, 0, 0, out.ptr, N, 0, 1);
       return;
     }
-    this.n.gemm(floatCode(out, 'MatMul'), transB, transA, N, M, K, 1,
+    this.n.gemm(floatCode(out, 'MatMul'), transB, transA, N, M, K, alpha,
       b.ptr, transB ? K : N, batchB === 1 ? 0 : K * N, a.ptr, transA ? M : K, batchA === 1 ? 0 : M * K, 0, out.ptr, N, M * N, batch);
   }
 
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base = 0): void {
     const code = COPY_CODE[BYTES[x.dtype] ?? 0];
     if (code === undefined) throw new CleaveError(`copies of ${x.dtype} do not run on CUDA yet`);
-    const dims = out.shape.length ? [...out.shape] : [1];
-    this.n.stridedCopy(code, x.ptr, out.ptr, dims, out.shape.length ? [...strides] : [0], base);
+    const { dims, strides: [st] } = collapseDims(out.shape, [strides]);
+    this.n.stridedCopy(code, x.ptr, out.ptr, dims, st!, base);
   }
 
   gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
@@ -186,7 +185,8 @@ export class Cuda implements CudaDevice {
     const ost = stridesOf(out.shape);
     let at = 0;
     for (const x of inputs) {
-      this.n.copyRegion(COPY_CODE[BYTES[out.dtype] ?? 0]!, x.ptr, out.ptr, [...x.shape], stridesOf(x.shape), ost, 0, at * ost[axis]!);
+      const { dims, strides: [si, so] } = collapseDims(x.shape, [stridesOf(x.shape), ost]);
+      this.n.copyRegion(COPY_CODE[BYTES[out.dtype] ?? 0]!, x.ptr, out.ptr, dims, si!, so!, 0, at * ost[axis]!);
       at += x.shape[axis]!;
     }
   }
@@ -201,17 +201,15 @@ export class Cuda implements CudaDevice {
   reduce(op: 'sum' | 'mean' | 'max', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void {
     const st = stridesOf(x.shape);
     const keep = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
-    const outDims = keep.length ? keep.map((i) => x.shape[i]!) : [1];
-    const outStrides = keep.length ? keep.map((i) => st[i]!) : [0];
-    const redDims = axes.length ? axes.map((i) => x.shape[i]!) : [1];
-    const redStrides = axes.length ? axes.map((i) => st[i]!) : [0];
-    this.n.reduce({ sum: 0, mean: 1, max: 2 }[op], floatCode(x, 'reduction'), x.ptr, out.ptr, outDims, outStrides, redDims, redStrides);
+    // Kept and reduced axes collapse separately: each group keeps its own index order.
+    const outer = collapseDims(keep.map((i) => x.shape[i]!), [keep.map((i) => st[i]!)]);
+    const red = collapseDims(axes.map((i) => x.shape[i]!), [axes.map((i) => st[i]!)]);
+    this.n.reduce({ sum: 0, mean: 1, max: 2 }[op], floatCode(x, 'reduction'), x.ptr, out.ptr, outer.dims, outer.strides[0]!, red.dims, red.strides[0]!);
   }
 
   compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
-    const dims = out.shape.length ? [...out.shape] : [1];
-    const s = (t: DeviceTensor) => (out.shape.length ? broadcastStrides(t.shape, out.shape) : [0]);
-    this.n.compare(code, floatCode(a, 'comparison'), a.ptr, b.ptr, out.ptr, dims, s(a), s(b));
+    const { dims, strides: [sa, sb] } = collapseDims(out.shape, [broadcastStrides(a.shape, out.shape), broadcastStrides(b.shape, out.shape)]);
+    this.n.compare(code, floatCode(a, 'comparison'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
   }
 
   scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
@@ -234,6 +232,27 @@ export class Cuda implements CudaDevice {
   layerNormGradParams(g: DeviceTensor, x: DeviceTensor, dscale: DeviceTensor, dbias: DeviceTensor, epsilon: number): void {
     const cols = x.shape.at(-1)!;
     this.n.layernormGradParams(floatCode(x, 'LayerNormalizationGradParams'), g.ptr, x.ptr, dscale.ptr, dbias.ptr, numel(x.shape) / cols, cols, epsilon);
+  }
+
+  /** Shapes of a fused attention's q, k, v ([B, T, H·Dh], all alike) and lse ([B, H, T] float32). */
+  private attentionDims(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, lse: DeviceTensor, heads: number): [number, number, number] {
+    const [B, T, D] = q.shape as [number, number, number];
+    const same = (t: DeviceTensor) => t.shape.length === 3 && t.shape.every((d, i) => d === q.shape[i]) && t.dtype === q.dtype;
+    if (q.shape.length !== 3 || !same(k) || !same(v) || D % heads) throw new CleaveError(`fused attention on CUDA takes q, k, v of one shape [B, T, H·Dh]; got [${q.shape}], [${k.shape}], [${v.shape}] with ${heads} heads`);
+    if (lse.dtype !== 'float32') throw new CleaveError(`fused attention's log-sum-exp is float32 on CUDA, not ${lse.dtype}`);
+    return [B, T, D];
+  }
+
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, scale: number, causal: boolean): void {
+    const [B, T, D] = this.attentionDims(q, k, v, lse, heads);
+    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, lse.ptr, B, T, heads, D / heads, scale, causal);
+  }
+
+  attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean): void {
+    const [B, T, D] = this.attentionDims(q, k, v, lse, heads);
+    this.n.attentionBackward(floatCode(q, 'FusedAttentionGrad'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
+      B, T, heads, D / heads, scale, causal);
   }
 
   /** Per-row losses and weights in float32, then their sum (and the count for a mean). */

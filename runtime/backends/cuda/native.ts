@@ -35,6 +35,11 @@ export interface NativeCuda {
   layernormGradParams(dtype: number, g: bigint, x: bigint, dg: bigint, db: bigint, rows: number, cols: number, eps: number): void;
   sceForward(dtype: number, scores: bigint, labels: bigint, loss: bigint, weight: bigint, rows: number, cols: number, ignore: number): void;
   sceBackward(dtype: number, scores: bigint, labels: bigint, up: bigint, wsum: bigint, ds: bigint, rows: number, cols: number, ignore: number, mean: boolean): void;
+  /** q, k, v: element (b, t, h, d) at ptr + b·sB + t·sT + h·Dh + d; out contiguous [B, T, H, Dh]; lse float32 [B, H, T]. */
+  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, lse: bigint,
+    B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void;
+  attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, dout: bigint, lse: bigint,
+    dq: bigint, dk: bigint, dv: bigint, B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void;
 }
 
 let cached: NativeCuda | null | undefined;

@@ -1,0 +1,90 @@
+import type { Graph, Node, Value } from '../../src/ir/graph.js';
+import { int } from '../../src/ops/util.js';
+
+/**
+ * Folds into one FusedMatMul what a GEMM does for free: a Transpose that swaps an operand's last two
+ * axes (autodiff writes one per matrix-product gradient: dX = dY·Wᵀ, dW = Xᵀ·dY) and a Mul or Div of
+ * the product by a scalar constant (attention's 1/√d). Each fold removes a full read and write of
+ * a tensor. Runs on the training graph after autodiff: FusedMatMul has no gradient of its own.
+ * Value names and node metadata (phase, partition) are kept, and backward nodes that named a
+ * folded forward node as what they differentiate (`meta.gradOf`, which the partitioner groups by)
+ * name the fused node instead. Returns how many nodes went.
+ */
+export function fuseMatMuls(g: Graph): number {
+  const before = g.nodes.length;
+  /** Folded node name → the name of the node that does its work now. */
+  const into = new Map<string, string>();
+  for (const n of [...g.nodes]) {
+    if (!g.nodes.includes(n) || (n.op !== 'MatMul' && n.op !== 'FusedMatMul')) continue;
+    const node = n;
+    const fused = node.op === 'FusedMatMul';
+    const flags = { transA: fused ? int(node.attrs, 'transA') ?? 0 : 0, transB: fused ? int(node.attrs, 'transB') ?? 0 : 0 };
+    let alpha = fused ? Number(node.attrs['alpha'] ?? 1) : 1;
+    const inputs = [node.inputs[0]!, node.inputs[1]!];
+    let changed = false;
+    const folded: string[] = [];
+    ([0, 1] as const).forEach((i) => {
+      const t = swapOfLast(g, inputs[i]!);
+      if (!t) return;
+      folded.push(inputs[i]!.producer!.name);
+      inputs[i] = t;
+      flags[i === 0 ? 'transA' : 'transB'] ^= 1;
+      changed = true;
+    });
+    // The product scaled by a scalar, where nothing else reads the unscaled product.
+    const out = node.outputs[0]!;
+    const user = out.users.length === 1 && !g.outputs.includes(out) ? out.users[0]! : undefined;
+    const factor = user ? scalarFactor(user, out) : undefined;
+    if (changed || factor !== undefined) {
+      const spec = (o: Value) => ({ name: o.name, dtype: o.dtype, shape: o.shape });
+      if (factor !== undefined) {
+        alpha *= factor;
+        // The scaling node's output becomes the product's; the product's node goes.
+        const scaled = user!.outputs[0]!;
+        into.set(n.name, user!.name);
+        for (const t of folded) into.set(t, user!.name);
+        g.replaceNode(user!, { op: 'FusedMatMul', inputs, outputs: [spec(scaled)], attrs: { ...flags, alpha }, meta: node.meta, scope: node.scope });
+        g.removeNode(n);
+      } else {
+        for (const t of folded) into.set(t, node.name);
+        g.replaceNode(node, { op: 'FusedMatMul', inputs, outputs: [spec(out)], attrs: { ...flags, alpha }, meta: node.meta, scope: node.scope });
+      }
+    }
+  }
+  g.removeDeadCode();
+  const live = new Set(g.nodes.map((x) => x.name));
+  const survivor = (name: string): string => {
+    let at = name;
+    while (!live.has(at) && into.has(at)) at = into.get(at)!;
+    return at;
+  };
+  for (const x of g.nodes) {
+    const of = x.meta['gradOf'];
+    if (typeof of === 'string' && !live.has(of)) x.meta['gradOf'] = survivor(of);
+  }
+  return before - g.nodes.length;
+}
+
+/** x when v = Transpose(x) swaps only the last two axes, else undefined. */
+function swapOfLast(g: Graph, v: Value): Value | undefined {
+  const t = v.producer;
+  if (!t || t.op !== 'Transpose' || g.outputs.includes(v)) return undefined;
+  const perm = t.attrs['perm'] as readonly number[] | undefined;
+  const r = v.shape.length;
+  if (!perm || r < 2 || perm.length !== r) return undefined;
+  const ok = perm.every((p, i) => (i === r - 2 ? p === r - 1 : i === r - 1 ? p === r - 2 : p === i));
+  return ok ? t.inputs[0]! : undefined;
+}
+
+/** The constant scalar f when `n` computes `v · f`, `f · v` or `v / f`. */
+function scalarFactor(n: Node, v: Value): number | undefined {
+  if (n.op !== 'Mul' && n.op !== 'Div') return undefined;
+  const [a, b] = n.inputs;
+  const other = a === v ? b : n.op === 'Mul' && b === v ? a : undefined;
+  if (!other || other.kind !== 'const' || !other.data || other.data.data.length !== 1) return undefined;
+  // A broadcast to a larger shape or another dtype is not a plain scaling.
+  const o = n.outputs[0]!;
+  if (o.dtype !== v.dtype || o.shape.length !== v.shape.length || o.shape.some((d, i) => d !== v.shape[i])) return undefined;
+  const f = Number(other.data.data[0]);
+  return n.op === 'Mul' ? f : f === 0 ? undefined : 1 / f;
+}
