@@ -4,7 +4,7 @@
 // same model in PyTorch (eager and torch.compile) on the same card, in the same run.
 //
 //   node dist/bench/gpt_single.js [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
-//                                 [--micro 4] [--microbatches 8] [--steps 3] [--profile] [--no-compile]
+//                                 [--micro 4] [--microbatches 8] [--steps 4] [--profile] [--no-compile] [--no-graph]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,10 +23,11 @@ const arg = (k: string, d: number): number => {
   const i = process.argv.indexOf(`--${k}`);
   return i >= 0 ? Number(process.argv[i + 1]) : d;
 };
-const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), m: arg('microbatches', 8), steps: arg('steps', 3) };
+const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), m: arg('microbatches', 8), steps: arg('steps', 4) };
 const profile = process.argv.includes('--profile');
 // torch.compile's first compile takes minutes: skippable where device time is short.
 const withCompile = !process.argv.includes('--no-compile');
+const withGraph = !process.argv.includes('--no-graph');
 if (!cudaAvailable()) {
   console.log('no CUDA device: this benchmark runs on a GPU host');
   process.exit(0);
@@ -60,21 +61,26 @@ const { plan } = compile({ model: 'gpt-bench', graph: g, loss: { kind: 'cross-en
 const planFile = join(dir, 'gpt.plan');
 const { writePlan } = await import('../src/plan/io.js');
 writePlan(planFile, plan);
-log(`plan compiled: ${plan.nodes.length} nodes`);
-const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: cfg.steps, optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 } },
-  (r) => log(`step ${r.step}: loss ${r.loss.toFixed(3)}`));
-log(`cleave steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
+const fused = plan.nodes.filter((n) => n.op === 'FusedAttention').length;
+log(`plan compiled: ${plan.nodes.length} nodes, ${fused} fused attentions`);
 const tokens = cfg.m * cfg.micro * cfg.seq;
 // Training FLOPs: 6 per parameter per token, plus attention's 12·L·T·d per token (fwd + bwd).
 const flops = 6 * params * tokens + 12 * cfg.layers * cfg.seq * cfg.dim * tokens;
-const steady = run.stepMs.slice(1);
-const ms = steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : run.stepMs[0]!;
-const rows: string[][] = [['cleave (bf16, unfused kernels)', ms.toFixed(1), (tokens / ms * 1000).toFixed(0), (flops / ms / 1e9).toFixed(1), (run.peakBytes / 2 ** 30).toFixed(1), run.steps.at(-1)!.loss.toFixed(3)]];
+const rows: string[][] = [];
+// Eager: JS enqueues every kernel each step. CUDA graph: step 1 eager, step 2 captured, then replays.
+for (const graph of withGraph ? [false, true] : [false]) {
+  const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: cfg.steps + (graph ? 1 : 0), optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 }, cudaGraph: graph },
+    (r) => log(`${graph ? 'graph' : 'eager'} step ${r.step}: loss ${r.loss.toFixed(3)}`));
+  log(`cleave ${graph ? 'CUDA graph' : 'eager'} steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
+  const steady = run.stepMs.slice(graph ? 2 : 1);
+  const ms = steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : run.stepMs.at(-1)!;
+  rows.push([`cleave ${graph ? 'CUDA graph' : 'eager'} (bf16, ${fused} fused attentions)`, ms.toFixed(1), (tokens / ms * 1000).toFixed(0), (flops / ms / 1e9).toFixed(1), (run.peakBytes / 2 ** 30).toFixed(1), run.steps.at(-1)!.loss.toFixed(3)]);
+}
 
 let breakdown = '';
 if (profile) {
   const { profileWithWeights } = await import('../runtime/launch/profile.js');
-  const { byOp } = await profileWithWeights(plan, weights, { steps: 1, warmup: 0 });
+  const { byOp } = await profileWithWeights(plan, weights, { steps: 1, warmup: 1 });
   const total = byOp.reduce((a, b) => a + b.ms, 0);
   breakdown = `\nwhere a step's forward and backward time goes (each node synchronized and timed):\n` + table(['op', 'launches', 'ms', 'share'],
     byOp.slice(0, 15).map((x) => [x.op, String(x.launches), x.ms.toFixed(1), `${((100 * x.ms) / total).toFixed(1)}%`]));
@@ -91,9 +97,13 @@ class Block(nn.Module):
         b, t, c = x.shape
         q, k, v = s.qkv(s.ln1(x)).split(c, dim=2)
         q, k, v = (z.view(b, t, H, c // H).transpose(1, 2) for z in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(c // H)
-        att = att.masked_fill(torch.ones(t, t, device=x.device, dtype=torch.bool).triu(1), float('-inf'))
-        y = (F.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(b, t, c)
+        if SDPA:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(c // H)
+            att = att.masked_fill(torch.ones(t, t, device=x.device, dtype=torch.bool).triu(1), float('-inf'))
+            y = F.softmax(att, dim=-1) @ v
+        y = y.transpose(1, 2).reshape(b, t, c)
         x = x + s.proj(y)
         return x + s.out(F.gelu(s.fc(s.ln2(x)), approximate='tanh'))
 class GPT(nn.Module):
@@ -104,7 +114,8 @@ class GPT(nn.Module):
         x = s.wte(idx) + s.wpe(torch.arange(T, device=idx.device))
         for b in s.h: x = b(x)
         return F.cross_entropy(s.head(s.ln(x)).view(-1, V), y.view(-1))
-def bench(compiled):
+SDPA = True
+def bench(compiled, label):
     torch.manual_seed(0)
     model = GPT().cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
@@ -122,18 +133,20 @@ def bench(compiled):
     for _ in range(n): step()
     torch.cuda.synchronize()
     ms = (time.perf_counter() - t) / n * 1e3
-    print(f"{'compile' if compiled else 'eager'} {ms:.1f} {torch.cuda.max_memory_allocated() / 2**30:.1f}")
+    print(f"{label}|{ms:.1f}|{torch.cuda.max_memory_allocated() / 2**30:.1f}")
     del model, opt
     torch.cuda.empty_cache()
-bench(False)
-if ${withCompile ? 'True' : 'False'}: bench(True)
+bench(False, 'eager, SDPA flash attention')
+if ${withCompile ? 'True' : 'False'}: bench(True, 'torch.compile, SDPA')
+SDPA = False
+bench(False, 'eager, attention written out')
 `;
-log('PyTorch eager and torch.compile');
+log('PyTorch (bf16 autocast, fused AdamW): eager with SDPA, torch.compile, eager with attention written out');
 const r = spawnSync('python3', ['-c', py], { encoding: 'utf8', timeout: 400_000 });
 for (const line of (r.stdout ?? '').trim().split('\n').filter(Boolean)) {
-  const [kind, msS, mem] = line.split(' ');
+  const [kind, msS, mem] = line.split('|');
   const pms = Number(msS);
-  rows.push([`PyTorch ${kind} (bf16 autocast, fused AdamW)`, pms.toFixed(1), (tokens / pms * 1000).toFixed(0), (flops / pms / 1e9).toFixed(1), mem!, '—']);
+  rows.push([`PyTorch ${kind}`, pms.toFixed(1), (tokens / pms * 1000).toFixed(0), (flops / pms / 1e9).toFixed(1), mem!, '—']);
 }
 if (r.status !== 0) rows.push(['PyTorch', `not run: ${(r.stderr || '').trim().split('\n').at(-1)}`, '', '', '', '']);
 const { nativeCuda } = await import('../runtime/backends/cuda/native.js');

@@ -6,6 +6,7 @@ import { type CostModel, type DtypePolicy, type MeasuredProfile, costModel } fro
 import { deviceProfile } from './cost/profiles.js';
 import { readModelFile } from './onnx/codec.js';
 import { importModel } from './onnx/import.js';
+import { fuseAttention } from './passes/attention.js';
 import { fuseMatMuls } from './passes/matmul.js';
 import { type Partition, partitionTraining } from './partition/partition.js';
 import { type Placement, buildInstructions } from './schedule/instructions.js';
@@ -14,6 +15,7 @@ import { type PipelineSchedule, schedulePipeline, stageRank } from './schedule/p
 import { type ProgramKind, type Programs, buildPrograms } from './schedule/programs.js';
 import { simulate } from './verify/simulate.js';
 import { CleaveError } from '../src/errors.js';
+import { cloneGraph } from '../src/ir/clone.js';
 import { dtypeToOnnx } from '../src/ir/dtype.js';
 import type { Graph, Node, Value } from '../src/ir/graph.js';
 import { numel } from '../src/ir/shape.js';
@@ -45,7 +47,7 @@ export interface CompileOptions {
   optimizer?: OptimizerFamily;
   measured?: MeasuredProfile;
   dims?: Record<string, number>;
-  /** Fold transposes and scalar scalings into matrix products (default true; false keeps autodiff's graph as written). */
+  /** Fuse causal attention into one kernel and fold transposes and scalar scalings into matrix products (default true; false compiles the graph as written). */
   fuse?: boolean;
 }
 
@@ -95,7 +97,10 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   if (!Number.isInteger(dp) || dp < 1) throw new CleaveError(`--dp must be a positive integer, got ${dp}`);
   if (!Number.isInteger(batch) || batch % m) throw new CleaveError(`--batch ${batch} does not divide into ${m} microbatches`);
   const microbatch = batch / m;
-  const g = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
+  const imported = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
+  // Fusion edits the graph: one handed in by the caller stays as given.
+  const g = o.fuse !== false ? cloneGraph(imported) : imported;
+  if (o.fuse !== false) fuseAttention(g);
   const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
   const training = buildTrainingGraph(g, { loss: lossSpec });
   if (o.fuse !== false) fuseTraining(training);

@@ -21,7 +21,7 @@ export interface ExportOptions {
 }
 
 // Oldest IR version that each opset may be paired with (onnx/helper.py's table).
-const IR_FOR_OPSET: Record<number, number> = { 13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10 };
+const IR_FOR_OPSET: Record<number, number> = { 13: 7, 14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11 };
 
 function valueInfo(v: Value): ValueInfoP {
   return {

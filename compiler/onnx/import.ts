@@ -14,7 +14,7 @@ import type { ModelP, NodeP, ValueInfoP } from './proto.js';
 import { type TensorSource, tensorFromProto } from './tensors.js';
 
 export const MIN_OPSET = 13;
-export const MAX_OPSET = 21;
+export const MAX_OPSET = 23;
 
 export interface ImportOptions {
   /** Binds the symbolic leading dimension of the inputs (the batch) to this size. */

@@ -5,9 +5,11 @@
 
 #include <cstring>
 
+#include "attention.cuh"
 #include "check.h"
 #include "cublas_api.h"
 #include "kernels.cuh"
+#include "kernels_extra.cuh"
 
 namespace cleave {
 namespace {
@@ -118,6 +120,14 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
       uint64_t zero = 0;
       CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
     }
+    // Captured steps allocate from the graph memory pool, which the default pool's mark misses.
+    uint64_t graphHigh = 0;
+    CUDA_CHECK(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &graphHigh));
+    if (info.Length() > 0 && info[0].As<Napi::Boolean>().Value()) {
+      uint64_t zero = 0;
+      CUDA_CHECK(cudaDeviceSetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &zero));
+    }
+    high += graphHigh;
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("freeBytes", static_cast<double>(free));
     o.Set("totalBytes", static_cast<double>(total));
@@ -129,6 +139,88 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return info.Env().Undefined();
+  });
+}
+
+// --- whole-step CUDA graphs -------------------------------------------------------------------
+// A step is captured once and replayed: its kernels, GEMMs and stream-ordered allocations become
+// one graph launch, so the host's per-kernel work is paid once. Capture is relaxed: feeds go to
+// fixed buffers through a side stream (allocated and filled outside the graph) while it records.
+
+cudaStream_t side_stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t t;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking));
+    return t;
+  }();
+  return s;
+}
+
+/** graphBegin(): starts recording the stream's work (after handing cached memory back, so the graph's pool can use it). */
+Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+    CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
+    return info.Env().Undefined();
+  });
+}
+
+/** graphEnd(): stops recording; returns the instantiated graph. Allocations it leaves live are freed at its next launch. */
+Napi::Value GraphEnd(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    cudaGraph_t g = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(stream(), &g));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiateWithFlags(&exec, g, cudaGraphInstantiateFlagAutoFreeOnLaunch);
+    cudaGraphDestroy(g);
+    CUDA_CHECK(e);
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(exec));
+  });
+}
+
+Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaGraphLaunch(reinterpret_cast<cudaGraphExec_t>(ptr(info[0])), stream()));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value GraphDestroy(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    CUDA_CHECK(cudaGraphExecDestroy(reinterpret_cast<cudaGraphExec_t>(ptr(info[0]))));
+    return info.Env().Undefined();
+  });
+}
+
+/** allocStatic(bytes): memory outside any pool or graph, for buffers a captured step reads at a fixed address. */
+Napi::Value AllocStatic(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, static_cast<size_t>(i64(info[0]))));
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(p));
+  });
+}
+
+Napi::Value FreeStatic(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaStreamSynchronize(stream()));
+    CUDA_CHECK(cudaFree(ptr(info[0])));
+    return info.Env().Undefined();
+  });
+}
+
+/** uploadStatic(dst, typedArray): host bytes to a static buffer through the side stream (legal while capturing). */
+Napi::Value UploadStatic(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    auto a = info[1].As<Napi::TypedArray>();
+    const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+    CUDA_CHECK(cudaMemcpyAsync(ptr(info[0]), src, a.ByteLength(), cudaMemcpyHostToDevice, side_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(side_stream()));
     return info.Env().Undefined();
   });
 }
@@ -342,6 +434,25 @@ Napi::Value AdamW(const Napi::CallbackInfo& i) {
   });
 }
 
+// attentionForward(dtype, q, k, v, sB, sT, out, lseF32, B, T, H, Dh, scale, causal)
+Napi::Value AttentionForward(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    attention_forward(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), ptr(i[6]), (float*)ptr(i[7]), (int)i64(i[8]),
+                      (int)i64(i[9]), (int)i64(i[10]), (int)i64(i[11]), f32(i[12]), i[13].As<Napi::Boolean>().Value(), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// attentionBackward(dtype, q, k, v, sB, sT, out, dout, lseF32, dq, dk, dv, B, T, H, Dh, scale, causal)
+Napi::Value AttentionBackward(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    attention_backward(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), ptr(i[6]), ptr(i[7]), (const float*)ptr(i[8]),
+                       ptr(i[9]), ptr(i[10]), ptr(i[11]), (int)i64(i[12]), (int)i64(i[13]), (int)i64(i[14]), (int)i64(i[15]), f32(i[16]),
+                       i[17].As<Napi::Boolean>().Value(), stream());
+    return i.Env().Undefined();
+  });
+}
+
 /**
  * gemm(dtype, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch)
  * Column-major, as cuBLAS: C = alpha · op(A) · op(B) + beta · C, batched by strides; float32
@@ -369,6 +480,167 @@ Napi::Value Gemm(const Napi::CallbackInfo& i) {
   });
 }
 
+// --- kernels_extra.cu: bool logic, GatherElements, Trilu, Dropout, BatchNorm, convolution, pooling ---
+
+/** A Window3 from its 21 numbers: in, kernel, out, stride, pad, dilation, trailing pad (three each). */
+Window3 window_of(const Napi::Value& v) {
+  auto a = v.As<Napi::Array>();
+  if (a.Length() != 21) throw std::runtime_error("a window takes 21 numbers");
+  Window3 w{};
+  int64_t* fields[7] = {w.in, w.k, w.out, w.stride, w.pad, w.dil, w.padEnd};
+  for (int f = 0; f < 7; ++f)
+    for (int d = 0; d < 3; ++d) fields[f][d] = i64(a.Get(f * 3 + d));
+  return w;
+}
+
+bool flag(const Napi::Value& v) { return v.As<Napi::Boolean>().Value(); }
+
+// logic(code, a, b|0n, out, dims[], aStrides[], bStrides[])  code: 0 and, 1 or, 2 not
+Napi::Value Logic(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = shape_of(i[4], i[5], i[6], &n);
+    logic(dtype_of(i[0]), (const uint8_t*)ptr(i[1]), (const uint8_t*)ptr(i[2]), (uint8_t*)ptr(i[3]), sh, n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// isNaN(dtype, x, out, n)
+Napi::Value IsNaN(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    is_nan(DType(dtype_of(i[0])), ptr(i[1]), (uint8_t*)ptr(i[2]), i64(i[3]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// gatherElements(width, data, idx, out, dims[], dataStrides[], axisStride, axisDim)
+Napi::Value GatherElements(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = strided(i[4], i[5], &n);
+    gather_elements(dtype_of(i[0]), ptr(i[1]), (const int64_t*)ptr(i[2]), ptr(i[3]), sh, i64(i[6]), i64(i[7]), n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// scatterElementsAdd(dtype, g, idx, accF32, dims[], accStrides[], axisStride, axisDim)
+Napi::Value ScatterElementsAdd(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = strided(i[4], i[5], &n);
+    scatter_elements_add(DType(dtype_of(i[0])), ptr(i[1]), (const int64_t*)ptr(i[2]), (float*)ptr(i[3]), sh, i64(i[6]), i64(i[7]), n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// trilu(width, x, out, n, rows, cols, k, upper)
+Napi::Value Trilu(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    trilu(dtype_of(i[0]), ptr(i[1]), ptr(i[2]), i64(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), flag(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// dropout(dtype, x, y, mask|0n, n, state, threshold, scale)
+Napi::Value Dropout(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    dropout(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), (uint8_t*)ptr(i[3]), i64(i[4]), (uint32_t)i64(i[5]), (uint64_t)i64(i[6]), f32(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// bnStats(dtype, x, meanF32, varF32, N, C, inner)
+Napi::Value BnStats(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    bn_stats(DType(dtype_of(i[0])), ptr(i[1]), (float*)ptr(i[2]), (float*)ptr(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// bnForward(dtype, x, scale, bias, meanF32, varF32, y, N, C, inner, eps)
+Napi::Value BnForward(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    bn_forward(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), (const float*)ptr(i[4]), (const float*)ptr(i[5]), ptr(i[6]), i64(i[7]),
+               i64(i[8]), i64(i[9]), f32(i[10]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// bnRunning(dtype, rm, rv, meanF32, varF32, rmOut|0n, rvOut|0n, C, momentum)
+Napi::Value BnRunning(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    bn_running(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), (const float*)ptr(i[3]), (const float*)ptr(i[4]), ptr(i[5]), ptr(i[6]), i64(i[7]),
+               f32(i[8]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// bnGradSums(dtype, g, x, meanF32, varF32, sumGF32, sumGXF32, N, C, inner, eps)
+Napi::Value BnGradSums(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    bn_grad_sums(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), (const float*)ptr(i[3]), (const float*)ptr(i[4]), (float*)ptr(i[5]),
+                 (float*)ptr(i[6]), i64(i[7]), i64(i[8]), i64(i[9]), f32(i[10]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// bnGradInput(dtype, g, x, scale, meanF32, varF32, sumGF32|0n, sumGXF32|0n, dx, N, C, inner, eps, training)
+Napi::Value BnGradInput(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    bn_grad_input(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), (const float*)ptr(i[4]), (const float*)ptr(i[5]),
+                  (const float*)ptr(i[6]), (const float*)ptr(i[7]), ptr(i[8]), i64(i[9]), i64(i[10]), i64(i[11]), f32(i[12]), flag(i[13]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// im2col(width, x, col, images, C, window[21])
+Napi::Value Im2Col(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    im2col(dtype_of(i[0]), ptr(i[1]), ptr(i[2]), i64(i[3]), i64(i[4]), window_of(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// col2im(dtype, col, dx, images, C, window[21])
+Napi::Value Col2Im(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    col2im(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), i64(i[3]), i64(i[4]), window_of(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// maxPool(dtype, x, y, indicesI64|0n, planes, window[21])
+Napi::Value MaxPool(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    max_pool(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), (int64_t*)ptr(i[3]), i64(i[4]), window_of(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// maxPoolGrad(dtype, g, x, dx, planes, window[21])
+Napi::Value MaxPoolGrad(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    max_pool_grad(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), window_of(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// avgPool(dtype, x, y, planes, window[21], includePad)
+Napi::Value AvgPool(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    avg_pool(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), i64(i[3]), window_of(i[4]), flag(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// avgPoolGrad(dtype, g, dx, planes, window[21], includePad)
+Napi::Value AvgPoolGrad(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    avg_pool_grad(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), i64(i[3]), window_of(i[4]), flag(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("alloc", Napi::Function::New(env, Alloc));
@@ -376,6 +648,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("upload", Napi::Function::New(env, Upload));
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("graphBegin", Napi::Function::New(env, GraphBegin));
+  exports.Set("graphEnd", Napi::Function::New(env, GraphEnd));
+  exports.Set("graphLaunch", Napi::Function::New(env, GraphLaunch));
+  exports.Set("graphDestroy", Napi::Function::New(env, GraphDestroy));
+  exports.Set("allocStatic", Napi::Function::New(env, AllocStatic));
+  exports.Set("freeStatic", Napi::Function::New(env, FreeStatic));
+  exports.Set("uploadStatic", Napi::Function::New(env, UploadStatic));
   exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("binary", Napi::Function::New(env, Binary));
@@ -398,6 +677,25 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layernormGradParams", Napi::Function::New(env, LayerNormGradParams));
   exports.Set("sceForward", Napi::Function::New(env, SceForward));
   exports.Set("sceBackward", Napi::Function::New(env, SceBackward));
+  exports.Set("attentionForward", Napi::Function::New(env, AttentionForward));
+  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward));
+  exports.Set("logic", Napi::Function::New(env, Logic));
+  exports.Set("isNaN", Napi::Function::New(env, IsNaN));
+  exports.Set("gatherElements", Napi::Function::New(env, GatherElements));
+  exports.Set("scatterElementsAdd", Napi::Function::New(env, ScatterElementsAdd));
+  exports.Set("trilu", Napi::Function::New(env, Trilu));
+  exports.Set("dropout", Napi::Function::New(env, Dropout));
+  exports.Set("bnStats", Napi::Function::New(env, BnStats));
+  exports.Set("bnForward", Napi::Function::New(env, BnForward));
+  exports.Set("bnRunning", Napi::Function::New(env, BnRunning));
+  exports.Set("bnGradSums", Napi::Function::New(env, BnGradSums));
+  exports.Set("bnGradInput", Napi::Function::New(env, BnGradInput));
+  exports.Set("im2col", Napi::Function::New(env, Im2Col));
+  exports.Set("col2im", Napi::Function::New(env, Col2Im));
+  exports.Set("maxPool", Napi::Function::New(env, MaxPool));
+  exports.Set("maxPoolGrad", Napi::Function::New(env, MaxPoolGrad));
+  exports.Set("avgPool", Napi::Function::New(env, AvgPool));
+  exports.Set("avgPoolGrad", Napi::Function::New(env, AvgPoolGrad));
   return exports;
 }
 

@@ -36,7 +36,9 @@ export function planWeights(plan: Plan, file = plan.model.source): Map<string, T
 }
 
 export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
-  return runOnBackend(new CudaRankBackend(plan, 0, weights, o.optimizer), o, onStep);
+  const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
+  backend.cudaGraph = !!o.cudaGraph;
+  return runOnBackend(backend, o, onStep);
 }
 
 /** Runs `o.steps` training steps on a backend already holding its weights; frees its device memory at the end, or on failure. */
@@ -70,6 +72,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     if (o.returnWeights) result.weights = backend.tensors();
     return result;
   } finally {
+    backend.dispose();
     backend.dev.freeAll();
   }
 }

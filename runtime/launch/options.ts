@@ -27,6 +27,8 @@ export interface RunOptions {
   failAt?: { rank: number; instruction: number; step?: number };
   /** Return every rank's parameters at the end. */
   returnWeights?: boolean;
+  /** CUDA backend: capture the step as a CUDA graph after one eager step, then replay it. */
+  cudaGraph?: boolean;
 }
 
 /** Messages from a rank's worker to the launcher. */

@@ -11,7 +11,7 @@ import { numberFlag, positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 interface RunFlags {
-  backend: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
+  backend: string; cudaGraph?: boolean; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
   saveEvery?: number; checkpointDir?: string; optimizer: string; lr: string; weightDecay?: string; momentum?: string;
   clip?: string; seed: string; timeout: number; json?: boolean;
 }
@@ -38,8 +38,10 @@ export function registerRun(program: Command): void {
     .option('--clip <x>', 'clip the global gradient norm (across all stages)')
     .option('--seed <n>', 'data seed (each data-parallel replica draws its own shard)', '0')
     .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
+    .option('--cuda-graph', 'cuda backend: capture the step as one CUDA graph after a first eager step, then replay it')
     .option('--json', 'one JSON object per step')
     .action(async (planFile: string, o: RunFlags) => {
+      if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
       if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
       if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');
       if (o.saveEvery && !o.checkpointDir) throw new CleaveError('--save-every needs --checkpoint-dir');
@@ -65,7 +67,7 @@ export function registerRun(program: Command): void {
       const run = o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
         planFile, weights: o.weights, resume: o.resume, data, steps: o.steps, optimizer, clip: num('--clip', o.clip),
-        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout,
+        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph,
       }, (r) => {
         samples += r.samples;
         if (o.json) process.stdout.write(JSON.stringify(r) + '\n');

@@ -1,4 +1,5 @@
 // The explicit list of every op cleave knows. Importing this module registers them once.
+import { ATTENTION_OPS } from './attention.js';
 import { CONV_OPS } from './conv.js';
 import { ELEMENTWISE_OPS } from './elementwise.js';
 import { GRAD_OPS } from './gradops.js';
@@ -14,7 +15,7 @@ import { SOFTMAX_OPS } from './softmax.js';
 
 registerOps([
   ...ELEMENTWISE_OPS, ...MOVEMENT_OPS, ...SHAPE_OPS, ...REDUCE_OPS, ...LINALG_OPS,
-  ...SOFTMAX_OPS, ...NORM_OPS, ...CONV_OPS, ...LOSS_OPS, ...GRAD_OPS,
+  ...SOFTMAX_OPS, ...NORM_OPS, ...CONV_OPS, ...LOSS_OPS, ...GRAD_OPS, ...ATTENTION_OPS,
 ]);
 registerGradients(GRADIENTS);
 

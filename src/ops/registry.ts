@@ -155,6 +155,11 @@ export interface OpDef {
   readonly stateUpdates?: readonly (readonly [number, number])[];
   /** The op's training form (BatchNorm on batch statistics, Dropout dropping): attributes and output count. */
   training?(attrs: Attrs, numOutputs: number): { attrs: Attrs; numOutputs: number };
+  /**
+   * Outputs the run-time dtype policy leaves at the graph's dtype (a fused attention's float32
+   * log-sum-exp stays float32 when the policy computes in bfloat16).
+   */
+  readonly keepDtype?: readonly number[];
   /** Output 0 is a view of input 0's data (Reshape and friends): a runtime need not copy. */
   readonly view?: boolean;
   /** Output 0 is input 0 unchanged (Identity): the importer points its uses at the input. */

@@ -76,6 +76,8 @@ const CASES: Case[] = [
   { op: 'SoftmaxCrossEntropyLoss', inputs: [f(4, 5), labels([1, 0, 4, 2])] },
   { op: 'SoftmaxCrossEntropyLoss', inputs: [f(3, 5, 2), labels([1, -100, 4, 2, 0, 3], [3, 2]), fixed(pos(5))], attrs: { ignore_index: -100, reduction: 'sum' }, label: 'weights, ignore_index, sum' },
   { op: 'SoftmaxCrossEntropyLoss', inputs: [f(4, 3), labels([1, 0, 2, 2])], attrs: { reduction: 'none' }, label: 'none' },
+  { op: 'Attention', inputs: [f(2, 3, 8), f(2, 3, 8), f(2, 3, 8)], attrs: { q_num_heads: 2, kv_num_heads: 2, is_causal: 1 }, opset: 23, label: '3-D causal' },
+  { op: 'Attention', inputs: [f(1, 2, 3, 4), f(1, 2, 3, 4), f(1, 2, 3, 4)], attrs: { scale: 0.8 }, opset: 23, label: '4-D' },
 ];
 
 function build(c: Case): { g: ReturnType<ModelBuilder['finish']>; feeds: Record<string, Tensor> } {

@@ -14,7 +14,7 @@ import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
 import { cudaAvailable, nativeCuda, requireCuda } from '../../runtime/backends/cuda/native.js';
 import { ModelBuilder } from '../../src/api/builder.js';
-import type { Attrs } from '../../src/ir/graph.js';
+import type { Attrs, Value } from '../../src/ir/graph.js';
 import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../src/ir/tensor.js';
 import { allOps } from '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';
@@ -86,6 +86,10 @@ const CASES: Case[] = [
   { op: 'FusedMatMul', inputs: [[3, 9, 17], [3, 21, 9]], attrs: { transA: 1, transB: 1, alpha: 0.5 } },
   { op: 'FusedMatMul', inputs: [[2, 16, 32], [48, 32]], attrs: { transA: 0, transB: 1, alpha: 1 } },
   { op: 'FusedMatMul', inputs: [[300, 24], [300, 40]], attrs: { transA: 1, transB: 0, alpha: 0.125 } },
+  // Fused attention: head size 64 and 128 take the tensor-core path in bf16, others the generic one.
+  { op: 'FusedAttention', inputs: [[2, 64, 128], [2, 64, 128], [2, 64, 128]], attrs: { heads: 2, scale: 0.125, causal: 1 }, outputs: 2, tol: 1e-4 },
+  { op: 'FusedAttention', inputs: [[2, 37, 64], [2, 37, 64], [2, 37, 64]], attrs: { heads: 2, scale: 0.17, causal: 0 }, outputs: 2, tol: 1e-4 },
+  { op: 'FusedAttention', inputs: [[1, 130, 256], [1, 130, 256], [1, 130, 256]], attrs: { heads: 2, scale: 0.09, causal: 1 }, outputs: 2, tol: 1e-4 },
 ];
 
 function makeInputs(c: Case, rng: Rng): Tensor[] {
@@ -125,7 +129,8 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
   it('cover every registry op they claim', () => {
     const tested = new Set(CASES.map((c) => c.op));
     // Views share one kernel (Reshape's); Cast is checked by the round trip below; Pow by the fixture.
-    for (const d of allOps()) if (d.cuda && !['Pow', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast'].includes(d.op)) expect(tested.has(d.op), d.op).toBe(true);
+    // FusedAttentionGrad needs its forward's log-sum-exp: its own test below runs the pair.
+    for (const d of allOps()) if (d.cuda && !['Pow', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast', 'FusedAttentionGrad'].includes(d.op)) expect(tested.has(d.op), d.op).toBe(true);
   });
 
   it('round-trip bfloat16 casts', () => {
@@ -140,6 +145,32 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
     expect(Array.from(dev.download(back).data)).toEqual(Array.from(x.data, (v) => bf16ToFloat(floatToBf16(v))));
     expect(dev.download(back).data[4]).toBe(65536);
     dev.freeAll();
+  });
+});
+
+describe.runIf(gpu)('fused attention on CUDA', () => {
+  const shapes: [number, number, number, number, number][] = [[2, 64, 128, 2, 1], [2, 37, 64, 2, 0], [1, 130, 256, 2, 1], [2, 200, 512, 4, 1], [1, 33, 48, 3, 1]];
+  it.each(shapes)('forward and gradient of B %i, T %i, D %i, %i heads, causal %i match the CPU kernels', (B, T, D, H, causal) => {
+    const b = new ModelBuilder('attn');
+    const [q, k, v, dout] = ['q', 'k', 'v', 'dout'].map((n) => b.input(n, 'float32', [B, T, D])) as [Value, Value, Value, Value];
+    const attrs = { heads: H, scale: 1 / Math.sqrt(D / H), causal };
+    const [o, lse] = b.ops('FusedAttention', [q, k, v], attrs, 2) as [Value, Value];
+    const grads = b.ops('FusedAttentionGrad', [dout, q, k, v, o, lse], attrs, 3);
+    [o, lse, ...grads].forEach((x, i) => b.output(x, `y${i}`));
+    const g = b.finish();
+    const rng = new Rng(11);
+    const feeds = Object.fromEntries(['q', 'k', 'v', 'dout'].map((n) => [n, tensor('float32', [B, T, D], Array.from({ length: B * T * D }, () => rng.normal()))]));
+    const cpu = runGraph(g, feeds);
+    const rounded = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, tensor('float32', t.shape, Array.from(t.data, (x) => bf16ToFloat(floatToBf16(x))))]));
+    const cpuBf16 = runGraph(g, rounded);
+    const f32 = runGraphCuda(g, feeds, 'float32');
+    const bf16 = runGraphCuda(g, feeds, 'bfloat16');
+    for (const [name, ref] of cpu) {
+      expect(maxRelError(f32.get(name)!, ref), `${name} float32`).toBeLessThanOrEqual(1e-4);
+      // bf16 inputs and outputs, float32 softmax statistics: P is rounded to bf16 before P·V on
+      // tensor cores, a few roundings of 2^-8 each.
+      expect(maxRelError(bf16.get(name)!, cpuBf16.get(name)!), `${name} bfloat16`).toBeLessThanOrEqual(3e-2);
+    }
   });
 });
 
@@ -207,6 +238,25 @@ describe.runIf(gpu)('cleave run --backend cuda', () => {
       expect(Math.abs(results[0]![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
       expect(Math.abs(results[1]![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
     });
+    rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+});
+
+describe.runIf(gpu)('whole-step CUDA graphs', () => {
+  it('replay the eager losses step for step (float32 and bf16)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-graph-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 5, batch: 8, microbatches: 1, optimizer: opt, seed: 9 });
+    const batches = Array.from({ length: 5 }, () => job.data.next(8));
+    for (const policy of ['fp32', 'bf16'] as const) {
+      const file = join(dir, `${policy}.plan`);
+      writePlan(file, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 4, schedule: '1f1b', batch: 8, policy }).plan);
+      const run = (cudaGraph: boolean) => runPlanCuda({ planFile: file, data: { kind: 'batches', batches }, steps: 5, optimizer: opt, cudaGraph });
+      const eager = (await run(false)).steps.map((r) => r.loss);
+      const graph = (await run(true)).steps.map((r) => r.loss);
+      // The same kernels in the same order; only GatherGrad's atomic adds may sum in another order.
+      eager.forEach((l, i) => expect(Math.abs(graph[i]! - l) / Math.abs(l), `${policy} step ${i + 1}`).toBeLessThanOrEqual(policy === 'fp32' ? 1e-5 : 1e-2));
+    }
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });

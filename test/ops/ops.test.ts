@@ -83,6 +83,8 @@ const CASES: Case[] = [
   { op: 'Max', inputs: [f(3, 4), f(4)] },
   { op: 'Less', inputs: [f(3, 4), f(4)] },
   { op: 'Not', inputs: [{ shape: [3], dtype: 'bool', values: [1, 0, 1] }] },
+  { op: 'Attention', inputs: [f(2, 5, 8), f(2, 5, 8), f(2, 5, 8)], attrs: { q_num_heads: 2, kv_num_heads: 2, is_causal: 1 }, opset: 23, label: '3-D causal' },
+  { op: 'Attention', inputs: [f(2, 3, 4, 5), f(2, 3, 4, 5), f(2, 3, 4, 5)], attrs: { scale: 0.3 }, opset: 23, label: '4-D, scale' },
 ];
 
 function makeInput(spec: In, rng: Rng): Tensor {

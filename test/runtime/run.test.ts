@@ -92,6 +92,7 @@ describe('cleave run', () => {
     expect(e.stdout).toMatch(/wrote .*cli\.onnx: \d+ tensors at step 4/);
     expect(cli(['run', gptPlan, '--steps', '3', '--resume', join(ck, 'step-4')]).stderr).toMatch(/is at step 4 already; ask for more --steps/);
     expect(cli(['run', gptPlan, '--backend', 'tpu']).stderr).toMatch(/--backend must be cpu or cuda; got 'tpu'/);
+    expect(cli(['run', gptPlan, '--cuda-graph']).stderr).toMatch(/--cuda-graph needs --backend cuda/);
     expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/--backend cuda runs one-rank plans so far; this plan has 4 ranks/);
   }, 60_000);
 });

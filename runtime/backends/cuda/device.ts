@@ -27,6 +27,23 @@ function broadcastStrides(shape: readonly number[], out: readonly number[]): num
   return out.map((_, i) => (i < r || shape[i - r] === 1 ? 0 : st[i - r]!));
 }
 
+/** A host tensor's bytes as the device stores them in dtype `as`. */
+export function hostBytes(t: Tensor, as: DType = t.dtype): ArrayBufferView {
+  if (as === 'bfloat16') return Uint16Array.from(t.data, (x) => floatToBf16(x));
+  if (as === 'float32') return Float32Array.from(t.data);
+  if (as === 'int64') return BigInt64Array.from(t.data, (x) => BigInt(x));
+  if (as === 'int32') return Int32Array.from(t.data);
+  if (as === 'bool') return Uint8Array.from(t.data, (x) => (x ? 1 : 0));
+  throw new CleaveError(`cannot upload ${t.dtype} as ${as}`);
+}
+
+/** Bytes of one element of a device tensor of `dtype`. */
+export const deviceBytes = (dtype: DType): number => {
+  const b = BYTES[dtype];
+  if (b === undefined) throw new CleaveError(`CUDA tensors of ${dtype} are not supported yet`);
+  return b;
+};
+
 /**
  * The CUDA device as registry kernels see it: tensors in device memory (one allocation each here;
  * the plan's arena is the next step) and the native kernels. Work is queued on one stream.
@@ -87,15 +104,27 @@ export class Cuda implements CudaDevice {
   /** Host tensor → device; float32 data becomes bfloat16 when `as` asks for it. */
   upload(t: Tensor, as: DType = t.dtype): DeviceTensor {
     const d = this.alloc(as, t.shape);
-    let bytes: ArrayBufferView;
-    if (as === 'bfloat16') bytes = Uint16Array.from(t.data, (x) => floatToBf16(x));
-    else if (as === 'float32') bytes = Float32Array.from(t.data);
-    else if (as === 'int64') bytes = BigInt64Array.from(t.data, (x) => BigInt(x));
-    else if (as === 'int32') bytes = Int32Array.from(t.data);
-    else if (as === 'bool') bytes = Uint8Array.from(t.data, (x) => (x ? 1 : 0));
-    else throw new CleaveError(`cannot upload ${t.dtype} as ${as}`);
-    this.n.upload(d.ptr, bytes);
+    this.n.upload(d.ptr, hostBytes(t, as));
     return d;
+  }
+
+  /** Addresses of the live allocations (to tell, after a capture, which the graph made). */
+  livePointers(): Set<bigint> {
+    return new Set(this.live.keys());
+  }
+
+  /** Stops tracking allocations a captured CUDA graph now owns (it frees them at its next launch). */
+  forgetPointers(ptrs: Iterable<bigint>): void {
+    for (const p of ptrs) this.live.delete(p);
+  }
+
+  /**
+   * Stops tracking a tensor whose memory now belongs to a captured CUDA graph (the graph frees it
+   * at its next launch): freeAll must not free it.
+   */
+  forget(t: DeviceTensor): void {
+    this.live.delete(t.ptr);
+    this.freed.add(t);
   }
 
   /** Device → host (waits for the queued work); bfloat16 comes back as float32 values. */

@@ -35,7 +35,7 @@ export function runGraphCuda(g: Graph, feeds: Readonly<Record<string, Tensor>>, 
     g.nodes.forEach((n, i) => {
       const def = getOp(n.op, `node '${n.name}'`);
       const ins = n.inputs.map((v) => (v ? read(v) : null));
-      const outs = runCudaNode(dev, def, n.name, ins, n.outputs.map((o) => ({ dtype: as(o.dtype), shape: o.shape as number[] })), n.attrs);
+      const outs = runCudaNode(dev, def, n.name, ins, n.outputs.map((o, k) => ({ dtype: def.keepDtype?.includes(k) ? o.dtype : as(o.dtype), shape: o.shape as number[] })), n.attrs);
       n.outputs.forEach((o, k) => env.set(o, outs[k]!));
       for (const v of n.inputs) {
         if (v && v.kind === 'node' && lastUse.get(v) === i && !g.outputs.includes(v)) {

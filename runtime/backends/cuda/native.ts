@@ -12,6 +12,15 @@ export interface NativeCuda {
   upload(ptr: bigint, data: ArrayBufferView): void;
   download(ptr: bigint, bytes: number): ArrayBuffer;
   synchronize(): void;
+  /** Whole-step graphs: record the stream's work, instantiate it, replay it. */
+  graphBegin(): void;
+  graphEnd(): bigint;
+  graphLaunch(exec: bigint): void;
+  graphDestroy(exec: bigint): void;
+  /** Buffers at fixed addresses outside the pools (a captured step's feeds), filled through a side stream. */
+  allocStatic(bytes: number): bigint;
+  freeStatic(ptr: bigint): void;
+  uploadStatic(ptr: bigint, data: ArrayBufferView): void;
   unary(code: number, dtype: number, x: bigint, out: bigint, n: number, alpha: number, beta: number): void;
   binary(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
   where(dtype: number, c: bigint, x: bigint, y: bigint, out: bigint, dims: number[], sc: number[], sx: number[], sy: number[]): void;

@@ -10,7 +10,7 @@ import { attrsFromJson } from '../../../src/plan/attrs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
 import { type OptimizerConfig, Optimizer } from '../../optim/optimizer.js';
-import { Cuda } from './device.js';
+import { Cuda, deviceBytes, hostBytes } from './device.js';
 import { runCudaNode } from './graph.js';
 
 /** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
@@ -47,6 +47,20 @@ export class CudaRankBackend implements Backend {
   /** With `profiling` on, each node is timed (synchronizing): op signature (the cost model's key) → total ms and count. */
   readonly profile = new Map<string, { ms: number; count: number; op: string }>();
   profiling = false;
+  /**
+   * Whole-step CUDA graphs (`--cuda-graph`): step 1 runs eagerly (cuBLAS picks its algorithms, the
+   * pool grows), step 2 is captured and launched, later steps only refill the feed buffers and
+   * replay it. The optimizer stays outside the graph (its scalars change every step).
+   */
+  cudaGraph = false;
+  private stepNo = 0;
+  private exec: bigint | undefined;
+  private capturing = false;
+  private beforeCapture = new Set<bigint>();
+  /** Feed buffers at fixed addresses for captured steps, by `microbatch:value`. */
+  private readonly staticFeeds = new Map<string, DeviceTensor>();
+  /** Per program: the data inputs its nodes read (what a replay must refill). */
+  private readonly programInputs = new Map<string, number[]>();
 
   constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda) {
     if (plan.world.size !== 1) throw new CleaveError(`the CUDA backend runs one-rank plans so far; this plan has ${plan.world.size} ranks (multi-GPU comes with NCCL)`);
@@ -85,6 +99,9 @@ export class CudaRankBackend implements Backend {
       this.frees.set(key, lists);
     }
     for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind]) this.lastCompute.set(ins.mb, ins);
+    for (const [key, prog] of this.programs) {
+      this.programInputs.set(key, [...new Set(prog.flatMap((op) => op.inputs.filter((v) => v >= 0 && plan.values[v]!.kind === 'input')))]);
+    }
   }
 
   private as(d: DType): DType {
@@ -113,11 +130,55 @@ export class CudaRankBackend implements Backend {
   }
 
   beginStep(): void {
+    this.stepNo++;
+    if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
     for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
+    // A replay's microbatch tensors and losses live in the graph's memory.
+    if (this.exec !== undefined) return;
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
     this.env.clear();
     for (const t of this.lossValues.values()) this.dev.free(t);
     this.lossValues.clear();
+    if (this.cudaGraph && this.stepNo === 2) {
+      this.beforeCapture = this.dev.livePointers();
+      this.dev.n.graphBegin();
+      this.capturing = true;
+    }
+  }
+
+  /** A data input of a captured step: a buffer at a fixed address, refilled before every replay. */
+  private staticFeed(mb: number, v: number, f: Tensor): DeviceTensor {
+    const key = `${mb}:${v}`;
+    const dtype = this.as(f.dtype);
+    let t = this.staticFeeds.get(key);
+    if (!t) {
+      t = { ptr: this.dev.n.allocStatic(Math.max(1, numel(f.shape) * deviceBytes(dtype))), dtype, shape: [...f.shape] };
+      this.staticFeeds.set(key, t);
+    } else if (t.shape.length !== f.shape.length || t.shape.some((d, i) => d !== f.shape[i])) {
+      throw new CleaveError(`input '${this.plan.values[v]!.name}' changed shape from [${t.shape}] to [${f.shape}] between captured steps`);
+    }
+    this.dev.n.uploadStatic(t.ptr, hostBytes(f, dtype));
+    return t;
+  }
+
+  /** A replayed instruction only refills the feed buffers its programs read. */
+  private refill(ins: Instruction, feeds: Feeds): void {
+    for (const k of PROGRAMS[ins.kind]!) {
+      for (const v of this.programInputs.get(`${ins.stage}:${k}`)!) {
+        const name = this.plan.values[v]!.name;
+        const f = feeds[name];
+        if (!f) throw new CleaveError(`the batch has no input '${name}'`);
+        this.staticFeed(ins.mb, v, f);
+      }
+    }
+  }
+
+  /** Frees what a captured graph and its feed buffers hold (the end of a run). */
+  dispose(): void {
+    if (this.exec !== undefined) this.dev.n.graphDestroy(this.exec);
+    this.exec = undefined;
+    for (const t of this.staticFeeds.values()) this.dev.n.freeStatic(t.ptr);
+    this.staticFeeds.clear();
   }
 
   private envOf(mb: number): Map<number, DeviceTensor> {
@@ -127,6 +188,7 @@ export class CudaRankBackend implements Backend {
   }
 
   async compute(ins: Instruction, feeds: Feeds): Promise<void> {
+    if (this.exec !== undefined) return this.refill(ins, feeds);
     const env = this.envOf(ins.mb);
     const stage = this.plan.stages[ins.stage]!;
     const read = (v: number): DeviceTensor | null => {
@@ -137,7 +199,7 @@ export class CudaRankBackend implements Backend {
       if (pv.kind !== 'input') throw new CleaveError(`value '${pv.name}' of microbatch ${ins.mb} is not on this GPU`);
       const f = feeds[pv.name];
       if (!f) throw new CleaveError(`the batch has no input '${pv.name}'`);
-      const d = this.dev.upload(f, this.as(f.dtype));
+      const d = this.capturing ? this.staticFeed(ins.mb, v, f) : this.dev.upload(f, this.as(f.dtype));
       env.set(v, d);
       return d;
     };
@@ -149,9 +211,10 @@ export class CudaRankBackend implements Backend {
         const op = prog[oi]!;
         const t0 = this.profiling ? performance.now() : 0;
         const inputs = op.inputs.map(read);
-        const outputs = runCudaNode(this.dev, op.def, op.name, inputs, op.outputs.map((v) => {
+        const outputs = runCudaNode(this.dev, op.def, op.name, inputs, op.outputs.map((v, i) => {
           const pv = this.plan.values[v]!;
-          return { dtype: this.as(dtypeFromOnnx(pv.dtype, pv.name)), shape: pv.shape };
+          const d = dtypeFromOnnx(pv.dtype, pv.name);
+          return { dtype: op.def.keepDtype?.includes(i) ? d : this.as(d), shape: pv.shape };
         }), op.attrs);
         op.outputs.forEach((v, i) => {
           env.set(v, outputs[i]!);
@@ -216,6 +279,14 @@ export class CudaRankBackend implements Backend {
   }
 
   losses(): Map<number, number> {
+    if (this.capturing) {
+      this.capturing = false;
+      this.exec = this.dev.n.graphEnd();
+      // What the step left allocated (its losses) is the graph's now.
+      const before = this.beforeCapture;
+      this.dev.forgetPointers([...this.dev.livePointers()].filter((p) => !before.has(p)));
+    }
+    if (this.exec !== undefined) this.dev.n.graphLaunch(this.exec);
     const out = new Map<number, number>();
     for (const [mb, t] of this.lossValues) out.set(mb, this.dev.download(t).data[0]!);
     return out;

@@ -1,0 +1,32 @@
+// Fused scaled-dot-product attention (flash-attention style): neither pass stores the T × T score matrix.
+// bfloat16 with head size 64 or 128 runs on tensor cores (sm_80 and newer); every other case takes a
+// generic float32-arithmetic path that is correct for any head size up to 256.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels.cuh"
+
+namespace cleave {
+
+/**
+ * out = softmax(scale · Q Kᵀ, causal: key j > query i masked) V, per batch b and head h.
+ * q, k, v: element (b, t, h, d) at ptr[b·sB + t·sT + h·Dh + d] (element strides; heads side by side in a
+ * row, so q, k and v may point into one packed qkv buffer). out: contiguous [B, T, H, Dh].
+ * lse: float32 [B, H, T], log Σ_j exp(scale · q_i · k_j) of each row, kept for the backward pass.
+ * Throws std::runtime_error on Dh outside 1..256, T < 1, or B, H negative; B or H of 0 does nothing.
+ */
+void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse,
+                       int B, int T, int H, int Dh, float scale, bool causal, cudaStream_t s);
+
+/**
+ * Gradients of attention_forward: dq, dk, dv (contiguous [B, T, H, Dh], overwritten) from dout and out
+ * (contiguous [B, T, H, Dh]) and the forward's lse. Deterministic: no atomics; float32 scratch
+ * (rowsum(dout ∘ out), B·H·T floats) comes from and returns to the stream's memory pool.
+ */
+void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, const void* out,
+                        const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H, int Dh,
+                        float scale, bool causal, cudaStream_t s);
+
+}  // namespace cleave

@@ -1,0 +1,613 @@
+#include <cuda_bf16.h>
+
+#include <stdexcept>
+
+#include "check.h"
+#include "kernels_extra.cuh"
+
+namespace cleave {
+
+namespace {
+
+template <typename T> __device__ __forceinline__ float ld(const T* p, int64_t i);
+template <> __device__ __forceinline__ float ld<float>(const float* p, int64_t i) { return p[i]; }
+template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+template <typename T> __device__ __forceinline__ void st(T* p, int64_t i, float v);
+template <> __device__ __forceinline__ void st<float>(float* p, int64_t i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
+
+#define GRID_LOOP(I, i, n) for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)gridDim.x * blockDim.x)
+
+// --- bool logic, IsNaN -------------------------------------------------------------------------
+
+template <typename I>
+__global__ void logic_kernel(int code, const uint8_t* a, const uint8_t* b, uint8_t* out, Shape sh, I n) {
+  GRID_LOOP(I, i, n) {
+    I rem = i, ia = 0, ib = 0;
+    for (int d = sh.rank - 1; d >= 0; --d) {
+      const I m = (I)sh.dims[d];
+      const I k = rem % m;
+      rem /= m;
+      ia += k * (I)sh.a[d];
+      ib += k * (I)sh.b[d];
+    }
+    const bool x = a[ia] != 0;
+    bool r;
+    if (code == 0) r = x && b[ib] != 0;
+    else if (code == 1) r = x || b[ib] != 0;
+    else r = !x;
+    out[i] = r ? 1 : 0;
+  }
+}
+
+template <typename T>
+__global__ void is_nan_kernel(const T* x, uint8_t* out, int64_t n) {
+  GRID_LOOP(int64_t, i, n) out[i] = isnan(ld(x, i)) ? 1 : 0;
+}
+
+// --- GatherElements and its gradient -----------------------------------------------------------
+
+/** Offset of index i over `sh.dims` under the strides `sh.a` (the gathered axis has stride 0 there). */
+template <typename I>
+__device__ __forceinline__ I strided_offset(const Shape& sh, I i) {
+  I off = 0;
+  for (int d = sh.rank - 1; d >= 0; --d) {
+    const I m = (I)sh.dims[d];
+    off += (i % m) * (I)sh.a[d];
+    i /= m;
+  }
+  return off;
+}
+
+template <typename T, typename I>
+__global__ void gather_elements_kernel(const T* data, const int64_t* idx, T* out, Shape sh, I axisStride, int64_t axisDim, I n) {
+  GRID_LOOP(I, i, n) {
+    int64_t k = idx[i];
+    if (k < 0) k += axisDim;
+    out[i] = k >= 0 && k < axisDim ? data[strided_offset(sh, i) + (I)k * axisStride] : T(0);
+  }
+}
+
+template <typename T, typename I>
+__global__ void scatter_elements_add_kernel(const T* g, const int64_t* idx, float* acc, Shape sh, I axisStride, int64_t axisDim, I n) {
+  GRID_LOOP(I, i, n) {
+    int64_t k = idx[i];
+    if (k < 0) k += axisDim;
+    if (k >= 0 && k < axisDim) atomicAdd(acc + strided_offset(sh, i) + (I)k * axisStride, ld(g, i));
+  }
+}
+
+// --- Trilu, Dropout ----------------------------------------------------------------------------
+
+template <typename T, typename I>
+__global__ void trilu_kernel(const T* x, T* out, I n, I rows, I cols, int64_t k, bool upper) {
+  GRID_LOOP(I, i, n) {
+    const int64_t diff = (int64_t)(i % cols) - (int64_t)((i / cols) % rows);
+    out[i] = (upper ? diff >= k : diff <= k) ? x[i] : T(0);
+  }
+}
+
+/** mulberry32's output for the generator state t (src/util/random.ts, Rng.next). */
+__device__ __forceinline__ uint32_t mulberry32(uint32_t t) {
+  t = (t ^ (t >> 15)) * (t | 1u);
+  t ^= t + (t ^ (t >> 7)) * (t | 61u);
+  return t ^ (t >> 14);
+}
+
+template <typename T>
+__global__ void dropout_kernel(const T* x, T* y, uint8_t* mask, int64_t n, uint32_t state, uint64_t threshold, float scale) {
+  GRID_LOOP(int64_t, i, n) {
+    // The (i+1)-th draw: the state advances by the same odd constant at every draw.
+    const uint32_t draw = mulberry32(state + (uint32_t)(i + 1) * 0x6D2B79F5u);
+    const bool keep = (uint64_t)draw >= threshold;
+    st(y, i, keep ? ld(x, i) * scale : 0.f);
+    if (mask) mask[i] = keep ? 1 : 0;
+  }
+}
+
+// --- BatchNormalization ------------------------------------------------------------------------
+
+constexpr int BN_THREADS = 256;
+
+/** Sum over the block (blockDim.x a multiple of 32); the result is valid in thread 0. */
+__device__ float block_sum(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < (blockDim.x >> 5) ? part[threadIdx.x] : 0.f;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  // Nobody may write `part` again (a second call) before warp 0 has read it.
+  __syncthreads();
+  return v;
+}
+
+/**
+ * Stage one of a per-channel reduction over x [N, C, inner]: block c·chunks + k folds elements
+ * [k·chunk, (k+1)·chunk) of channel c's N·inner. MODE 0: Σ x; 1: Σ (x − mean)²; 2: Σ g into p0 and
+ * Σ g·(x − mean)·inv into p1.
+ */
+template <int MODE, typename T, typename I>
+__global__ void channel_partials_kernel(const T* x, const T* g, const float* mean, const float* var, float eps, float* p0, float* p1,
+                                        I C, I inner, I per, I chunk, I chunks) {
+  const I c = blockIdx.x / chunks, k = blockIdx.x % chunks;
+  const I j0 = k * chunk, j1 = per - j0 < chunk ? per : j0 + chunk;
+  const float m = MODE == 0 ? 0.f : mean[c];
+  const float inv = MODE == 2 ? 1.f / sqrtf(var[c] + eps) : 0.f;
+  float a = 0.f, b = 0.f;
+  for (I j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    const I n = j / inner, q = j - n * inner;
+    const I off = (n * C + c) * inner + q;
+    const float v = ld(x, off);
+    if (MODE == 0) {
+      a += v;
+    } else if (MODE == 1) {
+      a += (v - m) * (v - m);
+    } else {
+      const float gv = ld(g, off);
+      a += gv;
+      b += gv * (v - m) * inv;
+    }
+  }
+  a = block_sum(a);
+  if (MODE == 2) b = block_sum(b);
+  if (threadIdx.x == 0) {
+    p0[blockIdx.x] = a;
+    if (MODE == 2) p1[blockIdx.x] = b;
+  }
+}
+
+/** Stage two: out[c] = (Σ_k partial[c·chunks + k], k in order) / div. */
+__global__ void channel_finish_kernel(const float* partial, float* out, int64_t C, int64_t chunks, float div) {
+  GRID_LOOP(int64_t, c, C) {
+    float s = 0.f;
+    for (int64_t k = 0; k < chunks; ++k) s += partial[c * chunks + k];
+    out[c] = s / div;
+  }
+}
+
+template <typename T, typename I>
+__global__ void bn_forward_kernel(const T* x, const T* scale, const T* bias, const float* mean, const float* var, T* y, I C, I inner,
+                                  float eps, I n) {
+  GRID_LOOP(I, i, n) {
+    const I c = (i / inner) % C;
+    st(y, i, (ld(x, i) - mean[c]) / sqrtf(var[c] + eps) * ld(scale, c) + ld(bias, c));
+  }
+}
+
+template <typename T>
+__global__ void bn_running_kernel(const T* rm, const T* rv, const float* mean, const float* var, T* rmOut, T* rvOut, int64_t C, float mom) {
+  GRID_LOOP(int64_t, c, C) {
+    if (rmOut) st(rmOut, c, ld(rm, c) * mom + mean[c] * (1.f - mom));
+    if (rvOut) st(rvOut, c, ld(rv, c) * mom + var[c] * (1.f - mom));
+  }
+}
+
+template <typename T, typename I>
+__global__ void bn_grad_input_kernel(const T* g, const T* x, const T* scale, const float* mean, const float* var, const float* sumG,
+                                     const float* sumGX, T* dx, I C, I inner, float m, float eps, bool training, I n) {
+  GRID_LOOP(I, i, n) {
+    const I c = (i / inner) % C;
+    const float inv = 1.f / sqrtf(var[c] + eps), gs = ld(scale, c) * inv, gv = ld(g, i);
+    if (training) {
+      const float xh = (ld(x, i) - mean[c]) * inv;
+      st(dx, i, gs * (gv - sumG[c] / m - xh * sumGX[c] / m));
+    } else {
+      st(dx, i, gv * gs);
+    }
+  }
+}
+
+// --- windows: convolution columns and pooling --------------------------------------------------
+
+/** Window3 in 32-bit ints: spatial arithmetic per element stays cheap (sizes are far below 2³¹). */
+struct Win {
+  int in[3], k[3], out[3], stride[3], pad[3], dil[3], padEnd[3];
+  int inSize, kSize, outSize;
+};
+
+Win win_of(const Window3& w) {
+  Win v{};
+  for (int d = 0; d < 3; ++d) {
+    v.in[d] = (int)w.in[d];
+    v.k[d] = (int)w.k[d];
+    v.out[d] = (int)w.out[d];
+    v.stride[d] = (int)w.stride[d];
+    v.pad[d] = (int)w.pad[d];
+    v.dil[d] = (int)w.dil[d];
+    v.padEnd[d] = (int)w.padEnd[d];
+  }
+  v.inSize = v.in[0] * v.in[1] * v.in[2];
+  v.kSize = v.k[0] * v.k[1] * v.k[2];
+  v.outSize = v.out[0] * v.out[1] * v.out[2];
+  return v;
+}
+
+/** Flat position → its three coordinates over `size` (row-major). */
+__device__ __forceinline__ void coords(int flat, const int* size, int* c) {
+  c[2] = flat % size[2];
+  flat /= size[2];
+  c[1] = flat % size[1];
+  c[0] = flat / size[1];
+}
+
+/** Input coordinate that tap q of output coordinate o reads along dim d (may fall in the padding). */
+__device__ __forceinline__ int tap_input(const Win& w, int d, int o, int q) { return o * w.stride[d] - w.pad[d] + q * w.dil[d]; }
+
+/** Whether tap q reads input coordinate p along dim d from some output coordinate, returned in o. */
+__device__ __forceinline__ bool tap_output(const Win& w, int d, int p, int q, int& o) {
+  const int t = p + w.pad[d] - q * w.dil[d];
+  if (t < 0 || t % w.stride[d] != 0) return false;
+  o = t / w.stride[d];
+  return o < w.out[d];
+}
+
+/** Taps of output coordinate o along dim d that land inside the input. */
+__device__ __forceinline__ int inside_taps(const Win& w, int d, int o) {
+  int n = 0;
+  for (int q = 0; q < w.k[d]; ++q) {
+    const int p = tap_input(w, d, o, q);
+    n += p >= 0 && p < w.in[d] ? 1 : 0;
+  }
+  return n;
+}
+
+/** Taps of output coordinate o along dim d inside the padded input (count_include_pad's divisor). */
+__device__ __forceinline__ int padded_taps(const Win& w, int d, int o) {
+  const int start = o * w.stride[d] - w.pad[d];
+  const int limit = w.in[d] + w.padEnd[d];
+  const int end = start + (w.k[d] - 1) * w.dil[d] + 1 < limit ? start + (w.k[d] - 1) * w.dil[d] + 1 : limit;
+  const int lo = start > -w.pad[d] ? start : -w.pad[d];
+  return end > lo ? (end - lo + w.dil[d] - 1) / w.dil[d] : 0;
+}
+
+/** col[(c·K + tap)·(images·O) + image·O + o] = x[image, c, the tap's input position] or 0. */
+template <typename T, typename I>
+__global__ void im2col_kernel(const T* x, T* col, Win w, I images, I C, I n) {
+  const I O = (I)w.outSize, K = (I)w.kSize, S = (I)w.inSize;
+  GRID_LOOP(I, i, n) {
+    const I o = i % O, rest = i / O, image = rest % images, row = rest / images;
+    const I c = row / K, tap = row % K;
+    int oc[3], qc[3], p[3];
+    coords((int)o, w.out, oc);
+    coords((int)tap, w.k, qc);
+    bool inside = true;
+    for (int d = 0; d < 3; ++d) {
+      p[d] = tap_input(w, d, oc[d], qc[d]);
+      inside = inside && p[d] >= 0 && p[d] < w.in[d];
+    }
+    col[i] = inside ? x[(image * C + c) * S + (I)((p[0] * w.in[1] + p[1]) * w.in[2] + p[2])] : T(0);
+  }
+}
+
+/** dx[image, c, p] = Σ over taps q reaching p from output position o of col[(c·K + q)·(images·O) + image·O + o]. */
+template <typename T, typename I>
+__global__ void col2im_kernel(const T* col, T* dx, Win w, I images, I C, I n) {
+  const I O = (I)w.outSize, K = (I)w.kSize, S = (I)w.inSize, rowLen = images * O;
+  GRID_LOOP(I, i, n) {
+    const I s = i % S, ic = i / S, c = ic % C, image = ic / C;
+    int p[3], o[3];
+    coords((int)s, w.in, p);
+    float acc = 0.f;
+    for (int q0 = 0; q0 < w.k[0]; ++q0) {
+      if (!tap_output(w, 0, p[0], q0, o[0])) continue;
+      for (int q1 = 0; q1 < w.k[1]; ++q1) {
+        if (!tap_output(w, 1, p[1], q1, o[1])) continue;
+        for (int q2 = 0; q2 < w.k[2]; ++q2) {
+          if (!tap_output(w, 2, p[2], q2, o[2])) continue;
+          const I tap = (I)((q0 * w.k[1] + q1) * w.k[2] + q2);
+          const I op = (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]);
+          acc += ld(col, (c * K + tap) * rowLen + image * O + op);
+        }
+      }
+    }
+    st(dx, i, acc);
+  }
+}
+
+/**
+ * Max pooling over output index i (plane·O + o): the max with strict '>' in tap order, as the CPU
+ * kernel (ties go to the first tap; −∞ and NaN never win). Outputs may be null: the max (y), its
+ * global index (indices, as MaxPool's second output), its position in the plane (arg, for the gradient).
+ */
+template <typename T, typename I>
+__global__ void max_pool_kernel(const T* x, T* y, int64_t* indices, int* arg, Win w, I n) {
+  const I O = (I)w.outSize, S = (I)w.inSize;
+  GRID_LOOP(I, i, n) {
+    const I o = i % O, plane = i / O;
+    int oc[3];
+    coords((int)o, w.out, oc);
+    float best = -INFINITY;
+    int at = -1;
+    for (int q0 = 0; q0 < w.k[0]; ++q0) {
+      const int p0 = tap_input(w, 0, oc[0], q0);
+      if (p0 < 0 || p0 >= w.in[0]) continue;
+      for (int q1 = 0; q1 < w.k[1]; ++q1) {
+        const int p1 = tap_input(w, 1, oc[1], q1);
+        if (p1 < 0 || p1 >= w.in[1]) continue;
+        for (int q2 = 0; q2 < w.k[2]; ++q2) {
+          const int p2 = tap_input(w, 2, oc[2], q2);
+          if (p2 < 0 || p2 >= w.in[2]) continue;
+          const int flat = (p0 * w.in[1] + p1) * w.in[2] + p2;
+          const float v = ld(x, plane * S + (I)flat);
+          if (v > best) {
+            best = v;
+            at = flat;
+          }
+        }
+      }
+    }
+    if (y) st(y, i, best);
+    if (indices) indices[i] = at < 0 ? -1 : (int64_t)plane * S + at;
+    if (arg) arg[i] = at;
+  }
+}
+
+/** dx[plane, p] = Σ g[plane, o] over the windows o that contain p and whose first maximum is p. */
+template <typename T, typename I>
+__global__ void max_pool_grad_kernel(const T* g, const int* arg, T* dx, Win w, I n) {
+  const I O = (I)w.outSize, S = (I)w.inSize;
+  GRID_LOOP(I, i, n) {
+    const I s = i % S, plane = i / S;
+    int p[3], o[3];
+    coords((int)s, w.in, p);
+    float acc = 0.f;
+    for (int q0 = 0; q0 < w.k[0]; ++q0) {
+      if (!tap_output(w, 0, p[0], q0, o[0])) continue;
+      for (int q1 = 0; q1 < w.k[1]; ++q1) {
+        if (!tap_output(w, 1, p[1], q1, o[1])) continue;
+        for (int q2 = 0; q2 < w.k[2]; ++q2) {
+          if (!tap_output(w, 2, p[2], q2, o[2])) continue;
+          const I op = plane * O + (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]);
+          if (arg[op] == (int)s) acc += ld(g, op);
+        }
+      }
+    }
+    st(dx, i, acc);
+  }
+}
+
+/** The divisor of output position oc: in-bounds taps, or taps inside the padded input. */
+__device__ __forceinline__ float avg_divisor(const Win& w, const int* oc, bool includePad) {
+  int n = 1;
+  for (int d = 0; d < 3; ++d) n *= includePad ? padded_taps(w, d, oc[d]) : inside_taps(w, d, oc[d]);
+  return (float)n;
+}
+
+template <typename T, typename I>
+__global__ void avg_pool_kernel(const T* x, T* y, Win w, bool includePad, I n) {
+  const I O = (I)w.outSize, S = (I)w.inSize;
+  GRID_LOOP(I, i, n) {
+    const I o = i % O, plane = i / O;
+    int oc[3];
+    coords((int)o, w.out, oc);
+    float acc = 0.f;
+    for (int q0 = 0; q0 < w.k[0]; ++q0) {
+      const int p0 = tap_input(w, 0, oc[0], q0);
+      if (p0 < 0 || p0 >= w.in[0]) continue;
+      for (int q1 = 0; q1 < w.k[1]; ++q1) {
+        const int p1 = tap_input(w, 1, oc[1], q1);
+        if (p1 < 0 || p1 >= w.in[1]) continue;
+        for (int q2 = 0; q2 < w.k[2]; ++q2) {
+          const int p2 = tap_input(w, 2, oc[2], q2);
+          if (p2 < 0 || p2 >= w.in[2]) continue;
+          acc += ld(x, plane * S + (I)((p0 * w.in[1] + p1) * w.in[2] + p2));
+        }
+      }
+    }
+    // A window wholly in the padding divides 0 by 0 (NaN), as the CPU kernel does.
+    st(y, i, acc / avg_divisor(w, oc, includePad));
+  }
+}
+
+template <typename T, typename I>
+__global__ void avg_pool_grad_kernel(const T* g, T* dx, Win w, bool includePad, I n) {
+  const I O = (I)w.outSize, S = (I)w.inSize;
+  GRID_LOOP(I, i, n) {
+    const I s = i % S, plane = i / S;
+    int p[3], o[3];
+    coords((int)s, w.in, p);
+    float acc = 0.f;
+    for (int q0 = 0; q0 < w.k[0]; ++q0) {
+      if (!tap_output(w, 0, p[0], q0, o[0])) continue;
+      for (int q1 = 0; q1 < w.k[1]; ++q1) {
+        if (!tap_output(w, 1, p[1], q1, o[1])) continue;
+        for (int q2 = 0; q2 < w.k[2]; ++q2) {
+          if (!tap_output(w, 2, p[2], q2, o[2])) continue;
+          const I op = plane * O + (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]);
+          acc += ld(g, op) / avg_divisor(w, o, includePad);
+        }
+      }
+    }
+    st(dx, i, acc);
+  }
+}
+
+inline int grid_for(int64_t n, int threads = 256) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return (int)(blocks < 65535 * 8 ? (blocks < 1 ? 1 : blocks) : 65535 * 8);
+}
+
+constexpr int64_t I32_LIMIT = (int64_t(1) << 31) - 1;
+
+/** Largest offset Σ (dims − 1)·|stride| that strides reach over `sh`. */
+inline int64_t reach(const Shape& sh, const int64_t* strides) {
+  int64_t r = 0;
+  for (int d = 0; d < sh.rank; ++d) r += (sh.dims[d] - 1) * (strides[d] < 0 ? -strides[d] : strides[d]);
+  return r;
+}
+
+/** Row chunks of a channel reduction: ~1056 blocks over all channels, each at least 1024 elements. */
+inline void channel_chunks(int64_t per, int64_t C, int64_t& chunk, int64_t& chunks) {
+  const int64_t want = (1056 + C - 1) / C, most = (per + 1023) / 1024;
+  int64_t k = want < most ? want : most;
+  if (k < 1) k = 1;
+  chunk = (per + k - 1) / k;
+  chunks = (per + chunk - 1) / chunk;
+}
+
+}  // namespace
+
+#define XDISPATCH(t, F) \
+  if ((t) == F32) { using T = float; F; } else { using T = __nv_bfloat16; F; }
+#define XDISPATCH_INDEX(small, F) \
+  if (small) { using I = uint32_t; F; } else { using I = int64_t; F; }
+#define XDISPATCH_WIDTH(t, F)                   \
+  if ((t) == 0) { using T = float; F; }         \
+  else if ((t) == 1) { using T = uint16_t; F; } \
+  else if ((t) == 2) { using T = uint64_t; F; } \
+  else { using T = uint8_t; F; }
+
+void logic(int code, const uint8_t* a, const uint8_t* b, uint8_t* out, const Shape& sh, int64_t n, cudaStream_t s) {
+  const bool small = n < I32_LIMIT && reach(sh, sh.a) < I32_LIMIT && reach(sh, sh.b) < I32_LIMIT;
+  XDISPATCH_INDEX(small, (logic_kernel<I><<<grid_for(n), 256, 0, s>>>(code, a, b, out, sh, (I)n)));
+  CHECK_LAUNCH();
+}
+
+void is_nan(DType t, const void* x, uint8_t* out, int64_t n, cudaStream_t s) {
+  XDISPATCH(t, (is_nan_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)x, out, n)));
+  CHECK_LAUNCH();
+}
+
+void gather_elements(int width, const void* data, const int64_t* idx, void* out, const Shape& sh, int64_t axisStride, int64_t axisDim,
+                     int64_t n, cudaStream_t s) {
+  const bool small = n < I32_LIMIT && reach(sh, sh.a) + (axisDim - 1) * axisStride < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH_WIDTH(width, (gather_elements_kernel<T, I><<<grid_for(n), 256, 0, s>>>(
+                                                    (const T*)data, idx, (T*)out, sh, (I)axisStride, axisDim, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void scatter_elements_add(DType t, const void* g, const int64_t* idx, float* acc, const Shape& sh, int64_t axisStride, int64_t axisDim,
+                          int64_t n, cudaStream_t s) {
+  const bool small = n < I32_LIMIT && reach(sh, sh.a) + (axisDim - 1) * axisStride < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (scatter_elements_add_kernel<T, I><<<grid_for(n), 256, 0, s>>>(
+                                          (const T*)g, idx, acc, sh, (I)axisStride, axisDim, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void trilu(int width, const void* x, void* out, int64_t n, int64_t rows, int64_t cols, int64_t k, bool upper, cudaStream_t s) {
+  XDISPATCH_INDEX(n < I32_LIMIT, XDISPATCH_WIDTH(width, (trilu_kernel<T, I><<<grid_for(n), 256, 0, s>>>(
+                                                           (const T*)x, (T*)out, (I)n, (I)rows, (I)cols, k, upper))));
+  CHECK_LAUNCH();
+}
+
+void dropout(DType t, const void* x, void* y, uint8_t* mask, int64_t n, uint32_t state, uint64_t threshold, float scale, cudaStream_t s) {
+  XDISPATCH(t, (dropout_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)x, (T*)y, mask, n, state, threshold, scale)));
+  CHECK_LAUNCH();
+}
+
+/** Stage one (MODE as channel_partials_kernel) into fresh partials, stage two into out0 (and out1). */
+template <int MODE>
+static void channel_reduce(DType t, const void* x, const void* g, const float* mean, const float* var, float eps, float* out0, float* out1,
+                           int64_t N, int64_t C, int64_t inner, float div, cudaStream_t s) {
+  const int64_t per = N * inner;
+  if (per < 1 || C < 1) throw std::runtime_error("BatchNormalization over an empty tensor");
+  int64_t chunk, chunks;
+  channel_chunks(per, C, chunk, chunks);
+  float* partial = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&partial, 2 * C * chunks * sizeof(float), s));
+  float* p1 = partial + C * chunks;
+  const bool small = N * C * inner < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (channel_partials_kernel<MODE, T, I><<<(unsigned)(C * chunks), BN_THREADS, 0, s>>>(
+                                          (const T*)x, (const T*)g, mean, var, eps, partial, p1, (I)C, (I)inner, (I)per, (I)chunk, (I)chunks))));
+  CHECK_LAUNCH();
+  channel_finish_kernel<<<grid_for(C), 256, 0, s>>>(partial, out0, C, chunks, div);
+  CHECK_LAUNCH();
+  if (MODE == 2) {
+    channel_finish_kernel<<<grid_for(C), 256, 0, s>>>(p1, out1, C, chunks, div);
+    CHECK_LAUNCH();
+  }
+  CUDA_CHECK(cudaFreeAsync(partial, s));
+}
+
+void bn_stats(DType t, const void* x, float* mean, float* var, int64_t N, int64_t C, int64_t inner, cudaStream_t s) {
+  const float per = (float)(N * inner);
+  channel_reduce<0>(t, x, nullptr, nullptr, nullptr, 0.f, mean, nullptr, N, C, inner, per, s);
+  channel_reduce<1>(t, x, nullptr, mean, nullptr, 0.f, var, nullptr, N, C, inner, per, s);
+}
+
+void bn_forward(DType t, const void* x, const void* scale, const void* bias, const float* mean, const float* var, void* y, int64_t N,
+                int64_t C, int64_t inner, float eps, cudaStream_t s) {
+  const int64_t n = N * C * inner;
+  XDISPATCH_INDEX(n < I32_LIMIT, XDISPATCH(t, (bn_forward_kernel<T, I><<<grid_for(n), 256, 0, s>>>(
+                                                 (const T*)x, (const T*)scale, (const T*)bias, mean, var, (T*)y, (I)C, (I)inner, eps, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void bn_running(DType t, const void* rm, const void* rv, const float* mean, const float* var, void* rmOut, void* rvOut, int64_t C,
+                float momentum, cudaStream_t s) {
+  XDISPATCH(t, (bn_running_kernel<T><<<grid_for(C), 256, 0, s>>>((const T*)rm, (const T*)rv, mean, var, (T*)rmOut, (T*)rvOut, C, momentum)));
+  CHECK_LAUNCH();
+}
+
+void bn_grad_sums(DType t, const void* g, const void* x, const float* mean, const float* var, float* sumG, float* sumGX, int64_t N,
+                  int64_t C, int64_t inner, float eps, cudaStream_t s) {
+  channel_reduce<2>(t, x, g, mean, var, eps, sumG, sumGX, N, C, inner, 1.f, s);
+}
+
+void bn_grad_input(DType t, const void* g, const void* x, const void* scale, const float* mean, const float* var, const float* sumG,
+                   const float* sumGX, void* dx, int64_t N, int64_t C, int64_t inner, float eps, bool training, cudaStream_t s) {
+  const int64_t n = N * C * inner;
+  XDISPATCH_INDEX(n < I32_LIMIT, XDISPATCH(t, (bn_grad_input_kernel<T, I><<<grid_for(n), 256, 0, s>>>(
+                                                 (const T*)g, (const T*)x, (const T*)scale, mean, var, sumG, sumGX, (T*)dx, (I)C, (I)inner,
+                                                 (float)(N * inner), eps, training, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void im2col(int width, const void* x, void* col, int64_t images, int64_t C, const Window3& w, cudaStream_t s) {
+  const Win v = win_of(w);
+  const int64_t n = C * v.kSize * images * v.outSize;
+  const bool small = n < I32_LIMIT && images * C * v.inSize < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH_WIDTH(width, (im2col_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)x, (T*)col, v, (I)images, (I)C, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void col2im(DType t, const void* col, void* dx, int64_t images, int64_t C, const Window3& w, cudaStream_t s) {
+  const Win v = win_of(w);
+  const int64_t n = images * C * v.inSize;
+  const bool small = n < I32_LIMIT && C * v.kSize * images * v.outSize < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (col2im_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)col, (T*)dx, v, (I)images, (I)C, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void max_pool(DType t, const void* x, void* y, int64_t* indices, int64_t planes, const Window3& w, cudaStream_t s) {
+  const Win v = win_of(w);
+  const int64_t n = planes * v.outSize;
+  const bool small = n < I32_LIMIT && planes * v.inSize < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (max_pool_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)x, (T*)y, indices, nullptr, v, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void max_pool_grad(DType t, const void* g, const void* x, void* dx, int64_t planes, const Window3& w, cudaStream_t s) {
+  const Win v = win_of(w);
+  const int64_t nout = planes * v.outSize, nin = planes * v.inSize;
+  const bool small = nout < I32_LIMIT && nin < I32_LIMIT;
+  // Each window's first maximum, then every input element gathers the windows that chose it: no atomics.
+  int* arg = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&arg, (nout > 0 ? nout : 1) * sizeof(int), s));
+  XDISPATCH_INDEX(small, XDISPATCH(t, (max_pool_kernel<T, I><<<grid_for(nout), 256, 0, s>>>((const T*)x, (T*)nullptr, nullptr, arg, v, (I)nout))));
+  CHECK_LAUNCH();
+  XDISPATCH_INDEX(small, XDISPATCH(t, (max_pool_grad_kernel<T, I><<<grid_for(nin), 256, 0, s>>>((const T*)g, arg, (T*)dx, v, (I)nin))));
+  CHECK_LAUNCH();
+  CUDA_CHECK(cudaFreeAsync(arg, s));
+}
+
+void avg_pool(DType t, const void* x, void* y, int64_t planes, const Window3& w, bool includePad, cudaStream_t s) {
+  const Win v = win_of(w);
+  const int64_t n = planes * v.outSize;
+  const bool small = n < I32_LIMIT && planes * v.inSize < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (avg_pool_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)x, (T*)y, v, includePad, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void avg_pool_grad(DType t, const void* g, void* dx, int64_t planes, const Window3& w, bool includePad, cudaStream_t s) {
+  const Win v = win_of(w);
+  const int64_t n = planes * v.inSize;
+  const bool small = n < I32_LIMIT && planes * v.outSize < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (avg_pool_grad_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)g, (T*)dx, v, includePad, (I)n))));
+  CHECK_LAUNCH();
+}
+
+}  // namespace cleave

@@ -1,0 +1,311 @@
+// Scaled dot-product attention as single ops. FusedAttention and its gradient are cleave's own
+// (domain 'cleave'): compiler/passes/attention.ts rewrites the decomposed pattern (MatMul, scale,
+// causal Where, Softmax, MatMul between head reshapes) into FusedAttention, so neither pass keeps a
+// T × T matrix alive between forward and backward, only the softmax's log-sum-exp per row. ONNX's
+// own Attention (opset 23) is here too, for the subset that maps onto the same kernels.
+import { CleaveError } from '../errors.js';
+import type { DType } from '../ir/dtype.js';
+import type { Attrs, Value, ValueType } from '../ir/graph.js';
+import { type Dim, type Shape, formatShape } from '../ir/shape.js';
+import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
+import type { AttrSpec, Cost, GradRule, OpContext, OpDef } from './registry.js';
+import { input, int, moved, requireDim, requireFloat, requireRank, sameDtype } from './util.js';
+
+const at = (ctx: OpContext): string => `node '${ctx.node}'`;
+const num = (d: Dim | undefined): number => (typeof d === 'number' ? d : 1);
+
+/**
+ * The log-sum-exp stays float32 whatever the compute dtype (bf16 would lose the row's scale), and
+ * becomes float64 only in float64 graphs, where gradient checks want every value exact.
+ */
+export const lseDtype = (d: DType): DType => (d === 'float64' ? 'float64' : 'float32');
+
+/** The scale a node applies to q·k: its `scale` attribute, else 1/√Dh as ONNX defines. */
+const scaleOf = (attrs: Attrs, dh: number): number => (attrs['scale'] as number | undefined) ?? 1 / Math.sqrt(dh);
+
+// --- reference kernels ------------------------------------------------------------------------
+
+/** Where element (b, h, t, 0) of q, k, v and the output lies: [B, T, H·Dh] and [B, H, T, Dh] both fit. */
+interface Layout { B: number; H: number; T: number; Dh: number; sB: number; sH: number; sT: number }
+
+/** Heads side by side in each row: [B, T, H·Dh]. */
+const packed = (B: number, T: number, H: number, Dh: number): Layout => ({ B, H, T, Dh, sB: T * H * Dh, sH: Dh, sT: H * Dh });
+/** Heads as their own axis: [B, H, T, Dh]. */
+const headMajor = (B: number, H: number, T: number, Dh: number): Layout => ({ B, H, T, Dh, sB: H * T * Dh, sH: T * Dh, sT: Dh });
+
+/**
+ * Softmax(scale · q kᵀ, masked above the diagonal when causal) · v per batch and head, in float64.
+ * The masked scores are left out rather than set to a large negative number: both give exactly
+ * zero weight, and no row is ever fully masked (the diagonal stays).
+ */
+function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean): { out: Float64Array; lse: Float64Array } {
+  const { B, H, T, Dh, sB, sH, sT } = L;
+  const out = new Float64Array(q.data.length), lse = new Float64Array(B * H * T);
+  const s = new Float64Array(T), acc = new Float64Array(Dh);
+  const qd = q.data, kd = k.data, vd = v.data;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const base = b * sB + h * sH;
+      for (let i = 0; i < T; i++) {
+        const n = causal ? i + 1 : T;
+        const qi = base + i * sT;
+        let mx = -Infinity;
+        for (let j = 0; j < n; j++) {
+          const kj = base + j * sT;
+          let dot = 0;
+          for (let d = 0; d < Dh; d++) dot += qd[qi + d]! * kd[kj + d]!;
+          s[j] = scale * dot;
+          if (s[j]! > mx) mx = s[j]!;
+        }
+        let sum = 0;
+        for (let j = 0; j < n; j++) sum += Math.exp(s[j]! - mx);
+        lse[(b * H + h) * T + i] = mx + Math.log(sum);
+        acc.fill(0);
+        for (let j = 0; j < n; j++) {
+          // exp(z)/sum, as the Softmax kernel divides: the fused result matches the unfused graph.
+          const p = Math.exp(s[j]! - mx) / sum;
+          const vj = base + j * sT;
+          for (let d = 0; d < Dh; d++) acc[d]! += p * vd[vj + d]!;
+        }
+        out.set(acc, qi);
+      }
+    }
+  }
+  return { out, lse };
+}
+
+/**
+ * The exact gradient with P recomputed from lse: dV = Pᵀ dO, dS = P ∘ (dO vᵀ − δ), dQ = scale · dS k,
+ * dK = scale · dSᵀ q, where δ per row is rowsum(P ∘ dO vᵀ), taken as dO · O (equal when out and lse
+ * come from the forward). That is how a flash-attention backward gets δ without a T × T pass, and
+ * this kernel is the definition device kernels are checked against, on any inputs.
+ */
+function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { B, H, T, Dh, sB, sH, sT } = L;
+  const dq = new Float64Array(q.data.length), dk = new Float64Array(q.data.length), dv = new Float64Array(q.data.length);
+  const p = new Float64Array(T), dp = new Float64Array(T);
+  const qd = q.data, kd = k.data, vd = v.data, gd = dout.data, od = out.data;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const base = b * sB + h * sH;
+      for (let i = 0; i < T; i++) {
+        const n = causal ? i + 1 : T;
+        const qi = base + i * sT;
+        const l = lse.data[(b * H + h) * T + i]!;
+        let rowDot = 0;
+        for (let d = 0; d < Dh; d++) rowDot += gd[qi + d]! * od[qi + d]!;
+        for (let j = 0; j < n; j++) {
+          const kj = base + j * sT;
+          let dot = 0, dpj = 0;
+          for (let d = 0; d < Dh; d++) {
+            dot += qd[qi + d]! * kd[kj + d]!;
+            dpj += gd[qi + d]! * vd[kj + d]!;
+          }
+          p[j] = Math.exp(scale * dot - l);
+          dp[j] = dpj;
+        }
+        for (let j = 0; j < n; j++) {
+          const kj = base + j * sT;
+          const ds = scale * p[j]! * (dp[j]! - rowDot);
+          for (let d = 0; d < Dh; d++) {
+            dv[kj + d]! += p[j]! * gd[qi + d]!;
+            dq[qi + d]! += ds * kd[kj + d]!;
+            dk[kj + d]! += ds * qd[qi + d]!;
+          }
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}
+
+const asTensor = (like: Tensor, data: Float64Array): Tensor => roundToDtype(tensor(like.dtype, like.shape, data));
+
+// --- FusedAttention and its gradient ------------------------------------------------------------
+
+const fusedAttrs: Record<string, AttrSpec> = {
+  heads: { type: 'int' },
+  scale: { type: 'float', optional: true },
+  causal: { type: 'int', default: 0 },
+};
+
+interface Geometry { dtype: DType; shape: Shape; B: Dim; T: Dim; D: number; H: number; Dh: number }
+
+/** Checks that inputs `idx` are all [B, T, H·Dh] of one float type, and the attributes; names the node. */
+function packedGeometry(ctx: OpContext, idx: readonly number[], names: readonly string[]): Geometry {
+  idx.forEach((i) => requireRank(ctx, i, [3]));
+  const dtype = sameDtype(ctx, idx);
+  requireFloat(ctx, dtype);
+  const shape = input(ctx, idx[0]!).shape;
+  for (let j = 1; j < idx.length; j++) {
+    const s = input(ctx, idx[j]!).shape;
+    s.forEach((d, a) => requireDim(ctx, `shapes of ${names[0]} and ${names[j]}`, shape[a]!, d, shape, s));
+  }
+  const D = shape[2]!;
+  if (typeof D !== 'number') throw new CleaveError(`${at(ctx)}: the row size of ${names[0]} ${formatShape(shape)} must be static`);
+  const H = int(ctx.attrs, 'heads');
+  if (!Number.isInteger(H) || H < 1 || D % H) throw new CleaveError(`${at(ctx)}: heads ${H} does not divide the row size ${D} of ${names[0]} ${formatShape(shape)}`);
+  const causal = int(ctx.attrs, 'causal');
+  if (causal !== 0 && causal !== 1) throw new CleaveError(`${at(ctx)}: causal must be 0 or 1, got ${causal}`);
+  const scale = ctx.attrs['scale'];
+  if (scale !== undefined && !Number.isFinite(scale as number)) throw new CleaveError(`${at(ctx)}: scale must be a finite number, got ${String(scale)}`);
+  return { dtype, shape, B: shape[0]!, T: shape[1]!, D, H, Dh: D / H };
+}
+
+/** FLOPs of the two T × T products of attention (forward: q kᵀ and P v), halved when causal. */
+const attentionFlops = (g: Geometry, attrs: Attrs, products: number): number =>
+  2 * products * num(g.B) * num(g.T) * num(g.T) * g.D * (int(attrs, 'causal') ? 0.5 : 1);
+
+const layoutOf = (x: Tensor, heads: number): Layout => packed(x.shape[0]!, x.shape[1]!, heads, x.shape[2]! / heads);
+
+const fusedAttention: OpDef = {
+  op: 'FusedAttention', since: 13, domain: 'cleave', category: 'linalg', arity: [3, 3], outputs: [2, 2], attrs: fusedAttrs, keepDtype: [1],
+  infer(ctx) {
+    const g = packedGeometry(ctx, [0, 1, 2], ['q', 'k', 'v']);
+    return [{ dtype: g.dtype, shape: g.shape }, { dtype: lseDtype(g.dtype), shape: [g.B, g.H, g.T] }];
+  },
+  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [0, 1, 2], ['q', 'k', 'v']), ctx.attrs, 2), bytes: moved(ctx, outs) }),
+  cuda(dev, [q, k, v], [out, lse], attrs) {
+    const H = int(attrs, 'heads');
+    dev.attention(q!, k!, v!, out!, lse!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1);
+  },
+  cpu([q, k, v], attrs) {
+    const L = layoutOf(q!, int(attrs, 'heads'));
+    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1);
+    return [asTensor(q!, out), roundToDtype(tensor(lseDtype(q!.dtype), [L.B, L.H, L.T], lse))];
+  },
+  // Second derivatives are not supported: FusedAttentionGrad has no rule, so autodiff names it.
+  grad: (ctx) => {
+    const { b, inputs: [q, k, v], outputs: [out, lse], attrs, gradOutputs: [g, glse] } = ctx;
+    if (glse) throw new CleaveError(`node '${ctx.node}': gradients through FusedAttention's lse output are not supported`);
+    const [dq, dk, dv] = b.ops('FusedAttentionGrad', [g!, q!, k!, v!, out!, lse!], attrs, 3);
+    return [ctx.needsGrad[0] ? dq! : null, ctx.needsGrad[1] ? dk! : null, ctx.needsGrad[2] ? dv! : null];
+  },
+};
+
+const fusedAttentionGrad: OpDef = {
+  op: 'FusedAttentionGrad', since: 13, domain: 'cleave', category: 'linalg', arity: [6, 6], outputs: [3, 3], attrs: fusedAttrs,
+  infer(ctx) {
+    const g = packedGeometry(ctx, [1, 2, 3, 0, 4], ['q', 'k', 'v', 'dout', 'out']);
+    const lse = input(ctx, 5);
+    const want: Shape = [g.B, g.H, g.T];
+    if (lse.dtype !== lseDtype(g.dtype) || lse.shape.length !== 3) {
+      throw new CleaveError(`${at(ctx)}: lse must be ${lseDtype(g.dtype)}${formatShape(want)} (batch, heads, rows), got ${lse.dtype}${formatShape(lse.shape)}`);
+    }
+    lse.shape.forEach((d, a) => requireDim(ctx, 'shapes of lse and [batch, heads, rows] of q', d, want[a]!, lse.shape, want));
+    const t: ValueType = { dtype: g.dtype, shape: g.shape };
+    return [t, t, t];
+  },
+  // Recomputing S, then dV, dP, dQ and dK: five T × T products.
+  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [1, 2, 3, 0, 4], ['q', 'k', 'v', 'dout', 'out']), ctx.attrs, 5), bytes: moved(ctx, outs) }),
+  cuda(dev, [dout, q, k, v, out, lse], [dq, dk, dv], attrs) {
+    const H = int(attrs, 'heads');
+    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1);
+  },
+  cpu([dout, q, k, v, out, lse], attrs) {
+    const L = layoutOf(q!, int(attrs, 'heads'));
+    const { dq, dk, dv } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1);
+    return [asTensor(q!, dq), asTensor(k!, dk), asTensor(v!, dv)];
+  },
+};
+
+// --- ONNX Attention (opset 23), the subset cleave runs --------------------------------------------
+
+/**
+ * How an Attention node's inputs lay out its heads, after checking it stays inside what cleave
+ * supports: self-attention with one head count for q and kv (no grouped-query), no mask, no KV cache,
+ * no softcap, output Y only.
+ */
+interface OnnxGeometry { dtype: DType; shape: Shape; rank: 3 | 4; H: number; Dh: number }
+
+function onnxGeometry(ctx: OpContext): OnnxGeometry {
+  const unsupported = ['attn_mask', 'past_key', 'past_value'];
+  ctx.inputs.forEach((v, i) => {
+    if (i >= 3 && v) throw new CleaveError(`${at(ctx)}: Attention's ${unsupported[i - 3] ?? `input ${i}`} is not supported (cleave runs self-attention without masks or KV cache; is_causal gives the causal mask)`);
+  });
+  if (ctx.numOutputs > 1) throw new CleaveError(`${at(ctx)}: Attention's present_key, present_value and qk_matmul_output outputs are not supported`);
+  if (((ctx.attrs['softcap'] as number | undefined) ?? 0) !== 0) throw new CleaveError(`${at(ctx)}: Attention's softcap is not supported`);
+  const causal = int(ctx.attrs, 'is_causal');
+  if (causal !== 0 && causal !== 1) throw new CleaveError(`${at(ctx)}: is_causal must be 0 or 1, got ${causal}`);
+  const shape = requireRank(ctx, 0, [3, 4]);
+  const rank = shape.length as 3 | 4;
+  [1, 2].forEach((i) => requireRank(ctx, i, [rank]));
+  const dtype = sameDtype(ctx, [0, 1, 2]);
+  requireFloat(ctx, dtype);
+  for (const i of [1, 2]) {
+    const s = input(ctx, i).shape;
+    s.forEach((d, a) => requireDim(ctx, `shapes of Q and ${i === 1 ? 'K' : 'V'} (cleave runs self-attention with equal head sizes)`, shape[a]!, d, shape, s));
+  }
+  const qh = ctx.attrs['q_num_heads'] as number | undefined, kvh = ctx.attrs['kv_num_heads'] as number | undefined;
+  if (qh !== undefined && kvh !== undefined && qh !== kvh) throw new CleaveError(`${at(ctx)}: q_num_heads ${qh} and kv_num_heads ${kvh} differ (grouped-query attention is not supported)`);
+  const heads = qh ?? kvh;
+  const last = shape[rank - 1]!;
+  if (typeof last !== 'number') throw new CleaveError(`${at(ctx)}: the last dimension of Q ${formatShape(shape)} must be static`);
+  if (rank === 4) {
+    const H = shape[1]!;
+    if (typeof H !== 'number') throw new CleaveError(`${at(ctx)}: the head count of Q ${formatShape(shape)} must be static`);
+    if (heads !== undefined && heads !== H) throw new CleaveError(`${at(ctx)}: q_num_heads ${heads} does not match Q ${formatShape(shape)}`);
+    return { dtype, shape, rank, H, Dh: last };
+  }
+  if (qh === undefined || kvh === undefined) throw new CleaveError(`${at(ctx)}: 3-D Attention needs q_num_heads and kv_num_heads`);
+  if (!Number.isInteger(qh) || qh < 1 || last % qh) throw new CleaveError(`${at(ctx)}: q_num_heads ${qh} does not divide the hidden size ${last} of Q ${formatShape(shape)}`);
+  return { dtype, shape, rank, H: qh, Dh: last / qh };
+}
+
+/** The FusedAttention attributes an Attention node means. */
+export function fusedAttrsOfOnnx(attrs: Attrs, dh: number, heads: number): Attrs {
+  return { heads, scale: scaleOf(attrs, dh), causal: int(attrs, 'is_causal') };
+}
+
+/**
+ * Attention has no lse output, so its gradient reruns the fused forward for it (as a flash-attention
+ * backward would) and hands both to FusedAttentionGrad; 4-D heads are moved into rows and back. The
+ * fusion pass turns Attention into FusedAttention before autodiff, so this serves unfused graphs.
+ */
+const onnxAttentionGrad: GradRule = (ctx) => {
+  const { b, inputs: [q, k, v], attrs, gradOutputs: [g] } = ctx;
+  const shape = q!.shape;
+  const rank = shape.length;
+  const H = rank === 4 ? (shape[1] as number) : int(attrs, 'q_num_heads');
+  const Dh = rank === 4 ? (shape[3] as number) : (shape[2] as number) / H;
+  const toRows = (x: Value): Value => (rank === 3 ? x : b.op('Reshape', [b.op('Transpose', [x], { perm: [0, 2, 1, 3] })], { shape: [0, 0, H * Dh] }));
+  const toHeads = (x: Value): Value => (rank === 3 ? x : b.op('Transpose', [b.op('Reshape', [x], { shape: [0, 0, H, Dh] })], { perm: [0, 2, 1, 3] }));
+  const a = fusedAttrsOfOnnx(attrs, Dh, H);
+  const [q3, k3, v3] = [toRows(q!), toRows(k!), toRows(v!)];
+  const [out, lse] = b.ops('FusedAttention', [q3, k3, v3], a, 2);
+  const grads = b.ops('FusedAttentionGrad', [toRows(g!), q3, k3, v3, out!, lse!], a, 3);
+  return grads.map((d, i) => (ctx.needsGrad[i] ? toHeads(d) : null));
+};
+
+const onnxAttention: OpDef = {
+  op: 'Attention', since: 23, category: 'linalg', arity: [3, 6], outputs: [1, 4],
+  attrs: {
+    is_causal: { type: 'int', default: 0 },
+    q_num_heads: { type: 'int', optional: true },
+    kv_num_heads: { type: 'int', optional: true },
+    qk_matmul_output_mode: { type: 'int', default: 0 },
+    scale: { type: 'float', optional: true },
+    softcap: { type: 'float', default: 0 },
+    // A precision hint for the softmax; the kernels compute it in float64 (CPU) or float32 (CUDA) anyway.
+    softmax_precision: { type: 'dtype', optional: true },
+  },
+  infer(ctx) {
+    const g = onnxGeometry(ctx);
+    return [{ dtype: g.dtype, shape: g.shape }];
+  },
+  cost(ctx, outs) {
+    const g = onnxGeometry(ctx);
+    const s = g.shape;
+    const T = g.rank === 4 ? s[2] : s[1];
+    return { flops: 4 * num(s[0]) * num(T) * num(T) * g.H * g.Dh * (int(ctx.attrs, 'is_causal') ? 0.5 : 1), bytes: moved(ctx, outs) };
+  },
+  cpu([q, k, v], attrs) {
+    const s = q!.shape;
+    const L = s.length === 4 ? headMajor(s[0]!, s[1]!, s[2]!, s[3]!) : packed(s[0]!, s[1]!, int(attrs, 'q_num_heads'), s[2]! / int(attrs, 'q_num_heads'));
+    const { out } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'is_causal') === 1);
+    return [asTensor(q!, out)];
+  },
+  grad: onnxAttentionGrad,
+};
+
+export const ATTENTION_OPS: OpDef[] = [fusedAttention, fusedAttentionGrad, onnxAttention];
