@@ -145,17 +145,8 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 
 // --- whole-step CUDA graphs -------------------------------------------------------------------
 // A step is captured once and replayed: its kernels, GEMMs and stream-ordered allocations become
-// one graph launch, so the host's per-kernel work is paid once. Capture is relaxed: feeds go to
-// fixed buffers through a side stream (allocated and filled outside the graph) while it records.
-
-cudaStream_t side_stream() {
-  static cudaStream_t s = [] {
-    cudaStream_t t;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking));
-    return t;
-  }();
-  return s;
-}
+// one graph launch, so the host's per-kernel work is paid once. Its data lives in static buffers
+// filled before each launch.
 
 /** graphBegin(): starts recording the stream's work (after handing cached memory back, so the graph's pool can use it). */
 Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
@@ -182,6 +173,15 @@ Napi::Value GraphEnd(const Napi::CallbackInfo& info) {
   });
 }
 
+/** graphAbort(): ends a capture that failed part-way, dropping what it recorded, so the stream works again. */
+Napi::Value GraphAbort(const Napi::CallbackInfo& info) {
+  cudaGraph_t g = nullptr;
+  cudaStreamEndCapture(stream(), &g);
+  if (g) cudaGraphDestroy(g);
+  cudaGetLastError();
+  return info.Env().Undefined();
+}
+
 Napi::Value GraphLaunch(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     CUDA_CHECK(cudaGraphLaunch(reinterpret_cast<cudaGraphExec_t>(ptr(info[0])), stream()));
@@ -197,7 +197,7 @@ Napi::Value GraphDestroy(const Napi::CallbackInfo& info) {
   });
 }
 
-/** allocStatic(bytes): memory outside any pool or graph, for buffers a captured step reads at a fixed address. */
+/** allocStatic(bytes): memory outside the pools and any graph, for the buffers a captured step reads at fixed addresses. */
 Napi::Value AllocStatic(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     void* p = nullptr;
@@ -210,17 +210,6 @@ Napi::Value FreeStatic(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     CUDA_CHECK(cudaStreamSynchronize(stream()));
     CUDA_CHECK(cudaFree(ptr(info[0])));
-    return info.Env().Undefined();
-  });
-}
-
-/** uploadStatic(dst, typedArray): host bytes to a static buffer through the side stream (legal while capturing). */
-Napi::Value UploadStatic(const Napi::CallbackInfo& info) {
-  return guard(info, [&]() -> Napi::Value {
-    auto a = info[1].As<Napi::TypedArray>();
-    const uint8_t* src = static_cast<const uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-    CUDA_CHECK(cudaMemcpyAsync(ptr(info[0]), src, a.ByteLength(), cudaMemcpyHostToDevice, side_stream()));
-    CUDA_CHECK(cudaStreamSynchronize(side_stream()));
     return info.Env().Undefined();
   });
 }
@@ -650,11 +639,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("graphBegin", Napi::Function::New(env, GraphBegin));
   exports.Set("graphEnd", Napi::Function::New(env, GraphEnd));
+  exports.Set("graphAbort", Napi::Function::New(env, GraphAbort));
   exports.Set("graphLaunch", Napi::Function::New(env, GraphLaunch));
   exports.Set("graphDestroy", Napi::Function::New(env, GraphDestroy));
   exports.Set("allocStatic", Napi::Function::New(env, AllocStatic));
   exports.Set("freeStatic", Napi::Function::New(env, FreeStatic));
-  exports.Set("uploadStatic", Napi::Function::New(env, UploadStatic));
   exports.Set("memInfo", Napi::Function::New(env, MemInfo));
   exports.Set("unary", Napi::Function::New(env, Unary));
   exports.Set("binary", Napi::Function::New(env, Binary));

@@ -16,8 +16,11 @@ export interface OptimizerOptions {
  * synchronously and communicates asynchronously.
  */
 export interface Backend {
-  /** Zeroes gradient accumulators and forgets the previous step's microbatches. */
-  beginStep(): void;
+  /**
+   * Zeroes gradient accumulators and forgets the previous step's microbatches. `feeds` are the
+   * step's data by microbatch (a backend may stage them up front, as a captured CUDA graph must).
+   */
+  beginStep(feeds: readonly Feeds[]): void;
   /** Runs the program(s) of a FORWARD, BACKWARD_B, BACKWARD_W or BACKWARD instruction. */
   compute(ins: Instruction, feeds: Feeds): Promise<void>;
   send(ins: Instruction): Promise<void>;

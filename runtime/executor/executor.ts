@@ -47,7 +47,7 @@ export class Executor {
 
   /** Runs everything but the optimizer step for one step; microbatch k reads `feeds[k]`. */
   async step(feeds: readonly Feeds[]): Promise<Map<number, number>> {
-    this.backend.beginStep();
+    this.backend.beginStep(feeds);
     const recvs = new Map<string, Promise<void>>();
     const background: Promise<void>[] = [];
     for (let i = 0; i < this.list.length; i++) {

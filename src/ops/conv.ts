@@ -112,6 +112,10 @@ const conv: OpDef = {
     const perOut = 2 * w.slice(1).reduce((a, b) => a * b, 1) + (ctx.inputs[2] ? 1 : 0);
     return { flops: perOut * elems(outs[0]!), bytes: moved(ctx, outs) };
   },
+  cuda(dev, [x, w, b], [y], attrs) {
+    const win = windowOf('Conv', attrs, x!.shape.slice(2), ints(attrs, 'kernel_shape') ?? w!.shape.slice(2), false);
+    dev.conv(x!, w!, b ?? null, y!, win, int(attrs, 'group'));
+  },
   cpu([x, w, b], attrs) {
     const [N, C] = x!.shape as [number, number];
     const spatial = x!.shape.slice(2);
@@ -157,6 +161,11 @@ function poolDef(op: 'MaxPool' | 'AveragePool'): OpDef {
       const k = ints(ctx.attrs, 'kernel_shape')!.reduce((a, b) => a * b, 1);
       return { flops: k * elems(outs[0]!), bytes: moved(ctx, outs) };
     },
+    cuda(dev, [x], [y, indices], attrs) {
+      const win = windowOf(op, attrs, x!.shape.slice(2), ints(attrs, 'kernel_shape')!, int(attrs, 'ceil_mode') === 1);
+      if (max) dev.maxPool(x!, y!, indices ?? null, win);
+      else dev.averagePool(x!, y!, win, int(attrs, 'count_include_pad') === 1 ? padEnds(attrs, win) : null);
+    },
     cpu([x], attrs) {
       const [N, C] = x!.shape as [number, number];
       const spatial = x!.shape.slice(2);
@@ -186,6 +195,12 @@ function poolDef(op: 'MaxPool' | 'AveragePool'): OpDef {
   };
 }
 
+/** The trailing pads count_include_pad's divisor reaches to (padCounts's: the pads attribute, whatever auto_pad says). */
+export function padEnds(attrs: Attrs, win: Window): number[] {
+  const n = win.kernel.length;
+  return (ints(attrs, 'pads') ?? Array<number>(2 * n).fill(0)).slice(n);
+}
+
 export function padCounts(win: Window, spatial: readonly number[], attrs: Attrs): number[] {
   const n = spatial.length;
   const pads = ints(attrs, 'pads') ?? Array(2 * n).fill(0);
@@ -213,6 +228,7 @@ const globalAveragePool: OpDef = {
     return [{ dtype: input(ctx, 0).dtype, shape: [x[0]!, x[1]!, ...x.slice(2).map(() => 1)] }];
   },
   cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+  cuda: (dev, [x], [y]) => dev.reduce('mean', x!, y!, x!.shape.map((_, i) => i).slice(2)),
   cpu([x]) {
     const [N, C] = x!.shape as [number, number];
     const inner = x!.data.length / (N * C);

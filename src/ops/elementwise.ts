@@ -1,10 +1,10 @@
 import { CleaveError } from '../errors.js';
 import { type DType, isFloat } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
-import { broadcast } from '../ir/shape.js';
+import { broadcast, stridesOf } from '../ir/shape.js';
 import type { Tensor } from '../ir/tensor.js';
 import { erf } from './math.js';
-import type { AttrSpec, CudaDevice, DeviceTensor, OpCategory, OpContext, OpDef } from './registry.js';
+import type { AttrSpec, CudaDevice, CudaKernel, DeviceTensor, OpCategory, OpContext, OpDef } from './registry.js';
 import { broadcastMap, fixInt, float, input, perOutput, requireFloat, sameDtype, str } from './util.js';
 
 type Scalar = (x: number) => number;
@@ -14,6 +14,8 @@ interface UnaryRule {
   readonly f: (a: Attrs) => Scalar;
   /** Code of the same function in the CUDA unary kernel (native/src/kernels.cu). */
   readonly cuda?: (a: Attrs) => { code: number; alpha?: number; beta?: number };
+  /** A CUDA kernel of its own, for ops outside the float unary kernel (bool results or inputs). */
+  readonly device?: CudaKernel;
   readonly flops: number;
   readonly accepts: 'float' | 'numeric' | 'bool' | 'any';
   readonly out?: 'bool';
@@ -59,8 +61,8 @@ const UNARY: Record<string, UnaryRule> = {
     flops: 12, accepts: 'float', since: 20, category: 'activation',
     attrs: { approximate: { type: 'string', default: 'none' } },
   },
-  Not: { f: () => (x) => (x ? 0 : 1), flops: 1, accepts: 'bool' },
-  IsNaN: { f: () => (x) => (Number.isNaN(x) ? 1 : 0), flops: 1, accepts: 'float', out: 'bool' },
+  Not: { device: (dev, [x], [out]) => dev.logic(2, x!, null, out!), f: () => (x) => (x ? 0 : 1), flops: 1, accepts: 'bool' },
+  IsNaN: { device: (dev, [x], [out]) => dev.isNaN(x!, out!), f: () => (x) => (Number.isNaN(x) ? 1 : 0), flops: 1, accepts: 'float', out: 'bool' },
 };
 
 interface BinaryRule {
@@ -69,6 +71,8 @@ interface BinaryRule {
   readonly cuda?: number;
   /** Code in the CUDA comparison kernel (bool output). */
   readonly compare?: number;
+  /** Code in the CUDA bool logic kernel (bool inputs and output). */
+  readonly logic?: number;
   readonly accepts: 'numeric' | 'bool' | 'any';
   readonly out?: 'bool';
   /** Pow's exponent may have its own type. */
@@ -87,8 +91,8 @@ const BINARY: Record<string, BinaryRule> = {
   LessOrEqual: { compare: 3, f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
   Greater: { compare: 2, f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
   GreaterOrEqual: { compare: 4, f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  And: { f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
-  Or: { f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
+  And: { logic: 0, f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
+  Or: { logic: 1, f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
 };
 
 /** Variadic ops (1..N inputs) folded pairwise. */
@@ -97,6 +101,18 @@ const VARIADIC: Record<string, Scalar2> = {
   Max: (a, b) => Math.max(a, b),
   Sum: (a, b) => a + b,
 };
+
+/** Min and Max as codes of the CUDA binary kernel, folded left to right as the CPU kernel folds. */
+const VARIADIC_CUDA: Record<string, number> = { Min: 5, Max: 6 };
+
+function foldBinary(code: number): CudaKernel {
+  return (dev, ins, [out]) => {
+    const xs = ins as DeviceTensor[];
+    if (xs.length === 1) dev.stridedCopy(xs[0]!, out!, stridesOf(out!.shape));
+    else dev.binary(code, xs[0]!, xs[1]!, out!);
+    for (const x of xs.slice(2)) dev.binary(code, out!, x, out!);
+  };
+}
 
 function checkAccepts(ctx: OpContext, d: DType, accepts: 'float' | 'numeric' | 'bool' | 'any'): void {
   if (accepts === 'float') requireFloat(ctx, d);
@@ -114,6 +130,7 @@ function unaryDef(op: string, r: UnaryRule): OpDef {
     },
     cost: perOutput(r.flops),
     ...(r.cuda ? { cuda: (dev: CudaDevice, [x], [out], a: Attrs) => { const c = r.cuda!(a); dev.unary(c.code, x!, out!, c.alpha, c.beta); } } : {}),
+    ...(r.device ? { cuda: r.device } : {}),
     cpu([x], attrs) {
       const t = x as Tensor;
       const f = r.f(attrs);
@@ -134,6 +151,7 @@ function binaryDef(op: string, r: BinaryRule): OpDef {
     cost: perOutput(1),
     ...(r.cuda !== undefined ? { cuda: (dev: CudaDevice, [a, b], [out]) => dev.binary(r.cuda!, a!, b!, out!) } : {}),
     ...(r.compare !== undefined ? { cuda: (dev: CudaDevice, [a, b], [out]) => dev.compare(r.compare!, a!, b!, out!) } : {}),
+    ...(r.logic !== undefined ? { cuda: (dev: CudaDevice, [a, b], [out]) => dev.logic(r.logic!, a!, b!, out!) } : {}),
     cpu([a, b]) {
       const dt = r.out ?? a!.dtype;
       const f = r.f;
@@ -153,6 +171,7 @@ function variadicDef(op: string, f: Scalar2): OpDef {
     },
     cost: (ctx, outs) => perOutput(Math.max(1, ctx.inputs.length - 1))(ctx, outs),
     ...(op === 'Sum' ? { cuda: (dev: CudaDevice, ins: readonly (DeviceTensor | null)[], [out]: readonly DeviceTensor[]) => dev.sum(ins as DeviceTensor[], out!) } : {}),
+    ...(VARIADIC_CUDA[op] !== undefined ? { cuda: foldBinary(VARIADIC_CUDA[op]) } : {}),
     cpu(inputs) {
       const ts = inputs as Tensor[];
       return [broadcastMap(ts, ts[0]!.dtype, (...xs) => xs.reduce(f))];

@@ -5,7 +5,7 @@ import { CleaveError } from '../errors.js';
 import type { Attrs } from '../ir/graph.js';
 import { normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
-import { type Window, padCounts, slide, windowAttrs, windowOf } from './conv.js';
+import { type Window, padCounts, padEnds, slide, windowAttrs, windowOf } from './conv.js';
 import { erf } from './math.js';
 import { sliceAxes } from './movement.js';
 import { rowStats } from './norm.js';
@@ -148,6 +148,8 @@ const batchNormGradInput = internal({
   op: 'BatchNormalizationGradInput', category: 'norm', arity: [5, 5], attrs: bnAttrs,
   infer: (ctx) => [input(ctx, 1)],
   cost: perOutput(8),
+  cuda: (dev, [g, x, scale, rm, rv], [dx], attrs) =>
+    dev.batchNormGradInput(g!, x!, scale!, rm!, rv!, dx!, float(attrs, 'epsilon'), int(attrs, 'training_mode') === 1),
   cpu([g, x, scale, rm, rv], attrs) {
     const { C, N, inner, mean, inv } = channelStats(x!, rm!, rv!, attrs);
     const dx = zerosLike(x!);
@@ -181,6 +183,8 @@ const batchNormGradParams = internal({
     return [t, t];
   },
   cost: (ctx, outs) => ({ flops: 4 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cuda: (dev, [g, x, rm, rv], [ds, db], attrs) =>
+    dev.batchNormGradParams(g!, x!, rm!, rv!, ds!, db!, float(attrs, 'epsilon'), int(attrs, 'training_mode') === 1),
   cpu([g, x, rm, rv], attrs) {
     const { C, N, inner, mean, inv } = channelStats(x!, rm!, rv!, attrs);
     const ds = tensor(x!.dtype, [C]), db = tensor(x!.dtype, [C]);
@@ -216,6 +220,10 @@ const convGradInput = internal({
     const w = input(ctx, 1).shape as number[];
     return { flops: 2 * elems(input(ctx, 0)) * w.slice(1).reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) };
   },
+  cuda(dev, [g, w], [dx], attrs) {
+    const { win, G } = convGeometry(attrs, dx!.shape, w!.shape);
+    dev.convGradInput(g!, w!, dx!, win, G);
+  },
   cpu([g, w], attrs) {
     const xShape = ints(attrs, 'shape')!;
     const { win, spatial, cg, mg } = convGeometry(attrs, xShape, w!.shape);
@@ -248,6 +256,10 @@ const convGradWeight = internal({
     const w = targetShape(ctx);
     return { flops: 2 * elems(input(ctx, 0)) * w.slice(1).reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) };
   },
+  cuda(dev, [g, x], [dw], attrs) {
+    const { win, G } = convGeometry(attrs, x!.shape, dw!.shape);
+    dev.convGradWeight(g!, x!, dw!, win, G);
+  },
   cpu([g, x], attrs) {
     const wShape = ints(attrs, 'shape')!;
     const { win, spatial, cg, mg } = convGeometry(attrs, x!.shape, wShape);
@@ -277,6 +289,9 @@ const maxPoolGrad = internal({
   attrs: { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, storage_order: { type: 'int', default: 0 } },
   infer: (ctx) => [input(ctx, 1)],
   cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)) * ints(ctx.attrs, 'kernel_shape')!.reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) }),
+  cuda(dev, [g, x], [dx], attrs) {
+    dev.maxPoolGrad(g!, x!, dx!, windowOf('MaxPool', attrs, x!.shape.slice(2), ints(attrs, 'kernel_shape')!, int(attrs, 'ceil_mode') === 1));
+  },
   cpu([g, x], attrs) {
     const [N, C] = x!.shape as [number, number];
     const spatial = x!.shape.slice(2);
@@ -301,6 +316,10 @@ const averagePoolGrad = internal({
   attrs: { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, count_include_pad: { type: 'int', default: 0 }, ...shapeAttr },
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: perOutput(1),
+  cuda(dev, [g], [dx], attrs) {
+    const win = windowOf('AveragePool', attrs, dx!.shape.slice(2), ints(attrs, 'kernel_shape')!, int(attrs, 'ceil_mode') === 1);
+    dev.averagePoolGrad(g!, dx!, win, int(attrs, 'count_include_pad') ? padEnds(attrs, win) : null);
+  },
   cpu([g], attrs) {
     const xShape = ints(attrs, 'shape')!;
     const [N, C] = xShape as [number, number];
@@ -349,6 +368,7 @@ const gatherElementsGrad = internal({
   op: 'GatherElementsGrad', category: 'movement', arity: [2, 2], attrs: { axis: { type: 'int', default: 0 }, ...shapeAttr },
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
+  cuda: (dev, [g, ind], [out], attrs) => dev.scatterElementsAdd(g!, ind!, out!, normAxis(int(attrs, 'axis'), out!.shape.length, 'GatherElementsGrad')),
   cpu([g, ind], attrs) {
     const shape = ints(attrs, 'shape')!;
     const axis = normAxis(int(attrs, 'axis'), shape.length, 'GatherElementsGrad');
@@ -373,6 +393,19 @@ const sliceGrad = internal({
   attrs: { starts: { type: 'ints' }, ends: { type: 'ints' }, axes: { type: 'ints', optional: true }, steps: { type: 'ints', optional: true }, ...shapeAttr },
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: perOutput(0),
+  cuda(dev, [g], [dx], attrs) {
+    // Zeros, then g copied into the slice's positions: Slice's strides and base, written instead of read.
+    const { axes } = sliceAxes({ node: 'SliceGrad', inputs: [], numOutputs: 1, attrs, consts: [] }, dx!.shape);
+    const st = stridesOf(dx!.shape);
+    const strides = [...st];
+    let base = 0;
+    for (const a of axes) {
+      base += a.start * st[a.axis]!;
+      strides[a.axis] = a.step * st[a.axis]!;
+    }
+    dev.fill(dx!, 0);
+    dev.copyRegion(g!, dx!, g!.shape, stridesOf(g!.shape), strides, 0, base);
+  },
   cpu([g], attrs) {
     const shape = ints(attrs, 'shape')!;
     const { axes } = sliceAxes({ node: 'SliceGrad', inputs: [], numOutputs: 1, attrs, consts: [] }, shape);

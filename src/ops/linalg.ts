@@ -160,6 +160,8 @@ const gemm: OpDef = {
     const { k } = gemmDims(ctx);
     return { flops: (2 * (typeof k === 'number' ? k : 1) + (ctx.inputs[2] ? 1 : 0)) * elems(outs[0]!), bytes: moved(ctx, outs) };
   },
+  cuda: (dev, [a, b, c], [out], attrs) =>
+    dev.gemm(a!, b!, c ?? null, out!, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha'), float(attrs, 'beta')),
   cpu([a, b, c], attrs) {
     const t = (x: Tensor): Tensor => {
       const [r, q] = x.shape as [number, number];

@@ -421,6 +421,7 @@ const gatherElements: OpDef = {
     return [{ dtype: x.dtype, shape: ind.shape }];
   },
   cost: dataMovement,
+  cuda: (dev, [x, ind], [out], attrs) => dev.gatherElements(x!, ind!, out!, normAxis(int(attrs, 'axis'), x!.shape.length, 'GatherElements')),
   cpu([x, ind], attrs) {
     const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'GatherElements');
     const st = stridesOf(x!.shape);
@@ -472,6 +473,14 @@ const tile: OpDef = {
     return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (reps[i] === 1 ? d : typeof d === 'number' ? d * reps[i]! : symbolic(ctx, d))) }];
   },
   cost: dataMovement,
+  cuda(dev, [x], [out], attrs) {
+    // The output read as [r0, d0, r1, d1, …]: its index a·d + k along an axis is (a, k), which
+    // reads x at k whatever the repeat a.
+    const reps = ints(attrs, 'repeats')!;
+    const st = stridesOf(x!.shape);
+    const shape = x!.shape.flatMap((d, i) => [reps[i]!, d]);
+    dev.stridedCopy(x!, { ...out!, shape }, x!.shape.flatMap((_, i) => [0, st[i]!]));
+  },
   cpu([x], attrs) {
     const reps = ints(attrs, 'repeats')!;
     const shape = x!.shape.map((d, i) => d * reps[i]!);
@@ -494,6 +503,7 @@ const trilu: OpDef = {
     return [x];
   },
   cost: perOutput(1),
+  cuda: (dev, [x], [out], attrs) => dev.trilu(x!, out!, (attrs['k'] as number | undefined) ?? 0, int(attrs, 'upper') === 1),
   cpu([x], attrs) {
     const t = x!;
     const k = (attrs['k'] as number | undefined) ?? 0;
@@ -553,6 +563,19 @@ const dropout: OpDef = {
     return outs;
   },
   cost: perOutput(2),
+  cuda(dev, [x], [y, mask], attrs) {
+    const ratio = (attrs['ratio'] as number | undefined) ?? 0.5;
+    if (!attrs['training_mode'] || ratio === 0) {
+      // Ratio 0 keeps every element and scales by 1: the CPU kernel's copy, drawing nothing.
+      dev.dropout(x!, y!, mask ?? null, 0, 0);
+      return;
+    }
+    // The same draws as the CPU kernel's: element i takes draw i+1 from the generator's state.
+    const rng = attrs['seed'] !== undefined ? new Rng(attrs['seed'] as number) : dropoutRng;
+    const state = rng.state;
+    rng.skip(sizeOf(x!));
+    dev.dropout(x!, y!, mask ?? null, ratio, state);
+  },
   cpu([x], attrs) {
     const mask = tensor('bool', x!.shape);
     mask.data.fill(1);

@@ -93,6 +93,8 @@ const batchNorm: OpDef = {
     return [input(ctx, 0), stat, stat].slice(0, ctx.numOutputs);
   },
   cost: (ctx, outs) => perOutput(int(ctx.attrs, 'training_mode') ? 8 : 4)(ctx, outs.slice(0, 1)),
+  cuda: (dev, [x, scale, b, rm, rv], [y, runMean, runVar], attrs) =>
+    dev.batchNorm(x!, scale!, b!, rm!, rv!, y!, runMean ?? null, runVar ?? null, float(attrs, 'epsilon'), float(attrs, 'momentum'), int(attrs, 'training_mode') === 1),
   cpu([x, scale, b, rm, rv], attrs) {
     const t = x!;
     const C = t.shape[1]!;

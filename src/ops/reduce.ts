@@ -7,7 +7,7 @@ import { elems, input, int, ints, moved, requireFloat } from './util.js';
 
 interface ReduceRule {
   /** The CUDA reduce kernel's operation, where it has one. */
-  readonly cuda?: 'sum' | 'mean' | 'max';
+  readonly cuda?: 'sum' | 'mean' | 'max' | 'min';
   readonly init: number;
   readonly step: (acc: number, x: number) => number;
   readonly finish: (acc: number, count: number) => number;
@@ -20,7 +20,7 @@ const RULES: Record<string, ReduceRule> = {
   ReduceSum: { cuda: 'sum', init: 0, step: (a, x) => a + x, finish: (a) => a, axesInputSince: 13 },
   ReduceMean: { cuda: 'mean', init: 0, step: (a, x) => a + x, finish: (a, n) => a / n, axesInputSince: 18 },
   ReduceMax: { cuda: 'max', init: -Infinity, step: (a, x) => (x > a || Number.isNaN(x) ? x : a), finish: (a) => a, axesInputSince: 18 },
-  ReduceMin: { init: Infinity, step: (a, x) => (x < a || Number.isNaN(x) ? x : a), finish: (a) => a, axesInputSince: 18 },
+  ReduceMin: { cuda: 'min', init: Infinity, step: (a, x) => (x < a || Number.isNaN(x) ? x : a), finish: (a) => a, axesInputSince: 18 },
 };
 
 /** Normalized reduced axes: all of them when none are given, unless noop_with_empty_axes. */

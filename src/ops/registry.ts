@@ -83,7 +83,7 @@ export interface CudaDevice {
   concat(inputs: readonly DeviceTensor[], out: DeviceTensor, axis: number): void;
   /** Sum of several tensors of the output's shape. */
   sum(inputs: readonly DeviceTensor[], out: DeviceTensor): void;
-  reduce(op: 'sum' | 'mean' | 'max', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void;
+  reduce(op: 'sum' | 'mean' | 'max' | 'min', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void;
   /** Comparisons of float tensors into bool: 0 =, 1 <, 2 >, 3 ≤, 4 ≥. */
   compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
   /** out = 0; out[…, indices[j], …] += g[…, j, …] (the gradient of Gather). */
@@ -101,6 +101,59 @@ export interface CudaDevice {
   /** Its gradient: dq, dk, dv (each [B, T, H·Dh]) from dout, the inputs, out and lse. */
   attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
     dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean): void;
+  /** Host data into a device tensor of its size, converted to the tensor's dtype (waits for the copy). */
+  write(out: DeviceTensor, t: Tensor): void;
+  /** Device → host (waits for the queued work). */
+  download(t: DeviceTensor): Tensor;
+  /** Every element of a float tensor set to `value`. */
+  fill(out: DeviceTensor, value: number): void;
+  /** out[outBase + Σ k_d·outStrides_d] = x[inBase + Σ k_d·inStrides_d] over each index k of `dims` (any element type). */
+  copyRegion(x: DeviceTensor, out: DeviceTensor, dims: readonly number[], inStrides: readonly number[], outStrides: readonly number[], inBase?: number, outBase?: number): void;
+  /** Bool tensors: 0 and, 1 or (broadcast), 2 not (b is null). */
+  logic(code: number, a: DeviceTensor, b: DeviceTensor | null, out: DeviceTensor): void;
+  isNaN(x: DeviceTensor, out: DeviceTensor): void;
+  /** out[i] = data[i with its `axis` coordinate replaced by indices[i]] (ONNX GatherElements). */
+  gatherElements(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
+  /** out = 0; out[i with its `axis` coordinate replaced by indices[i]] += g[i] (the gradient of GatherElements). */
+  scatterElementsAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
+  /** Each matrix of the last two axes with column − row < k (upper) or > k (lower) zeroed. */
+  trilu(x: DeviceTensor, out: DeviceTensor, k: number, upper: boolean): void;
+  /**
+   * Dropout whose element i keeps when draw i+1 of src/util/random.ts's generator, from `state`, is
+   * ≥ ratio (the CPU kernel's draws); kept elements are scaled by 1/(1 − ratio). mask may be null.
+   */
+  dropout(x: DeviceTensor, y: DeviceTensor, mask: DeviceTensor | null, ratio: number, state: number): void;
+  /** ONNX Gemm on 2-D operands: out = alpha·op(A)·op(B) + beta·C, C broadcast to out. */
+  gemm(a: DeviceTensor, b: DeviceTensor, c: DeviceTensor | null, out: DeviceTensor, transA: boolean, transB: boolean, alpha: number, beta: number): void;
+  /**
+   * BatchNormalization of x [N, C, …] on batch statistics (training; runMeanOut and runVarOut, where
+   * given, get the blended running statistics) or on the running ones.
+   */
+  batchNorm(x: DeviceTensor, scale: DeviceTensor, bias: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, y: DeviceTensor,
+    runMeanOut: DeviceTensor | null, runVarOut: DeviceTensor | null, epsilon: number, momentum: number, training: boolean): void;
+  batchNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, dx: DeviceTensor,
+    epsilon: number, training: boolean): void;
+  batchNormGradParams(g: DeviceTensor, x: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, dscale: DeviceTensor, dbias: DeviceTensor,
+    epsilon: number, training: boolean): void;
+  /** Convolution of x [N, C, …] by w [M, C/groups, …] (1-3 spatial dims), bias [M] optional. */
+  conv(x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null, out: DeviceTensor, win: WindowGeometry, groups: number): void;
+  convGradInput(g: DeviceTensor, w: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, groups: number): void;
+  convGradWeight(g: DeviceTensor, x: DeviceTensor, dw: DeviceTensor, win: WindowGeometry, groups: number): void;
+  /** Max pooling of x [N, C, …]; indices (int64, may be null) as MaxPool's second output. */
+  maxPool(x: DeviceTensor, y: DeviceTensor, indices: DeviceTensor | null, win: WindowGeometry): void;
+  maxPoolGrad(g: DeviceTensor, x: DeviceTensor, dx: DeviceTensor, win: WindowGeometry): void;
+  /** Average pooling; with `padEnd` (trailing pads) the divisor counts the padding too (count_include_pad). */
+  averagePool(x: DeviceTensor, y: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void;
+  averagePoolGrad(g: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void;
+}
+
+/** A sliding window over the spatial dims, as src/ops/conv.ts's windowOf computes it. */
+export interface WindowGeometry {
+  readonly kernel: readonly number[];
+  readonly strides: readonly number[];
+  readonly dilations: readonly number[];
+  readonly padBegin: readonly number[];
+  readonly out: readonly number[];
 }
 
 /** A node's CUDA kernel: inputs and preallocated outputs on the device. */

@@ -1,4 +1,5 @@
 import { CleaveError, SymbolicDimError } from '../errors.js';
+import { isFloat } from '../ir/dtype.js';
 import { type ValueType } from '../ir/graph.js';
 import { type Tensor, tensor } from '../ir/tensor.js';
 import type { OpContext, OpDef } from './registry.js';
@@ -28,6 +29,9 @@ const shape: OpDef = {
     if (dims.some((d) => typeof d !== 'number')) return undefined;
     return [tensor('int64', [dims.length], dims as number[])];
   },
+  // Kernels see static shapes: the answer is the folded one, uploaded on CUDA.
+  cpu: ([x], attrs) => shape.foldFromTypes!(typesOf('Shape', x!, attrs))!,
+  cuda: (dev, [x], [out], attrs) => dev.write(out!, shape.foldFromTypes!(typesOf('Shape', x!, attrs))![0]!),
 };
 
 const size: OpDef = {
@@ -39,7 +43,14 @@ const size: OpDef = {
     if (s.some((d) => typeof d !== 'number')) return undefined;
     return [tensor('int64', [], [s.reduce<number>((a, b) => a * (b as number), 1)])];
   },
+  cpu: ([x], attrs) => size.foldFromTypes!(typesOf('Size', x!, attrs))!,
+  cuda: (dev, [x], [out], attrs) => dev.write(out!, size.foldFromTypes!(typesOf('Size', x!, attrs))![0]!),
 };
+
+/** What foldFromTypes sees of a node with one input of known shape (a host or device tensor). */
+function typesOf(op: string, x: { dtype: ValueType['dtype']; shape: readonly number[] }, attrs: OpContext['attrs']): OpContext {
+  return { node: op, inputs: [{ dtype: x.dtype, shape: x.shape }], numOutputs: 1, attrs, consts: [] };
+}
 
 function constantValue(ctx: { node: string; attrs: OpContext['attrs'] }): Tensor {
   const a = ctx.attrs;
@@ -66,6 +77,7 @@ const constant: OpDef = {
   },
   cost: () => ({ flops: 0, bytes: 0 }),
   cpu: (_, attrs) => [constantValue({ node: 'Constant', attrs })],
+  cuda: (dev, _, [out], attrs) => dev.write(out!, constantValue({ node: 'Constant', attrs })),
 };
 
 const constantOfShape: OpDef = {
@@ -80,6 +92,12 @@ const constantOfShape: OpDef = {
     return [{ dtype: v?.dtype ?? 'float32', shape: [...s] }];
   },
   cost: dataMovement,
+  cuda(dev, _, [out], attrs) {
+    const v = attrs['value'] as Tensor | undefined;
+    // Float outputs fill on the device; others (int64, bool) are small index tensors, uploaded.
+    if (isFloat(out!.dtype)) dev.fill(out!, v ? v.data[0]! : 0);
+    else dev.write(out!, constantOfShape.cpu!([], attrs, 1)[0]!);
+  },
   cpu(_, attrs) {
     const v = attrs['value'] as Tensor | undefined;
     const out = tensor(v?.dtype ?? 'float32', ints(attrs, 'shape')!);
@@ -103,6 +121,12 @@ const range: OpDef = {
     return [out];
   },
   cost: dataMovement,
+  cuda(dev, [s, , d], [out]) {
+    // The length is static (the output's); start and delta come back to the host, a few bytes.
+    const start = dev.download(s!).data[0]!, delta = dev.download(d!).data[0]!;
+    const n = out!.shape[0]!;
+    dev.write(out!, tensor('float64', [n], Array.from({ length: n }, (_, i) => start + i * delta)));
+  },
   cpu([s, l, d]) {
     const start = s!.data[0]!;
     const delta = d!.data[0]!;

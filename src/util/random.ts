@@ -19,6 +19,13 @@ export class Rng {
   int(n: number): number {
     return Math.floor(this.next() * n);
   }
+  /**
+   * Moves on as `n` calls of next() would. Draw i after state s is a hash of s + i·0x6d2b79f5, so
+   * a device kernel can make draws in parallel from the state and the host skips past them.
+   */
+  skip(n: number): void {
+    this.s = (this.s + Math.imul(n, 0x6d2b79f5)) >>> 0;
+  }
   /** The generator's whole state, for checkpoints: restoring it replays the same sequence. */
   get state(): number {
     return this.s;

@@ -23,6 +23,7 @@ import { prepareJob } from '../../runtime/train/job.js';
 import { CpuTrainer } from '../../runtime/train/trainer.js';
 import { randomFeeds } from '../helpers/inputs.js';
 import { maxRelError } from '../helpers/compare.js';
+import { KERNEL_CASES, caseErrors, caseName, convCases, outShape } from '../helpers/cuda_cases.js';
 
 const gpu = cudaAvailable();
 const hasNvcc = spawnSync('nvcc', ['--version']).status === 0;
@@ -127,7 +128,7 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
   });
 
   it('cover every registry op they claim', () => {
-    const tested = new Set(CASES.map((c) => c.op));
+    const tested = new Set([...CASES, ...KERNEL_CASES].map((c) => c.op));
     // Views share one kernel (Reshape's); Cast is checked by the round trip below; Pow by the fixture.
     // FusedAttentionGrad needs its forward's log-sum-exp: its own test below runs the pair.
     for (const d of allOps()) if (d.cuda && !['Pow', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast', 'FusedAttentionGrad'].includes(d.op)) expect(tested.has(d.op), d.op).toBe(true);
@@ -282,6 +283,75 @@ describe.runIf(gpu)('cleave profile on the GPU', () => {
     const { cli } = await import('../helpers/cli.js');
     const part = cli(['partition', fixturePath('gpt'), '--partitions', '2', '--profile', out, '--json']);
     expect(part.code, part.stderr).toBe(0);
+    rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+});
+
+describe.runIf(gpu)('CUDA kernels of convolution, pooling, BatchNorm and the smaller ops match the CPU kernels', () => {
+  // The cases of test/helpers/cuda_cases.ts, which test/runtime/cuda_emulated.test.ts runs on the
+  // host emulation of the addon: here the CUDA code itself.
+  it.each(KERNEL_CASES.map((c) => [caseName(c), c] as const))('%s', (_, c) => {
+    for (const e of caseErrors(c, (g, feeds, precision) => runGraphCuda(g, feeds, precision))) {
+      expect(e.f32, `${e.output} float32`).toBeLessThanOrEqual(c.tol ?? 1e-5);
+      expect(e.bf16, `${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+    }
+  });
+
+  it.each([1, 2])('convolve three images in chunks of %i', (images) => {
+    const x = [3, 4, 7, 8], w = [6, 2, 3, 3], attrs = { group: 2, dilations: [2, 1], pads: [2, 1, 2, 1] };
+    const perImage = x[1]! * 9 * outShape('Conv', [x, w], attrs).slice(2).reduce((a, b) => a * b, 1);
+    for (const c of convCases(x, w, attrs, 'three images')) {
+      const errors = caseErrors(c, (g, feeds, precision) => {
+        const dev = new Cuda();
+        dev.columnLimit = images * perImage;
+        return runGraphCuda(g, feeds, precision, dev);
+      });
+      for (const e of errors) {
+        expect(e.f32, `${caseName(c)} ${e.output} float32`).toBeLessThanOrEqual(1e-5);
+        expect(e.bf16, `${caseName(c)} ${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+      }
+    }
+  });
+
+  it('draw Dropout masks the CPU kernel draws, from the shared generator', async () => {
+    const { dropoutRng } = await import('../../src/ops/movement.js');
+    const b = new ModelBuilder('drop');
+    const x = b.input('x', 'float32', [7, 1000]);
+    b.ops('Dropout', [x], { ratio: 0.25, training_mode: 1 }, 2).forEach((o, i) => b.output(o, ['y', 'mask'][i]));
+    const g = b.finish();
+    const feeds = { x: tensor('float32', [7, 1000], Array.from({ length: 7000 }, (_, i) => (i % 17) - 8)) };
+    const start = dropoutRng.state;
+    const cpu = runGraph(g, feeds);
+    const after = dropoutRng.state;
+    dropoutRng.state = start;
+    const dev = runGraphCuda(g, feeds, 'float32');
+    expect(dropoutRng.state).toBe(after);
+    expect(Array.from(dev.get('mask')!.data)).toEqual(Array.from(cpu.get('mask')!.data));
+    expect(maxRelError(dev.get('y')!, cpu.get('y')!)).toBeLessThanOrEqual(1e-6);
+  });
+});
+
+describe.runIf(gpu)('training the CNN fixture on the GPU', () => {
+  it('reproduces the CPU ranks\' losses with a one-rank plan (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+    // Conv, BatchNorm on batch statistics (running statistics written back), MaxPool, AveragePool
+    // with count_include_pad, GlobalAveragePool, Gemm, and all their gradients.
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-cnn-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('cnn'), loss: 'auto', steps: 4, batch: 8, microbatches: 2, optimizer: opt, seed: 5 });
+    const batches = Array.from({ length: 4 }, () => job.data.next(8));
+    const run = { data: { kind: 'batches' as const, batches }, steps: 4, optimizer: opt };
+    const losses: Record<string, number[]> = {};
+    for (const policy of ['fp32', 'bf16'] as const) {
+      const planFile = join(dir, `${policy}.plan`);
+      writePlan(planFile, compile({ model: fixturePath('cnn'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8, policy }).plan);
+      if (policy === 'fp32') losses['cpu'] = (await runPlanCpu({ planFile, ...run })).steps.map((r) => r.loss);
+      losses[policy] = (await runPlanCuda({ planFile, ...run })).steps.map((r) => r.loss);
+    }
+    losses['cpu']!.forEach((l, i) => {
+      expect(Math.abs(losses['fp32']![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
+      // bf16 activations, weights and running statistics through four Conv + BatchNorm layers.
+      expect(Math.abs(losses['bf16']![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+    });
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });

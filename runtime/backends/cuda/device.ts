@@ -2,7 +2,7 @@ import { CleaveError } from '../../../src/errors.js';
 import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../../src/ir/tensor.js';
-import type { CudaDevice, DeviceTensor } from '../../../src/ops/registry.js';
+import type { CudaDevice, DeviceTensor, WindowGeometry } from '../../../src/ops/registry.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
 
@@ -227,7 +227,16 @@ export class Cuda implements CudaDevice {
     for (const x of inputs.slice(2)) this.binary(0, out, x, out);
   }
 
-  reduce(op: 'sum' | 'mean' | 'max', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void {
+  reduce(op: 'sum' | 'mean' | 'max' | 'min', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void {
+    // The minimum is the negated maximum of the negation: exact, with no kernel of its own.
+    if (op === 'min') {
+      const neg = this.alloc(x.dtype, x.shape);
+      this.unary(0, x, neg);
+      this.reduce('max', neg, out, axes);
+      this.unary(0, out, out);
+      this.free(neg);
+      return;
+    }
     const st = stridesOf(x.shape);
     const keep = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
     // Kept and reduced axes collapse separately: each group keeps its own index order.
@@ -313,4 +322,303 @@ export class Cuda implements CudaDevice {
     this.n.sceBackward(floatCode(scores, 'SoftmaxCrossEntropyLossGrad'), scores.ptr, labels.ptr, up.ptr, count.ptr, out.ptr, rows, cols, ignore ?? -(2 ** 52), mean);
     for (const t of [loss, weight, count, ...(up !== dloss ? [up] : [])]) this.free(t);
   }
+
+  // --- kernels_extra.cu: the remaining ops -------------------------------------------------------
+
+  write(out: DeviceTensor, t: Tensor): void {
+    if (numel(t.shape) !== numel(out.shape)) throw new CleaveError(`cannot write [${t.shape}] into a CUDA tensor of [${out.shape}]`);
+    this.n.upload(out.ptr, hostBytes(t, out.dtype));
+  }
+
+  fill(out: DeviceTensor, value: number): void {
+    this.n.fill(floatCode(out, 'fill'), out.ptr, numel(out.shape), value);
+  }
+
+  copyRegion(x: DeviceTensor, out: DeviceTensor, dims: readonly number[], inStrides: readonly number[], outStrides: readonly number[], inBase = 0, outBase = 0): void {
+    const { dims: d, strides: [si, so] } = collapseDims(dims, [inStrides, outStrides]);
+    this.n.copyRegion(copyCode(x), x.ptr, out.ptr, d, si!, so!, inBase, outBase);
+  }
+
+  logic(code: number, a: DeviceTensor, b: DeviceTensor | null, out: DeviceTensor): void {
+    if ([a, b ?? a, out].some((t) => t.dtype !== 'bool')) throw new CleaveError('bool logic on CUDA takes bool tensors');
+    const sb = b ? broadcastStrides(b.shape, out.shape) : out.shape.map(() => 0);
+    const { dims, strides: [ca, cb] } = collapseDims(out.shape, [broadcastStrides(a.shape, out.shape), sb]);
+    this.n.logic(code, a.ptr, b?.ptr ?? 0n, out.ptr, dims, ca!, cb!);
+  }
+
+  isNaN(x: DeviceTensor, out: DeviceTensor): void {
+    this.n.isNaN(floatCode(x, 'IsNaN'), x.ptr, out.ptr, numel(x.shape));
+  }
+
+  /**
+   * How GatherElements and its gradient address a tensor of `shape` from each position of the
+   * indices: its strides with the axis's left out (that coordinate comes from the index), and the axis's stride.
+   */
+  private elementsLayout(shape: readonly number[], indices: DeviceTensor, axis: number, what: string): { dims: number[]; strides: number[]; axisStride: number; axisDim: number } {
+    if (indices.dtype !== 'int64') throw new CleaveError(`${what} on CUDA takes int64 indices, not ${indices.dtype}`);
+    // Beyond the data's extent an index position would address another row's elements.
+    if (indices.shape.length !== shape.length || indices.shape.some((d, i) => i !== axis && d > shape[i]!)) {
+      throw new CleaveError(`${what}: indices [${indices.shape}] do not fit data [${shape}] outside axis ${axis}`);
+    }
+    const st = stridesOf(shape);
+    return { dims: [...indices.shape], strides: st.map((s, d) => (d === axis ? 0 : s)), axisStride: st[axis]!, axisDim: shape[axis]! };
+  }
+
+  gatherElements(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
+    const l = this.elementsLayout(data.shape, indices, axis, 'GatherElements');
+    this.n.gatherElements(copyCode(data), data.ptr, indices.ptr, out.ptr, l.dims, l.strides, l.axisStride, l.axisDim);
+  }
+
+  scatterElementsAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
+    const l = this.elementsLayout(out.shape, indices, axis, 'GatherElementsGrad');
+    // Atomic adds go to a float32 buffer, cast once into the output's dtype (as scatterAdd).
+    const acc = out.dtype === 'float32' ? out : this.alloc('float32', out.shape);
+    this.n.fill(0, acc.ptr, numel(out.shape), 0);
+    this.n.scatterElementsAdd(floatCode(g, 'GatherElementsGrad'), g.ptr, indices.ptr, acc.ptr, l.dims, l.strides, l.axisStride, l.axisDim);
+    if (acc !== out) {
+      this.cast(acc, out);
+      this.free(acc);
+    }
+  }
+
+  trilu(x: DeviceTensor, out: DeviceTensor, k: number, upper: boolean): void {
+    this.n.trilu(copyCode(x), x.ptr, out.ptr, numel(x.shape), x.shape.at(-2)!, x.shape.at(-1)!, k, upper);
+  }
+
+  dropout(x: DeviceTensor, y: DeviceTensor, mask: DeviceTensor | null, ratio: number, state: number): void {
+    // A draw h / 2³² is ≥ ratio exactly when the 32-bit h is ≥ ⌈ratio · 2³²⌉ (a product exact in doubles).
+    const threshold = Math.ceil(ratio * 2 ** 32);
+    this.n.dropout(sameFloat([x, y], 'Dropout'), x.ptr, y.ptr, mask?.ptr ?? 0n, numel(x.shape), state >>> 0, threshold, 1 / (1 - ratio));
+  }
+
+  gemm(a: DeviceTensor, b: DeviceTensor, c: DeviceTensor | null, out: DeviceTensor, transA: boolean, transB: boolean, alpha: number, beta: number): void {
+    if (a.shape.length !== 2 || b.shape.length !== 2) throw new CleaveError(`Gemm on CUDA takes matrices, not [${a.shape}] and [${b.shape}]`);
+    const withC = c !== null && beta !== 0;
+    const dt = sameFloat(withC ? [a, b, c, out] : [a, b, out], 'Gemm');
+    const [M, N] = out.shape as [number, number];
+    // cuBLAS adds beta·C onto its output in place: C goes there first, broadcast.
+    if (withC) this.stridedCopy(c, out, broadcastStrides(c.shape, out.shape));
+    this.gemmRows(dt, a.ptr, b.ptr, out.ptr, M, N, transA ? a.shape[0]! : a.shape[1]!, transA, transB, alpha, withC ? beta : 0, 1, 0, 0, 0);
+  }
+
+  /**
+   * Row-major C = alpha·op(A)·op(B) + beta·C, op(A) [M, K] and op(B) [K, N], for `batch` triples at
+   * element strides sA, sB, sC: cuBLAS (column-major) computes Cᵀ = op(B)ᵀ·op(A)ᵀ, as matmul does.
+   */
+  private gemmRows(dt: number, a: bigint, b: bigint, c: bigint, M: number, N: number, K: number, transA: boolean, transB: boolean,
+    alpha: number, beta: number, batch: number, sA: number, sB: number, sC: number): void {
+    this.n.gemm(dt, transB, transA, N, M, K, alpha, b, transB ? K : N, sB, a, transA ? M : K, sA, beta, c, N, sC, batch);
+  }
+
+  /** Per-channel mean and variance (float32 [C]) of the batch (training) or the running statistics. */
+  private channelStats(x: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, training: boolean): [DeviceTensor, DeviceTensor] {
+    const [N, C, inner] = bnDims(x);
+    const mean = this.alloc('float32', [C]), variance = this.alloc('float32', [C]);
+    if (training) this.n.bnStats(floatCode(x, 'BatchNormalization'), x.ptr, mean.ptr, variance.ptr, N, C, inner);
+    else {
+      this.cast(runMean, mean);
+      this.cast(runVar, variance);
+    }
+    return [mean, variance];
+  }
+
+  /** Per-channel Σ g and Σ g·x̂ (float32 [C]). */
+  private channelGradSums(g: DeviceTensor, x: DeviceTensor, mean: DeviceTensor, variance: DeviceTensor, epsilon: number): [DeviceTensor, DeviceTensor] {
+    const [N, C, inner] = bnDims(x);
+    const sumG = this.alloc('float32', [C]), sumGX = this.alloc('float32', [C]);
+    this.n.bnGradSums(sameFloat([g, x], 'BatchNormalization gradient'), g.ptr, x.ptr, mean.ptr, variance.ptr, sumG.ptr, sumGX.ptr, N, C, inner, epsilon);
+    return [sumG, sumGX];
+  }
+
+  batchNorm(x: DeviceTensor, scale: DeviceTensor, bias: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, y: DeviceTensor,
+    runMeanOut: DeviceTensor | null, runVarOut: DeviceTensor | null, epsilon: number, momentum: number, training: boolean): void {
+    const dt = sameFloat([x, scale, bias, y], 'BatchNormalization');
+    const [N, C, inner] = bnDims(x);
+    const [mean, variance] = this.channelStats(x, runMean, runVar, training);
+    try {
+      this.n.bnForward(dt, x.ptr, scale.ptr, bias.ptr, mean.ptr, variance.ptr, y.ptr, N, C, inner, epsilon);
+      if (training && (runMeanOut || runVarOut)) {
+        const st = sameFloat([runMean, runVar, ...(runMeanOut ? [runMeanOut] : []), ...(runVarOut ? [runVarOut] : [])], 'BatchNormalization running statistics');
+        this.n.bnRunning(st, runMean.ptr, runVar.ptr, mean.ptr, variance.ptr, runMeanOut?.ptr ?? 0n, runVarOut?.ptr ?? 0n, C, momentum);
+      }
+    } finally {
+      this.free(mean);
+      this.free(variance);
+    }
+  }
+
+  batchNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, dx: DeviceTensor,
+    epsilon: number, training: boolean): void {
+    const dt = sameFloat([g, x, scale, dx], 'BatchNormalizationGradInput');
+    const [N, C, inner] = bnDims(x);
+    const stats = this.channelStats(x, runMean, runVar, training);
+    const temps = [...stats];
+    try {
+      // Only batch statistics depend on x, adding the terms through the mean and variance.
+      const sums = training ? this.channelGradSums(g, x, stats[0], stats[1], epsilon) : null;
+      if (sums) temps.push(...sums);
+      this.n.bnGradInput(dt, g.ptr, x.ptr, scale.ptr, stats[0].ptr, stats[1].ptr, sums?.[0].ptr ?? 0n, sums?.[1].ptr ?? 0n, dx.ptr, N, C, inner, epsilon, training);
+    } finally {
+      for (const t of temps) this.free(t);
+    }
+  }
+
+  batchNormGradParams(g: DeviceTensor, x: DeviceTensor, runMean: DeviceTensor, runVar: DeviceTensor, dscale: DeviceTensor, dbias: DeviceTensor,
+    epsilon: number, training: boolean): void {
+    const stats = this.channelStats(x, runMean, runVar, training);
+    const temps = [...stats];
+    try {
+      const [sumG, sumGX] = this.channelGradSums(g, x, stats[0], stats[1], epsilon);
+      temps.push(sumG, sumGX);
+      this.cast(sumGX, dscale);
+      this.cast(sumG, dbias);
+    } finally {
+      for (const t of temps) this.free(t);
+    }
+  }
+
+  /**
+   * Elements of convolution columns ([C·K, images·O]) built at once: a large batch is convolved in
+   * chunks of images rather than needing its whole im2col (512 MiB of float32; tests lower it).
+   */
+  columnLimit = 2 ** 27;
+
+  /** Convolution sizes, and how many images a chunk takes (columnLimit). */
+  private convDims(xShape: readonly number[], wShape: readonly number[], win: WindowGeometry, groups: number): ConvDims {
+    const [N, C] = xShape as [number, number];
+    const M = wShape[0]!, G = groups;
+    const K = numel(win.kernel), O = numel(win.out), S = numel(xShape.slice(2));
+    if (C % G || M % G || wShape[1]! * G !== C || numel(wShape.slice(2)) !== K) {
+      throw new CleaveError(`Conv on CUDA: weight [${wShape}] with ${G} groups does not fit input [${xShape}] and kernel [${win.kernel}]`);
+    }
+    const nb = Math.max(1, Math.min(N, Math.floor(this.columnLimit / Math.max(1, C * K * O))));
+    return { N, C, M, G, cg: C / G, mg: M / G, K, O, S, nb, geo: window3(xShape.slice(2), win, null) };
+  }
+
+  conv(x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null, out: DeviceTensor, win: WindowGeometry, groups: number): void {
+    const dt = sameFloat(bias ? [x, w, bias, out] : [x, w, out], 'Conv');
+    const { N, C, M, G, cg, mg, K, O, S, nb, geo } = this.convDims(x.shape, w.shape, win, groups);
+    const e = deviceBytes(x.dtype);
+    const col = this.alloc(x.dtype, [C * K, nb * O]);
+    // A chunk of several images comes out of the GEMMs as [M, images, O]: a transpose puts it in place.
+    const outT = nb > 1 ? this.alloc(x.dtype, [M, nb, O]) : null;
+    try {
+      for (let n0 = 0; n0 < N; n0 += nb) {
+        const b = Math.min(nb, N - n0);
+        const dst = elementAt(out.ptr, n0 * M * O, e);
+        this.n.im2col(copyCode(x), elementAt(x.ptr, n0 * C * S, e), col.ptr, b, C, geo);
+        // Group g: [mg, b·O] = w_g [mg, cg·K] · col_g [cg·K, b·O].
+        this.gemmRows(dt, w.ptr, col.ptr, outT?.ptr ?? dst, mg, b * O, cg * K, false, false, 1, 0, G, mg * cg * K, cg * K * b * O, mg * b * O);
+        if (outT) this.stridedCopy({ ptr: outT.ptr, dtype: out.dtype, shape: [M, b, O] }, { ptr: dst, dtype: out.dtype, shape: [b, M, O] }, [O, b * O, 1]);
+      }
+    } finally {
+      this.free(col);
+      if (outT) this.free(outT);
+    }
+    if (bias) this.binary(0, out, { ptr: bias.ptr, dtype: bias.dtype, shape: [M, ...win.out.map(() => 1)] }, out);
+  }
+
+  convGradInput(g: DeviceTensor, w: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, groups: number): void {
+    const dt = sameFloat([g, w, dx], 'ConvGradInput');
+    const { N, C, M, G, cg, mg, K, O, S, nb, geo } = this.convDims(dx.shape, w.shape, win, groups);
+    const e = deviceBytes(g.dtype);
+    const col = this.alloc(g.dtype, [C * K, nb * O]);
+    const gT = nb > 1 ? this.alloc(g.dtype, [M, nb, O]) : null;
+    try {
+      for (let n0 = 0; n0 < N; n0 += nb) {
+        const b = Math.min(nb, N - n0);
+        const src = elementAt(g.ptr, n0 * M * O, e);
+        // The GEMMs read the chunk's gradient as [M, images·O].
+        if (gT) this.stridedCopy({ ptr: src, dtype: g.dtype, shape: [b, M, O] }, { ptr: gT.ptr, dtype: g.dtype, shape: [M, b, O] }, [O, M * O, 1]);
+        // Group g: col_g [cg·K, b·O] = w_gᵀ [cg·K, mg] · g_g [mg, b·O].
+        this.gemmRows(dt, w.ptr, gT?.ptr ?? src, col.ptr, cg * K, b * O, mg, true, false, 1, 0, G, mg * cg * K, mg * b * O, cg * K * b * O);
+        this.n.col2im(dt, col.ptr, elementAt(dx.ptr, n0 * C * S, e), b, C, geo);
+      }
+    } finally {
+      this.free(col);
+      if (gT) this.free(gT);
+    }
+  }
+
+  convGradWeight(g: DeviceTensor, x: DeviceTensor, dw: DeviceTensor, win: WindowGeometry, groups: number): void {
+    const dt = sameFloat([g, x, dw], 'ConvGradWeight');
+    const { N, C, M, G, cg, mg, K, O, S, nb, geo } = this.convDims(x.shape, dw.shape, win, groups);
+    const e = deviceBytes(x.dtype);
+    const col = this.alloc(x.dtype, [C * K, nb * O]);
+    const gT = nb > 1 ? this.alloc(g.dtype, [M, nb, O]) : null;
+    try {
+      for (let n0 = 0; n0 < N; n0 += nb) {
+        const b = Math.min(nb, N - n0);
+        const src = elementAt(g.ptr, n0 * M * O, e);
+        this.n.im2col(copyCode(x), elementAt(x.ptr, n0 * C * S, e), col.ptr, b, C, geo);
+        if (gT) this.stridedCopy({ ptr: src, dtype: g.dtype, shape: [b, M, O] }, { ptr: gT.ptr, dtype: g.dtype, shape: [M, b, O] }, [O, M * O, 1]);
+        // Group g: dw_g [mg, cg·K] (+)= g_g [mg, b·O] · col_gᵀ [b·O, cg·K]; chunks after the first accumulate.
+        this.gemmRows(dt, gT?.ptr ?? src, col.ptr, dw.ptr, mg, cg * K, b * O, false, true, 1, n0 === 0 ? 0 : 1, G, mg * b * O, cg * K * b * O, mg * cg * K);
+      }
+    } finally {
+      this.free(col);
+      if (gT) this.free(gT);
+    }
+  }
+
+  maxPool(x: DeviceTensor, y: DeviceTensor, indices: DeviceTensor | null, win: WindowGeometry): void {
+    if (indices && indices.dtype !== 'int64') throw new CleaveError(`MaxPool's indices on CUDA are int64, not ${indices.dtype}`);
+    this.n.maxPool(sameFloat([x, y], 'MaxPool'), x.ptr, y.ptr, indices?.ptr ?? 0n, x.shape[0]! * x.shape[1]!, window3(x.shape.slice(2), win, null));
+  }
+
+  maxPoolGrad(g: DeviceTensor, x: DeviceTensor, dx: DeviceTensor, win: WindowGeometry): void {
+    this.n.maxPoolGrad(sameFloat([g, x, dx], 'MaxPoolGrad'), g.ptr, x.ptr, dx.ptr, x.shape[0]! * x.shape[1]!, window3(x.shape.slice(2), win, null));
+  }
+
+  averagePool(x: DeviceTensor, y: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void {
+    this.n.avgPool(sameFloat([x, y], 'AveragePool'), x.ptr, y.ptr, x.shape[0]! * x.shape[1]!, window3(x.shape.slice(2), win, padEnd), padEnd !== null);
+  }
+
+  averagePoolGrad(g: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void {
+    this.n.avgPoolGrad(sameFloat([g, dx], 'AveragePoolGrad'), g.ptr, dx.ptr, dx.shape[0]! * dx.shape[1]!, window3(dx.shape.slice(2), win, padEnd), padEnd !== null);
+  }
+}
+
+interface ConvDims {
+  N: number; C: number; M: number; G: number; cg: number; mg: number;
+  /** Kernel taps, output and input positions per image and channel. */
+  K: number; O: number; S: number;
+  /** Images per chunk. */
+  nb: number;
+  geo: number[];
+}
+
+/** The copy kernels' code of a tensor's element width. */
+function copyCode(t: DeviceTensor): number {
+  const code = COPY_CODE[BYTES[t.dtype] ?? 0];
+  if (code === undefined) throw new CleaveError(`copies of ${t.dtype} do not run on CUDA yet`);
+  return code;
+}
+
+/** The float dtype code of tensors a kernel reads as one type (a graph computes in one precision). */
+function sameFloat(ts: readonly DeviceTensor[], what: string): number {
+  const code = floatCode(ts[0]!, what);
+  if (ts.some((t) => t.dtype !== ts[0]!.dtype)) throw new CleaveError(`${what} on CUDA takes tensors of one float type, not ${ts.map((t) => t.dtype).join(', ')}`);
+  return code;
+}
+
+/** Address of element `i` of a buffer at `ptr` with elements of `bytes` bytes. */
+const elementAt = (ptr: bigint, i: number, bytes: number): bigint => ptr + BigInt(i * bytes);
+
+/** BatchNorm's view of x [N, C, …]: N, C and the elements of a channel per sample. */
+const bnDims = (x: DeviceTensor): [number, number, number] => [x.shape[0]!, x.shape[1]!, numel(x.shape.slice(2))];
+
+/**
+ * The native kernels' window (native/src/kernels_extra.cuh, Window3): three spatial dims, 1-D and
+ * 2-D windows led by unit dims; 21 numbers, three each of input size, kernel, output size, stride,
+ * leading pad, dilation, trailing pad.
+ */
+export function window3(spatial: readonly number[], win: WindowGeometry, padEnd: readonly number[] | null): number[] {
+  const lead = 3 - spatial.length;
+  if (lead < 0 || lead > 2) throw new CleaveError(`windows over ${spatial.length} spatial dims do not run on CUDA (1 to 3 do)`);
+  const led = (xs: readonly number[], unit: number): number[] => [...Array<number>(lead).fill(unit), ...xs];
+  return [
+    ...led(spatial, 1), ...led(win.kernel, 1), ...led(win.out, 1), ...led(win.strides, 1),
+    ...led(win.padBegin, 0), ...led(win.dilations, 1), ...led(padEnd ?? spatial.map(() => 0), 0),
+  ];
 }

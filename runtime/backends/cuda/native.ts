@@ -15,12 +15,12 @@ export interface NativeCuda {
   /** Whole-step graphs: record the stream's work, instantiate it, replay it. */
   graphBegin(): void;
   graphEnd(): bigint;
+  graphAbort(): void;
   graphLaunch(exec: bigint): void;
   graphDestroy(exec: bigint): void;
-  /** Buffers at fixed addresses outside the pools (a captured step's feeds), filled through a side stream. */
+  /** Buffers at fixed addresses outside the pools (a captured step's feeds). */
   allocStatic(bytes: number): bigint;
   freeStatic(ptr: bigint): void;
-  uploadStatic(ptr: bigint, data: ArrayBufferView): void;
   unary(code: number, dtype: number, x: bigint, out: bigint, n: number, alpha: number, beta: number): void;
   binary(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
   where(dtype: number, c: bigint, x: bigint, y: bigint, out: bigint, dims: number[], sc: number[], sx: number[], sy: number[]): void;
@@ -49,6 +49,30 @@ export interface NativeCuda {
     B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void;
   attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, dout: bigint, lse: bigint,
     dq: bigint, dk: bigint, dv: bigint, B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void;
+  // kernels_extra.cu. `width` codes are copy codes (element bytes 4, 2, 8, 1 → 0, 1, 2, 3); a null pointer is 0n.
+  /** Bool bytes: 0 and, 1 or (broadcast by the strides), 2 not (b unused). */
+  logic(code: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
+  isNaN(dtype: number, x: bigint, out: bigint, n: number): void;
+  /** out[i] = data[Σ k_d·dataStrides_d + idx[i]·axisStride] over the indices' dims (dataStrides 0 on the axis). */
+  gatherElements(width: number, data: bigint, idx: bigint, out: bigint, dims: number[], dataStrides: number[], axisStride: number, axisDim: number): void;
+  scatterElementsAdd(dtype: number, g: bigint, idx: bigint, acc: bigint, dims: number[], accStrides: number[], axisStride: number, axisDim: number): void;
+  trilu(width: number, x: bigint, out: bigint, n: number, rows: number, cols: number, k: number, upper: boolean): void;
+  /** Element i keeps when draw i+1 of src/util/random.ts's generator from `state` is ≥ threshold (of 2³²). */
+  dropout(dtype: number, x: bigint, y: bigint, mask: bigint, n: number, state: number, threshold: number, scale: number): void;
+  /** BatchNorm over [N, C, inner]; mean, var and the sums are float32 [C]. */
+  bnStats(dtype: number, x: bigint, mean: bigint, variance: bigint, N: number, C: number, inner: number): void;
+  bnForward(dtype: number, x: bigint, scale: bigint, bias: bigint, mean: bigint, variance: bigint, y: bigint, N: number, C: number, inner: number, eps: number): void;
+  bnRunning(dtype: number, rm: bigint, rv: bigint, mean: bigint, variance: bigint, rmOut: bigint, rvOut: bigint, C: number, momentum: number): void;
+  bnGradSums(dtype: number, g: bigint, x: bigint, mean: bigint, variance: bigint, sumG: bigint, sumGX: bigint, N: number, C: number, inner: number, eps: number): void;
+  bnGradInput(dtype: number, g: bigint, x: bigint, scale: bigint, mean: bigint, variance: bigint, sumG: bigint, sumGX: bigint, dx: bigint,
+    N: number, C: number, inner: number, eps: number, training: boolean): void;
+  /** `window`: 21 numbers, three each of input size, kernel, output size, stride, leading pad, dilation, trailing pad. */
+  im2col(width: number, x: bigint, col: bigint, images: number, channels: number, window: number[]): void;
+  col2im(dtype: number, col: bigint, dx: bigint, images: number, channels: number, window: number[]): void;
+  maxPool(dtype: number, x: bigint, y: bigint, indices: bigint, planes: number, window: number[]): void;
+  maxPoolGrad(dtype: number, g: bigint, x: bigint, dx: bigint, planes: number, window: number[]): void;
+  avgPool(dtype: number, x: bigint, y: bigint, planes: number, window: number[], includePad: boolean): void;
+  avgPoolGrad(dtype: number, g: bigint, dx: bigint, planes: number, window: number[], includePad: boolean): void;
 }
 
 let cached: NativeCuda | null | undefined;

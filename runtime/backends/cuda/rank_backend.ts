@@ -59,8 +59,8 @@ export class CudaRankBackend implements Backend {
   private beforeCapture = new Set<bigint>();
   /** Feed buffers at fixed addresses for captured steps, by `microbatch:value`. */
   private readonly staticFeeds = new Map<string, DeviceTensor>();
-  /** Per program: the data inputs its nodes read (what a replay must refill). */
-  private readonly programInputs = new Map<string, number[]>();
+  /** The data inputs this rank's programs read (what a captured step's buffers hold). */
+  private allInputs: number[] = [];
 
   constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda) {
     if (plan.world.size !== 1) throw new CleaveError(`the CUDA backend runs one-rank plans so far; this plan has ${plan.world.size} ranks (multi-GPU comes with NCCL)`);
@@ -99,9 +99,7 @@ export class CudaRankBackend implements Backend {
       this.frees.set(key, lists);
     }
     for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind]) this.lastCompute.set(ins.mb, ins);
-    for (const [key, prog] of this.programs) {
-      this.programInputs.set(key, [...new Set(prog.flatMap((op) => op.inputs.filter((v) => v >= 0 && plan.values[v]!.kind === 'input')))]);
-    }
+    this.allInputs = [...new Set([...this.programs.values()].flatMap((prog) => prog.flatMap((op) => op.inputs.filter((v) => v >= 0 && plan.values[v]!.kind === 'input'))))];
   }
 
   private as(d: DType): DType {
@@ -129,10 +127,13 @@ export class CudaRankBackend implements Backend {
     }
   }
 
-  beginStep(): void {
+  beginStep(feeds: readonly Feeds[]): void {
     this.stepNo++;
     if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
     for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
+    // A captured step reads its data from buffers at fixed addresses, filled before the capture or
+    // replay (a copy from the host cannot happen while the stream records).
+    if (this.cudaGraph && this.stepNo >= 2) this.stageFeeds(feeds);
     // A replay's microbatch tensors and losses live in the graph's memory.
     if (this.exec !== undefined) return;
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
@@ -140,41 +141,41 @@ export class CudaRankBackend implements Backend {
     for (const t of this.lossValues.values()) this.dev.free(t);
     this.lossValues.clear();
     if (this.cudaGraph && this.stepNo === 2) {
+      // A replay repeats its kernels' arguments: a random op would draw the same numbers every step.
+      const random = [...this.programs.values()].flat().find((op) => op.def.noFold);
+      if (random) throw new CleaveError(`--cuda-graph: node '${random.name}' (${random.def.op}) draws random numbers, which a replayed graph would repeat every step; run without --cuda-graph`);
       this.beforeCapture = this.dev.livePointers();
       this.dev.n.graphBegin();
       this.capturing = true;
     }
   }
 
-  /** A data input of a captured step: a buffer at a fixed address, refilled before every replay. */
-  private staticFeed(mb: number, v: number, f: Tensor): DeviceTensor {
-    const key = `${mb}:${v}`;
-    const dtype = this.as(f.dtype);
-    let t = this.staticFeeds.get(key);
-    if (!t) {
-      t = { ptr: this.dev.n.allocStatic(Math.max(1, numel(f.shape) * deviceBytes(dtype))), dtype, shape: [...f.shape] };
-      this.staticFeeds.set(key, t);
-    } else if (t.shape.length !== f.shape.length || t.shape.some((d, i) => d !== f.shape[i])) {
-      throw new CleaveError(`input '${this.plan.values[v]!.name}' changed shape from [${t.shape}] to [${f.shape}] between captured steps`);
-    }
-    this.dev.n.uploadStatic(t.ptr, hostBytes(f, dtype));
-    return t;
-  }
-
-  /** A replayed instruction only refills the feed buffers its programs read. */
-  private refill(ins: Instruction, feeds: Feeds): void {
-    for (const k of PROGRAMS[ins.kind]!) {
-      for (const v of this.programInputs.get(`${ins.stage}:${k}`)!) {
+  /** Copies each microbatch's data inputs into the captured step's fixed buffers (allocated on first use). */
+  private stageFeeds(feeds: readonly Feeds[]): void {
+    feeds.forEach((f, mb) => {
+      for (const v of this.allInputs) {
         const name = this.plan.values[v]!.name;
-        const f = feeds[name];
-        if (!f) throw new CleaveError(`the batch has no input '${name}'`);
-        this.staticFeed(ins.mb, v, f);
+        const t = f[name];
+        if (!t) throw new CleaveError(`the batch has no input '${name}'`);
+        const key = `${mb}:${v}`;
+        const dtype = this.as(t.dtype);
+        let d = this.staticFeeds.get(key);
+        if (!d) {
+          d = { ptr: this.dev.n.allocStatic(Math.max(1, numel(t.shape) * deviceBytes(dtype))), dtype, shape: [...t.shape] };
+          this.staticFeeds.set(key, d);
+        } else if (d.shape.length !== t.shape.length || d.shape.some((x, i) => x !== t.shape[i])) {
+          throw new CleaveError(`input '${name}' changed shape from [${d.shape}] to [${t.shape}] between captured steps`);
+        }
+        this.dev.n.upload(d.ptr, hostBytes(t, dtype));
       }
-    }
+    });
   }
 
   /** Frees what a captured graph and its feed buffers hold (the end of a run). */
   dispose(): void {
+    // A capture that failed half-way must end before the stream can do anything else.
+    if (this.capturing) this.dev.n.graphAbort();
+    this.capturing = false;
     if (this.exec !== undefined) this.dev.n.graphDestroy(this.exec);
     this.exec = undefined;
     for (const t of this.staticFeeds.values()) this.dev.n.freeStatic(t.ptr);
@@ -188,7 +189,7 @@ export class CudaRankBackend implements Backend {
   }
 
   async compute(ins: Instruction, feeds: Feeds): Promise<void> {
-    if (this.exec !== undefined) return this.refill(ins, feeds);
+    if (this.exec !== undefined) return;
     const env = this.envOf(ins.mb);
     const stage = this.plan.stages[ins.stage]!;
     const read = (v: number): DeviceTensor | null => {
@@ -199,7 +200,8 @@ export class CudaRankBackend implements Backend {
       if (pv.kind !== 'input') throw new CleaveError(`value '${pv.name}' of microbatch ${ins.mb} is not on this GPU`);
       const f = feeds[pv.name];
       if (!f) throw new CleaveError(`the batch has no input '${pv.name}'`);
-      const d = this.capturing ? this.staticFeed(ins.mb, v, f) : this.dev.upload(f, this.as(f.dtype));
+      const d = this.capturing ? this.staticFeeds.get(`${ins.mb}:${v}`) : this.dev.upload(f, this.as(f.dtype));
+      if (!d) throw new CleaveError(`input '${pv.name}' of microbatch ${ins.mb} was not staged for the captured step`);
       env.set(v, d);
       return d;
     };

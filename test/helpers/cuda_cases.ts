@@ -1,0 +1,160 @@
+// Single-node cases for the CUDA kernels of convolution, pooling, BatchNorm and the smaller ops, run
+// against the CPU kernels: on a GPU by test/gpu/cuda.test.ts, on the host emulation of the addon by
+// test/runtime/cuda_emulated.test.ts.
+import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
+import { ModelBuilder } from '../../src/api/builder.js';
+import type { DType } from '../../src/ir/dtype.js';
+import type { Attrs, Graph, Value } from '../../src/ir/graph.js';
+import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../src/ir/tensor.js';
+import { Rng } from '../../src/util/random.js';
+import { maxRelError } from './compare.js';
+
+/**
+ * An input: a float shape (normal values), or integers below `int` (int64, or floats with
+ * `asFloat`: ties for MaxPool), bools, positive floats, NaN and ±∞ sprinkled in (`special`), or
+ * fixed values; `constant` makes it a graph constant (Range needs its inputs constant).
+ */
+export type InputSpec = number[] | {
+  shape: number[]; int?: number; asFloat?: boolean; bool?: boolean; positive?: boolean; special?: boolean;
+  value?: number[]; dtype?: DType; constant?: boolean;
+};
+
+export interface KernelCase { op: string; inputs: InputSpec[]; attrs?: Attrs; outputs?: number; tol?: number; label?: string }
+
+/** The output shape of `op` on inputs of these shapes (its shape inference, through a builder). */
+export function outShape(op: string, shapes: number[][], attrs: Attrs): number[] {
+  const b = new ModelBuilder('shape');
+  const ins = shapes.map((s, i) => b.input(`x${i}`, 'float32', s));
+  return b.op(op, ins, attrs).shape as number[];
+}
+
+/** Conv, ConvGradInput and ConvGradWeight of one geometry. */
+export function convCases(x: number[], w: number[], attrs: Attrs, label: string): KernelCase[] {
+  const y = outShape('Conv', [x, w], attrs);
+  return [
+    { op: 'Conv', inputs: [x, w, [w[0]!]], attrs, label },
+    { op: 'Conv', inputs: [x, w], attrs, label: `${label}, no bias` },
+    { op: 'ConvGradInput', inputs: [y, w], attrs: { ...attrs, shape: x }, label },
+    { op: 'ConvGradWeight', inputs: [y, x], attrs: { ...attrs, shape: w }, label },
+  ];
+}
+
+/** A pool and its gradient. */
+function poolCases(op: 'MaxPool' | 'AveragePool', x: InputSpec, attrs: Attrs, label: string): KernelCase[] {
+  const xs = Array.isArray(x) ? x : x.shape;
+  const y = outShape(op, [xs], attrs);
+  return op === 'MaxPool'
+    ? [{ op, inputs: [x], attrs, label }, { op: 'MaxPoolGrad', inputs: [y, x], attrs, label }]
+    : [{ op, inputs: [x], attrs, label }, { op: 'AveragePoolGrad', inputs: [y], attrs: { ...attrs, shape: xs }, label }];
+}
+
+const bn = (x: number[]): InputSpec[] => {
+  const c = [x[1]!];
+  return [x, c, c, c, { shape: c, positive: true }];
+};
+
+export const KERNEL_CASES: KernelCase[] = [
+  { op: 'Not', inputs: [{ shape: [5, 7], bool: true }] },
+  { op: 'And', inputs: [{ shape: [4, 5], bool: true }, { shape: [5], bool: true }] },
+  { op: 'Or', inputs: [{ shape: [4, 1], bool: true }, { shape: [3, 1, 6], bool: true }] },
+  { op: 'IsNaN', inputs: [{ shape: [6, 9], special: true }] },
+  { op: 'Min', inputs: [[4, 1, 6], [5, 1], [6]] },
+  { op: 'Max', inputs: [[3, 8], [8]] },
+  { op: 'Max', inputs: [[3, 8]] },
+  { op: 'GatherElements', inputs: [[4, 6, 5], { shape: [4, 3, 5], int: 6 }], attrs: { axis: 1 } },
+  { op: 'GatherElements', inputs: [[3, 7], { shape: [5, 4], int: 3 }], attrs: { axis: 0 } },
+  { op: 'GatherElementsGrad', inputs: [[4, 3, 5], { shape: [4, 3, 5], int: 6 }], attrs: { axis: 1, shape: [4, 6, 5] } },
+  { op: 'Tile', inputs: [[2, 3, 4]], attrs: { repeats: [2, 1, 3] } },
+  { op: 'Tile', inputs: [[3, 1]], attrs: { repeats: [2, 4] } },
+  { op: 'Trilu', inputs: [[2, 5, 7]], attrs: { upper: 1, k: 1 } },
+  { op: 'Trilu', inputs: [[6, 4]], attrs: { upper: 0, k: -1 } },
+  { op: 'Dropout', inputs: [[8, 33]], attrs: { ratio: 0.3, training_mode: 1, seed: 7 }, outputs: 2 },
+  { op: 'Dropout', inputs: [[8, 33]], attrs: { ratio: 0.3 }, outputs: 2, label: 'inference' },
+  { op: 'Shape', inputs: [[2, 3, 4]], attrs: { start: 1 } },
+  { op: 'Size', inputs: [[2, 3, 4]] },
+  { op: 'Constant', inputs: [], attrs: { value: tensor('float32', [2, 2], [1.5, -2, 0.25, 3]) } },
+  { op: 'Constant', inputs: [], attrs: { value_ints: [3, 1, 4] } },
+  { op: 'ConstantOfShape', inputs: [], attrs: { shape: [3, 4], value: tensor('float32', [1], [1.5]) } },
+  { op: 'ConstantOfShape', inputs: [], attrs: { shape: [2, 5], value: tensor('int64', [1], [7]) } },
+  { op: 'Range', inputs: [{ shape: [], value: [1.5], constant: true }, { shape: [], value: [7], constant: true }, { shape: [], value: [0.5], constant: true }] },
+  { op: 'Range', inputs: [10, 2, -3].map((v) => ({ shape: [], value: [v], dtype: 'int64' as const, constant: true })) },
+  { op: 'ReduceMin', inputs: [[4, 6, 5]], attrs: { axes: [1] } },
+  { op: 'ReduceMin', inputs: [[4, 6, 5]], attrs: { axes: [0, 2], keepdims: 0 } },
+  { op: 'Gemm', inputs: [[5, 7], [7, 9], [9]] },
+  { op: 'Gemm', inputs: [[7, 5], [9, 7], [5, 1]], attrs: { transA: 1, transB: 1, alpha: 0.5, beta: 2 } },
+  { op: 'Gemm', inputs: [[6, 4], [6, 3]], attrs: { transA: 1 } },
+  { op: 'BatchNormalization', inputs: bn([4, 3, 5, 6]), label: 'inference' },
+  { op: 'BatchNormalization', inputs: bn([4, 3, 5, 6]), attrs: { training_mode: 1, momentum: 0.8 }, outputs: 3 },
+  { op: 'BatchNormalization', inputs: bn([16, 6]), attrs: { training_mode: 1 }, outputs: 3, label: 'rank 2' },
+  // 8·1024 elements per channel: several chunks in the two-stage reduction.
+  { op: 'BatchNormalization', inputs: bn([8, 4, 32, 32]), attrs: { training_mode: 1 }, outputs: 3, label: 'many chunks' },
+  { op: 'BatchNormalizationGradInput', inputs: [[4, 3, 5, 6], ...bn([4, 3, 5, 6])], attrs: { training_mode: 1 } },
+  { op: 'BatchNormalizationGradInput', inputs: [[4, 3, 5, 6], ...bn([4, 3, 5, 6])], label: 'inference' },
+  { op: 'BatchNormalizationGradParams', inputs: [[4, 3, 5, 6], [4, 3, 5, 6], [3], { shape: [3], positive: true }], attrs: { training_mode: 1 }, outputs: 2 },
+  { op: 'BatchNormalizationGradParams', inputs: [[4, 3, 5, 6], [4, 3, 5, 6], [3], { shape: [3], positive: true }], outputs: 2, label: 'inference' },
+  ...convCases([2, 3, 9, 9], [4, 3, 3, 3], { pads: [1, 1, 1, 1] }, 'same size'),
+  ...convCases([2, 3, 9, 8], [4, 3, 3, 3], { strides: [2, 2], pads: [0, 1, 1, 2] }, 'stride 2, uneven pads'),
+  ...convCases([2, 4, 7, 8], [6, 2, 3, 3], { group: 2, dilations: [2, 1], pads: [2, 1, 2, 1] }, 'groups, dilation'),
+  ...convCases([2, 6, 5, 5], [6, 1, 3, 3], { group: 6, pads: [1, 1, 1, 1] }, 'depthwise'),
+  ...convCases([1, 2, 7, 7], [3, 2, 3, 3], { auto_pad: 'SAME_UPPER', strides: [2, 2] }, 'SAME_UPPER'),
+  ...convCases([2, 3, 11], [5, 3, 4], { strides: [3], pads: [1, 2] }, '1-D'),
+  ...convCases([1, 2, 5, 4, 6], [3, 2, 2, 3, 2], { pads: [1, 0, 1, 0, 1, 1] }, '3-D'),
+  ...poolCases('MaxPool', [2, 3, 9, 9], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, 'padded'),
+  ...poolCases('MaxPool', [1, 2, 7, 7], { kernel_shape: [2, 2], strides: [2, 2], ceil_mode: 1 }, 'ceil_mode'),
+  ...poolCases('MaxPool', [2, 2, 9, 8], { kernel_shape: [2, 2], dilations: [2, 2] }, 'dilated'),
+  ...poolCases('MaxPool', { shape: [2, 3, 8, 8], int: 3, asFloat: true }, { kernel_shape: [3, 3], strides: [1, 1], pads: [1, 1, 1, 1] }, 'ties'),
+  ...poolCases('MaxPool', [2, 3, 10], { kernel_shape: [3], strides: [2] }, '1-D'),
+  { op: 'MaxPool', inputs: [[2, 3, 8, 8]], attrs: { kernel_shape: [2, 2], strides: [2, 2] }, outputs: 2, label: 'indices' },
+  ...poolCases('AveragePool', [4, 16, 4, 4], { kernel_shape: [3, 3], pads: [1, 1, 1, 1], strides: [1, 1], count_include_pad: 1 }, 'count_include_pad'),
+  ...poolCases('AveragePool', [2, 3, 9, 9], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1] }, 'padding excluded'),
+  ...poolCases('AveragePool', [1, 2, 7, 7], { kernel_shape: [3, 3], strides: [2, 2], pads: [1, 1, 1, 1], ceil_mode: 1, count_include_pad: 1 }, 'ceil_mode, count_include_pad'),
+  ...poolCases('AveragePool', [1, 2, 4, 5, 6], { kernel_shape: [2, 3, 2], strides: [2, 1, 2] }, '3-D'),
+  { op: 'GlobalAveragePool', inputs: [[2, 3, 5, 7]] },
+  { op: 'GlobalAveragePool', inputs: [[2, 3, 11]] },
+  { op: 'SliceGrad', inputs: [[2, 3]], attrs: { starts: [1, 7], ends: [5, 0], axes: [0, 1], steps: [2, -3], shape: [6, 8] } },
+  { op: 'SliceGrad', inputs: [[2, 5, 4]], attrs: { starts: [1], ends: [6], axes: [1], shape: [2, 9, 4] } },
+];
+
+export const caseName = (c: KernelCase): string => `${c.op}${c.label ? ` (${c.label})` : ''} ${JSON.stringify(c.attrs ?? {}, (_, v) => (v && typeof v === 'object' && 'data' in v ? `tensor [${v.shape}]` : v))}`;
+
+function makeInput(spec: InputSpec, rng: Rng): Tensor {
+  const s = Array.isArray(spec) ? { shape: spec } : spec;
+  const n = s.shape.reduce((a, b) => a * b, 1);
+  if (s.value) return tensor(s.dtype ?? 'float32', s.shape, s.value);
+  if (s.int !== undefined) return tensor(s.asFloat ? 'float32' : 'int64', s.shape, Array.from({ length: n }, () => rng.int(s.int!)));
+  if (s.bool) return tensor('bool', s.shape, Array.from({ length: n }, () => rng.int(2)));
+  const t = tensor('float32', s.shape, Array.from({ length: n }, () => (s.positive ? 0.5 + rng.next() : 2 * rng.normal())));
+  if (s.special) for (let i = 0; i < n; i += 5) t.data[i] = [NaN, Infinity, -Infinity][(i / 5) % 3]!;
+  return t;
+}
+
+/** The case as a one-node graph, and its feeds. */
+export function caseGraph(c: KernelCase, seed = 3): { g: Graph; feeds: Record<string, Tensor> } {
+  const rng = new Rng(seed);
+  const b = new ModelBuilder('k');
+  const feeds: Record<string, Tensor> = {};
+  const vals: Value[] = c.inputs.map((spec, i) => {
+    const t = makeInput(spec, rng);
+    if (!Array.isArray(spec) && spec.constant) return b.constant(t, `c${i}`);
+    feeds[`x${i}`] = t;
+    return b.input(`x${i}`, t.dtype, t.shape);
+  });
+  b.ops(c.op, vals, c.attrs ?? {}, c.outputs ?? 1).forEach((o, i) => b.output(o, `y${i}`));
+  return { g: b.finish(), feeds };
+}
+
+export type GraphRunner = (g: Graph, feeds: Readonly<Record<string, Tensor>>, precision: 'float32' | 'bfloat16') => Map<string, Tensor>;
+
+/**
+ * Each output's error: float32 against the CPU kernel, bfloat16 against the CPU kernel on the
+ * same bfloat16-rounded inputs (Floor of 2.999 is 3 once it is bf16).
+ */
+export function caseErrors(c: KernelCase, run: GraphRunner): { output: string; f32: number; bf16: number }[] {
+  const { g, feeds } = caseGraph(c);
+  const cpu = runGraph(g, feeds);
+  const rounded = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dtype === 'float32' ? tensor('float32', t.shape, Array.from(t.data, (x) => bf16ToFloat(floatToBf16(x)))) : t]));
+  const cpuBf16 = runGraph(g, rounded);
+  const f32 = run(g, feeds, 'float32');
+  const bf16 = run(g, feeds, 'bfloat16');
+  return [...cpu].map(([k, ref]) => ({ output: k, f32: maxRelError(f32.get(k)!, ref), bf16: maxRelError(bf16.get(k)!, cpuBf16.get(k)!) }));
+}

@@ -1,0 +1,632 @@
+// The CUDA addon's functions in JavaScript over host memory, so that the CUDA backend's TypeScript
+// (registry kernels composing device calls, pointer offsets, strides, GEMM arguments, the rank
+// backend) runs on machines without a GPU. Each function follows its kernel's contract in
+// native/src (kernels.cu, kernels_extra.cu, cuBLAS's column-major GEMM); the window and pooling
+// kernels are transliterated loop for loop. Floats are stored as the device stores them (float32,
+// or bfloat16 rounded to nearest even) and computed in doubles. What this cannot check is the CUDA
+// code itself: the GPU tests in test/gpu do.
+import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
+import { bf16ToFloat, floatToBf16 } from '../../src/ir/tensor.js';
+
+interface Block { base: bigint; bytes: Uint8Array }
+
+/** Element access to device memory at an address: floats (dtype 0 f32, 1 bf16) as numbers. */
+interface Floats { get(i: number): number; set(i: number, v: number): void }
+/** Raw elements of a copy width (0: 4 bytes, 1: 2, 2: 8, 3: 1), moved bit for bit. */
+interface Raw { get(i: number): number | bigint; set(i: number, v: number | bigint): void }
+
+const GAP = 4096n;
+const WIDTH_BYTES = [4, 2, 8, 1];
+
+export class HostCuda implements Partial<NativeCuda> {
+  private readonly blocks: Block[] = [];
+  private next = 1n << 20n;
+  peak = 0;
+  private used = 0;
+  /** Calls of functions the emulation lacks (a Proxy reports them by name). */
+  readonly native: NativeCuda;
+
+  constructor() {
+    const self = this as unknown as Record<string, unknown>;
+    this.native = new Proxy(this, {
+      get: (t, k) => {
+        const f = self[k as string];
+        if (typeof f === 'function') return (f as (...a: unknown[]) => unknown).bind(t);
+        return () => { throw new Error(`the host CUDA emulation has no ${String(k)}`); };
+      },
+    }) as unknown as NativeCuda;
+  }
+
+  get liveBlocks(): number {
+    return this.blocks.length;
+  }
+
+  private find(ptr: bigint): { block: Block; offset: number } {
+    for (const b of this.blocks) {
+      if (ptr >= b.base && ptr < b.base + BigInt(b.bytes.length) + 1n) return { block: b, offset: Number(ptr - b.base) };
+    }
+    throw new Error(`address ${ptr} is not in any live allocation`);
+  }
+
+  /** Bytes [ptr, ptr + n) of one allocation; reading past its end is an error, as on the device it would be a fault. */
+  private bytes(ptr: bigint, n: number): Uint8Array {
+    const { block, offset } = this.find(ptr);
+    if (offset + n > block.bytes.length) throw new Error(`access of ${n} bytes at offset ${offset} overruns an allocation of ${block.bytes.length}`);
+    return block.bytes.subarray(offset, offset + n);
+  }
+
+  private floats(dtype: number, ptr: bigint, n: number): Floats {
+    if (dtype === 0) {
+      const b = this.bytes(ptr, 4 * n);
+      const a = new Float32Array(b.buffer, b.byteOffset, n);
+      return { get: (i) => at(a, i, n), set: (i, v) => { check(i, n); a[i] = v; } };
+    }
+    if (dtype !== 1) throw new Error(`float dtype ${dtype}`);
+    const b = this.bytes(ptr, 2 * n);
+    const a = new Uint16Array(b.buffer, b.byteOffset, n);
+    return { get: (i) => bf16ToFloat(at(a, i, n)), set: (i, v) => { check(i, n); a[i] = floatToBf16(v); } };
+  }
+
+  private raw(width: number, ptr: bigint, n: number): Raw {
+    const b = this.bytes(ptr, WIDTH_BYTES[width]! * n);
+    const a = width === 0 ? new Uint32Array(b.buffer, b.byteOffset, n) : width === 1 ? new Uint16Array(b.buffer, b.byteOffset, n)
+      : width === 2 ? new BigUint64Array(b.buffer, b.byteOffset, n) : new Uint8Array(b.buffer, b.byteOffset, n);
+    return { get: (i) => at(a as ArrayLike<number | bigint>, i, n), set: (i, v) => { check(i, n); (a as unknown as (number | bigint)[])[i] = v; } };
+  }
+
+  private u8(ptr: bigint, n: number): Uint8Array {
+    return this.bytes(ptr, n);
+  }
+
+  private i64(ptr: bigint, n: number): { get(i: number): number } {
+    const b = this.bytes(ptr, 8 * n);
+    const a = new BigInt64Array(b.buffer, b.byteOffset, n);
+    return { get: (i) => Number(at(a, i, n)) };
+  }
+
+  /** Elements an operand spans when read with these strides from `base` (its largest offset + 1). */
+  private static span(dims: readonly number[], strides: readonly number[], base = 0): number {
+    return base + dims.reduce((s, d, i) => s + (d - 1) * Math.abs(strides[i]!), 0) + 1;
+  }
+
+  // --- memory ---------------------------------------------------------------------------------
+
+  info() {
+    return { devices: 1, name: 'host emulation', computeCapability: '0.0', memoryBytes: 2 ** 34, multiprocessors: 1 };
+  }
+
+  alloc(bytes: number): bigint {
+    const base = this.next;
+    this.next += BigInt(Math.ceil(bytes / 256) * 256) + GAP;
+    // Fresh device memory is not zeroed: NaNs show reads of what no kernel wrote.
+    const b = new Uint8Array(bytes).fill(0xff);
+    this.blocks.push({ base, bytes: b });
+    this.used += bytes;
+    this.peak = Math.max(this.peak, this.used);
+    return base;
+  }
+
+  free(ptr: bigint): void {
+    const i = this.blocks.findIndex((b) => b.base === ptr);
+    if (i < 0) throw new Error(`free of ${ptr}, which is not the start of a live allocation`);
+    this.used -= this.blocks[i]!.bytes.length;
+    this.blocks.splice(i, 1);
+  }
+
+  upload(ptr: bigint, data: ArrayBufferView): void {
+    this.bytes(ptr, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  download(ptr: bigint, bytes: number): ArrayBuffer {
+    return this.bytes(ptr, bytes).slice().buffer;
+  }
+
+  synchronize(): void {}
+
+  memInfo(): { freeBytes: number; totalBytes: number; peakBytes: number } {
+    return { freeBytes: 2 ** 34 - this.used, totalBytes: 2 ** 34, peakBytes: this.peak };
+  }
+
+  // --- kernels.cu -----------------------------------------------------------------------------
+
+  unary(code: number, dtype: number, x: bigint, out: bigint, n: number, alpha: number, beta: number): void {
+    const a = this.floats(dtype, x, n), o = this.floats(dtype, out, n);
+    const f = (v: number): number => {
+      switch (code) {
+        case 0: return -v;
+        case 1: return Math.abs(v);
+        case 2: return Math.exp(v);
+        case 3: return Math.log(v);
+        case 4: return Math.sqrt(v);
+        case 5: return 1 / v;
+        case 6: return Math.tanh(v);
+        case 7: return 1 / (1 + Math.exp(-v));
+        case 8: return v > 0 ? v : 0;
+        case 9: return v >= 0 ? v : alpha * v;
+        case 13: return Math.min(1, Math.max(0, alpha * v + beta));
+        case 14: return v * Math.min(1, Math.max(0, v / 6 + 0.5));
+        case 15: return Math.floor(v);
+        case 16: return Math.ceil(v);
+        default: throw new Error(`unary code ${code} is not emulated`);
+      }
+    };
+    for (let i = 0; i < n; i++) o.set(i, f(a.get(i)));
+  }
+
+  /** Offsets of each index of `dims` under several stride lists (the kernels' operand_offsets). */
+  private static walk(dims: readonly number[], strides: readonly (readonly number[])[], visit: (i: number, offs: number[]) => void): void {
+    const n = dims.reduce((a, b) => a * b, 1);
+    for (let i = 0; i < n; i++) {
+      let rem = i;
+      const offs = strides.map(() => 0);
+      for (let d = dims.length - 1; d >= 0; d--) {
+        const k = rem % dims[d]!;
+        rem = Math.floor(rem / dims[d]!);
+        strides.forEach((s, j) => (offs[j]! += k * s[d]!));
+      }
+      visit(i, offs);
+    }
+  }
+
+  binary(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const x = this.floats(dtype, a, HostCuda.span(dims, sa)), y = this.floats(dtype, b, HostCuda.span(dims, sb)), o = this.floats(dtype, out, n);
+    const f = [(p: number, q: number) => p + q, (p: number, q: number) => p - q, (p: number, q: number) => p * q, (p: number, q: number) => p / q,
+      (p: number, q: number) => p ** q, fminf, fmaxf][code]!;
+    // Reads first, then writes: an output that is also an input (in-place folds) reads old values, as each CUDA thread does.
+    const vals: number[] = [];
+    HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => (vals[i] = f(x.get(ia!), y.get(ib!))));
+    vals.forEach((v, i) => o.set(i, v));
+  }
+
+  compare(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const x = this.floats(dtype, a, HostCuda.span(dims, sa)), y = this.floats(dtype, b, HostCuda.span(dims, sb)), o = this.u8(out, n);
+    HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => {
+      const p = x.get(ia!), q = y.get(ib!);
+      o[i] = [p === q, p < q, p > q, p <= q, p >= q, p !== 0 && q !== 0, p !== 0 || q !== 0][code] ? 1 : 0;
+    });
+  }
+
+  where(dtype: number, c: bigint, x: bigint, y: bigint, out: bigint, dims: number[], sc: number[], sx: number[], sy: number[]): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const cb = this.u8(c, HostCuda.span(dims, sc)), xv = this.floats(dtype, x, HostCuda.span(dims, sx)), yv = this.floats(dtype, y, HostCuda.span(dims, sy));
+    const o = this.floats(dtype, out, n);
+    HostCuda.walk(dims, [sc, sx, sy], (i, [ic, ix, iy]) => o.set(i, cb[ic!] ? xv.get(ix!) : yv.get(iy!)));
+  }
+
+  cast(from: number, to: number, x: bigint, out: bigint, n: number): void {
+    const a = this.floats(from, x, n), o = this.floats(to, out, n);
+    for (let i = 0; i < n; i++) o.set(i, a.get(i));
+  }
+
+  fill(dtype: number, out: bigint, n: number, value: number): void {
+    const o = this.floats(dtype, out, n);
+    for (let i = 0; i < n; i++) o.set(i, value);
+  }
+
+  stridedCopy(width: number, x: bigint, out: bigint, dims: number[], strides: number[], base: number): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const src = this.raw(width, x, HostCuda.span(dims, strides, base)), dst = this.raw(width, out, n);
+    HostCuda.walk(dims, [strides], (i, [o]) => dst.set(i, src.get(base + o!)));
+  }
+
+  copyRegion(width: number, x: bigint, out: bigint, dims: number[], inStrides: number[], outStrides: number[], inBase: number, outBase: number): void {
+    const src = this.raw(width, x, HostCuda.span(dims, inStrides, inBase)), dst = this.raw(width, out, HostCuda.span(dims, outStrides, outBase));
+    HostCuda.walk(dims, [inStrides, outStrides], (_, [i, o]) => dst.set(outBase + o!, src.get(inBase + i!)));
+  }
+
+  reduce(op: number, dtype: number, x: bigint, out: bigint, outDims: number[], outStrides: number[], redDims: number[], redStrides: number[]): void {
+    const nout = outDims.reduce((p, q) => p * q, 1), nred = redDims.reduce((p, q) => p * q, 1);
+    const src = this.floats(dtype, x, HostCuda.span(outDims, outStrides) + HostCuda.span(redDims, redStrides) - 1), o = this.floats(dtype, out, nout);
+    HostCuda.walk(outDims, [outStrides], (j, [base]) => {
+      let acc = op === 2 ? -Infinity : 0;
+      HostCuda.walk(redDims, [redStrides], (_, [r]) => {
+        const v = src.get(base! + r!);
+        acc = op === 2 ? fmaxf(acc, v) : acc + v;
+      });
+      o.set(j, op === 1 ? acc / nred : acc);
+    });
+  }
+
+  sumsq(x: bigint, n: number, out: bigint): void {
+    const a = this.floats(0, x, n);
+    let s = 0;
+    for (let i = 0; i < n; i++) s += a.get(i) ** 2;
+    this.floats(0, out, 1).set(0, s);
+  }
+
+  adamw(w: bigint, g: bigint, m: bigint, v: bigint, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, bc1: number, bc2: number, gscale: number): void {
+    const W = this.floats(0, w, n), G = this.floats(0, g, n), Mm = this.floats(0, m, n), V = this.floats(0, v, n);
+    for (let i = 0; i < n; i++) {
+      const gi = G.get(i) * gscale;
+      const mi = b1 * Mm.get(i) + (1 - b1) * gi, vi = b2 * V.get(i) + (1 - b2) * gi * gi;
+      Mm.set(i, mi);
+      V.set(i, vi);
+      W.set(i, W.get(i) * (1 - lr * wd) - (lr / bc1) * (mi / (Math.sqrt(vi / bc2) + eps)));
+    }
+  }
+
+  /** cuBLAS's strided batched GEMM, column-major: C = alpha·op(A)·op(B) + beta·C (C not read when beta is 0). */
+  gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
+    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number): void {
+    const aCols = ta ? m : k, bCols = tb ? k : n;
+    const a = this.floats(dtype, A, (batch - 1) * sA + lda * (aCols - 1) + (ta ? k : m));
+    const b = this.floats(dtype, B, (batch - 1) * sB + ldb * (bCols - 1) + (tb ? n : k));
+    const c = this.floats(dtype, C, (batch - 1) * sC + ldc * (n - 1) + m);
+    for (let q = 0; q < batch; q++) {
+      for (let j = 0; j < n; j++) {
+        for (let i = 0; i < m; i++) {
+          let s = 0;
+          for (let p = 0; p < k; p++) s += a.get(q * sA + (ta ? p + i * lda : i + p * lda)) * b.get(q * sB + (tb ? j + p * ldb : p + j * ldb));
+          const at = q * sC + i + j * ldc;
+          c.set(at, alpha * s + (beta === 0 ? 0 : beta * c.get(at)));
+        }
+      }
+    }
+  }
+
+  sceForward(dtype: number, scores: bigint, labels: bigint, loss: bigint, weight: bigint, rows: number, cols: number, ignore: number): void {
+    const s = this.floats(dtype, scores, rows * cols), l = this.i64(labels, rows), lo = this.floats(0, loss, rows), w = this.floats(0, weight, rows);
+    for (let r = 0; r < rows; r++) {
+      const { mx, sum } = rowSoftmax(s, r, cols);
+      const y = l.get(r), skip = y === ignore;
+      lo.set(r, skip ? 0 : mx + Math.log(sum) - s.get(r * cols + y));
+      w.set(r, skip ? 0 : 1);
+    }
+  }
+
+  sceBackward(dtype: number, scores: bigint, labels: bigint, up: bigint, wsum: bigint, ds: bigint, rows: number, cols: number, ignore: number, mean: boolean): void {
+    const s = this.floats(dtype, scores, rows * cols), l = this.i64(labels, rows), u = this.floats(0, up, 1).get(0), ws = this.floats(0, wsum, 1).get(0);
+    const d = this.floats(dtype, ds, rows * cols);
+    for (let r = 0; r < rows; r++) {
+      const { mx, sum } = rowSoftmax(s, r, cols);
+      const y = l.get(r);
+      const scale = y === ignore ? 0 : mean ? (ws > 0 ? u / ws : 0) : u;
+      for (let j = 0; j < cols; j++) d.set(r * cols + j, (Math.exp(s.get(r * cols + j) - mx) / sum - (j === y ? 1 : 0)) * scale);
+    }
+  }
+
+  // --- kernels_extra.cu -----------------------------------------------------------------------
+
+  logic(code: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const x = this.u8(a, HostCuda.span(dims, sa)), y = code === 2 ? null : this.u8(b, HostCuda.span(dims, sb)), o = this.u8(out, n);
+    HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => {
+      const p = x[ia!] !== 0;
+      o[i] = (code === 0 ? p && y![ib!] !== 0 : code === 1 ? p || y![ib!] !== 0 : !p) ? 1 : 0;
+    });
+  }
+
+  isNaN(dtype: number, x: bigint, out: bigint, n: number): void {
+    const a = this.floats(dtype, x, n), o = this.u8(out, n);
+    for (let i = 0; i < n; i++) o[i] = Number.isNaN(a.get(i)) ? 1 : 0;
+  }
+
+  gatherElements(width: number, data: bigint, idx: bigint, out: bigint, dims: number[], dataStrides: number[], axisStride: number, axisDim: number): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const src = this.raw(width, data, HostCuda.span(dims, dataStrides) + (axisDim - 1) * axisStride), ind = this.i64(idx, n), dst = this.raw(width, out, n);
+    HostCuda.walk(dims, [dataStrides], (i, [off]) => {
+      let k = ind.get(i);
+      if (k < 0) k += axisDim;
+      dst.set(i, k >= 0 && k < axisDim ? src.get(off! + k * axisStride) : width === 2 ? 0n : 0);
+    });
+  }
+
+  scatterElementsAdd(dtype: number, g: bigint, idx: bigint, acc: bigint, dims: number[], accStrides: number[], axisStride: number, axisDim: number): void {
+    const n = dims.reduce((p, q) => p * q, 1);
+    const gv = this.floats(dtype, g, n), ind = this.i64(idx, n), a = this.floats(0, acc, HostCuda.span(dims, accStrides) + (axisDim - 1) * axisStride);
+    HostCuda.walk(dims, [accStrides], (i, [off]) => {
+      let k = ind.get(i);
+      if (k < 0) k += axisDim;
+      if (k >= 0 && k < axisDim) a.set(off! + k * axisStride, a.get(off! + k * axisStride) + gv.get(i));
+    });
+  }
+
+  trilu(width: number, x: bigint, out: bigint, n: number, rows: number, cols: number, k: number, upper: boolean): void {
+    const src = this.raw(width, x, n), dst = this.raw(width, out, n);
+    for (let i = 0; i < n; i++) {
+      const diff = (i % cols) - (Math.floor(i / cols) % rows);
+      dst.set(i, (upper ? diff >= k : diff <= k) ? src.get(i) : width === 2 ? 0n : 0);
+    }
+  }
+
+  dropout(dtype: number, x: bigint, y: bigint, mask: bigint, n: number, state: number, threshold: number, scale: number): void {
+    const a = this.floats(dtype, x, n), o = this.floats(dtype, y, n), mk = mask ? this.u8(mask, n) : null;
+    const s32 = Math.fround(scale);
+    for (let i = 0; i < n; i++) {
+      const draw = mulberry32((state + Math.imul(i + 1, 0x6d2b79f5)) >>> 0);
+      const keep = draw >= threshold;
+      o.set(i, keep ? a.get(i) * s32 : 0);
+      if (mk) mk[i] = keep ? 1 : 0;
+    }
+  }
+
+  bnStats(dtype: number, x: bigint, mean: bigint, variance: bigint, N: number, C: number, inner: number): void {
+    const a = this.floats(dtype, x, N * C * inner), m = this.floats(0, mean, C), v = this.floats(0, variance, C);
+    for (let c = 0; c < C; c++) {
+      let s = 0;
+      forChannel(N, C, inner, c, (i) => (s += a.get(i)));
+      const mu = Math.fround(s / (N * inner));
+      let q = 0;
+      forChannel(N, C, inner, c, (i) => (q += (a.get(i) - mu) ** 2));
+      m.set(c, mu);
+      v.set(c, q / (N * inner));
+    }
+  }
+
+  bnForward(dtype: number, x: bigint, scale: bigint, bias: bigint, mean: bigint, variance: bigint, y: bigint, N: number, C: number, inner: number, eps: number): void {
+    const n = N * C * inner;
+    const a = this.floats(dtype, x, n), sc = this.floats(dtype, scale, C), bi = this.floats(dtype, bias, C), m = this.floats(0, mean, C), v = this.floats(0, variance, C);
+    const o = this.floats(dtype, y, n);
+    for (let i = 0; i < n; i++) {
+      const c = Math.floor(i / inner) % C;
+      o.set(i, ((a.get(i) - m.get(c)) / Math.sqrt(v.get(c) + eps)) * sc.get(c) + bi.get(c));
+    }
+  }
+
+  bnRunning(dtype: number, rm: bigint, rv: bigint, mean: bigint, variance: bigint, rmOut: bigint, rvOut: bigint, C: number, momentum: number): void {
+    const m = this.floats(0, mean, C), v = this.floats(0, variance, C), a = this.floats(dtype, rm, C), b = this.floats(dtype, rv, C);
+    const om = rmOut ? this.floats(dtype, rmOut, C) : null, ov = rvOut ? this.floats(dtype, rvOut, C) : null;
+    for (let c = 0; c < C; c++) {
+      om?.set(c, a.get(c) * momentum + m.get(c) * (1 - momentum));
+      ov?.set(c, b.get(c) * momentum + v.get(c) * (1 - momentum));
+    }
+  }
+
+  bnGradSums(dtype: number, g: bigint, x: bigint, mean: bigint, variance: bigint, sumG: bigint, sumGX: bigint, N: number, C: number, inner: number, eps: number): void {
+    const n = N * C * inner;
+    const gv = this.floats(dtype, g, n), a = this.floats(dtype, x, n), m = this.floats(0, mean, C), v = this.floats(0, variance, C);
+    const sg = this.floats(0, sumG, C), sgx = this.floats(0, sumGX, C);
+    for (let c = 0; c < C; c++) {
+      const inv = 1 / Math.sqrt(v.get(c) + eps);
+      let p = 0, q = 0;
+      forChannel(N, C, inner, c, (i) => {
+        p += gv.get(i);
+        q += gv.get(i) * (a.get(i) - m.get(c)) * inv;
+      });
+      sg.set(c, p);
+      sgx.set(c, q);
+    }
+  }
+
+  bnGradInput(dtype: number, g: bigint, x: bigint, scale: bigint, mean: bigint, variance: bigint, sumG: bigint, sumGX: bigint, dx: bigint,
+    N: number, C: number, inner: number, eps: number, training: boolean): void {
+    const n = N * C * inner;
+    const gv = this.floats(dtype, g, n), a = this.floats(dtype, x, n), sc = this.floats(dtype, scale, C), m = this.floats(0, mean, C), v = this.floats(0, variance, C);
+    const sg = training ? this.floats(0, sumG, C) : null, sgx = training ? this.floats(0, sumGX, C) : null;
+    const o = this.floats(dtype, dx, n);
+    const count = N * inner;
+    for (let i = 0; i < n; i++) {
+      const c = Math.floor(i / inner) % C;
+      const inv = 1 / Math.sqrt(v.get(c) + eps), gs = sc.get(c) * inv;
+      if (training) {
+        const xh = (a.get(i) - m.get(c)) * inv;
+        o.set(i, gs * (gv.get(i) - sg!.get(c) / count - (xh * sgx!.get(c)) / count));
+      } else o.set(i, gv.get(i) * gs);
+    }
+  }
+
+  im2col(width: number, x: bigint, col: bigint, images: number, C: number, window: number[]): void {
+    const w = win(window);
+    const n = C * w.kSize * images * w.outSize;
+    const src = this.raw(width, x, images * C * w.inSize), dst = this.raw(width, col, n);
+    for (let i = 0; i < n; i++) {
+      const o = i % w.outSize, rest = Math.floor(i / w.outSize), image = rest % images, row = Math.floor(rest / images);
+      const c = Math.floor(row / w.kSize), tap = row % w.kSize;
+      const oc = coords(o, w.out), qc = coords(tap, w.k);
+      const p = [0, 1, 2].map((d) => tapInput(w, d, oc[d]!, qc[d]!));
+      const inside = p.every((v, d) => v >= 0 && v < w.in[d]!);
+      dst.set(i, inside ? src.get((image * C + c) * w.inSize + (p[0]! * w.in[1]! + p[1]!) * w.in[2]! + p[2]!) : width === 2 ? 0n : 0);
+    }
+  }
+
+  col2im(dtype: number, col: bigint, dx: bigint, images: number, C: number, window: number[]): void {
+    const w = win(window);
+    const n = images * C * w.inSize, rowLen = images * w.outSize;
+    const src = this.floats(dtype, col, C * w.kSize * rowLen), dst = this.floats(dtype, dx, n);
+    for (let i = 0; i < n; i++) {
+      const s = i % w.inSize, ic = Math.floor(i / w.inSize), c = ic % C, image = Math.floor(ic / C);
+      const p = coords(s, w.in);
+      let acc = 0;
+      forTaps(w, p, (q, o) => {
+        const tap = (q[0]! * w.k[1]! + q[1]!) * w.k[2]! + q[2]!;
+        const op = (o[0]! * w.out[1]! + o[1]!) * w.out[2]! + o[2]!;
+        acc += src.get((c * w.kSize + tap) * rowLen + image * w.outSize + op);
+      });
+      dst.set(i, acc);
+    }
+  }
+
+  /** Each window's max, its global index and its position in the plane (max_pool_kernel). */
+  private windowMax(dtype: number, x: bigint, planes: number, w: Win): { best: number[]; at: number[] } {
+    const src = this.floats(dtype, x, planes * w.inSize);
+    const best: number[] = [], at: number[] = [];
+    for (let i = 0; i < planes * w.outSize; i++) {
+      const o = i % w.outSize, plane = Math.floor(i / w.outSize);
+      const oc = coords(o, w.out);
+      let b = -Infinity, a = -1;
+      for (let q0 = 0; q0 < w.k[0]!; q0++) {
+        const p0 = tapInput(w, 0, oc[0]!, q0);
+        if (p0 < 0 || p0 >= w.in[0]!) continue;
+        for (let q1 = 0; q1 < w.k[1]!; q1++) {
+          const p1 = tapInput(w, 1, oc[1]!, q1);
+          if (p1 < 0 || p1 >= w.in[1]!) continue;
+          for (let q2 = 0; q2 < w.k[2]!; q2++) {
+            const p2 = tapInput(w, 2, oc[2]!, q2);
+            if (p2 < 0 || p2 >= w.in[2]!) continue;
+            const flat = (p0 * w.in[1]! + p1) * w.in[2]! + p2;
+            const v = src.get(plane * w.inSize + flat);
+            if (v > b) {
+              b = v;
+              a = flat;
+            }
+          }
+        }
+      }
+      best.push(b);
+      at.push(a);
+    }
+    return { best, at };
+  }
+
+  maxPool(dtype: number, x: bigint, y: bigint, indices: bigint, planes: number, window: number[]): void {
+    const w = win(window);
+    const { best, at } = this.windowMax(dtype, x, planes, w);
+    const o = this.floats(dtype, y, best.length);
+    best.forEach((v, i) => o.set(i, v));
+    if (indices) {
+      const b = this.bytes(indices, 8 * at.length);
+      const ind = new BigInt64Array(b.buffer, b.byteOffset, at.length);
+      at.forEach((a, i) => (ind[i] = BigInt(a < 0 ? -1 : Math.floor(i / w.outSize) * w.inSize + a)));
+    }
+  }
+
+  maxPoolGrad(dtype: number, g: bigint, x: bigint, dx: bigint, planes: number, window: number[]): void {
+    const w = win(window);
+    const { at } = this.windowMax(dtype, x, planes, w);
+    const gv = this.floats(dtype, g, planes * w.outSize), o = this.floats(dtype, dx, planes * w.inSize);
+    for (let i = 0; i < planes * w.inSize; i++) {
+      const s = i % w.inSize, plane = Math.floor(i / w.inSize);
+      let acc = 0;
+      forTaps(w, coords(s, w.in), (_, oc) => {
+        const op = plane * w.outSize + (oc[0]! * w.out[1]! + oc[1]!) * w.out[2]! + oc[2]!;
+        if (at[op] === s) acc += gv.get(op);
+      });
+      o.set(i, acc);
+    }
+  }
+
+  avgPool(dtype: number, x: bigint, y: bigint, planes: number, window: number[], includePad: boolean): void {
+    const w = win(window);
+    const src = this.floats(dtype, x, planes * w.inSize), o = this.floats(dtype, y, planes * w.outSize);
+    for (let i = 0; i < planes * w.outSize; i++) {
+      const oc = coords(i % w.outSize, w.out), plane = Math.floor(i / w.outSize);
+      let acc = 0;
+      for (let q0 = 0; q0 < w.k[0]!; q0++) {
+        const p0 = tapInput(w, 0, oc[0]!, q0);
+        if (p0 < 0 || p0 >= w.in[0]!) continue;
+        for (let q1 = 0; q1 < w.k[1]!; q1++) {
+          const p1 = tapInput(w, 1, oc[1]!, q1);
+          if (p1 < 0 || p1 >= w.in[1]!) continue;
+          for (let q2 = 0; q2 < w.k[2]!; q2++) {
+            const p2 = tapInput(w, 2, oc[2]!, q2);
+            if (p2 < 0 || p2 >= w.in[2]!) continue;
+            acc += src.get(plane * w.inSize + (p0 * w.in[1]! + p1) * w.in[2]! + p2);
+          }
+        }
+      }
+      o.set(i, acc / avgDivisor(w, oc, includePad));
+    }
+  }
+
+  avgPoolGrad(dtype: number, g: bigint, dx: bigint, planes: number, window: number[], includePad: boolean): void {
+    const w = win(window);
+    const gv = this.floats(dtype, g, planes * w.outSize), o = this.floats(dtype, dx, planes * w.inSize);
+    for (let i = 0; i < planes * w.inSize; i++) {
+      const s = i % w.inSize, plane = Math.floor(i / w.inSize);
+      let acc = 0;
+      forTaps(w, coords(s, w.in), (_, oc) => {
+        acc += gv.get(plane * w.outSize + (oc[0]! * w.out[1]! + oc[1]!) * w.out[2]! + oc[2]!) / avgDivisor(w, oc, includePad);
+      });
+      o.set(i, acc);
+    }
+  }
+}
+
+function check(i: number, n: number): void {
+  if (!(i >= 0 && i < n)) throw new Error(`element ${i} is outside the ${n} elements the kernel's operand spans`);
+}
+
+function at<T>(a: ArrayLike<T>, i: number, n: number): T {
+  check(i, n);
+  return a[i]!;
+}
+
+// CUDA's fminf/fmaxf: a NaN operand gives the other one.
+const fminf = (p: number, q: number): number => (Number.isNaN(p) ? q : Number.isNaN(q) ? p : Math.min(p, q));
+const fmaxf = (p: number, q: number): number => (Number.isNaN(p) ? q : Number.isNaN(q) ? p : Math.max(p, q));
+
+function rowSoftmax(s: Floats, r: number, cols: number): { mx: number; sum: number } {
+  let mx = -Infinity;
+  for (let j = 0; j < cols; j++) mx = fmaxf(mx, s.get(r * cols + j));
+  let sum = 0;
+  for (let j = 0; j < cols; j++) sum += Math.exp(s.get(r * cols + j) - mx);
+  return { mx, sum };
+}
+
+function forChannel(N: number, C: number, inner: number, c: number, f: (i: number) => void): void {
+  for (let n = 0; n < N; n++) for (let q = 0; q < inner; q++) f((n * C + c) * inner + q);
+}
+
+/** kernels_extra.cu's mulberry32, in 32-bit integer steps. */
+function mulberry32(t: number): number {
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return (t ^ (t >>> 14)) >>> 0;
+}
+
+interface Win { in: number[]; k: number[]; out: number[]; stride: number[]; pad: number[]; dil: number[]; padEnd: number[]; inSize: number; kSize: number; outSize: number }
+
+function win(w: readonly number[]): Win {
+  if (w.length !== 21) throw new Error('a window takes 21 numbers');
+  const f = (i: number): number[] => w.slice(3 * i, 3 * i + 3);
+  const prod = (xs: number[]): number => xs[0]! * xs[1]! * xs[2]!;
+  const v = { in: f(0), k: f(1), out: f(2), stride: f(3), pad: f(4), dil: f(5), padEnd: f(6) };
+  return { ...v, inSize: prod(v.in), kSize: prod(v.k), outSize: prod(v.out) };
+}
+
+function coords(flat: number, size: readonly number[]): number[] {
+  const c2 = flat % size[2]!;
+  flat = Math.floor(flat / size[2]!);
+  return [Math.floor(flat / size[1]!), flat % size[1]!, c2];
+}
+
+const tapInput = (w: Win, d: number, o: number, q: number): number => o * w.stride[d]! - w.pad[d]! + q * w.dil[d]!;
+
+/** tap_output: the output coordinate from which tap q reads input coordinate p, or null. */
+function tapOutput(w: Win, d: number, p: number, q: number): number | null {
+  const t = p + w.pad[d]! - q * w.dil[d]!;
+  if (t < 0 || t % w.stride[d]! !== 0) return null;
+  const o = t / w.stride[d]!;
+  return o < w.out[d]! ? o : null;
+}
+
+/** Every (tap, output position) that reads input position p, taps in row-major order (the gather kernels' loops). */
+function forTaps(w: Win, p: readonly number[], f: (q: number[], o: number[]) => void): void {
+  for (let q0 = 0; q0 < w.k[0]!; q0++) {
+    const o0 = tapOutput(w, 0, p[0]!, q0);
+    if (o0 === null) continue;
+    for (let q1 = 0; q1 < w.k[1]!; q1++) {
+      const o1 = tapOutput(w, 1, p[1]!, q1);
+      if (o1 === null) continue;
+      for (let q2 = 0; q2 < w.k[2]!; q2++) {
+        const o2 = tapOutput(w, 2, p[2]!, q2);
+        if (o2 === null) continue;
+        f([q0, q1, q2], [o0, o1, o2]);
+      }
+    }
+  }
+}
+
+function insideTaps(w: Win, d: number, o: number): number {
+  let n = 0;
+  for (let q = 0; q < w.k[d]!; q++) {
+    const p = tapInput(w, d, o, q);
+    if (p >= 0 && p < w.in[d]!) n++;
+  }
+  return n;
+}
+
+function paddedTaps(w: Win, d: number, o: number): number {
+  const start = o * w.stride[d]! - w.pad[d]!;
+  const end = Math.min(start + (w.k[d]! - 1) * w.dil[d]! + 1, w.in[d]! + w.padEnd[d]!);
+  const lo = Math.max(start, -w.pad[d]!);
+  return end > lo ? Math.floor((end - lo + w.dil[d]! - 1) / w.dil[d]!) : 0;
+}
+
+function avgDivisor(w: Win, oc: readonly number[], includePad: boolean): number {
+  let n = 1;
+  for (let d = 0; d < 3; d++) n *= includePad ? paddedTaps(w, d, oc[d]!) : insideTaps(w, d, oc[d]!);
+  return n;
+}

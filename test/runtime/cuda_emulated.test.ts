@@ -1,0 +1,107 @@
+// The CUDA backend's TypeScript on the host emulation of the addon (test/helpers/host_cuda.ts):
+// every registry kernel of test/helpers/cuda_cases.ts against the CPU kernels, Dropout's draws
+// against the CPU kernel's, and the CNN fixture trained by the CUDA rank backend against the CPU
+// ranks. Runs without a GPU; test/gpu runs the same cases on the device.
+import { describe, expect, it } from 'vitest';
+import { compile } from '../../compiler/compile.js';
+import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
+import { Cuda } from '../../runtime/backends/cuda/device.js';
+import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
+import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
+import { runPlanCpu } from '../../runtime/launch/cpu.js';
+import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
+import { prepareJob } from '../../runtime/train/job.js';
+import { ModelBuilder } from '../../src/api/builder.js';
+import { tensor } from '../../src/ir/tensor.js';
+import { dropoutRng } from '../../src/ops/movement.js';
+import { readPlan, writePlan } from '../../src/plan/io.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { maxRelError } from '../helpers/compare.js';
+import { KERNEL_CASES, caseErrors, caseName, convCases, outShape } from '../helpers/cuda_cases.js';
+import { fixturePath } from '../helpers/fixtures.js';
+import { HostCuda } from '../helpers/host_cuda.js';
+
+describe('CUDA kernels on the host emulation match the CPU kernels', () => {
+  it.each(KERNEL_CASES.map((c) => [caseName(c), c] as const))('%s', (_, c) => {
+    const host = new HostCuda();
+    const errors = caseErrors(c, (g, feeds, precision) => runGraphCuda(g, feeds, precision, new Cuda(host.native)));
+    for (const e of errors) {
+      expect(e.f32, `${e.output} float32`).toBeLessThanOrEqual(c.tol ?? 1e-5);
+      expect(e.bf16, `${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+    }
+    expect(host.liveBlocks, 'device memory left allocated').toBe(0);
+  });
+});
+
+describe('convolutions on the host emulation in chunks of images', () => {
+  // Three images with columns for one or two at a time: chunks of one image (no transposes), and a
+  // last chunk smaller than the others (weight gradients accumulate over chunks).
+  const x = [3, 4, 7, 8], w = [6, 2, 3, 3], attrs = { group: 2, dilations: [2, 1], pads: [2, 1, 2, 1] };
+  const perImage = x[1]! * 9 * outShape('Conv', [x, w], attrs).slice(2).reduce((a, b) => a * b, 1);
+  it.each(convCases(x, w, attrs, 'three images').flatMap((c) => [1, 2].map((images) => [`${caseName(c)}, ${images} per chunk`, c, images] as const)))('%s', (_, c, images) => {
+    const host = new HostCuda();
+    const errors = caseErrors(c, (g, feeds, precision) => {
+      const dev = new Cuda(host.native);
+      dev.columnLimit = images * perImage;
+      return runGraphCuda(g, feeds, precision, dev);
+    });
+    for (const e of errors) {
+      expect(e.f32, `${e.output} float32`).toBeLessThanOrEqual(1e-5);
+      expect(e.bf16, `${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+    }
+  });
+});
+
+describe('Dropout on CUDA', () => {
+  it('draws the CPU kernel\'s masks from the shared generator and leaves it where the CPU kernel does', () => {
+    const b = new ModelBuilder('drop');
+    const x = b.input('x', 'float32', [5, 37]);
+    const [y, mask] = b.ops('Dropout', [x], { ratio: 0.4, training_mode: 1 }, 2);
+    b.output(y!, 'y');
+    b.output(mask!, 'mask');
+    const g = b.finish();
+    const feeds = { x: tensor('float32', [5, 37], Array.from({ length: 185 }, (_, i) => i - 90)) };
+    const start = dropoutRng.state;
+    const cpu = runGraph(g, feeds);
+    const after = dropoutRng.state;
+    dropoutRng.state = start;
+    const dev = runGraphCuda(g, feeds, 'float32', new Cuda(new HostCuda().native));
+    expect(dropoutRng.state).toBe(after);
+    expect(Array.from(dev.get('mask')!.data)).toEqual(Array.from(cpu.get('mask')!.data));
+    // The device scales in float32 by a float32 1/(1 − ratio); the CPU kernel in doubles.
+    expect(maxRelError(dev.get('y')!, cpu.get('y')!)).toBeLessThanOrEqual(1e-6);
+    // Some dropped, some kept: the threshold is not degenerate.
+    const kept = Array.from(cpu.get('mask')!.data).filter((v) => v).length;
+    expect(kept).toBeGreaterThan(60);
+    expect(kept).toBeLessThan(160);
+  });
+});
+
+describe('the CNN fixture on the CUDA rank backend (host emulation)', () => {
+  it('trains with the CPU ranks\' losses (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-cnn-emulated-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('cnn'), loss: 'auto', steps: 3, batch: 8, microbatches: 2, optimizer: opt, seed: 5 });
+    const batches = Array.from({ length: 3 }, () => job.data.next(8));
+    const run = { data: { kind: 'batches' as const, batches }, steps: 3, optimizer: opt };
+    const losses: Record<string, number[]> = {};
+    for (const policy of ['fp32', 'bf16'] as const) {
+      const planFile = join(dir, `${policy}.plan`);
+      writePlan(planFile, compile({ model: fixturePath('cnn'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8, policy }).plan);
+      if (policy === 'fp32') losses['cpu'] = (await runPlanCpu({ planFile, ...run })).steps.map((s) => s.loss);
+      const plan = readPlan(planFile);
+      const host = new HostCuda();
+      const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+      losses[policy] = (await runOnBackend(backend, { planFile, ...run })).steps.map((s) => s.loss);
+      expect(host.liveBlocks, `${policy}: device memory left allocated`).toBe(0);
+    }
+    losses['cpu']!.forEach((l, i) => {
+      expect(Math.abs(losses['fp32']![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
+      expect(Math.abs(losses['bf16']![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+    });
+    expect(losses['fp32']![2]!).toBeLessThan(losses['fp32']![0]!);
+    rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+});
