@@ -4,7 +4,7 @@
 // same model in PyTorch (eager and torch.compile) on the same card, in the same run.
 //
 //   node dist/bench/gpt_single.js [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
-//                                 [--micro 4] [--microbatches 8] [--steps 4] [--profile] [--no-compile] [--no-graph]
+//                                 [--micro 4] [--microbatches 8] [--steps 4] [--profile] [--no-compile] [--no-graph] [--no-torch]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +28,7 @@ const profile = process.argv.includes('--profile');
 // torch.compile's first compile takes minutes: skippable where device time is short.
 const withCompile = !process.argv.includes('--no-compile');
 const withGraph = !process.argv.includes('--no-graph');
+const withTorch = !process.argv.includes('--no-torch');
 if (!cudaAvailable()) {
   console.log('no CUDA device: this benchmark runs on a GPU host');
   process.exit(0);
@@ -83,7 +84,7 @@ if (profile) {
   const { byOp } = await profileWithWeights(plan, weights, { steps: 1, warmup: 1 });
   const total = byOp.reduce((a, b) => a + b.ms, 0);
   breakdown = `\nwhere a step's forward and backward time goes (each node synchronized and timed):\n` + table(['op', 'launches', 'ms', 'share'],
-    byOp.slice(0, 15).map((x) => [x.op, String(x.launches), x.ms.toFixed(1), `${((100 * x.ms) / total).toFixed(1)}%`]));
+    byOp.slice(0, 20).map((x) => [x.op, String(x.launches), x.ms.toFixed(1), `${((100 * x.ms) / total).toFixed(1)}%`]));
 }
 
 const py = `
@@ -142,7 +143,7 @@ SDPA = False
 bench(False, 'eager, attention written out')
 `;
 log('PyTorch (bf16 autocast, fused AdamW): eager with SDPA, torch.compile, eager with attention written out');
-const r = spawnSync('python3', ['-c', py], { encoding: 'utf8', timeout: 400_000 });
+const r = withTorch ? spawnSync('python3', ['-c', py], { encoding: 'utf8', timeout: 400_000 }) : { stdout: '', stderr: '', status: 0 };
 for (const line of (r.stdout ?? '').trim().split('\n').filter(Boolean)) {
   const [kind, msS, mem] = line.split('|');
   const pms = Number(msS);

@@ -7,6 +7,9 @@
 
 namespace cleave {
 [[noreturn]] inline void cuda_fail(cudaError_t e, const char* what, const char* file, int line) {
+  // A failed call also leaves its error for the next cudaGetLastError: clear it, or the next
+  // launch check would report this failure again.
+  cudaGetLastError();
   throw std::runtime_error(std::string(what) + " failed: " + cudaGetErrorString(e) + " (" + file + ":" + std::to_string(line) + ")");
 }
 }  // namespace cleave

@@ -152,6 +152,139 @@ __device__ void row_mean_inv(const T* xr, int64_t cols, float eps, float& mean, 
   inv = rsqrtf(block_reduce<false>(v) / cols + eps);
 }
 
+/** Warp-wide sum. */
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+
+// LayerNorm rows of transformer width (up to a few thousand columns) are short work for a whole
+// block: one warp per row needs no __syncthreads, and the row's repeat reads hit L1.
+constexpr int LN_ROWS_PER_BLOCK = 8;
+
+template <typename T>
+__device__ __forceinline__ void warp_row_stats(const T* xr, int64_t cols, float eps, float& mean, float& inv) {
+  const int lane = threadIdx.x & 31;
+  float s = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) s += ld(xr, j);
+  mean = warp_sum(s) / cols;
+  float v = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) {
+    const float d = ld(xr, j) - mean;
+    v += d * d;
+  }
+  inv = rsqrtf(warp_sum(v) / cols + eps);
+}
+
+template <typename T>
+__global__ void layernorm_warp_kernel(const T* x, const T* gamma, const T* beta, T* y, int64_t rows, int64_t cols, int64_t gl, int64_t bl, float eps) {
+  const int64_t row = blockIdx.x * (int64_t)LN_ROWS_PER_BLOCK + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const T* xr = x + row * cols;
+  T* yr = y + row * cols;
+  float mean, inv;
+  warp_row_stats(xr, cols, eps, mean, inv);
+  for (int64_t j = threadIdx.x & 31; j < cols; j += 32) {
+    const float g = gamma ? ld(gamma, gl == cols ? j : j % gl) : 1.f, b = beta ? ld(beta, bl == cols ? j : j % bl) : 0.f;
+    st(yr, j, (ld(xr, j) - mean) * inv * g + b);
+  }
+}
+
+template <typename T>
+__global__ void layernorm_grad_input_warp_kernel(const T* g, const T* x, const T* gamma, T* dx, int64_t rows, int64_t cols, int64_t gl, float eps) {
+  const int64_t row = blockIdx.x * (int64_t)LN_ROWS_PER_BLOCK + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const T* xr = x + row * cols;
+  const T* gr = g + row * cols;
+  T* dr = dx + row * cols;
+  float mean, inv;
+  warp_row_stats(xr, cols, eps, mean, inv);
+  float a = 0.f, b = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) {
+    const float dxh = ld(gr, j) * ld(gamma, gl == cols ? j : j % gl);
+    a += dxh;
+    b += dxh * (ld(xr, j) - mean) * inv;
+  }
+  a = warp_sum(a) / cols;
+  b = warp_sum(b) / cols;
+  for (int64_t j = lane; j < cols; j += 32) {
+    const float xh = (ld(xr, j) - mean) * inv;
+    st(dr, j, inv * (ld(gr, j) * ld(gamma, gl == cols ? j : j % gl) - a - xh * b));
+  }
+}
+
+template <typename T>
+__global__ void row_stats_warp_kernel(const T* x, float* mean, float* inv, int64_t rows, int64_t cols, float eps) {
+  const int64_t row = blockIdx.x * (int64_t)LN_ROWS_PER_BLOCK + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  float m, r;
+  warp_row_stats(x + row * cols, cols, eps, m, r);
+  if ((threadIdx.x & 31) == 0) {
+    mean[row] = m;
+    inv[row] = r;
+  }
+}
+
+// --- vectorized maps ---------------------------------------------------------------------------
+// Contiguous operands move 16 bytes per load (8 bfloat16 or 4 float32): scalar 2-byte loads leave
+// most of the memory bandwidth unused. Operand modes: 0 contiguous like the output, 1 one scalar,
+// 2 a row of `cols` repeated down the rows (a bias).
+template <typename T> struct Vec { static constexpr int N = 16 / sizeof(T); };
+
+template <typename T>
+__device__ __forceinline__ void load_vec(const T* p, float* v) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int k = 0; k < Vec<T>::N; ++k) v[k] = ld(e, k);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_vec(T* p, const float* v) {
+  uint4 raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int k = 0; k < Vec<T>::N; ++k) st(e, k, v[k]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+template <typename T>
+__device__ __forceinline__ void load_operand(const T* p, int mode, int64_t i, int64_t cols, float* v) {
+  if (mode == 0) load_vec(p + i, v);
+  else if (mode == 2) load_vec(p + i % cols, v);
+  else {
+    const float x = ld(p, 0);
+#pragma unroll
+    for (int k = 0; k < Vec<T>::N; ++k) v[k] = x;
+  }
+}
+
+template <typename T>
+__global__ void binary_vec_kernel(int code, const T* a, const T* b, T* out, int ma, int mb, int64_t cols, int64_t n) {
+  constexpr int V = Vec<T>::N;
+  float x[V], y[V];
+  for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n; i += (int64_t)gridDim.x * blockDim.x * V) {
+    load_operand(a, ma, i, cols, x);
+    load_operand(b, mb, i, cols, y);
+#pragma unroll
+    for (int k = 0; k < V; ++k) x[k] = apply_binary(code, x[k], y[k]);
+    store_vec(out + i, x);
+  }
+}
+
+template <typename T>
+__global__ void unary_vec_kernel(int code, const T* in, T* out, int64_t n, float a, float b) {
+  constexpr int V = Vec<T>::N;
+  float x[V];
+  for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n; i += (int64_t)gridDim.x * blockDim.x * V) {
+    load_vec(in + i, x);
+#pragma unroll
+    for (int k = 0; k < V; ++k) x[k] = apply_unary(code, x[k], a, b);
+    store_vec(out + i, x);
+  }
+}
+
 template <typename T>
 __global__ void layernorm_kernel(const T* x, const T* gamma, const T* beta, T* y, int64_t cols, int64_t gl, int64_t bl, float eps) {
   const T* xr = x + blockIdx.x * cols;
@@ -216,6 +349,19 @@ __global__ void copy_region_kernel(const T* in, T* out, Shape sh, Strides6 os, I
       oo += k * (I)os.v[d];
     }
     out[oo] = in[io];
+  }
+}
+
+/**
+ * Rows of 16-byte units from one strided layout to another (a Split's slices, a Concat's pieces,
+ * any copy whose innermost run is contiguous on both sides): one load and one store per 16 bytes,
+ * where the element-wise copy moves 2 or 4.
+ */
+__global__ void copy_rows_vec_kernel(const uint4* in, uint4* out, int64_t rows, int64_t units, int64_t in_stride, int64_t out_stride) {
+  const int64_t n = rows * units;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / units, u = i - r * units;
+    out[r * out_stride + u] = in[r * in_stride + u];
   }
 }
 
@@ -425,18 +571,30 @@ __global__ void sce_backward_kernel(const T* sc, const int64_t* labels, const fl
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) st(d, j, (expf(ld(x, j) - mx) / sum - (j == y ? 1.f : 0.f)) * scale);
 }
 
+__device__ __forceinline__ float gelu_slope(float v, bool tanh_form) {
+  if (tanh_form) {
+    const float t = tanhf(SQRT_2_PI * (v + 0.044715f * v * v * v));
+    return 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * SQRT_2_PI * (1.f + 3.f * 0.044715f * v * v);
+  }
+  return 0.5f * (1.f + erff(v * 0.7071067811865476f)) + v * expf(-0.5f * v * v) * 0.3989422804014327f;
+}
+
 template <typename T>
 __global__ void gelu_grad_kernel(const T* g, const T* x, T* out, int64_t n, bool tanh_form) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const float v = ld(x, i);
-    float d;
-    if (tanh_form) {
-      const float t = tanhf(SQRT_2_PI * (v + 0.044715f * v * v * v));
-      d = 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * SQRT_2_PI * (1.f + 3.f * 0.044715f * v * v);
-    } else {
-      d = 0.5f * (1.f + erff(v * 0.7071067811865476f)) + v * expf(-0.5f * v * v) * 0.3989422804014327f;
-    }
-    st(out, i, ld(g, i) * d);
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    st(out, i, ld(g, i) * gelu_slope(ld(x, i), tanh_form));
+}
+
+template <typename T>
+__global__ void gelu_grad_vec_kernel(const T* g, const T* x, T* out, int64_t n, bool tanh_form) {
+  constexpr int V = Vec<T>::N;
+  float gv[V], xv[V];
+  for (int64_t i = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * V; i < n; i += (int64_t)gridDim.x * blockDim.x * V) {
+    load_vec(g + i, gv);
+    load_vec(x + i, xv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) gv[k] *= gelu_slope(xv[k], tanh_form);
+    store_vec(out + i, gv);
   }
 }
 
@@ -489,12 +647,39 @@ inline bool fits32(const Shape& sh, int64_t n, int64_t base = 0) {
 #define DISPATCH_INDEX(small, F) \
   if (small) { using I = uint32_t; F; } else { using I = int64_t; F; }
 
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+inline int vec_width(DType t) { return t == F32 ? 4 : 8; }
+
 void unary(int code, DType t, const void* in, void* out, int64_t n, float alpha, float beta, cudaStream_t s) {
-  DISPATCH(t, (unary_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)in, (T*)out, n, alpha, beta)));
+  const int V = vec_width(t);
+  if (n % V == 0 && aligned16(in) && aligned16(out)) {
+    DISPATCH(t, (unary_vec_kernel<T><<<grid_for(n / V), 256, 0, s>>>(code, (const T*)in, (T*)out, n, alpha, beta)));
+  } else {
+    DISPATCH(t, (unary_kernel<T><<<grid_for(n), 256, 0, s>>>(code, (const T*)in, (T*)out, n, alpha, beta)));
+  }
   CHECK_LAUNCH();
 }
 
+/**
+ * How a vectorized map can read an operand of the (collapsed) output shape: 0 contiguous, 1 a
+ * scalar, 2 a row repeated down the rows; −1 when it cannot.
+ */
+inline int operand_mode(const Shape& sh, const int64_t* st) {
+  if (sh.rank == 1) return st[0] == 1 ? 0 : st[0] == 0 ? 1 : -1;
+  if (sh.rank != 2) return -1;
+  if (st[1] == 1) return st[0] == sh.dims[1] ? 0 : st[0] == 0 ? 2 : -1;
+  return st[0] == 0 && st[1] == 0 ? 1 : -1;
+}
+
 void binary(int code, DType t, const void* a, const void* b, void* out, const Shape& shape, int64_t n, cudaStream_t s) {
+  const int V = vec_width(t);
+  const int ma = operand_mode(shape, shape.a), mb = operand_mode(shape, shape.b);
+  const int64_t cols = shape.dims[shape.rank - 1];
+  if (ma >= 0 && mb >= 0 && n % V == 0 && cols % V == 0 && aligned16(out) && (ma == 1 || aligned16(a)) && (mb == 1 || aligned16(b))) {
+    DISPATCH(t, (binary_vec_kernel<T><<<grid_for(n / V), 256, 0, s>>>(code, (const T*)a, (const T*)b, (T*)out, ma, mb, cols, n)));
+    CHECK_LAUNCH();
+    return;
+  }
   const bool small = fits32(shape, n);
   if (shape.rank == 1) {
     DISPATCH_INDEX(small, DISPATCH(t, (binary_flat_kernel<T, I><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, (T*)out, (I)shape.a[0], (I)shape.b[0], (I)n))));
@@ -511,7 +696,12 @@ void softmax(DType t, const void* in, void* out, int64_t rows, int64_t cols, boo
 
 void layernorm(DType t, const void* x, const void* gamma, const void* beta, void* y, int64_t rows, int64_t cols, int64_t gl,
                int64_t bl, float eps, cudaStream_t s) {
-  DISPATCH(t, (layernorm_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, (const T*)gamma, (const T*)beta, (T*)y, cols, gl, bl, eps)));
+  if (cols <= 4096) {
+    const unsigned blocks = (unsigned)((rows + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
+    DISPATCH(t, (layernorm_warp_kernel<T><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, s>>>((const T*)x, (const T*)gamma, (const T*)beta, (T*)y, rows, cols, gl, bl, eps)));
+  } else {
+    DISPATCH(t, (layernorm_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, (const T*)gamma, (const T*)beta, (T*)y, cols, gl, bl, eps)));
+  }
   CHECK_LAUNCH();
 }
 
@@ -522,7 +712,28 @@ void layernorm(DType t, const void* x, const void* gamma, const void* beta, void
   else if ((t) == 2) { using T = uint64_t; F; } \
   else { using T = uint8_t; F; }
 
+/** Element width in bytes of a copy code (copies take any width: 0 four bytes, 1 two, 2 eight, 3 one). */
+inline int64_t copy_width(int t) { return t == 0 ? 4 : t == 1 ? 2 : t == 2 ? 8 : 1; }
+
+/**
+ * The 16-byte row copy where it applies: at most two collapsed dims, the inner one contiguous on
+ * both sides, and every row start 16-byte aligned. Strides and bases in elements of width w.
+ */
+static bool copy_rows_vec(int t, const void* in, void* out, const Shape& sh, int64_t in_row, int64_t out_row, int64_t ibase, int64_t obase, cudaStream_t s) {
+  const int64_t w = copy_width(t);
+  const int64_t rows = sh.rank == 2 ? sh.dims[0] : 1, cols = sh.dims[sh.rank - 1];
+  if (sh.rank > 2 || (cols * w) % 16 || (in_row * w) % 16 || (out_row * w) % 16 || (ibase * w) % 16 || (obase * w) % 16) return false;
+  const char* src = static_cast<const char*>(in) + ibase * w;
+  char* dst = static_cast<char*>(out) + obase * w;
+  if (!aligned16(src) || !aligned16(dst)) return false;
+  const int64_t units = cols * w / 16;
+  copy_rows_vec_kernel<<<grid_for(rows * units), 256, 0, s>>>(reinterpret_cast<const uint4*>(src), reinterpret_cast<uint4*>(dst), rows, units, in_row * w / 16, out_row * w / 16);
+  CHECK_LAUNCH();
+  return true;
+}
+
 void strided_copy(DType t, const void* in, void* out, const Shape& shape, int64_t base, int64_t n, cudaStream_t s) {
+  if (shape.a[shape.rank - 1] == 1 && copy_rows_vec(t, in, out, shape, shape.rank == 2 ? shape.a[0] : 0, shape.rank == 2 ? shape.dims[1] : 0, base, 0, s)) return;
   const bool small = n < I32_LIMIT && reach(shape, shape.a, base) < I32_LIMIT;
   DISPATCH_INDEX(small, DISPATCH_BYTES(t, (strided_copy_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)in, (T*)out, shape, (I)base, (I)n))));
   CHECK_LAUNCH();
@@ -544,6 +755,8 @@ void where(DType t, const uint8_t* cond, const void* x, const void* y, void* out
 }
 
 void copy_region(DType t, const void* in, void* out, const Shape& sh, const int64_t* ostrides, int64_t ibase, int64_t obase, int64_t n, cudaStream_t s) {
+  if (sh.a[sh.rank - 1] == 1 && ostrides[sh.rank - 1] == 1 &&
+      copy_rows_vec(t, in, out, sh, sh.rank == 2 ? sh.a[0] : 0, sh.rank == 2 ? ostrides[0] : 0, ibase, obase, s)) return;
   Strides6 os{};
   for (int d = 0; d < sh.rank; ++d) os.v[d] = ostrides[d];
   const bool small = n < I32_LIMIT && reach(sh, sh.a, ibase) < I32_LIMIT && reach(sh, os.v, obase) < I32_LIMIT;
@@ -608,7 +821,12 @@ void scatter_add(DType t, const void* g, const int64_t* idx, float* acc, int64_t
 }
 
 void layernorm_grad_input(DType t, const void* g, const void* x, const void* gamma, void* dx, int64_t rows, int64_t cols, int64_t gl, float eps, cudaStream_t s) {
-  DISPATCH(t, (layernorm_grad_input_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)g, (const T*)x, (const T*)gamma, (T*)dx, cols, gl, eps)));
+  if (cols <= 4096) {
+    const unsigned blocks = (unsigned)((rows + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
+    DISPATCH(t, (layernorm_grad_input_warp_kernel<T><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, s>>>((const T*)g, (const T*)x, (const T*)gamma, (T*)dx, rows, cols, gl, eps)));
+  } else {
+    DISPATCH(t, (layernorm_grad_input_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)g, (const T*)x, (const T*)gamma, (T*)dx, cols, gl, eps)));
+  }
   CHECK_LAUNCH();
 }
 
@@ -621,7 +839,12 @@ void layernorm_grad_params(DType t, const void* g, const void* x, void* dgamma, 
   float* partial = nullptr;
   CUDA_CHECK(cudaMallocAsync(&stats, 2 * rows * sizeof(float), s));
   CUDA_CHECK(cudaMallocAsync(&partial, chunks * 2 * cols * sizeof(float), s));
-  DISPATCH(t, (row_stats_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, stats, stats + rows, cols, eps)));
+  if (cols <= 4096) {
+    const unsigned blocks = (unsigned)((rows + LN_ROWS_PER_BLOCK - 1) / LN_ROWS_PER_BLOCK);
+    DISPATCH(t, (row_stats_warp_kernel<T><<<blocks, 32 * LN_ROWS_PER_BLOCK, 0, s>>>((const T*)x, stats, stats + rows, rows, cols, eps)));
+  } else {
+    DISPATCH(t, (row_stats_kernel<T><<<(unsigned)rows, row_threads(cols), 0, s>>>((const T*)x, stats, stats + rows, cols, eps)));
+  }
   CHECK_LAUNCH();
   DISPATCH(t, (layernorm_grad_params_kernel<T><<<dim3((unsigned)bx, (unsigned)chunks), dim3(COL_TILE, COL_ROWS), 0, s>>>((const T*)g, (const T*)x, stats, stats + rows, partial, rows, cols, chunk)));
   CHECK_LAUNCH();
@@ -645,7 +868,12 @@ void sce_backward(DType t, const void* scores, const int64_t* labels, const floa
 }
 
 void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool tanh_form, cudaStream_t s) {
-  DISPATCH(t, (gelu_grad_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)g, (const T*)x, (T*)out, n, tanh_form)));
+  const int V = vec_width(t);
+  if (n % V == 0 && aligned16(g) && aligned16(x) && aligned16(out)) {
+    DISPATCH(t, (gelu_grad_vec_kernel<T><<<grid_for(n / V), 256, 0, s>>>((const T*)g, (const T*)x, (T*)out, n, tanh_form)));
+  } else {
+    DISPATCH(t, (gelu_grad_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)g, (const T*)x, (T*)out, n, tanh_form)));
+  }
   CHECK_LAUNCH();
 }
 

@@ -44,6 +44,7 @@ export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>,
 /** Runs `o.steps` training steps on a backend already holding its weights; frees its device memory at the end, or on failure. */
 export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const plan = backend.plan;
+  let failed = false;
   try {
     backend.dev.n.synchronize();
     const exec = new Executor(plan, 0, backend, new LocalTransport());
@@ -71,8 +72,16 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     result.peakBytes = backend.dev.n.memInfo().peakBytes;
     if (o.returnWeights) result.weights = backend.tensors();
     return result;
+  } catch (e) {
+    failed = true;
+    throw e;
   } finally {
-    backend.dispose();
-    backend.dev.freeAll();
+    try {
+      backend.dispose();
+      backend.dev.freeAll();
+    } catch (e) {
+      // After a failure the first error says more than one from cleaning up.
+      if (!failed) throw e;
+    }
   }
 }

@@ -71,6 +71,10 @@ export class Cuda implements CudaDevice {
    * dense and row-major, so these need no copy). The memory goes when the last of its tensors is freed.
    */
   view(t: DeviceTensor, shape: readonly number[]): DeviceTensor {
+    if (this.external.has(t.ptr)) {
+      if (numel(shape) !== numel(t.shape)) throw new CleaveError(`cannot view [${t.shape.join(', ')}] as [${shape.join(', ')}]`);
+      return { ptr: t.ptr, dtype: t.dtype, shape: [...shape] };
+    }
     const refs = this.live.get(t.ptr);
     if (refs === undefined) throw new CleaveError('a view of a freed CUDA tensor');
     if (numel(shape) !== numel(t.shape)) throw new CleaveError(`cannot view [${t.shape.join(', ')}] as [${shape.join(', ')}]`);
@@ -107,6 +111,12 @@ export class Cuda implements CudaDevice {
     this.n.upload(d.ptr, hostBytes(t, as));
     return d;
   }
+
+  /**
+   * Memory this object does not own (a captured step's feed buffers): views of it are plain
+   * aliases and freeing them does nothing; its owner frees it.
+   */
+  readonly external = new Set<bigint>();
 
   /** Addresses of the live allocations (to tell, after a capture, which the graph made). */
   livePointers(): Set<bigint> {

@@ -162,6 +162,7 @@ export class CudaRankBackend implements Backend {
         let d = this.staticFeeds.get(key);
         if (!d) {
           d = { ptr: this.dev.n.allocStatic(Math.max(1, numel(t.shape) * deviceBytes(dtype))), dtype, shape: [...t.shape] };
+          this.dev.external.add(d.ptr);
           this.staticFeeds.set(key, d);
         } else if (d.shape.length !== t.shape.length || d.shape.some((x, i) => x !== t.shape[i])) {
           throw new CleaveError(`input '${name}' changed shape from [${d.shape}] to [${t.shape}] between captured steps`);
@@ -173,12 +174,20 @@ export class CudaRankBackend implements Backend {
 
   /** Frees what a captured graph and its feed buffers hold (the end of a run). */
   dispose(): void {
-    // A capture that failed half-way must end before the stream can do anything else.
-    if (this.capturing) this.dev.n.graphAbort();
+    // A capture that failed half-way must end before the stream can do anything else; what it
+    // allocated went with it.
+    if (this.capturing) {
+      this.dev.n.graphAbort();
+      const before = this.beforeCapture;
+      this.dev.forgetPointers([...this.dev.livePointers()].filter((p) => !before.has(p)));
+    }
     this.capturing = false;
     if (this.exec !== undefined) this.dev.n.graphDestroy(this.exec);
     this.exec = undefined;
-    for (const t of this.staticFeeds.values()) this.dev.n.freeStatic(t.ptr);
+    for (const t of this.staticFeeds.values()) {
+      this.dev.n.freeStatic(t.ptr);
+      this.dev.external.delete(t.ptr);
+    }
     this.staticFeeds.clear();
   }
 
