@@ -86,6 +86,7 @@ function fuseTraining(t: TrainingGraph): void {
   if (!fuseMatMuls(t.graph)) return;
   const now = (v: Value): Value => t.graph.values.get(v.name) ?? v;
   t.loss = now(t.loss);
+  t.seed = now(t.seed);
   for (const [k, v] of t.grads) t.grads.set(k, now(v));
   for (const [k, v] of t.stateUpdates) t.stateUpdates.set(k, now(v));
 }
@@ -184,6 +185,7 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
       dtypePolicy: o.policy ?? 'fp32', optimizer: o.optimizer ?? 'adamw', parameters: parameterStats(g).count,
       lossValue: vIndex.get(training.loss)!,
       labelsValue: training.labels ? vIndex.get(training.labels)! : -1,
+      lossSeedValue: vIndex.get(training.seed) ?? -1,
       classes: lossSpec.kind === 'cross-entropy' ? Number(g.outputs.find((x) => x.name === lossSpec.output)?.shape.at(-1) ?? g.outputs[0]!.shape.at(-1)) : 0,
     },
     world: { pp: p, dp, virtualStages: v, placement: world.placement, size: p * dp },

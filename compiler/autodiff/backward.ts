@@ -19,6 +19,8 @@ export interface Backward {
   grads: Map<Value, Value>;
   /** Gradients of activations that further backward work consumes: what B-work is. */
   activationGrads: Set<Value>;
+  /** The constant 1 dLoss/dLoss that starts the backward pass (loss scaling multiplies it). */
+  seed: Value;
 }
 
 /**
@@ -44,7 +46,8 @@ export function backward(b: ModelBuilder, loss: Value, params: readonly Value[])
     if (list.length > 1) parts.set(v, [b.op('Sum', list)]);
     return parts.get(v)![0]!;
   };
-  add(loss, b.constant(tensor(loss.dtype, [], [1]), 'loss_grad_seed'));
+  const seed = b.constant(tensor(loss.dtype, [], [1]), 'loss_grad_seed');
+  add(loss, seed);
   const activationGrads = new Set<Value>();
   for (let i = forward.length - 1; i >= 0; i--) {
     const n = forward[i]!;
@@ -71,7 +74,7 @@ export function backward(b: ModelBuilder, loss: Value, params: readonly Value[])
       if (d) result.set(p, d);
     }
   });
-  return { grads: result, activationGrads };
+  return { grads: result, activationGrads, seed };
 }
 
 function checkGrad(n: Node, v: Value, d: Value): Value {

@@ -26,6 +26,8 @@ export interface TrainingGraph {
   grads: Map<string, Value>;
   /** State name → its updated value. */
   stateUpdates: Map<string, Value>;
+  /** The constant dLoss/dLoss = 1 that seeds the backward pass. */
+  seed: Value;
 }
 
 /** Swaps ops that have a training form (BatchNorm, Dropout) for it. */
@@ -43,6 +45,20 @@ function toTrainingForm(g: Graph): void {
   }
 }
 
+/**
+ * The loss nodes take the partition of the output they read, when it has one: left unannotated,
+ * they would go to default_partition with auto partitioning off — before the stage that makes
+ * the output, which is a backward edge.
+ */
+function lossFollowsOutput(g: Graph): void {
+  const lossNodes = g.nodes.filter((n) => n.meta['phase'] === 'loss');
+  const stages = lossNodes.flatMap((n) => n.inputs.map((v) => v?.producer?.meta['phase'] === 'forward' ? v.producer.meta.partition : undefined))
+    .filter((s): s is number => s !== undefined);
+  if (!stages.length) return;
+  const stage = Math.max(...stages);
+  for (const n of lossNodes) if (n.meta.partition === undefined) n.meta.partition = stage;
+}
+
 export function buildTrainingGraph(inference: Graph, opts: TrainingOptions): TrainingGraph {
   const g = cloneGraph(inference);
   g.name = `${inference.name}.train`;
@@ -50,9 +66,10 @@ export function buildTrainingGraph(inference: Graph, opts: TrainingOptions): Tra
   for (const n of g.nodes) n.meta = { ...n.meta, phase: 'forward' };
   const b = new ModelBuilder(g);
   const { loss, labels } = b.within('/loss/', { phase: 'loss' }, () => addLoss(b, opts.loss));
+  lossFollowsOutput(g);
   const params = g.params();
   if (!params.length) throw new CleaveError(`model '${inference.name}' has no trainable parameters`);
-  const { grads, activationGrads } = backward(b, loss, params);
+  const { grads, activationGrads, seed } = backward(b, loss, params);
 
   // State updates: each op that updates state gives its new value as an output.
   const stateUpdates = new Map<string, Value>();
@@ -74,5 +91,5 @@ export function buildTrainingGraph(inference: Graph, opts: TrainingOptions): Tra
   g.removeDeadCode();
   markInputAndWeightWork(g, activationGrads);
   validateGraph(g);
-  return { graph: g, loss, labels, grads: gradOut, stateUpdates };
+  return { graph: g, loss, labels, grads: gradOut, stateUpdates, seed };
 }

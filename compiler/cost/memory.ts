@@ -5,12 +5,12 @@ export type OptimizerFamily = 'sgd' | 'sgd-momentum' | 'adam' | 'adamw';
 
 /**
  * Bytes each trainable parameter costs on its stage: the weight, its gradient, and the optimizer's
- * state. Under the bf16 policy weights and gradients are bf16 and a float32 master copy is kept;
+ * state. Under the bf16 and fp16 policies weights and gradients are 16-bit and a float32 master copy is kept;
  * optimizer moments are always float32.
  */
 export function bytesPerParam(opt: OptimizerFamily, policy: DtypePolicy): number {
   const moments = opt === 'sgd' ? 0 : opt === 'sgd-momentum' ? 4 : 8;
-  return policy === 'bf16' ? 2 + 2 + 4 + moments : 4 + 4 + moments;
+  return policy !== 'fp32' ? 2 + 2 + 4 + moments : 4 + 4 + moments;
 }
 
 export type ScheduleName = 'gpipe' | '1f1b' | 'interleaved-1f1b' | 'zb-h1' | 'zbv';

@@ -10,9 +10,13 @@ import type { DeviceProfile } from './profiles.js';
 /**
  * How tensors are held: 'fp32' trains in float32; 'bf16' computes and stores activations in
  * bfloat16 with float32 master weights (mixed precision), which halves bytes moved and runs matrix
- * work at the bf16 rate.
+ * work at the bf16 rate; 'fp16' does the same in float16, with dynamic loss scaling since its
+ * range is narrow.
  */
-export type DtypePolicy = 'fp32' | 'bf16';
+export type DtypePolicy = 'fp32' | 'bf16' | 'fp16';
+export const DTYPE_POLICIES: readonly DtypePolicy[] = ['fp32', 'bf16', 'fp16'];
+/** The storage dtype of float tensors under a policy (undefined: the graph's own). */
+export const policyDtype = (p: string): 'bfloat16' | 'float16' | undefined => (p === 'bf16' ? 'bfloat16' : p === 'fp16' ? 'float16' : undefined);
 
 /** A measured profile (`cleave profile` writes one): op signature → milliseconds. */
 export interface MeasuredProfile {
@@ -71,9 +75,10 @@ export interface CostModel {
  * unless the measured profile has the node's signature. Views (Reshape and friends) cost nothing.
  */
 export function costModel(device: DeviceProfile, policy: DtypePolicy = 'fp32', measured?: MeasuredProfile): CostModel {
-  const bytes = (dtype: DType, elements: number): number => elements * (policy === 'bf16' && isFloat(dtype) ? 2 : dtypeBytes(dtype));
+  const half = policy !== 'fp32';
+  const bytes = (dtype: DType, elements: number): number => elements * (half && isFloat(dtype) ? 2 : dtypeBytes(dtype));
   const rate = (dtype: DType): number => {
-    if (policy === 'bf16' && isFloat(dtype)) return device.flops.bfloat16;
+    if (half && isFloat(dtype)) return policy === 'fp16' ? device.flops.float16 : device.flops.bfloat16;
     return dtype === 'bfloat16' ? device.flops.bfloat16 : dtype === 'float16' ? device.flops.float16 : dtype === 'float64' ? device.flops.float64 : device.flops.float32;
   };
   return {
@@ -88,7 +93,7 @@ export function costModel(device: DeviceProfile, policy: DtypePolicy = 'fp32', m
       const def = getOp(n.op, `node '${n.name}'`);
       const c = def.cost({ node: n.name, inputs: n.inputs, numOutputs: n.outputs.length, attrs: n.attrs, consts: [] }, n.outputs);
       // Costs come in the graph's own dtypes; the policy rescales bytes of float tensors.
-      const scale = policy === 'bf16' ? 0.5 : 1;
+      const scale = half ? 0.5 : 1;
       const moved = n.outputs.some((o) => isFloat(o.dtype)) ? c.bytes * scale : c.bytes;
       if (def.view) return 0;
       const dtype = n.outputs[0]?.dtype ?? 'float32';

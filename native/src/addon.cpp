@@ -455,8 +455,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& i) {
       if (cublas().setStream(h, stream()) != 0) throw std::runtime_error("cublasSetStream failed");
       return h;
     }();
-    const bool bf16 = i[0].As<Napi::Number>().Int32Value() == BF16;
-    const int dt = bf16 ? DT_R_16BF : DT_R_32F;
+    const int code = i[0].As<Napi::Number>().Int32Value();
+    const int dt = code == BF16 ? DT_R_16BF : code == F16 ? DT_R_16F : DT_R_32F;
     const float alpha = f32(i[6]), beta = f32(i[13]);
     const int st = cublas().gemmStridedBatchedEx(
         handle, i[1].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N, i[2].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N,

@@ -9,6 +9,7 @@
 
 #include "attention.cuh"
 #include "check.h"
+#include "elem.cuh"
 
 namespace cleave {
 
@@ -19,13 +20,6 @@ using bf16 = __nv_bfloat16;
 constexpr float LOG2E = 1.4426950408889634f;
 constexpr float LN2 = 0.6931471805599453f;
 constexpr int MAX_DH = 256;
-
-template <typename T> __device__ __forceinline__ float ld(const T* p, int64_t i);
-template <> __device__ __forceinline__ float ld<float>(const float* p, int64_t i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<bf16>(const bf16* p, int64_t i) { return __bfloat162float(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T* p, int64_t i, float v);
-template <> __device__ __forceinline__ void st<float>(float* p, int64_t i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<bf16>(bf16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
@@ -796,8 +790,7 @@ unsigned generic_blocks(int B, int T, int H) { return (unsigned)(((int64_t)B * H
 
 }  // namespace
 
-#define DISPATCH_ATTN(t, F) \
-  if ((t) == F32) { using E = float; F; } else { using E = __nv_bfloat16; F; }
+#define DISPATCH_ATTN(t, F) DISPATCH_FLOAT(t, E, F)
 
 void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse,
                        int B, int T, int H, int Dh, float scale, bool causal, cudaStream_t s) {

@@ -1,6 +1,5 @@
-#include <cuda_bf16.h>
-
 #include "check.h"
+#include "elem.cuh"
 #include "kernels.cuh"
 
 namespace cleave {
@@ -8,13 +7,6 @@ namespace cleave {
 namespace {
 
 struct Strides6 { int64_t v[MAX_RANK]; };
-
-template <typename T> __device__ __forceinline__ float ld(const T* p, int64_t i);
-template <> __device__ __forceinline__ float ld<float>(const float* p, int64_t i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T* p, int64_t i, float v);
-template <> __device__ __forceinline__ void st<float>(float* p, int64_t i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 constexpr float SQRT_2_PI = 0.7978845608028654f;
 
@@ -641,8 +633,7 @@ inline bool fits32(const Shape& sh, int64_t n, int64_t base = 0) {
 
 }  // namespace
 
-#define DISPATCH(t, F) \
-  if ((t) == F32) { using T = float; F; } else { using T = __nv_bfloat16; F; }
+#define DISPATCH(t, F) DISPATCH_FLOAT(t, T, F)
 // Index width: 32-bit where it fits.
 #define DISPATCH_INDEX(small, F) \
   if (small) { using I = uint32_t; F; } else { using I = int64_t; F; }
@@ -878,10 +869,7 @@ void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool
 }
 
 void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s) {
-  if (from == F32 && to == BF16) cast_kernel<float, __nv_bfloat16><<<grid_for(n), 256, 0, s>>>((const float*)in, (__nv_bfloat16*)out, n);
-  else if (from == BF16 && to == F32) cast_kernel<__nv_bfloat16, float><<<grid_for(n), 256, 0, s>>>((const __nv_bfloat16*)in, (float*)out, n);
-  else if (from == F32) cast_kernel<float, float><<<grid_for(n), 256, 0, s>>>((const float*)in, (float*)out, n);
-  else cast_kernel<__nv_bfloat16, __nv_bfloat16><<<grid_for(n), 256, 0, s>>>((const __nv_bfloat16*)in, (__nv_bfloat16*)out, n);
+  DISPATCH_FLOAT(from, A, DISPATCH_FLOAT(to, B, (cast_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
   CHECK_LAUNCH();
 }
 

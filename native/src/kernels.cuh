@@ -1,5 +1,5 @@
 // Launchers of cleave's CUDA kernels. Every launcher takes device pointers, sizes and the stream;
-// tensors are float32 or bfloat16 (dtype 0 / 1) and arithmetic is float32.
+// tensors are float32, bfloat16 or float16 (dtype 0 / 1 / 2) and arithmetic is float32.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -7,7 +7,7 @@
 
 namespace cleave {
 
-enum DType : int { F32 = 0, BF16 = 1 };
+enum DType : int { F32 = 0, BF16 = 1, F16 = 2 };
 constexpr int MAX_RANK = 6;
 
 struct Shape {

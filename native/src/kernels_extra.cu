@@ -1,20 +1,12 @@
-#include <cuda_bf16.h>
-
 #include <stdexcept>
 
 #include "check.h"
+#include "elem.cuh"
 #include "kernels_extra.cuh"
 
 namespace cleave {
 
 namespace {
-
-template <typename T> __device__ __forceinline__ float ld(const T* p, int64_t i);
-template <> __device__ __forceinline__ float ld<float>(const float* p, int64_t i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
-template <typename T> __device__ __forceinline__ void st(T* p, int64_t i, float v);
-template <> __device__ __forceinline__ void st<float>(float* p, int64_t i, float v) { p[i] = v; }
-template <> __device__ __forceinline__ void st<__nv_bfloat16>(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 #define GRID_LOOP(I, i, n) for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)gridDim.x * blockDim.x)
 
@@ -450,8 +442,7 @@ inline void channel_chunks(int64_t per, int64_t C, int64_t& chunk, int64_t& chun
 
 }  // namespace
 
-#define XDISPATCH(t, F) \
-  if ((t) == F32) { using T = float; F; } else { using T = __nv_bfloat16; F; }
+#define XDISPATCH(t, F) DISPATCH_FLOAT(t, T, F)
 #define XDISPATCH_INDEX(small, F) \
   if (small) { using I = uint32_t; F; } else { using I = int64_t; F; }
 #define XDISPATCH_WIDTH(t, F)                   \

@@ -38,6 +38,7 @@ export function planWeights(plan: Plan, file = plan.model.source): Map<string, T
 export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
   backend.cudaGraph = !!o.cudaGraph;
+  if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
   return runOnBackend(backend, o, onStep);
 }
 

@@ -29,6 +29,8 @@ export interface RunOptions {
   returnWeights?: boolean;
   /** CUDA backend: capture the step as a CUDA graph after one eager step, then replay it. */
   cudaGraph?: boolean;
+  /** CUDA backend, fp16 plans: the initial loss scale (default 2^15, the largest a float16 seed holds). */
+  lossScale?: number;
 }
 
 /** Messages from a rank's worker to the launcher. */

@@ -22,7 +22,7 @@ export interface SmpConfig {
   /** cleave: device profile for the cost model. */
   device?: string;
   optimizer?: string;
-  /** cleave: 'fp32' or 'bf16' (mixed precision). */
+  /** cleave: 'fp32', 'bf16' or 'fp16' (mixed precision; fp16 with dynamic loss scaling). */
   dtype?: string;
   /** cleave: data-parallel degree (SMP derives it from the processes launched). */
   dp?: number;

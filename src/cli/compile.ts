@@ -52,7 +52,7 @@ export function registerCompile(program: Command): void {
     .option('--loss <kind>', 'auto, output, cross-entropy, mse', 'auto')
     .option('--memory-weight <w>', 'SMP memory_weight in [0, 1]')
     .option('--device <name>', 'cost profile: h100, h200, a100, cpu')
-    .option('--dtype <policy>', 'fp32, or bf16 (mixed precision)')
+    .option('--dtype <policy>', 'fp32, bf16 (mixed precision), or fp16 (mixed precision with dynamic loss scaling)')
     .option('--optimizer <kind>', 'sgd, sgd-momentum, adam, adamw')
     .option('--assign <regex=stage>', 'place matching nodes on a stage (repeatable)', collect)
     .option('--no-auto-partition', 'put unannotated nodes on --default-partition')

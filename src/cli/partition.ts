@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { type LossSpec, autoLoss } from '../../compiler/autodiff/loss.js';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { type OptimizerFamily, scheduleName } from '../../compiler/cost/memory.js';
-import { type DtypePolicy, readMeasuredProfile } from '../../compiler/cost/model.js';
+import { DTYPE_POLICIES, type DtypePolicy, readMeasuredProfile } from '../../compiler/cost/model.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { type Partition, type PartitionOptions, partitionTraining } from '../../compiler/partition/partition.js';
@@ -32,7 +32,7 @@ export function partitionOptions(o: PartitionFlags): PartitionOptions & { schedu
   const opt = o.optimizer ?? c.optimizer ?? 'adamw';
   if (!OPTIMIZERS[opt]) throw new CleaveError(`--optimizer must be one of ${Object.keys(OPTIMIZERS).join(', ')}; got '${opt}'`);
   const dtype = o.dtype ?? c.dtype ?? 'fp32';
-  if (dtype !== 'fp32' && dtype !== 'bf16') throw new CleaveError(`--dtype must be fp32 or bf16; got '${dtype}'`);
+  if (!(DTYPE_POLICIES as readonly string[]).includes(dtype)) throw new CleaveError(`--dtype must be ${DTYPE_POLICIES.join(', ')}; got '${dtype}'`);
   const partitions = o.partitions ?? c.partitions;
   if (partitions === undefined) throw new CleaveError('give the number of pipeline stages with -p N (or "partitions" in --config)');
   return {
@@ -114,7 +114,7 @@ export function registerPartition(program: Command): void {
     .option('--microbatches <m>', 'microbatches per step (activations in flight)', positiveInt('--microbatches'))
     .option('--schedule <name>', 'gpipe, 1f1b, interleaved-1f1b, zb-h1, zbv (SMP: simple, interleaved)')
     .option('--optimizer <kind>', 'sgd, sgd-momentum, adam, adamw (optimizer state in memory)')
-    .option('--dtype <policy>', 'fp32, or bf16 (mixed precision)')
+    .option('--dtype <policy>', 'fp32, bf16 (mixed precision), or fp16 (mixed precision with dynamic loss scaling)')
     .option('--profile <file>', 'measured op times (JSON) that override the estimates')
     .option('--loss <kind>', 'loss of the training graph: auto, output, cross-entropy, mse', 'auto')
     .option('--config <file>', 'SMP-style JSON config (partitions, microbatches, pipeline, auto_partition, …)')

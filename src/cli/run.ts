@@ -11,7 +11,7 @@ import { numberFlag, positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 interface RunFlags {
-  backend: string; cudaGraph?: boolean; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
+  backend: string; cudaGraph?: boolean; lossScale?: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
   saveEvery?: number; checkpointDir?: string; optimizer: string; lr: string; weightDecay?: string; momentum?: string;
   clip?: string; seed: string; timeout: number; json?: boolean;
 }
@@ -39,9 +39,11 @@ export function registerRun(program: Command): void {
     .option('--seed <n>', 'data seed (each data-parallel replica draws its own shard)', '0')
     .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
     .option('--cuda-graph', 'cuda backend: capture the step as one CUDA graph after a first eager step, then replay it')
+    .option('--loss-scale <x>', 'cuda backend, fp16 plans: initial loss scale (default 32768; halves on overflow, doubles after 2000 clean steps)')
     .option('--json', 'one JSON object per step')
     .action(async (planFile: string, o: RunFlags) => {
       if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
+      if (o.lossScale !== undefined && o.backend !== 'cuda') throw new CleaveError('--loss-scale needs --backend cuda (and an fp16 plan)');
       if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
       if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');
       if (o.saveEvery && !o.checkpointDir) throw new CleaveError('--save-every needs --checkpoint-dir');
@@ -67,7 +69,7 @@ export function registerRun(program: Command): void {
       const run = o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
         planFile, weights: o.weights, resume: o.resume, data, steps: o.steps, optimizer, clip: num('--clip', o.clip),
-        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph,
+        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, lossScale: num('--loss-scale', o.lossScale),
       }, (r) => {
         samples += r.samples;
         if (o.json) process.stdout.write(JSON.stringify(r) + '\n');

@@ -29,6 +29,8 @@ function fromWire(w: Wire): Plan {
   const p = w as unknown as Plan & { stages: Wire[]; ranks: Wire[] };
   return {
     ...p,
+    // Version 1 plans did not record the seed.
+    model: { ...p.model, lossSeedValue: Number(w['version']) >= 2 ? Number((p.model as { lossSeedValue?: number }).lossSeedValue ?? -1) : -1 },
     values: arr<Plan['values'][number]>(w['values']).map((v) => ({ ...v, shape: arr<number>(v.shape).map(Number), ...(v.data && v.data.length ? { data: v.data } : { data: undefined }) })),
     nodes: arr<Plan['nodes'][number]>(w['nodes']).map((n) => ({ ...n, inputs: arr<number>(n.inputs), outputs: arr<number>(n.outputs), stage: n.stage ?? 0 })),
     stages: arr<Wire>(w['stages']).map((s) => ({

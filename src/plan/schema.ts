@@ -22,6 +22,7 @@ const descriptor = {
           name: { type: 'string', id: 1 }, source: { type: 'string', id: 2 }, opset: { type: 'int32', id: 3 }, loss: { type: 'string', id: 4 },
           microbatchSize: { type: 'int64', id: 5 }, dtypePolicy: { type: 'string', id: 6 }, optimizer: { type: 'string', id: 7 }, parameters: { type: 'int64', id: 8 },
           lossValue: { type: 'int32', id: 9 }, labelsValue: { type: 'sint32', id: 10 }, classes: { type: 'int32', id: 11 },
+          lossSeedValue: { type: 'sint32', id: 12 },
         }),
         Pair: msg({ a: { type: 'int32', id: 1 }, b: { type: 'int32', id: 2 } }),
         World: msg({ pp: { type: 'int32', id: 1 }, dp: { type: 'int32', id: 2 }, virtualStages: { type: 'int32', id: 3 }, placement: { type: 'string', id: 4 }, size: { type: 'int32', id: 5 } }),

@@ -3,7 +3,7 @@
  * time. Weights are not in it; they come from the ONNX file or a checkpoint. The protobuf schema in
  * schema.ts mirrors these types field for field.
  */
-export const PLAN_VERSION = 1;
+export const PLAN_VERSION = 2;
 
 export type InstrKind = 'FORWARD' | 'BACKWARD_B' | 'BACKWARD_W' | 'BACKWARD' | 'SEND' | 'RECV' | 'ALLREDUCE' | 'OPTIMIZER_STEP';
 export const INSTR_KINDS: readonly InstrKind[] = ['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'SEND', 'RECV', 'ALLREDUCE', 'OPTIMIZER_STEP'];
@@ -135,6 +135,8 @@ export interface Plan {
     labelsValue: number;
     /** Classes of the logits a cross-entropy loss reads (the vocabulary of a language model); 0 otherwise. */
     classes: number;
+    /** Value index of the constant 1 that seeds the backward pass (float16 loss scaling scales it); −1 if unknown (version 1 plans). */
+    lossSeedValue: number;
   };
   world: { pp: number; dp: number; virtualStages: number; placement: 'cluster' | 'spread'; size: number };
   schedule: { name: string; microbatches: number; activeMicrobatches: number; device: string; split: boolean };

@@ -15,7 +15,7 @@ import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
 import { cudaAvailable, nativeCuda, requireCuda } from '../../runtime/backends/cuda/native.js';
 import { ModelBuilder } from '../../src/api/builder.js';
 import type { Attrs, Value } from '../../src/ir/graph.js';
-import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../src/ir/tensor.js';
+import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/ir/tensor.js';
 import { allOps } from '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';
 import { fixturePath } from '../helpers/fixtures.js';
@@ -131,9 +131,12 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
     // The bfloat16 reference sees the same rounded inputs (Floor of 2.999 is 3 once it is bf16).
     const rounded = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dtype === 'float32' ? tensor('float32', t.shape, Array.from(t.data, (x) => bf16ToFloat(floatToBf16(x)))) : t]));
     const cpuBf16 = runGraph(g, rounded);
+    const cpuF16 = runGraph(g, Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dtype === 'float32' ? tensor('float32', t.shape, Array.from(t.data, (x) => halfToFloat(floatToHalf(x)))) : t])));
     const f32 = runGraphCuda(g, feeds, 'float32');
     const bf16 = runGraphCuda(g, feeds, 'bfloat16');
+    const f16 = runGraphCuda(g, feeds, 'float16');
     for (const [k, ref] of cpu) {
+      expect(maxRelError(f16.get(k)!, cpuF16.get(k)!), `${k} float16`).toBeLessThanOrEqual(5e-3);
       expect(maxRelError(f32.get(k)!, ref), `${k} float32`).toBeLessThanOrEqual(c.tol ?? 1e-5);
       // bfloat16 keeps 8 bits of mantissa: rounding the output (and float32 accumulation inside)
       // is about 2^-8 ≈ 4e-3 of the tensor's scale.
@@ -235,13 +238,13 @@ describe.runIf(gpu)('training the GPT fixture on the GPU', () => {
 });
 
 describe.runIf(gpu)('cleave run --backend cuda', () => {
-  it('trains a one-rank plan with the losses of the CPU ranks (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+  it('trains a one-rank plan with the losses of the CPU ranks (float32 ≤ 1e-4; bf16 ≤ 3e-2; fp16 ≤ 1e-2)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-'));
     const opt = { kind: 'adamw' as const, lr: 1e-2 };
     const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 4, batch: 8, microbatches: 1, optimizer: opt, seed: 6 });
     const batches = Array.from({ length: 4 }, () => job.data.next(8));
     const results: number[][] = [];
-    for (const policy of ['fp32', 'bf16'] as const) {
+    for (const policy of ['fp32', 'bf16', 'fp16'] as const) {
       const file = join(dir, `${policy}.plan`);
       writePlan(file, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8, policy }).plan);
       results.push((await runPlanCuda({ planFile: file, data: { kind: 'batches', batches }, steps: 4, optimizer: opt })).steps.map((s) => s.loss));
@@ -252,6 +255,7 @@ describe.runIf(gpu)('cleave run --backend cuda', () => {
     cpu.forEach((l, i) => {
       expect(Math.abs(results[0]![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
       expect(Math.abs(results[1]![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+      expect(Math.abs(results[2]![i]! - l) / l, `float16 step ${i + 1}`).toBeLessThanOrEqual(1e-2);
     });
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
@@ -308,6 +312,7 @@ describe.runIf(gpu)('CUDA kernels of convolution, pooling, BatchNorm and the sma
     for (const e of caseErrors(c, (g, feeds, precision) => runGraphCuda(g, feeds, precision))) {
       expect(e.f32, `${e.output} float32`).toBeLessThanOrEqual(c.tol ?? 1e-5);
       expect(e.bf16, `${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+      expect(e.f16, `${e.output} float16`).toBeLessThanOrEqual(5e-3);
     }
   });
 
@@ -323,6 +328,7 @@ describe.runIf(gpu)('CUDA kernels of convolution, pooling, BatchNorm and the sma
       for (const e of errors) {
         expect(e.f32, `${caseName(c)} ${e.output} float32`).toBeLessThanOrEqual(1e-5);
         expect(e.bf16, `${caseName(c)} ${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+        expect(e.f16, `${caseName(c)} ${e.output} float16`).toBeLessThanOrEqual(5e-3);
       }
     }
   });

@@ -5,7 +5,7 @@ import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { ModelBuilder } from '../../src/api/builder.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs, Graph, Value } from '../../src/ir/graph.js';
-import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../src/ir/tensor.js';
+import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/ir/tensor.js';
 import { Rng } from '../../src/util/random.js';
 import { maxRelError } from './compare.js';
 
@@ -143,18 +143,21 @@ export function caseGraph(c: KernelCase, seed = 3): { g: Graph; feeds: Record<st
   return { g: b.finish(), feeds };
 }
 
-export type GraphRunner = (g: Graph, feeds: Readonly<Record<string, Tensor>>, precision: 'float32' | 'bfloat16') => Map<string, Tensor>;
+export type GraphRunner = (g: Graph, feeds: Readonly<Record<string, Tensor>>, precision: 'float32' | 'bfloat16' | 'float16') => Map<string, Tensor>;
 
 /**
  * Each output's error: float32 against the CPU kernel, bfloat16 against the CPU kernel on the
  * same bfloat16-rounded inputs (Floor of 2.999 is 3 once it is bf16).
  */
-export function caseErrors(c: KernelCase, run: GraphRunner): { output: string; f32: number; bf16: number }[] {
+export function caseErrors(c: KernelCase, run: GraphRunner): { output: string; f32: number; bf16: number; f16: number }[] {
   const { g, feeds } = caseGraph(c);
   const cpu = runGraph(g, feeds);
-  const rounded = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dtype === 'float32' ? tensor('float32', t.shape, Array.from(t.data, (x) => bf16ToFloat(floatToBf16(x)))) : t]));
-  const cpuBf16 = runGraph(g, rounded);
+  // Each 16-bit run is checked against the CPU on the same rounded inputs.
+  const roundedBy = (round: (x: number) => number) => runGraph(g, Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dtype === 'float32' ? tensor('float32', t.shape, Array.from(t.data, round)) : t])));
+  const cpuBf16 = roundedBy((x) => bf16ToFloat(floatToBf16(x)));
+  const cpuF16 = roundedBy((x) => halfToFloat(floatToHalf(x)));
   const f32 = run(g, feeds, 'float32');
   const bf16 = run(g, feeds, 'bfloat16');
-  return [...cpu].map(([k, ref]) => ({ output: k, f32: maxRelError(f32.get(k)!, ref), bf16: maxRelError(bf16.get(k)!, cpuBf16.get(k)!) }));
+  const f16 = run(g, feeds, 'float16');
+  return [...cpu].map(([k, ref]) => ({ output: k, f32: maxRelError(f32.get(k)!, ref), bf16: maxRelError(bf16.get(k)!, cpuBf16.get(k)!), f16: maxRelError(f16.get(k)!, cpuF16.get(k)!) }));
 }

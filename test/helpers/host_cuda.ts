@@ -6,11 +6,11 @@
 // or bfloat16 rounded to nearest even) and computed in doubles. What this cannot check is the CUDA
 // code itself: the GPU tests in test/gpu do.
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
-import { bf16ToFloat, floatToBf16 } from '../../src/ir/tensor.js';
+import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/ir/tensor.js';
 
 interface Block { base: bigint; bytes: Uint8Array }
 
-/** Element access to device memory at an address: floats (dtype 0 f32, 1 bf16) as numbers. */
+/** Element access to device memory at an address: floats (dtype 0 f32, 1 bf16, 2 f16) as numbers. */
 interface Floats { get(i: number): number; set(i: number, v: number): void }
 /** Raw elements of a copy width (0: 4 bytes, 1: 2, 2: 8, 3: 1), moved bit for bit. */
 interface Raw { get(i: number): number | bigint; set(i: number, v: number | bigint): void }
@@ -61,10 +61,11 @@ export class HostCuda implements Partial<NativeCuda> {
       const a = new Float32Array(b.buffer, b.byteOffset, n);
       return { get: (i) => at(a, i, n), set: (i, v) => { check(i, n); a[i] = v; } };
     }
-    if (dtype !== 1) throw new Error(`float dtype ${dtype}`);
+    if (dtype !== 1 && dtype !== 2) throw new Error(`float dtype ${dtype}`);
     const b = this.bytes(ptr, 2 * n);
     const a = new Uint16Array(b.buffer, b.byteOffset, n);
-    return { get: (i) => bf16ToFloat(at(a, i, n)), set: (i, v) => { check(i, n); a[i] = floatToBf16(v); } };
+    const [from, to] = dtype === 1 ? [bf16ToFloat, floatToBf16] : [halfToFloat, floatToHalf];
+    return { get: (i) => from(at(a, i, n)), set: (i, v) => { check(i, n); a[i] = to(v); } };
   }
 
   private raw(width: number, ptr: bigint, n: number): Raw {

@@ -30,6 +30,8 @@ describe('CUDA kernels on the host emulation match the CPU kernels', () => {
     for (const e of errors) {
       expect(e.f32, `${e.output} float32`).toBeLessThanOrEqual(c.tol ?? 1e-5);
       expect(e.bf16, `${e.output} bfloat16`).toBeLessThanOrEqual(1e-2);
+      // float16: 11 bits of mantissa, rounding at 2^-11 ≈ 5e-4 of the scale.
+      expect(e.f16, `${e.output} float16`).toBeLessThanOrEqual(5e-3);
     }
     expect(host.liveBlocks, 'device memory left allocated').toBe(0);
   });
@@ -80,14 +82,14 @@ describe('Dropout on CUDA', () => {
 });
 
 describe('the CNN fixture on the CUDA rank backend (host emulation)', () => {
-  it('trains with the CPU ranks\' losses (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+  it('trains with the CPU ranks\' losses (float32 ≤ 1e-4; bf16 ≤ 3e-2; fp16 with loss scaling ≤ 1e-2)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cleave-cnn-emulated-'));
     const opt = { kind: 'adamw' as const, lr: 1e-2 };
     const job = prepareJob({ model: fixturePath('cnn'), loss: 'auto', steps: 3, batch: 8, microbatches: 2, optimizer: opt, seed: 5 });
     const batches = Array.from({ length: 3 }, () => job.data.next(8));
     const run = { data: { kind: 'batches' as const, batches }, steps: 3, optimizer: opt };
     const losses: Record<string, number[]> = {};
-    for (const policy of ['fp32', 'bf16'] as const) {
+    for (const policy of ['fp32', 'bf16', 'fp16'] as const) {
       const planFile = join(dir, `${policy}.plan`);
       writePlan(planFile, compile({ model: fixturePath('cnn'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8, policy }).plan);
       if (policy === 'fp32') losses['cpu'] = (await runPlanCpu({ planFile, ...run })).steps.map((s) => s.loss);
@@ -100,8 +102,52 @@ describe('the CNN fixture on the CUDA rank backend (host emulation)', () => {
     losses['cpu']!.forEach((l, i) => {
       expect(Math.abs(losses['fp32']![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
       expect(Math.abs(losses['bf16']![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+      // float16 keeps 3 more mantissa bits than bfloat16; the scaled gradients are unscaled in float32.
+      expect(Math.abs(losses['fp16']![i]! - l) / l, `float16 step ${i + 1}`).toBeLessThanOrEqual(1e-2);
     });
     expect(losses['fp32']![2]!).toBeLessThan(losses['fp32']![0]!);
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
+});
+
+describe('float16 loss scaling on the CUDA rank backend (host emulation)', () => {
+  /** y = x·W with inputs of a few units: at the largest scales the float16 weight gradients overflow. */
+  function overflowingPlan(policy: 'fp16' | 'bf16') {
+    const b = new ModelBuilder('big', { opset: 17, seed: 2 });
+    const x = b.input('x', 'float32', [4, 8]);
+    b.output(b.op('MatMul', [x, b.param('w', [8, 4], { normal: 0.3 })]), 'y');
+    const g = b.finish();
+    const weights = new Map(g.params().map((p) => [p.name, p.data!]));
+    const plan = compile({ model: 'big', graph: g, loss: { kind: 'mse' }, partitions: 1, microbatches: 1, schedule: '1f1b', batch: 4, policy }).plan;
+    const labels = plan.values[plan.model.labelsValue]!.name;
+    const feeds = { x: tensor('float32', [4, 8], Array.from({ length: 32 }, (_, i) => 2 + (i % 5))), [labels]: tensor('float32', [4, 4]) };
+    return { plan, weights, batches: Array.from({ length: 10 }, () => feeds) };
+  }
+
+  it('skips steps whose scaled gradients overflow, halving the scale until they fit, then trains', async () => {
+    const { plan, weights, batches } = overflowingPlan('fp16');
+    const backend = new CudaRankBackend(plan, 0, weights, { kind: 'adamw', lr: 1e-2 }, new Cuda(new HostCuda().native));
+    expect(backend.scale).toBe(2 ** 15);
+    const steps = (await runOnBackend(backend, { planFile: 'big.plan', data: { kind: 'batches', batches }, steps: 10, optimizer: { kind: 'adamw', lr: 1e-2 } })).steps;
+    const skipped = steps.filter((s) => !Number.isFinite(s.gradNorm)).length;
+    expect(skipped).toBeGreaterThan(0);
+    expect(backend.skippedSteps).toBe(skipped);
+    expect(backend.scale).toBe(2 ** (15 - skipped));
+    // Skipped steps leave the weights alone (same batch, same loss); the steps after them train.
+    for (let i = 1; i < skipped; i++) expect(steps[i]!.loss).toBe(steps[0]!.loss);
+    expect(Number.isFinite(steps.at(-1)!.gradNorm)).toBe(true);
+    expect(steps.at(-1)!.loss).toBeLessThan(steps[0]!.loss);
+  });
+
+  it('refuses scales a float16 seed cannot hold, loss scaling outside fp16, and fp16 plans that do not record the seed', () => {
+    const { plan, weights } = overflowingPlan('fp16');
+    const dev = () => new Cuda(new HostCuda().native);
+    const backend = new CudaRankBackend(plan, 0, weights, { kind: 'adamw', lr: 1e-2 }, dev());
+    expect(() => backend.setLossScale(2 ** 16)).toThrow(/the loss scale must be in \(0, 32768\]; got 65536/);
+    expect(() => backend.setLossScale(0)).toThrow(/the loss scale must be in/);
+    const bf16 = overflowingPlan('bf16');
+    expect(() => new CudaRankBackend(bf16.plan, 0, bf16.weights, { kind: 'adamw', lr: 1e-2 }, dev()).setLossScale(8)).toThrow(/loss scaling applies to fp16 plans only/);
+    const old = { ...plan, model: { ...plan.model, lossSeedValue: -1 } };
+    expect(() => new CudaRankBackend(old, 0, weights, { kind: 'adamw', lr: 1e-2 }, dev())).toThrow(/this plan \(version 1\) does not record where it starts: compile it again/);
+  });
 });

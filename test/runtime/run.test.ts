@@ -93,6 +93,7 @@ describe('cleave run', () => {
     expect(cli(['run', gptPlan, '--steps', '3', '--resume', join(ck, 'step-4')]).stderr).toMatch(/is at step 4 already; ask for more --steps/);
     expect(cli(['run', gptPlan, '--backend', 'tpu']).stderr).toMatch(/--backend must be cpu or cuda; got 'tpu'/);
     expect(cli(['run', gptPlan, '--cuda-graph']).stderr).toMatch(/--cuda-graph needs --backend cuda/);
+    expect(cli(['run', gptPlan, '--loss-scale', '1024']).stderr).toMatch(/--loss-scale needs --backend cuda \(and an fp16 plan\)/);
     expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/--backend cuda runs one-rank plans so far; this plan has 4 ranks/);
   }, 60_000);
 });

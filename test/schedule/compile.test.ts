@@ -127,13 +127,23 @@ describe('plan files', () => {
     expect(back.nodes).toEqual(plan.nodes);
     expect(back.values.map((v) => v.name)).toEqual(plan.values.map((v) => v.name));
     expect(back.prediction).toEqual(plan.prediction);
+    expect(back.model).toEqual(plan.model);
+  });
+
+  it('record the backward seed (version 2); a version 1 plan reads with none', () => {
+    const { plan } = compile(opts({ schedule: '1f1b', partitions: 2, microbatches: 2 }));
+    const seed = plan.values[plan.model.lossSeedValue]!;
+    expect(seed.name).toMatch(/loss_grad_seed/);
+    expect(seed.kind).toBe('const');
+    expect(decodePlan(encodePlan(plan), 'x.plan').model.lossSeedValue).toBe(plan.model.lossSeedValue);
+    expect(decodePlan(encodePlan({ ...plan, version: 1 }), 'v1.plan').model.lossSeedValue).toBe(-1);
   });
 
   it('are refused when corrupt, foreign or from a newer cleave', () => {
     expect(() => decodePlan(new TextEncoder().encode('hello'), 'x.plan')).toThrow(/x\.plan: is not a cleave plan/);
     const { plan } = compile(opts({}));
     const bytes = encodePlan({ ...plan, version: 99 });
-    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(1\)/);
+    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(2\)/);
     const good = encodePlan(plan);
     expect(() => decodePlan(good.subarray(0, good.length / 2), 'cut.plan')).toThrow(/cut\.plan: the plan is truncated or corrupt/);
   });

@@ -1,14 +1,14 @@
 import { CleaveError } from '../../../src/errors.js';
 import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
-import { type Tensor, bf16ToFloat, floatToBf16, tensor } from '../../../src/ir/tensor.js';
+import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/ir/tensor.js';
 import type { CudaDevice, DeviceTensor, WindowGeometry } from '../../../src/ops/registry.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
 
 /** Device element codes of the native kernels. */
-const CODE: Partial<Record<DType, number>> = { float32: 0, bfloat16: 1 };
-const BYTES: Partial<Record<DType, number>> = { float32: 4, bfloat16: 2, int64: 8, bool: 1, int32: 4 };
+const CODE: Partial<Record<DType, number>> = { float32: 0, bfloat16: 1, float16: 2 };
+const BYTES: Partial<Record<DType, number>> = { float32: 4, bfloat16: 2, float16: 2, int64: 8, bool: 1, int32: 4 };
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 /** Copy kernels move bytes: their code is the element width. */
@@ -16,7 +16,7 @@ const COPY_CODE: Record<number, number> = { 4: 0, 2: 1, 8: 2, 1: 3 };
 
 function floatCode(t: DeviceTensor, what: string): number {
   const c = CODE[t.dtype];
-  if (c === undefined) throw new CleaveError(`${what} on CUDA takes float32 or bfloat16, not ${t.dtype}`);
+  if (c === undefined) throw new CleaveError(`${what} on CUDA takes float32, bfloat16 or float16, not ${t.dtype}`);
   return c;
 }
 
@@ -30,6 +30,7 @@ function broadcastStrides(shape: readonly number[], out: readonly number[]): num
 /** A host tensor's bytes as the device stores them in dtype `as`. */
 export function hostBytes(t: Tensor, as: DType = t.dtype): ArrayBufferView {
   if (as === 'bfloat16') return Uint16Array.from(t.data, (x) => floatToBf16(x));
+  if (as === 'float16') return Uint16Array.from(t.data, (x) => floatToHalf(x));
   if (as === 'float32') return Float32Array.from(t.data);
   if (as === 'int64') return BigInt64Array.from(t.data, (x) => BigInt(x));
   if (as === 'int32') return Int32Array.from(t.data);
@@ -105,7 +106,7 @@ export class Cuda implements CudaDevice {
     this.live.clear();
   }
 
-  /** Host tensor → device; float32 data becomes bfloat16 when `as` asks for it. */
+  /** Host tensor → device; float32 data becomes bfloat16 or float16 when `as` asks for it. */
   upload(t: Tensor, as: DType = t.dtype): DeviceTensor {
     const d = this.alloc(as, t.shape);
     this.n.upload(d.ptr, hostBytes(t, as));
@@ -143,6 +144,7 @@ export class Cuda implements CudaDevice {
     switch (d.dtype) {
       case 'float32': return tensor('float32', d.shape, new Float32Array(buf));
       case 'bfloat16': return tensor('bfloat16', d.shape, Array.from(new Uint16Array(buf), bf16ToFloat));
+      case 'float16': return tensor('float16', d.shape, Array.from(new Uint16Array(buf), halfToFloat));
       case 'int64': return tensor('int64', d.shape, Array.from(new BigInt64Array(buf), Number));
       case 'int32': return tensor('int32', d.shape, new Int32Array(buf));
       case 'bool': return tensor('bool', d.shape, new Uint8Array(buf));

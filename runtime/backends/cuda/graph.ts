@@ -15,7 +15,7 @@ import { Cuda } from './device.js';
  * after its last reader, and the outputs downloaded. The reference path the plan runtime's
  * launch lists will be checked against.
  */
-export function runGraphCuda(g: Graph, feeds: Readonly<Record<string, Tensor>>, precision: 'float32' | 'bfloat16' = 'float32', dev = new Cuda()): Map<string, Tensor> {
+export function runGraphCuda(g: Graph, feeds: Readonly<Record<string, Tensor>>, precision: 'float32' | 'bfloat16' | 'float16' = 'float32', dev = new Cuda()): Map<string, Tensor> {
   checkFeeds(g, feeds);
   const as = (d: DType): DType => (isFloat(d) ? precision : d);
   const env = new Map<Value, DeviceTensor>();

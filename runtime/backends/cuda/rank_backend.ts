@@ -5,7 +5,7 @@ import { numel } from '../../../src/ir/shape.js';
 import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
 import { type OpDef, getOp } from '../../../src/ops/index.js';
 import type { DeviceTensor } from '../../../src/ops/registry.js';
-import { planNodeSignature } from '../../../compiler/cost/model.js';
+import { planNodeSignature, policyDtype } from '../../../compiler/cost/model.js';
 import { attrsFromJson } from '../../../src/plan/attrs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
@@ -27,7 +27,20 @@ const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD
  */
 export class CudaRankBackend implements Backend {
   readonly dev: Cuda;
-  private readonly compute16: boolean;
+  /** The 16-bit compute dtype of float tensors (bf16 and fp16 policies), or undefined under fp32. */
+  private readonly compute16: 'bfloat16' | 'float16' | undefined;
+  /**
+   * Dynamic loss scaling (fp16 only): the backward seed is `lossScale` instead of 1, so small
+   * gradients stay above float16's underflow; a step whose gradients overflow is skipped and the
+   * scale halved; after `growthInterval` clean steps it doubles, up to 2^15 (the seed is itself a
+   * float16 value, and float16 ends at 65504).
+   */
+  private lossScale = 1;
+  static readonly MAX_LOSS_SCALE = 2 ** 15;
+  readonly growthInterval = 2000;
+  private cleanSteps = 0;
+  /** Steps skipped because the scaled gradients overflowed. */
+  skippedSteps = 0;
   private readonly programs = new Map<string, Op[]>();
   private readonly stages: PlanStage[];
   /** Compute copies of parameters, state and constants, by value index. */
@@ -65,7 +78,11 @@ export class CudaRankBackend implements Backend {
   constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda) {
     if (plan.world.size !== 1) throw new CleaveError(`the CUDA backend runs one-rank plans so far; this plan has ${plan.world.size} ranks (multi-GPU comes with NCCL)`);
     this.dev = dev ?? new Cuda();
-    this.compute16 = plan.model.dtypePolicy === 'bf16';
+    this.compute16 = policyDtype(plan.model.dtypePolicy);
+    if (this.compute16 === 'float16') {
+      if (plan.model.lossSeedValue < 0) throw new CleaveError('fp16 training scales the loss gradient, and this plan (version 1) does not record where it starts: compile it again');
+      this.lossScale = CudaRankBackend.MAX_LOSS_SCALE;
+    }
     this.stages = plan.stages.filter((s) => s.ppRank === plan.ranks[rank]!.ppRank);
     const ops = plan.nodes.map((n) => {
       const attrs = attrsFromJson(n.attrs);
@@ -103,7 +120,7 @@ export class CudaRankBackend implements Backend {
   }
 
   private as(d: DType): DType {
-    return this.compute16 && isFloat(d) ? 'bfloat16' : d;
+    return this.compute16 && isFloat(d) ? this.compute16 : d;
   }
 
   private load(v: number, weights: ReadonlyMap<string, Tensor>): void {
@@ -112,6 +129,7 @@ export class CudaRankBackend implements Backend {
     const dtype = dtypeFromOnnx(pv.dtype, pv.name);
     if (pv.kind === 'const') {
       const t = pv.data && pv.data.length ? tensorFromBytes(dtype, pv.shape, pv.data, pv.name) : tensor(dtype, pv.shape);
+      if (v === this.plan.model.lossSeedValue && this.compute16 === 'float16') t.data[0] = this.lossScale;
       this.resident.set(v, this.dev.upload(t, this.as(dtype)));
     } else if (pv.kind === 'param' || pv.kind === 'state') {
       const w = weights.get(pv.name);
@@ -120,7 +138,7 @@ export class CudaRankBackend implements Backend {
       this.master.set(v, master);
       let compute = master;
       if (this.compute16) {
-        compute = this.dev.alloc('bfloat16', w.shape);
+        compute = this.dev.alloc(this.compute16, w.shape);
         this.dev.cast(master, compute);
       }
       this.resident.set(v, compute);
@@ -170,6 +188,20 @@ export class CudaRankBackend implements Backend {
         this.dev.n.upload(d.ptr, hostBytes(t, dtype));
       }
     });
+  }
+
+  /** The current loss scale (1 unless the plan trains in fp16). */
+  get scale(): number {
+    return this.lossScale;
+  }
+
+  /** Sets the fp16 loss scale (the backward seed's value on the device). */
+  setLossScale(s: number): void {
+    if (this.compute16 !== 'float16') throw new CleaveError('loss scaling applies to fp16 plans only');
+    if (!(s > 0) || s > CudaRankBackend.MAX_LOSS_SCALE) throw new CleaveError(`the loss scale must be in (0, ${CudaRankBackend.MAX_LOSS_SCALE}]; got ${s}`);
+    this.lossScale = s;
+    const seed = this.resident.get(this.plan.model.lossSeedValue);
+    if (seed) this.dev.n.upload(seed.ptr, hostBytes(tensor('float32', [], [s]), seed.dtype));
   }
 
   /** Frees what a captured graph and its feed buffers hold (the end of a run). */
@@ -318,9 +350,24 @@ export class CudaRankBackend implements Backend {
       this.dev.n.sumsq(g.ptr, numel(g.shape), s.ptr);
       return s;
     });
-    const norm = Math.sqrt(squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0)) / m;
+    // Gradients carry the loss scale (1 outside fp16): the norm is of the true gradient.
+    const scale = this.lossScale;
+    const norm = Math.sqrt(squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0)) / m / scale;
     for (const s of squares) this.dev.free(s);
-    const clip = o.clip !== undefined ? Math.min(1, o.clip / (norm + 1e-6)) : 1;
+    if (this.compute16 === 'float16') {
+      if (!Number.isFinite(norm)) {
+        // Overflow somewhere in the scaled backward pass: skip the update, try a smaller scale.
+        this.skippedSteps++;
+        this.cleanSteps = 0;
+        this.setLossScale(this.lossScale / 2);
+        return { gradNorm: norm };
+      }
+      if (++this.cleanSteps >= this.growthInterval && this.lossScale < CudaRankBackend.MAX_LOSS_SCALE) {
+        this.cleanSteps = 0;
+        this.setLossScale(this.lossScale * 2);
+      }
+    }
+    const clip = (o.clip !== undefined ? Math.min(1, o.clip / (norm + 1e-6)) : 1) / scale;
     if (this.optimizer.kind === 'adamw') {
       const c = this.optimizer;
       const t = ++this.adamStep;
