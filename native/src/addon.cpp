@@ -443,7 +443,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& i) {
 }
 
 /**
- * gemm(dtype, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch)
+ * gemm(dtype, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch[, cDtype])
  * Column-major, as cuBLAS: C = alpha · op(A) · op(B) + beta · C, batched by strides; float32
  * accumulation (TF32 tensor cores for float32 inputs).
  */
@@ -455,13 +455,15 @@ Napi::Value Gemm(const Napi::CallbackInfo& i) {
       if (cublas().setStream(h, stream()) != 0) throw std::runtime_error("cublasSetStream failed");
       return h;
     }();
-    const int code = i[0].As<Napi::Number>().Int32Value();
-    const int dt = code == BF16 ? DT_R_16BF : code == F16 ? DT_R_16F : DT_R_32F;
+    const auto cublas_type = [](int code) { return code == BF16 ? DT_R_16BF : code == F16 ? DT_R_16F : DT_R_32F; };
+    const int dt = cublas_type(i[0].As<Napi::Number>().Int32Value());
+    // C may be float32 under 16-bit A and B: a weight gradient added straight into its accumulator.
+    const int ct = i.Length() > 18 ? cublas_type(i[18].As<Napi::Number>().Int32Value()) : dt;
     const float alpha = f32(i[6]), beta = f32(i[13]);
     const int st = cublas().gemmStridedBatchedEx(
         handle, i[1].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N, i[2].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N,
         (int)i64(i[3]), (int)i64(i[4]), (int)i64(i[5]), &alpha, ptr(i[7]), dt, (int)i64(i[8]), i64(i[9]), ptr(i[10]), dt, (int)i64(i[11]),
-        i64(i[12]), &beta, ptr(i[14]), dt, (int)i64(i[15]), i64(i[16]), (int)i64(i[17]),
+        i64(i[12]), &beta, ptr(i[14]), ct, (int)i64(i[15]), i64(i[16]), (int)i64(i[17]),
         // float32 stays float32 (no TF32) until a precision policy asks for speed over bits.
         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     if (st != 0) throw std::runtime_error("cublasGemmStridedBatchedEx failed with status " + std::to_string(st));

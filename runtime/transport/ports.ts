@@ -24,7 +24,6 @@ export class PortTransport implements Transport {
 
   constructor(readonly rank: number, readonly size: number, private readonly ports: Map<number, MessagePort>, private readonly timeoutMs = 60_000) {
     for (const [peer, port] of ports) {
-      port.unref();
       port.on('message', (m: Message) => {
         const key = this.key(peer, m.kind, m.tag);
         const w = this.waiters.get(key)?.shift();
@@ -35,6 +34,9 @@ export class PortTransport implements Transport {
           this.queues.set(key, q);
         }
       });
+      // After the listener: adding one refs the port again, which would keep a rank that never
+      // receives (a script that stops before its first step) alive forever.
+      port.unref();
     }
   }
 

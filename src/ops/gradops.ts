@@ -344,6 +344,7 @@ const gatherGrad = internal({
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)), bytes: moved(ctx, outs) }),
   cuda: (dev, [g, ind], [out], attrs) => dev.scatterAdd(g!, ind!, out!, normAxis(int(attrs, 'axis'), out!.shape.length, 'GatherGrad')),
+  cudaAccumulate: (dev, [g, ind], acc, attrs) => dev.scatterAdd(g!, ind!, acc, normAxis(int(attrs, 'axis'), acc.shape.length, 'GatherGrad'), true),
   cpu([g, ind], attrs) {
     const shape = ints(attrs, 'shape')!;
     const axis = normAxis(int(attrs, 'axis'), shape.length, 'GatherGrad');

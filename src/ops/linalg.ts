@@ -74,6 +74,7 @@ const matmul: OpDef = {
     return { flops: 2 * elems(outs[0]!) * (typeof k === 'number' ? k : 1), bytes: moved(ctx, outs) };
   },
   cuda: (dev, [a, b], [out]) => dev.matmul(a!, b!, out!),
+  cudaAccumulate: (dev, [a, b], acc) => dev.matmul(a!, b!, acc, false, false, 1, 1),
   cpu: ([a, b]) => [matmulKernel(a!, b!)],
 };
 
@@ -119,6 +120,7 @@ const fusedMatMul: OpDef = {
     return { flops: 2 * elems(outs[0]!) * (typeof k === 'number' ? k : 1), bytes: moved(ctx, outs) };
   },
   cuda: (dev, [a, b], [out], attrs) => dev.matmul(a!, b!, out!, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1),
+  cudaAccumulate: (dev, [a, b], acc, attrs) => dev.matmul(a!, b!, acc, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1, 1),
   cpu([a, b], attrs) {
     const A = int(attrs, 'transA') === 1 ? swapLastTensor(a!) : a!;
     const B = int(attrs, 'transB') === 1 ? swapLastTensor(b!) : b!;

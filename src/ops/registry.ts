@@ -74,7 +74,8 @@ export interface CudaDevice {
   where(cond: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void;
   softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void;
   layerNorm(x: DeviceTensor, scale: DeviceTensor | null, bias: DeviceTensor | null, out: DeviceTensor, epsilon: number): void;
-  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean, alpha?: number): void;
+  /** out = alpha · op(a) · op(b) + beta · out; out may be float32 under 16-bit a and b. */
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean, alpha?: number, beta?: number): void;
   /** out[index] = x[base + Σ index_d · strides_d]: views, transposes, slices, broadcasts. */
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base?: number): void;
   gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
@@ -87,7 +88,7 @@ export interface CudaDevice {
   /** Comparisons of float tensors into bool: 0 =, 1 <, 2 >, 3 ≤, 4 ≥. */
   compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
   /** out = 0; out[…, indices[j], …] += g[…, j, …] (the gradient of Gather). */
-  scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
+  scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number, accumulate?: boolean): void;
   layerNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, dx: DeviceTensor, epsilon: number): void;
   layerNormGradParams(g: DeviceTensor, x: DeviceTensor, dscale: DeviceTensor, dbias: DeviceTensor, epsilon: number): void;
   /** Softmax cross-entropy of [rows, classes] scores, mean or sum over non-ignored rows. */
@@ -156,6 +157,12 @@ export interface WindowGeometry {
   readonly out: readonly number[];
 }
 
+/**
+ * A node's single output added into a float32 accumulator of its shape instead of written (a
+ * weight gradient summed over microbatches: the GEMM adds into it with beta = 1).
+ */
+export type CudaAccumulateKernel = (dev: CudaDevice, inputs: readonly (DeviceTensor | null)[], acc: DeviceTensor, attrs: Attrs) => void;
+
 /** A node's CUDA kernel: inputs and preallocated outputs on the device. */
 export type CudaKernel = (dev: CudaDevice, inputs: readonly (DeviceTensor | null)[], outputs: readonly DeviceTensor[], attrs: Attrs) => void;
 
@@ -198,6 +205,8 @@ export interface OpDef {
   readonly grad?: GradRule | 'zero';
   /** The CUDA kernel (absent: the op does not run on the CUDA backend yet). */
   readonly cuda?: CudaKernel;
+  /** Optional: the kernel adding its output into a float32 accumulator (gradient accumulation). */
+  readonly cudaAccumulate?: CudaAccumulateKernel;
   /** Reference kernel over host tensors (static shapes). Also what constant folding runs. */
   readonly cpu?: CpuKernel;
   /** Outputs computable from input types alone (Shape, Size), for folding without input data. */

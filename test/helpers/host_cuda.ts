@@ -250,11 +250,11 @@ export class HostCuda implements Partial<NativeCuda> {
 
   /** cuBLAS's strided batched GEMM, column-major: C = alpha·op(A)·op(B) + beta·C (C not read when beta is 0). */
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
-    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number): void {
+    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype = dtype): void {
     const aCols = ta ? m : k, bCols = tb ? k : n;
     const a = this.floats(dtype, A, (batch - 1) * sA + lda * (aCols - 1) + (ta ? k : m));
     const b = this.floats(dtype, B, (batch - 1) * sB + ldb * (bCols - 1) + (tb ? n : k));
-    const c = this.floats(dtype, C, (batch - 1) * sC + ldc * (n - 1) + m);
+    const c = this.floats(cDtype, C, (batch - 1) * sC + ldc * (n - 1) + m);
     for (let q = 0; q < batch; q++) {
       for (let j = 0; j < n; j++) {
         for (let i = 0; i < m; i++) {

@@ -15,6 +15,7 @@ import { ModelBuilder } from '../../src/api/builder.js';
 import { tensor } from '../../src/ir/tensor.js';
 import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan, writePlan } from '../../src/plan/io.js';
+import { writeOnnx } from '../../compiler/onnx/export.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,16 +112,20 @@ describe('the CNN fixture on the CUDA rank backend (host emulation)', () => {
 });
 
 describe('float16 loss scaling on the CUDA rank backend (host emulation)', () => {
-  /** y = x·W with inputs of a few units: at the largest scales the float16 weight gradients overflow. */
+  /**
+   * y = x·W1·W2 with inputs near 50: at the largest scales the float16 output and activation
+   * gradients overflow (weight gradients add into float32 accumulators and would not).
+   */
   function overflowingPlan(policy: 'fp16' | 'bf16') {
     const b = new ModelBuilder('big', { opset: 17, seed: 2 });
     const x = b.input('x', 'float32', [4, 8]);
-    b.output(b.op('MatMul', [x, b.param('w', [8, 4], { normal: 0.3 })]), 'y');
+    const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
+    b.output(b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]), 'y');
     const g = b.finish();
     const weights = new Map(g.params().map((p) => [p.name, p.data!]));
     const plan = compile({ model: 'big', graph: g, loss: { kind: 'mse' }, partitions: 1, microbatches: 1, schedule: '1f1b', batch: 4, policy }).plan;
     const labels = plan.values[plan.model.labelsValue]!.name;
-    const feeds = { x: tensor('float32', [4, 8], Array.from({ length: 32 }, (_, i) => 2 + (i % 5))), [labels]: tensor('float32', [4, 4]) };
+    const feeds = { x: tensor('float32', [4, 8], Array.from({ length: 32 }, (_, i) => 50 + (i % 5))), [labels]: tensor('float32', [4, 4]) };
     return { plan, weights, batches: Array.from({ length: 10 }, () => feeds) };
   }
 
@@ -137,6 +142,31 @@ describe('float16 loss scaling on the CUDA rank backend (host emulation)', () =>
     for (let i = 1; i < skipped; i++) expect(steps[i]!.loss).toBe(steps[0]!.loss);
     expect(Number.isFinite(steps.at(-1)!.gradNorm)).toBe(true);
     expect(steps.at(-1)!.loss).toBeLessThan(steps[0]!.loss);
+  });
+
+  it('adds weight gradients straight into their float32 accumulators, with the CPU ranks\' losses', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-direct-'));
+    const b = new ModelBuilder('two', { opset: 17, seed: 2 });
+    const x = b.input('x', 'float32', [4, 8]);
+    const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
+    b.output(b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]), 'y');
+    const model = join(dir, 'two.onnx');
+    writeOnnx(b.finish(), model);
+    const planFile = join(dir, 'two.plan');
+    const plan = compile({ model, loss: { kind: 'mse' }, partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8 }).plan;
+    writePlan(planFile, plan);
+    const labels = plan.values[plan.model.labelsValue]!.name;
+    const rng = (i: number) => Math.sin(i * 1.7);
+    const batch = { x: tensor('float32', [8, 8], Array.from({ length: 64 }, (_, i) => rng(i))), [labels]: tensor('float32', [8, 4], Array.from({ length: 32 }, (_, i) => rng(i + 99))) };
+    const run = { data: { kind: 'batches' as const, batches: [batch, batch, batch] }, steps: 3, optimizer: { kind: 'adamw' as const, lr: 1e-2 } };
+    const backend = new CudaRankBackend(plan, 0, planWeights(plan), run.optimizer, new Cuda(new HostCuda().native));
+    // Both weight gradients are GEMMs that nothing else reads.
+    expect(backend.directGradients).toBe(2);
+    const gpu = (await runOnBackend(backend, { planFile, ...run })).steps.map((s) => s.loss);
+    const cpu = (await runPlanCpu({ planFile, ...run })).steps.map((s) => s.loss);
+    cpu.forEach((l, i) => expect(Math.abs(gpu[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-5));
+    expect(gpu[2]!).toBeLessThan(gpu[0]!);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('refuses scales a float16 seed cannot hold, loss scaling outside fp16, and fp16 plans that do not record the seed', () => {

@@ -182,7 +182,10 @@ export class Cuda implements CudaDevice {
    * Row-major batched C = A·B through cuBLAS (column-major): C' = B'·A' with the operands swapped.
    * Batch dims: equal, or one side unbatched (stride 0).
    */
-  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false, alpha = 1): void {
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false, alpha = 1, beta = 0): void {
+    if (a.dtype !== b.dtype) throw new CleaveError(`MatMul on CUDA takes operands of one dtype, got ${a.dtype} and ${b.dtype}`);
+    // out may be a float32 accumulator (beta = 1) under 16-bit operands.
+    const ab = floatCode(a, 'MatMul'), c = floatCode(out, 'MatMul');
     if (a.shape.length < 2 || b.shape.length < 2) throw new CleaveError('MatMul with 1-D operands does not run on CUDA yet');
     const M = transA ? a.shape.at(-1)! : a.shape.at(-2)!, K = transA ? a.shape.at(-2)! : a.shape.at(-1)!;
     const N = transB ? b.shape.at(-2)! : b.shape.at(-1)!;
@@ -194,11 +197,11 @@ export class Cuda implements CudaDevice {
     }
     // An unbatched operand of a batched product is one matrix with rows of all batches when it is A.
     if (batchA === batch && batchB === 1 && !transA && batch > 1) {
-      this.n.gemm(floatCode(out, 'MatMul'), transB, false, N, M * batch, K, alpha, b.ptr, transB ? K : N, 0, a.ptr, K, 0, 0, out.ptr, N, 0, 1);
+      this.n.gemm(ab, transB, false, N, M * batch, K, alpha, b.ptr, transB ? K : N, 0, a.ptr, K, 0, beta, out.ptr, N, 0, 1, c);
       return;
     }
-    this.n.gemm(floatCode(out, 'MatMul'), transB, transA, N, M, K, alpha,
-      b.ptr, transB ? K : N, batchB === 1 ? 0 : K * N, a.ptr, transA ? M : K, batchA === 1 ? 0 : M * K, 0, out.ptr, N, M * N, batch);
+    this.n.gemm(ab, transB, transA, N, M, K, alpha,
+      b.ptr, transB ? K : N, batchB === 1 ? 0 : K * N, a.ptr, transA ? M : K, batchA === 1 ? 0 : M * K, beta, out.ptr, N, M * N, batch, c);
   }
 
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base = 0): void {
@@ -262,11 +265,12 @@ export class Cuda implements CudaDevice {
     this.n.compare(code, floatCode(a, 'comparison'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
   }
 
-  scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
+  scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number, accumulate = false): void {
     const outer = numel(out.shape.slice(0, axis)), inner = numel(out.shape.slice(axis + 1));
+    if (accumulate && out.dtype !== 'float32') throw new CleaveError(`GatherGrad accumulates into float32 on CUDA, not ${out.dtype}`);
     // Atomic adds go to a float32 buffer, cast once into the output's dtype.
     const acc = out.dtype === 'float32' ? out : this.alloc('float32', out.shape);
-    this.n.fill(0, acc.ptr, numel(out.shape), 0);
+    if (!accumulate) this.n.fill(0, acc.ptr, numel(out.shape), 0);
     this.n.scatterAdd(floatCode(g, 'GatherGrad'), g.ptr, indices.ptr, acc.ptr, outer, out.shape[axis]!, numel(indices.shape), inner);
     if (acc !== out) {
       this.cast(acc, out);

@@ -55,6 +55,16 @@ export class CudaRankBackend implements Backend {
   private adamStep = 0;
   /** Per program: after node i, the values (produced and last read inside it) that can go. */
   private readonly frees = new Map<string, number[][]>();
+  /**
+   * Per program: node index → the parameter whose float32 gradient accumulator that node adds its
+   * output into directly (its registry `cudaAccumulate`: the weight-gradient GEMM with beta = 1),
+   * where nothing else reads the gradient. Saves writing a 16-bit gradient, casting it and adding.
+   */
+  private readonly accumulates = new Map<string, Map<number, number>>();
+  /** How many nodes add their gradient straight into an accumulator (for reports and tests). */
+  get directGradients(): number {
+    return [...this.accumulates.values()].reduce((a, m) => a + m.size, 0);
+  }
   /** For each microbatch, the index of the rank's last compute instruction: its values go after it. */
   private readonly lastCompute = new Map<number, Instruction>();
   /** With `profiling` on, each node is timed (synchronizing): op signature (the cost model's key) → total ms and count. */
@@ -116,6 +126,18 @@ export class CudaRankBackend implements Backend {
       this.frees.set(key, lists);
     }
     for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind]) this.lastCompute.set(ins.mb, ins);
+    const readAnywhere = new Set([...this.programs.values()].flatMap((prog) => prog.flatMap((op) => op.inputs)));
+    for (const s of this.stages) {
+      const paramOf = new Map(s.grads.map((g) => [g.value, g.param]));
+      for (const k of ['forward', 'backwardB', 'backwardW'] as const) {
+        const direct = new Map<number, number>();
+        this.programs.get(`${s.index}:${k}`)!.forEach((op, i) => {
+          const v = op.outputs[0]!;
+          if (op.outputs.length === 1 && op.def.cudaAccumulate && paramOf.has(v) && !readAnywhere.has(v)) direct.set(i, paramOf.get(v)!);
+        });
+        this.accumulates.set(`${s.index}:${k}`, direct);
+      }
+    }
     this.allInputs = [...new Set([...this.programs.values()].flatMap((prog) => prog.flatMap((op) => op.inputs.filter((v) => v >= 0 && plan.values[v]!.kind === 'input'))))];
   }
 
@@ -250,21 +272,31 @@ export class CudaRankBackend implements Backend {
     for (const k of PROGRAMS[ins.kind]!) {
       const frees = this.frees.get(`${ins.stage}:${k}`)!;
       const prog = this.programs.get(`${ins.stage}:${k}`)!;
+      const direct = this.accumulates.get(`${ins.stage}:${k}`)!;
       for (let oi = 0; oi < prog.length; oi++) {
         const op = prog[oi]!;
         // Work queued before this node (the step's gradient zeroing, the last optimizer step) must not count as its time.
         if (this.profiling && oi === 0) this.dev.n.synchronize();
         const t0 = this.profiling ? performance.now() : 0;
         const inputs = op.inputs.map(read);
-        const outputs = runCudaNode(this.dev, op.def, op.name, inputs, op.outputs.map((v, i) => {
-          const pv = this.plan.values[v]!;
-          const d = dtypeFromOnnx(pv.dtype, pv.name);
-          return { dtype: op.def.keepDtype?.includes(i) ? d : this.as(d), shape: pv.shape };
-        }), op.attrs);
-        op.outputs.forEach((v, i) => {
-          env.set(v, outputs[i]!);
-          produced.add(v);
-        });
+        const param = direct.get(oi);
+        if (param !== undefined) {
+          try {
+            op.def.cudaAccumulate!(this.dev, inputs, this.grads.get(param)!, op.attrs);
+          } catch (e) {
+            throw new CleaveError(`node '${op.name}' (${op.def.op}) on CUDA, adding into its gradient accumulator: ${(e as Error).message}`);
+          }
+        } else {
+          const outputs = runCudaNode(this.dev, op.def, op.name, inputs, op.outputs.map((v, i) => {
+            const pv = this.plan.values[v]!;
+            const d = dtypeFromOnnx(pv.dtype, pv.name);
+            return { dtype: op.def.keepDtype?.includes(i) ? d : this.as(d), shape: pv.shape };
+          }), op.attrs);
+          op.outputs.forEach((v, i) => {
+            env.set(v, outputs[i]!);
+            produced.add(v);
+          });
+        }
         if (this.profiling) {
           this.dev.n.synchronize();
           const r = this.profile.get(op.signature) ?? { ms: 0, count: 0, op: op.def.op };
