@@ -21,6 +21,7 @@ import type { Graph, Node, Value } from '../src/ir/graph.js';
 import { numel } from '../src/ir/shape.js';
 import { parameterStats } from '../src/ir/stats.js';
 import { tensorToBytes } from '../src/ir/tensor.js';
+import { getOp } from '../src/ops/index.js';
 import { type Plan, PLAN_VERSION, type PlanNode, type PlanValue, type Workspace } from '../src/plan/types.js';
 import { attrsToJson } from '../src/plan/attrs.js';
 
@@ -217,7 +218,7 @@ function workspaceOf(progs: Programs, stage: number, kind: ProgramKind, vIndex: 
   const g = progs.graph;
   // External: read by another program or stage, or a graph output (loss, gradients, state).
   const external = (v: Value): boolean => g.outputs.includes(v) || v.users.some((u) => !inProgram.has(u));
-  return programWorkspace(nodes, external, (v) => vIndex.get(v)!);
+  return programWorkspace(nodes, external, (v) => vIndex.get(v)!, (n) => getOp(n.op, `node '${n.name}'`).view === true);
 }
 
 function computeMs(ins: { kind: string; stage: number }, stageMs: { f: number; b: number; w: number }[], progs: Programs, cost: CostModel): number {

@@ -27,18 +27,31 @@ export function packIntervals<T extends { bytes: number; first: number; last: nu
 
 /**
  * A program's workspace: the values it produces and consumes itself, each live from its node to its
- * last reader inside the program, packed into one block.
+ * last reader inside the program, packed into one block. A view node's output (`isView`: Reshape
+ * and friends) is the same memory as its input, so it gets no slot of its own: its readers extend
+ * the lifetime of the value it aliases, and a value whose alias is read outside the program stays
+ * outside the workspace with it.
  */
-export function programWorkspace(nodes: readonly Node[], external: (v: Value) => boolean, index: (v: Value) => number): Workspace {
+export function programWorkspace(nodes: readonly Node[], external: (v: Value) => boolean, index: (v: Value) => number, isView: (n: Node) => boolean = () => false): Workspace {
   const pos = new Map(nodes.map((n, i) => [n, i]));
+  const rootOf = new Map<Value, Value>();
+  const aliases = new Map<Value, Value[]>();
+  for (const n of nodes) {
+    if (!isView(n) || !n.inputs[0]) continue;
+    const root = rootOf.get(n.inputs[0]) ?? n.inputs[0];
+    rootOf.set(n.outputs[0]!, root);
+    aliases.set(root, [...(aliases.get(root) ?? []), n.outputs[0]!]);
+  }
   const items: { value: Value; bytes: number; first: number; last: number; offset: number }[] = [];
   nodes.forEach((n, i) => {
-    for (const o of n.outputs) {
-      if (external(o)) continue;
+    n.outputs.forEach((o, k) => {
+      if (k === 0 && rootOf.has(o)) return;
+      const all = [o, ...(aliases.get(o) ?? [])];
+      if (all.some(external)) return;
       let last = i;
-      for (const u of o.users) if (pos.has(u)) last = Math.max(last, pos.get(u)!);
+      for (const a of all) for (const u of a.users) if (pos.has(u)) last = Math.max(last, pos.get(u)!);
       items.push({ value: o, bytes: valueBytes(o), first: i, last, offset: 0 });
-    }
+    });
   });
   const bytes = packIntervals(items);
   return { bytes, slots: items.map((x) => ({ value: index(x.value), offset: x.offset, bytes: x.bytes })) };

@@ -70,7 +70,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       result.steps.push(report);
       onStep?.(report);
     }
-    result.peakBytes = backend.dev.n.memInfo().peakBytes;
+    result.peakBytes = backend.dev.n.memInfo().peakBytes + backend.workspaceBytes;
     if (o.returnWeights) result.weights = backend.tensors();
     return result;
   } catch (e) {

@@ -107,6 +107,15 @@ export class HostCuda implements Partial<NativeCuda> {
     return base;
   }
 
+  /** Memory outside the pool (feed buffers, static workspaces): the same blocks here. */
+  allocStatic(bytes: number): bigint {
+    return this.alloc(bytes);
+  }
+
+  freeStatic(ptr: bigint): void {
+    this.free(ptr);
+  }
+
   free(ptr: bigint): void {
     const i = this.blocks.findIndex((b) => b.base === ptr);
     if (i < 0) throw new Error(`free of ${ptr}, which is not the start of a live allocation`);

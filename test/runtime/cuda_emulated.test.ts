@@ -181,3 +181,38 @@ describe('float16 loss scaling on the CUDA rank backend (host emulation)', () =>
     expect(() => new CudaRankBackend(old, 0, weights, { kind: 'adamw', lr: 1e-2 }, dev())).toThrow(/this plan \(version 1\) does not record where it starts: compile it again/);
   });
 });
+
+describe('static program workspaces on the CUDA rank backend (host emulation)', () => {
+  it('place program-internal values at the plan\'s offsets, views aliasing them, with the CPU ranks\' losses', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-arena-'));
+    // Reshapes (views of workspace values) between products, a transpose copy, an activation.
+    const b = new ModelBuilder('views', { opset: 17, seed: 4 });
+    const x = b.input('x', 'float32', [4, 6, 8]);
+    let h = b.op('Reshape', [x], { shape: [4, 48] });
+    h = b.op('Relu', [b.op('MatMul', [h, b.param('w1', [48, 16], { normal: 0.2 })])]);
+    h = b.op('Transpose', [b.op('Reshape', [h], { shape: [4, 4, 4] })], { perm: [0, 2, 1] });
+    h = b.op('Add', [b.op('Reshape', [h], { shape: [4, 16] }), b.param('b1', [16], { normal: 0.1 })]);
+    b.output(b.op('MatMul', [h, b.param('w2', [16, 3], { normal: 0.3 })]), 'y');
+    const model = join(dir, 'views.onnx');
+    writeOnnx(b.finish(), model);
+    const planFile = join(dir, 'views.plan');
+    const plan = compile({ model, loss: { kind: 'mse' }, partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8 }).plan;
+    writePlan(planFile, plan);
+    const labels = plan.values[plan.model.labelsValue]!.name;
+    const wave = (i: number) => Math.sin(i * 0.37);
+    const batch = { x: tensor('float32', [8, 6, 8], Array.from({ length: 384 }, (_, i) => wave(i))), [labels]: tensor('float32', [8, 3], Array.from({ length: 24 }, (_, i) => wave(i + 500))) };
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const run = { data: { kind: 'batches' as const, batches: [batch, batch, batch] }, steps: 3, optimizer: opt };
+    const host = new HostCuda();
+    const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+    const ws = plan.stages[0]!.workspaces;
+    expect(backend.workspaceBytes).toBe(ws.forward.bytes + ws.backwardB.bytes + ws.backwardW.bytes);
+    expect(ws.forward.slots.length + ws.backwardB.slots.length).toBeGreaterThan(0);
+    const gpu = (await runOnBackend(backend, { planFile, ...run })).steps.map((s) => s.loss);
+    expect(host.liveBlocks).toBe(0);
+    const cpu = (await runPlanCpu({ planFile, ...run })).steps.map((s) => s.loss);
+    cpu.forEach((l, i) => expect(Math.abs(gpu[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-5));
+    expect(gpu[2]!).toBeLessThan(gpu[0]!);
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

@@ -54,13 +54,15 @@ export function runGraphCuda(g: Graph, feeds: Readonly<Record<string, Tensor>>, 
 
 /**
  * Runs one node: a view op whose input already has the output's dtype shares the input's memory;
- * any other node gets fresh outputs and its registry kernel.
+ * any other node gets its registry kernel, writing into `placed[i]` where given (a slot of the
+ * program's static workspace) and into fresh memory otherwise.
  */
-export function runCudaNode(dev: Cuda, def: OpDef, name: string, ins: (DeviceTensor | null)[], outs: readonly { dtype: DType; shape: readonly number[] }[], attrs: Attrs): DeviceTensor[] {
+export function runCudaNode(dev: Cuda, def: OpDef, name: string, ins: (DeviceTensor | null)[], outs: readonly { dtype: DType; shape: readonly number[] }[], attrs: Attrs,
+  placed: readonly (DeviceTensor | undefined)[] = []): DeviceTensor[] {
   if (!def.cuda) throw new CleaveError(`node '${name}': op ${def.op} has no CUDA kernel yet`);
   const x = ins[0];
   if (def.view && x && outs.length === 1 && x.dtype === outs[0]!.dtype) return [dev.view(x, outs[0]!.shape)];
-  const out = outs.map((o) => dev.alloc(o.dtype, o.shape));
+  const out = outs.map((o, i) => placed[i] ?? dev.alloc(o.dtype, o.shape));
   try {
     def.cuda(dev, ins, out, attrs);
   } catch (e) {

@@ -61,6 +61,17 @@ export class CudaRankBackend implements Backend {
    * where nothing else reads the gradient. Saves writing a 16-bit gradient, casting it and adding.
    */
   private readonly accumulates = new Map<string, Map<number, number>>();
+  /**
+   * Each program's static workspace (the plan's memory plan): one block per stage and program,
+   * and the offset of every value that lives and dies inside the program. Those values are
+   * written there instead of the pool; views alias them (the plan packs them by their aliases'
+   * lifetimes too).
+   */
+  private readonly workspaces = new Map<string, { base: bigint; bytes: number; offsets: Map<number, number> }>();
+  /** Bytes of the static workspaces (on top of the pool's peak). */
+  get workspaceBytes(): number {
+    return [...this.workspaces.values()].reduce((a, w) => a + w.bytes, 0);
+  }
   /** How many nodes add their gradient straight into an accumulator (for reports and tests). */
   get directGradients(): number {
     return [...this.accumulates.values()].reduce((a, m) => a + m.size, 0);
@@ -136,6 +147,17 @@ export class CudaRankBackend implements Backend {
           if (op.outputs.length === 1 && op.def.cudaAccumulate && paramOf.has(v) && !readAnywhere.has(v)) direct.set(i, paramOf.get(v)!);
         });
         this.accumulates.set(`${s.index}:${k}`, direct);
+      }
+    }
+    for (const s of this.stages) {
+      for (const k of ['forward', 'backwardB', 'backwardW'] as const) {
+        const ws = s.workspaces[k];
+        if (!ws.bytes) continue;
+        const base = this.dev.n.allocStatic(ws.bytes);
+        const offsets = new Map(ws.slots.map((x) => [x.value, x.offset]));
+        this.workspaces.set(`${s.index}:${k}`, { base, bytes: ws.bytes, offsets });
+        // Slot memory is the workspace's: freeing a tensor there does nothing, views alias it.
+        for (const off of offsets.values()) this.dev.external.add(base + BigInt(off));
       }
     }
     this.allInputs = [...new Set([...this.programs.values()].flatMap((prog) => prog.flatMap((op) => op.inputs.filter((v) => v >= 0 && plan.values[v]!.kind === 'input'))))];
@@ -228,6 +250,11 @@ export class CudaRankBackend implements Backend {
 
   /** Frees what a captured graph and its feed buffers hold (the end of a run). */
   dispose(): void {
+    for (const w of this.workspaces.values()) {
+      for (const off of w.offsets.values()) this.dev.external.delete(w.base + BigInt(off));
+      this.dev.n.freeStatic(w.base);
+    }
+    this.workspaces.clear();
     // A capture that failed half-way must end before the stream can do anything else; what it
     // allocated went with it.
     if (this.capturing) {
@@ -273,6 +300,7 @@ export class CudaRankBackend implements Backend {
       const frees = this.frees.get(`${ins.stage}:${k}`)!;
       const prog = this.programs.get(`${ins.stage}:${k}`)!;
       const direct = this.accumulates.get(`${ins.stage}:${k}`)!;
+      const ws = this.workspaces.get(`${ins.stage}:${k}`);
       for (let oi = 0; oi < prog.length; oi++) {
         const op = prog[oi]!;
         // Work queued before this node (the step's gradient zeroing, the last optimizer step) must not count as its time.
@@ -287,11 +315,16 @@ export class CudaRankBackend implements Backend {
             throw new CleaveError(`node '${op.name}' (${op.def.op}) on CUDA, adding into its gradient accumulator: ${(e as Error).message}`);
           }
         } else {
-          const outputs = runCudaNode(this.dev, op.def, op.name, inputs, op.outputs.map((v, i) => {
+          const types = op.outputs.map((v, i) => {
             const pv = this.plan.values[v]!;
             const d = dtypeFromOnnx(pv.dtype, pv.name);
             return { dtype: op.def.keepDtype?.includes(i) ? d : this.as(d), shape: pv.shape };
-          }), op.attrs);
+          });
+          const placed = ws ? op.outputs.map((v, i) => {
+            const off = ws.offsets.get(v);
+            return off === undefined ? undefined : { ptr: ws.base + BigInt(off), dtype: types[i]!.dtype, shape: types[i]!.shape };
+          }) : [];
+          const outputs = runCudaNode(this.dev, op.def, op.name, inputs, types, op.attrs, placed);
           op.outputs.forEach((v, i) => {
             env.set(v, outputs[i]!);
             produced.add(v);
