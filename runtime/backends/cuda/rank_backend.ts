@@ -193,9 +193,10 @@ export class CudaRankBackend implements Backend {
     this.stepNo++;
     if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
     for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
-    // A captured step reads its data from buffers at fixed addresses, filled before the capture or
-    // replay (a copy from the host cannot happen while the stream records).
-    if (this.cudaGraph && this.stepNo >= 2) this.stageFeeds(feeds);
+    // The step's data goes up at once into buffers at fixed addresses: one wait for the copies per
+    // step rather than one per microbatch, and what a captured step needs (a copy from the host
+    // cannot happen while the stream records).
+    this.stageFeeds(feeds);
     // A replay's microbatch tensors and losses live in the graph's memory.
     if (this.exec !== undefined) return;
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
@@ -288,10 +289,8 @@ export class CudaRankBackend implements Backend {
       if (t) return t;
       const pv = this.plan.values[v]!;
       if (pv.kind !== 'input') throw new CleaveError(`value '${pv.name}' of microbatch ${ins.mb} is not on this GPU`);
-      const f = feeds[pv.name];
-      if (!f) throw new CleaveError(`the batch has no input '${pv.name}'`);
-      const d = this.capturing ? this.staticFeeds.get(`${ins.mb}:${v}`) : this.dev.upload(f, this.as(f.dtype));
-      if (!d) throw new CleaveError(`input '${pv.name}' of microbatch ${ins.mb} was not staged for the captured step`);
+      const d = this.staticFeeds.get(`${ins.mb}:${v}`);
+      if (!d) throw new CleaveError(`input '${pv.name}' of microbatch ${ins.mb} was not staged for this step`);
       env.set(v, d);
       return d;
     };
