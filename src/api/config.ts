@@ -1,4 +1,7 @@
 import { readFileSync } from 'node:fs';
+import type { CompileOptions } from '../../compiler/compile.js';
+import { type OptimizerFamily, scheduleName } from '../../compiler/cost/memory.js';
+import { DTYPE_POLICIES, type DtypePolicy } from '../../compiler/cost/model.js';
 import { CleaveError } from '../errors.js';
 
 /**
@@ -60,4 +63,39 @@ export function readSmpConfig(file: string): SmpConfig {
     if (e instanceof CleaveError) throw e;
     throw new CleaveError(`${file}: not valid JSON (${(e as Error).message})`);
   }
+}
+
+/** What an SMP config asks of the compiler; keys left out keep the compiler's defaults. */
+export type ConfigCompileOptions = Required<Pick<CompileOptions, 'partitions' | 'microbatches' | 'schedule' | 'dp'>>
+  & Pick<CompileOptions, 'virtualStages' | 'placement' | 'activeMicrobatches' | 'memoryWeight' | 'autoPartition' | 'defaultPartition' | 'assign' | 'device' | 'policy' | 'optimizer'>;
+
+const OPTIMIZER_FAMILIES: readonly OptimizerFamily[] = ['sgd', 'sgd-momentum', 'adam', 'adamw'];
+
+/**
+ * The compile options of a script's config (`init({ config })`, `new DistributedModel(model, config)`),
+ * checked with messages in the config's own terms. `device` defaults to `cpu`: the script runs on CPU ranks.
+ */
+export function compileOptionsOf(c: SmpConfig, where: string): ConfigCompileOptions {
+  const int = (k: keyof SmpConfig, min: number): number | undefined => {
+    const v = c[k] as number | undefined;
+    if (v !== undefined && (!Number.isInteger(v) || v < min)) throw new CleaveError(`${where}: "${k}" must be an integer ≥ ${min}, got ${v}`);
+    return v;
+  };
+  const partitions = int('partitions', 1) ?? 1;
+  if (c.ddp === true && c.dp === undefined) throw new CleaveError(`${where}: "ddp": true needs the data-parallel degree: give "dp"`);
+  const placement = c.placement_strategy ?? 'cluster';
+  if (placement !== 'cluster' && placement !== 'spread') throw new CleaveError(`${where}: "placement_strategy" must be cluster or spread, got '${placement}'`);
+  const policy = c.dtype ?? 'fp32';
+  if (!(DTYPE_POLICIES as readonly string[]).includes(policy)) throw new CleaveError(`${where}: "dtype" must be one of ${DTYPE_POLICIES.join(', ')}, got '${policy}'`);
+  const optimizer = c.optimizer ?? 'adamw';
+  if (!(OPTIMIZER_FAMILIES as readonly string[]).includes(optimizer)) throw new CleaveError(`${where}: "optimizer" must be one of ${OPTIMIZER_FAMILIES.join(', ')}, got '${optimizer}'`);
+  const dflt = int('default_partition', 0);
+  if (dflt !== undefined && dflt >= partitions * (c.virtual_stages ?? 1)) throw new CleaveError(`${where}: "default_partition" ${dflt} is out of range: there are ${partitions * (c.virtual_stages ?? 1)} stages`);
+  return {
+    partitions, microbatches: int('microbatches', 1) ?? 1, dp: int('dp', 1) ?? 1,
+    schedule: c.pipeline === 'auto' ? 'auto' : scheduleName(c.pipeline ?? '1f1b'),
+    virtualStages: int('virtual_stages', 1), placement, activeMicrobatches: int('active_microbatches', 1),
+    memoryWeight: c.memory_weight, autoPartition: c.auto_partition, defaultPartition: dflt, assign: c.assign,
+    device: c.device ?? 'cpu', policy: policy as DtypePolicy, optimizer: optimizer as OptimizerFamily,
+  };
 }

@@ -1,7 +1,12 @@
 import type { Command } from 'commander';
 import { type CompileOptions, compile } from '../../compiler/compile.js';
-import { readSmpConfig } from '../api/config.js';
+import { writeOnnx } from '../../compiler/onnx/export.js';
+import { type SmpConfig, readSmpConfig } from '../api/config.js';
+import { lossSpec } from '../api/first_step.js';
+import { isModelScript, loadModelFile, traceSpec } from '../api/model_file.js';
+import { checkStageOrder } from '../api/nn/stages.js';
 import { CleaveError } from '../errors.js';
+import type { Graph } from '../ir/graph.js';
 import { writePlan } from '../plan/io.js';
 import { formatBytes, formatCount, table } from './format.js';
 import { dimBinding, positiveInt } from './options.js';
@@ -13,13 +18,29 @@ interface CompileFlags extends Omit<PartitionFlags, 'batch'> {
   placement?: string;
   activeMicrobatches?: number;
   out?: string;
+  onnx?: string;
+}
+
+/**
+ * A model given as code is traced at the microbatch size and written as ONNX beside the plan: the
+ * plan's source, which `cleave run` and `cleave export` read weights from.
+ */
+async function scriptOptions(file: string, o: CompileFlags): Promise<{ opts: CompileOptions & { graph: Graph }; onnx: string }> {
+  const spec = await loadModelFile(file);
+  const onnx = o.onnx ?? `${o.out!.replace(/\.plan$/, '')}.onnx`;
+  const opts = compileOptions(onnx, o, spec.config);
+  const batch = opts.batch ?? opts.microbatches;
+  if (!Number.isInteger(batch) || batch % opts.microbatches) throw new CleaveError(`--batch ${batch} does not divide into ${opts.microbatches} microbatches`);
+  const graph = traceSpec(spec, file, batch / opts.microbatches, o.dim);
+  if (opts.autoPartition === false) checkStageOrder(graph, opts.defaultPartition ?? 0);
+  return { opts: { ...opts, graph, loss: o.loss === 'auto' && spec.loss !== undefined ? lossSpec(spec.loss) : opts.loss }, onnx };
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
-export function compileOptions(model: string, o: CompileFlags): CompileOptions {
-  const c = o.config ? readSmpConfig(o.config) : {};
-  const base = partitionOptions({ ...o, batch: 1, schedule: o.schedule === 'auto' ? undefined : o.schedule });
+export function compileOptions(model: string, o: CompileFlags, modelConfig: SmpConfig = {}): CompileOptions {
+  const c: SmpConfig = { ...modelConfig, ...(o.config ? readSmpConfig(o.config) : {}) };
+  const base = partitionOptions({ ...o, batch: 1, schedule: o.schedule === 'auto' ? undefined : o.schedule }, modelConfig);
   const microbatches = o.microbatches ?? c.microbatches;
   if (microbatches === undefined) throw new CleaveError('give the number of microbatches with -m M (or "microbatches" in --config)');
   const placement = o.placement ?? c.placement_strategy ?? 'cluster';
@@ -40,7 +61,7 @@ export function registerCompile(program: Command): void {
   program
     .command('compile')
     .description('compile a model into a pipeline-parallel training plan')
-    .argument('<model>', 'ONNX model file')
+    .argument('<model>', 'ONNX model file, or a JavaScript module exporting a model written with cleave\'s nn library')
     .option('-p, --partitions <n>', 'pipeline ranks (SMP partitions)', positiveInt('-p'))
     .option('-m, --microbatches <m>', 'microbatches per step', positiveInt('-m'))
     .option('--schedule <name>', 'gpipe, 1f1b, interleaved-1f1b, zb-h1, zbv, or auto (SMP: simple, interleaved)')
@@ -61,15 +82,19 @@ export function registerCompile(program: Command): void {
     .option('--config <file>', 'SMP-style JSON config')
     .option('--dim <name=size>', 'bind a named symbolic dimension (repeatable)', dimBinding)
     .requiredOption('-o, --out <file>', 'where to write the plan')
-    .action((model: string, o: CompileFlags) => {
-      const opts = compileOptions(model, o);
+    .option('--onnx <file>', 'for a model given as code: where to write it traced, as ONNX (default: the plan\'s name with .onnx)')
+    .action(async (model: string, o: CompileFlags) => {
       const t0 = performance.now();
+      const script = isModelScript(model) ? await scriptOptions(model, o) : undefined;
+      const opts = script?.opts ?? compileOptions(model, o);
       const { plan } = compile(opts);
+      if (script) writeOnnx(script.opts.graph, script.onnx);
       writePlan(o.out!, plan);
       const secs = (performance.now() - t0) / 1000;
       const w = plan.world;
       const lines = [
         `compiled ${model} → ${o.out} in ${secs.toFixed(2)} s`,
+        ...(script ? [`traced ${model} → ${script.onnx} (${plan.model.microbatchSize} per microbatch; the plan's weights)`] : []),
         `${formatCount(plan.model.parameters)} parameters, ${plan.nodes.length} training-graph nodes, loss ${plan.model.loss}`,
         `world ${w.size} = ${w.pp} pipeline × ${w.dp} data parallel (${w.placement}); ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}`,
         table(['stage', 'rank', 'nodes', 'F ms', 'B ms', 'W ms'], plan.stages.map((s) => [String(s.index), String(s.ppRank), String(s.forward.length), s.fwdMs.toFixed(3), s.bMs.toFixed(3), s.wMs.toFixed(3)])),

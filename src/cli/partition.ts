@@ -7,7 +7,7 @@ import { DTYPE_POLICIES, type DtypePolicy, readMeasuredProfile } from '../../com
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { type Partition, type PartitionOptions, partitionTraining } from '../../compiler/partition/partition.js';
-import { readSmpConfig } from '../api/config.js';
+import { type SmpConfig, readSmpConfig } from '../api/config.js';
 import { CleaveError } from '../errors.js';
 import { formatBytes, formatCount, table } from './format.js';
 import { dimBinding, positiveInt } from './options.js';
@@ -20,9 +20,9 @@ export interface PartitionFlags {
   optimizer?: string; dtype?: string; profile?: string; loss: string; config?: string; dim?: Record<string, number>; json?: boolean;
 }
 
-/** Command-line flags over the config file over defaults. */
-export function partitionOptions(o: PartitionFlags): PartitionOptions & { schedule: ReturnType<typeof scheduleName> } {
-  const c = o.config ? readSmpConfig(o.config) : {};
+/** Command-line flags over the config file over `base` (a model file's own config) over defaults. */
+export function partitionOptions(o: PartitionFlags, base: SmpConfig = {}): PartitionOptions & { schedule: ReturnType<typeof scheduleName> } {
+  const c: SmpConfig = { ...base, ...(o.config ? readSmpConfig(o.config) : {}) };
   const num = (flag: string, v: string | undefined): number | undefined => {
     if (v === undefined) return undefined;
     const n = Number(v);
