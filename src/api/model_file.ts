@@ -1,7 +1,8 @@
 /**
- * Models given to the CLI as code (`cleave compile model.js`): an ES module whose default export is
- * a ModelSpec — the model and its inputs — or a function returning one.
+ * Models given to the CLI as code (`cleave compile model.ts` or `model.js`): an ES module whose
+ * default export is a ModelSpec — the model and its inputs — or a function returning one.
  */
+import { register } from 'node:module';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CleaveError } from '../errors.js';
@@ -27,17 +28,21 @@ const SCRIPT = ['.js', '.mjs', '.cjs', '.ts', '.mts', '.cts'];
 /** Whether the CLI should load this model as code rather than as ONNX. */
 export const isModelScript = (file: string): boolean => SCRIPT.includes(extname(file).toLowerCase());
 
+let tsHooks = false;
+
 export async function loadModelFile(file: string): Promise<ModelSpec> {
   const ts = /\.[mc]?ts$/i.test(file);
+  // TypeScript models are transpiled as they load (src/api/ts_hooks.ts), on every Node 20+.
+  if (ts && !tsHooks) {
+    register(new URL('./ts_hooks.js', import.meta.url));
+    tsHooks = true;
+  }
   let mod: { default?: unknown };
   try {
     mod = (await import(pathToFileURL(resolve(file)).href)) as { default?: unknown };
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === 'ERR_MODULE_NOT_FOUND' && (e as Error).message.includes(resolve(file))) throw new CleaveError(`${file}: no such file`);
-    if (ts && code === 'ERR_UNKNOWN_FILE_EXTENSION') {
-      throw new CleaveError(`${file}: this Node.js (${process.version}) does not run TypeScript; compile the model to JavaScript (tsc) and give the .js file, or run the CLI under a runtime that strips types (node --experimental-strip-types on Node 22.6+, or tsx)`);
-    }
     if (e instanceof CleaveError) throw new CleaveError(`${file}: ${e.message}`);
     throw new CleaveError(`${file}: loading the model module failed: ${(e as Error).message}`);
   }
