@@ -415,10 +415,12 @@ Napi::Value Cast(const Napi::CallbackInfo& i) {
   });
 }
 
-// adamw(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gradScale)
-Napi::Value AdamW(const Napi::CallbackInfo& i) {
+// adamwMulti(tensorTable, chunkTable, nchunks, chunk, copyDtype, lr, b1, b2, eps, wd, bc1, bc2, gradScale): the tables are
+// device memory: AdamTensor entries (six 8-byte words each) and (tensor, start) int64 pairs.
+Napi::Value AdamWMulti(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
-    adamw((float*)ptr(i[0]), (const float*)ptr(i[1]), (float*)ptr(i[2]), (float*)ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), f32(i[7]), f32(i[8]), f32(i[9]), f32(i[10]), f32(i[11]), f32(i[12]), stream());
+    adamw_multi((const AdamTensor*)ptr(i[0]), (const int64_t*)ptr(i[1]), i64(i[2]), i64(i[3]), DType(dtype_of(i[4])), f32(i[5]), f32(i[6]), f32(i[7]),
+                f32(i[8]), f32(i[9]), f32(i[10]), f32(i[11]), f32(i[12]), stream());
     return i.Env().Undefined();
   });
 }
@@ -653,7 +655,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layernorm", Napi::Function::New(env, LayerNorm));
   exports.Set("geluGrad", Napi::Function::New(env, GeluGrad));
   exports.Set("cast", Napi::Function::New(env, Cast));
-  exports.Set("adamw", Napi::Function::New(env, AdamW));
+  exports.Set("adamwMulti", Napi::Function::New(env, AdamWMulti));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("stridedCopy", Napi::Function::New(env, StridedCopy));
   exports.Set("gather", Napi::Function::New(env, Gather));

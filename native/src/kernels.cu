@@ -595,14 +595,24 @@ __global__ void cast_kernel(const A* in, B* out, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st(out, i, ld(in, i));
 }
 
-__global__ void adamw_kernel(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps,
-                             float wd, float bc1, float bc2, float gscale) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const float gi = g[i] * gscale;
-    const float mi = b1 * m[i] + (1.f - b1) * gi, vi = b2 * v[i] + (1.f - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    w[i] = w[i] * (1.f - lr * wd) - (lr / bc1) * (mi / (sqrtf(vi / bc2) + eps));
+/**
+ * AdamW over every parameter in one launch: each block takes one chunk of one tensor from the
+ * chunk table; `copy` (when set) receives the updated weight in the compute dtype, so the 16-bit
+ * copy needs no launch of its own either.
+ */
+template <typename H>
+__global__ void adamw_multi_kernel(const AdamTensor* ts, const int64_t* chunks, int64_t chunk, float lr, float b1, float b2, float eps,
+                                   float wd, float bc1, float bc2, float gscale) {
+  const AdamTensor a = ts[chunks[2 * blockIdx.x]];
+  const int64_t start = chunks[2 * blockIdx.x + 1], end = min(a.n, start + chunk);
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) {
+    const float gi = a.g[i] * gscale;
+    const float mi = b1 * a.m[i] + (1.f - b1) * gi, vi = b2 * a.v[i] + (1.f - b2) * gi * gi;
+    a.m[i] = mi;
+    a.v[i] = vi;
+    const float wi = a.w[i] * (1.f - lr * wd) - (lr / bc1) * (mi / (sqrtf(vi / bc2) + eps));
+    a.w[i] = wi;
+    if (a.copy) st(static_cast<H*>(a.copy), i, wi);
   }
 }
 
@@ -873,10 +883,12 @@ void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream
   CHECK_LAUNCH();
 }
 
-void adamw(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd, float bc1,
-           float bc2, float gscale, cudaStream_t s) {
-  adamw_kernel<<<grid_for(n), 256, 0, s>>>(w, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2, gscale);
+void adamw_multi(const AdamTensor* tensors, const int64_t* chunks, int64_t nchunks, int64_t chunk, DType copy, float lr, float b1, float b2,
+                 float eps, float wd, float bc1, float bc2, float gscale, cudaStream_t s) {
+  if (nchunks <= 0) return;
+  DISPATCH(copy, (adamw_multi_kernel<T><<<(unsigned)nchunks, 256, 0, s>>>(tensors, chunks, chunk, lr, b1, b2, eps, wd, bc1, bc2, gscale)));
   CHECK_LAUNCH();
 }
+
 
 }  // namespace cleave

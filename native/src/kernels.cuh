@@ -47,8 +47,17 @@ void sce_backward(DType t, const void* scores, const int64_t* labels, const floa
 void sumsq(const float* x, int64_t n, float* out, cudaStream_t s);
 void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool tanh_form, cudaStream_t s);
 void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s);
-/** AdamW on float32 master weights; the gradient is multiplied by `gscale` (1/microbatches × clipping). */
-void adamw(float* w, const float* g, float* m, float* v, int64_t n, float lr, float b1, float b2, float eps, float wd,
-           float bc1, float bc2, float gscale, cudaStream_t s);
+/** One tensor of a multi-tensor AdamW: float32 weight, gradient and moments, an optional compute-dtype copy. */
+struct AdamTensor {
+  float* w;
+  const float* g;
+  float* m;
+  float* v;
+  void* copy;
+  int64_t n;
+};
+/** AdamW over many tensors in one launch: block b updates chunk b, chunks[2b] = tensor, chunks[2b+1] = first element. */
+void adamw_multi(const AdamTensor* tensors, const int64_t* chunks, int64_t nchunks, int64_t chunk, DType copy, float lr, float b1, float b2,
+                 float eps, float wd, float bc1, float bc2, float gscale, cudaStream_t s);
 
 }  // namespace cleave

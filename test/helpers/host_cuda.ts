@@ -246,14 +246,31 @@ export class HostCuda implements Partial<NativeCuda> {
     this.floats(0, out, 1).set(0, s);
   }
 
-  adamw(w: bigint, g: bigint, m: bigint, v: bigint, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, bc1: number, bc2: number, gscale: number): void {
-    const W = this.floats(0, w, n), G = this.floats(0, g, n), Mm = this.floats(0, m, n), V = this.floats(0, v, n);
-    for (let i = 0; i < n; i++) {
-      const gi = G.get(i) * gscale;
-      const mi = b1 * Mm.get(i) + (1 - b1) * gi, vi = b2 * V.get(i) + (1 - b2) * gi * gi;
-      Mm.set(i, mi);
-      V.set(i, vi);
-      W.set(i, W.get(i) * (1 - lr * wd) - (lr / bc1) * (mi / (Math.sqrt(vi / bc2) + eps)));
+  /** The multi-tensor AdamW: reads the device tables (int64 words) and updates each chunk as the kernel does. */
+  adamwMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, copyDtype: number, lr: number, b1: number, b2: number, eps: number, wd: number,
+    bc1: number, bc2: number, gscale: number): void {
+    const words = (ptr: bigint, n: number): BigInt64Array => {
+      const b = this.bytes(ptr, 8 * n);
+      return new BigInt64Array(b.buffer.slice(b.byteOffset, b.byteOffset + 8 * n));
+    };
+    const table = chunks === 0n ? new BigInt64Array(0) : words(chunks, 2 * nchunks);
+    const count = nchunks ? Math.max(...Array.from({ length: nchunks }, (_, c) => Number(table[2 * c]!))) + 1 : 0;
+    const ts = count ? words(tensors, 6 * count) : new BigInt64Array(0);
+    for (let c = 0; c < nchunks; c++) {
+      const t = Number(table[2 * c]!), start = Number(table[2 * c + 1]!);
+      const [w, g, m, v, copy, n] = Array.from(ts.subarray(6 * t, 6 * t + 6));
+      const len = Math.min(Number(n!), start + chunk) - start;
+      const W = this.floats(0, w!, Number(n)), G = this.floats(0, g!, Number(n)), Mm = this.floats(0, m!, Number(n)), V = this.floats(0, v!, Number(n));
+      const H = copy ? this.floats(copyDtype, copy, Number(n)) : undefined;
+      for (let i = start; i < start + len; i++) {
+        const gi = G.get(i) * gscale;
+        const mi = b1 * Mm.get(i) + (1 - b1) * gi, vi = b2 * V.get(i) + (1 - b2) * gi * gi;
+        Mm.set(i, mi);
+        V.set(i, vi);
+        const wi = W.get(i) * (1 - lr * wd) - (lr / bc1) * (mi / (Math.sqrt(vi / bc2) + eps));
+        W.set(i, Math.fround(wi));
+        H?.set(i, wi);
+      }
     }
   }
 

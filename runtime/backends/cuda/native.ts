@@ -28,7 +28,13 @@ export interface NativeCuda {
   layernorm(dtype: number, x: bigint, g: bigint, b: bigint, y: bigint, rows: number, cols: number, gl: number, bl: number, eps: number): void;
   geluGrad(dtype: number, g: bigint, x: bigint, out: bigint, n: number, tanh: boolean): void;
   cast(from: number, to: number, x: bigint, out: bigint, n: number): void;
-  adamw(w: bigint, g: bigint, m: bigint, v: bigint, n: number, lr: number, b1: number, b2: number, eps: number, wd: number, bc1: number, bc2: number, gscale: number): void;
+  /**
+   * AdamW over many tensors in one launch. `tensors`: device table of [w, g, m, v, copy|0, n] int64
+   * words per tensor; `chunks`: device table of (tensor, start) int64 pairs, one per block of `chunk`
+   * elements; `copyDtype`: the dtype code of the copies (ignored where copy is 0).
+   */
+  adamwMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, copyDtype: number, lr: number, b1: number, b2: number, eps: number, wd: number,
+    bc1: number, bc2: number, gscale: number): void;
   memInfo(resetPeak?: boolean): { freeBytes: number; totalBytes: number; peakBytes: number };
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
     B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype?: number): void;

@@ -16,6 +16,8 @@ import { runCudaNode } from './graph.js';
 /** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[]; signature: string }
 type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
+/** Elements per block of the multi-tensor AdamW. */
+const ADAM_CHUNK = 65536;
 const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
 
 /**
@@ -52,6 +54,7 @@ export class CudaRankBackend implements Backend {
   private readonly env = new Map<number, Map<number, DeviceTensor>>();
   private readonly lossValues = new Map<number, DeviceTensor>();
   private hostOptimizer: Optimizer | undefined;
+  private adamTable: { tensors: bigint; chunks: bigint; nchunks: number } | undefined;
   private adamStep = 0;
   /** Per program: after node i, the values (produced and last read inside it) that can go. */
   private readonly frees = new Map<string, number[][]>();
@@ -235,6 +238,36 @@ export class CudaRankBackend implements Backend {
     });
   }
 
+  /**
+   * The device tables of the multi-tensor AdamW (built at the first step: every pointer in them is
+   * fixed for the backend's life): per parameter its master weight, gradient, moments, compute copy
+   * and size; per block of ADAM_CHUNK elements the tensor and first element it updates.
+   */
+  private buildAdamTable(): { tensors: bigint; chunks: bigint; nchunks: number } {
+    const words: bigint[] = [];
+    const chunks: bigint[] = [];
+    let t = 0;
+    for (const [p, g] of this.grads) {
+      const w = this.master.get(p)!;
+      let mv = this.moments.get(p);
+      if (!mv) {
+        mv = [this.dev.alloc('float32', w.shape), this.dev.alloc('float32', w.shape)];
+        for (const x of mv) this.dev.n.fill(0, x.ptr, numel(w.shape), 0);
+        this.moments.set(p, mv);
+      }
+      const n = numel(w.shape);
+      words.push(w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, this.compute16 ? this.resident.get(p)!.ptr : 0n, BigInt(n));
+      for (let start = 0; start < n; start += ADAM_CHUNK) chunks.push(BigInt(t), BigInt(start));
+      t++;
+    }
+    const upload = (xs: bigint[]): bigint => {
+      const ptr = this.dev.n.allocStatic(Math.max(8, xs.length * 8));
+      if (xs.length) this.dev.n.upload(ptr, BigInt64Array.from(xs));
+      return ptr;
+    };
+    return { tensors: upload(words), chunks: upload(chunks), nchunks: chunks.length / 2 };
+  }
+
   /** The current loss scale (1 unless the plan trains in fp16). */
   get scale(): number {
     return this.lossScale;
@@ -251,6 +284,11 @@ export class CudaRankBackend implements Backend {
 
   /** Frees what a captured graph and its feed buffers hold (the end of a run). */
   dispose(): void {
+    if (this.adamTable) {
+      this.dev.n.freeStatic(this.adamTable.tensors);
+      this.dev.n.freeStatic(this.adamTable.chunks);
+      this.adamTable = undefined;
+    }
     for (const w of this.workspaces.values()) {
       for (const off of w.offsets.values()) this.dev.external.delete(w.base + BigInt(off));
       this.dev.n.freeStatic(w.base);
@@ -438,17 +476,10 @@ export class CudaRankBackend implements Backend {
       const c = this.optimizer;
       const t = ++this.adamStep;
       const b1 = c.beta1 ?? 0.9, b2 = c.beta2 ?? 0.999;
-      for (const [p, g] of this.grads) {
-        const w = this.master.get(p)!;
-        let mv = this.moments.get(p);
-        if (!mv) {
-          mv = [this.dev.alloc('float32', w.shape), this.dev.alloc('float32', w.shape)];
-          for (const x of mv) this.dev.n.fill(0, x.ptr, numel(w.shape), 0);
-          this.moments.set(p, mv);
-        }
-        this.dev.n.adamw(w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, numel(w.shape), o.lr, b1, b2, c.eps ?? 1e-8, c.weightDecay ?? 0, 1 - b1 ** t, 1 - b2 ** t, clip / m);
-        if (this.compute16) this.dev.cast(w, this.resident.get(p)!);
-      }
+      const table = this.adamTable ?? (this.adamTable = this.buildAdamTable());
+      // Every parameter (and its 16-bit compute copy) in one launch.
+      this.dev.n.adamwMulti(table.tensors, table.chunks, table.nchunks, ADAM_CHUNK, this.compute16 === 'float16' ? 2 : 1, o.lr, b1, b2, c.eps ?? 1e-8, c.weightDecay ?? 0,
+        1 - b1 ** t, 1 - b2 ** t, clip / m);
     } else {
       // Other optimizers update on the host: correct, and the slow path until they get kernels.
       const slots = [...this.grads].map(([p, g]) => {
