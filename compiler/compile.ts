@@ -84,7 +84,7 @@ export function compile(o: CompileOptions): Compiled {
 
 /** The training graph's fusion passes; its loss and gradient records follow the values by name. */
 function fuseTraining(t: TrainingGraph): void {
-  if (!fuseMatMuls(t.graph)) return;
+  fuseMatMuls(t.graph, new Set([t.seed]));
   const now = (v: Value): Value => t.graph.values.get(v.name) ?? v;
   t.loss = now(t.loss);
   t.seed = now(t.seed);

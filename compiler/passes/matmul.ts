@@ -8,9 +8,10 @@ import { int } from '../../src/ops/util.js';
  * a tensor. Runs on the training graph after autodiff: FusedMatMul has no gradient of its own.
  * Value names and node metadata (phase, partition) are kept, and backward nodes that named a
  * folded forward node as what they differentiate (`meta.gradOf`, which the partitioner groups by)
- * name the fused node instead. Returns how many nodes went.
+ * name the fused node instead. Constants in `keep` (the backward seed, which loss scaling changes
+ * at run time) are never folded. Returns how many nodes went.
  */
-export function fuseMatMuls(g: Graph): number {
+export function fuseMatMuls(g: Graph, keep: ReadonlySet<Value> = new Set()): number {
   const before = g.nodes.length;
   /** Folded node name → the name of the node that does its work now. */
   const into = new Map<string, string>();
@@ -34,7 +35,7 @@ export function fuseMatMuls(g: Graph): number {
     // The product scaled by a scalar, where nothing else reads the unscaled product.
     const out = node.outputs[0]!;
     const user = out.users.length === 1 && !g.outputs.includes(out) ? out.users[0]! : undefined;
-    const factor = user ? scalarFactor(user, out) : undefined;
+    const factor = user ? scalarFactor(user, out, keep) : undefined;
     if (changed || factor !== undefined) {
       const spec = (o: Value) => ({ name: o.name, dtype: o.dtype, shape: o.shape });
       if (factor !== undefined) {
@@ -77,11 +78,11 @@ function swapOfLast(g: Graph, v: Value): Value | undefined {
 }
 
 /** The constant scalar f when `n` computes `v · f`, `f · v` or `v / f`. */
-function scalarFactor(n: Node, v: Value): number | undefined {
+function scalarFactor(n: Node, v: Value, keep: ReadonlySet<Value>): number | undefined {
   if (n.op !== 'Mul' && n.op !== 'Div') return undefined;
   const [a, b] = n.inputs;
   const other = a === v ? b : n.op === 'Mul' && b === v ? a : undefined;
-  if (!other || other.kind !== 'const' || !other.data || other.data.data.length !== 1) return undefined;
+  if (!other || keep.has(other) || other.kind !== 'const' || !other.data || other.data.data.length !== 1) return undefined;
   // A broadcast to a larger shape or another dtype is not a plain scaling.
   const o = n.outputs[0]!;
   if (o.dtype !== v.dtype || o.shape.length !== v.shape.length || o.shape.some((d, i) => d !== v.shape[i])) return undefined;

@@ -205,6 +205,8 @@ export interface OpDef {
   readonly grad?: GradRule | 'zero';
   /** The CUDA kernel (absent: the op does not run on the CUDA backend yet). */
   readonly cuda?: CudaKernel;
+  /** Its CUDA kernel copies between host and device (waiting for the stream): a captured CUDA graph cannot hold it. */
+  readonly cudaHostSync?: boolean;
   /** Optional: the kernel adding its output into a float32 accumulator (gradient accumulation). */
   readonly cudaAccumulate?: CudaAccumulateKernel;
   /** Reference kernel over host tensors (static shapes). Also what constant folding runs. */

@@ -31,6 +31,7 @@ const shape: OpDef = {
   },
   // Kernels see static shapes: the answer is the folded one, uploaded on CUDA.
   cpu: ([x], attrs) => shape.foldFromTypes!(typesOf('Shape', x!, attrs))!,
+  cudaHostSync: true,
   cuda: (dev, [x], [out], attrs) => dev.write(out!, shape.foldFromTypes!(typesOf('Shape', x!, attrs))![0]!),
 };
 
@@ -44,6 +45,7 @@ const size: OpDef = {
     return [tensor('int64', [], [s.reduce<number>((a, b) => a * (b as number), 1)])];
   },
   cpu: ([x], attrs) => size.foldFromTypes!(typesOf('Size', x!, attrs))!,
+  cudaHostSync: true,
   cuda: (dev, [x], [out], attrs) => dev.write(out!, size.foldFromTypes!(typesOf('Size', x!, attrs))![0]!),
 };
 
@@ -77,6 +79,7 @@ const constant: OpDef = {
   },
   cost: () => ({ flops: 0, bytes: 0 }),
   cpu: (_, attrs) => [constantValue({ node: 'Constant', attrs })],
+  cudaHostSync: true,
   cuda: (dev, _, [out], attrs) => dev.write(out!, constantValue({ node: 'Constant', attrs })),
 };
 
@@ -92,6 +95,7 @@ const constantOfShape: OpDef = {
     return [{ dtype: v?.dtype ?? 'float32', shape: [...s] }];
   },
   cost: dataMovement,
+  cudaHostSync: true,
   cuda(dev, _, [out], attrs) {
     const v = attrs['value'] as Tensor | undefined;
     // Float outputs fill on the device; others (int64, bool) are small index tensors, uploaded.
@@ -121,6 +125,7 @@ const range: OpDef = {
     return [out];
   },
   cost: dataMovement,
+  cudaHostSync: true,
   cuda(dev, [s, , d], [out]) {
     // The length is static (the output's); start and delta come back to the host, a few bytes.
     const start = dev.download(s!).data[0]!, delta = dev.download(d!).data[0]!;

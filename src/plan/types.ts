@@ -3,7 +3,7 @@
  * time. Weights are not in it; they come from the ONNX file or a checkpoint. The protobuf schema in
  * schema.ts mirrors these types field for field.
  */
-export const PLAN_VERSION = 2;
+export const PLAN_VERSION = 3;
 
 export type InstrKind = 'FORWARD' | 'BACKWARD_B' | 'BACKWARD_W' | 'BACKWARD' | 'SEND' | 'RECV' | 'ALLREDUCE' | 'OPTIMIZER_STEP';
 export const INSTR_KINDS: readonly InstrKind[] = ['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'SEND', 'RECV', 'ALLREDUCE', 'OPTIMIZER_STEP'];

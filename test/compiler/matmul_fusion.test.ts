@@ -69,6 +69,18 @@ describe('fuseMatMuls', () => {
     for (const [k, v] of before) expect(maxRelError(after.get(k)!, v), k).toBeLessThan(1e-7);
   });
 
+  it('never folds a constant it is told to keep (the backward seed, which loss scaling rewrites)', () => {
+    const b = new ModelBuilder('k', { opset: 17 });
+    const x = b.input('x', 'float32', [3, 4]);
+    const seed = b.scalar(1);
+    b.output(b.op('Mul', [b.op('MatMul', [x, b.param('w', [4, 2], { normal: 1 })]), seed]), 'y');
+    const g = b.finish();
+    expect(fuseMatMuls(g, new Set([seed]))).toBe(0);
+    expect(g.nodes.map((n) => n.op)).toEqual(['MatMul', 'Mul']);
+    expect(fuseMatMuls(g)).toBe(1);
+    expect(g.nodes.map((n) => n.op)).toEqual(['FusedMatMul']);
+  });
+
   it('compiles plans with fused products by default, and without them on request', () => {
     const graph = () => buildGpt({ vocab: 32, seq: 8, dim: 16, heads: 2, layers: 1, tied: false, seed: 3, batch: 2 });
     const opts = { model: 'gpt', loss: { kind: 'cross-entropy' } as const, partitions: 1, microbatches: 2, schedule: '1f1b' as const, batch: 4 };

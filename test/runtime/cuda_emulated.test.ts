@@ -5,14 +5,14 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { Cuda } from '../../runtime/backends/cuda/device.js';
+import { Cuda, hostBytes } from '../../runtime/backends/cuda/device.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import { prepareJob } from '../../runtime/train/job.js';
 import { ModelBuilder } from '../../src/api/builder.js';
-import { tensor } from '../../src/ir/tensor.js';
+import { halfToFloat, tensor } from '../../src/ir/tensor.js';
 import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan, writePlan } from '../../src/plan/io.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
@@ -214,5 +214,66 @@ describe('static program workspaces on the CUDA rank backend (host emulation)', 
     cpu.forEach((l, i) => expect(Math.abs(gpu[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-5));
     expect(gpu[2]!).toBeLessThan(gpu[0]!);
     rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+describe('CUDA rank backend guards (host emulation)', () => {
+  function twoLayerPlan(dir: string, policy: 'fp32' | 'fp16' = 'fp32', withHostOp = false) {
+    const b = new ModelBuilder('two', { opset: 17, seed: 2 });
+    const x = b.input('x', 'float32', [4, 8]);
+    const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
+    const y = b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]);
+    // A Range stays in a graph built in code (only the importer folds constants): on CUDA it reads
+    // its scalars back to the host.
+    b.output(withHostOp ? b.op('Add', [y, b.op('Range', [b.scalar(0), b.scalar(4), b.scalar(1)])]) : y, 'y');
+    const g = b.finish();
+    const weights = new Map(g.params().map((p) => [p.name, p.data!]));
+    const plan = compile({ model: 'two', graph: g, loss: { kind: 'mse' }, partitions: 1, microbatches: 1, schedule: '1f1b', batch: 4, policy }).plan;
+    const labels = plan.values[plan.model.labelsValue]!.name;
+    const feeds = (v: number) => ({ x: tensor('float32', [4, 8], Array.from({ length: 32 }, (_, i) => (i % 3 === 0 ? v : Math.sin(i)))), [labels]: tensor('float32', [4, 4]) });
+    return { plan, weights, feeds, planFile: join(dir, 'two.plan') };
+  }
+  const opt = { kind: 'adamw' as const, lr: 1e-2 };
+
+  it('refuses a CUDA graph around ops that copy between host and device, before capturing', async () => {
+    const { plan, weights, feeds, planFile } = twoLayerPlan(tmpdir(), 'fp32', true);
+    expect(plan.nodes.some((n) => n.op === 'Range')).toBe(true);
+    const host = new HostCuda();
+    const backend = new CudaRankBackend(plan, 0, weights, opt, new Cuda(host.native));
+    backend.cudaGraph = true;
+    await expect(runOnBackend(backend, { planFile, data: { kind: 'batches', batches: [feeds(1), feeds(1)] }, steps: 2, optimizer: opt }))
+      .rejects.toThrow(/--cuda-graph: node '.*Range.*' \(Range\) copies between host and device inside the step, which a captured graph cannot/);
+    expect(host.liveBlocks).toBe(0);
+  });
+
+  it('names an input whose shape changes between steps', async () => {
+    const { plan, weights, feeds, planFile } = twoLayerPlan(tmpdir());
+    const labels = plan.values[plan.model.labelsValue]!.name;
+    const odd = { ...feeds(1), [labels]: tensor('float32', [4, 4]) };
+    const wide = { ...odd, x: tensor('float32', [4, 16]) };
+    const backend = new CudaRankBackend(plan, 0, weights, opt, new Cuda(new HostCuda().native));
+    await expect(runOnBackend(backend, { planFile, data: { kind: 'batches', batches: [odd, wide] }, steps: 2, optimizer: opt }))
+      .rejects.toThrow(/input 'x' changed from float32\[4,8\] to float32\[4,16\] between steps/);
+  });
+
+  it('stops fp16 training that makes non-finite gradients at every scale, naming the cause', async () => {
+    const { plan, weights, feeds, planFile } = twoLayerPlan(tmpdir(), 'fp16');
+    const backend = new CudaRankBackend(plan, 0, weights, opt, new Cuda(new HostCuda().native));
+    const nan = feeds(Number.NaN);
+    await expect(runOnBackend(backend, { planFile, data: { kind: 'batches', batches: Array.from({ length: 40 }, () => nan) }, steps: 40, optimizer: opt }))
+      .rejects.toThrow(/fp16: 30 steps in a row had non-finite gradients down to a loss scale of .*: the model makes inf or NaN even unscaled/);
+    expect(backend.skippedSteps).toBe(31);
+  });
+
+  it('uses the static workspaces of version 3 plans only (older plans packed views as copies)', () => {
+    const { plan, weights } = twoLayerPlan(tmpdir());
+    const dev = () => new Cuda(new HostCuda().native);
+    expect(new CudaRankBackend(plan, 0, weights, opt, dev()).workspaceBytes).toBeGreaterThan(0);
+    expect(new CudaRankBackend({ ...plan, version: 2 }, 0, weights, opt, dev()).workspaceBytes).toBe(0);
+  });
+
+  it('holds float16 constants beyond ±65504 at the limit rather than at infinity', () => {
+    const t = tensor('float32', [4], [-1e9, 1e9, 3, Number.NEGATIVE_INFINITY]);
+    expect(Array.from(hostBytes(t, 'float16') as Uint16Array, halfToFloat)).toEqual([-65504, 65504, 3, Number.NEGATIVE_INFINITY]);
   });
 });

@@ -130,7 +130,7 @@ describe('plan files', () => {
     expect(back.model).toEqual(plan.model);
   });
 
-  it('record the backward seed (version 2); a version 1 plan reads with none', () => {
+  it('record the backward seed (since version 2); a version 1 plan reads with none', () => {
     const { plan } = compile(opts({ schedule: '1f1b', partitions: 2, microbatches: 2 }));
     const seed = plan.values[plan.model.lossSeedValue]!;
     expect(seed.name).toMatch(/loss_grad_seed/);
@@ -143,7 +143,7 @@ describe('plan files', () => {
     expect(() => decodePlan(new TextEncoder().encode('hello'), 'x.plan')).toThrow(/x\.plan: is not a cleave plan/);
     const { plan } = compile(opts({}));
     const bytes = encodePlan({ ...plan, version: 99 });
-    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(2\)/);
+    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(3\)/);
     const good = encodePlan(plan);
     expect(() => decodePlan(good.subarray(0, good.length / 2), 'cut.plan')).toThrow(/cut\.plan: the plan is truncated or corrupt/);
   });

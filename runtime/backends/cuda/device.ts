@@ -30,7 +30,9 @@ function broadcastStrides(shape: readonly number[], out: readonly number[]): num
 /** A host tensor's bytes as the device stores them in dtype `as`. */
 export function hostBytes(t: Tensor, as: DType = t.dtype): ArrayBufferView {
   if (as === 'bfloat16') return Uint16Array.from(t.data, (x) => floatToBf16(x));
-  if (as === 'float16') return Uint16Array.from(t.data, (x) => floatToHalf(x));
+  // float16 ends at ±65504: a finite constant beyond it (a −1e9 mask fill) is held at the limit
+  // rather than becoming infinite, so 0 · fill stays 0.
+  if (as === 'float16') return Uint16Array.from(t.data, (x) => floatToHalf(Number.isFinite(x) ? Math.max(-65504, Math.min(65504, x)) : x));
   if (as === 'float32') return Float32Array.from(t.data);
   if (as === 'int64') return BigInt64Array.from(t.data, (x) => BigInt(x));
   if (as === 'int32') return Int32Array.from(t.data);

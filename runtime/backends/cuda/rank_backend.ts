@@ -43,6 +43,9 @@ export class CudaRankBackend implements Backend {
   private cleanSteps = 0;
   /** Steps skipped because the scaled gradients overflowed. */
   skippedSteps = 0;
+  private skippedInARow = 0;
+  /** Halvings in a row after which fp16 training stops (2^15 down to below 2^-15). */
+  static readonly MAX_SKIPS_IN_A_ROW = 30;
   private readonly programs = new Map<string, Op[]>();
   private readonly stages: PlanStage[];
   /** Compute copies of parameters, state and constants, by value index. */
@@ -93,6 +96,8 @@ export class CudaRankBackend implements Backend {
   private stepNo = 0;
   private exec: bigint | undefined;
   private capturing = false;
+  /** Whether this step's graph has been launched (losses() launches it once). */
+  private launched = false;
   private beforeCapture = new Set<bigint>();
   /** Feed buffers at fixed addresses for captured steps, by `microbatch:value`. */
   private readonly staticFeeds = new Map<string, DeviceTensor>();
@@ -152,7 +157,10 @@ export class CudaRankBackend implements Backend {
         this.accumulates.set(`${s.index}:${k}`, direct);
       }
     }
-    for (const s of this.stages) {
+    // Version 3 plans pack workspaces with views as aliases, which is what this runtime does with
+    // them; an older plan's slots could be reused while a view still reads them, so those values
+    // come from the pool.
+    for (const s of plan.version >= 3 ? this.stages : []) {
       for (const k of ['forward', 'backwardB', 'backwardW'] as const) {
         const ws = s.workspaces[k];
         if (!ws.bytes) continue;
@@ -194,6 +202,7 @@ export class CudaRankBackend implements Backend {
 
   beginStep(feeds: readonly Feeds[]): void {
     this.stepNo++;
+    this.launched = false;
     if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
     for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
     // The step's data goes up at once into buffers at fixed addresses: one wait for the copies per
@@ -208,8 +217,11 @@ export class CudaRankBackend implements Backend {
     this.lossValues.clear();
     if (this.cudaGraph && this.stepNo === 2) {
       // A replay repeats its kernels' arguments: a random op would draw the same numbers every step.
-      const random = [...this.programs.values()].flat().find((op) => op.def.noFold);
+      const ops = [...this.programs.values()].flat();
+      const random = ops.find((op) => op.def.noFold);
       if (random) throw new CleaveError(`--cuda-graph: node '${random.name}' (${random.def.op}) draws random numbers, which a replayed graph would repeat every step; run without --cuda-graph`);
+      const host = ops.find((op) => op.def.cudaHostSync);
+      if (host) throw new CleaveError(`--cuda-graph: node '${host.name}' (${host.def.op}) copies between host and device inside the step, which a captured graph cannot; run without --cuda-graph`);
       this.beforeCapture = this.dev.livePointers();
       this.dev.n.graphBegin();
       this.capturing = true;
@@ -230,10 +242,10 @@ export class CudaRankBackend implements Backend {
           d = { ptr: this.dev.n.allocStatic(Math.max(1, numel(t.shape) * deviceBytes(dtype))), dtype, shape: [...t.shape] };
           this.dev.external.add(d.ptr);
           this.staticFeeds.set(key, d);
-        } else if (d.shape.length !== t.shape.length || d.shape.some((x, i) => x !== t.shape[i])) {
-          throw new CleaveError(`input '${name}' changed shape from [${d.shape}] to [${t.shape}] between captured steps`);
+        } else if (d.dtype !== dtype || d.shape.length !== t.shape.length || d.shape.some((x, i) => x !== t.shape[i])) {
+          throw new CleaveError(`input '${name}' changed from ${d.dtype}[${d.shape}] to ${dtype}[${t.shape}] between steps`);
         }
-        this.dev.n.upload(d.ptr, hostBytes(t, dtype));
+        this.dev.n.upload(d.ptr, hostBytes(t, d.dtype));
       }
     });
   }
@@ -284,32 +296,61 @@ export class CudaRankBackend implements Backend {
 
   /** Frees what a captured graph and its feed buffers hold (the end of a run). */
   dispose(): void {
-    if (this.adamTable) {
-      this.dev.n.freeStatic(this.adamTable.tensors);
-      this.dev.n.freeStatic(this.adamTable.chunks);
-      this.adamTable = undefined;
+    // Each step runs even if another fails: the first failure is reported, the rest still frees.
+    const steps: (() => void)[] = [
+      // A capture that failed part-way must end before the stream can do anything else; what it
+      // allocated went with it.
+      () => {
+        if (!this.capturing) return;
+        this.capturing = false;
+        this.dev.n.graphAbort();
+        const before = this.beforeCapture;
+        this.dev.forgetPointers([...this.dev.livePointers()].filter((p) => !before.has(p)));
+      },
+      // The graph's last losses are its allocations: free them, then the graph.
+      () => {
+        if (this.exec === undefined) return;
+        for (const t of this.lossValues.values()) this.dev.n.free(t.ptr);
+        this.lossValues.clear();
+        const exec = this.exec;
+        this.exec = undefined;
+        this.dev.n.graphDestroy(exec);
+      },
+      () => {
+        if (!this.adamTable) return;
+        const { tensors, chunks } = this.adamTable;
+        this.adamTable = undefined;
+        this.dev.n.freeStatic(tensors);
+        this.dev.n.freeStatic(chunks);
+      },
+      () => {
+        const all = [...this.workspaces.values()];
+        this.workspaces.clear();
+        for (const w of all) {
+          for (const off of w.offsets.values()) this.dev.external.delete(w.base + BigInt(off));
+          this.dev.n.freeStatic(w.base);
+        }
+      },
+      () => {
+        const all = [...this.staticFeeds.values()];
+        this.staticFeeds.clear();
+        for (const t of all) {
+          this.dev.external.delete(t.ptr);
+          this.dev.n.freeStatic(t.ptr);
+        }
+      },
+    ];
+    let first: unknown;
+    for (const step of steps) {
+      try {
+        step();
+      } catch (e) {
+        first ??= e;
+      }
     }
-    for (const w of this.workspaces.values()) {
-      for (const off of w.offsets.values()) this.dev.external.delete(w.base + BigInt(off));
-      this.dev.n.freeStatic(w.base);
-    }
-    this.workspaces.clear();
-    // A capture that failed half-way must end before the stream can do anything else; what it
-    // allocated went with it.
-    if (this.capturing) {
-      this.dev.n.graphAbort();
-      const before = this.beforeCapture;
-      this.dev.forgetPointers([...this.dev.livePointers()].filter((p) => !before.has(p)));
-    }
-    this.capturing = false;
-    if (this.exec !== undefined) this.dev.n.graphDestroy(this.exec);
-    this.exec = undefined;
-    for (const t of this.staticFeeds.values()) {
-      this.dev.n.freeStatic(t.ptr);
-      this.dev.external.delete(t.ptr);
-    }
-    this.staticFeeds.clear();
+    if (first !== undefined) throw first;
   }
+
 
   private envOf(mb: number): Map<number, DeviceTensor> {
     let e = this.env.get(mb);
@@ -428,16 +469,24 @@ export class CudaRankBackend implements Backend {
   losses(): Map<number, number> {
     if (this.capturing) {
       this.capturing = false;
-      this.exec = this.dev.n.graphEnd();
-      // What the step left allocated (its losses) is the graph's now.
       const before = this.beforeCapture;
-      this.dev.forgetPointers([...this.dev.livePointers()].filter((p) => !before.has(p)));
+      try {
+        this.exec = this.dev.n.graphEnd();
+      } finally {
+        // What the step left allocated (its losses) is the graph's now, or gone with a failed capture.
+        this.dev.forgetPointers([...this.dev.livePointers()].filter((p) => !before.has(p)));
+      }
     }
-    if (this.exec !== undefined) this.dev.n.graphLaunch(this.exec);
+    // One launch per step, however often the losses are read.
+    if (this.exec !== undefined && !this.launched) {
+      this.dev.n.graphLaunch(this.exec);
+      this.launched = true;
+    }
     const out = new Map<number, number>();
     for (const [mb, t] of this.lossValues) out.set(mb, this.dev.download(t).data[0]!);
     return out;
   }
+
 
   /** Parameters and state, downloaded (checkpoints, export, tests). */
   tensors(): Map<string, Tensor> {
@@ -463,9 +512,13 @@ export class CudaRankBackend implements Backend {
         // Overflow somewhere in the scaled backward pass: skip the update, try a smaller scale.
         this.skippedSteps++;
         this.cleanSteps = 0;
+        if (++this.skippedInARow > CudaRankBackend.MAX_SKIPS_IN_A_ROW) {
+          throw new CleaveError(`fp16: ${this.skippedInARow - 1} steps in a row had non-finite gradients down to a loss scale of ${this.lossScale}: the model makes inf or NaN even unscaled (a constant beyond float16's ±65504, or a real divergence)`);
+        }
         this.setLossScale(this.lossScale / 2);
         return { gradNorm: norm };
       }
+      this.skippedInARow = 0;
       if (++this.cleanSteps >= this.growthInterval && this.lossScale < CudaRankBackend.MAX_LOSS_SCALE) {
         this.cleanSteps = 0;
         this.setLossScale(this.lossScale * 2);
