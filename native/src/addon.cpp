@@ -193,6 +193,8 @@ Napi::Value GraphDestroy(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     CUDA_CHECK(cudaStreamSynchronize(stream()));
     CUDA_CHECK(cudaGraphExecDestroy(reinterpret_cast<cudaGraphExec_t>(ptr(info[0]))));
+    // The graph's memory pool keeps what it reserved until trimmed.
+    CUDA_CHECK(cudaDeviceGraphMemTrim(0));
     return info.Env().Undefined();
   });
 }
