@@ -337,26 +337,34 @@ __global__ void max_pool_kernel(const T* x, T* y, int64_t* indices, int* arg, Wi
   }
 }
 
+/** Calls f(o, op) for every output position o (op: its index among all outputs) whose window reads input position p of `plane`. */
+template <typename I, typename F>
+__device__ __forceinline__ void each_window_reading(const Win& w, const int* p, I plane, F f) {
+  int o[3];
+  for (int q0 = 0; q0 < w.k[0]; ++q0) {
+    if (!tap_output(w, 0, p[0], q0, o[0])) continue;
+    for (int q1 = 0; q1 < w.k[1]; ++q1) {
+      if (!tap_output(w, 1, p[1], q1, o[1])) continue;
+      for (int q2 = 0; q2 < w.k[2]; ++q2) {
+        if (!tap_output(w, 2, p[2], q2, o[2])) continue;
+        f(o, plane * (I)w.outSize + (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]));
+      }
+    }
+  }
+}
+
 /** dx[plane, p] = Σ g[plane, o] over the windows o that contain p and whose first maximum is p. */
 template <typename T, typename I>
 __global__ void max_pool_grad_kernel(const T* g, const int* arg, T* dx, Win w, I n) {
-  const I O = (I)w.outSize, S = (I)w.inSize;
+  const I S = (I)w.inSize;
   GRID_LOOP(I, i, n) {
     const I s = i % S, plane = i / S;
-    int p[3], o[3];
+    int p[3];
     coords((int)s, w.in, p);
     float acc = 0.f;
-    for (int q0 = 0; q0 < w.k[0]; ++q0) {
-      if (!tap_output(w, 0, p[0], q0, o[0])) continue;
-      for (int q1 = 0; q1 < w.k[1]; ++q1) {
-        if (!tap_output(w, 1, p[1], q1, o[1])) continue;
-        for (int q2 = 0; q2 < w.k[2]; ++q2) {
-          if (!tap_output(w, 2, p[2], q2, o[2])) continue;
-          const I op = plane * O + (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]);
-          if (arg[op] == (int)s) acc += ld(g, op);
-        }
-      }
-    }
+    each_window_reading(w, p, plane, [&](const int*, I op) {
+      if (arg[op] == (int)s) acc += ld(g, op);
+    });
     st(dx, i, acc);
   }
 }
@@ -396,23 +404,13 @@ __global__ void avg_pool_kernel(const T* x, T* y, Win w, bool includePad, I n) {
 
 template <typename T, typename I>
 __global__ void avg_pool_grad_kernel(const T* g, T* dx, Win w, bool includePad, I n) {
-  const I O = (I)w.outSize, S = (I)w.inSize;
+  const I S = (I)w.inSize;
   GRID_LOOP(I, i, n) {
     const I s = i % S, plane = i / S;
-    int p[3], o[3];
+    int p[3];
     coords((int)s, w.in, p);
     float acc = 0.f;
-    for (int q0 = 0; q0 < w.k[0]; ++q0) {
-      if (!tap_output(w, 0, p[0], q0, o[0])) continue;
-      for (int q1 = 0; q1 < w.k[1]; ++q1) {
-        if (!tap_output(w, 1, p[1], q1, o[1])) continue;
-        for (int q2 = 0; q2 < w.k[2]; ++q2) {
-          if (!tap_output(w, 2, p[2], q2, o[2])) continue;
-          const I op = plane * O + (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]);
-          acc += ld(g, op) / avg_divisor(w, o, includePad);
-        }
-      }
-    }
+    each_window_reading(w, p, plane, [&](const int* o, I op) { acc += ld(g, op) / avg_divisor(w, o, includePad); });
     st(dx, i, acc);
   }
 }

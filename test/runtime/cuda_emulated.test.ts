@@ -13,6 +13,8 @@ import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import { prepareJob } from '../../runtime/train/job.js';
 import { ModelBuilder } from '../../src/api/builder.js';
 import { halfToFloat, tensor } from '../../src/ir/tensor.js';
+import type { Graph, Value } from '../../src/ir/graph.js';
+import type { Plan } from '../../src/plan/types.js';
 import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan, writePlan } from '../../src/plan/io.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
@@ -23,6 +25,23 @@ import { maxRelError } from '../helpers/compare.js';
 import { KERNEL_CASES, caseErrors, caseName, convCases, outShape } from '../helpers/cuda_cases.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
+
+
+/** x·W1·W2 (8 → 8 → 4): weight gradients that are plain GEMMs. */
+function twoLayers(b: ModelBuilder, x: Value): Value {
+  const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
+  return b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]);
+}
+
+/** The graph written as ONNX in `dir`, compiled to one rank with an MSE loss; its plan file and labels input. */
+function compileToFile(dir: string, name: string, g: Graph, microbatches: number, batch: number): { plan: Plan; planFile: string; labels: string } {
+  const model = join(dir, `${name}.onnx`);
+  writeOnnx(g, model);
+  const planFile = join(dir, `${name}.plan`);
+  const plan = compile({ model, loss: { kind: 'mse' }, partitions: 1, microbatches, schedule: '1f1b', batch }).plan;
+  writePlan(planFile, plan);
+  return { plan, planFile, labels: plan.values[plan.model.labelsValue]!.name };
+}
 
 describe('CUDA kernels on the host emulation match the CPU kernels', () => {
   it.each(KERNEL_CASES.map((c) => [caseName(c), c] as const))('%s', (_, c) => {
@@ -118,9 +137,7 @@ describe('float16 loss scaling on the CUDA rank backend (host emulation)', () =>
    */
   function overflowingPlan(policy: 'fp16' | 'bf16') {
     const b = new ModelBuilder('big', { opset: 17, seed: 2 });
-    const x = b.input('x', 'float32', [4, 8]);
-    const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
-    b.output(b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]), 'y');
+    b.output(twoLayers(b, b.input('x', 'float32', [4, 8])), 'y');
     const g = b.finish();
     const weights = new Map(g.params().map((p) => [p.name, p.data!]));
     const plan = compile({ model: 'big', graph: g, loss: { kind: 'mse' }, partitions: 1, microbatches: 1, schedule: '1f1b', batch: 4, policy }).plan;
@@ -147,15 +164,8 @@ describe('float16 loss scaling on the CUDA rank backend (host emulation)', () =>
   it('adds weight gradients straight into their float32 accumulators, with the CPU ranks\' losses', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cleave-direct-'));
     const b = new ModelBuilder('two', { opset: 17, seed: 2 });
-    const x = b.input('x', 'float32', [4, 8]);
-    const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
-    b.output(b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]), 'y');
-    const model = join(dir, 'two.onnx');
-    writeOnnx(b.finish(), model);
-    const planFile = join(dir, 'two.plan');
-    const plan = compile({ model, loss: { kind: 'mse' }, partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8 }).plan;
-    writePlan(planFile, plan);
-    const labels = plan.values[plan.model.labelsValue]!.name;
+    b.output(twoLayers(b, b.input('x', 'float32', [4, 8])), 'y');
+    const { plan, planFile, labels } = compileToFile(dir, 'two', b.finish(), 2, 8);
     const rng = (i: number) => Math.sin(i * 1.7);
     const batch = { x: tensor('float32', [8, 8], Array.from({ length: 64 }, (_, i) => rng(i))), [labels]: tensor('float32', [8, 4], Array.from({ length: 32 }, (_, i) => rng(i + 99))) };
     const run = { data: { kind: 'batches' as const, batches: [batch, batch, batch] }, steps: 3, optimizer: { kind: 'adamw' as const, lr: 1e-2 } };
@@ -193,12 +203,7 @@ describe('static program workspaces on the CUDA rank backend (host emulation)', 
     h = b.op('Transpose', [b.op('Reshape', [h], { shape: [4, 4, 4] })], { perm: [0, 2, 1] });
     h = b.op('Add', [b.op('Reshape', [h], { shape: [4, 16] }), b.param('b1', [16], { normal: 0.1 })]);
     b.output(b.op('MatMul', [h, b.param('w2', [16, 3], { normal: 0.3 })]), 'y');
-    const model = join(dir, 'views.onnx');
-    writeOnnx(b.finish(), model);
-    const planFile = join(dir, 'views.plan');
-    const plan = compile({ model, loss: { kind: 'mse' }, partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8 }).plan;
-    writePlan(planFile, plan);
-    const labels = plan.values[plan.model.labelsValue]!.name;
+    const { plan, planFile, labels } = compileToFile(dir, 'views', b.finish(), 2, 8);
     const wave = (i: number) => Math.sin(i * 0.37);
     const batch = { x: tensor('float32', [8, 6, 8], Array.from({ length: 384 }, (_, i) => wave(i))), [labels]: tensor('float32', [8, 3], Array.from({ length: 24 }, (_, i) => wave(i + 500))) };
     const opt = { kind: 'adamw' as const, lr: 1e-2 };
@@ -220,9 +225,7 @@ describe('static program workspaces on the CUDA rank backend (host emulation)', 
 describe('CUDA rank backend guards (host emulation)', () => {
   function twoLayerPlan(dir: string, policy: 'fp32' | 'fp16' = 'fp32', withHostOp = false) {
     const b = new ModelBuilder('two', { opset: 17, seed: 2 });
-    const x = b.input('x', 'float32', [4, 8]);
-    const h = b.op('MatMul', [x, b.param('w1', [8, 8], { normal: 0.3 })]);
-    const y = b.op('MatMul', [h, b.param('w2', [8, 4], { normal: 0.3 })]);
+    const y = twoLayers(b, b.input('x', 'float32', [4, 8]));
     // A Range stays in a graph built in code (only the importer folds constants): on CUDA it reads
     // its scalars back to the host.
     b.output(withHostOp ? b.op('Add', [y, b.op('Range', [b.scalar(0), b.scalar(4), b.scalar(1)])]) : y, 'y');
