@@ -304,6 +304,24 @@ __global__ void col2im_kernel(const T* col, T* dx, Win w, I images, I C, I n) {
  * kernel (ties go to the first tap; −∞ and NaN never win). Outputs may be null: the max (y), its
  * global index (indices, as MaxPool's second output), its position in the plane (arg, for the gradient).
  */
+/** Calls f(flat) for every in-bounds input position (flat: its index in the plane) that output position oc's window reads, in order. */
+template <typename F>
+__device__ __forceinline__ void each_tap(const Win& w, const int* oc, F f) {
+  for (int q0 = 0; q0 < w.k[0]; ++q0) {
+    const int p0 = tap_input(w, 0, oc[0], q0);
+    if (p0 < 0 || p0 >= w.in[0]) continue;
+    for (int q1 = 0; q1 < w.k[1]; ++q1) {
+      const int p1 = tap_input(w, 1, oc[1], q1);
+      if (p1 < 0 || p1 >= w.in[1]) continue;
+      for (int q2 = 0; q2 < w.k[2]; ++q2) {
+        const int p2 = tap_input(w, 2, oc[2], q2);
+        if (p2 < 0 || p2 >= w.in[2]) continue;
+        f((p0 * w.in[1] + p1) * w.in[2] + p2);
+      }
+    }
+  }
+}
+
 template <typename T, typename I>
 __global__ void max_pool_kernel(const T* x, T* y, int64_t* indices, int* arg, Win w, I n) {
   const I O = (I)w.outSize, S = (I)w.inSize;
@@ -313,24 +331,13 @@ __global__ void max_pool_kernel(const T* x, T* y, int64_t* indices, int* arg, Wi
     coords((int)o, w.out, oc);
     float best = -INFINITY;
     int at = -1;
-    for (int q0 = 0; q0 < w.k[0]; ++q0) {
-      const int p0 = tap_input(w, 0, oc[0], q0);
-      if (p0 < 0 || p0 >= w.in[0]) continue;
-      for (int q1 = 0; q1 < w.k[1]; ++q1) {
-        const int p1 = tap_input(w, 1, oc[1], q1);
-        if (p1 < 0 || p1 >= w.in[1]) continue;
-        for (int q2 = 0; q2 < w.k[2]; ++q2) {
-          const int p2 = tap_input(w, 2, oc[2], q2);
-          if (p2 < 0 || p2 >= w.in[2]) continue;
-          const int flat = (p0 * w.in[1] + p1) * w.in[2] + p2;
-          const float v = ld(x, plane * S + (I)flat);
-          if (v > best) {
-            best = v;
-            at = flat;
-          }
-        }
+    each_tap(w, oc, [&](int flat) {
+      const float v = ld(x, plane * S + (I)flat);
+      if (v > best) {
+        best = v;
+        at = flat;
       }
-    }
+    });
     if (y) st(y, i, best);
     if (indices) indices[i] = at < 0 ? -1 : (int64_t)plane * S + at;
     if (arg) arg[i] = at;
@@ -384,19 +391,7 @@ __global__ void avg_pool_kernel(const T* x, T* y, Win w, bool includePad, I n) {
     int oc[3];
     coords((int)o, w.out, oc);
     float acc = 0.f;
-    for (int q0 = 0; q0 < w.k[0]; ++q0) {
-      const int p0 = tap_input(w, 0, oc[0], q0);
-      if (p0 < 0 || p0 >= w.in[0]) continue;
-      for (int q1 = 0; q1 < w.k[1]; ++q1) {
-        const int p1 = tap_input(w, 1, oc[1], q1);
-        if (p1 < 0 || p1 >= w.in[1]) continue;
-        for (int q2 = 0; q2 < w.k[2]; ++q2) {
-          const int p2 = tap_input(w, 2, oc[2], q2);
-          if (p2 < 0 || p2 >= w.in[2]) continue;
-          acc += ld(x, plane * S + (I)((p0 * w.in[1] + p1) * w.in[2] + p2));
-        }
-      }
-    }
+    each_tap(w, oc, [&](int flat) { acc += ld(x, plane * S + (I)flat); });
     // A window wholly in the padding divides 0 by 0 (NaN), as the CPU kernel does.
     st(y, i, acc / avg_divisor(w, oc, includePad));
   }
