@@ -299,11 +299,6 @@ __global__ void col2im_kernel(const T* col, T* dx, Win w, I images, I C, I n) {
   }
 }
 
-/**
- * Max pooling over output index i (plane·O + o): the max with strict '>' in tap order, as the CPU
- * kernel (ties go to the first tap; −∞ and NaN never win). Outputs may be null: the max (y), its
- * global index (indices, as MaxPool's second output), its position in the plane (arg, for the gradient).
- */
 /** Calls f(flat) for every in-bounds input position (flat: its index in the plane) that output position oc's window reads, in order. */
 template <typename F>
 __device__ __forceinline__ void each_tap(const Win& w, const int* oc, F f) {
@@ -322,6 +317,11 @@ __device__ __forceinline__ void each_tap(const Win& w, const int* oc, F f) {
   }
 }
 
+/**
+ * Max pooling over output index i (plane·O + o): the max with strict '>' in tap order, as the CPU
+ * kernel (ties go to the first tap; −∞ and NaN never win). Outputs may be null: the max (y), its
+ * global index (indices, as MaxPool's second output), its position in the plane (arg, for the gradient).
+ */
 template <typename T, typename I>
 __global__ void max_pool_kernel(const T* x, T* y, int64_t* indices, int* arg, Win w, I n) {
   const I O = (I)w.outSize, S = (I)w.inSize;
