@@ -23,6 +23,13 @@ const READS: Record<string, string[]> = { FORWARD: ['forward'], BACKWARD_B: ['ba
  */
 export class Executor {
   private readonly list: Instruction[];
+  /**
+   * With `record` on, when each instruction of the last step ran: wall-clock ms (time origin plus
+   * performance.now, comparable across worker threads), [start, end] by instruction index.
+   * Background work (receives, all-reduces) spans its post to its completion.
+   */
+  record = false;
+  readonly times: ([number, number] | undefined)[] = [];
   /** For each compute instruction: the receives (by tensor:mb key) whose tensors it reads. */
   private readonly needs: string[][];
 
@@ -47,6 +54,16 @@ export class Executor {
 
   /** Runs everything but the optimizer step for one step; microbatch k reads `feeds[k]`. */
   async step(feeds: readonly Feeds[]): Promise<Map<number, number>> {
+    this.times.length = 0;
+    const now = (): number => performance.timeOrigin + performance.now();
+    const timed = <T>(i: number, p: Promise<T>): Promise<T> => {
+      if (!this.record) return p;
+      const t0 = now();
+      return p.then((x) => {
+        this.times[i] = [t0, now()];
+        return x;
+      });
+    };
     this.backend.beginStep(feeds);
     const recvs = new Map<string, Promise<void>>();
     const background: Promise<void>[] = [];
@@ -57,15 +74,15 @@ export class Executor {
       try {
         switch (ins.kind) {
           case 'RECV': {
-            const p = this.backend.recv(ins).catch((e) => this.fail(i, e));
+            const p = timed(i, this.backend.recv(ins)).catch((e) => this.fail(i, e));
             p.catch(() => undefined); // awaited below or by its reader; never an unhandled rejection
             recvs.set(`${ins.tensor}:${ins.mb}`, p);
             background.push(p);
             break;
           }
-          case 'SEND': await this.backend.send(ins); break;
+          case 'SEND': await timed(i, this.backend.send(ins)); break;
           case 'ALLREDUCE': {
-            const p = this.backend.allreduce(ins).catch((e) => this.fail(i, e));
+            const p = timed(i, this.backend.allreduce(ins)).catch((e) => this.fail(i, e));
             p.catch(() => undefined);
             background.push(p);
             break;
@@ -74,7 +91,7 @@ export class Executor {
             await Promise.all(this.needs[i]!.map((k) => recvs.get(k)));
             const f = feeds[ins.mb];
             if (!f) throw new CleaveError(`no data for microbatch ${ins.mb}`);
-            await this.backend.compute(ins, f);
+            await timed(i, this.backend.compute(ins, f));
           }
         }
       } catch (e) {
@@ -106,7 +123,10 @@ export class Executor {
     const i = this.list.findIndex((x) => x.kind === 'OPTIMIZER_STEP');
     if (i === this.failAt) this.fail(i, new Error('injected failure'));
     try {
-      return await this.backend.optimizerStep(o);
+      const t0 = performance.timeOrigin + performance.now();
+      const r = await this.backend.optimizerStep(o);
+      if (this.record && i >= 0) this.times[i] = [t0, performance.timeOrigin + performance.now()];
+      return r;
     } catch (e) {
       this.fail(i, e);
     }

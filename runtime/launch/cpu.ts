@@ -2,6 +2,9 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { type RankTimes, measuredPlan } from '../../src/plan/measured.js';
+import { planTrace } from '../../src/plan/visual.js';
+import { writeFileAtomic } from '../../src/util/fs.js';
 import { pairwisePorts } from '../transport/ports.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
@@ -66,6 +69,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   const result: RunResult = { steps: [], checkpoints: [], weights: o.returnWeights ? new Map() : undefined };
   let finished = 0;
   let failed = false;
+  const times: RankTimes[] = plan.ranks.map(() => []);
 
   return new Promise<RunResult>((resolvePromise, reject) => {
     const stopAll = (why: CleaveError): void => {
@@ -113,7 +117,17 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
           }
           case 'done':
             if (msg.weights && result.weights) for (const [k, t] of msg.weights) if (!result.weights.has(k)) result.weights.set(k, t);
-            if (++finished === N) resolvePromise(result);
+            if (msg.times) times[msg.rank] = msg.times;
+            if (++finished === N) {
+              if (o.trace) {
+                try {
+                  writeFileAtomic(o.trace, JSON.stringify(planTrace(measuredPlan(plan, times), true)));
+                } catch (e) {
+                  return reject(e instanceof CleaveError ? e : new CleaveError(`writing the trace ${o.trace}: ${(e as Error).message}`));
+                }
+              }
+              resolvePromise(result);
+            }
             return;
         }
       });

@@ -27,6 +27,8 @@ export interface RunOptions {
   failAt?: { rank: number; instruction: number; step?: number };
   /** Return every rank's parameters at the end. */
   returnWeights?: boolean;
+  /** Write the measured timeline of the last step, every rank on one clock, as a Perfetto / Chrome trace. */
+  trace?: string;
   /** CUDA backend: capture the step as a CUDA graph after one eager step, then replay it. */
   cudaGraph?: boolean;
   /** CUDA backend, fp16 plans: the initial loss scale (default 2^15, the largest a float16 seed holds). */
@@ -39,4 +41,4 @@ export type WorkerMessage =
   | { type: 'saved'; rank: number; step: number; file: string }
   | { type: 'warning'; rank: number; message: string }
   | { type: 'error'; rank: number; message: string }
-  | { type: 'done'; rank: number; weights?: [string, Tensor][] };
+  | { type: 'done'; rank: number; weights?: [string, Tensor][]; times?: ([number, number] | null)[] };

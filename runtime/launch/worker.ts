@@ -45,6 +45,7 @@ async function main(): Promise<void> {
   const backend = new CpuRankBackend(plan, rank, transport, weights, o.optimizer);
   const failing = o.failAt?.rank === rank ? o.failAt : undefined;
   const exec = new Executor(plan, rank, backend, transport, failing && !failing.step ? failing.instruction : undefined);
+  exec.record = !!o.trace;
 
   // Data: this replica's own stream (seeded by its data-parallel rank), or its slice of given batches.
   const spec = dataSpec(plan);
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
       post({ type: 'saved', rank, step: step + 1, file });
     }
   }
-  post({ type: 'done', rank, weights: o.returnWeights ? [...backend.tensors()] : undefined });
+  post({ type: 'done', rank, weights: o.returnWeights ? [...backend.tensors()] : undefined, times: o.trace ? Array.from(exec.times, (t) => t ?? null) : undefined });
   for (const p of Object.values(ports)) p.close();
 }
 

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CleaveError } from '../errors.js';
 import { readPlan } from '../plan/io.js';
+import { readMeasured, renderComparison } from '../plan/measured.js';
 import { renderPlan, renderRank } from '../plan/render.js';
 import { planSvg, planTrace } from '../plan/visual.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -16,9 +17,11 @@ export function registerPlan(program: Command): void {
     .option('--trace <file>', 'write a Perfetto / Chrome trace (JSON)')
     .option('--svg <file>', 'write the timeline as an SVG picture')
     .option('--width <columns>', 'width of the timeline', positiveInt('--width'), 96)
+    .option('--measured <trace>', 'a trace from cleave run --trace: show predicted and measured side by side')
     .option('--json', 'print the plan as JSON')
-    .action((file: string, o: { rank?: string; trace?: string; svg?: string; width: number; json?: boolean }) => {
+    .action((file: string, o: { rank?: string; trace?: string; svg?: string; width: number; json?: boolean; measured?: string }) => {
       const p = readPlan(file);
+      const measured = o.measured ? readMeasured(o.measured, p) : undefined;
       if (o.trace) writeFileAtomic(o.trace, JSON.stringify(planTrace(p)));
       if (o.svg) writeFileAtomic(o.svg, planSvg(p));
       if (o.json) {
@@ -33,6 +36,7 @@ export function registerPlan(program: Command): void {
         return;
       }
       process.stdout.write(renderPlan(p, o.width));
+      if (measured) process.stdout.write('\n' + renderComparison(p, measured, o.width));
       if (o.trace) process.stdout.write(`wrote trace ${o.trace} (open in ui.perfetto.dev or chrome://tracing)\n`);
       if (o.svg) process.stdout.write(`wrote timeline ${o.svg}\n`);
     });

@@ -11,7 +11,7 @@ import { numberFlag, positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 interface RunFlags {
-  backend: string; cudaGraph?: boolean; lossScale?: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
+  backend: string; cudaGraph?: boolean; lossScale?: string; trace?: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
   saveEvery?: number; checkpointDir?: string; optimizer: string; lr: string; weightDecay?: string; momentum?: string;
   clip?: string; seed: string; timeout: number; json?: boolean;
 }
@@ -40,9 +40,11 @@ export function registerRun(program: Command): void {
     .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
     .option('--cuda-graph', 'cuda backend: capture the step as one CUDA graph after a first eager step, then replay it')
     .option('--loss-scale <x>', 'cuda backend, fp16 plans: initial loss scale (default 32768; halves on overflow, doubles after 2000 clean steps)')
+    .option('--trace <file>', 'cpu backend: write the last step\'s measured timeline, every rank on one clock (Perfetto / Chrome trace; cleave plan print --measured reads it)')
     .option('--json', 'one JSON object per step')
     .action(async (planFile: string, o: RunFlags) => {
       if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
+      if (o.trace && o.backend !== 'cpu') throw new CleaveError('--trace measures CPU ranks so far (the CUDA backend would time its kernels with events; that comes with multi-GPU runs)');
       if (o.lossScale !== undefined && o.backend !== 'cuda') throw new CleaveError('--loss-scale needs --backend cuda (and an fp16 plan)');
       if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
       if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');
@@ -69,7 +71,7 @@ export function registerRun(program: Command): void {
       const run = o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
         planFile, weights: o.weights, resume: o.resume, data, steps: o.steps, optimizer, clip: num('--clip', o.clip),
-        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, lossScale: num('--loss-scale', o.lossScale),
+        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, lossScale: num('--loss-scale', o.lossScale), trace: o.trace,
       }, (r) => {
         samples += r.samples;
         if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
@@ -80,6 +82,7 @@ export function registerRun(program: Command): void {
         const s = result.steps;
         process.stdout.write(`loss ${s[0]?.loss.toFixed(4)} → ${s.at(-1)?.loss.toFixed(4)} in ${s.length} steps, ${secs.toFixed(1)} s (${(samples / secs).toFixed(1)} samples/s)\n`);
         for (const c of result.checkpoints) process.stdout.write(`checkpoint ${c}\n`);
+        if (o.trace) process.stdout.write(`wrote the last step's measured timeline to ${o.trace} (ui.perfetto.dev; cleave plan print ${planFile} --measured ${o.trace})\n`);
       }
     });
 }

@@ -51,8 +51,11 @@ export function planSvg(plan: Plan): string {
   return parts.join('\n') + '\n';
 }
 
-/** Chrome / Perfetto trace events: a process per rank, a compute and a communication thread. */
-export function planTrace(plan: Plan): unknown {
+/**
+ * Chrome / Perfetto trace events: a process per rank, a compute and a communication thread. A
+ * measured plan (src/plan/measured.ts) writes the run's timeline, marked so that it reads back.
+ */
+export function planTrace(plan: Plan, measured = false): unknown {
   const events: unknown[] = [];
   for (const r of plan.ranks) {
     events.push({ name: 'process_name', ph: 'M', pid: r.rank, args: { name: `rank ${r.rank} (pp ${r.ppRank}, dp ${r.dpRank})` } });
@@ -67,5 +70,5 @@ export function planTrace(plan: Plan): unknown {
       });
     });
   }
-  return { traceEvents: events, displayTimeUnit: 'ms', metadata: { model: plan.model.name, schedule: plan.schedule.name } };
+  return { traceEvents: events, displayTimeUnit: 'ms', metadata: { model: plan.model.name, schedule: plan.schedule.name, measured } };
 }

@@ -1,0 +1,78 @@
+import { readFileSync } from 'node:fs';
+import { CleaveError } from '../errors.js';
+import { table } from '../cli/format.js';
+import { gantt } from './render.js';
+import type { Instruction, Plan } from './types.js';
+
+/** When each instruction of one rank ran: [start, end] wall-clock ms, or null where it did not. */
+export type RankTimes = readonly (readonly [number, number] | null)[];
+
+/**
+ * The plan with its instructions' times replaced by measured ones: each rank's list as it ran in
+ * one step, all ranks on one clock from the earliest start (0 ms). The prediction's step time
+ * becomes the measured one, so the timeline printers and trace writers draw it unchanged.
+ */
+export function measuredPlan(plan: Plan, times: readonly RankTimes[]): Plan {
+  if (times.length !== plan.ranks.length) throw new CleaveError(`measured times for ${times.length} ranks; the plan has ${plan.ranks.length}`);
+  const starts = times.flatMap((r) => r.flatMap((t) => (t ? [t[0]] : [])));
+  if (!starts.length) throw new CleaveError('no instruction was timed');
+  const t0 = Math.min(...starts);
+  let end = 0;
+  const ranks = plan.ranks.map((r, k) => {
+    const rt = times[k]!;
+    if (rt.length > r.instructions.length) throw new CleaveError(`rank ${k}: ${rt.length} timed instructions; the plan has ${r.instructions.length}`);
+    let last = 0;
+    const instructions: Instruction[] = r.instructions.map((ins, i) => {
+      const t = rt[i];
+      // An instruction that did not run (a skipped update) is drawn as an instant where the rank was.
+      const [a, b] = t ? [t[0] - t0, t[1] - t0] : [last, last];
+      last = Math.max(last, b);
+      return { ...ins, startMs: a, endMs: b };
+    });
+    end = Math.max(end, last);
+    const busy = instructions.filter((x) => x.kind !== 'SEND' && x.kind !== 'RECV' && x.kind !== 'ALLREDUCE').reduce((a, x) => a + (x.endMs - x.startMs), 0);
+    return { ...r, instructions, bubble: last ? 1 - busy / last : 0 };
+  });
+  return { ...plan, ranks, prediction: { ...plan.prediction, stepMs: end } };
+}
+
+/** Reads a measured trace (`cleave run --trace`) back into per-rank times, checked against the plan it ran. */
+export function readMeasured(file: string, plan: Plan): Plan {
+  let trace: { traceEvents?: unknown; metadata?: { measured?: boolean; model?: string } };
+  try {
+    trace = JSON.parse(readFileSync(file, 'utf8')) as typeof trace;
+  } catch (e) {
+    throw new CleaveError(`${file}: not a trace cleave run --trace wrote (${(e as Error).message})`);
+  }
+  if (!Array.isArray(trace.traceEvents) || trace.metadata?.measured !== true) throw new CleaveError(`${file}: not a measured trace (write one with cleave run --trace)`);
+  if (trace.metadata.model !== plan.model.name) throw new CleaveError(`${file}: measured on model '${trace.metadata.model}', not this plan's '${plan.model.name}'`);
+  const times: [number, number][][] = plan.ranks.map(() => []);
+  for (const ev of trace.traceEvents as { ph?: string; pid?: number; ts?: number; dur?: number; args?: { index?: number } }[]) {
+    if (ev.ph !== 'X') continue;
+    const r = times[ev.pid ?? -1], i = ev.args?.index;
+    if (!r || i === undefined || i >= plan.ranks[ev.pid!]!.instructions.length) throw new CleaveError(`${file}: an event of rank ${ev.pid} instruction ${i} that this plan does not have`);
+    r[i] = [(ev.ts ?? 0) / 1000, ((ev.ts ?? 0) + (ev.dur ?? 0)) / 1000];
+  }
+  plan.ranks.forEach((r, k) => {
+    if (times[k]!.filter(Boolean).length !== r.instructions.length) throw new CleaveError(`${file}: rank ${k} has ${times[k]!.filter(Boolean).length} timed instructions; the plan has ${r.instructions.length}`);
+  });
+  return measuredPlan(plan, times);
+}
+
+const COMPUTE = new Set(['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'OPTIMIZER_STEP']);
+
+/** Predicted beside measured: per rank the step, its compute time and bubble, then the measured timeline. */
+export function renderComparison(plan: Plan, measured: Plan, width = 96): string {
+  const busy = (ins: readonly Instruction[]) => ins.filter((x) => COMPUTE.has(x.kind)).reduce((a, x) => a + (x.endMs - x.startMs), 0);
+  const pct = (p: number, m: number) => (p > 0 ? `${m >= p ? '+' : ''}${((100 * (m - p)) / p).toFixed(1)}%` : '—');
+  const rows = plan.ranks.map((r, k) => {
+    const m = measured.ranks[k]!;
+    const pEnd = Math.max(...r.instructions.map((x) => x.endMs)), mEnd = Math.max(...m.instructions.map((x) => x.endMs));
+    return [String(k), pEnd.toFixed(3), mEnd.toFixed(3), pct(pEnd, mEnd), busy(r.instructions).toFixed(3), busy(m.instructions).toFixed(3),
+      `${(100 * r.bubble).toFixed(1)}%`, `${(100 * m.bubble).toFixed(1)}%`];
+  });
+  const out = ['predicted and measured (one step)', table(['rank', 'predicted ms', 'measured ms', 'Δ', 'compute pred.', 'compute meas.', 'bubble pred.', 'bubble meas.'], rows)];
+  out.push('', `step: predicted ${plan.prediction.stepMs.toFixed(3)} ms, measured ${measured.prediction.stepMs.toFixed(3)} ms (${pct(plan.prediction.stepMs, measured.prediction.stepMs)})`);
+  out.push('', 'timeline (measured)', gantt(measured, width));
+  return out.join('\n') + '\n';
+}
