@@ -1,0 +1,158 @@
+import { type Server, type Socket, createConnection, createServer } from 'node:net';
+import { CleaveError } from '../../src/errors.js';
+import type { WorldEnv } from './world.js';
+
+/**
+ * The control plane of a multi-process run: every rank connects to rank 0 (MASTER_ADDR:PORT), rank
+ * 0 hands each the bytes it shares (the NCCL unique id) once all have joined, and the connections
+ * stay open so that a rank that fails — or dies, closing its socket without saying goodbye — is
+ * reported to every other rank, naming it, instead of leaving them waiting on a collective.
+ * Messages are lines of JSON.
+ */
+export interface Rendezvous {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** What rank 0 shared. */
+  readonly shared: Uint8Array;
+  /** Settles when another rank failed: its rank and why. Never rejects. */
+  readonly failure: Promise<{ rank: number; message: string }>;
+  /** Tells every rank that this one failed. */
+  abort(message: string): void;
+  /** Leaves cleanly (others will not take the closed connection for a failure). */
+  close(): void;
+}
+
+interface Msg { hello?: number; welcome?: string; abort?: { rank: number; message: string }; bye?: number }
+
+function lines(socket: Socket, on: (m: Msg) => void): void {
+  let buf = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    buf += chunk;
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (line) on(JSON.parse(line) as Msg);
+    }
+  });
+}
+
+const send = (s: Socket, m: Msg): void => {
+  if (!s.destroyed) s.write(JSON.stringify(m) + '\n');
+};
+
+/** Joins the world: rank 0 listens and shares `shared()`; the others connect (retrying until `timeoutMs`). */
+export function rendezvous(world: WorldEnv, shared: () => Uint8Array, timeoutMs = 60_000): Promise<Rendezvous> {
+  return world.rank === 0 ? host(world, shared(), timeoutMs) : join(world, timeoutMs);
+}
+
+function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Rendezvous> {
+  return new Promise((resolve, reject) => {
+    const peers = new Map<number, Socket>();
+    const left = new Set<number>();
+    let report: (f: { rank: number; message: string }) => void = () => undefined;
+    const failure = new Promise<{ rank: number; message: string }>((r) => (report = r));
+    let done = false;
+    // Tell everyone (but the failed rank) and settle this rank's own failure.
+    const fail = (rank: number, message: string): void => {
+      for (const [r, s] of peers) if (r !== rank) send(s, { abort: { rank, message } });
+      report({ rank, message });
+    };
+    const server: Server = createServer((socket) => {
+      let who = -1;
+      lines(socket, (m) => {
+        if (m.hello !== undefined) {
+          if (!Number.isInteger(m.hello) || m.hello < 1 || m.hello >= world.worldSize || peers.has(m.hello)) {
+            send(socket, { abort: { rank: 0, message: `rank ${m.hello} cannot join a world of ${world.worldSize} (out of range or taken)` } });
+            socket.end();
+            return;
+          }
+          who = m.hello;
+          peers.set(who, socket);
+          if (peers.size === world.worldSize - 1) welcome();
+        } else if (m.abort) fail(m.abort.rank, m.abort.message);
+        else if (m.bye !== undefined) left.add(m.bye);
+      });
+      socket.on('error', () => undefined);
+      socket.on('close', () => {
+        if (who >= 0 && !left.has(who)) fail(who, `rank ${who} went away (its process ended or lost its connection)`);
+      });
+    });
+    const timer = setTimeout(() => {
+      if (done) return;
+      const missing = Array.from({ length: world.worldSize - 1 }, (_, i) => i + 1).filter((r) => !peers.has(r));
+      const message = `rendezvous at ${world.masterAddr}:${world.masterPort}: rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not join within ${timeoutMs / 1000} s`;
+      for (const s of peers.values()) {
+        send(s, { abort: { rank: 0, message } });
+        s.end();
+      }
+      server.close();
+      reject(new CleaveError(message));
+    }, timeoutMs);
+    const welcome = (): void => {
+      done = true;
+      clearTimeout(timer);
+      const b64 = Buffer.from(blob).toString('base64');
+      for (const s of peers.values()) send(s, { welcome: b64 });
+      resolve({
+        rank: 0, worldSize: world.worldSize, shared: blob, failure,
+        abort: (message) => fail(0, message),
+        close: () => {
+          for (const s of peers.values()) s.end();
+          server.close();
+        },
+      });
+    };
+    server.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new CleaveError(`rank 0 cannot listen on ${world.masterAddr}:${world.masterPort}: ${e.message}`));
+    });
+    server.listen(world.masterPort, () => {
+      if (world.worldSize === 1) welcome();
+    });
+  });
+}
+
+function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = (): void => {
+      const socket = createConnection({ host: world.masterAddr, port: world.masterPort });
+      let joined = false, leaving = false;
+      let report: (f: { rank: number; message: string }) => void = () => undefined;
+      const failure = new Promise<{ rank: number; message: string }>((r) => (report = r));
+      socket.once('connect', () => send(socket, { hello: world.rank }));
+      socket.on('error', (e: NodeJS.ErrnoException) => {
+        if (joined) return;
+        socket.destroy();
+        // Rank 0 may not listen yet: try again until the deadline.
+        if ((e.code === 'ECONNREFUSED' || e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') && Date.now() < deadline) setTimeout(attempt, 200);
+        else reject(new CleaveError(`rank ${world.rank} cannot reach rank 0 at ${world.masterAddr}:${world.masterPort} within ${timeoutMs / 1000} s: ${e.message}`));
+      });
+      lines(socket, (m) => {
+        if (m.welcome !== undefined && !joined) {
+          joined = true;
+          resolve({
+            rank: world.rank, worldSize: world.worldSize, shared: new Uint8Array(Buffer.from(m.welcome, 'base64')), failure,
+            abort: (message) => send(socket, { abort: { rank: world.rank, message } }),
+            close: () => {
+              leaving = true;
+              send(socket, { bye: world.rank });
+              socket.end();
+            },
+          });
+        } else if (m.abort) {
+          if (!joined) {
+            socket.destroy();
+            reject(new CleaveError(`rank ${world.rank}: ${m.abort.message}`));
+          } else report(m.abort);
+        }
+      });
+      socket.on('close', () => {
+        if (joined && !leaving) report({ rank: 0, message: 'rank 0 went away (its process ended or lost its connection)' });
+        else if (!joined && socket.bytesRead > 0) reject(new CleaveError(`rank ${world.rank}: rank 0 closed the rendezvous before every rank joined`));
+      });
+    };
+    attempt();
+  });
+}
