@@ -9,6 +9,7 @@
 #include "check.h"
 #include "cublas_api.h"
 #include "kernels.cuh"
+#include "nccl_api.h"
 #include "kernels_extra.cuh"
 
 namespace cleave {
@@ -636,6 +637,110 @@ Napi::Value AvgPoolGrad(const Napi::CallbackInfo& i) {
   });
 }
 
+// --- NCCL ------------------------------------------------------------------------------------
+// Communicators are BigInts; collectives and point-to-point calls go on the addon's stream, so they
+// are ordered with the kernels around them. Element codes: 0 float32, 1 bfloat16, 2 float16,
+// 3 bytes, 4 int64.
+
+ncclDataType_t nccl_type(int code) {
+  switch (code) {
+    case 0: return NCCL_FLOAT32;
+    case 1: return NCCL_BFLOAT16;
+    case 2: return NCCL_FLOAT16;
+    case 3: return NCCL_UINT8;
+    case 4: return NCCL_INT64;
+    default: throw std::runtime_error("no NCCL type for element code " + std::to_string(code));
+  }
+}
+
+ncclComm_t comm_of(const Napi::Value& v) { return reinterpret_cast<ncclComm_t>(ptr(v)); }
+
+/** ncclUniqueId(): the 128 bytes rank 0 shares with the others. */
+Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    ncclUniqueId id;
+    nccl_check(nccl().getUniqueId(&id), "ncclGetUniqueId");
+    auto out = Napi::Uint8Array::New(info.Env(), sizeof id.internal);
+    std::memcpy(out.Data(), id.internal, sizeof id.internal);
+    return out;
+  });
+}
+
+/** ncclInit(idBytes, nranks, rank): joins the world communicator (blocks until every rank has). */
+Napi::Value NcclInit(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    auto bytes = info[0].As<Napi::Uint8Array>();
+    ncclUniqueId id;
+    if (bytes.ByteLength() != sizeof id.internal) throw std::runtime_error("an NCCL unique id is 128 bytes, not " + std::to_string(bytes.ByteLength()));
+    std::memcpy(id.internal, bytes.Data(), sizeof id.internal);
+    ncclComm_t comm = nullptr;
+    nccl_check(nccl().commInitRank(&comm, (int)i64(info[1]), id, (int)i64(info[2])), "ncclCommInitRank");
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(comm));
+  });
+}
+
+/** ncclSplit(comm, color, key): the sub-communicator of the ranks passing `color` (−1: none; returns 0n). */
+Napi::Value NcclSplit(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    ncclComm_t out = nullptr;
+    const int color = (int)i64(info[1]);
+    nccl_check(nccl().commSplit(comm_of(info[0]), color < 0 ? NCCL_SPLIT_NOCOLOR : color, (int)i64(info[2]), &out, nullptr), "ncclCommSplit");
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(out));
+  });
+}
+
+/** ncclAllReduce(comm, code, ptr, count): sums in place over the communicator. */
+Napi::Value NcclAllReduce(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    void* p = ptr(info[2]);
+    nccl_check(nccl().allReduce(p, p, (size_t)i64(info[3]), nccl_type((int)i64(info[1])), NCCL_SUM, comm_of(info[0]), stream()), "ncclAllReduce");
+    return info.Env().Undefined();
+  });
+}
+
+/** ncclSend(comm, code, ptr, count, peer) and ncclRecv(comm, code, ptr, count, peer). */
+Napi::Value NcclSend(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    nccl_check(nccl().send(ptr(info[2]), (size_t)i64(info[3]), nccl_type((int)i64(info[1])), (int)i64(info[4]), comm_of(info[0]), stream()), "ncclSend");
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value NcclRecv(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    nccl_check(nccl().recv(ptr(info[2]), (size_t)i64(info[3]), nccl_type((int)i64(info[1])), (int)i64(info[4]), comm_of(info[0]), stream()), "ncclRecv");
+    return info.Env().Undefined();
+  });
+}
+
+/** ncclGroup(start): brackets sends and receives that must be issued together (a pipeline exchange). */
+Napi::Value NcclGroup(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    if (info[0].As<Napi::Boolean>().Value()) nccl_check(nccl().groupStart(), "ncclGroupStart");
+    else nccl_check(nccl().groupEnd(), "ncclGroupEnd");
+    return info.Env().Undefined();
+  });
+}
+
+/** ncclAsyncError(comm): NCCL's reason if the communicator failed in the background, else null. */
+Napi::Value NcclAsyncError(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    ncclResult_t r = 0;
+    nccl_check(nccl().commGetAsyncError(comm_of(info[0]), &r), "ncclCommGetAsyncError");
+    if (r == 0) return info.Env().Null();
+    return Napi::String::New(info.Env(), nccl().getErrorString(r));
+  });
+}
+
+/** ncclClose(comm, abort): destroys the communicator, or aborts it (a peer failed: pending work is dropped). */
+Napi::Value NcclClose(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    if (info[1].As<Napi::Boolean>().Value()) nccl_check(nccl().commAbort(comm_of(info[0])), "ncclCommAbort");
+    else nccl_check(nccl().commDestroy(comm_of(info[0])), "ncclCommDestroy");
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("alloc", Napi::Function::New(env, Alloc));
@@ -658,6 +763,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("geluGrad", Napi::Function::New(env, GeluGrad));
   exports.Set("cast", Napi::Function::New(env, Cast));
   exports.Set("adamwMulti", Napi::Function::New(env, AdamWMulti));
+  exports.Set("ncclUniqueId", Napi::Function::New(env, NcclUniqueId));
+  exports.Set("ncclInit", Napi::Function::New(env, NcclInit));
+  exports.Set("ncclSplit", Napi::Function::New(env, NcclSplit));
+  exports.Set("ncclAllReduce", Napi::Function::New(env, NcclAllReduce));
+  exports.Set("ncclSend", Napi::Function::New(env, NcclSend));
+  exports.Set("ncclRecv", Napi::Function::New(env, NcclRecv));
+  exports.Set("ncclGroup", Napi::Function::New(env, NcclGroup));
+  exports.Set("ncclAsyncError", Napi::Function::New(env, NcclAsyncError));
+  exports.Set("ncclClose", Napi::Function::New(env, NcclClose));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("stridedCopy", Napi::Function::New(env, StridedCopy));
   exports.Set("gather", Napi::Function::New(env, Gather));

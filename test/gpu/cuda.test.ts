@@ -29,6 +29,33 @@ const gpu = cudaAvailable();
 const hasNvcc = spawnSync('nvcc', ['--version']).status === 0;
 
 describe('the CUDA addon', () => {
+  it.runIf(hasNvcc)('opens NCCL at its first use, or says that it is not installed', () => {
+    const n = nativeCuda()!;
+    let id: Uint8Array | undefined;
+    try {
+      id = n.ncclUniqueId();
+    } catch (e) {
+      expect((e as Error).message).toMatch(/NCCL is not installed \(tried libnccl\.so\.2, libnccl\.so\); multi-GPU runs need NCCL 2\.x/);
+    }
+    if (id) expect(id.length).toBe(128);
+    expect(() => n.ncclInit(new Uint8Array(5), 1, 0)).toThrow(/an NCCL unique id is 128 bytes, not 5|NCCL is not installed/);
+  });
+
+  it.runIf(gpu)('runs a one-rank NCCL communicator: all-reduce, split, abort', () => {
+    const dev = new Cuda();
+    const n = dev.n;
+    const comm = n.ncclInit(n.ncclUniqueId(), 1, 0);
+    const x = dev.upload(tensor('float32', [4], [1, 2, 3, 4]));
+    n.ncclAllReduce(comm, 0, x.ptr, 4);
+    expect(Array.from(dev.download(x).data)).toEqual([1, 2, 3, 4]);
+    const sub = n.ncclSplit(comm, 0, 0);
+    n.ncclAllReduce(sub, 0, x.ptr, 4);
+    expect(n.ncclAsyncError(sub)).toBeNull();
+    n.ncclClose(sub, false);
+    n.ncclClose(comm, true);
+    dev.freeAll();
+  });
+
   it.runIf(hasNvcc)('is built where nvcc exists, and reports the device or its absence', () => {
     const n = nativeCuda();
     expect(n).not.toBeNull();

@@ -35,6 +35,16 @@ export interface NativeCuda {
    */
   adamwMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, copyDtype: number, lr: number, b1: number, b2: number, eps: number, wd: number,
     bc1: number, bc2: number, gscale: number): void;
+  /** NCCL (loaded on first use; a missing library is a clear error). Element codes: 0 f32, 1 bf16, 2 f16, 3 bytes, 4 int64. */
+  ncclUniqueId(): Uint8Array;
+  ncclInit(id: Uint8Array, nranks: number, rank: number): bigint;
+  ncclSplit(comm: bigint, color: number, key: number): bigint;
+  ncclAllReduce(comm: bigint, code: number, ptr: bigint, count: number): void;
+  ncclSend(comm: bigint, code: number, ptr: bigint, count: number, peer: number): void;
+  ncclRecv(comm: bigint, code: number, ptr: bigint, count: number, peer: number): void;
+  ncclGroup(start: boolean): void;
+  ncclAsyncError(comm: bigint): string | null;
+  ncclClose(comm: bigint, abort: boolean): void;
   memInfo(resetPeak?: boolean): { freeBytes: number; totalBytes: number; peakBytes: number };
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
     B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype?: number): void;
