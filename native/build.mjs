@@ -18,7 +18,7 @@ if (!nvcc) {
 // Rebuild only when a source is newer than the addon.
 if (existsSync(out) && !process.argv.includes('--force')) {
   const built = statSync(out).mtimeMs;
-  if ([...sources, ...['check.h', 'kernels.cuh', 'kernels_extra.cuh', 'attention.cuh', 'cublas_api.h', 'nccl_api.h', 'elem.cuh'].map((f) => join(here, 'src', f))].every((f) => statSync(f).mtimeMs < built)) process.exit(0);
+  if ([...sources, ...['check.h', 'kernels.cuh', 'kernels_extra.cuh', 'attention.cuh', 'cublas_api.h', 'nccl_api.h', 'elem.cuh', 'dl.h'].map((f) => join(here, 'src', f))].every((f) => statSync(f).mtimeMs < built)) process.exit(0);
 }
 const require = createRequire(import.meta.url);
 const nodeInclude = join(dirname(dirname(process.execPath)), 'include', 'node');
