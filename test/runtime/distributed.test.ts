@@ -14,7 +14,7 @@ const dir = mkdtempSync(join(tmpdir(), 'cleave-dist-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const SCHEDULES: [ScheduleName, number][] = [['gpipe', 1], ['1f1b', 1], ['interleaved-1f1b', 2], ['zb-h1', 1], ['zbv', 2]];
-const STEPS = 5, MB = 1;
+const STEPS = 3, MB = 1;
 // SGD with momentum keeps the comparison about the runtime: Adam divides by √v, which turns the
 // float32 rounding noise of a gradient that is zero in exact arithmetic (the key bias of attention)
 // into ±lr updates whose sign depends on summation order.
@@ -58,7 +58,7 @@ describe.each(['gpt', 'cnn'])('%s on CPU ranks equals single-device training', (
       const globals = Array.from({ length: STEPS }, () => job.data.next(dp * m * MB));
       const ref = reference(model, globals);
       const run = await runPlanCpu({ planFile: file, data: { kind: 'batches', batches: globals }, steps: STEPS, optimizer: OPT, returnWeights: true });
-      expect(run.steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5]);
+      expect(run.steps.map((s) => s.step)).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
       run.steps.forEach((s, i) => expect(Math.abs(s.loss - ref.losses[i]!) / Math.abs(ref.losses[i]!), `loss of step ${i + 1}`).toBeLessThanOrEqual(1e-5));
       for (const [k, w] of ref.weights) expect(relErr(run.weights!.get(k)!.data, w.data), k).toBeLessThanOrEqual(1e-5);
     }, 60_000);
