@@ -7,6 +7,7 @@
 // code itself: the GPU tests in test/gpu do.
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/ir/tensor.js';
+import { erf } from '../../src/ops/math.js';
 
 interface Block { base: bigint; bytes: Uint8Array }
 
@@ -153,6 +154,9 @@ export class HostCuda implements Partial<NativeCuda> {
         case 7: return 1 / (1 + Math.exp(-v));
         case 8: return v > 0 ? v : 0;
         case 9: return v >= 0 ? v : alpha * v;
+        case 10: return 0.5 * v * (1 + erf(v / Math.SQRT2));
+        case 11: return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+        case 12: return erf(v);
         case 13: return Math.min(1, Math.max(0, alpha * v + beta));
         case 14: return v * Math.min(1, Math.max(0, v / 6 + 0.5));
         case 15: return Math.floor(v);
@@ -348,6 +352,184 @@ export class HostCuda implements Partial<NativeCuda> {
       if (k < 0) k += axisDim;
       if (k >= 0 && k < axisDim) a.set(off! + k * axisStride, a.get(off! + k * axisStride) + gv.get(i));
     });
+  }
+
+  // --- the transformer path (embedding, LayerNorm, softmax, GELU's gradient, fused attention) ---
+
+  gather(dtype: number, data: bigint, idx: bigint, out: bigint, outer: number, dim: number, nidx: number, inner: number): void {
+    const src = this.floats(dtype, data, outer * dim * inner), ind = this.i64(idx, nidx), dst = this.floats(dtype, out, outer * nidx * inner);
+    for (let o = 0; o < outer; o++) for (let j = 0; j < nidx; j++) {
+      let k = ind.get(j);
+      if (k < 0) k += dim;
+      for (let q = 0; q < inner; q++) dst.set((o * nidx + j) * inner + q, src.get((o * dim + k) * inner + q));
+    }
+  }
+
+  scatterAdd(dtype: number, g: bigint, idx: bigint, acc: bigint, outer: number, dim: number, nidx: number, inner: number): void {
+    const gv = this.floats(dtype, g, outer * nidx * inner), ind = this.i64(idx, nidx), a = this.floats(0, acc, outer * dim * inner);
+    for (let o = 0; o < outer; o++) for (let j = 0; j < nidx; j++) {
+      let k = ind.get(j);
+      if (k < 0) k += dim;
+      for (let q = 0; q < inner; q++) {
+        const at = (o * dim + k) * inner + q;
+        a.set(at, a.get(at) + gv.get((o * nidx + j) * inner + q));
+      }
+    }
+  }
+
+  /** Mean and 1/√(var + eps) of row r, two passes as the kernels do. */
+  private rowStats(x: Floats, r: number, cols: number, eps: number): [number, number] {
+    let m = 0;
+    for (let j = 0; j < cols; j++) m += x.get(r * cols + j);
+    m /= cols;
+    let v = 0;
+    for (let j = 0; j < cols; j++) v += (x.get(r * cols + j) - m) ** 2;
+    return [m, 1 / Math.sqrt(v / cols + eps)];
+  }
+
+  layernorm(dtype: number, x: bigint, g: bigint, b: bigint, y: bigint, rows: number, cols: number, gl: number, bl: number, eps: number): void {
+    const X = this.floats(dtype, x, rows * cols), Y = this.floats(dtype, y, rows * cols);
+    const G = g ? this.floats(dtype, g, gl) : undefined, Bv = b ? this.floats(dtype, b, bl) : undefined;
+    for (let r = 0; r < rows; r++) {
+      const [m, inv] = this.rowStats(X, r, cols, eps);
+      for (let j = 0; j < cols; j++) Y.set(r * cols + j, (X.get(r * cols + j) - m) * inv * (G ? G.get(j % gl) : 1) + (Bv ? Bv.get(j % bl) : 0));
+    }
+  }
+
+  layernormGradInput(dtype: number, g: bigint, x: bigint, gamma: bigint, dx: bigint, rows: number, cols: number, gl: number, eps: number): void {
+    const Gv = this.floats(dtype, g, rows * cols), X = this.floats(dtype, x, rows * cols), W = this.floats(dtype, gamma, gl), D = this.floats(dtype, dx, rows * cols);
+    for (let r = 0; r < rows; r++) {
+      const [m, inv] = this.rowStats(X, r, cols, eps);
+      let a = 0, b = 0;
+      for (let j = 0; j < cols; j++) {
+        const d = Gv.get(r * cols + j) * W.get(j % gl);
+        a += d;
+        b += d * (X.get(r * cols + j) - m) * inv;
+      }
+      a /= cols;
+      b /= cols;
+      for (let j = 0; j < cols; j++) D.set(r * cols + j, inv * (Gv.get(r * cols + j) * W.get(j % gl) - a - (X.get(r * cols + j) - m) * inv * b));
+    }
+  }
+
+  layernormGradParams(dtype: number, g: bigint, x: bigint, dg: bigint, db: bigint, rows: number, cols: number, eps: number): void {
+    const Gv = this.floats(dtype, g, rows * cols), X = this.floats(dtype, x, rows * cols), DG = this.floats(dtype, dg, cols), DB = this.floats(dtype, db, cols);
+    const a = new Float64Array(cols), b = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) {
+      const [m, inv] = this.rowStats(X, r, cols, eps);
+      for (let j = 0; j < cols; j++) {
+        a[j]! += Gv.get(r * cols + j) * (X.get(r * cols + j) - m) * inv;
+        b[j]! += Gv.get(r * cols + j);
+      }
+    }
+    for (let j = 0; j < cols; j++) {
+      DG.set(j, a[j]!);
+      DB.set(j, b[j]!);
+    }
+  }
+
+  softmax(dtype: number, x: bigint, out: bigint, rows: number, cols: number, log: boolean): void {
+    const X = this.floats(dtype, x, rows * cols), Y = this.floats(dtype, out, rows * cols);
+    for (let r = 0; r < rows; r++) {
+      let mx = -Infinity, sum = 0;
+      for (let j = 0; j < cols; j++) mx = Math.max(mx, X.get(r * cols + j));
+      for (let j = 0; j < cols; j++) sum += Math.exp(X.get(r * cols + j) - mx);
+      for (let j = 0; j < cols; j++) {
+        const z = X.get(r * cols + j) - mx;
+        Y.set(r * cols + j, log ? z - Math.log(sum) : Math.exp(z) / sum);
+      }
+    }
+  }
+
+  geluGrad(dtype: number, g: bigint, x: bigint, out: bigint, n: number, tanh: boolean): void {
+    const Gv = this.floats(dtype, g, n), X = this.floats(dtype, x, n), O = this.floats(dtype, out, n);
+    const c = Math.sqrt(2 / Math.PI);
+    for (let i = 0; i < n; i++) {
+      const v = X.get(i);
+      let d: number;
+      if (tanh) {
+        const t = Math.tanh(c * (v + 0.044715 * v ** 3));
+        d = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * c * (1 + 3 * 0.044715 * v * v);
+      } else d = 0.5 * (1 + erf(v / Math.SQRT2)) + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI);
+      O.set(i, Gv.get(i) * d);
+    }
+  }
+
+  /** Softmax rows of scale·q·kᵀ for (b, h), as probabilities with their log-sum-exp (the attention kernels' contract). */
+  private attentionRows(q: Floats, k: Floats, sB: number, sT: number, b: number, h: number, T: number, Dh: number, scale: number, causal: boolean): { p: Float64Array[]; lse: number[] } {
+    const p: Float64Array[] = [], lse: number[] = [];
+    for (let i = 0; i < T; i++) {
+      const n = causal ? i + 1 : T;
+      const s = new Float64Array(T).fill(-Infinity);
+      for (let j = 0; j < n; j++) {
+        let dot = 0;
+        for (let d = 0; d < Dh; d++) dot += q.get(b * sB + i * sT + h * Dh + d) * k.get(b * sB + j * sT + h * Dh + d);
+        s[j] = scale * dot;
+      }
+      const mx = Math.max(...s);
+      let sum = 0;
+      for (let j = 0; j < n; j++) sum += Math.exp(s[j]! - mx);
+      const row = new Float64Array(T);
+      for (let j = 0; j < n; j++) row[j] = Math.exp(s[j]! - mx) / sum;
+      p.push(row);
+      lse.push(mx + Math.log(sum));
+    }
+    return { p, lse };
+  }
+
+  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void {
+    const span = (B - 1) * sB + (T - 1) * sT + H * Dh;
+    const Q = this.floats(dtype, q, span), K = this.floats(dtype, k, span), V = this.floats(dtype, v, span);
+    const O = this.floats(dtype, out, B * T * H * Dh), L = this.floats(0, lse, B * H * T);
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const { p, lse: l } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal);
+      for (let i = 0; i < T; i++) {
+        L.set((b * H + h) * T + i, l[i]!);
+        for (let d = 0; d < Dh; d++) {
+          let acc = 0;
+          for (let j = 0; j < T; j++) acc += p[i]![j]! * V.get(b * sB + j * sT + h * Dh + d);
+          O.set(((b * T + i) * H + h) * Dh + d, acc);
+        }
+      }
+    }
+  }
+
+  attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, dout: bigint, lse: bigint, dq: bigint, dk: bigint, dv: bigint,
+    B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void {
+    const span = (B - 1) * sB + (T - 1) * sT + H * Dh, n = B * T * H * Dh;
+    const Q = this.floats(dtype, q, span), K = this.floats(dtype, k, span), V = this.floats(dtype, v, span);
+    const O = this.floats(dtype, out, n), G = this.floats(dtype, dout, n);
+    const DQ = this.floats(dtype, dq, n), DK = this.floats(dtype, dk, n), DV = this.floats(dtype, dv, n);
+    this.floats(0, lse, B * H * T);
+    const at = (b: number, t: number, h: number, d: number) => ((b * T + t) * H + h) * Dh + d;
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const { p } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal);
+      const gq = new Float64Array(T * Dh), gk = new Float64Array(T * Dh), gv = new Float64Array(T * Dh);
+      for (let i = 0; i < T; i++) {
+        // D_i = rowsum(dout ∘ out): the flash backward's per-row term.
+        let Di = 0;
+        for (let d = 0; d < Dh; d++) Di += G.get(at(b, i, h, d)) * O.get(at(b, i, h, d));
+        for (let j = 0; j < T; j++) {
+          const pij = p[i]![j]!;
+          if (!pij) continue;
+          let dp = 0;
+          for (let d = 0; d < Dh; d++) {
+            dp += G.get(at(b, i, h, d)) * V.get(b * sB + j * sT + h * Dh + d);
+            gv[j * Dh + d]! += pij * G.get(at(b, i, h, d));
+          }
+          const ds = pij * (dp - Di) * scale;
+          for (let d = 0; d < Dh; d++) {
+            gq[i * Dh + d]! += ds * K.get(b * sB + j * sT + h * Dh + d);
+            gk[j * Dh + d]! += ds * Q.get(b * sB + i * sT + h * Dh + d);
+          }
+        }
+      }
+      for (let t = 0; t < T; t++) for (let d = 0; d < Dh; d++) {
+        DQ.set(at(b, t, h, d), gq[t * Dh + d]!);
+        DK.set(at(b, t, h, d), gk[t * Dh + d]!);
+        DV.set(at(b, t, h, d), gv[t * Dh + d]!);
+      }
+    }
   }
 
   trilu(width: number, x: bigint, out: bigint, n: number, rows: number, cols: number, k: number, upper: boolean): void {

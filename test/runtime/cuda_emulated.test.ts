@@ -280,3 +280,30 @@ describe('CUDA rank backend guards (host emulation)', () => {
     expect(Array.from(hostBytes(t, 'float16') as Uint16Array, halfToFloat)).toEqual([-65504, 65504, 3, Number.NEGATIVE_INFINITY]);
   });
 });
+
+describe('the GPT fixture on the CUDA rank backend (host emulation)', () => {
+  it('trains through fused attention, folded GEMMs, accumulators and workspaces with the CPU ranks\' losses (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-gpt-emulated-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 3, batch: 4, microbatches: 1, optimizer: opt, seed: 8 });
+    const run = { data: { kind: 'batches' as const, batches: [job.data.next(4), job.data.next(4), job.data.next(4)] }, steps: 3, optimizer: opt };
+    const losses: Record<string, number[]> = {};
+    for (const policy of ['fp32', 'bf16'] as const) {
+      const planFile = join(dir, `${policy}.plan`);
+      const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4, policy }).plan;
+      expect(plan.nodes.some((n) => n.op === 'FusedAttention')).toBe(true);
+      writePlan(planFile, plan);
+      if (policy === 'fp32') losses['cpu'] = (await runPlanCpu({ planFile, ...run })).steps.map((s) => s.loss);
+      const host = new HostCuda();
+      const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+      expect(backend.directGradients).toBeGreaterThan(0);
+      losses[policy] = (await runOnBackend(backend, { planFile, ...run })).steps.map((s) => s.loss);
+      expect(host.liveBlocks, `${policy}: device memory left allocated`).toBe(0);
+    }
+    losses['cpu']!.forEach((l, i) => {
+      expect(Math.abs(losses['fp32']![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
+      expect(Math.abs(losses['bf16']![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+    });
+    rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+});
