@@ -282,13 +282,13 @@ describe('CUDA rank backend guards (host emulation)', () => {
 });
 
 describe('the GPT fixture on the CUDA rank backend (host emulation)', () => {
-  it('trains through fused attention, folded GEMMs, accumulators and workspaces with the CPU ranks\' losses (float32 ≤ 1e-4; bf16 ≤ 3e-2)', async () => {
+  it('trains through fused attention, folded GEMMs, accumulators and workspaces with the CPU ranks\' losses (float32 ≤ 1e-4; bf16 ≤ 3e-2; fp16 ≤ 1e-2)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cleave-gpt-emulated-'));
     const opt = { kind: 'adamw' as const, lr: 1e-2 };
     const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 3, batch: 4, microbatches: 1, optimizer: opt, seed: 8 });
     const run = { data: { kind: 'batches' as const, batches: [job.data.next(4), job.data.next(4), job.data.next(4)] }, steps: 3, optimizer: opt };
     const losses: Record<string, number[]> = {};
-    for (const policy of ['fp32', 'bf16'] as const) {
+    for (const policy of ['fp32', 'bf16', 'fp16'] as const) {
       const planFile = join(dir, `${policy}.plan`);
       const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4, policy }).plan;
       expect(plan.nodes.some((n) => n.op === 'FusedAttention')).toBe(true);
@@ -303,6 +303,7 @@ describe('the GPT fixture on the CUDA rank backend (host emulation)', () => {
     losses['cpu']!.forEach((l, i) => {
       expect(Math.abs(losses['fp32']![i]! - l) / l, `float32 step ${i + 1}`).toBeLessThanOrEqual(1e-4);
       expect(Math.abs(losses['bf16']![i]! - l) / l, `bfloat16 step ${i + 1}`).toBeLessThanOrEqual(3e-2);
+      expect(Math.abs(losses['fp16']![i]! - l) / l, `float16 step ${i + 1}`).toBeLessThanOrEqual(1e-2);
     });
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
