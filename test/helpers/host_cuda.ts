@@ -27,15 +27,62 @@ export class HostCuda implements Partial<NativeCuda> {
   /** Calls of functions the emulation lacks (a Proxy reports them by name). */
   readonly native: NativeCuda;
 
+  /**
+   * Stream capture, emulated: while recording, kernel calls are kept (not run) and replayed by
+   * graphLaunch; allocations happen at once and stay until the graph goes (the graph's memory), and
+   * host copies or waits fail as they do on a capturing stream.
+   */
+  private recording: { calls: (() => void)[]; blocks: bigint[] } | undefined;
+  private readonly graphs = new Map<bigint, { calls: (() => void)[]; blocks: bigint[] }>();
+  private nextGraph = 1n;
+  private static readonly HOST = new Set(['upload', 'download', 'synchronize', 'memInfo', 'info']);
+  private static readonly MEMORY = new Set(['alloc', 'free', 'allocStatic', 'freeStatic']);
+
   constructor() {
     const self = this as unknown as Record<string, unknown>;
     this.native = new Proxy(this, {
       get: (t, k) => {
-        const f = self[k as string];
-        if (typeof f === 'function') return (f as (...a: unknown[]) => unknown).bind(t);
-        return () => { throw new Error(`the host CUDA emulation has no ${String(k)}`); };
+        const name = String(k);
+        const f = self[name];
+        if (typeof f !== 'function') return () => { throw new Error(`the host CUDA emulation has no ${name}`); };
+        const call = (f as (...a: unknown[]) => unknown).bind(t);
+        if (!t.recording || name.startsWith('graph') || HostCuda.MEMORY.has(name)) return call;
+        if (HostCuda.HOST.has(name)) return () => { throw new Error(`${name}: operation not permitted when stream is capturing`); };
+        return (...args: unknown[]) => void t.recording!.calls.push(() => call(...args));
       },
     }) as unknown as NativeCuda;
+  }
+
+  graphBegin(): void {
+    if (this.recording) throw new Error('the stream is capturing already');
+    this.recording = { calls: [], blocks: [] };
+  }
+
+  graphEnd(): bigint {
+    if (!this.recording) throw new Error('the stream is not capturing');
+    const id = this.nextGraph++;
+    this.graphs.set(id, this.recording);
+    this.recording = undefined;
+    return id;
+  }
+
+  graphAbort(): void {
+    const r = this.recording;
+    this.recording = undefined;
+    for (const b of r?.blocks ?? []) if (this.blocks.some((x) => x.base === b)) this.free(b);
+  }
+
+  graphLaunch(id: bigint): void {
+    const g = this.graphs.get(id);
+    if (!g) throw new Error(`no graph ${id}`);
+    for (const c of g.calls) c();
+  }
+
+  graphDestroy(id: bigint): void {
+    const g = this.graphs.get(id);
+    if (!g) throw new Error(`no graph ${id}`);
+    this.graphs.delete(id);
+    for (const b of g.blocks) if (this.blocks.some((x) => x.base === b)) this.free(b);
   }
 
   get liveBlocks(): number {
@@ -99,6 +146,7 @@ export class HostCuda implements Partial<NativeCuda> {
 
   alloc(bytes: number): bigint {
     const base = this.next;
+    this.recording?.blocks.push(base);
     this.next += BigInt(Math.ceil(bytes / 256) * 256) + GAP;
     // Fresh device memory is not zeroed: NaNs show reads of what no kernel wrote.
     const b = new Uint8Array(bytes).fill(0xff);
@@ -118,6 +166,8 @@ export class HostCuda implements Partial<NativeCuda> {
   }
 
   free(ptr: bigint): void {
+    // Freed inside a capture: the graph keeps its memory until it goes (the graph's pool).
+    if (this.recording) return;
     const i = this.blocks.findIndex((b) => b.base === ptr);
     if (i < 0) throw new Error(`free of ${ptr}, which is not the start of a live allocation`);
     this.used -= this.blocks[i]!.bytes.length;

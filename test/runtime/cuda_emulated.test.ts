@@ -308,3 +308,26 @@ describe('the GPT fixture on the CUDA rank backend (host emulation)', () => {
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);
 });
+
+describe('whole-step CUDA graphs on the CUDA rank backend (host emulation of capture)', () => {
+  it('capture step 2 and replay it with the eager losses, leaving no memory behind', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-graph-emulated-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 4, batch: 4, microbatches: 1, optimizer: opt, seed: 12 });
+    const run = { data: { kind: 'batches' as const, batches: Array.from({ length: 4 }, () => job.data.next(4)) }, steps: 4, optimizer: opt };
+    const planFile = join(dir, 'gpt.plan');
+    const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4, policy: 'bf16' }).plan;
+    writePlan(planFile, plan);
+    const losses: number[][] = [];
+    for (const graph of [false, true]) {
+      const host = new HostCuda();
+      const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+      backend.cudaGraph = graph;
+      losses.push((await runOnBackend(backend, { planFile, ...run })).steps.map((s) => s.loss));
+      expect(host.liveBlocks, `graph ${graph}: device memory left allocated`).toBe(0);
+    }
+    // The same kernels in the same order on the same data: the same numbers.
+    expect(losses[1]).toEqual(losses[0]);
+    rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+});
