@@ -331,3 +331,32 @@ describe('whole-step CUDA graphs on the CUDA rank backend (host emulation of cap
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 });
+
+describe('a capture that fails part-way (host emulation)', () => {
+  it('reports the failure itself, ends the capture and frees everything', async () => {
+    /** Runs out of memory at the n-th allocation after it is armed. */
+    class Flaky extends HostCuda {
+      left = Infinity;
+      override alloc(bytes: number): bigint {
+        if (--this.left < 0) throw new Error('cudaMallocAsync failed: out of memory');
+        return super.alloc(bytes);
+      }
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'cleave-graph-fail-'));
+    const opt = { kind: 'adamw' as const, lr: 1e-2 };
+    const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: 3, batch: 4, microbatches: 1, optimizer: opt, seed: 2 });
+    const planFile = join(dir, 'gpt.plan');
+    const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4 }).plan;
+    writePlan(planFile, plan);
+    const host = new Flaky();
+    const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+    backend.cudaGraph = true;
+    const run = { planFile, data: { kind: 'batches' as const, batches: Array.from({ length: 3 }, () => job.data.next(4)) }, steps: 3, optimizer: opt };
+    // Armed after step 1: the failure comes inside step 2's capture.
+    await expect(runOnBackend(backend, run, (r) => { if (r.step === 1) host.left = 40; })).rejects.toThrow(/out of memory/);
+    expect(host.liveBlocks).toBe(0);
+    // The capture was ended: the stream takes waits again.
+    expect(() => host.native.synchronize()).not.toThrow();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
