@@ -705,24 +705,13 @@ export class HostCuda implements Partial<NativeCuda> {
       const o = i % w.outSize, plane = Math.floor(i / w.outSize);
       const oc = coords(o, w.out);
       let b = -Infinity, a = -1;
-      for (let q0 = 0; q0 < w.k[0]!; q0++) {
-        const p0 = tapInput(w, 0, oc[0]!, q0);
-        if (p0 < 0 || p0 >= w.in[0]!) continue;
-        for (let q1 = 0; q1 < w.k[1]!; q1++) {
-          const p1 = tapInput(w, 1, oc[1]!, q1);
-          if (p1 < 0 || p1 >= w.in[1]!) continue;
-          for (let q2 = 0; q2 < w.k[2]!; q2++) {
-            const p2 = tapInput(w, 2, oc[2]!, q2);
-            if (p2 < 0 || p2 >= w.in[2]!) continue;
-            const flat = (p0 * w.in[1]! + p1) * w.in[2]! + p2;
-            const v = src.get(plane * w.inSize + flat);
-            if (v > b) {
-              b = v;
-              a = flat;
-            }
-          }
+      forInputs(w, oc, (flat) => {
+        const v = src.get(plane * w.inSize + flat);
+        if (v > b) {
+          b = v;
+          a = flat;
         }
-      }
+      });
       best.push(b);
       at.push(a);
     }
@@ -762,19 +751,7 @@ export class HostCuda implements Partial<NativeCuda> {
     for (let i = 0; i < planes * w.outSize; i++) {
       const oc = coords(i % w.outSize, w.out), plane = Math.floor(i / w.outSize);
       let acc = 0;
-      for (let q0 = 0; q0 < w.k[0]!; q0++) {
-        const p0 = tapInput(w, 0, oc[0]!, q0);
-        if (p0 < 0 || p0 >= w.in[0]!) continue;
-        for (let q1 = 0; q1 < w.k[1]!; q1++) {
-          const p1 = tapInput(w, 1, oc[1]!, q1);
-          if (p1 < 0 || p1 >= w.in[1]!) continue;
-          for (let q2 = 0; q2 < w.k[2]!; q2++) {
-            const p2 = tapInput(w, 2, oc[2]!, q2);
-            if (p2 < 0 || p2 >= w.in[2]!) continue;
-            acc += src.get(plane * w.inSize + (p0 * w.in[1]! + p1) * w.in[2]! + p2);
-          }
-        }
-      }
+      forInputs(w, oc, (flat) => (acc += src.get(plane * w.inSize + flat)));
       o.set(i, acc / avgDivisor(w, oc, includePad));
     }
   }
@@ -849,6 +826,23 @@ function tapOutput(w: Win, d: number, p: number, q: number): number | null {
   if (t < 0 || t % w.stride[d]! !== 0) return null;
   const o = t / w.stride[d]!;
   return o < w.out[d]! ? o : null;
+}
+
+/** Every in-bounds input position (its index in the plane) that output position oc's window reads, in tap order (each_tap). */
+function forInputs(w: Win, oc: readonly number[], f: (flat: number) => void): void {
+  for (let q0 = 0; q0 < w.k[0]!; q0++) {
+    const p0 = tapInput(w, 0, oc[0]!, q0);
+    if (p0 < 0 || p0 >= w.in[0]!) continue;
+    for (let q1 = 0; q1 < w.k[1]!; q1++) {
+      const p1 = tapInput(w, 1, oc[1]!, q1);
+      if (p1 < 0 || p1 >= w.in[1]!) continue;
+      for (let q2 = 0; q2 < w.k[2]!; q2++) {
+        const p2 = tapInput(w, 2, oc[2]!, q2);
+        if (p2 < 0 || p2 >= w.in[2]!) continue;
+        f((p0 * w.in[1]! + p1) * w.in[2]! + p2);
+      }
+    }
+  }
 }
 
 /** Every (tap, output position) that reads input position p, taps in row-major order (the gather kernels' loops). */
