@@ -21,7 +21,7 @@ const num = (flag: string, v: string | undefined): number | undefined => numberF
 export function registerRun(program: Command): void {
   program
     .command('run')
-    .description('run a compiled plan: one rank per worker thread (CPU backend)')
+    .description('run a compiled plan: one rank per worker thread (CPU backend), or a one-rank plan on the GPU (--backend cuda)')
     .argument('<plan>', 'plan file from cleave compile')
     .option('--backend <name>', 'cpu (worker threads), or cuda (one GPU, one-rank plans)', 'cpu')
     .option('--weights <model.onnx>', 'initial weights (default: the model the plan was compiled from)')

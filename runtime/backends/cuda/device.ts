@@ -62,9 +62,7 @@ export class Cuda implements CudaDevice {
   }
 
   alloc(dtype: DType, shape: readonly number[]): DeviceTensor {
-    const b = BYTES[dtype];
-    if (b === undefined) throw new CleaveError(`CUDA tensors of ${dtype} are not supported yet`);
-    const ptr = this.n.alloc(Math.max(1, numel(shape) * b));
+    const ptr = this.n.alloc(Math.max(1, numel(shape) * deviceBytes(dtype)));
     this.live.set(ptr, 1);
     return { ptr, dtype, shape: [...shape] };
   }
@@ -129,15 +127,6 @@ export class Cuda implements CudaDevice {
   /** Stops tracking allocations a captured CUDA graph now owns (it frees them at its next launch). */
   forgetPointers(ptrs: Iterable<bigint>): void {
     for (const p of ptrs) this.live.delete(p);
-  }
-
-  /**
-   * Stops tracking a tensor whose memory now belongs to a captured CUDA graph (the graph frees it
-   * at its next launch): freeAll must not free it.
-   */
-  forget(t: DeviceTensor): void {
-    this.live.delete(t.ptr);
-    this.freed.add(t);
   }
 
   /** Device → host (waits for the queued work); bfloat16 comes back as float32 values. */
@@ -207,10 +196,8 @@ export class Cuda implements CudaDevice {
   }
 
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base = 0): void {
-    const code = COPY_CODE[BYTES[x.dtype] ?? 0];
-    if (code === undefined) throw new CleaveError(`copies of ${x.dtype} do not run on CUDA yet`);
     const { dims, strides: [st] } = collapseDims(out.shape, [strides]);
-    this.n.stridedCopy(code, x.ptr, out.ptr, dims, st!, base);
+    this.n.stridedCopy(copyCode(x), x.ptr, out.ptr, dims, st!, base);
   }
 
   gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void {
@@ -232,7 +219,7 @@ export class Cuda implements CudaDevice {
     let at = 0;
     for (const x of inputs) {
       const { dims, strides: [si, so] } = collapseDims(x.shape, [stridesOf(x.shape), ost]);
-      this.n.copyRegion(COPY_CODE[BYTES[out.dtype] ?? 0]!, x.ptr, out.ptr, dims, si!, so!, 0, at * ost[axis]!);
+      this.n.copyRegion(copyCode(out), x.ptr, out.ptr, dims, si!, so!, 0, at * ost[axis]!);
       at += x.shape[axis]!;
     }
   }

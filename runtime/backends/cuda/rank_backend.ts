@@ -99,9 +99,9 @@ export class CudaRankBackend implements Backend {
   /** Whether this step's graph has been launched (losses() launches it once). */
   private launched = false;
   private beforeCapture = new Set<bigint>();
-  /** Feed buffers at fixed addresses for captured steps, by `microbatch:value`. */
+  /** Each step's data, uploaded at its start into buffers at fixed addresses, by `microbatch:value`. */
   private readonly staticFeeds = new Map<string, DeviceTensor>();
-  /** The data inputs this rank's programs read (what a captured step's buffers hold). */
+  /** The data inputs this rank's programs read (what the feed buffers hold). */
   private allInputs: number[] = [];
 
   constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda) {
