@@ -53,24 +53,6 @@ __global__ void unary_kernel(int code, const T* in, T* out, int64_t n, float a, 
     st(out, i, apply_unary(code, ld(in, i), a, b));
 }
 
-/**
- * Where output element i reads operands a and b, under their broadcast strides. `I` is 32-bit
- * where every offset fits (the launchers check): 64-bit division costs several times more, and
- * these kernels are bound by index arithmetic as much as by memory.
- */
-template <typename I>
-__device__ __forceinline__ void operand_offsets(const Shape& sh, I i, I& ia, I& ib) {
-  ia = 0;
-  ib = 0;
-  for (int d = sh.rank - 1; d >= 0; --d) {
-    const I n = (I)sh.dims[d];
-    const I k = i % n;
-    i /= n;
-    ia += k * (I)sh.a[d];
-    ib += k * (I)sh.b[d];
-  }
-}
-
 template <typename T, typename I>
 __global__ void binary_kernel(int code, const T* a, const T* b, T* out, Shape sh, I n) {
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
@@ -112,16 +94,23 @@ __device__ float block_reduce(float v) {
   return r;
 }
 
+/** A row's max and Σ exp(x − max), by the whole block (softmax and cross-entropy). */
+template <typename T>
+__device__ void row_max_sumexp(const T* x, int64_t cols, float& mx, float& sum) {
+  mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
+  mx = block_reduce<true>(mx);
+  sum = 0.f;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
+  sum = block_reduce<false>(sum);
+}
+
 template <typename T>
 __global__ void softmax_kernel(const T* in, T* out, int64_t cols, bool log_form) {
   const T* x = in + blockIdx.x * cols;
   T* y = out + blockIdx.x * cols;
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
-  mx = block_reduce<true>(mx);
-  float sum = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
-  sum = block_reduce<false>(sum);
+  float mx, sum;
+  row_max_sumexp(x, cols, mx, sum);
   const float lse = logf(sum);
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
     const float z = ld(x, j) - mx;
@@ -535,12 +524,8 @@ template <typename T>
 __global__ void sce_forward_kernel(const T* sc, const int64_t* labels, float* loss, float* weight, int64_t cols, int64_t ignore) {
   const T* x = sc + blockIdx.x * cols;
   const int64_t y = labels[blockIdx.x];
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
-  mx = block_reduce<true>(mx);
-  float sum = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
-  sum = block_reduce<false>(sum);
+  float mx, sum;
+  row_max_sumexp(x, cols, mx, sum);
   if (threadIdx.x == 0) {
     const bool skip = y == ignore;
     loss[blockIdx.x] = skip ? 0.f : mx + logf(sum) - ld(x, y);
@@ -553,12 +538,8 @@ __global__ void sce_backward_kernel(const T* sc, const int64_t* labels, const fl
   const T* x = sc + blockIdx.x * cols;
   T* d = ds + blockIdx.x * cols;
   const int64_t y = labels[blockIdx.x];
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) mx = fmaxf(mx, ld(x, j));
-  mx = block_reduce<true>(mx);
-  float sum = 0.f;
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += expf(ld(x, j) - mx);
-  sum = block_reduce<false>(sum);
+  float mx, sum;
+  row_max_sumexp(x, cols, mx, sum);
   const float scale = y == ignore ? 0.f : (mean ? (wsum[0] > 0.f ? up[0] / wsum[0] : 0.f) : up[0]);
   for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) st(d, j, (expf(ld(x, j) - mx) / sum - (j == y ? 1.f : 0.f)) * scale);
 }

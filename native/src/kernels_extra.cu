@@ -15,14 +15,8 @@ namespace {
 template <typename I>
 __global__ void logic_kernel(int code, const uint8_t* a, const uint8_t* b, uint8_t* out, Shape sh, I n) {
   GRID_LOOP(I, i, n) {
-    I rem = i, ia = 0, ib = 0;
-    for (int d = sh.rank - 1; d >= 0; --d) {
-      const I m = (I)sh.dims[d];
-      const I k = rem % m;
-      rem /= m;
-      ia += k * (I)sh.a[d];
-      ib += k * (I)sh.b[d];
-    }
+    I ia, ib;
+    operand_offsets(sh, i, ia, ib);
     const bool x = a[ia] != 0;
     bool r;
     if (code == 0) r = x && b[ib] != 0;
@@ -274,27 +268,35 @@ __global__ void im2col_kernel(const T* x, T* col, Win w, I images, I C, I n) {
   }
 }
 
+/**
+ * Calls f(o, local, tap) for every output position o (local: its index in the plane) whose window
+ * reads input position p, and the window's tap that reads it.
+ */
+template <typename F>
+__device__ __forceinline__ void each_window_reading(const Win& w, const int* p, F f) {
+  int o[3];
+  for (int q0 = 0; q0 < w.k[0]; ++q0) {
+    if (!tap_output(w, 0, p[0], q0, o[0])) continue;
+    for (int q1 = 0; q1 < w.k[1]; ++q1) {
+      if (!tap_output(w, 1, p[1], q1, o[1])) continue;
+      for (int q2 = 0; q2 < w.k[2]; ++q2) {
+        if (!tap_output(w, 2, p[2], q2, o[2])) continue;
+        f(o, (o[0] * w.out[1] + o[1]) * w.out[2] + o[2], (q0 * w.k[1] + q1) * w.k[2] + q2);
+      }
+    }
+  }
+}
+
 /** dx[image, c, p] = Σ over taps q reaching p from output position o of col[(c·K + q)·(images·O) + image·O + o]. */
 template <typename T, typename I>
 __global__ void col2im_kernel(const T* col, T* dx, Win w, I images, I C, I n) {
   const I O = (I)w.outSize, K = (I)w.kSize, S = (I)w.inSize, rowLen = images * O;
   GRID_LOOP(I, i, n) {
     const I s = i % S, ic = i / S, c = ic % C, image = ic / C;
-    int p[3], o[3];
+    int p[3];
     coords((int)s, w.in, p);
     float acc = 0.f;
-    for (int q0 = 0; q0 < w.k[0]; ++q0) {
-      if (!tap_output(w, 0, p[0], q0, o[0])) continue;
-      for (int q1 = 0; q1 < w.k[1]; ++q1) {
-        if (!tap_output(w, 1, p[1], q1, o[1])) continue;
-        for (int q2 = 0; q2 < w.k[2]; ++q2) {
-          if (!tap_output(w, 2, p[2], q2, o[2])) continue;
-          const I tap = (I)((q0 * w.k[1] + q1) * w.k[2] + q2);
-          const I op = (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]);
-          acc += ld(col, (c * K + tap) * rowLen + image * O + op);
-        }
-      }
-    }
+    each_window_reading(w, p, [&](const int*, int local, int tap) { acc += ld(col, (c * K + (I)tap) * rowLen + image * O + (I)local); });
     st(dx, i, acc);
   }
 }
@@ -344,22 +346,6 @@ __global__ void max_pool_kernel(const T* x, T* y, int64_t* indices, int* arg, Wi
   }
 }
 
-/** Calls f(o, op) for every output position o (op: its index among all outputs) whose window reads input position p of `plane`. */
-template <typename I, typename F>
-__device__ __forceinline__ void each_window_reading(const Win& w, const int* p, I plane, F f) {
-  int o[3];
-  for (int q0 = 0; q0 < w.k[0]; ++q0) {
-    if (!tap_output(w, 0, p[0], q0, o[0])) continue;
-    for (int q1 = 0; q1 < w.k[1]; ++q1) {
-      if (!tap_output(w, 1, p[1], q1, o[1])) continue;
-      for (int q2 = 0; q2 < w.k[2]; ++q2) {
-        if (!tap_output(w, 2, p[2], q2, o[2])) continue;
-        f(o, plane * (I)w.outSize + (I)((o[0] * w.out[1] + o[1]) * w.out[2] + o[2]));
-      }
-    }
-  }
-}
-
 /** dx[plane, p] = Σ g[plane, o] over the windows o that contain p and whose first maximum is p. */
 template <typename T, typename I>
 __global__ void max_pool_grad_kernel(const T* g, const int* arg, T* dx, Win w, I n) {
@@ -369,7 +355,8 @@ __global__ void max_pool_grad_kernel(const T* g, const int* arg, T* dx, Win w, I
     int p[3];
     coords((int)s, w.in, p);
     float acc = 0.f;
-    each_window_reading(w, p, plane, [&](const int*, I op) {
+    each_window_reading(w, p, [&](const int*, int local, int) {
+      const I op = plane * (I)w.outSize + (I)local;
       if (arg[op] == (int)s) acc += ld(g, op);
     });
     st(dx, i, acc);
@@ -405,7 +392,7 @@ __global__ void avg_pool_grad_kernel(const T* g, T* dx, Win w, bool includePad, 
     int p[3];
     coords((int)s, w.in, p);
     float acc = 0.f;
-    each_window_reading(w, p, plane, [&](const int* o, I op) { acc += ld(g, op) / avg_divisor(w, o, includePad); });
+    each_window_reading(w, p, [&](const int* o, int local, int) { acc += ld(g, plane * (I)w.outSize + (I)local) / avg_divisor(w, o, includePad); });
     st(dx, i, acc);
   }
 }
