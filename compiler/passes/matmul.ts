@@ -15,14 +15,13 @@ export function fuseMatMuls(g: Graph, keep: ReadonlySet<Value> = new Set()): num
   const before = g.nodes.length;
   /** Folded node name → the name of the node that does its work now. */
   const into = new Map<string, string>();
+  // Over a snapshot: a fold replaces the product (visited) or its scaling Mul/Div, never another product.
   for (const n of [...g.nodes]) {
-    if (!g.nodes.includes(n) || (n.op !== 'MatMul' && n.op !== 'FusedMatMul')) continue;
-    const node = n;
-    const fused = node.op === 'FusedMatMul';
-    const flags = { transA: fused ? int(node.attrs, 'transA') ?? 0 : 0, transB: fused ? int(node.attrs, 'transB') ?? 0 : 0 };
-    let alpha = fused ? Number(node.attrs['alpha'] ?? 1) : 1;
-    const inputs = [node.inputs[0]!, node.inputs[1]!];
-    let changed = false;
+    if (n.op !== 'MatMul' && n.op !== 'FusedMatMul') continue;
+    const fused = n.op === 'FusedMatMul';
+    const flags = { transA: fused ? int(n.attrs, 'transA') ?? 0 : 0, transB: fused ? int(n.attrs, 'transB') ?? 0 : 0 };
+    let alpha = fused ? Number(n.attrs['alpha'] ?? 1) : 1;
+    const inputs = [n.inputs[0]!, n.inputs[1]!];
     const folded: string[] = [];
     ([0, 1] as const).forEach((i) => {
       const t = swapOfLast(g, inputs[i]!);
@@ -30,26 +29,23 @@ export function fuseMatMuls(g: Graph, keep: ReadonlySet<Value> = new Set()): num
       folded.push(inputs[i]!.producer!.name);
       inputs[i] = t;
       flags[i === 0 ? 'transA' : 'transB'] ^= 1;
-      changed = true;
     });
     // The product scaled by a scalar, where nothing else reads the unscaled product.
-    const out = node.outputs[0]!;
+    const out = n.outputs[0]!;
     const user = out.users.length === 1 && !g.outputs.includes(out) ? out.users[0]! : undefined;
     const factor = user ? scalarFactor(user, out, keep) : undefined;
-    if (changed || factor !== undefined) {
-      const spec = (o: Value) => ({ name: o.name, dtype: o.dtype, shape: o.shape });
-      if (factor !== undefined) {
-        alpha *= factor;
-        // The scaling node's output becomes the product's; the product's node goes.
-        const scaled = user!.outputs[0]!;
-        into.set(n.name, user!.name);
-        for (const t of folded) into.set(t, user!.name);
-        g.replaceNode(user!, { op: 'FusedMatMul', inputs, outputs: [spec(scaled)], attrs: { ...flags, alpha }, meta: node.meta, scope: node.scope });
-        g.removeNode(n);
-      } else {
-        for (const t of folded) into.set(t, node.name);
-        g.replaceNode(node, { op: 'FusedMatMul', inputs, outputs: [spec(out)], attrs: { ...flags, alpha }, meta: node.meta, scope: node.scope });
-      }
+    if (!folded.length && factor === undefined) continue;
+    const spec = (o: Value) => ({ name: o.name, dtype: o.dtype, shape: o.shape });
+    if (factor !== undefined) {
+      alpha *= factor;
+      // The scaling node's output becomes the product's; the product's node goes.
+      into.set(n.name, user!.name);
+      for (const t of folded) into.set(t, user!.name);
+      g.replaceNode(user!, { op: 'FusedMatMul', inputs, outputs: [spec(user!.outputs[0]!)], attrs: { ...flags, alpha }, meta: n.meta, scope: n.scope });
+      g.removeNode(n);
+    } else {
+      for (const t of folded) into.set(t, n.name);
+      g.replaceNode(n, { op: 'FusedMatMul', inputs, outputs: [spec(out)], attrs: { ...flags, alpha }, meta: n.meta, scope: n.scope });
     }
   }
   g.removeDeadCode();
