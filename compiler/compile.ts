@@ -15,7 +15,6 @@ import { type PipelineSchedule, schedulePipeline, stageRank } from './schedule/p
 import { type ProgramKind, type Programs, buildPrograms } from './schedule/programs.js';
 import { simulate } from './verify/simulate.js';
 import { CleaveError } from '../src/errors.js';
-import { cloneGraph } from '../src/ir/clone.js';
 import { dtypeToOnnx } from '../src/ir/dtype.js';
 import type { Graph, Node, Value } from '../src/ir/graph.js';
 import { numel } from '../src/ir/shape.js';
@@ -99,12 +98,10 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   if (!Number.isInteger(dp) || dp < 1) throw new CleaveError(`--dp must be a positive integer, got ${dp}`);
   if (!Number.isInteger(batch) || batch % m) throw new CleaveError(`--batch ${batch} does not divide into ${m} microbatches`);
   const microbatch = batch / m;
-  const imported = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
-  // Fusion edits the graph: one handed in by the caller stays as given.
-  const g = o.fuse !== false ? cloneGraph(imported) : imported;
-  if (o.fuse !== false) fuseAttention(g);
+  const g = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
   const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
-  const training = buildTrainingGraph(g, { loss: lossSpec });
+  // Attention is fused on the training graph's own copy: a graph handed in by the caller stays as given.
+  const training = buildTrainingGraph(g, { loss: lossSpec, rewrite: o.fuse !== false ? fuseAttention : undefined });
   if (o.fuse !== false) fuseTraining(training);
   const device = deviceProfile(o.device ?? 'h100');
   const cost = costModel(device, o.policy ?? 'fp32', o.measured);

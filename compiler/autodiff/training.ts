@@ -11,6 +11,8 @@ export interface TrainingOptions {
   loss: LossSpec;
   /** Run ops in their training form (BatchNorm on batch statistics, Dropout dropping). Default true. */
   trainingMode?: boolean;
+  /** A pass over the forward graph (this function's copy of it) before the loss and autodiff: fusions. */
+  rewrite?: (g: Graph) => unknown;
 }
 
 /**
@@ -63,6 +65,7 @@ export function buildTrainingGraph(inference: Graph, opts: TrainingOptions): Tra
   const g = cloneGraph(inference);
   g.name = `${inference.name}.train`;
   if (opts.trainingMode !== false) toTrainingForm(g);
+  opts.rewrite?.(g);
   for (const n of g.nodes) n.meta = { ...n.meta, phase: 'forward' };
   const b = new ModelBuilder(g);
   const { loss, labels } = b.within('/loss/', { phase: 'loss' }, () => addLoss(b, opts.loss));
