@@ -7,6 +7,7 @@ import { deviceProfile } from './cost/profiles.js';
 import { readModelFile } from './onnx/codec.js';
 import { importModel } from './onnx/import.js';
 import { fuseAttention } from './passes/attention.js';
+import { fuseEpilogues } from './passes/epilogue.js';
 import { fuseMatMuls } from './passes/matmul.js';
 import { type Partition, partitionTraining } from './partition/partition.js';
 import { type Placement, buildInstructions } from './schedule/instructions.js';
@@ -84,6 +85,7 @@ export function compile(o: CompileOptions): Compiled {
 /** The training graph's fusion passes; its loss and gradient records follow the values by name. */
 function fuseTraining(t: TrainingGraph): void {
   fuseMatMuls(t.graph, new Set([t.seed]));
+  fuseEpilogues(t.graph);
   const now = (v: Value): Value => t.graph.values.get(v.name) ?? v;
   t.loss = now(t.loss);
   t.seed = now(t.seed);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, 'build', 'cleave_cuda.node');
-const sources = ['addon.cpp', 'kernels.cu', 'kernels_extra.cu', 'attention.cu', 'cublas_api.cpp', 'nccl_api.cpp'].map((f) => join(here, 'src', f));
+const sources = ['addon.cpp', 'kernels.cu', 'kernels_extra.cu', 'attention.cu', 'cublas_api.cpp', 'cublaslt_api.cpp', 'gemm.cpp', 'nccl_api.cpp'].map((f) => join(here, 'src', f));
 
 const nvcc = process.env.NVCC ?? (spawnSync('nvcc', ['--version']).status === 0 ? 'nvcc' : '');
 if (!nvcc) {
@@ -18,7 +18,7 @@ if (!nvcc) {
 // Rebuild only when a source is newer than the addon.
 if (existsSync(out) && !process.argv.includes('--force')) {
   const built = statSync(out).mtimeMs;
-  if ([...sources, ...['check.h', 'kernels.cuh', 'kernels_extra.cuh', 'attention.cuh', 'cublas_api.h', 'nccl_api.h', 'elem.cuh', 'dl.h'].map((f) => join(here, 'src', f))].every((f) => statSync(f).mtimeMs < built)) process.exit(0);
+  if ([...sources, ...['check.h', 'kernels.cuh', 'kernels_extra.cuh', 'attention.cuh', 'cublas_api.h', 'cublaslt_api.h', 'gemm.h', 'nccl_api.h', 'elem.cuh', 'dl.h'].map((f) => join(here, 'src', f))].every((f) => statSync(f).mtimeMs < built)) process.exit(0);
 }
 const require = createRequire(import.meta.url);
 const nodeInclude = join(dirname(dirname(process.execPath)), 'include', 'node');

@@ -1,5 +1,6 @@
 import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { int } from '../../src/ops/util.js';
+import { redirectGradOf } from './grad_of.js';
 
 /**
  * Folds into one FusedMatMul what a GEMM does for free: a Transpose that swaps an operand's last two
@@ -49,16 +50,7 @@ export function fuseMatMuls(g: Graph, keep: ReadonlySet<Value> = new Set()): num
     }
   }
   g.removeDeadCode();
-  const live = new Set(g.nodes.map((x) => x.name));
-  const survivor = (name: string): string => {
-    let at = name;
-    while (!live.has(at) && into.has(at)) at = into.get(at)!;
-    return at;
-  };
-  for (const x of g.nodes) {
-    const of = x.meta['gradOf'];
-    if (typeof of === 'string' && !live.has(of)) x.meta['gradOf'] = survivor(of);
-  }
+  redirectGradOf(g, into);
   return before - g.nodes.length;
 }
 

@@ -7,7 +7,7 @@
 
 #include "attention.cuh"
 #include "check.h"
-#include "cublas_api.h"
+#include "gemm.h"
 #include "kernels.cuh"
 #include "nccl_api.h"
 #include "kernels_extra.cuh"
@@ -448,31 +448,31 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& i) {
 }
 
 /**
- * gemm(dtype, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch[, cDtype])
- * Column-major, as cuBLAS: C = alpha · op(A) · op(B) + beta · C, batched by strides; float32
- * accumulation (TF32 tensor cores for float32 inputs).
+ * gemm(dtype, transA, transB, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch
+ *      [, cDtype[, epilogue, bias, aux, auxLd]]) → whether it ran (gemm.h: false only for an epilogue
+ * cuBLASLt cannot fuse here). Column-major, as cuBLAS; float32 accumulation.
  */
 Napi::Value Gemm(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
-    static cublasHandle_t handle = [] {
-      cublasHandle_t h;
-      if (cublas().create(&h) != 0) throw std::runtime_error("cublasCreate failed");
-      if (cublas().setStream(h, stream()) != 0) throw std::runtime_error("cublasSetStream failed");
-      return h;
-    }();
-    const auto cublas_type = [](int code) { return code == BF16 ? DT_R_16BF : code == F16 ? DT_R_16F : DT_R_32F; };
-    const int dt = cublas_type(i[0].As<Napi::Number>().Int32Value());
+    GemmCall g{};
+    g.dtype = i[0].As<Napi::Number>().Int32Value();
     // C may be float32 under 16-bit A and B: a weight gradient added straight into its accumulator.
-    const int ct = i.Length() > 18 ? cublas_type(i[18].As<Napi::Number>().Int32Value()) : dt;
-    const float alpha = f32(i[6]), beta = f32(i[13]);
-    const int st = cublas().gemmStridedBatchedEx(
-        handle, i[1].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N, i[2].As<Napi::Boolean>().Value() ? CUBLAS_OP_T : CUBLAS_OP_N,
-        (int)i64(i[3]), (int)i64(i[4]), (int)i64(i[5]), &alpha, ptr(i[7]), dt, (int)i64(i[8]), i64(i[9]), ptr(i[10]), dt, (int)i64(i[11]),
-        i64(i[12]), &beta, ptr(i[14]), ct, (int)i64(i[15]), i64(i[16]), (int)i64(i[17]),
-        // float32 stays float32 (no TF32) until a precision policy asks for speed over bits.
-        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (st != 0) throw std::runtime_error("cublasGemmStridedBatchedEx failed with status " + std::to_string(st));
-    return i.Env().Undefined();
+    g.cDtype = i.Length() > 18 ? i[18].As<Napi::Number>().Int32Value() : g.dtype;
+    g.ta = i[1].As<Napi::Boolean>().Value();
+    g.tb = i[2].As<Napi::Boolean>().Value();
+    g.m = (int)i64(i[3]); g.n = (int)i64(i[4]); g.k = (int)i64(i[5]);
+    g.alpha = f32(i[6]); g.beta = f32(i[13]);
+    g.A = ptr(i[7]); g.lda = (int)i64(i[8]); g.sA = i64(i[9]);
+    g.B = ptr(i[10]); g.ldb = (int)i64(i[11]); g.sB = i64(i[12]);
+    g.C = ptr(i[14]); g.ldc = (int)i64(i[15]); g.sC = i64(i[16]);
+    g.batch = (int)i64(i[17]);
+    if (i.Length() > 19) {
+      g.epilogue = (int)i64(i[19]);
+      g.bias = ptr(i[20]);
+      g.aux = ptr(i[21]);
+      g.auxLd = i64(i[22]);
+    }
+    return Napi::Boolean::New(i.Env(), gemm(g, stream()));
   });
 }
 

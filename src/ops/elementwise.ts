@@ -3,7 +3,7 @@ import { type DType, isFloat } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcast, stridesOf } from '../ir/shape.js';
 import type { Tensor } from '../ir/tensor.js';
-import { erf } from './math.js';
+import { erf, geluTanh } from './math.js';
 import type { AttrSpec, CudaDevice, CudaKernel, DeviceTensor, OpCategory, OpContext, OpDef } from './registry.js';
 import { broadcastMap, fixInt, float, input, perOutput, requireFloat, sameDtype, str } from './util.js';
 
@@ -24,7 +24,6 @@ interface UnaryRule {
   readonly category?: OpCategory;
 }
 
-const SQRT_2_PI = Math.sqrt(2 / Math.PI);
 
 /** One row per unary op: what it computes, what it costs, what it accepts. */
 const UNARY: Record<string, UnaryRule> = {
@@ -56,7 +55,7 @@ const UNARY: Record<string, UnaryRule> = {
   Gelu: {
     cuda: (a) => ({ code: str(a, 'approximate') === 'tanh' ? 11 : 10 }),
     f: (a) => str(a, 'approximate') === 'tanh'
-      ? (x) => 0.5 * x * (1 + Math.tanh(SQRT_2_PI * (x + 0.044715 * x * x * x)))
+      ? geluTanh
       : (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
     flops: 12, accepts: 'float', since: 20, category: 'activation',
     attrs: { approximate: { type: 'string', default: 'none' } },

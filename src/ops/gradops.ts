@@ -6,7 +6,7 @@ import type { Attrs } from '../ir/graph.js';
 import { normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { type Window, padCounts, padEnds, slide, windowAttrs, windowOf } from './conv.js';
-import { erf } from './math.js';
+import { erf, geluTanhGrad } from './math.js';
 import { sliceAxes } from './movement.js';
 import { rowStats } from './norm.js';
 import type { AttrSpec, OpContext, OpDef } from './registry.js';
@@ -22,7 +22,6 @@ function internal(def: Omit<OpDef, 'since' | 'domain'>): OpDef {
 
 // --- GeluGrad ---------------------------------------------------------------------------------
 
-const C = Math.sqrt(2 / Math.PI);
 const geluGrad = internal({
   op: 'GeluGrad', category: 'elementwise', arity: [2, 2], attrs: { approximate: { type: 'string', default: 'none' } },
   infer: (ctx) => [input(ctx, 1)],
@@ -34,10 +33,8 @@ const geluGrad = internal({
     for (let i = 0; i < out.data.length; i++) {
       const v = x!.data[i]!;
       let d: number;
-      if (tanh) {
-        const t = Math.tanh(C * (v + 0.044715 * v * v * v));
-        d = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * C * (1 + 3 * 0.044715 * v * v);
-      } else d = 0.5 * (1 + erf(v / Math.SQRT2)) + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI);
+      if (tanh) d = geluTanhGrad(v);
+      else d = 0.5 * (1 + erf(v / Math.SQRT2)) + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI);
       out.data[i] = g!.data[i]! * d;
     }
     return [roundToDtype(out)];

@@ -1,8 +1,10 @@
 import { CleaveError } from '../errors.js';
 import { type Dim, broadcast, formatShape } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
-import type { OpContext, OpDef } from './registry.js';
-import { elems, float, input, int, moved, requireDim, requireFloat, requireRank, sameDtype } from './util.js';
+import type { Attrs } from '../ir/graph.js';
+import { geluTanh, geluTanhGrad } from './math.js';
+import { type MatMulEpilogue, type OpContext, type OpDef, getOp } from './registry.js';
+import { elems, float, input, int, moved, requireDim, requireFloat, requireRank, sameDtype, str } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
 
@@ -103,34 +105,89 @@ function fusedDims(ctx: OpContext): { out: Dim[]; k: Dim } {
   return { out, k };
 }
 
+/** What FusedMatMul applies to its product, and the input that goes with it (see its comment). */
+type Epilogue = '' | 'bias' | 'gelu_bias' | 'dgelu';
+const EPILOGUES: readonly Epilogue[] = ['', 'bias', 'gelu_bias', 'dgelu'];
+
+function epilogueOf(ctx: { node: string; attrs: Attrs }): Epilogue {
+  const e = str(ctx.attrs, 'epilogue') ?? '';
+  if (!(EPILOGUES as readonly string[]).includes(e)) throw new CleaveError(`node '${ctx.node}': FusedMatMul epilogue '${e}' is not one of bias, gelu_bias, dgelu`);
+  return e as Epilogue;
+}
+
 /**
- * alpha · op(A) · op(B), op swapping the last two axes where transA / transB say: what a GEMM does
- * in one call. The compiler folds Transposes and scalar Muls into it (compiler/passes/matmul.ts)
- * after autodiff, so it needs no gradient of its own.
+ * alpha · op(A) · op(B), op swapping the last two axes where transA / transB say, then an epilogue:
+ * what a GEMM does in one call. The compiler folds Transposes and scalar Muls into it
+ * (compiler/passes/matmul.ts), and the bias Add, GELU-tanh and GELU-tanh gradient that follow a
+ * product (compiler/passes/epilogue.ts), after autodiff, so it needs no gradient of its own.
+ * Epilogues: `bias` adds input 2 (a vector along the last axis); `gelu_bias` adds it, then applies
+ * GELU-tanh, and with a second output writes the biased product there too (what GeluGrad reads);
+ * `dgelu` multiplies by GELU-tanh′ of input 2 (the pre-activation).
  */
 const fusedMatMul: OpDef = {
-  op: 'FusedMatMul', domain: 'cleave', since: 13, category: 'linalg', arity: [2, 2],
-  attrs: { transA: { type: 'int', default: 0 }, transB: { type: 'int', default: 0 }, alpha: { type: 'float', default: 1 } },
+  op: 'FusedMatMul', domain: 'cleave', since: 13, category: 'linalg', arity: [2, 3], outputs: [1, 2],
+  attrs: {
+    transA: { type: 'int', default: 0 }, transB: { type: 'int', default: 0 }, alpha: { type: 'float', default: 1 },
+    epilogue: { type: 'string', default: '' },
+  },
   infer(ctx) {
-    const d = sameDtype(ctx, [0, 1]);
-    return [{ dtype: d, shape: fusedDims(ctx).out }];
+    const e = epilogueOf(ctx);
+    const need = e ? 3 : 2;
+    const given = ctx.inputs.filter((x) => x).length;
+    if (given !== need) throw new CleaveError(`${at(ctx)}: FusedMatMul${e ? ` with epilogue ${e}` : ''} takes ${need} inputs, got ${given}`);
+    const d = sameDtype(ctx, e ? [0, 1, 2] : [0, 1]);
+    const { out } = fusedDims(ctx);
+    if (ctx.numOutputs === 2 && e !== 'gelu_bias') throw new CleaveError(`${at(ctx)}: only FusedMatMul's gelu_bias epilogue has a second output`);
+    if (e) {
+      const x = input(ctx, 2).shape;
+      const want = e === 'dgelu' ? out : [out[out.length - 1]!];
+      if (x.length !== want.length || x.some((v, i) => v !== want[i])) {
+        throw new CleaveError(`${at(ctx)}: FusedMatMul's ${e === 'dgelu' ? 'pre-activation' : 'bias'} must be ${formatShape(want)}, got ${formatShape(x)}`);
+      }
+    }
+    return Array.from({ length: ctx.numOutputs }, () => ({ dtype: d, shape: out }));
   },
   cost(ctx, outs) {
     const { k } = fusedDims(ctx);
-    return { flops: 2 * elems(outs[0]!) * (typeof k === 'number' ? k : 1), bytes: moved(ctx, outs) };
+    const epi = epilogueOf(ctx) === '' ? 0 : 14;
+    return { flops: (2 * (typeof k === 'number' ? k : 1) + epi) * elems(outs[0]!), bytes: moved(ctx, outs) };
   },
-  cuda: (dev, [a, b], [out], attrs) => dev.matmul(a!, b!, out!, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1),
-  cudaAccumulate: (dev, [a, b], acc, attrs) => dev.matmul(a!, b!, acc, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1, 1),
-  cpu([a, b], attrs) {
+  cuda: (dev, [a, b, x], outs, attrs) => {
+    const e = epilogueOf({ node: 'FusedMatMul', attrs });
+    const [ta, tb, alpha] = [int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1];
+    const out = outs[0]!, preact = outs[1] ?? null;
+    if (e === '') return void dev.matmul(a!, b!, out, ta, tb, alpha);
+    const spec: MatMulEpilogue = e === 'bias' ? { kind: 'bias', bias: x! } : e === 'gelu_bias' ? { kind: 'gelu-bias', bias: x!, preact } : { kind: 'dgelu', preact: x! };
+    if (dev.matmul(a!, b!, out, ta, tb, alpha, 0, spec)) return;
+    // cuBLASLt had no fused kernel for these sizes: the ops the compiler fused, as their own kernels.
+    const tanh = { approximate: 'tanh' };
+    if (e === 'dgelu') return getOp('GeluGrad', 'FusedMatMul').cuda!(dev, [out, x!], [out], tanh);
+    const biased = preact ?? out;
+    getOp('Add', 'FusedMatMul').cuda!(dev, [biased, x!], [biased], {});
+    if (e === 'gelu_bias') getOp('Gelu', 'FusedMatMul').cuda!(dev, [biased], [out], tanh);
+  },
+  cudaAccumulate: (dev, [a, b], acc, attrs) => {
+    if (str(attrs, 'epilogue')) throw new CleaveError('FusedMatMul with an epilogue does not add into an accumulator');
+    dev.matmul(a!, b!, acc, int(attrs, 'transA') === 1, int(attrs, 'transB') === 1, float(attrs, 'alpha') ?? 1, 1);
+  },
+  cpu([a, b, x], attrs, numOutputs) {
+    const e = epilogueOf({ node: 'FusedMatMul', attrs });
     const A = int(attrs, 'transA') === 1 ? swapLastTensor(a!) : a!;
     const B = int(attrs, 'transB') === 1 ? swapLastTensor(b!) : b!;
     const y = matmulKernel(A, B);
     const alpha = float(attrs, 'alpha') ?? 1;
-    if (alpha !== 1) {
-      for (let i = 0; i < y.data.length; i++) y.data[i] = alpha * y.data[i]!;
-      return [roundToDtype(y)];
+    // One rounding to the dtype at the end, as the fused GEMM writes its output once.
+    const n = y.shape[y.shape.length - 1] ?? 1;
+    const pre = e === 'gelu_bias' && numOutputs === 2 ? tensor(y.dtype, [...y.shape]) : undefined;
+    for (let i = 0; i < y.data.length; i++) {
+      let v = alpha * y.data[i]!;
+      if (e === 'bias' || e === 'gelu_bias') v += x!.data[i % n]!;
+      if (pre) pre.data[i] = v;
+      if (e === 'gelu_bias') v = geluTanh(v);
+      else if (e === 'dgelu') v *= geluTanhGrad(x!.data[i]!);
+      y.data[i] = v;
     }
-    return [y];
+    return pre ? [roundToDtype(y), roundToDtype(pre)] : [roundToDtype(y)];
   },
 };
 

@@ -33,3 +33,16 @@ export function erf(x: number): number {
   const erfc = Math.exp(-ax * ax) / Math.sqrt(Math.PI) / f;
   return Math.sign(x) * (1 - erfc);
 }
+
+const SQRT_2_PI = Math.sqrt(2 / Math.PI);
+
+/** GELU's tanh approximation, 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
+export function geluTanh(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(SQRT_2_PI * (x + 0.044715 * x * x * x)));
+}
+
+/** Its derivative. */
+export function geluTanhGrad(x: number): number {
+  const t = Math.tanh(SQRT_2_PI * (x + 0.044715 * x * x * x));
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_PI * (1 + 3 * 0.044715 * x * x);
+}

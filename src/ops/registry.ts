@@ -57,6 +57,16 @@ export interface OpEmitter {
   scalar(x: number, dtype?: DType): Value;
 }
 
+/**
+ * What a GEMM applies to its product before writing it (cuBLASLt's epilogues): a bias per output
+ * column; the bias then GELU-tanh, its input kept in `preact` where the backward needs it; or the
+ * GELU-tanh gradient, the product times GELU′(preact).
+ */
+export type MatMulEpilogue =
+  | { readonly kind: 'bias'; readonly bias: DeviceTensor }
+  | { readonly kind: 'gelu-bias'; readonly bias: DeviceTensor; readonly preact: DeviceTensor | null }
+  | { readonly kind: 'dgelu'; readonly preact: DeviceTensor };
+
 /** A tensor in device memory, as CUDA kernels see it. */
 export interface DeviceTensor {
   readonly ptr: bigint;
@@ -74,8 +84,13 @@ export interface CudaDevice {
   where(cond: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void;
   softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void;
   layerNorm(x: DeviceTensor, scale: DeviceTensor | null, bias: DeviceTensor | null, out: DeviceTensor, epsilon: number): void;
-  /** out = alpha · op(a) · op(b) + beta · out; out may be float32 under 16-bit a and b. */
-  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean, alpha?: number, beta?: number): void;
+  /**
+   * out = epilogue(alpha · op(a) · op(b) + beta · out); out may be float32 under 16-bit a and b.
+   * Returns false where the epilogue could not be fused (odd sizes or alignments): the plain
+   * product is then in `preact` for `gelu-bias` with one, else in `out`, and the caller applies the
+   * epilogue with other kernels.
+   */
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA?: boolean, transB?: boolean, alpha?: number, beta?: number, epilogue?: MatMulEpilogue): boolean;
   /** out[index] = x[base + Σ index_d · strides_d]: views, transposes, slices, broadcasts. */
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base?: number): void;
   gather(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;

@@ -28,7 +28,7 @@ describe('profile signatures', () => {
     }
     expect(matched).toBeGreaterThan(plan.nodes.length / 2);
     // And the cost model takes a measured time under that key over its estimate.
-    const mm = training.graph.nodes.find((n) => n.op === 'MatMul')!;
+    const mm = training.graph.nodes.find((n) => n.op === 'MatMul' || n.op === 'FusedMatMul')!;
     const measured = costModel(deviceProfile('h100'), 'fp32', { entries: { [opSignature(mm)]: 7.5 } });
     expect(measured.nodeTime(mm)).toBeCloseTo(7.5e-3, 12);
     expect(costModel(deviceProfile('h100'), 'fp32').nodeTime(mm)).not.toBeCloseTo(7.5e-3, 6);

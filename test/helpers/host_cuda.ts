@@ -7,7 +7,7 @@
 // code itself: the GPU tests in test/gpu do.
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/ir/tensor.js';
-import { erf } from '../../src/ops/math.js';
+import { erf, geluTanh, geluTanhGrad } from '../../src/ops/math.js';
 
 interface Block { base: bigint; bytes: Uint8Array }
 
@@ -328,23 +328,38 @@ export class HostCuda implements Partial<NativeCuda> {
     }
   }
 
-  /** cuBLAS's strided batched GEMM, column-major: C = alpha·op(A)·op(B) + beta·C (C not read when beta is 0). */
+  /**
+   * cuBLAS's strided batched GEMM, column-major: C = epilogue(alpha·op(A)·op(B) + beta·C) (C not
+   * read when beta is 0). Epilogues as native/src/gemm.h; like cuBLASLt, it refuses one (returns
+   * false, writing nothing) where m is not a multiple of 8, so tests reach the unfused path.
+   */
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
-    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype = dtype): void {
+    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype = dtype,
+    epilogue = 0, bias = 0n, aux = 0n, auxLd = 0): boolean {
+    if (epilogue !== 0 && m % 8 !== 0) return false;
     const aCols = ta ? m : k, bCols = tb ? k : n;
     const a = this.floats(dtype, A, (batch - 1) * sA + lda * (aCols - 1) + (ta ? k : m));
     const b = this.floats(dtype, B, (batch - 1) * sB + ldb * (bCols - 1) + (tb ? n : k));
     const c = this.floats(cDtype, C, (batch - 1) * sC + ldc * (n - 1) + m);
+    const bv = epilogue === 1 || epilogue === 2 ? this.floats(dtype, bias, m) : undefined;
+    const x = aux !== 0n ? this.floats(dtype, aux, auxLd * (n - 1) + m) : undefined;
     for (let q = 0; q < batch; q++) {
       for (let j = 0; j < n; j++) {
         for (let i = 0; i < m; i++) {
           let s = 0;
           for (let p = 0; p < k; p++) s += a.get(q * sA + (ta ? p + i * lda : i + p * lda)) * b.get(q * sB + (tb ? j + p * ldb : p + j * ldb));
           const at = q * sC + i + j * ldc;
-          c.set(at, alpha * s + (beta === 0 ? 0 : beta * c.get(at)));
+          let v = alpha * s + (beta === 0 ? 0 : beta * c.get(at));
+          if (bv) v += bv.get(i);
+          if (epilogue === 2) {
+            x?.set(i + j * auxLd, v);
+            v = geluTanh(v);
+          } else if (epilogue === 3) v *= geluTanhGrad(x!.get(i + j * auxLd));
+          c.set(at, v);
         }
       }
     }
+    return true;
   }
 
   sceForward(dtype: number, scores: bigint, labels: bigint, loss: bigint, weight: bigint, rows: number, cols: number, ignore: number): void {

@@ -2,7 +2,7 @@ import { CleaveError } from '../../../src/errors.js';
 import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/ir/tensor.js';
-import type { CudaDevice, DeviceTensor, WindowGeometry } from '../../../src/ops/registry.js';
+import type { CudaDevice, DeviceTensor, MatMulEpilogue, WindowGeometry } from '../../../src/ops/registry.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
 
@@ -173,7 +173,7 @@ export class Cuda implements CudaDevice {
    * Row-major batched C = A·B through cuBLAS (column-major): C' = B'·A' with the operands swapped.
    * Batch dims: equal, or one side unbatched (stride 0).
    */
-  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false, alpha = 1, beta = 0): void {
+  matmul(a: DeviceTensor, b: DeviceTensor, out: DeviceTensor, transA = false, transB = false, alpha = 1, beta = 0, epilogue?: MatMulEpilogue): boolean {
     if (a.dtype !== b.dtype) throw new CleaveError(`MatMul on CUDA takes operands of one dtype, got ${a.dtype} and ${b.dtype}`);
     // out may be a float32 accumulator (beta = 1) under 16-bit operands.
     const ab = floatCode(a, 'MatMul'), c = floatCode(out, 'MatMul');
@@ -186,13 +186,26 @@ export class Cuda implements CudaDevice {
     if (!ok(batchA) || !ok(batchB) || broadcast([a.shape.slice(0, -2), b.shape.slice(0, -2)], 'MatMul').length !== out.shape.length - 2) {
       throw new CleaveError(`MatMul of [${a.shape}] and [${b.shape}]: this batch broadcast does not run on CUDA yet`);
     }
+    // Where the fallback leaves the plain product (registry.ts: MatMulEpilogue).
+    const target = epilogue?.kind === 'gelu-bias' && epilogue.preact ? epilogue.preact.ptr : out.ptr;
     // An unbatched operand of a batched product is one matrix with rows of all batches when it is A.
-    if (batchA === batch && batchB === 1 && !transA && batch > 1) {
-      this.n.gemm(ab, transB, false, N, M * batch, K, alpha, b.ptr, transB ? K : N, 0, a.ptr, K, 0, beta, out.ptr, N, 0, 1, c);
-      return;
+    const rows = batch === 1 || (batchA === batch && batchB === 1 && !transA);
+    if (rows) {
+      const m = M * batch;
+      if (epilogue && beta === 0 && this.fused(ab, transB, transA, N, m, K, alpha, b.ptr, transB ? K : N, a.ptr, transA ? M : K, out.ptr, epilogue)) return true;
+      this.n.gemm(ab, transB, transA, N, m, K, alpha, b.ptr, transB ? K : N, 0, a.ptr, transA ? M : K, 0, beta, epilogue ? target : out.ptr, N, 0, 1, c);
+      return !epilogue;
     }
     this.n.gemm(ab, transB, transA, N, M, K, alpha,
-      b.ptr, transB ? K : N, batchB === 1 ? 0 : K * N, a.ptr, transA ? M : K, batchA === 1 ? 0 : M * K, beta, out.ptr, N, M * N, batch, c);
+      b.ptr, transB ? K : N, batchB === 1 ? 0 : K * N, a.ptr, transA ? M : K, batchA === 1 ? 0 : M * K, beta, epilogue ? target : out.ptr, N, M * N, batch, c);
+    return !epilogue;
+  }
+
+  /** One column-major GEMM with a cuBLASLt epilogue (rows of the product are its columns); false where cuBLASLt has none. */
+  private fused(dt: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, B: bigint, ldb: number,
+    D: bigint, e: MatMulEpilogue): boolean {
+    const [code, bias, aux] = e.kind === 'bias' ? [1, e.bias.ptr, 0n] : e.kind === 'gelu-bias' ? [2, e.bias.ptr, e.preact?.ptr ?? 0n] : [3, 0n, e.preact.ptr];
+    return this.n.gemm(dt, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, 0, D, m, 0, 1, dt, code, bias, aux, m);
   }
 
   stridedCopy(x: DeviceTensor, out: DeviceTensor, strides: readonly number[], base = 0): void {
@@ -401,9 +414,13 @@ export class Cuda implements CudaDevice {
     const withC = c !== null && beta !== 0;
     const dt = sameFloat(withC ? [a, b, c, out] : [a, b, out], 'Gemm');
     const [M, N] = out.shape as [number, number];
+    const K = transA ? a.shape[0]! : a.shape[1]!;
+    // A Linear layer's bias (C a row of N, beta 1): cuBLASLt's bias epilogue, no copy.
+    const row = withC && beta === 1 && c.shape.at(-1) === N && numel(c.shape) === N;
+    if (row && this.fused(dt, transB, transA, N, M, K, alpha, b.ptr, transB ? K : N, a.ptr, transA ? M : K, out.ptr, { kind: 'bias', bias: c })) return;
     // cuBLAS adds beta·C onto its output in place: C goes there first, broadcast.
     if (withC) this.stridedCopy(c, out, broadcastStrides(c.shape, out.shape));
-    this.gemmRows(dt, a.ptr, b.ptr, out.ptr, M, N, transA ? a.shape[0]! : a.shape[1]!, transA, transB, alpha, withC ? beta : 0, 1, 0, 0, 0);
+    this.gemmRows(dt, a.ptr, b.ptr, out.ptr, M, N, K, transA, transB, alpha, withC ? beta : 0, 1, 0, 0, 0);
   }
 
   /**

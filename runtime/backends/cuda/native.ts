@@ -47,7 +47,8 @@ export interface NativeCuda {
   ncclClose(comm: bigint, abort: boolean): void;
   memInfo(resetPeak?: boolean): { freeBytes: number; totalBytes: number; peakBytes: number };
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
-    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype?: number): void;
+    B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype?: number,
+    epilogue?: number, bias?: bigint, aux?: bigint, auxLd?: number): boolean;
   stridedCopy(dtype: number, x: bigint, out: bigint, dims: number[], strides: number[], base: number): void;
   gather(dtype: number, data: bigint, idx: bigint, out: bigint, outer: number, dim: number, nidx: number, inner: number): void;
   copyRegion(dtype: number, x: bigint, out: bigint, dims: number[], inStrides: number[], outStrides: number[], inBase: number, outBase: number): void;
