@@ -68,14 +68,22 @@ const tokens = cfg.m * cfg.micro * cfg.seq;
 // Training FLOPs: 6 per parameter per token, plus attention's 12·L·T·d per token (fwd + bwd).
 const flops = 6 * params * tokens + 12 * cfg.layers * cfg.seq * cfg.dim * tokens;
 const rows: string[][] = [];
-// Eager: JS enqueues every kernel each step. CUDA graph: step 1 eager, step 2 captured, then replays.
-for (const graph of withGraph ? [false, true] : [false]) {
-  const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: cfg.steps + (graph ? 1 : 0), optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 }, cudaGraph: graph },
-    (r) => log(`${graph ? 'graph' : 'eager'} step ${r.step}: loss ${r.loss.toFixed(3)}`));
-  log(`cleave ${graph ? 'CUDA graph' : 'eager'} steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
-  const steady = run.stepMs.slice(graph ? 2 : 1);
+// Three ways to enqueue the same kernels. JS per node: every node dispatched from JavaScript each
+// step. Launch lists (the default): step 1 eager, step 2 recorded per instruction into the step
+// arena, then one launch per instruction. CUDA graph: step 1 eager, step 2 captured whole, then
+// one launch per step.
+const modes = [
+  { name: 'JS per node', lists: false, graph: false, warm: 1 },
+  { name: 'launch lists', lists: true, graph: false, warm: 2 },
+  ...(withGraph ? [{ name: 'CUDA graph', lists: false, graph: true, warm: 2 }] : []),
+];
+for (const mode of modes) {
+  const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: cfg.steps + mode.warm - 1, optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 }, cudaGraph: mode.graph, launchLists: mode.lists },
+    (r) => log(`${mode.name} step ${r.step}: loss ${r.loss.toFixed(3)}`));
+  log(`cleave ${mode.name} steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
+  const steady = run.stepMs.slice(mode.warm);
   const ms = steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : run.stepMs.at(-1)!;
-  rows.push([`cleave ${graph ? 'CUDA graph' : 'eager'} (bf16, ${fused} fused attentions)`, ms.toFixed(1), (tokens / ms * 1000).toFixed(0), (flops / ms / 1e9).toFixed(1), (run.peakBytes / 2 ** 30).toFixed(1), run.steps.at(-1)!.loss.toFixed(3)]);
+  rows.push([`cleave ${mode.name} (bf16, ${fused} fused attentions)`, ms.toFixed(1), (tokens / ms * 1000).toFixed(0), (flops / ms / 1e9).toFixed(1), (run.peakBytes / 2 ** 30).toFixed(1), run.steps.at(-1)!.loss.toFixed(3)]);
 }
 
 let breakdown = '';

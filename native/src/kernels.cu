@@ -859,8 +859,36 @@ void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool
   CHECK_LAUNCH();
 }
 
+// Casts that involve integers or bools go through double (exact for int32 and for int64 up to
+// 2^53), truncating toward zero into integers and testing ≠ 0 into bools, as the CPU kernel does.
+template <typename T> __device__ __forceinline__ double ld_any(const T* p, int64_t i) { return (double)ld(p, i); }
+template <> __device__ __forceinline__ double ld_any<int64_t>(const int64_t* p, int64_t i) { return (double)p[i]; }
+template <> __device__ __forceinline__ double ld_any<int32_t>(const int32_t* p, int64_t i) { return (double)p[i]; }
+template <> __device__ __forceinline__ double ld_any<uint8_t>(const uint8_t* p, int64_t i) { return p[i] ? 1.0 : 0.0; }
+template <typename T> __device__ __forceinline__ void st_any(T* p, int64_t i, double v) { st(p, i, (float)v); }
+template <> __device__ __forceinline__ void st_any<int64_t>(int64_t* p, int64_t i, double v) { p[i] = (int64_t)trunc(v); }
+template <> __device__ __forceinline__ void st_any<int32_t>(int32_t* p, int64_t i, double v) { p[i] = (int32_t)trunc(v); }
+template <> __device__ __forceinline__ void st_any<uint8_t>(uint8_t* p, int64_t i, double v) { p[i] = v != 0.0; }
+
+template <typename A, typename B>
+__global__ void cast_any_kernel(const A* in, B* out, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st_any(out, i, ld_any(in, i));
+}
+
+#define DISPATCH_ANY(t, T, F)                                 \
+  if ((t) == ::cleave::I64) { using T = int64_t; F; }         \
+  else if ((t) == ::cleave::I32) { using T = int32_t; F; }    \
+  else if ((t) == ::cleave::BOOL) { using T = uint8_t; F; }   \
+  else DISPATCH_FLOAT(t, T, F)
+
 void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s) {
-  DISPATCH_FLOAT(from, A, DISPATCH_FLOAT(to, B, (cast_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
+  if (n <= 0) return;
+  const auto is_float = [](DType t) { return t == F32 || t == BF16 || t == F16; };
+  if (is_float(from) && is_float(to)) {
+    DISPATCH_FLOAT(from, A, DISPATCH_FLOAT(to, B, (cast_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
+  } else {
+    DISPATCH_ANY(from, A, DISPATCH_ANY(to, B, (cast_any_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
+  }
   CHECK_LAUNCH();
 }
 

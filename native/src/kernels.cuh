@@ -7,7 +7,8 @@
 
 namespace cleave {
 
-enum DType : int { F32 = 0, BF16 = 1, F16 = 2 };
+// Integer and bool codes serve cast only; every other kernel takes the float codes.
+enum DType : int { F32 = 0, BF16 = 1, F16 = 2, I64 = 3, I32 = 4, BOOL = 5 };
 constexpr int MAX_RANK = 6;
 
 struct Shape {

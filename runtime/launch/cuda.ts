@@ -38,6 +38,7 @@ export function planWeights(plan: Plan, file = plan.model.source): Map<string, T
 export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
   backend.cudaGraph = !!o.cudaGraph;
+  backend.launchLists = o.launchLists !== false;
   if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
   return runOnBackend(backend, o, onStep);
 }
@@ -70,7 +71,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       result.steps.push(report);
       onStep?.(report);
     }
-    result.peakBytes = backend.dev.n.memInfo().peakBytes + backend.workspaceBytes;
+    result.peakBytes = backend.peakBytes();
     if (o.returnWeights) result.weights = backend.tensors();
     return result;
   } catch (e) {

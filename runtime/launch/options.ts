@@ -31,6 +31,8 @@ export interface RunOptions {
   trace?: string;
   /** CUDA backend: capture the step as a CUDA graph after one eager step, then replay it. */
   cudaGraph?: boolean;
+  /** CUDA backend: record each instruction's kernels once and launch them as a list (default on). */
+  launchLists?: boolean;
   /** CUDA backend, fp16 plans: the initial loss scale (default 2^15, the largest a float16 seed holds). */
   lossScale?: number;
 }

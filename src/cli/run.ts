@@ -11,7 +11,7 @@ import { numberFlag, positiveInt } from './options.js';
 import { Progress } from './progress.js';
 
 interface RunFlags {
-  backend: string; cudaGraph?: boolean; lossScale?: string; trace?: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
+  backend: string; cudaGraph?: boolean; launchLists?: boolean; lossScale?: string; trace?: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
   saveEvery?: number; checkpointDir?: string; optimizer: string; lr: string; weightDecay?: string; momentum?: string;
   clip?: string; seed: string; timeout: number; json?: boolean;
 }
@@ -39,11 +39,13 @@ export function registerRun(program: Command): void {
     .option('--seed <n>', 'data seed (each data-parallel replica draws its own shard)', '0')
     .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
     .option('--cuda-graph', 'cuda backend: capture the step as one CUDA graph after a first eager step, then replay it')
+    .option('--no-launch-lists', 'cuda backend: enqueue every node from JavaScript each step instead of replaying recorded launch lists')
     .option('--loss-scale <x>', 'cuda backend, fp16 plans: initial loss scale (default 32768; halves on overflow, doubles after 2000 clean steps)')
     .option('--trace <file>', 'cpu backend: write the last step\'s measured timeline, every rank on one clock (Perfetto / Chrome trace; cleave plan print --measured reads it)')
     .option('--json', 'one JSON object per step')
     .action(async (planFile: string, o: RunFlags) => {
       if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
+      if (o.launchLists === false && o.backend !== 'cuda') throw new CleaveError('--no-launch-lists needs --backend cuda');
       if (o.trace && o.backend !== 'cpu') throw new CleaveError('--trace measures CPU ranks so far (the CUDA backend would time its kernels with events; that comes with multi-GPU runs)');
       if (o.lossScale !== undefined && o.backend !== 'cuda') throw new CleaveError('--loss-scale needs --backend cuda (and an fp16 plan)');
       if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
@@ -71,7 +73,7 @@ export function registerRun(program: Command): void {
       const run = o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
         planFile, weights: o.weights, resume: o.resume, data, steps: o.steps, optimizer, clip: num('--clip', o.clip),
-        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, lossScale: num('--loss-scale', o.lossScale), trace: o.trace,
+        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, launchLists: o.launchLists !== false, lossScale: num('--loss-scale', o.lossScale), trace: o.trace,
       }, (r) => {
         samples += r.samples;
         if (o.json) process.stdout.write(JSON.stringify(r) + '\n');

@@ -175,7 +175,7 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
     const tested = new Set([...CASES, ...KERNEL_CASES].map((c) => c.op));
     // Views share one kernel (Reshape's); Cast is checked by the round trip below; Pow by the fixture.
     // FusedAttentionGrad needs its forward's log-sum-exp: its own test below runs the pair.
-    for (const d of allOps()) if (d.cuda && !['Pow', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'Cast', 'FusedAttentionGrad'].includes(d.op)) expect(tested.has(d.op), d.op).toBe(true);
+    for (const d of allOps()) if (d.cuda && !['Pow', 'Identity', 'Flatten', 'Squeeze', 'Unsqueeze', 'FusedAttentionGrad'].includes(d.op)) expect(tested.has(d.op), d.op).toBe(true);
   });
 
   it('round-trip bfloat16 casts', () => {
@@ -288,7 +288,7 @@ describe.runIf(gpu)('cleave run --backend cuda', () => {
   }, 120_000);
 });
 
-describe.runIf(gpu)('whole-step CUDA graphs', () => {
+describe.runIf(gpu)('launch lists and whole-step CUDA graphs', () => {
   it('replay the eager losses step for step (float32 and bf16)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-graph-'));
     const opt = { kind: 'adamw' as const, lr: 1e-2 };
@@ -297,11 +297,17 @@ describe.runIf(gpu)('whole-step CUDA graphs', () => {
     for (const policy of ['fp32', 'bf16'] as const) {
       const file = join(dir, `${policy}.plan`);
       writePlan(file, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 4, schedule: '1f1b', batch: 8, policy }).plan);
-      const run = (cudaGraph: boolean) => runPlanCuda({ planFile: file, data: { kind: 'batches', batches }, steps: 5, optimizer: opt, cudaGraph });
-      const eager = (await run(false)).steps.map((r) => r.loss);
+      const run = (cudaGraph: boolean, launchLists = true) => runPlanCuda({ planFile: file, data: { kind: 'batches', batches }, steps: 5, optimizer: opt, cudaGraph, launchLists });
+      // Every node enqueued from JavaScript each step; launch lists (recorded at step 2 in the step
+      // arena, replayed from step 3); the whole step as one graph.
+      const eager = (await run(false, false)).steps.map((r) => r.loss);
+      const lists = (await run(false)).steps.map((r) => r.loss);
       const graph = (await run(true)).steps.map((r) => r.loss);
-      // The same kernels in the same order; only GatherGrad's atomic adds may sum in another order.
-      eager.forEach((l, i) => expect(Math.abs(graph[i]! - l) / Math.abs(l), `${policy} step ${i + 1}`).toBeLessThanOrEqual(policy === 'fp32' ? 1e-5 : 1e-2));
+      // The same kernels in the same order; only GatherGrad's atomic adds may sum in another order,
+      // and cuBLASLt may pick another kernel for the arena's alignments.
+      for (const [name, got] of [['lists', lists], ['graph', graph]] as const) {
+        eager.forEach((l, i) => expect(Math.abs(got[i]! - l) / Math.abs(l), `${name} ${policy} step ${i + 1}`).toBeLessThanOrEqual(policy === 'fp32' ? 1e-5 : 1e-2));
+      }
     }
     rmSync(dir, { recursive: true, force: true });
   }, 120_000);

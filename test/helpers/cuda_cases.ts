@@ -55,6 +55,12 @@ const bn = (x: number[]): InputSpec[] => {
 
 export const KERNEL_CASES: KernelCase[] = [
   { op: 'Not', inputs: [{ shape: [5, 7], bool: true }] },
+  // Cast to and from integers and bools (Dropout's gradient casts its bool mask; ONNX models cast ids).
+  { op: 'Cast', inputs: [{ shape: [5, 7], bool: true }], attrs: { to: 1 }, label: 'bool → float' },
+  { op: 'Cast', inputs: [{ shape: [4, 9], int: 1000 }], attrs: { to: 1 }, label: 'int64 → float' },
+  { op: 'Cast', inputs: [[3, 11]], attrs: { to: 7 }, label: 'float → int64' },
+  { op: 'Cast', inputs: [[3, 11]], attrs: { to: 9 }, label: 'float → bool' },
+  { op: 'Cast', inputs: [{ shape: [6, 5], int: 70000 }], attrs: { to: 6 }, label: 'int64 → int32' },
   { op: 'And', inputs: [{ shape: [4, 5], bool: true }, { shape: [5], bool: true }] },
   { op: 'Or', inputs: [{ shape: [4, 1], bool: true }, { shape: [3, 1, 6], bool: true }] },
   { op: 'IsNaN', inputs: [{ shape: [6, 9], special: true }] },

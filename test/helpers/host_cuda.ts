@@ -24,6 +24,8 @@ export class HostCuda implements Partial<NativeCuda> {
   private next = 1n << 20n;
   peak = 0;
   private used = 0;
+  /** Calls made through `native`, by function name (a graph launch's replayed kernels not among them). */
+  readonly calls = new Map<string, number>();
   /** Calls of functions the emulation lacks (a Proxy reports them by name). */
   readonly native: NativeCuda;
 
@@ -45,10 +47,21 @@ export class HostCuda implements Partial<NativeCuda> {
         const name = String(k);
         const f = self[name];
         if (typeof f !== 'function') return () => { throw new Error(`the host CUDA emulation has no ${name}`); };
-        const call = (f as (...a: unknown[]) => unknown).bind(t);
+        const bound = (f as (...a: unknown[]) => unknown).bind(t);
+        // Counted here: what the caller enqueued itself (a graph's replays are not).
+        const call = (...args: unknown[]) => {
+          t.calls.set(name, (t.calls.get(name) ?? 0) + 1);
+          return bound(...args);
+        };
         if (!t.recording || name.startsWith('graph') || HostCuda.MEMORY.has(name)) return call;
         if (HostCuda.HOST.has(name)) return () => { throw new Error(`${name}: operation not permitted when stream is capturing`); };
-        return (...args: unknown[]) => void t.recording!.calls.push(() => call(...args));
+        return (...args: unknown[]) => {
+          t.calls.set(name, (t.calls.get(name) ?? 0) + 1);
+          // A GEMM says at once whether it fuses its epilogue; only one that does is recorded.
+          if (name === 'gemm' && HostCuda.refusesEpilogue(args)) return false;
+          t.recording!.calls.push(() => bound(...args));
+          return name === 'gemm' ? true : undefined;
+        };
       },
     }) as unknown as NativeCuda;
   }
@@ -259,8 +272,19 @@ export class HostCuda implements Partial<NativeCuda> {
     HostCuda.walk(dims, [sc, sx, sy], (i, [ic, ix, iy]) => o.set(i, cb[ic!] ? xv.get(ix!) : yv.get(iy!)));
   }
 
+  /** Codes 0-2 floats, 3 int64, 4 int32, 5 bool: into integers by truncation, into bools by ≠ 0. */
   cast(from: number, to: number, x: bigint, out: bigint, n: number): void {
-    const a = this.floats(from, x, n), o = this.floats(to, out, n);
+    const io = (code: number, ptr: bigint): { get(i: number): number; set(i: number, v: number): void } => {
+      if (code <= 2) return this.floats(code, ptr, n);
+      if (code === 3) {
+        const b = this.bytes(ptr, 8 * n), a = new BigInt64Array(b.buffer, b.byteOffset, n);
+        return { get: (i) => Number(at(a, i, n)), set: (i, v) => { check(i, n); a[i] = BigInt(Math.trunc(v)); } };
+      }
+      const b = this.bytes(ptr, (code === 4 ? 4 : 1) * n);
+      const a = code === 4 ? new Int32Array(b.buffer, b.byteOffset, n) : new Uint8Array(b.buffer, b.byteOffset, n);
+      return { get: (i) => at(a, i, n), set: (i, v) => { check(i, n); a[i] = code === 4 ? Math.trunc(v) : v !== 0 ? 1 : 0; } };
+    };
+    const a = io(from, x), o = io(to, out);
     for (let i = 0; i < n; i++) o.set(i, a.get(i));
   }
 
@@ -328,6 +352,11 @@ export class HostCuda implements Partial<NativeCuda> {
     }
   }
 
+  /** Where the emulated cuBLASLt has no fused epilogue: m (the output's row length) not a multiple of 8. */
+  private static refusesEpilogue(args: readonly unknown[]): boolean {
+    return (args[19] ?? 0) !== 0 && (args[3] as number) % 8 !== 0;
+  }
+
   /**
    * cuBLAS's strided batched GEMM, column-major: C = epilogue(alpha·op(A)·op(B) + beta·C) (C not
    * read when beta is 0). Epilogues as native/src/gemm.h; like cuBLASLt, it refuses one (returns
@@ -336,7 +365,7 @@ export class HostCuda implements Partial<NativeCuda> {
   gemm(dtype: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, sA: number,
     B: bigint, ldb: number, sB: number, beta: number, C: bigint, ldc: number, sC: number, batch: number, cDtype = dtype,
     epilogue = 0, bias = 0n, aux = 0n, auxLd = 0): boolean {
-    if (epilogue !== 0 && m % 8 !== 0) return false;
+    if (HostCuda.refusesEpilogue([dtype, ta, tb, m, n, k, alpha, A, lda, sA, B, ldb, sB, beta, C, ldc, sC, batch, cDtype, epilogue])) return false;
     const aCols = ta ? m : k, bCols = tb ? k : n;
     const a = this.floats(dtype, A, (batch - 1) * sA + lda * (aCols - 1) + (ta ? k : m));
     const b = this.floats(dtype, B, (batch - 1) * sB + ldb * (bCols - 1) + (tb ? n : k));

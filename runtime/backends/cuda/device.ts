@@ -3,11 +3,14 @@ import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/ir/tensor.js';
 import type { CudaDevice, DeviceTensor, MatMulEpilogue, WindowGeometry } from '../../../src/ops/registry.js';
+import { Arena } from './arena.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
 
 /** Device element codes of the native kernels. */
 const CODE: Partial<Record<DType, number>> = { float32: 0, bfloat16: 1, float16: 2 };
+/** The cast kernel's codes: the float codes, then the integer and bool types it also converts. */
+const CAST_CODE: Partial<Record<DType, number>> = { ...CODE, int64: 3, int32: 4, bool: 5 };
 const BYTES: Partial<Record<DType, number>> = { float32: 4, bfloat16: 2, float16: 2, int64: 8, bool: 1, int32: 4 };
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
@@ -61,8 +64,47 @@ export class Cuda implements CudaDevice {
     this.n = n ?? requireCuda();
   }
 
+  /**
+   * The step arena (launch lists): while `arenaOpen`, tensors are placed by a deterministic
+   * allocator, into the block at `base`, or (sizing, no base) from the pool while the allocator
+   * only measures how big that block must be.
+   */
+  private arena: { a: Arena; base: bigint | undefined } | undefined;
+  /** Arena offset of each live tensor allocation the arena placed (or sized). */
+  private readonly arenaAt = new Map<bigint, number>();
+  arenaOpen = false;
+
+  /** Starts measuring: allocations while open still come from the pool. */
+  sizeArena(): void {
+    this.endArena();
+    this.arena = { a: new Arena(), base: undefined };
+  }
+
+  /** The bytes the arena needs for what it has seen (sizing) or used. */
+  get arenaHigh(): number {
+    return this.arena?.a.high ?? 0;
+  }
+
+  /** Places allocations made while open in [base, base + capacity) from now on. */
+  useArena(base: bigint, capacity: number): void {
+    this.endArena();
+    this.arena = { a: new Arena(capacity), base };
+  }
+
+  /** Forgets the arena and its tensors (its block is the caller's to free). */
+  endArena(): void {
+    if (this.arena?.base !== undefined) for (const p of this.arenaAt.keys()) this.live.delete(p);
+    this.arenaAt.clear();
+    this.arena = undefined;
+    this.arenaOpen = false;
+  }
+
   alloc(dtype: DType, shape: readonly number[]): DeviceTensor {
-    const ptr = this.n.alloc(Math.max(1, numel(shape) * deviceBytes(dtype)));
+    const bytes = Math.max(1, numel(shape) * deviceBytes(dtype));
+    const a = this.arenaOpen ? this.arena : undefined;
+    const off = a?.a.alloc(bytes);
+    const ptr = a?.base !== undefined ? a.base + BigInt(off!) : this.n.alloc(bytes);
+    if (off !== undefined) this.arenaAt.set(ptr, off);
     this.live.set(ptr, 1);
     return { ptr, dtype, shape: [...shape] };
   }
@@ -92,6 +134,12 @@ export class Cuda implements CudaDevice {
     if (refs > 1) this.live.set(t.ptr, refs - 1);
     else {
       this.live.delete(t.ptr);
+      const off = this.arenaAt.get(t.ptr);
+      if (off !== undefined) {
+        this.arenaAt.delete(t.ptr);
+        this.arena!.a.free(off);
+        if (this.arena!.base !== undefined) return;
+      }
       this.n.free(t.ptr);
     }
   }
@@ -102,6 +150,7 @@ export class Cuda implements CudaDevice {
   }
 
   freeAll(): void {
+    this.endArena();
     for (const p of this.live.keys()) this.n.free(p);
     this.live.clear();
   }
@@ -220,7 +269,12 @@ export class Cuda implements CudaDevice {
   }
 
   cast(x: DeviceTensor, out: DeviceTensor): void {
-    this.n.cast(floatCode(x, 'Cast'), floatCode(out, 'Cast'), x.ptr, out.ptr, numel(x.shape));
+    const code = (t: DeviceTensor): number => {
+      const c = CAST_CODE[t.dtype];
+      if (c === undefined) throw new CleaveError(`Cast from ${x.dtype} to ${out.dtype} does not run on CUDA yet (it casts float32, bfloat16, float16, int64, int32 and bool)`);
+      return c;
+    };
+    this.n.cast(code(x), code(out), x.ptr, out.ptr, numel(x.shape));
   }
 
   geluGrad(g: DeviceTensor, x: DeviceTensor, out: DeviceTensor, tanh: boolean): void {

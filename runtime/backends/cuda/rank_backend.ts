@@ -99,6 +99,22 @@ export class CudaRankBackend implements Backend {
   /** Whether this step's graph has been launched (losses() launches it once). */
   private launched = false;
   private beforeCapture = new Set<bigint>();
+  /**
+   * Launch lists (on unless `--cuda-graph` or profiling): step 1 runs eagerly while the step arena
+   * measures its allocations; step 2 places every step tensor in the arena (one static block at
+   * fixed addresses) and records each compute instruction's kernels as a CUDA graph of its own;
+   * from step 3 each instruction is one launch of its list, with no JavaScript per node. Plans with
+   * random ops (a replay would repeat their draws) or host copies inside a step stay eager.
+   */
+  launchLists = true;
+  private listPhase: 'off' | 'sizing' | 'recording' | 'replaying' = 'off';
+  private readonly lists = new Map<string, bigint>();
+  private listCapture = false;
+  private arenaBase: bigint | undefined;
+  /** Bytes of the step arena (0 without launch lists). */
+  arenaBytes = 0;
+  /** The pool's high-water mark before the arena took over (step 1, eager). */
+  private poolPeakBeforeArena = 0;
   /** Each step's data, uploaded at its start into buffers at fixed addresses, by `microbatch:value`. */
   private readonly staticFeeds = new Map<string, DeviceTensor>();
   /** The data inputs this rank's programs read (what the feed buffers hold). */
@@ -209,12 +225,17 @@ export class CudaRankBackend implements Backend {
     // step rather than one per microbatch, and what a captured step needs (a copy from the host
     // cannot happen while the stream records).
     this.stageFeeds(feeds);
-    // A replay's microbatch tensors and losses live in the graph's memory.
-    if (this.exec !== undefined) return;
+    // Profiling times nodes one by one (synchronizing), which a recording cannot hold.
+    if (this.profiling && this.listPhase !== 'off') this.stopLists();
+    // A replay's microbatch tensors and losses live in the graph's memory (or the arena, where the
+    // recorded lists write the losses at the addresses step 2 gave them).
+    if (this.listPhase === 'recording') this.listPhase = 'replaying';
+    if (this.exec !== undefined || this.listPhase === 'replaying') return;
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
     this.env.clear();
     for (const t of this.lossValues.values()) this.dev.free(t);
     this.lossValues.clear();
+    this.advanceLists();
     if (this.cudaGraph && this.stepNo === 2) {
       // A replay repeats its kernels' arguments: a random op would draw the same numbers every step.
       const ops = [...this.programs.values()].flat();
@@ -226,6 +247,48 @@ export class CudaRankBackend implements Backend {
       this.dev.n.graphBegin();
       this.capturing = true;
     }
+  }
+
+  /** Moves the launch lists on by one step: sizing (step 1), recording into the arena (step 2), replaying. */
+  private advanceLists(): void {
+    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && this.listable()) {
+      this.listPhase = 'sizing';
+      this.dev.sizeArena();
+    } else if (this.listPhase === 'sizing') {
+      // Everything step 1 held is back in the pool: hand it to the driver, and the arena takes its place.
+      this.dev.n.synchronize();
+      this.poolPeakBeforeArena = this.dev.n.memInfo(true).peakBytes;
+      this.arenaBytes = Math.max(256, this.dev.arenaHigh);
+      this.arenaBase = this.dev.n.allocStatic(this.arenaBytes);
+      this.dev.useArena(this.arenaBase, this.arenaBytes);
+      this.listPhase = 'recording';
+    }
+  }
+
+  /** Back to enqueueing node by node, from the pool: the recordings and the arena go. */
+  private stopLists(): void {
+    for (const l of this.lists.values()) this.dev.n.graphDestroy(l);
+    this.lists.clear();
+    // Tensors in the arena (a replayed step's losses) go with it; pool tensors go back to the pool.
+    if (this.arenaBase !== undefined) {
+      this.env.clear();
+      this.lossValues.clear();
+    }
+    this.dev.endArena();
+    if (this.arenaBase !== undefined) this.dev.n.freeStatic(this.arenaBase);
+    this.arenaBase = undefined;
+    this.listPhase = 'off';
+  }
+
+  /** Whether every node of this rank can be replayed from a recording (no random draws, no host copies). */
+  private listable(): boolean {
+    return [...this.programs.values()].flat().every((op) => !op.def.noFold && !op.def.cudaHostSync);
+  }
+
+  /** What the device held at most: the pool's mark, the arena and the static workspaces. */
+  peakBytes(): number {
+    const pool = this.dev.n.memInfo().peakBytes;
+    return Math.max(this.poolPeakBeforeArena, pool + this.arenaBytes) + this.workspaceBytes;
   }
 
   /** Copies each microbatch's data inputs into the captured step's fixed buffers (allocated on first use). */
@@ -317,6 +380,26 @@ export class CudaRankBackend implements Backend {
         this.dev.n.graphDestroy(exec);
       },
       () => {
+        if (!this.listCapture) return;
+        this.listCapture = false;
+        this.dev.n.graphAbort();
+      },
+      () => {
+        const lists = [...this.lists.values()];
+        this.lists.clear();
+        for (const l of lists) this.dev.n.graphDestroy(l);
+      },
+      () => {
+        // Arena tensors (the last losses among them) go with the arena.
+        if (this.arenaBase === undefined) return;
+        if (this.exec === undefined) this.lossValues.clear();
+        this.env.clear();
+        this.dev.endArena();
+        const base = this.arenaBase;
+        this.arenaBase = undefined;
+        this.dev.n.freeStatic(base);
+      },
+      () => {
         if (!this.adamTable) return;
         const { tensors, chunks } = this.adamTable;
         this.adamTable = undefined;
@@ -360,6 +443,35 @@ export class CudaRankBackend implements Backend {
 
   async compute(ins: Instruction, feeds: Feeds): Promise<void> {
     if (this.exec !== undefined) return;
+    const key = `${ins.kind}:${ins.stage}:${ins.mb}`;
+    if (this.listPhase === 'replaying') {
+      const list = this.lists.get(key);
+      if (list === undefined) throw new CleaveError(`no launch list was recorded for ${ins.kind} of stage ${ins.stage}, microbatch ${ins.mb}`);
+      this.dev.n.graphLaunch(list);
+      return;
+    }
+    const recording = this.listPhase === 'recording';
+    this.dev.arenaOpen = this.listPhase !== 'off';
+    if (recording) {
+      this.dev.n.graphBegin();
+      this.listCapture = true;
+    }
+    try {
+      this.computeNodes(ins);
+    } finally {
+      this.dev.arenaOpen = false;
+    }
+    if (recording) {
+      this.listCapture = false;
+      const list = this.dev.n.graphEnd();
+      this.lists.set(key, list);
+      // Capturing only records: this step's work runs now.
+      this.dev.n.graphLaunch(list);
+    }
+  }
+
+  /** Enqueues one instruction's programs node by node. */
+  private computeNodes(ins: Instruction): void {
     const env = this.envOf(ins.mb);
     const stage = this.plan.stages[ins.stage]!;
     const read = (v: number): DeviceTensor | null => {
