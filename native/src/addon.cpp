@@ -32,6 +32,13 @@ cudaStream_t stream() {
   return s;
 }
 
+/** The device this process set (a multi-GPU rank's), for the calls that name one. */
+int current_device() {
+  int d = 0;
+  CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
 void* ptr(const Napi::Value& v) {
   bool lossless = false;
   return reinterpret_cast<void*>(v.As<Napi::BigInt>().Uint64Value(&lossless));
@@ -114,7 +121,7 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
     size_t free = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free, &total));
     cudaMemPool_t pool;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, current_device()));
     uint64_t high = 0;
     CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high));
     if (info.Length() > 0 && info[0].As<Napi::Boolean>().Value()) {
@@ -123,10 +130,10 @@ Napi::Value MemInfo(const Napi::CallbackInfo& info) {
     }
     // Captured steps allocate from the graph memory pool, which the default pool's mark misses.
     uint64_t graphHigh = 0;
-    CUDA_CHECK(cudaDeviceGetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &graphHigh));
+    CUDA_CHECK(cudaDeviceGetGraphMemAttribute(current_device(), cudaGraphMemAttrUsedMemHigh, &graphHigh));
     if (info.Length() > 0 && info[0].As<Napi::Boolean>().Value()) {
       uint64_t zero = 0;
-      CUDA_CHECK(cudaDeviceSetGraphMemAttribute(0, cudaGraphMemAttrUsedMemHigh, &zero));
+      CUDA_CHECK(cudaDeviceSetGraphMemAttribute(current_device(), cudaGraphMemAttrUsedMemHigh, &zero));
     }
     high += graphHigh;
     Napi::Object o = Napi::Object::New(info.Env());
@@ -154,7 +161,7 @@ Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     CUDA_CHECK(cudaStreamSynchronize(stream()));
     cudaMemPool_t pool;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, current_device()));
     CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
     CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
     return info.Env().Undefined();
@@ -195,7 +202,7 @@ Napi::Value GraphDestroy(const Napi::CallbackInfo& info) {
     CUDA_CHECK(cudaStreamSynchronize(stream()));
     CUDA_CHECK(cudaGraphExecDestroy(reinterpret_cast<cudaGraphExec_t>(ptr(info[0]))));
     // The graph's memory pool keeps what it reserved until trimmed.
-    CUDA_CHECK(cudaDeviceGraphMemTrim(0));
+    CUDA_CHECK(cudaDeviceGraphMemTrim(current_device()));
     return info.Env().Undefined();
   });
 }
@@ -656,6 +663,83 @@ ncclDataType_t nccl_type(int code) {
 ncclComm_t comm_of(const Napi::Value& v) { return reinterpret_cast<ncclComm_t>(ptr(v)); }
 
 /** ncclUniqueId(): the 128 bytes rank 0 shares with the others. */
+
+// --- streams and events -----------------------------------------------------------------------
+// Multi-rank runs send, receive and all-reduce on streams of their own, ordered with the compute
+// stream (handle 0 from JavaScript) by events, so transfers overlap compute.
+
+cudaStream_t stream_of(const Napi::Value& v) {
+  void* s = ptr(v);
+  return s ? reinterpret_cast<cudaStream_t>(s) : stream();
+}
+
+/** setDevice(i): the GPU this process uses (a multi-GPU rank's local rank); before any other CUDA call. */
+Napi::Value SetDevice(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaSetDevice((int)i64(info[0])));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value StreamCreate(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    cudaStream_t s;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(s));
+  });
+}
+
+Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaStreamDestroy(reinterpret_cast<cudaStream_t>(ptr(info[0]))));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value EventCreate(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    cudaEvent_t e;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(e));
+  });
+}
+
+Napi::Value EventDestroy(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaEventDestroy(reinterpret_cast<cudaEvent_t>(ptr(info[0]))));
+    return info.Env().Undefined();
+  });
+}
+
+/** eventRecord(event, stream): marks the point the stream has reached (0n: the compute stream). */
+Napi::Value EventRecord(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaEventRecord(reinterpret_cast<cudaEvent_t>(ptr(info[0])), stream_of(info[1])));
+    return info.Env().Undefined();
+  });
+}
+
+/** streamWait(stream, event): later work on the stream waits for the event (neither blocks the host). */
+Napi::Value StreamWait(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    CUDA_CHECK(cudaStreamWaitEvent(stream_of(info[0]), reinterpret_cast<cudaEvent_t>(ptr(info[1])), 0));
+    return info.Env().Undefined();
+  });
+}
+
+/** eventQuery(event): whether the work before it is done (the host polls instead of blocking). */
+Napi::Value EventQuery(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    const cudaError_t e = cudaEventQuery(reinterpret_cast<cudaEvent_t>(ptr(info[0])));
+    if (e == cudaErrorNotReady) {
+      cudaGetLastError();
+      return Napi::Boolean::New(info.Env(), false);
+    }
+    CUDA_CHECK(e);
+    return Napi::Boolean::New(info.Env(), true);
+  });
+}
+
 Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     ncclUniqueId id;
@@ -689,26 +773,30 @@ Napi::Value NcclSplit(const Napi::CallbackInfo& info) {
   });
 }
 
-/** ncclAllReduce(comm, code, ptr, count): sums in place over the communicator. */
+/** ncclAllReduce(comm, code, ptr, count[, stream[, average]]): sums (or averages) in place over the communicator. */
 Napi::Value NcclAllReduce(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     void* p = ptr(info[2]);
-    nccl_check(nccl().allReduce(p, p, (size_t)i64(info[3]), nccl_type((int)i64(info[1])), NCCL_SUM, comm_of(info[0]), stream()), "ncclAllReduce");
+    const cudaStream_t s = info.Length() > 4 ? stream_of(info[4]) : stream();
+    const ncclRedOp_t op = info.Length() > 5 && info[5].As<Napi::Boolean>().Value() ? NCCL_AVG : NCCL_SUM;
+    nccl_check(nccl().allReduce(p, p, (size_t)i64(info[3]), nccl_type((int)i64(info[1])), op, comm_of(info[0]), s), "ncclAllReduce");
     return info.Env().Undefined();
   });
 }
 
-/** ncclSend(comm, code, ptr, count, peer) and ncclRecv(comm, code, ptr, count, peer). */
+/** ncclSend(comm, code, ptr, count, peer[, stream]) and ncclRecv(comm, code, ptr, count, peer[, stream]). */
 Napi::Value NcclSend(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
-    nccl_check(nccl().send(ptr(info[2]), (size_t)i64(info[3]), nccl_type((int)i64(info[1])), (int)i64(info[4]), comm_of(info[0]), stream()), "ncclSend");
+    const cudaStream_t s = info.Length() > 5 ? stream_of(info[5]) : stream();
+    nccl_check(nccl().send(ptr(info[2]), (size_t)i64(info[3]), nccl_type((int)i64(info[1])), (int)i64(info[4]), comm_of(info[0]), s), "ncclSend");
     return info.Env().Undefined();
   });
 }
 
 Napi::Value NcclRecv(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
-    nccl_check(nccl().recv(ptr(info[2]), (size_t)i64(info[3]), nccl_type((int)i64(info[1])), (int)i64(info[4]), comm_of(info[0]), stream()), "ncclRecv");
+    const cudaStream_t s = info.Length() > 5 ? stream_of(info[5]) : stream();
+    nccl_check(nccl().recv(ptr(info[2]), (size_t)i64(info[3]), nccl_type((int)i64(info[1])), (int)i64(info[4]), comm_of(info[0]), s), "ncclRecv");
     return info.Env().Undefined();
   });
 }
@@ -748,6 +836,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("upload", Napi::Function::New(env, Upload));
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("setDevice", Napi::Function::New(env, SetDevice));
+  exports.Set("streamCreate", Napi::Function::New(env, StreamCreate));
+  exports.Set("streamDestroy", Napi::Function::New(env, StreamDestroy));
+  exports.Set("eventCreate", Napi::Function::New(env, EventCreate));
+  exports.Set("eventDestroy", Napi::Function::New(env, EventDestroy));
+  exports.Set("eventRecord", Napi::Function::New(env, EventRecord));
+  exports.Set("streamWait", Napi::Function::New(env, StreamWait));
+  exports.Set("eventQuery", Napi::Function::New(env, EventQuery));
   exports.Set("graphBegin", Napi::Function::New(env, GraphBegin));
   exports.Set("graphEnd", Napi::Function::New(env, GraphEnd));
   exports.Set("graphAbort", Napi::Function::New(env, GraphAbort));

@@ -26,6 +26,11 @@ export interface Backend {
   send(ins: Instruction): Promise<void>;
   recv(ins: Instruction): Promise<void>;
   allreduce(ins: Instruction): Promise<void>;
+  /**
+   * Optional: settles once the step's queued work is done, without blocking the host (a multi-GPU
+   * rank polls, so that a peer's failure can still stop it). The executor awaits it before the losses.
+   */
+  drain?(): Promise<void>;
   /** Losses of the microbatches this rank computed (the last stage's rank), by microbatch. */
   losses(): Map<number, number>;
   /** Averages gradients over microbatches, clips the global norm, updates the parameters. */

@@ -100,6 +100,7 @@ export class Executor {
       }
     }
     await Promise.all(background);
+    await this.backend.drain?.();
     return this.shareLosses();
   }
 

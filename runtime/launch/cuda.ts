@@ -24,7 +24,7 @@ import type { RunOptions } from './options.js';
 export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   if (o.resume || o.saveEvery) throw new CleaveError('checkpoints are not written by the CUDA backend yet; run without --save-every/--resume');
   const plan = readPlan(o.planFile);
-  if (plan.world.size !== 1) throw new CleaveError(`--backend cuda runs one-rank plans so far; this plan has ${plan.world.size} ranks`);
+  if (plan.world.size !== 1) throw new CleaveError(`this plan has ${plan.world.size} ranks: multi-rank plans run one process per GPU (cleave run --gpus ${plan.world.size})`);
   return runWithWeights(plan, planWeights(plan, o.weights), o, onStep);
 }
 

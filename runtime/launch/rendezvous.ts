@@ -20,9 +20,43 @@ export interface Rendezvous {
   abort(message: string): void;
   /** Leaves cleanly (others will not take the closed connection for a failure). */
   close(): void;
+  /** Sends a few bytes to another rank (relayed by rank 0): the losses, the gradient norm. */
+  post(to: number, tag: string, bytes: Uint8Array): void;
+  /** The next bytes `from` posted to this rank; they must carry `tag`. */
+  take(from: number, tag: string): Promise<Uint8Array>;
 }
 
-interface Msg { hello?: number; welcome?: string; abort?: { rank: number; message: string }; bye?: number }
+interface Data { from: number; to: number; tag: string; b64: string }
+interface Msg { hello?: number; welcome?: string; abort?: { rank: number; message: string }; bye?: number; data?: Data }
+
+/** Messages that arrived before anyone asked for them, and receivers waiting for theirs, by sender. */
+class Mailbox {
+  private readonly queued = new Map<number, Data[]>();
+  private readonly waiting = new Map<number, { tag: string; resolve: (b: Uint8Array) => void; reject: (e: Error) => void }[]>();
+
+  constructor(private readonly rank: number) {}
+
+  deliver(d: Data): void {
+    const w = this.waiting.get(d.from)?.shift();
+    if (w) this.hand(d, w);
+    else this.queued.set(d.from, [...(this.queued.get(d.from) ?? []), d]);
+  }
+
+  take(from: number, tag: string): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      const d = this.queued.get(from)?.shift();
+      if (d) this.hand(d, { tag, resolve, reject });
+      else this.waiting.set(from, [...(this.waiting.get(from) ?? []), { tag, resolve, reject }]);
+    });
+  }
+
+  private hand(d: Data, w: { tag: string; resolve: (b: Uint8Array) => void; reject: (e: Error) => void }): void {
+    if (d.tag !== w.tag) w.reject(new CleaveError(`rank ${this.rank} expected '${w.tag}' from rank ${d.from} and got '${d.tag}'`));
+    else w.resolve(new Uint8Array(Buffer.from(d.b64, 'base64')));
+  }
+}
+
+const data = (from: number, to: number, tag: string, bytes: Uint8Array): Data => ({ from, to, tag, b64: Buffer.from(bytes).toString('base64') });
 
 function lines(socket: Socket, on: (m: Msg) => void): void {
   let buf = '';
@@ -50,6 +84,7 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
   return new Promise((resolve, reject) => {
     const peers = new Map<number, Socket>();
     const left = new Set<number>();
+    const box = new Mailbox(0);
     let report: (f: { rank: number; message: string }) => void = () => undefined;
     const failure = new Promise<{ rank: number; message: string }>((r) => (report = r));
     let done = false;
@@ -72,6 +107,13 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
           if (peers.size === world.worldSize - 1) welcome();
         } else if (m.abort) fail(m.abort.rank, m.abort.message);
         else if (m.bye !== undefined) left.add(m.bye);
+        else if (m.data) {
+          if (m.data.to === 0) box.deliver(m.data);
+          else {
+            const to = peers.get(m.data.to);
+            if (to) send(to, { data: m.data });
+          }
+        }
       });
       socket.on('error', () => undefined);
       socket.on('close', () => {
@@ -97,6 +139,16 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
       resolve({
         rank: 0, worldSize: world.worldSize, shared: blob, failure,
         abort: (message) => fail(0, message),
+        post: (to, tag, bytes) => {
+          const d = data(0, to, tag, bytes);
+          if (to === 0) box.deliver(d);
+          else {
+            const s = peers.get(to);
+            if (!s) throw new CleaveError(`rank 0 has no connection to rank ${to}`);
+            send(s, { data: d });
+          }
+        },
+        take: (from, tag) => box.take(from, tag),
         close: () => {
           for (const s of peers.values()) s.end();
           server.close();
@@ -119,6 +171,7 @@ function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
     const attempt = (): void => {
       const socket = createConnection({ host: world.masterAddr, port: world.masterPort });
       let joined = false, leaving = false;
+      const box = new Mailbox(world.rank);
       let report: (f: { rank: number; message: string }) => void = () => undefined;
       const failure = new Promise<{ rank: number; message: string }>((r) => (report = r));
       socket.once('connect', () => send(socket, { hello: world.rank }));
@@ -135,13 +188,20 @@ function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
           resolve({
             rank: world.rank, worldSize: world.worldSize, shared: new Uint8Array(Buffer.from(m.welcome, 'base64')), failure,
             abort: (message) => send(socket, { abort: { rank: world.rank, message } }),
+            post: (to, tag, bytes) => {
+              const d = data(world.rank, to, tag, bytes);
+              if (to === world.rank) box.deliver(d);
+              else send(socket, { data: d });
+            },
+            take: (from, tag) => box.take(from, tag),
             close: () => {
               leaving = true;
               send(socket, { bye: world.rank });
               socket.end();
             },
           });
-        } else if (m.abort) {
+        } else if (m.data) box.deliver(m.data);
+        else if (m.abort) {
           if (!joined) {
             socket.destroy();
             reject(new CleaveError(`rank ${world.rank}: ${m.abort.message}`));

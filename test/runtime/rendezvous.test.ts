@@ -14,6 +14,7 @@ const script = join(dir, 'rank.mjs');
 writeFileSync(script, `
 import { rendezvous } from ${url('dist/runtime/launch/rendezvous.js')};
 import { worldFromEnv } from ${url('dist/runtime/launch/world.js')};
+import { ControlTransport } from ${url('dist/runtime/transport/control.js')};
 const world = worldFromEnv(process.env);
 const [mode, victim] = process.argv.slice(2);
 try {
@@ -21,6 +22,21 @@ try {
   console.log('shared ' + Buffer.from(r.shared).toString('hex'));
   if (mode === 'die' && world.rank === Number(victim)) process.exit(3);
   if (mode === 'ok') { r.close(); setTimeout(() => process.exit(0), 50); }
+  else if (mode === 'talk') {
+    // Host messages over the control plane: an all-reduce over everyone, and rank 1 → rank 2
+    // (relayed by rank 0), then a message under the wrong tag.
+    const t = new ControlTransport(r);
+    const x = new Float64Array([world.rank + 1, 0.5]);
+    await t.allreduce([...Array(world.worldSize).keys()], 'sum', x);
+    console.log('sum ' + x.join(','));
+    if (world.rank === 1) { t.send(2, 'hello', new Float32Array([1.5, -2])); t.send(2, 'oops', new Int32Array([3])); }
+    if (world.rank === 2) {
+      console.log('got ' + Array.from(await t.recv(1, 'hello')).join(','));
+      try { await t.recv(1, 'hello'); } catch (e) { console.log('refused: ' + e.message); }
+    }
+    await t.allreduce([...Array(world.worldSize).keys()], 'done', new Float64Array(1));
+    r.close(); setTimeout(() => process.exit(0), 50);
+  }
   else {
     const f = await r.failure;
     console.error('rank ' + world.rank + ' stops: rank ' + f.rank + ': ' + f.message);
@@ -59,6 +75,16 @@ describe('the rendezvous over TCP', () => {
       expect(o.code, o.stderr).toBe(0);
       expect(o.stdout.trim()).toBe('shared 07010904');
     }
+  }, 30_000);
+
+  it('carries the ranks\' host messages through rank 0: all-reduces, relayed sends, and a wrong tag refused', async () => {
+    const out = await world(3, ['talk']);
+    for (const o of out) {
+      expect(o.code, o.stderr).toBe(0);
+      expect(o.stdout).toMatch(/sum 6,1\.5/);
+    }
+    expect(out[2]!.stdout).toMatch(/got 1\.5,-2/);
+    expect(out[2]!.stdout).toMatch(/refused: rank 2 expected 'hello' from rank 1 and got 'oops'/);
   }, 30_000);
 
   it('stops every other rank within seconds when one dies, naming it', async () => {

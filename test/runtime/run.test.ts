@@ -94,6 +94,6 @@ describe('cleave run', () => {
     expect(cli(['run', gptPlan, '--backend', 'tpu']).stderr).toMatch(/--backend must be cpu or cuda; got 'tpu'/);
     expect(cli(['run', gptPlan, '--cuda-graph']).stderr).toMatch(/--cuda-graph needs --backend cuda/);
     expect(cli(['run', gptPlan, '--loss-scale', '1024']).stderr).toMatch(/--loss-scale needs --backend cuda \(and an fp16 plan\)/);
-    expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/--backend cuda runs one-rank plans so far; this plan has 4 ranks/);
+    expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/has 4 ranks: run it with --gpus 4 on one host/);
   }, 60_000);
 });

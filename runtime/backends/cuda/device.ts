@@ -73,6 +73,19 @@ export class Cuda implements CudaDevice {
   /** Arena offset of each live tensor allocation the arena placed (or sized). */
   private readonly arenaAt = new Map<bigint, number>();
   arenaOpen = false;
+  /**
+   * Memory another stream may still read (a multi-rank run's send in flight): where this says so,
+   * a freed allocation is held back until `releaseHeld` finds it done.
+   */
+  holdFree: ((ptr: bigint) => boolean) | undefined;
+  private held: bigint[] = [];
+
+  /** Releases the held allocations `done` says no stream reads any more (all of them without `done`). */
+  releaseHeld(done?: (ptr: bigint) => boolean): void {
+    const go = done ? this.held.filter(done) : this.held;
+    this.held = done ? this.held.filter((p) => !go.includes(p)) : [];
+    for (const p of go) this.release(p);
+  }
 
   /** Starts measuring: allocations while open still come from the pool. */
   sizeArena(): void {
@@ -134,14 +147,20 @@ export class Cuda implements CudaDevice {
     if (refs > 1) this.live.set(t.ptr, refs - 1);
     else {
       this.live.delete(t.ptr);
-      const off = this.arenaAt.get(t.ptr);
-      if (off !== undefined) {
-        this.arenaAt.delete(t.ptr);
-        this.arena!.a.free(off);
-        if (this.arena!.base !== undefined) return;
-      }
-      this.n.free(t.ptr);
+      if (this.holdFree?.(t.ptr)) this.held.push(t.ptr);
+      else this.release(t.ptr);
     }
+  }
+
+  /** Memory of a tensor nothing refers to any more back to the arena or the pool. */
+  private release(ptr: bigint): void {
+    const off = this.arenaAt.get(ptr);
+    if (off !== undefined) {
+      this.arenaAt.delete(ptr);
+      this.arena!.a.free(off);
+      if (this.arena!.base !== undefined) return;
+    }
+    this.n.free(ptr);
   }
 
   /** Allocations still held: what a leak check compares before and after. */
@@ -150,6 +169,7 @@ export class Cuda implements CudaDevice {
   }
 
   freeAll(): void {
+    this.releaseHeld();
     this.endArena();
     for (const p of this.live.keys()) this.n.free(p);
     this.live.clear();

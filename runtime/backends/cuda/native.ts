@@ -39,9 +39,21 @@ export interface NativeCuda {
   ncclUniqueId(): Uint8Array;
   ncclInit(id: Uint8Array, nranks: number, rank: number): bigint;
   ncclSplit(comm: bigint, color: number, key: number): bigint;
-  ncclAllReduce(comm: bigint, code: number, ptr: bigint, count: number): void;
-  ncclSend(comm: bigint, code: number, ptr: bigint, count: number, peer: number): void;
-  ncclRecv(comm: bigint, code: number, ptr: bigint, count: number, peer: number): void;
+  /** Streams are 0n for the compute stream. `average` divides the sum by the communicator's size. */
+  ncclAllReduce(comm: bigint, code: number, ptr: bigint, count: number, stream?: bigint, average?: boolean): void;
+  ncclSend(comm: bigint, code: number, ptr: bigint, count: number, peer: number, stream?: bigint): void;
+  ncclRecv(comm: bigint, code: number, ptr: bigint, count: number, peer: number, stream?: bigint): void;
+  /** The GPU this process uses (a rank's local rank): before any other CUDA call. */
+  setDevice(device: number): void;
+  /** Communication streams and the events that order them with the compute stream (handle 0n). */
+  streamCreate(): bigint;
+  streamDestroy(stream: bigint): void;
+  eventCreate(): bigint;
+  eventDestroy(event: bigint): void;
+  eventRecord(event: bigint, stream: bigint): void;
+  streamWait(stream: bigint, event: bigint): void;
+  /** Whether the work before the event is done: the host polls rather than blocks. */
+  eventQuery(event: bigint): boolean;
   ncclGroup(start: boolean): void;
   ncclAsyncError(comm: bigint): string | null;
   ncclClose(comm: bigint, abort: boolean): void;

@@ -9,8 +9,10 @@ import { planNodeSignature, policyDtype } from '../../../compiler/cost/model.js'
 import { attrsFromJson } from '../../../src/plan/attrs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
+import type { Transport } from '../../transport/transport.js';
 import { type OptimizerConfig, Optimizer } from '../../optim/optimizer.js';
 import { Cuda, deviceBytes, hostBytes } from './device.js';
+import type { CudaComm } from './comm.js';
 import { runCudaNode } from './graph.js';
 
 /** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
@@ -53,6 +55,8 @@ export class CudaRankBackend implements Backend {
   /** Float32 master weights (the compute copy itself under fp32). */
   private readonly master = new Map<number, DeviceTensor>();
   private readonly grads = new Map<number, DeviceTensor>();
+  /** Parameters whose gradient this rank counts in the global norm (a tied one on its lowest pipeline rank). */
+  private readonly owned = new Set<number>();
   private readonly moments = new Map<number, [DeviceTensor, DeviceTensor]>();
   private readonly env = new Map<number, Map<number, DeviceTensor>>();
   private readonly lossValues = new Map<number, DeviceTensor>();
@@ -82,7 +86,7 @@ export class CudaRankBackend implements Backend {
   get directGradients(): number {
     return [...this.accumulates.values()].reduce((a, m) => a + m.size, 0);
   }
-  /** For each microbatch, the index of the rank's last compute instruction: its values go after it. */
+  /** For each microbatch, the rank's last instruction that uses its values (compute or send): they go after it. */
   private readonly lastCompute = new Map<number, Instruction>();
   /** With `profiling` on, each node is timed (synchronizing): op signature (the cost model's key) → total ms and count. */
   readonly profile = new Map<string, { ms: number; count: number; op: string }>();
@@ -120,9 +124,20 @@ export class CudaRankBackend implements Backend {
   /** The data inputs this rank's programs read (what the feed buffers hold). */
   private allInputs: number[] = [];
 
-  constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda) {
-    if (plan.world.size !== 1) throw new CleaveError(`the CUDA backend runs one-rank plans so far; this plan has ${plan.world.size} ranks (multi-GPU comes with NCCL)`);
+  /**
+   * Multi-rank plans: NCCL for boundary tensors and gradient reductions, and a host transport for
+   * the few numbers every rank needs (the losses, the gradient norm).
+   */
+  private readonly multi: { comm: CudaComm; transport: Transport } | undefined;
+  /** The dtype each node output has on the device (the policy's, or float32 where an op keeps it). */
+  private readonly deviceDtype = new Map<number, DType>();
+
+  constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda,
+    multi?: { comm: CudaComm; transport: Transport }) {
+    if (plan.world.size !== 1 && !multi) throw new CleaveError(`this plan has ${plan.world.size} ranks: run it with one process per GPU (cleave run --gpus ${plan.world.size})`);
+    this.multi = multi;
     this.dev = dev ?? new Cuda();
+    if (multi) this.dev.holdFree = (ptr: bigint) => multi.comm.reading(ptr);
     this.compute16 = policyDtype(plan.model.dtypePolicy);
     if (this.compute16 === 'float16') {
       if (plan.model.lossSeedValue < 0) throw new CleaveError('fp16 training scales the loss gradient, and this plan (version 1) does not record where it starts: compile it again');
@@ -133,6 +148,13 @@ export class CudaRankBackend implements Backend {
       const attrs = attrsFromJson(n.attrs);
       return { def: getOp(n.op, `node '${n.name}'`), name: n.name, attrs, inputs: n.inputs, outputs: n.outputs, signature: planNodeSignature(plan, n, attrs) };
     });
+    for (const op of ops) {
+      op.outputs.forEach((v, i) => {
+        const pv = plan.values[v]!;
+        const d = dtypeFromOnnx(pv.dtype, pv.name);
+        this.deviceDtype.set(v, op.def.keepDtype?.includes(i) ? d : this.as(d));
+      });
+    }
     for (const s of this.stages) {
       for (const k of ['forward', 'backwardB', 'backwardW'] as const) {
         this.programs.set(`${s.index}:${k}`, s[k].map((i) => ops[i]!));
@@ -148,7 +170,13 @@ export class CudaRankBackend implements Backend {
       }
     }
     if (optimizer.kind !== 'adamw') this.hostOptimizer = new Optimizer(optimizer);
-    const outputs = new Set([plan.model.lossValue, ...plan.stages.flatMap((s) => [...s.grads.map((g) => g.value), ...s.states.map((x) => x.value)])]);
+    const holders = new Map<number, number>();
+    for (const s of plan.stages) for (const g of s.grads) holders.set(g.param, Math.min(holders.get(g.param) ?? Infinity, s.ppRank));
+    const me = plan.ranks[rank]!;
+    for (const p of this.grads.keys()) if (holders.get(p) === me.ppRank) this.owned.add(p);
+    // Kept past their program: the loss, gradients, state updates, and boundary tensors (a send
+    // reads them after the program that made them; they go with their microbatch).
+    const outputs = new Set([plan.model.lossValue, ...plan.stages.flatMap((s) => [...s.grads.map((g) => g.value), ...s.states.map((x) => x.value)]), ...plan.tensors.map((t) => t.value)]);
     for (const [key, prog] of this.programs) {
       const inProg = new Set(prog.flatMap((op) => op.outputs));
       const readers = new Map<number, number>();
@@ -160,7 +188,8 @@ export class CudaRankBackend implements Backend {
       for (const v of inProg) if (!readElsewhere.has(v) && !outputs.has(v) && readers.has(v)) lists[readers.get(v)!]!.push(v);
       this.frees.set(key, lists);
     }
-    for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind]) this.lastCompute.set(ins.mb, ins);
+    // A microbatch's last use on this rank: its last compute, or a send after it.
+    for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind] || ins.kind === 'SEND') this.lastCompute.set(ins.mb, ins);
     const readAnywhere = new Set([...this.programs.values()].flatMap((prog) => prog.flatMap((op) => op.inputs)));
     for (const s of this.stages) {
       const paramOf = new Map(s.grads.map((g) => [g.value, g.param]));
@@ -220,6 +249,7 @@ export class CudaRankBackend implements Backend {
     this.stepNo++;
     this.launched = false;
     if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
+    if (this.cudaGraph && this.multi) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
     for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
     // The step's data goes up at once into buffers at fixed addresses: one wait for the copies per
     // step rather than one per microbatch, and what a captured step needs (a copy from the host
@@ -231,6 +261,11 @@ export class CudaRankBackend implements Backend {
     // recorded lists write the losses at the addresses step 2 gave them).
     if (this.listPhase === 'recording') this.listPhase = 'replaying';
     if (this.exec !== undefined || this.listPhase === 'replaying') return;
+    // Memory last step's sends read is freed on the compute stream after they finish.
+    if (this.multi) {
+      this.multi.comm.drainSends();
+      this.dev.releaseHeld();
+    }
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
     this.env.clear();
     for (const t of this.lossValues.values()) this.dev.free(t);
@@ -251,7 +286,8 @@ export class CudaRankBackend implements Backend {
 
   /** Moves the launch lists on by one step: sizing (step 1), recording into the arena (step 2), replaying. */
   private advanceLists(): void {
-    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && this.listable()) {
+    // Multi-rank steps interleave transfers with compute on other streams: node by node for now.
+    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && !this.multi && this.listable()) {
       this.listPhase = 'sizing';
       this.dev.sizeArena();
     } else if (this.listPhase === 'sizing') {
@@ -378,6 +414,12 @@ export class CudaRankBackend implements Backend {
         const exec = this.exec;
         this.exec = undefined;
         this.dev.n.graphDestroy(exec);
+      },
+      () => {
+        if (this.drainEvent === undefined) return;
+        const ev = this.drainEvent;
+        this.drainEvent = undefined;
+        this.dev.n.eventDestroy(ev);
       },
       () => {
         if (!this.listCapture) return;
@@ -558,24 +600,93 @@ export class CudaRankBackend implements Backend {
       const loss = env.get(this.plan.model.lossValue);
       if (loss && produced.has(this.plan.model.lossValue)) this.lossValues.set(ins.mb, loss);
     }
-    // The microbatch's last work on this rank: everything it kept goes (the loss is copied first).
-    if (this.lastCompute.get(ins.mb) === ins) {
-      const loss = this.lossValues.get(ins.mb);
-      for (const [v, t] of env) if (t !== loss) this.dev.free(t);
-      env.clear();
+    if (this.lastCompute.get(ins.mb) === ins) this.endMicrobatch(ins.mb);
+  }
+
+  /** The microbatch's last work on this rank is queued: everything it kept goes (but its loss). */
+  private endMicrobatch(mb: number): void {
+    const env = this.envOf(mb);
+    const loss = this.lossValues.get(mb);
+    for (const t of env.values()) if (t !== loss) this.dev.free(t);
+    env.clear();
+  }
+
+  /** Memory held back for sends that have finished since goes back. */
+  private reap(): void {
+    const comm = this.multi?.comm;
+    if (comm) this.dev.releaseHeld((p) => !comm.reading(p));
+  }
+
+  /** Why a multi-rank run must stop (a peer failed), checked while the host waits for the device. */
+  private stopReason: string | undefined;
+  private drainEvent: bigint | undefined;
+  /** Seconds a multi-rank step may wait for its transfers before the run stops (the NCCL timeout). */
+  timeoutSeconds = 300;
+
+  /** Stops a multi-rank run's waits: a peer failed. */
+  stop(reason: string): void {
+    this.stopReason = reason;
+  }
+
+  /**
+   * Waits for the device by polling an event, so that the host stays free to hear of a peer's
+   * failure (a blocking wait on a receive from a dead rank would never return), and NCCL's own
+   * errors and the timeout are noticed.
+   */
+  async drain(): Promise<void> {
+    if (!this.multi) return;
+    const n = this.dev.n;
+    const ev = this.drainEvent ??= n.eventCreate();
+    n.eventRecord(ev, 0n);
+    const start = performance.now();
+    for (let spins = 0; !n.eventQuery(ev); spins++) {
+      if (this.stopReason) throw new CleaveError(this.stopReason);
+      const e = this.multi.comm.asyncError();
+      if (e) throw new CleaveError(`rank ${this.rank}: NCCL failed: ${e}`);
+      if (performance.now() - start > this.timeoutSeconds * 1000) {
+        throw new CleaveError(`rank ${this.rank}: the step's transfers did not finish within ${this.timeoutSeconds} s (--timeout); a peer may have stopped`);
+      }
+      // Spin briefly (a step's tail is short), then yield to the event loop between polls.
+      if (spins > 100) await new Promise((r) => setTimeout(r, 1));
+      else await new Promise((r) => setImmediate(r));
     }
   }
 
-  async send(): Promise<void> {
-    throw new CleaveError('the CUDA backend runs one-rank plans: no sends');
+  private comm(what: string): CudaComm {
+    if (!this.multi) throw new CleaveError(`a one-rank plan has no ${what}`);
+    return this.multi.comm;
   }
 
-  async recv(): Promise<void> {
-    throw new CleaveError('the CUDA backend runs one-rank plans: no receives');
+  async send(ins: Instruction): Promise<void> {
+    const comm = this.comm('sends');
+    const b = this.plan.tensors[ins.tensor]!;
+    const t = this.env.get(ins.mb)?.get(b.value);
+    if (!t) throw new CleaveError(`tensor ${ins.tensor} ('${this.plan.values[b.value]!.name}') of microbatch ${ins.mb} has not been computed on rank ${this.rank}`);
+    comm.send(t, ins.peer);
+    if (this.lastCompute.get(ins.mb) === ins) this.endMicrobatch(ins.mb);
+    this.reap();
   }
 
-  async allreduce(): Promise<void> {
-    throw new CleaveError('the CUDA backend runs one-rank plans: no all-reduce');
+  async recv(ins: Instruction): Promise<void> {
+    const comm = this.comm('receives');
+    const b = this.plan.tensors[ins.tensor]!;
+    const pv = this.plan.values[b.value]!;
+    const dtype = this.deviceDtype.get(b.value) ?? this.as(dtypeFromOnnx(pv.dtype, pv.name));
+    const t = this.dev.alloc(dtype, pv.shape);
+    comm.recv(t, ins.peer);
+    this.envOf(ins.mb).set(b.value, t);
+    this.reap();
+  }
+
+  async allreduce(ins: Instruction): Promise<void> {
+    const comm = this.comm('all-reduce');
+    const bucket = this.plan.buckets[ins.bucket]!;
+    const group = this.plan.groups[ins.group]!;
+    const tensors = bucket.params.filter((p) => this.grads.has(p)).map((p) => this.grads.get(p)!);
+    // Data-parallel buckets average (scale 1/replicas), tied-weight buckets sum (scale 1).
+    const average = Math.abs(bucket.scale * group.ranks.length - 1) < 1e-9 && group.ranks.length > 1;
+    if (!average && bucket.scale !== 1) throw new CleaveError(`bucket ${bucket.id} scales its sum by ${bucket.scale}, which is neither 1 nor 1/${group.ranks.length}`);
+    comm.allreduce(group.id, tensors, average);
   }
 
   losses(): Map<number, number> {
@@ -609,16 +720,26 @@ export class CudaRankBackend implements Backend {
 
   async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
     const m = this.plan.schedule.microbatches;
-    // Global norm from per-parameter sums of squares: one download of a few scalars.
-    const squares = [...this.grads.values()].map((g) => {
+    this.multi?.comm.settle();
+    // Global norm from per-parameter sums of squares: one download of a few scalars. Over several
+    // ranks, each counts the parameters it owns (a tied one on its lowest pipeline rank), replicas
+    // split the sum, and the ranks add theirs up.
+    const squares = [...this.grads].filter(([p]) => this.owned.has(p)).map(([, g]) => {
       const s = this.dev.alloc('float32', []);
       this.dev.n.sumsq(g.ptr, numel(g.shape), s.ptr);
       return s;
     });
+    await this.drain();
+    let sq = squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0);
+    for (const s of squares) this.dev.free(s);
+    if (this.multi) {
+      const total = new Float64Array([sq / this.plan.world.dp]);
+      await this.multi.transport.allreduce([...Array(this.plan.world.size).keys()], 'gradient norm', total);
+      sq = total[0]!;
+    }
     // Gradients carry the loss scale (1 outside fp16): the norm is of the true gradient.
     const scale = this.lossScale;
-    const norm = Math.sqrt(squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0)) / m / scale;
-    for (const s of squares) this.dev.free(s);
+    const norm = Math.sqrt(sq) / m / scale;
     if (this.compute16 === 'float16') {
       if (!Number.isFinite(norm)) {
         // Overflow somewhere in the scaled backward pass: skip the update, try a smaller scale.

@@ -1,0 +1,181 @@
+import { CleaveError } from '../../../src/errors.js';
+import type { DeviceTensor } from '../../../src/ops/registry.js';
+import type { Plan } from '../../../src/plan/types.js';
+import type { NativeCuda } from './native.js';
+
+/** A communicator with its own stream, and the two events that order it with the compute stream. */
+interface Channel { comm: bigint; stream: bigint; before: bigint; after: bigint }
+
+/** NCCL element codes (native.ts): floats as themselves, anything else as bytes. */
+const NCCL_CODE: Record<string, number> = { float32: 0, bfloat16: 1, float16: 2 };
+const BYTES: Record<string, number> = { float32: 4, bfloat16: 2, float16: 2, int64: 8, int32: 4, bool: 1 };
+
+const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+
+/**
+ * One rank's NCCL communication for a multi-rank plan. From the world communicator it splits one
+ * communicator per ordered pair of ranks that exchange boundary tensors, and one per group (data
+ * parallel replicas, tied parameters) it belongs to, each with its own stream: every communicator
+ * then carries one sender's sends to one receiver in plan order, so a send waiting for its receive
+ * never holds up another pair, and transfers overlap compute. Compute never waits for a send; it
+ * waits for a receive's data; memory a send still reads is held back until the send is done.
+ */
+export class CudaComm {
+  private readonly channels = new Map<string, Channel>();
+  /** Sent tensors still in flight: their memory must not be reused before the event. */
+  private readonly inFlight = new Map<bigint, bigint>();
+  private readonly spareEvents: bigint[] = [];
+  /** Group channels with reductions the compute stream has not waited for yet. */
+  private readonly pending = new Set<Channel>();
+
+  constructor(readonly n: NativeCuda, readonly plan: Plan, readonly rank: number, readonly world: bigint) {
+    // Each split is a collective over the world: every rank makes the same calls in the same order.
+    const pairs = new Set<string>();
+    for (const r of plan.ranks) for (const ins of r.instructions) if (ins.kind === 'SEND') pairs.add(`${r.rank}>${ins.peer}`);
+    for (const key of [...pairs].sort()) {
+      const [a, b] = key.split('>').map(Number) as [number, number];
+      const mine = rank === a || rank === b;
+      const comm = n.ncclSplit(world, mine ? 0 : -1, rank);
+      if (mine) this.channels.set(`pair ${key}`, this.channel(comm));
+    }
+    for (const g of plan.groups) {
+      const mine = g.ranks.includes(rank);
+      const comm = n.ncclSplit(world, mine ? 0 : -1, rank);
+      if (mine) this.channels.set(`group ${g.id}`, this.channel(comm));
+    }
+  }
+
+  private channel(comm: bigint): Channel {
+    return { comm, stream: this.n.streamCreate(), before: this.n.eventCreate(), after: this.n.eventCreate() };
+  }
+
+  private get(key: string): Channel {
+    const ch = this.channels.get(key);
+    if (!ch) throw new CleaveError(`rank ${this.rank} has no communicator for ${key}`);
+    return ch;
+  }
+
+  /** The channel's stream starts after what the compute stream has queued so far. */
+  private follow(ch: Channel): void {
+    this.n.eventRecord(ch.before, 0n);
+    this.n.streamWait(ch.stream, ch.before);
+  }
+
+  private static wire(t: DeviceTensor): [number, number] {
+    const code = NCCL_CODE[t.dtype];
+    if (code !== undefined) return [code, numel(t.shape)];
+    const b = BYTES[t.dtype];
+    if (b === undefined) throw new CleaveError(`cannot send a ${t.dtype} tensor`);
+    return [3, numel(t.shape) * b];
+  }
+
+  /** Sends `t` to world rank `peer` once the compute stream has produced it. */
+  send(t: DeviceTensor, peer: number): void {
+    const ch = this.get(`pair ${this.rank}>${peer}`);
+    const [code, count] = CudaComm.wire(t);
+    this.follow(ch);
+    this.n.ncclSend(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
+    const done = this.spareEvents.pop() ?? this.n.eventCreate();
+    this.n.eventRecord(done, ch.stream);
+    const old = this.inFlight.get(t.ptr);
+    if (old !== undefined) this.release(old);
+    this.inFlight.set(t.ptr, done);
+  }
+
+  /** Receives into `t` from world rank `peer`; compute queued after this sees the data. */
+  recv(t: DeviceTensor, peer: number): void {
+    const ch = this.get(`pair ${peer}>${this.rank}`);
+    const [code, count] = CudaComm.wire(t);
+    // The buffer was just allocated on the compute stream: the receive starts after that.
+    this.follow(ch);
+    this.n.ncclRecv(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
+    this.n.eventRecord(ch.after, ch.stream);
+    this.n.streamWait(0n, ch.after);
+  }
+
+  /**
+   * Whether a send may still read memory at `ptr` (the caller then holds the memory back). A
+   * finished send is forgotten here, so the memory can go at once.
+   */
+  reading(ptr: bigint): boolean {
+    const ev = this.inFlight.get(ptr);
+    if (ev === undefined) return false;
+    if (!this.n.eventQuery(ev)) return true;
+    this.inFlight.delete(ptr);
+    this.spareEvents.push(ev);
+    return false;
+  }
+
+  /**
+   * The compute stream waits for every send still in flight, which are then forgotten: memory they
+   * read can be freed on the compute stream (the start of a step, the end of a run).
+   */
+  drainSends(): void {
+    for (const ev of this.inFlight.values()) this.release(ev);
+    this.inFlight.clear();
+  }
+
+  private release(ev: bigint): void {
+    this.n.streamWait(0n, ev);
+    this.spareEvents.push(ev);
+  }
+
+  /**
+   * Sums (or averages) float32 tensors in place over a plan group, on the group's stream after the
+   * compute queued so far; the compute stream waits for it at `settle`.
+   */
+  allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean): void {
+    const ch = this.get(`group ${group}`);
+    this.follow(ch);
+    this.n.ncclGroup(true);
+    try {
+      for (const t of tensors) {
+        const [code, count] = CudaComm.wire(t);
+        this.n.ncclAllReduce(ch.comm, code, t.ptr, count, ch.stream, average);
+      }
+    } finally {
+      this.n.ncclGroup(false);
+    }
+    this.n.eventRecord(ch.after, ch.stream);
+    this.pending.add(ch);
+  }
+
+  /** Compute waits for every reduction enqueued so far (before the optimizer reads gradients). */
+  settle(): void {
+    for (const ch of this.pending) this.n.streamWait(0n, ch.after);
+    this.pending.clear();
+  }
+
+  /** NCCL's reason if a communicator failed in the background. */
+  asyncError(): string | null {
+    for (const [key, ch] of this.channels) {
+      const e = this.n.ncclAsyncError(ch.comm);
+      if (e) return `${key}: ${e}`;
+    }
+    return this.n.ncclAsyncError(this.world);
+  }
+
+  /** Destroys the communicators (or aborts them: a peer failed and pending work must be dropped). */
+  close(abort: boolean): void {
+    let first: unknown;
+    const attempt = (f: () => void) => {
+      try {
+        f();
+      } catch (e) {
+        first ??= e;
+      }
+    };
+    for (const ch of this.channels.values()) {
+      attempt(() => this.n.ncclClose(ch.comm, abort));
+      if (!abort) attempt(() => this.n.streamDestroy(ch.stream));
+      attempt(() => this.n.eventDestroy(ch.before));
+      attempt(() => this.n.eventDestroy(ch.after));
+    }
+    this.channels.clear();
+    for (const ev of [...this.spareEvents, ...this.inFlight.values()]) attempt(() => this.n.eventDestroy(ev));
+    this.spareEvents.length = 0;
+    this.inFlight.clear();
+    attempt(() => this.n.ncclClose(this.world, abort));
+    if (first !== undefined) throw first;
+  }
+}

@@ -1,0 +1,112 @@
+import { CleaveError } from '../../src/errors.js';
+import type { Tensor } from '../../src/ir/tensor.js';
+import { readPlan } from '../../src/plan/io.js';
+import { CudaComm } from '../backends/cuda/comm.js';
+import { Cuda } from '../backends/cuda/device.js';
+import { requireCuda } from '../backends/cuda/native.js';
+import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
+import { type DataSource, defaultTask, openData } from '../data/sources.js';
+import type { Feeds } from '../executor/backend.js';
+import { Executor } from '../executor/executor.js';
+import { learningRate } from '../optim/optimizer.js';
+import { ControlTransport } from '../transport/control.js';
+import type { RunResult, StepReport } from './cpu.js';
+import { planWeights } from './cuda.js';
+import { dataSpec, rows } from './data.js';
+import type { RunOptions } from './options.js';
+import { rendezvous } from './rendezvous.js';
+import type { WorldEnv } from './world.js';
+
+/**
+ * One rank of a multi-GPU run, in its own process (started by `cleave run --gpus N`, torchrun,
+ * Slurm or mpirun): takes the GPU of its local rank, meets the other ranks at MASTER_ADDR:PORT
+ * (rank 0 shares the NCCL unique id), joins the world communicator, and runs its instruction list
+ * with the CUDA backend, NCCL carrying tensors and the control plane the step's few numbers. Every
+ * rank gets every step's report (the losses averaged over replicas, the global gradient norm). If
+ * another rank fails, this one aborts its communicators and rejects, naming that rank.
+ */
+export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+  if (o.resume || o.saveEvery) throw new CleaveError('checkpoints are not written by the CUDA backend yet; run without --save-every/--resume');
+  if (o.cudaGraph) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
+  const plan = readPlan(o.planFile);
+  if (plan.world.size !== world.worldSize) {
+    throw new CleaveError(`${o.planFile} has ${plan.world.size} ranks (${plan.world.pp} pipeline × ${plan.world.dp} data parallel), but ${world.source} started ${world.worldSize} processes`);
+  }
+  const n = requireCuda();
+  const devices = n.info()?.devices ?? 0;
+  if (world.localRank >= devices) throw new CleaveError(`rank ${world.rank} is local rank ${world.localRank}, but this host has ${devices} GPU${devices === 1 ? '' : 's'}`);
+  n.setDevice(world.localRank);
+  const rv = await rendezvous(world, () => n.ncclUniqueId(), (o.timeoutSeconds ?? 60) * 1000);
+  const me = plan.ranks[world.rank]!;
+  let comm: CudaComm | undefined;
+  let backend: CudaRankBackend | undefined;
+  let peerFailed: string | undefined;
+  void rv.failure.then((f) => {
+    peerFailed = `rank ${world.rank} stopped: rank ${f.rank} failed: ${f.message}`;
+    backend?.stop(peerFailed);
+  });
+  try {
+    const worldComm = n.ncclInit(rv.shared, world.worldSize, world.rank);
+    comm = new CudaComm(n, plan, world.rank, worldComm);
+    const transport = new ControlTransport(rv);
+    backend = new CudaRankBackend(plan, world.rank, planWeights(plan, o.weights), o.optimizer, new Cuda(n), { comm, transport });
+    backend.launchLists = o.launchLists !== false;
+    if (o.timeoutSeconds) backend.timeoutSeconds = o.timeoutSeconds;
+    if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
+    const exec = new Executor(plan, world.rank, backend, transport);
+    const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
+    // Each replica draws its own data (seeded by its data-parallel rank), as CPU ranks do.
+    const spec = dataSpec(plan);
+    const seed = (o.seed ?? 0) + 7919 * me.dpRank;
+    let source: DataSource | undefined;
+    if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed });
+    else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed, shard: me.dpRank, shards: plan.world.dp });
+    const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
+    n.memInfo(true);
+    const everyone = [...Array(world.worldSize).keys()];
+    for (let step = 0; step < o.steps; step++) {
+      let batch: Record<string, Tensor>;
+      if (o.data.kind === 'batches') {
+        const global = o.data.batches[step];
+        if (!global) throw new CleaveError(`no batch given for step ${step + 1}`);
+        batch = rows(global, me.dpRank * B, B);
+      } else batch = source!.next(B);
+      const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+      if (o.failAt?.rank === world.rank && (o.failAt.step ?? 1) === step + 1) exec.failAt = o.failAt.instruction;
+      const t0 = performance.now();
+      const losses = await exec.step(feeds);
+      const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
+      const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+      await backend.drain();
+      result.stepMs.push(performance.now() - t0);
+      // Every replica's losses, everywhere: each first pipeline rank adds its replica's.
+      const all = new Float64Array(plan.world.dp * m);
+      if (me.ppRank === 0) for (let k = 0; k < m; k++) all[me.dpRank * m + k] = losses.get(k) ?? NaN;
+      await transport.allreduce(everyone, `losses of step ${step + 1}`, all);
+      const perReplica = Array.from({ length: plan.world.dp }, (_, d) => Array.from(all.subarray(d * m, (d + 1) * m)));
+      const means = perReplica.map((l) => l.reduce((a, b) => a + b, 0) / m);
+      const report: StepReport = { step: step + 1, loss: means.reduce((a, b) => a + b, 0) / means.length, losses: perReplica, gradNorm, lr, samples: B * plan.world.dp };
+      result.steps.push(report);
+      onStep?.(report);
+    }
+    result.peakBytes = backend.peakBytes();
+    if (o.returnWeights) result.weights = backend.tensors();
+    backend.dispose();
+    backend.dev.freeAll();
+    comm.close(false);
+    comm = undefined;
+    rv.close();
+    return result;
+  } catch (e) {
+    const why = peerFailed ?? (e instanceof Error ? e.message : String(e));
+    // Tell the others (unless a peer's failure is what stopped this rank), and drop pending transfers.
+    if (!peerFailed) rv.abort(why);
+    try {
+      comm?.close(true);
+    } catch {
+      // Aborting is best effort: the process is about to end.
+    }
+    rv.close();
+    throw new CleaveError(why.startsWith(`rank ${world.rank}`) ? why : `rank ${world.rank}: ${why}`);
+  }
+}
