@@ -4,6 +4,8 @@
 #include <napi.h>
 
 #include <cstring>
+#include <cstdio>
+#include <unistd.h>
 
 #include "attention.cuh"
 #include "check.h"
@@ -673,6 +675,17 @@ cudaStream_t stream_of(const Napi::Value& v) {
   return s ? reinterpret_cast<cudaStream_t>(s) : stream();
 }
 
+/**
+ * exitNow(code): ends the process at once, without exit handlers or library destructors: a rank
+ * whose peer failed has NCCL kernels that will never finish, and aborting its communicators can
+ * wait on them forever. The driver reclaims the GPU.
+ */
+Napi::Value ExitNow(const Napi::CallbackInfo& info) {
+  fflush(stdout);
+  fflush(stderr);
+  _exit((int)i64(info[0]));
+}
+
 /** setDevice(i): the GPU this process uses (a multi-GPU rank's local rank); before any other CUDA call. */
 Napi::Value SetDevice(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
@@ -768,7 +781,7 @@ Napi::Value NcclSplit(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     ncclComm_t out = nullptr;
     const int color = (int)i64(info[1]);
-    nccl_check(nccl().commSplit(comm_of(info[0]), color < 0 ? NCCL_SPLIT_NOCOLOR : color, (int)i64(info[2]), &out, nullptr), "ncclCommSplit");
+    nccl_check(nccl().commSplit(comm_of(info[0]), color < 0 ? SPLIT_NOCOLOR : color, (int)i64(info[2]), &out, nullptr), "ncclCommSplit");
     return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(out));
   });
 }
@@ -837,6 +850,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("download", Napi::Function::New(env, Download));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   exports.Set("setDevice", Napi::Function::New(env, SetDevice));
+  exports.Set("exitNow", Napi::Function::New(env, ExitNow));
   exports.Set("streamCreate", Napi::Function::New(env, StreamCreate));
   exports.Set("streamDestroy", Napi::Function::New(env, StreamDestroy));
   exports.Set("eventCreate", Napi::Function::New(env, EventCreate));

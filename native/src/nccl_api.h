@@ -15,7 +15,7 @@ struct ncclUniqueId {
 // ncclDataType_t and ncclRedOp_t values (nccl.h).
 enum ncclDataType_t : int { NCCL_UINT8 = 1, NCCL_INT64 = 4, NCCL_FLOAT16 = 6, NCCL_FLOAT32 = 7, NCCL_BFLOAT16 = 9 };
 enum ncclRedOp_t : int { NCCL_SUM = 0, NCCL_AVG = 4 };
-constexpr int NCCL_SPLIT_NOCOLOR = -1;
+constexpr int SPLIT_NOCOLOR = -1;  // nccl.h: NCCL_SPLIT_NOCOLOR
 
 struct NcclApi {
   ncclResult_t (*getUniqueId)(ncclUniqueId*);

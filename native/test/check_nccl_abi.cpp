@@ -8,5 +8,5 @@
 static_assert(cleave::NCCL_UINT8 == ncclUint8 && cleave::NCCL_INT64 == ncclInt64);
 static_assert(cleave::NCCL_FLOAT16 == ncclFloat16 && cleave::NCCL_FLOAT32 == ncclFloat32 && cleave::NCCL_BFLOAT16 == ncclBfloat16);
 static_assert(cleave::NCCL_SUM == ncclSum && cleave::NCCL_AVG == ncclAvg);
-static_assert(cleave::NCCL_SPLIT_NOCOLOR == NCCL_SPLIT_NOCOLOR);
+static_assert(cleave::SPLIT_NOCOLOR == NCCL_SPLIT_NOCOLOR);
 static_assert(sizeof(cleave::ncclUniqueId) == sizeof(::ncclUniqueId));

@@ -99,14 +99,13 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     return result;
   } catch (e) {
     const why = peerFailed ?? (e instanceof Error ? e.message : String(e));
-    // Tell the others (unless a peer's failure is what stopped this rank), and drop pending transfers.
-    if (!peerFailed) rv.abort(why);
-    try {
-      comm?.close(true);
-    } catch {
-      // Aborting is best effort: the process is about to end.
-    }
-    rv.close();
-    throw new CleaveError(why.startsWith(`rank ${world.rank}`) ? why : `rank ${world.rank}: ${why}`);
+    const message = why.startsWith(`rank ${world.rank}`) ? why : `rank ${world.rank}: ${why}`;
+    process.stderr.write(`cleave: ${message}\n`);
+    // Tell the others (unless a peer's failure is what stopped this rank), then end the process at
+    // once: its NCCL kernels wait on peers that will not come, and ncclCommAbort did not return
+    // while kernels were queued behind another communicator's stuck transfer (seen on 2 × H200).
+    // The driver drops the process's GPU work and its communicators with it.
+    if (!peerFailed) await Promise.race([rv.abort(why), new Promise((r) => setTimeout(r, 1000))]);
+    return n.exitNow(1);
   }
 }

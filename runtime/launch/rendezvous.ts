@@ -16,8 +16,8 @@ export interface Rendezvous {
   readonly shared: Uint8Array;
   /** Settles when another rank failed: its rank and why. Never rejects. */
   readonly failure: Promise<{ rank: number; message: string }>;
-  /** Tells every rank that this one failed. */
-  abort(message: string): void;
+  /** Tells every rank that this one failed; settles once the message is handed to the network. */
+  abort(message: string): Promise<void>;
   /** Leaves cleanly (others will not take the closed connection for a failure). */
   close(): void;
   /** Sends a few bytes to another rank (relayed by rank 0): the losses, the gradient norm. */
@@ -70,6 +70,10 @@ function lines(socket: Socket, on: (m: Msg) => void): void {
     }
   });
 }
+
+/** Settles once everything written to these sockets so far has gone to the kernel. */
+const flushed = (sockets: readonly Socket[]): Promise<void> =>
+  Promise.all(sockets.map((s) => new Promise<void>((r) => (s.destroyed || !s.writable ? r() : s.write('', () => r()))))).then(() => undefined);
 
 const send = (s: Socket, m: Msg): void => {
   if (!s.destroyed) s.write(JSON.stringify(m) + '\n');
@@ -138,7 +142,10 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
       for (const s of peers.values()) send(s, { welcome: b64 });
       resolve({
         rank: 0, worldSize: world.worldSize, shared: blob, failure,
-        abort: (message) => fail(0, message),
+        abort: (message) => {
+          fail(0, message);
+          return flushed([...peers.values()]);
+        },
         post: (to, tag, bytes) => {
           const d = data(0, to, tag, bytes);
           if (to === 0) box.deliver(d);
@@ -187,7 +194,10 @@ function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
           joined = true;
           resolve({
             rank: world.rank, worldSize: world.worldSize, shared: new Uint8Array(Buffer.from(m.welcome, 'base64')), failure,
-            abort: (message) => send(socket, { abort: { rank: world.rank, message } }),
+            abort: (message) => {
+              send(socket, { abort: { rank: world.rank, message } });
+              return flushed([socket]);
+            },
             post: (to, tag, bytes) => {
               const d = data(world.rank, to, tag, bytes);
               if (to === world.rank) box.deliver(d);

@@ -43,6 +43,8 @@ export interface NativeCuda {
   ncclAllReduce(comm: bigint, code: number, ptr: bigint, count: number, stream?: bigint, average?: boolean): void;
   ncclSend(comm: bigint, code: number, ptr: bigint, count: number, peer: number, stream?: bigint): void;
   ncclRecv(comm: bigint, code: number, ptr: bigint, count: number, peer: number, stream?: bigint): void;
+  /** Ends the process at once (no exit handlers, no library teardown): a failed multi-GPU rank. */
+  exitNow(code: number): never;
   /** The GPU this process uses (a rank's local rank): before any other CUDA call. */
   setDevice(device: number): void;
   /** Communication streams and the events that order them with the compute stream (handle 0n). */
