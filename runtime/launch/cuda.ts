@@ -15,6 +15,7 @@ import { LocalTransport } from '../transport/local.js';
 import type { RunResult, StepReport } from './cpu.js';
 import { dataSpec, rows } from './data.js';
 import type { RunOptions } from './options.js';
+import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
 
 /**
  * Runs a one-rank plan on the GPU in this process: the CUDA backend behind the same executor the
@@ -22,10 +23,10 @@ import type { RunOptions } from './options.js';
  * optimizer state come with the next pieces of the CUDA runtime.)
  */
 export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
-  if (o.resume || o.saveEvery) throw new CleaveError('checkpoints are not written by the CUDA backend yet; run without --save-every/--resume');
   const plan = readPlan(o.planFile);
   if (plan.world.size !== 1) throw new CleaveError(`this plan has ${plan.world.size} ranks: multi-rank plans run one process per GPU (cleave run --gpus ${plan.world.size})`);
-  return runWithWeights(plan, planWeights(plan, o.weights), o, onStep);
+  const weights = o.resume ? resumeShard(o.resume, 0).tensors : planWeights(plan, o.weights);
+  return runWithWeights(plan, weights, o, onStep);
 }
 
 /** A plan's initial weights: from `file`, else from the model it was compiled from. */
@@ -56,8 +57,14 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
     else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed: o.seed ?? 0 });
     const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
+    let start = 0;
+    if (o.resume) {
+      const shard = resumeShard(o.resume, 0);
+      restoreFromShard(shard, backend, source);
+      start = shard.step;
+    }
     backend.dev.n.memInfo(true);
-    for (let step = 0; step < o.steps; step++) {
+    for (let step = start; step < o.steps; step++) {
       const batch = o.data.kind === 'batches' ? rows(o.data.batches[step]!, 0, B) : source!.next(B);
       const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
       const t0 = performance.now();
@@ -70,6 +77,11 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       const report: StepReport = { step: step + 1, loss: l.reduce((a, b) => a + b, 0) / m, losses: [l], gradNorm, lr, samples: B };
       result.steps.push(report);
       onStep?.(report);
+      if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
+        const folder = saveGpuShard(o.checkpointDir, step + 1, 0, backend, source);
+        finishCheckpoint(folder, step + 1, o.planFile, plan);
+        result.checkpoints.push(folder);
+      }
     }
     result.peakBytes = backend.peakBytes();
     if (o.returnWeights) result.weights = backend.tensors();

@@ -12,6 +12,7 @@ import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
 import type { RunResult, StepReport } from './cpu.js';
 import { planWeights } from './cuda.js';
+import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
 import { dataSpec, rows } from './data.js';
 import type { RunOptions } from './options.js';
 import { rendezvous } from './rendezvous.js';
@@ -26,7 +27,6 @@ import type { WorldEnv } from './world.js';
  * another rank fails, this one aborts its communicators and rejects, naming that rank.
  */
 export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
-  if (o.resume || o.saveEvery) throw new CleaveError('checkpoints are not written by the CUDA backend yet; run without --save-every/--resume');
   if (o.cudaGraph) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
   const plan = readPlan(o.planFile);
   if (plan.world.size !== world.worldSize) {
@@ -49,7 +49,8 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const worldComm = n.ncclInit(rv.shared, world.worldSize, world.rank);
     comm = new CudaComm(n, plan, world.rank, worldComm);
     const transport = new ControlTransport(rv);
-    backend = new CudaRankBackend(plan, world.rank, planWeights(plan, o.weights), o.optimizer, new Cuda(n), { comm, transport });
+    const shard = o.resume ? resumeShard(o.resume, world.rank) : undefined;
+    backend = new CudaRankBackend(plan, world.rank, shard?.tensors ?? planWeights(plan, o.weights), o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;
     if (o.timeoutSeconds) backend.timeoutSeconds = o.timeoutSeconds;
     if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
@@ -62,9 +63,10 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed });
     else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed, shard: me.dpRank, shards: plan.world.dp });
     const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
+    if (shard) restoreFromShard(shard, backend, source);
     n.memInfo(true);
     const everyone = [...Array(world.worldSize).keys()];
-    for (let step = 0; step < o.steps; step++) {
+    for (let step = shard?.step ?? 0; step < o.steps; step++) {
       let batch: Record<string, Tensor>;
       if (o.data.kind === 'batches') {
         const global = o.data.batches[step];
@@ -88,6 +90,13 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       const report: StepReport = { step: step + 1, loss: means.reduce((a, b) => a + b, 0) / means.length, losses: perReplica, gradNorm, lr, samples: B * plan.world.dp };
       result.steps.push(report);
       onStep?.(report);
+      if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
+        const folder = saveGpuShard(o.checkpointDir, step + 1, world.rank, backend, source);
+        // The manifest only once every rank's shard is on disk.
+        await transport.allreduce(everyone, `saved step ${step + 1}`, new Float64Array(1));
+        if (world.rank === 0) finishCheckpoint(folder, step + 1, o.planFile, plan);
+        result.checkpoints.push(folder);
+      }
     }
     result.peakBytes = backend.peakBytes();
     if (o.returnWeights) result.weights = backend.tensors();

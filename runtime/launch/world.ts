@@ -44,9 +44,12 @@ export function firstSlurmHost(list: string): string {
  */
 export function worldFromEnv(env: Env): WorldEnv | undefined {
   const port = (): number => {
-    if (env['MASTER_PORT'] === undefined) return DEFAULT_MASTER_PORT;
-    const p = intVar(env, 'MASTER_PORT');
-    if (p < 1 || p > 65535) throw new CleaveError(`MASTER_PORT=${p} is not a TCP port`);
+    // CLEAVE_PORT wins; under a real torchrun agent (TORCHELASTIC_RUN_ID set) its own store holds
+    // MASTER_PORT on the master host, so cleave's rendezvous takes the next port.
+    const name = env['CLEAVE_PORT'] !== undefined ? 'CLEAVE_PORT' : env['MASTER_PORT'] !== undefined ? 'MASTER_PORT' : undefined;
+    if (!name) return DEFAULT_MASTER_PORT;
+    const p = intVar(env, name) + (name === 'MASTER_PORT' && env['TORCHELASTIC_RUN_ID'] !== undefined ? 1 : 0);
+    if (p < 1 || p > 65535) throw new CleaveError(`${name}=${env[name]} is not a TCP port`);
     return p;
   };
   const make = (source: WorldEnv['source'], rankVar: string, sizeVar: string, localVar: string | undefined, addr: () => string): WorldEnv => {

@@ -26,10 +26,10 @@ function planFile(name: string, o: Partial<CompileOptions>): string {
 }
 
 /** `cleave run --gpus N --json`: the step reports, the exit code, rank 0's output, and how long it took. */
-function runGpus(plan: string, n: number, env: Record<string, string> = {}): Promise<{ code: number; losses: number[]; out: string; ms: number }> {
+function runGpus(plan: string, n: number, env: Record<string, string> = {}, extra: string[] = []): Promise<{ code: number; losses: number[]; out: string; ms: number }> {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [cli, 'run', plan, '--backend', 'cuda', '--gpus', String(n), '--steps', String(STEPS), '--lr', String(opt.lr), '--json', '--log-dir', join(dir, `logs-${Date.now()}`)],
+    const child = spawn(process.execPath, [cli, 'run', plan, '--backend', 'cuda', '--gpus', String(n), '--steps', String(STEPS), '--lr', String(opt.lr), '--json', '--log-dir', join(dir, `logs-${Date.now()}`), ...extra],
       { env: { ...process.env, NCCL_NVLS_ENABLE: '0', ...env } });
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -62,6 +62,21 @@ describe.runIf(gpus >= 2)('multi-GPU runs over NCCL (2 GPUs)', () => {
     const r = await runGpus(plan, 2);
     expect(r.code, r.out).toBe(0);
     cpu.forEach((l, i) => expect(Math.abs(r.losses[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-4));
+  }, 120_000);
+
+  it('checkpoints of a pp 2 run resume on 2 GPUs with the unbroken run\'s losses, and on CPU ranks', async () => {
+    const plan = planFile('ckpt', { partitions: 2 });
+    const straight = await runGpus(plan, 2);
+    expect(straight.code, straight.out).toBe(0);
+    const ckpt = join(dir, 'ckpt');
+    const first = await runGpus(plan, 2, {}, ['--save-every', '2', '--checkpoint-dir', ckpt]);
+    expect(first.code, first.out).toBe(0);
+    const resumed = await runGpus(plan, 2, {}, ['--resume', join(ckpt, 'step-2')]);
+    expect(resumed.code, resumed.out).toBe(0);
+    expect(resumed.losses).toHaveLength(2);
+    resumed.losses.forEach((l, i) => expect(Math.abs(l - straight.losses[i + 2]!) / l, `GPU step ${i + 3}`).toBeLessThanOrEqual(1e-6));
+    const cpu = (await runPlanCpu({ planFile: plan, data: { kind: 'default' }, steps: STEPS, optimizer: opt, seed: 0, resume: join(ckpt, 'step-2') })).steps.map((s) => s.loss);
+    cpu.forEach((l, i) => expect(Math.abs(l - straight.losses[i + 2]!) / l, `CPU step ${i + 3}`).toBeLessThanOrEqual(1e-4));
   }, 120_000);
 
   it('a rank that fails stops every rank within 30 s, naming it, with no process left', async () => {

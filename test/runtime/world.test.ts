@@ -28,6 +28,11 @@ describe('the world from launcher variables', () => {
     expect(() => worldFromEnv({ RANK: '0', WORLD_SIZE: '0', MASTER_ADDR: 'x' })).toThrow(/WORLD_SIZE=0: a world has at least one process/);
     expect(() => worldFromEnv({ RANK: '0', WORLD_SIZE: '2' })).toThrow(/MASTER_ADDR is not set/);
     expect(() => worldFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'x', MASTER_PORT: '70000' })).toThrow(/MASTER_PORT=70000 is not a TCP port/);
+    // Under a torchrun agent its store holds MASTER_PORT: the rendezvous takes the next one, and
+    // CLEAVE_PORT overrides both.
+    expect(worldFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'x', MASTER_PORT: '29500', TORCHELASTIC_RUN_ID: 'job' })!.masterPort).toBe(29501);
+    expect(worldFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'x', MASTER_PORT: '29500', CLEAVE_PORT: '31000', TORCHELASTIC_RUN_ID: 'job' })!.masterPort).toBe(31000);
+    expect(() => worldFromEnv({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: 'x', CLEAVE_PORT: '0' })).toThrow(/CLEAVE_PORT=0 is not a TCP port/);
     expect(() => worldFromEnv({ SLURM_PROCID: '0', SLURM_NTASKS: '2' })).toThrow(/slurm: neither MASTER_ADDR nor SLURM_JOB_NODELIST is set/);
     expect(() => worldFromEnv({ SLURM_PROCID: '0', SLURM_NTASKS: '2', SLURM_JOB_NODELIST: '[bad' })).toThrow(/SLURM_JOB_NODELIST=\[bad is not a Slurm node list/);
   });

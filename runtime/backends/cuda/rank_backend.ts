@@ -10,7 +10,7 @@ import { attrsFromJson } from '../../../src/plan/attrs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
 import type { Transport } from '../../transport/transport.js';
-import { type OptimizerConfig, Optimizer } from '../../optim/optimizer.js';
+import { type OptimizerConfig, type OptimizerState, Optimizer } from '../../optim/optimizer.js';
 import { Cuda, deviceBytes, hostBytes } from './device.js';
 import type { CudaComm } from './comm.js';
 import { runCudaNode } from './graph.js';
@@ -710,6 +710,42 @@ export class CudaRankBackend implements Backend {
     return out;
   }
 
+
+  /**
+   * The optimizer's state in the checkpoint format CPU ranks write (float64 buffers by parameter
+   * name: AdamW's `exp_avg` and `exp_avg_sq`), so a GPU checkpoint resumes on CPU and back.
+   */
+  optimizerState(): OptimizerState {
+    if (this.hostOptimizer) return this.hostOptimizer.state;
+    const buffers: OptimizerState['buffers'] = {};
+    for (const [p, [m, v]] of this.moments) {
+      buffers[this.plan.values[p]!.name] = { exp_avg: Float64Array.from(this.dev.download(m).data), exp_avg_sq: Float64Array.from(this.dev.download(v).data) };
+    }
+    return { step: this.adamStep, buffers };
+  }
+
+  /** Continues from a checkpoint's optimizer state (before the first step). */
+  restoreOptimizer(state: OptimizerState): void {
+    if (this.hostOptimizer) {
+      this.hostOptimizer.state.step = state.step;
+      this.hostOptimizer.state.buffers = state.buffers;
+      return;
+    }
+    if (this.adamTable) throw new CleaveError('the optimizer state is restored before the first step');
+    this.adamStep = state.step;
+    for (const p of this.grads.keys()) {
+      const name = this.plan.values[p]!.name;
+      const b = state.buffers[name];
+      if (!b) continue;
+      const shape = this.plan.values[p]!.shape;
+      const moment = (key: string): DeviceTensor => {
+        const data = b[key];
+        if (!data || data.length !== numel(shape)) throw new CleaveError(`the checkpoint's ${key} of '${name}' has ${data?.length ?? 0} elements, not ${numel(shape)}`);
+        return this.dev.upload(tensor('float32', shape, Float32Array.from(data)));
+      };
+      this.moments.set(p, [moment('exp_avg'), moment('exp_avg_sq')]);
+    }
+  }
 
   /** Parameters and state, downloaded (checkpoints, export, tests). */
   tensors(): Map<string, Tensor> {
