@@ -683,10 +683,24 @@ export class CudaRankBackend implements Backend {
     const bucket = this.plan.buckets[ins.bucket]!;
     const group = this.plan.groups[ins.group]!;
     const tensors = bucket.params.filter((p) => this.grads.has(p)).map((p) => this.grads.get(p)!);
-    // Data-parallel buckets average (scale 1/replicas), tied-weight buckets sum (scale 1).
+    // Data-parallel buckets average (scale 1/replicas: NCCL's average); tied weights over replicas
+    // sum over the group and divide by the replicas only, after the reduction (before the optimizer).
     const average = Math.abs(bucket.scale * group.ranks.length - 1) < 1e-9 && group.ranks.length > 1;
-    if (!average && bucket.scale !== 1) throw new CleaveError(`bucket ${bucket.id} scales its sum by ${bucket.scale}, which is neither 1 nor 1/${group.ranks.length}`);
     comm.allreduce(group.id, tensors, average);
+    if (!average && bucket.scale !== 1) for (const t of tensors) this.pendingScales.push([t, bucket.scale]);
+  }
+
+  /** Gradients whose reduced sum still needs a factor (applied once the reductions are done). */
+  private readonly pendingScales: [DeviceTensor, number][] = [];
+  private readonly scalars = new Map<number, DeviceTensor>();
+
+  private applyPendingScales(): void {
+    const mul = getOp('Mul', 'gradient scaling').cuda!;
+    for (const [t, k] of this.pendingScales.splice(0)) {
+      let s = this.scalars.get(k);
+      if (!s) this.scalars.set(k, (s = this.dev.upload(tensor('float32', [], [k]))));
+      mul(this.dev, [t, s], [t], {});
+    }
   }
 
   losses(): Map<number, number> {
@@ -757,6 +771,7 @@ export class CudaRankBackend implements Backend {
   async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
     const m = this.plan.schedule.microbatches;
     this.multi?.comm.settle();
+    this.applyPendingScales();
     // Global norm from per-parameter sums of squares: one download of a few scalars. Over several
     // ranks, each counts the parameters it owns (a tied one on its lowest pipeline rank), replicas
     // split the sum, and the ranks add theirs up.
