@@ -10,13 +10,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compile } from '../compiler/compile.js';
-import { foldConstants } from '../compiler/passes/fold.js';
-import { buildGpt } from '../fixtures/models.js';
+import { benchGpt, randomWeights } from './gpt_model.js';
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
 import { table } from '../src/cli/format.js';
 import { parameterStats } from '../src/ir/stats.js';
-import type { Tensor } from '../src/ir/tensor.js';
 import '../src/ops/index.js';
 
 const arg = (k: string, d: number): number => {
@@ -34,27 +32,9 @@ if (!cudaAvailable()) {
   process.exit(0);
 }
 
-const g = buildGpt({ vocab: cfg.vocab, seq: cfg.seq, dim: cfg.dim, heads: cfg.heads, layers: cfg.layers, tied: false, seed: 1, lazy: true, batch: cfg.micro, gelu: 'tanh' });
-// The causal mask is computed by ops on constants: fold it, as the importer would.
-foldConstants(g);
+const g = benchGpt(cfg);
 const params = parameterStats(g).count;
-// Random weights without a Box–Muller per element: a fast generator, scaled like the builder's.
-const weights = new Map<string, Tensor>();
-let state = 12345;
-for (const p of [...g.params(), ...g.states()]) {
-  const n = (p.shape as number[]).reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  const init = p.init!;
-  if (init.kind === 'ones') data.fill(1);
-  else if (init.kind !== 'zeros') {
-    const scale = init.kind === 'normal' ? init.std * Math.sqrt(3) : init.bound;
-    for (let i = 0; i < n; i++) {
-      state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
-      data[i] = ((state / 4294967296) * 2 - 1) * scale;
-    }
-  }
-  weights.set(p.name, { dtype: 'float32', shape: [...(p.shape as number[])], data });
-}
+const weights = randomWeights(g);
 const log = (m: string): void => void process.stderr.write(`[${(performance.now() / 1000).toFixed(1)} s] ${m}\n`);
 log(`weights ready: ${(params / 1e9).toFixed(2)} B parameters`);
 const dir = mkdtempSync(join(tmpdir(), 'cleave-bench-'));

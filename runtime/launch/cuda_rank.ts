@@ -1,5 +1,6 @@
 import { CleaveError } from '../../src/errors.js';
 import type { Tensor } from '../../src/ir/tensor.js';
+import type { Plan } from '../../src/plan/types.js';
 import { readPlan } from '../../src/plan/io.js';
 import { CudaComm } from '../backends/cuda/comm.js';
 import { Cuda } from '../backends/cuda/device.js';
@@ -26,7 +27,8 @@ import type { WorldEnv } from './world.js';
  * rank gets every step's report (the losses averaged over replicas, the global gradient norm). If
  * another rank fails, this one aborts its communicators and rejects, naming that rank.
  */
-export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void, initialWeights?: (plan: Plan) => Map<string, Tensor>):
+  Promise<RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] }> {
   if (o.cudaGraph) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
   const plan = readPlan(o.planFile);
   if (plan.world.size !== world.worldSize) {
@@ -50,7 +52,8 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     comm = new CudaComm(n, plan, world.rank, worldComm);
     const transport = new ControlTransport(rv);
     const shard = o.resume ? resumeShard(o.resume, world.rank) : undefined;
-    backend = new CudaRankBackend(plan, world.rank, shard?.tensors ?? planWeights(plan, o.weights), o.optimizer, new Cuda(n), { comm, transport });
+    const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, o.weights));
+    backend = new CudaRankBackend(plan, world.rank, weights, o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;
     if (o.timeoutSeconds) backend.timeoutSeconds = o.timeoutSeconds;
     if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
@@ -62,7 +65,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     let source: DataSource | undefined;
     if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed });
     else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed, shard: me.dpRank, shards: plan.world.dp });
-    const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
+    const result: RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0, peakBytesByRank: [] };
     if (shard) restoreFromShard(shard, backend, source);
     n.memInfo(true);
     const everyone = [...Array(world.worldSize).keys()];
@@ -99,6 +102,11 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       }
     }
     result.peakBytes = backend.peakBytes();
+    // Every rank's peak, everywhere (rank 0 reports them).
+    const peaks = new Float64Array(world.worldSize);
+    peaks[world.rank] = result.peakBytes;
+    await transport.allreduce(everyone, 'peak memory', peaks);
+    result.peakBytesByRank = Array.from(peaks);
     if (o.returnWeights) result.weights = backend.tensors();
     backend.dispose();
     backend.dev.freeAll();

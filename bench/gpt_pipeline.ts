@@ -1,0 +1,112 @@
+// Pipeline-parallel training of the benchmark GPT (bench/gpt_model.ts: 24 layers, d 2048, seq 1024,
+// bf16, AdamW) on 4 GPUs, p = 4, m = 8 microbatches of 4: every cleave schedule, and in the same run
+// torch.distributed.pipelining on the same model split into the same stages (GPipe, 1F1B,
+// Interleaved1F1B, ZBVZeroBubble; bench/torch_pipeline.py), plus each system's single-GPU step, so
+// that pipeline efficiency = (single-GPU step ÷ 4) ÷ pipelined step is reported for both. Also
+// cleave's predicted step time beside the measured one.
+//
+//   node dist/bench/gpt_pipeline.js [--gpus 4] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
+//                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch]
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { compile } from '../compiler/compile.js';
+import { type ScheduleName, SCHEDULES } from '../compiler/cost/memory.js';
+import { launchProcesses } from '../runtime/launch/processes.js';
+import { table } from '../src/cli/format.js';
+import { parameterStats } from '../src/ir/stats.js';
+import { writePlan } from '../src/plan/io.js';
+import { benchGpt } from './gpt_model.js';
+
+const arg = (k: string, d: number): number => {
+  const i = process.argv.indexOf(`--${k}`);
+  return i >= 0 ? Number(process.argv[i + 1]) : d;
+};
+const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), steps: arg('steps', 3), warmup: 2 };
+const gpus = arg('gpus', 4), m = arg('microbatches', 8);
+const si = process.argv.indexOf('--schedules');
+const ALL: readonly ScheduleName[] = SCHEDULES;
+const schedules = si >= 0 ? (process.argv[si + 1]!.split(',') as ScheduleName[]) : ALL;
+const withTorch = !process.argv.includes('--no-torch');
+const here = dirname(fileURLToPath(import.meta.url));
+const log = (s: string): void => void process.stderr.write(`[${(performance.now() / 1000).toFixed(1)} s] ${s}\n`);
+
+const card = spawnSync('nvidia-smi', ['--query-gpu=name,memory.total', '--format=csv,noheader'], { encoding: 'utf8' }).stdout?.trim().split('\n') ?? [];
+if (card.length < gpus) {
+  console.log(`this benchmark needs ${gpus} GPUs; nvidia-smi lists ${card.length}`);
+  process.exit(0);
+}
+const device = /H200/.test(card[0]!) ? 'h200' : 'h100';
+const dir = mkdtempSync(join(tmpdir(), 'cleave-pipeline-'));
+const g = benchGpt(cfg);
+const params = parameterStats(g).count;
+const tokens = m * cfg.micro * cfg.seq;
+// Training FLOPs: 6 per parameter per token, plus attention's 12·L·T·d per token (fwd + bwd).
+const flops = 6 * params * tokens + 12 * cfg.layers * cfg.seq * cfg.dim * tokens;
+
+interface Result { stepMs: number; peakBytes: number[]; loss: number; predictedMs?: number }
+
+/** One cleave configuration: compile, then one process per rank (rank 0's JSON line is the result). */
+async function cleave(name: string, partitions: number, schedule: ScheduleName): Promise<Result> {
+  const v = schedule === 'zbv' || schedule === 'interleaved-1f1b' ? 2 : 1;
+  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device });
+  const planFile = join(dir, `${name}.plan`);
+  writePlan(planFile, plan);
+  let out = '';
+  await launchProcesses({
+    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify(cfg)],
+    logDir: join(dir, `logs-${name}`), env: { NCCL_NVLS_ENABLE: '0' }, echo: (c) => void (out += c),
+  });
+  const line = out.split('\n').find((l) => l.startsWith('{'));
+  if (!line) throw new Error(`${name}: no result from rank 0:\n${out}`);
+  return { ...(JSON.parse(line) as Result), predictedMs: plan.prediction.stepMs };
+}
+
+/** One torch.distributed.pipelining run (bench/torch_pipeline.py under torchrun). */
+function torch(schedule: string, nprocs: number): Result | string {
+  const script = join(here, '..', '..', 'bench', 'torch_pipeline.py');
+  const r = spawnSync('torchrun', ['--nproc-per-node', String(nprocs), '--master-port', '29700', script, '--schedule', schedule, '--layers', String(cfg.layers), '--dim', String(cfg.dim),
+    '--heads', String(cfg.heads), '--seq', String(cfg.seq), '--vocab', String(cfg.vocab), '--micro', String(cfg.micro), '--microbatches', String(m), '--steps', String(cfg.steps), '--warmup', String(cfg.warmup)],
+  { encoding: 'utf8', timeout: 900_000, env: { ...process.env, NCCL_NVLS_ENABLE: '0' } });
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
+  if (!line) return `not run: ${(r.stderr || r.error?.message || '').trim().split('\n').at(-1)}`;
+  const j = JSON.parse(line) as { step_ms?: number; peak_gib?: number[]; loss?: number; error?: string };
+  if (j.error || j.step_ms === undefined) return `failed: ${j.error}`;
+  return { stepMs: j.step_ms, peakBytes: (j.peak_gib ?? []).map((x) => x * 2 ** 30), loss: j.loss ?? NaN };
+}
+
+const rows: string[][] = [];
+const row = (system: string, schedule: string, r: Result | string, single?: number): void => {
+  if (typeof r === 'string') return void rows.push([system, schedule, r, '', '', '', '', '']);
+  const eff = single ? `${((100 * single) / gpus / r.stepMs).toFixed(1)}%` : '—';
+  const pred = r.predictedMs ? `${r.predictedMs.toFixed(0)} (${((100 * (r.stepMs - r.predictedMs)) / r.predictedMs).toFixed(0)}%)` : '—';
+  rows.push([system, schedule, r.stepMs.toFixed(1), (tokens / r.stepMs * 1000).toFixed(0), (flops / r.stepMs / 1e9 / gpus).toFixed(1), eff,
+    (Math.max(...r.peakBytes) / 2 ** 30).toFixed(1), pred]);
+};
+
+log(`cleave: single GPU (${m} microbatches of ${cfg.micro})`);
+const cleaveSingle = await cleave('single', 1, '1f1b');
+row('cleave', 'one GPU', cleaveSingle);
+for (const s of schedules) {
+  log(`cleave: ${s} on ${gpus} GPUs`);
+  try {
+    row('cleave', s, await cleave(s, gpus, s), cleaveSingle.stepMs);
+  } catch (e) {
+    row('cleave', s, `failed: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+if (withTorch) {
+  log('torch: single GPU (one stage)');
+  const torchSingle = torch('gpipe', 1);
+  row('torch.distributed.pipelining', 'one GPU', torchSingle);
+  for (const s of ['gpipe', '1f1b', 'interleaved-1f1b', 'zbv']) {
+    log(`torch: ${s} on ${gpus} GPUs`);
+    row('torch.distributed.pipelining', s, torch(s, gpus), typeof torchSingle === 'string' ? undefined : torchSingle.stepMs);
+  }
+}
+console.log(`GPT ${cfg.layers} layers, d ${cfg.dim}, ${cfg.heads} heads, seq ${cfg.seq}, vocab ${cfg.vocab}: ${(params / 1e9).toFixed(2)} B parameters; step = ${m} microbatches × ${cfg.micro} = ${tokens} tokens`);
+console.log(`cards: ${gpus} × ${card[0]}\n`);
+console.log(table(['system', 'schedule', 'step ms', 'tokens/s', 'TFLOP/s per GPU', 'efficiency', 'peak GiB (max rank)', 'predicted ms (error)'], rows));
+console.log('\nefficiency = (the system\'s one-GPU step ÷ GPUs) ÷ pipelined step; predicted = cleave\'s plan (cost model) for the same run');

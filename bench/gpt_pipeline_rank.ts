@@ -1,0 +1,33 @@
+// One process of bench/gpt_pipeline.ts: trains the benchmark GPT with a compiled plan as one rank
+// (the launcher's variables say which), its weights generated here from the shared stream, and
+// rank 0 prints the result as one JSON line. A one-rank plan runs in this process without NCCL.
+//
+//   node dist/bench/gpt_pipeline_rank.js PLAN CONFIG_JSON      (started by gpt_pipeline.ts)
+import { cudaAvailable } from '../runtime/backends/cuda/native.js';
+import { runWithWeights } from '../runtime/launch/cuda.js';
+import { runCudaRank } from '../runtime/launch/cuda_rank.js';
+import { worldFromEnv } from '../runtime/launch/world.js';
+import { readPlan } from '../src/plan/io.js';
+import { type GptConfig, benchGpt, randomWeights } from './gpt_model.js';
+
+const [planFile, cfgJson] = process.argv.slice(2);
+if (!planFile || !cfgJson) throw new Error('usage: gpt_pipeline_rank.js PLAN CONFIG_JSON');
+const cfg = JSON.parse(cfgJson) as GptConfig & { steps: number; warmup: number };
+if (!cudaAvailable()) throw new Error('no CUDA device');
+const plan = readPlan(planFile);
+const g = benchGpt(cfg);
+const world = worldFromEnv(process.env);
+const me = world ? plan.ranks[world.rank]! : plan.ranks[0]!;
+// Only this rank's parameters are kept (the stream still runs over all of them).
+const mine = new Set(plan.stages.filter((s) => s.ppRank === me.ppRank).flatMap((s) => [...s.forward, ...s.backwardB, ...s.backwardW]).flatMap((i) => plan.nodes[i]!.inputs)
+  .filter((v) => v >= 0).map((v) => plan.values[v]!.name));
+const weights = () => randomWeights(g, (name) => mine.has(name));
+const o = { planFile, data: { kind: 'default' as const }, steps: cfg.warmup + cfg.steps, optimizer: { kind: 'adamw' as const, lr: 1e-4, weightDecay: 0.1 }, timeoutSeconds: 600 };
+const r = plan.world.size === 1 || !world
+  ? await runWithWeights(plan, weights(), o).then((x) => ({ ...x, peakBytesByRank: [x.peakBytes] }))
+  : await runCudaRank(o, world, undefined, weights);
+if (!world || world.rank === 0) {
+  const timed = r.stepMs.slice(cfg.warmup);
+  const ms = timed.reduce((a, b) => a + b, 0) / timed.length;
+  process.stdout.write(JSON.stringify({ stepMs: ms, steps: r.stepMs, peakBytes: r.peakBytesByRank, loss: r.steps.at(-1)!.loss }) + '\n');
+}
