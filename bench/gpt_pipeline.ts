@@ -18,6 +18,7 @@ import { launchProcesses } from '../runtime/launch/processes.js';
 import { table } from '../src/cli/format.js';
 import { parameterStats } from '../src/ir/stats.js';
 import { writePlan } from '../src/plan/io.js';
+import type { Plan } from '../src/plan/types.js';
 import { benchGpt } from './gpt_model.js';
 
 const arg = (k: string, d: number): number => {
@@ -48,12 +49,20 @@ const flops = 6 * params * tokens + 12 * cfg.layers * cfg.seq * cfg.dim * tokens
 
 interface Result { stepMs: number; peakBytes: number[]; loss: number; predictedMs?: number }
 
+/** Where each stage after the first begins, as a layer index (what torch_pipeline.py's --split takes). */
+const splits = new Map<string, string>();
+function layerSplit(plan: Plan): string {
+  const first = plan.stages.slice(1).map((st) => Math.min(...st.forward.map((i) => Number(/^\/h\.(\d+)\//.exec(plan.nodes[i]!.name)?.[1] ?? Infinity))));
+  return first.map((k) => (Number.isFinite(k) ? k : cfg.layers)).join(',');
+}
+
 /** One cleave configuration: compile, then one process per rank (rank 0's JSON line is the result). */
 async function cleave(name: string, partitions: number, schedule: ScheduleName): Promise<Result> {
   const v = schedule === 'zbv' || schedule === 'interleaved-1f1b' ? 2 : 1;
   const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device });
   const planFile = join(dir, `${name}.plan`);
   writePlan(planFile, plan);
+  splits.set(schedule, layerSplit(plan));
   let out = '';
   await launchProcesses({
     nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify(cfg)],
@@ -64,10 +73,11 @@ async function cleave(name: string, partitions: number, schedule: ScheduleName):
   return { ...(JSON.parse(line) as Result), predictedMs: plan.prediction.stepMs };
 }
 
-/** One torch.distributed.pipelining run (bench/torch_pipeline.py under torchrun). */
+/** One torch.distributed.pipelining run (bench/torch_pipeline.py under torchrun), cut where cleave's plan of the same schedule cut. */
 function torch(schedule: string, nprocs: number): Result | string {
   const script = join(here, '..', '..', 'bench', 'torch_pipeline.py');
-  const r = spawnSync('torchrun', ['--nproc-per-node', String(nprocs), '--master-port', '29700', script, '--schedule', schedule, '--layers', String(cfg.layers), '--dim', String(cfg.dim),
+  const split = nprocs > 1 && splits.get(schedule) ? ['--split', splits.get(schedule)!] : [];
+  const r = spawnSync('torchrun', ['--nproc-per-node', String(nprocs), '--master-port', '29700', script, '--schedule', schedule, ...split, '--layers', String(cfg.layers), '--dim', String(cfg.dim),
     '--heads', String(cfg.heads), '--seq', String(cfg.seq), '--vocab', String(cfg.vocab), '--micro', String(cfg.micro), '--microbatches', String(m), '--steps', String(cfg.steps), '--warmup', String(cfg.warmup)],
   { encoding: 'utf8', timeout: 900_000, env: { ...process.env, NCCL_NVLS_ENABLE: '0' } });
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
