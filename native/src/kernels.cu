@@ -1,5 +1,7 @@
 #include "check.h"
 #include "elem.cuh"
+#include <type_traits>
+
 #include "kernels.cuh"
 
 namespace cleave {
@@ -875,6 +877,20 @@ __global__ void cast_any_kernel(const A* in, B* out, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st_any(out, i, ld_any(in, i));
 }
 
+// Integer to integer without double (exact beyond 2^53; narrowing wraps, as the CPU kernel does).
+template <typename A, typename B>
+__global__ void cast_int_kernel(const A* in, B* out, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    if constexpr (std::is_same_v<B, uint8_t>) out[i] = in[i] != 0;
+    else out[i] = (B)in[i];
+  }
+}
+
+#define DISPATCH_INT(t, T, F)                                 \
+  if ((t) == ::cleave::I64) { using T = int64_t; F; }         \
+  else if ((t) == ::cleave::I32) { using T = int32_t; F; }    \
+  else { using T = uint8_t; F; }
+
 #define DISPATCH_ANY(t, T, F)                                 \
   if ((t) == ::cleave::I64) { using T = int64_t; F; }         \
   else if ((t) == ::cleave::I32) { using T = int32_t; F; }    \
@@ -886,6 +902,8 @@ void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream
   const auto is_float = [](DType t) { return t == F32 || t == BF16 || t == F16; };
   if (is_float(from) && is_float(to)) {
     DISPATCH_FLOAT(from, A, DISPATCH_FLOAT(to, B, (cast_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
+  } else if (!is_float(from) && !is_float(to)) {
+    DISPATCH_INT(from, A, DISPATCH_INT(to, B, (cast_int_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
   } else {
     DISPATCH_ANY(from, A, DISPATCH_ANY(to, B, (cast_any_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
   }

@@ -34,6 +34,9 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
   if (plan.world.size !== world.worldSize) {
     throw new CleaveError(`${o.planFile} has ${plan.world.size} ranks (${plan.world.pp} pipeline × ${plan.world.dp} data parallel), but ${world.source} started ${world.worldSize} processes`);
   }
+  // Transfers run on streams of their own beside compute; with one hardware queue they would be
+  // serialized behind each other and a pair waiting for its peer could hold up the other direction.
+  if (process.env['CUDA_DEVICE_MAX_CONNECTIONS'] === '1') throw new CleaveError('CUDA_DEVICE_MAX_CONNECTIONS=1 serializes the streams multi-GPU transfers run on; unset it (or set 8 or more)');
   const n = requireCuda();
   const devices = n.info()?.devices ?? 0;
   if (world.localRank >= devices) throw new CleaveError(`rank ${world.rank} is local rank ${world.localRank}, but this host has ${devices} GPU${devices === 1 ? '' : 's'}`);

@@ -33,8 +33,16 @@ interface Msg { hello?: number; welcome?: string; abort?: { rank: number; messag
 class Mailbox {
   private readonly queued = new Map<number, Data[]>();
   private readonly waiting = new Map<number, { tag: string; resolve: (b: Uint8Array) => void; reject: (e: Error) => void }[]>();
+  /** Set once another rank failed: every wait, now or later, rejects with it. */
+  private failed: Error | undefined;
 
   constructor(private readonly rank: number) {}
+
+  fail(e: Error): void {
+    this.failed ??= e;
+    for (const ws of this.waiting.values()) for (const w of ws) w.reject(this.failed);
+    this.waiting.clear();
+  }
 
   deliver(d: Data): void {
     const w = this.waiting.get(d.from)?.shift();
@@ -44,6 +52,7 @@ class Mailbox {
 
   take(from: number, tag: string): Promise<Uint8Array> {
     return new Promise((resolve, reject) => {
+      if (this.failed) return reject(this.failed);
       const d = this.queued.get(from)?.shift();
       if (d) this.hand(d, { tag, resolve, reject });
       else this.waiting.set(from, [...(this.waiting.get(from) ?? []), { tag, resolve, reject }]);
@@ -95,6 +104,7 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
     // Tell everyone (but the failed rank) and settle this rank's own failure.
     const fail = (rank: number, message: string): void => {
       for (const [r, s] of peers) if (r !== rank) send(s, { abort: { rank, message } });
+      box.fail(new CleaveError(`rank ${rank} failed: ${message}`));
       report({ rank, message });
     };
     const server: Server = createServer((socket) => {
@@ -215,11 +225,17 @@ function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
           if (!joined) {
             socket.destroy();
             reject(new CleaveError(`rank ${world.rank}: ${m.abort.message}`));
-          } else report(m.abort);
+          } else {
+            box.fail(new CleaveError(`rank ${m.abort.rank} failed: ${m.abort.message}`));
+            report(m.abort);
+          }
         }
       });
       socket.on('close', () => {
-        if (joined && !leaving) report({ rank: 0, message: 'rank 0 went away (its process ended or lost its connection)' });
+        if (joined && !leaving) {
+          box.fail(new CleaveError('rank 0 went away (its process ended or lost its connection)'));
+          report({ rank: 0, message: 'rank 0 went away (its process ended or lost its connection)' });
+        }
         else if (!joined && socket.bytesRead > 0) reject(new CleaveError(`rank ${world.rank}: rank 0 closed the rendezvous before every rank joined`));
       });
     };

@@ -61,6 +61,8 @@ export const KERNEL_CASES: KernelCase[] = [
   { op: 'Cast', inputs: [[3, 11]], attrs: { to: 7 }, label: 'float → int64' },
   { op: 'Cast', inputs: [[3, 11]], attrs: { to: 9 }, label: 'float → bool' },
   { op: 'Cast', inputs: [{ shape: [6, 5], int: 70000 }], attrs: { to: 6 }, label: 'int64 → int32' },
+  { op: 'Cast', inputs: [{ shape: [4, 5], int: 5_000_000_000 }], attrs: { to: 6 }, label: 'int64 → int32, wrapping' },
+  { op: 'Cast', inputs: [{ shape: [4, 5], int: 3 }], attrs: { to: 9 }, label: 'int64 → bool' },
   { op: 'And', inputs: [{ shape: [4, 5], bool: true }, { shape: [5], bool: true }] },
   { op: 'Or', inputs: [{ shape: [4, 1], bool: true }, { shape: [3, 1, 6], bool: true }] },
   { op: 'IsNaN', inputs: [{ shape: [6, 9], special: true }] },

@@ -22,6 +22,12 @@ try {
   console.log('shared ' + Buffer.from(r.shared).toString('hex'));
   if (mode === 'die' && world.rank === Number(victim)) process.exit(3);
   if (mode === 'ok') { r.close(); setTimeout(() => process.exit(0), 50); }
+  else if (mode === 'stuck') {
+    // Rank 1 waits for a host message rank 2 never sends: rank 2's death must end the wait.
+    if (world.rank === 2) { setTimeout(() => process.exit(3), 300); await new Promise(() => {}); }
+    const t = new ControlTransport(r);
+    try { await t.recv(2, 'never'); } catch (e) { console.error('wait ended: ' + e.message); process.exit(1); }
+  }
   else if (mode === 'talk') {
     // Host messages over the control plane: an all-reduce over everyone, and rank 1 → rank 2
     // (relayed by rank 0), then a message under the wrong tag.
@@ -85,6 +91,13 @@ describe('the rendezvous over TCP', () => {
     }
     expect(out[2]!.stdout).toMatch(/got 1\.5,-2/);
     expect(out[2]!.stdout).toMatch(/refused: rank 2 expected 'hello' from rank 1 and got 'oops'/);
+  }, 30_000);
+
+  it('ends a wait for a host message when the sender dies, naming it', async () => {
+    const out = await world(3, ['stuck']);
+    expect(out[2]!.code).toBe(3);
+    expect(out[1]!.code).toBe(1);
+    expect(out[1]!.stderr).toMatch(/wait ended: rank 2 failed: rank 2 went away/);
   }, 30_000);
 
   it('stops every other rank within seconds when one dies, naming it', async () => {

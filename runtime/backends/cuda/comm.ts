@@ -22,8 +22,8 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
  */
 export class CudaComm {
   private readonly channels = new Map<string, Channel>();
-  /** Sent tensors still in flight: their memory must not be reused before the event. */
-  private readonly inFlight = new Map<bigint, bigint>();
+  /** Sent tensors still in flight (a tensor may go to several ranks): memory not reused before their events. */
+  private readonly inFlight = new Map<bigint, bigint[]>();
   private readonly spareEvents: bigint[] = [];
   /** Group channels with reductions the compute stream has not waited for yet. */
   private readonly pending = new Set<Channel>();
@@ -32,7 +32,8 @@ export class CudaComm {
     // Each split is a collective over the world: every rank makes the same calls in the same order.
     const pairs = new Set<string>();
     for (const r of plan.ranks) for (const ins of r.instructions) if (ins.kind === 'SEND') pairs.add(`${r.rank}>${ins.peer}`);
-    for (const key of [...pairs].sort()) {
+    const sorted = [...pairs].sort();
+    for (const key of sorted) {
       const [a, b] = key.split('>').map(Number) as [number, number];
       const mine = rank === a || rank === b;
       const comm = n.ncclSplit(world, mine ? 0 : -1, rank);
@@ -42,6 +43,38 @@ export class CudaComm {
       const mine = g.ranks.includes(rank);
       const comm = n.ncclSplit(world, mine ? 0 : -1, rank);
       if (mine) this.channels.set(`group ${g.id}`, this.channel(comm));
+    }
+    this.warmUp(sorted);
+  }
+
+  /**
+   * NCCL connects a pair's peers on their first send and receive, and that first use can block the
+   * host until the peer's host gets there too: two ranks sending to each other first would wait
+   * for each other inside step 1. So every pair exchanges one element here, the pairs taken in the
+   * same order on every rank, before any step.
+   */
+  private warmUp(pairs: readonly string[]): void {
+    const buf = this.n.alloc(8);
+    try {
+      for (const key of pairs) {
+        const ch = this.channels.get(`pair ${key}`);
+        if (!ch) continue;
+        const [a, b] = key.split('>').map(Number) as [number, number];
+        const peer = this.rank === a ? b : a;
+        const idx = peer < this.rank ? 0 : 1;
+        this.follow(ch);
+        this.n.ncclGroup(true);
+        try {
+          this.n.ncclSend(ch.comm, 0, buf, 1, idx, ch.stream);
+          this.n.ncclRecv(ch.comm, 0, buf + 4n, 1, idx, ch.stream);
+        } finally {
+          this.n.ncclGroup(false);
+        }
+        this.n.eventRecord(ch.after, ch.stream);
+        while (!this.n.eventQuery(ch.after)) { /* the constructor may block: every rank is here */ }
+      }
+    } finally {
+      this.n.free(buf);
     }
   }
 
@@ -77,9 +110,8 @@ export class CudaComm {
     this.n.ncclSend(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
     const done = this.spareEvents.pop() ?? this.n.eventCreate();
     this.n.eventRecord(done, ch.stream);
-    const old = this.inFlight.get(t.ptr);
-    if (old !== undefined) this.release(old);
-    this.inFlight.set(t.ptr, done);
+    // Another send of the same memory does not make compute wait for the first one.
+    this.inFlight.set(t.ptr, [...(this.inFlight.get(t.ptr) ?? []), done]);
   }
 
   /** Receives into `t` from world rank `peer`; compute queued after this sees the data. */
@@ -98,12 +130,13 @@ export class CudaComm {
    * finished send is forgotten here, so the memory can go at once.
    */
   reading(ptr: bigint): boolean {
-    const ev = this.inFlight.get(ptr);
-    if (ev === undefined) return false;
-    if (!this.n.eventQuery(ev)) return true;
-    this.inFlight.delete(ptr);
-    this.spareEvents.push(ev);
-    return false;
+    const evs = this.inFlight.get(ptr);
+    if (evs === undefined) return false;
+    const pending = evs.filter((ev) => !this.n.eventQuery(ev));
+    for (const ev of evs) if (!pending.includes(ev)) this.spareEvents.push(ev);
+    if (pending.length) this.inFlight.set(ptr, pending);
+    else this.inFlight.delete(ptr);
+    return pending.length > 0;
   }
 
   /**
@@ -111,7 +144,7 @@ export class CudaComm {
    * read can be freed on the compute stream (the start of a step, the end of a run).
    */
   drainSends(): void {
-    for (const ev of this.inFlight.values()) this.release(ev);
+    for (const evs of this.inFlight.values()) for (const ev of evs) this.release(ev);
     this.inFlight.clear();
   }
 
@@ -172,7 +205,7 @@ export class CudaComm {
       attempt(() => this.n.eventDestroy(ch.after));
     }
     this.channels.clear();
-    for (const ev of [...this.spareEvents, ...this.inFlight.values()]) attempt(() => this.n.eventDestroy(ev));
+    for (const ev of [...this.spareEvents, ...[...this.inFlight.values()].flat()]) attempt(() => this.n.eventDestroy(ev));
     this.spareEvents.length = 0;
     this.inFlight.clear();
     attempt(() => this.n.ncclClose(this.world, abort));

@@ -261,7 +261,7 @@ export class Cuda implements CudaDevice {
     const rows = batch === 1 || (batchA === batch && batchB === 1 && !transA);
     if (rows) {
       const m = M * batch;
-      if (epilogue && beta === 0 && this.fused(ab, transB, transA, N, m, K, alpha, b.ptr, transB ? K : N, a.ptr, transA ? M : K, out.ptr, epilogue)) return true;
+      if (epilogue && beta === 0 && c === ab && this.fused(ab, transB, transA, N, m, K, alpha, b.ptr, transB ? K : N, a.ptr, transA ? M : K, out.ptr, epilogue)) return true;
       this.n.gemm(ab, transB, transA, N, m, K, alpha, b.ptr, transB ? K : N, 0, a.ptr, transA ? M : K, 0, beta, epilogue ? target : out.ptr, N, 0, 1, c);
       return !epilogue;
     }
@@ -273,6 +273,9 @@ export class Cuda implements CudaDevice {
   /** One column-major GEMM with a cuBLASLt epilogue (rows of the product are its columns); false where cuBLASLt has none. */
   private fused(dt: number, ta: boolean, tb: boolean, m: number, n: number, k: number, alpha: number, A: bigint, lda: number, B: bigint, ldb: number,
     D: bigint, e: MatMulEpilogue): boolean {
+    // cuBLASLt reads the bias and the pre-activation in D's type: anything else runs unfused.
+    const extra = e.kind === 'bias' ? [e.bias] : e.kind === 'gelu-bias' ? [e.bias, ...(e.preact ? [e.preact] : [])] : [e.preact];
+    if (extra.some((t) => floatCode(t, 'MatMul epilogue') !== dt)) return false;
     const [code, bias, aux] = e.kind === 'bias' ? [1, e.bias.ptr, 0n] : e.kind === 'gelu-bias' ? [2, e.bias.ptr, e.preact?.ptr ?? 0n] : [3, 0n, e.preact.ptr];
     return this.n.gemm(dt, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, 0, D, m, 0, 1, dt, code, bias, aux, m);
   }

@@ -137,7 +137,15 @@ export class CudaRankBackend implements Backend {
     if (plan.world.size !== 1 && !multi) throw new CleaveError(`this plan has ${plan.world.size} ranks: run it with one process per GPU (cleave run --gpus ${plan.world.size})`);
     this.multi = multi;
     this.dev = dev ?? new Cuda();
-    if (multi) this.dev.holdFree = (ptr: bigint) => multi.comm.reading(ptr);
+    if (multi) {
+      this.dev.holdFree = (ptr: bigint) => multi.comm.reading(ptr);
+      // The factors reduced sums may still need, uploaded now: an upload waits for the stream,
+      // which inside a step would wait for the reductions (and a dead peer) without polling.
+      for (const b of plan.buckets) {
+        const size = plan.groups[b.group]!.ranks.length;
+        if (b.scale !== 1 && Math.abs(b.scale * size - 1) >= 1e-9 && !this.scalars.has(b.scale)) this.scalars.set(b.scale, this.dev.upload(tensor('float32', [], [b.scale])));
+      }
+    }
     this.compute16 = policyDtype(plan.model.dtypePolicy);
     if (this.compute16 === 'float16') {
       if (plan.model.lossSeedValue < 0) throw new CleaveError('fp16 training scales the loss gradient, and this plan (version 1) does not record where it starts: compile it again');
@@ -672,9 +680,13 @@ export class CudaRankBackend implements Backend {
     const b = this.plan.tensors[ins.tensor]!;
     const pv = this.plan.values[b.value]!;
     const dtype = this.deviceDtype.get(b.value) ?? this.as(dtypeFromOnnx(pv.dtype, pv.name));
+    const env = this.envOf(ins.mb);
+    // A value received again for the same microbatch (a plan that sends it twice) replaces the first.
+    const old = env.get(b.value);
+    if (old) this.dev.free(old);
     const t = this.dev.alloc(dtype, pv.shape);
     comm.recv(t, ins.peer);
-    this.envOf(ins.mb).set(b.value, t);
+    env.set(b.value, t);
     this.reap();
   }
 
@@ -696,11 +708,7 @@ export class CudaRankBackend implements Backend {
 
   private applyPendingScales(): void {
     const mul = getOp('Mul', 'gradient scaling').cuda!;
-    for (const [t, k] of this.pendingScales.splice(0)) {
-      let s = this.scalars.get(k);
-      if (!s) this.scalars.set(k, (s = this.dev.upload(tensor('float32', [], [k]))));
-      mul(this.dev, [t, s], [t], {});
-    }
+    for (const [t, k] of this.pendingScales.splice(0)) mul(this.dev, [t, this.scalars.get(k)!], [t], {});
   }
 
   losses(): Map<number, number> {
