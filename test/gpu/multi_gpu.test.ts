@@ -99,13 +99,17 @@ describe.runIf(gpus >= 2)('multi-GPU runs over NCCL (2 GPUs)', () => {
 });
 
 describe.runIf(gpus >= 4)('multi-GPU runs over NCCL (4 GPUs)', () => {
-  it('pp 2 × dp 2 and pp 4 give the CPU ranks\' losses for the same plan (float32 ≤ 1e-4)', async () => {
-    for (const [name, o] of [['pp2dp2', { partitions: 2, dp: 2 }], ['pp4', { partitions: 4 }]] as const) {
-      const plan = planFile(name, o);
-      const cpu = (await runPlanCpu({ planFile: plan, data: { kind: 'default' }, steps: STEPS, optimizer: opt, seed: 0 })).steps.map((s) => s.loss);
-      const r = await runGpus(plan, o.partitions * ('dp' in o ? o.dp : 1));
-      expect(r.code, `${name}: ${r.out}`).toBe(0);
-      cpu.forEach((l, i) => expect(Math.abs(r.losses[i]! - l) / l, `${name} step ${i + 1}`).toBeLessThanOrEqual(1e-4));
+  it('every schedule at pp 4, and at pp 2 × dp 2, gives the CPU ranks\' losses for the same plan (float32 ≤ 1e-4)', async () => {
+    const SCHEDULES = [['gpipe', 1], ['1f1b', 1], ['zb-h1', 1], ['interleaved-1f1b', 2], ['zbv', 2]] as const;
+    for (const [partitions, dp] of [[4, 1], [2, 2]] as const) {
+      for (const [schedule, v] of SCHEDULES) {
+        const name = `pp${partitions}dp${dp}-${schedule}`;
+        const plan = planFile(name, { partitions, dp, schedule, virtualStages: v });
+        const cpu = (await runPlanCpu({ planFile: plan, data: { kind: 'default' }, steps: STEPS, optimizer: opt, seed: 0 })).steps.map((s) => s.loss);
+        const r = await runGpus(plan, partitions * dp);
+        expect(r.code, `${name}: ${r.out}`).toBe(0);
+        cpu.forEach((l, i) => expect(Math.abs(r.losses[i]! - l) / l, `${name} step ${i + 1}`).toBeLessThanOrEqual(1e-4));
+      }
     }
-  }, 300_000);
+  }, 600_000);
 });
