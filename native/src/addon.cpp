@@ -709,10 +709,12 @@ Napi::Value StreamDestroy(const Napi::CallbackInfo& info) {
   });
 }
 
+/** eventCreate([timing]): an event for ordering streams, or one that records the time (a measured trace). */
 Napi::Value EventCreate(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     cudaEvent_t e;
-    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    const bool timing = info.Length() > 0 && info[0].As<Napi::Boolean>().Value();
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
     return Napi::BigInt::New(info.Env(), reinterpret_cast<uint64_t>(e));
   });
 }
@@ -737,6 +739,15 @@ Napi::Value StreamWait(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
     CUDA_CHECK(cudaStreamWaitEvent(stream_of(info[0]), reinterpret_cast<cudaEvent_t>(ptr(info[1])), 0));
     return info.Env().Undefined();
+  });
+}
+
+/** eventElapsed(a, b): ms from timing event a to timing event b (both completed). */
+Napi::Value EventElapsed(const Napi::CallbackInfo& info) {
+  return guard(info, [&]() -> Napi::Value {
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, reinterpret_cast<cudaEvent_t>(ptr(info[0])), reinterpret_cast<cudaEvent_t>(ptr(info[1]))));
+    return Napi::Number::New(info.Env(), ms);
   });
 }
 
@@ -858,6 +869,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("eventRecord", Napi::Function::New(env, EventRecord));
   exports.Set("streamWait", Napi::Function::New(env, StreamWait));
   exports.Set("eventQuery", Napi::Function::New(env, EventQuery));
+  exports.Set("eventElapsed", Napi::Function::New(env, EventElapsed));
   exports.Set("graphBegin", Napi::Function::New(env, GraphBegin));
   exports.Set("graphEnd", Napi::Function::New(env, GraphEnd));
   exports.Set("graphAbort", Napi::Function::New(env, GraphAbort));

@@ -6,6 +6,9 @@ import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
 import type { Plan } from '../../src/plan/types.js';
+import { type RankTimes, measuredPlan } from '../../src/plan/measured.js';
+import { planTrace } from '../../src/plan/visual.js';
+import { writeFileAtomic } from '../../src/util/fs.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { type DataSource, defaultTask, openData } from '../data/sources.js';
 import type { Feeds } from '../executor/backend.js';
@@ -47,6 +50,7 @@ export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>,
 /** Runs `o.steps` training steps on a backend already holding its weights; frees its device memory at the end, or on failure. */
 export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const plan = backend.plan;
+  backend.timing = !!o.trace;
   let failed = false;
   try {
     backend.dev.n.synchronize();
@@ -85,6 +89,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     }
     result.peakBytes = backend.peakBytes();
     if (o.returnWeights) result.weights = backend.tensors();
+    if (o.trace && result.steps.length) writeDeviceTrace(o.trace, plan, [backend.deviceTimes()]);
     return result;
   } catch (e) {
     failed = true;
@@ -97,5 +102,14 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       // After a failure the first error says more than one from cleaning up.
       if (!failed) throw e;
     }
+  }
+}
+
+/** The last step's measured timeline of every rank (device times, one clock), as a Perfetto trace. */
+export function writeDeviceTrace(file: string, plan: Plan, times: readonly RankTimes[]): void {
+  try {
+    writeFileAtomic(file, JSON.stringify(planTrace(measuredPlan(plan, times), true)));
+  } catch (e) {
+    throw e instanceof CleaveError ? e : new CleaveError(`writing the trace ${file}: ${(e as Error).message}`);
   }
 }

@@ -12,7 +12,7 @@ import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
 import type { RunResult, StepReport } from './cpu.js';
-import { planWeights } from './cuda.js';
+import { planWeights, writeDeviceTrace } from './cuda.js';
 import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
 import { dataSpec, rows } from './data.js';
 import type { RunOptions } from './options.js';
@@ -58,6 +58,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, o.weights));
     backend = new CudaRankBackend(plan, world.rank, weights, o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;
+    backend.timing = !!o.trace;
     if (o.timeoutSeconds) backend.timeoutSeconds = o.timeoutSeconds;
     if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
     const exec = new Executor(plan, world.rank, backend, transport);
@@ -102,6 +103,16 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
         await transport.allreduce(everyone, `saved step ${step + 1}`, new Float64Array(1));
         if (world.rank === 0) finishCheckpoint(folder, step + 1, o.planFile, plan);
         result.checkpoints.push(folder);
+      }
+    }
+    if (o.trace && result.steps.length) {
+      // Every rank's device times to rank 0, which writes the trace (all ranks on one host clock).
+      const mine = backend.deviceTimes();
+      if (world.rank !== 0) transport.send(0, 'trace', new TextEncoder().encode(JSON.stringify(mine)));
+      else {
+        const all = [mine];
+        for (let r = 1; r < world.worldSize; r++) all.push(JSON.parse(new TextDecoder().decode((await transport.recv(r, 'trace')) as Uint8Array)) as ([number, number] | null)[]);
+        writeDeviceTrace(o.trace, plan, all);
       }
     }
     result.peakBytes = backend.peakBytes();

@@ -48,12 +48,11 @@ export function registerRun(program: Command): void {
     .option('--cuda-graph', 'cuda backend: capture the step as one CUDA graph after a first eager step, then replay it')
     .option('--no-launch-lists', 'cuda backend: enqueue every node from JavaScript each step instead of replaying recorded launch lists')
     .option('--loss-scale <x>', 'cuda backend, fp16 plans: initial loss scale (default 32768; halves on overflow, doubles after 2000 clean steps)')
-    .option('--trace <file>', 'cpu backend: write the last step\'s measured timeline, every rank on one clock (Perfetto / Chrome trace; cleave plan print --measured reads it)')
+    .option('--trace <file>', 'write the last step\'s measured timeline, every rank on one clock (Perfetto / Chrome trace; cleave plan print --measured reads it); GPU ranks are timed with CUDA events')
     .option('--json', 'one JSON object per step')
     .action(async (planFile: string, o: RunFlags) => {
       if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
       if (o.launchLists === false && o.backend !== 'cuda') throw new CleaveError('--no-launch-lists needs --backend cuda');
-      if (o.trace && o.backend !== 'cpu') throw new CleaveError('--trace measures CPU ranks so far (the CUDA backend would time its kernels with events; that comes with multi-GPU runs)');
       if (o.lossScale !== undefined && o.backend !== 'cuda') throw new CleaveError('--loss-scale needs --backend cuda (and an fp16 plan)');
       if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
       if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');

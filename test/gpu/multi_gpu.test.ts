@@ -9,7 +9,8 @@ import { compile, type CompileOptions } from '../../compiler/compile.js';
 import { nativeCuda } from '../../runtime/backends/cuda/native.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { runPlanCuda } from '../../runtime/launch/cuda.js';
-import { writePlan } from '../../src/plan/io.js';
+import { readPlan, writePlan } from '../../src/plan/io.js';
+import { readMeasured } from '../../src/plan/measured.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const gpus = nativeCuda()?.info()?.devices ?? 0;
@@ -66,8 +67,15 @@ describe.runIf(gpus >= 2)('multi-GPU runs over NCCL (2 GPUs)', () => {
 
   it('checkpoints of a pp 2 run resume on 2 GPUs with the unbroken run\'s losses, and on CPU ranks', async () => {
     const plan = planFile('ckpt', { partitions: 2 });
-    const straight = await runGpus(plan, 2);
+    // The unbroken run also writes its last step's device timeline (CUDA events, rank 0 gathers).
+    const trace = join(dir, 'pp2-trace.json');
+    const straight = await runGpus(plan, 2, {}, ['--trace', trace]);
     expect(straight.code, straight.out).toBe(0);
+    const measured = readMeasured(trace, readPlan(plan));
+    for (const r of measured.ranks) {
+      expect(r.instructions.some((x) => x.kind === 'SEND' && x.endMs > x.startMs) || r.instructions.some((x) => x.kind === 'RECV' && x.endMs > x.startMs)).toBe(true);
+      for (const x of r.instructions) expect(x.endMs).toBeGreaterThanOrEqual(x.startMs);
+    }
     const ckpt = join(dir, 'ckpt');
     const first = await runGpus(plan, 2, {}, ['--save-every', '2', '--checkpoint-dir', ckpt]);
     expect(first.code, first.out).toBe(0);

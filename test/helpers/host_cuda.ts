@@ -51,6 +51,7 @@ export class HostCuda implements Partial<NativeCuda> {
         // Counted here: what the caller enqueued itself (a graph's replays are not).
         const call = (...args: unknown[]) => {
           t.calls.set(name, (t.calls.get(name) ?? 0) + 1);
+          t.ticks++;
           return bound(...args);
         };
         if (!t.recording || name.startsWith('graph') || HostCuda.MEMORY.has(name)) return call;
@@ -64,6 +65,46 @@ export class HostCuda implements Partial<NativeCuda> {
         };
       },
     }) as unknown as NativeCuda;
+  }
+
+  // --- events (one stream here: an event is the call count when it was recorded) -----------
+
+  /** The emulated clock: calls made so far (a kernel takes one tick, 0.01 ms). */
+  private ticks = 0;
+  private readonly events = new Map<bigint, number | undefined>();
+  private nextEvent = 1n << 40n;
+
+  eventCreate(): bigint {
+    const id = this.nextEvent++;
+    this.events.set(id, undefined);
+    return id;
+  }
+
+  eventDestroy(ev: bigint): void {
+    if (!this.events.delete(ev)) throw new Error(`no event ${ev}`);
+  }
+
+  eventRecord(ev: bigint): void {
+    if (!this.events.has(ev)) throw new Error(`no event ${ev}`);
+    this.events.set(ev, this.ticks);
+  }
+
+  eventQuery(ev: bigint): boolean {
+    if (!this.events.has(ev)) throw new Error(`no event ${ev}`);
+    return true;
+  }
+
+  eventElapsed(a: bigint, b: bigint): number {
+    const x = this.events.get(a), y = this.events.get(b);
+    if (x === undefined || y === undefined) throw new Error('cudaEventElapsedTime: an event was not recorded');
+    return (y - x) * 0.01;
+  }
+
+  streamWait(): void {}
+
+  /** Events still alive (a leak check). */
+  get liveEvents(): number {
+    return this.events.size;
   }
 
   graphBegin(): void {

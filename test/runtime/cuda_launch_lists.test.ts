@@ -14,6 +14,7 @@ import { prepareJob } from '../../runtime/train/job.js';
 import { ModelBuilder } from '../../src/api/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import { writePlan } from '../../src/plan/io.js';
+import { readMeasured } from '../../src/plan/measured.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 
@@ -106,6 +107,33 @@ describe('launch lists (host emulation)', () => {
     }
     for (const l of losses.slice(1)) expect(l).toEqual(losses[0]);
   }, 60_000);
+
+  it('times each instruction on the device with events (a measured trace), through replayed lists too', async () => {
+    const { plan, run } = gptRun(3);
+    const host = new HostCuda();
+    const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+    const trace = join(dir, 'gpu-trace.json');
+    await runOnBackend(backend, { ...run, trace });
+    expect(host.liveEvents, 'events left').toBe(0);
+    const measured = readMeasured(trace, plan);
+    const list = measured.ranks[0]!.instructions;
+    const computes = list.filter((x) => x.kind === 'FORWARD' || x.kind === 'BACKWARD');
+    expect(computes.length).toBe(4);
+    // Every instruction has a span, in the rank's order, the optimizer last.
+    for (const x of list) expect(x.endMs).toBeGreaterThanOrEqual(x.startMs);
+    for (let i = 1; i < list.length; i++) expect(list[i]!.startMs).toBeGreaterThanOrEqual(list[i - 1]!.endMs - 1e-9);
+    expect(list.at(-1)!.kind).toBe('OPTIMIZER_STEP');
+    expect(list.at(-1)!.endMs).toBeGreaterThan(list.at(-1)!.startMs);
+  });
+
+  it('refuses a trace of a whole-step CUDA graph, which hides the instructions', async () => {
+    const { plan, run } = gptRun(2);
+    const host = new HostCuda();
+    const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
+    backend.cudaGraph = true;
+    await expect(runOnBackend(backend, { ...run, trace: join(dir, 'no.json'), cudaGraph: true })).rejects.toThrow(/--trace times instructions one by one, which a whole-step CUDA graph hides/);
+    expect(host.liveBlocks).toBe(0);
+  });
 
   it('reports a kernel that fails while step 2 records, ends the recording and frees everything', async () => {
     class Flaky extends HostCuda {

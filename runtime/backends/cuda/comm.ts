@@ -102,12 +102,14 @@ export class CudaComm {
     return [3, numel(t.shape) * b];
   }
 
-  /** Sends `t` to world rank `peer` once the compute stream has produced it. */
-  send(t: DeviceTensor, peer: number): void {
+  /** Sends `t` to world rank `peer` once the compute stream has produced it; `mark` times it (a trace). */
+  send(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void {
     const ch = this.get(`pair ${this.rank}>${peer}`);
     const [code, count] = CudaComm.wire(t);
     this.follow(ch);
+    if (mark) this.n.eventRecord(mark[0], ch.stream);
     this.n.ncclSend(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
+    if (mark) this.n.eventRecord(mark[1], ch.stream);
     const done = this.spareEvents.pop() ?? this.n.eventCreate();
     this.n.eventRecord(done, ch.stream);
     // Another send of the same memory does not make compute wait for the first one.
@@ -115,12 +117,14 @@ export class CudaComm {
   }
 
   /** Receives into `t` from world rank `peer`; compute queued after this sees the data. */
-  recv(t: DeviceTensor, peer: number): void {
+  recv(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void {
     const ch = this.get(`pair ${peer}>${this.rank}`);
     const [code, count] = CudaComm.wire(t);
     // The buffer was just allocated on the compute stream: the receive starts after that.
     this.follow(ch);
+    if (mark) this.n.eventRecord(mark[0], ch.stream);
     this.n.ncclRecv(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
+    if (mark) this.n.eventRecord(mark[1], ch.stream);
     this.n.eventRecord(ch.after, ch.stream);
     this.n.streamWait(0n, ch.after);
   }
@@ -157,9 +161,10 @@ export class CudaComm {
    * Sums (or averages) float32 tensors in place over a plan group, on the group's stream after the
    * compute queued so far; the compute stream waits for it at `settle`.
    */
-  allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean): void {
+  allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean, mark?: readonly [bigint, bigint]): void {
     const ch = this.get(`group ${group}`);
     this.follow(ch);
+    if (mark) this.n.eventRecord(mark[0], ch.stream);
     this.n.ncclGroup(true);
     try {
       for (const t of tensors) {
@@ -169,6 +174,7 @@ export class CudaComm {
     } finally {
       this.n.ncclGroup(false);
     }
+    if (mark) this.n.eventRecord(mark[1], ch.stream);
     this.n.eventRecord(ch.after, ch.stream);
     this.pending.add(ch);
   }

@@ -50,7 +50,10 @@ export interface NativeCuda {
   /** Communication streams and the events that order them with the compute stream (handle 0n). */
   streamCreate(): bigint;
   streamDestroy(stream: bigint): void;
-  eventCreate(): bigint;
+  /** `timing`: the event records when the stream reached it (eventElapsed), else it only orders streams. */
+  eventCreate(timing?: boolean): bigint;
+  /** Milliseconds from timing event a to timing event b, both completed. */
+  eventElapsed(a: bigint, b: bigint): number;
   eventDestroy(event: bigint): void;
   eventRecord(event: bigint, stream: bigint): void;
   streamWait(stream: bigint, event: bigint): void;

@@ -196,6 +196,7 @@ export class CudaRankBackend implements Backend {
       for (const v of inProg) if (!readElsewhere.has(v) && !outputs.has(v) && readers.has(v)) lists[readers.get(v)!]!.push(v);
       this.frees.set(key, lists);
     }
+    plan.ranks[rank]!.instructions.forEach((ins, i) => this.insIndex.set(ins, i));
     // A microbatch's last use on this rank: its last compute, or a send after it.
     for (const ins of plan.ranks[rank]!.instructions) if (PROGRAMS[ins.kind] || ins.kind === 'SEND') this.lastCompute.set(ins.mb, ins);
     const readAnywhere = new Set([...this.programs.values()].flatMap((prog) => prog.flatMap((op) => op.inputs)));
@@ -258,6 +259,13 @@ export class CudaRankBackend implements Backend {
     this.launched = false;
     if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
     if (this.cudaGraph && this.multi) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
+    if (this.cudaGraph && this.timing) throw new CleaveError('--trace times instructions one by one, which a whole-step CUDA graph hides; run without --cuda-graph');
+    if (this.timing) {
+      // The device is idle between steps: the reference event runs when it is recorded.
+      this.timeRef ??= { event: this.dev.n.eventCreate(true), host: 0 };
+      this.dev.n.eventRecord(this.timeRef.event, 0n);
+      this.timeRef.host = performance.timeOrigin + performance.now();
+    }
     for (const g of this.grads.values()) this.dev.n.fill(0, g.ptr, numel(g.shape), 0);
     // The step's data goes up at once into buffers at fixed addresses: one wait for the copies per
     // step rather than one per microbatch, and what a captured step needs (a copy from the host
@@ -424,6 +432,12 @@ export class CudaRankBackend implements Backend {
         this.dev.n.graphDestroy(exec);
       },
       () => {
+        const evs = [...[...this.marks.values()].flat(), ...(this.timeRef ? [this.timeRef.event] : [])];
+        this.marks.clear();
+        this.timeRef = undefined;
+        for (const ev of evs) this.dev.n.eventDestroy(ev);
+      },
+      () => {
         if (this.drainEvent === undefined) return;
         const ev = this.drainEvent;
         this.drainEvent = undefined;
@@ -493,6 +507,13 @@ export class CudaRankBackend implements Backend {
 
   async compute(ins: Instruction, feeds: Feeds): Promise<void> {
     if (this.exec !== undefined) return;
+    const m = this.mark(ins);
+    if (m) this.dev.n.eventRecord(m[0], 0n);
+    this.enqueue(ins);
+    if (m) this.dev.n.eventRecord(m[1], 0n);
+  }
+
+  private enqueue(ins: Instruction): void {
     const key = `${ins.kind}:${ins.stage}:${ins.mb}`;
     if (this.listPhase === 'replaying') {
       const list = this.lists.get(key);
@@ -625,6 +646,38 @@ export class CudaRankBackend implements Backend {
     if (comm) this.dev.releaseHeld((p) => !comm.reading(p));
   }
 
+  /**
+   * With `timing` on, every instruction's device work sits between two timing events (on the
+   * stream it runs on), read back as wall-clock times after the step: the measured trace.
+   */
+  timing = false;
+  private readonly marks = new Map<number, [bigint, bigint]>();
+  private timeRef: { event: bigint; host: number } | undefined;
+  private readonly insIndex = new Map<Instruction, number>();
+
+  private mark(ins: Instruction): [bigint, bigint] | undefined {
+    if (!this.timing) return undefined;
+    const i = this.insIndex.get(ins);
+    if (i === undefined) return undefined;
+    let m = this.marks.get(i);
+    if (!m) this.marks.set(i, (m = [this.dev.n.eventCreate(true), this.dev.n.eventCreate(true)]));
+    return m;
+  }
+
+  /**
+   * When each instruction of the last step ran on the device, wall-clock ms (the executor's
+   * format); null for instructions with no device work. Call after the step's work is done.
+   */
+  deviceTimes(): ([number, number] | null)[] {
+    const ref = this.timeRef;
+    const list = this.plan.ranks[this.rank]!.instructions;
+    if (!ref) throw new CleaveError('no step was timed: set timing before the step');
+    return list.map((_, i) => {
+      const m = this.marks.get(i);
+      return m ? [ref.host + this.dev.n.eventElapsed(ref.event, m[0]), ref.host + this.dev.n.eventElapsed(ref.event, m[1])] : null;
+    });
+  }
+
   /** Why a multi-rank run must stop (a peer failed), checked while the host waits for the device. */
   private stopReason: string | undefined;
   private drainEvent: bigint | undefined;
@@ -670,7 +723,7 @@ export class CudaRankBackend implements Backend {
     const b = this.plan.tensors[ins.tensor]!;
     const t = this.env.get(ins.mb)?.get(b.value);
     if (!t) throw new CleaveError(`tensor ${ins.tensor} ('${this.plan.values[b.value]!.name}') of microbatch ${ins.mb} has not been computed on rank ${this.rank}`);
-    comm.send(t, ins.peer);
+    comm.send(t, ins.peer, this.mark(ins));
     if (this.lastCompute.get(ins.mb) === ins) this.endMicrobatch(ins.mb);
     this.reap();
   }
@@ -685,7 +738,7 @@ export class CudaRankBackend implements Backend {
     const old = env.get(b.value);
     if (old) this.dev.free(old);
     const t = this.dev.alloc(dtype, pv.shape);
-    comm.recv(t, ins.peer);
+    comm.recv(t, ins.peer, this.mark(ins));
     env.set(b.value, t);
     this.reap();
   }
@@ -698,7 +751,7 @@ export class CudaRankBackend implements Backend {
     // Data-parallel buckets average (scale 1/replicas: NCCL's average); tied weights over replicas
     // sum over the group and divide by the replicas only, after the reduction (before the optimizer).
     const average = Math.abs(bucket.scale * group.ranks.length - 1) < 1e-9 && group.ranks.length > 1;
-    comm.allreduce(group.id, tensors, average);
+    comm.allreduce(group.id, tensors, average, this.mark(ins));
     if (!average && bucket.scale !== 1) for (const t of tensors) this.pendingScales.push([t, bucket.scale]);
   }
 
@@ -778,6 +831,9 @@ export class CudaRankBackend implements Backend {
 
   async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
     const m = this.plan.schedule.microbatches;
+    const optIns = this.plan.ranks[this.rank]!.instructions.find((x) => x.kind === 'OPTIMIZER_STEP');
+    const om = optIns ? this.mark(optIns) : undefined;
+    if (om) this.dev.n.eventRecord(om[0], 0n);
     this.multi?.comm.settle();
     this.applyPendingScales();
     // Global norm from per-parameter sums of squares: one download of a few scalars. Over several
@@ -808,6 +864,7 @@ export class CudaRankBackend implements Backend {
           throw new CleaveError(`fp16: ${this.skippedInARow - 1} steps in a row had non-finite gradients down to a loss scale of ${this.lossScale}: the model makes inf or NaN even unscaled (a constant beyond float16's ±65504, or a real divergence)`);
         }
         this.setLossScale(this.lossScale / 2);
+        if (om) this.dev.n.eventRecord(om[1], 0n);
         return { gradNorm: norm };
       }
       this.skippedInARow = 0;
@@ -837,6 +894,7 @@ export class CudaRankBackend implements Backend {
         if (this.compute16) this.dev.cast(this.master.get(s.p)!, this.resident.get(s.p)!);
       }
     }
+    if (om) this.dev.n.eventRecord(om[1], 0n);
     return { gradNorm: norm };
   }
 }
