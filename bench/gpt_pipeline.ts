@@ -6,13 +6,15 @@
 // cleave's predicted step time beside the measured one.
 //
 //   node dist/bench/gpt_pipeline.js [--gpus 4] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
-//                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch]
+//                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch] [--no-profile]
+// Plans are compiled with this card's measured op times (cleave profile of the one-GPU plan) unless --no-profile.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile } from '../compiler/compile.js';
+import { type MeasuredProfile, readMeasuredProfile } from '../compiler/cost/model.js';
 import { type ScheduleName, SCHEDULES } from '../compiler/cost/memory.js';
 import { launchProcesses } from '../runtime/launch/processes.js';
 import { table } from '../src/cli/format.js';
@@ -56,12 +58,20 @@ function layerSplit(plan: Plan): string {
   return first.map((k) => (Number.isFinite(k) ? k : cfg.layers)).join(',');
 }
 
-/** One cleave configuration: compile, then one process per rank (rank 0's JSON line is the result). */
-async function cleave(name: string, partitions: number, schedule: ScheduleName): Promise<Result> {
+/** Op signature → measured ms on this card (`cleave profile` of the one-GPU plan), once measured. */
+let measured: MeasuredProfile | undefined;
+
+function planFor(name: string, partitions: number, schedule: ScheduleName): { plan: Plan; planFile: string } {
   const v = schedule === 'zbv' || schedule === 'interleaved-1f1b' ? 2 : 1;
-  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device });
+  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured });
   const planFile = join(dir, `${name}.plan`);
   writePlan(planFile, plan);
+  return { plan, planFile };
+}
+
+/** One cleave configuration: compile, then one process per rank (rank 0's JSON line is the result). */
+async function cleave(name: string, partitions: number, schedule: ScheduleName): Promise<Result> {
+  const { plan, planFile } = planFor(name, partitions, schedule);
   splits.set(schedule, layerSplit(plan));
   let out = '';
   await launchProcesses({
@@ -96,6 +106,16 @@ const row = (system: string, schedule: string, r: Result | string, single?: numb
     (Math.max(...r.peakBytes) / 2 ** 30).toFixed(1), pred]);
 };
 
+// The partitioner and the predictions work from this card's measured op times, as a user would
+// (cleave profile on the one-GPU plan, then compile with --profile).
+if (!process.argv.includes('--no-profile')) {
+  log('cleave: measuring each op on one GPU (cleave profile)');
+  const { planFile } = planFor('profiled', 1, '1f1b');
+  const file = join(dir, 'profile.json');
+  const r = spawnSync(process.execPath, [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify(cfg), '--profile', file], { encoding: 'utf8', stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status === 0) measured = readMeasuredProfile(file);
+  else log('profiling failed: plans use the analytic cost model');
+}
 log(`cleave: single GPU (${m} microbatches of ${cfg.micro})`);
 const cleaveSingle = await cleave('single', 1, '1f1b');
 row('cleave', 'one GPU', cleaveSingle);

@@ -2,7 +2,8 @@
 // (the launcher's variables say which), its weights generated here from the shared stream, and
 // rank 0 prints the result as one JSON line. A one-rank plan runs in this process without NCCL.
 //
-//   node dist/bench/gpt_pipeline_rank.js PLAN CONFIG_JSON      (started by gpt_pipeline.ts)
+//   node dist/bench/gpt_pipeline_rank.js PLAN CONFIG_JSON [--profile OUT.json]   (started by gpt_pipeline.ts)
+// With --profile (a one-rank plan): writes each op signature's measured time instead.
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
 import { runCudaRank } from '../runtime/launch/cuda_rank.js';
@@ -10,8 +11,8 @@ import { worldFromEnv } from '../runtime/launch/world.js';
 import { readPlan } from '../src/plan/io.js';
 import { type GptConfig, benchGpt, randomWeights } from './gpt_model.js';
 
-const [planFile, cfgJson] = process.argv.slice(2);
-if (!planFile || !cfgJson) throw new Error('usage: gpt_pipeline_rank.js PLAN CONFIG_JSON');
+const [planFile, cfgJson, flag, profileFile] = process.argv.slice(2);
+if (!planFile || !cfgJson) throw new Error('usage: gpt_pipeline_rank.js PLAN CONFIG_JSON [--profile OUT.json]');
 const cfg = JSON.parse(cfgJson) as GptConfig & { steps: number; warmup: number };
 if (!cudaAvailable()) throw new Error('no CUDA device');
 const plan = readPlan(planFile);
@@ -22,6 +23,14 @@ const me = world ? plan.ranks[world.rank]! : plan.ranks[0]!;
 const mine = new Set(plan.stages.filter((s) => s.ppRank === me.ppRank).flatMap((s) => [...s.forward, ...s.backwardB, ...s.backwardW]).flatMap((i) => plan.nodes[i]!.inputs)
   .filter((v) => v >= 0).map((v) => plan.values[v]!.name));
 const weights = () => randomWeights(g, (name) => mine.has(name));
+if (flag === '--profile') {
+  // Each op signature's time on this GPU, for the cost model the pipeline plans are compiled with.
+  if (!profileFile) throw new Error('--profile needs a file');
+  const { profileWithWeights, writeMeasuredProfile } = await import('../runtime/launch/profile.js');
+  const { profile } = await profileWithWeights(plan, weights(), { steps: 1, warmup: 1 });
+  writeMeasuredProfile(profileFile, profile);
+  process.exit(0);
+}
 const o = { planFile, data: { kind: 'default' as const }, steps: cfg.warmup + cfg.steps, optimizer: { kind: 'adamw' as const, lr: 1e-4, weightDecay: 0.1 }, timeoutSeconds: 600 };
 const r = plan.world.size === 1 || !world
   ? await runWithWeights(plan, weights(), o).then((x) => ({ ...x, peakBytesByRank: [x.peakBytes] }))
