@@ -13,6 +13,23 @@ const BYTES: Record<string, number> = { float32: 4, bfloat16: 2, float16: 2, int
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
 /**
+ * What the CUDA rank backend needs of its communication: CudaComm over NCCL, or a stand-in (the
+ * host emulation's in-process fabric, test/helpers/host_nccl.ts). Receives, reductions and settle
+ * may return a promise that settles when the data is there (an emulation's delivery); over NCCL they
+ * only enqueue.
+ */
+export interface RankComm {
+  send(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void;
+  recv(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void | Promise<void>;
+  reading(ptr: bigint): boolean;
+  drainSends(): void;
+  allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean, mark?: readonly [bigint, bigint]): void | Promise<void>;
+  settle(): void | Promise<void>;
+  asyncError(): string | null;
+  close(abort: boolean): void;
+}
+
+/**
  * One rank's NCCL communication for a multi-rank plan. From the world communicator it splits one
  * communicator per ordered pair of ranks that exchange boundary tensors, and one per group (data
  * parallel replicas, tied parameters) it belongs to, each with its own stream: every communicator
@@ -20,7 +37,7 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
  * never holds up another pair, and transfers overlap compute. Compute never waits for a send; it
  * waits for a receive's data; memory a send still reads is held back until the send is done.
  */
-export class CudaComm {
+export class CudaComm implements RankComm {
   private readonly channels = new Map<string, Channel>();
   /** Sent tensors still in flight (a tensor may go to several ranks): memory not reused before their events. */
   private readonly inFlight = new Map<bigint, bigint[]>();

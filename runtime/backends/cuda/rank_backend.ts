@@ -12,7 +12,7 @@ import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js
 import type { Transport } from '../../transport/transport.js';
 import { type OptimizerConfig, type OptimizerState, Optimizer } from '../../optim/optimizer.js';
 import { Cuda, deviceBytes, hostBytes } from './device.js';
-import type { CudaComm } from './comm.js';
+import type { RankComm } from './comm.js';
 import { runCudaNode } from './graph.js';
 
 /** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
@@ -128,12 +128,12 @@ export class CudaRankBackend implements Backend {
    * Multi-rank plans: NCCL for boundary tensors and gradient reductions, and a host transport for
    * the few numbers every rank needs (the losses, the gradient norm).
    */
-  private readonly multi: { comm: CudaComm; transport: Transport } | undefined;
+  private readonly multi: { comm: RankComm; transport: Transport } | undefined;
   /** The dtype each node output has on the device (the policy's, or float32 where an op keeps it). */
   private readonly deviceDtype = new Map<number, DType>();
 
   constructor(readonly plan: Plan, readonly rank: number, weights: ReadonlyMap<string, Tensor>, readonly optimizer: OptimizerConfig, dev?: Cuda,
-    multi?: { comm: CudaComm; transport: Transport }) {
+    multi?: { comm: RankComm; transport: Transport }) {
     if (plan.world.size !== 1 && !multi) throw new CleaveError(`this plan has ${plan.world.size} ranks: run it with one process per GPU (cleave run --gpus ${plan.world.size})`);
     this.multi = multi;
     this.dev = dev ?? new Cuda();
@@ -713,7 +713,7 @@ export class CudaRankBackend implements Backend {
     }
   }
 
-  private comm(what: string): CudaComm {
+  private comm(what: string): RankComm {
     if (!this.multi) throw new CleaveError(`a one-rank plan has no ${what}`);
     return this.multi.comm;
   }
@@ -738,8 +738,8 @@ export class CudaRankBackend implements Backend {
     const old = env.get(b.value);
     if (old) this.dev.free(old);
     const t = this.dev.alloc(dtype, pv.shape);
-    comm.recv(t, ins.peer, this.mark(ins));
     env.set(b.value, t);
+    await comm.recv(t, ins.peer, this.mark(ins));
     this.reap();
   }
 
@@ -751,8 +751,8 @@ export class CudaRankBackend implements Backend {
     // Data-parallel buckets average (scale 1/replicas: NCCL's average); tied weights over replicas
     // sum over the group and divide by the replicas only, after the reduction (before the optimizer).
     const average = Math.abs(bucket.scale * group.ranks.length - 1) < 1e-9 && group.ranks.length > 1;
-    comm.allreduce(group.id, tensors, average, this.mark(ins));
     if (!average && bucket.scale !== 1) for (const t of tensors) this.pendingScales.push([t, bucket.scale]);
+    await comm.allreduce(group.id, tensors, average, this.mark(ins));
   }
 
   /** Gradients whose reduced sum still needs a factor (applied once the reductions are done). */
@@ -834,7 +834,7 @@ export class CudaRankBackend implements Backend {
     const optIns = this.plan.ranks[this.rank]!.instructions.find((x) => x.kind === 'OPTIMIZER_STEP');
     const om = optIns ? this.mark(optIns) : undefined;
     if (om) this.dev.n.eventRecord(om[0], 0n);
-    this.multi?.comm.settle();
+    await this.multi?.comm.settle();
     this.applyPendingScales();
     // Global norm from per-parameter sums of squares: one download of a few scalars. Over several
     // ranks, each counts the parameters it owns (a tied one on its lowest pipeline rank), replicas

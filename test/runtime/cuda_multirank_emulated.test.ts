@@ -1,0 +1,73 @@
+// Multi-rank plans on the CUDA rank backend, every rank in this process on its own host emulation
+// of the addon, joined by an in-process stand-in for NCCL (test/helpers/host_nccl.ts) and message
+// ports for the host numbers: the losses of the CPU ranks for the same plan. The real thing runs in
+// test/gpu/multi_gpu.test.ts.
+import { describe, expect, it } from 'vitest';
+import { compile, type CompileOptions } from '../../compiler/compile.js';
+import { Cuda } from '../../runtime/backends/cuda/device.js';
+import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
+import type { Feeds } from '../../runtime/executor/backend.js';
+import { Executor } from '../../runtime/executor/executor.js';
+import { runPlanCpu } from '../../runtime/launch/cpu.js';
+import { planWeights } from '../../runtime/launch/cuda.js';
+import { rows } from '../../runtime/launch/data.js';
+import { prepareJob } from '../../runtime/train/job.js';
+import { PortTransport, pairwisePorts } from '../../runtime/transport/ports.js';
+import { writePlan } from '../../src/plan/io.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fixturePath } from '../helpers/fixtures.js';
+import { HostCuda } from '../helpers/host_cuda.js';
+import { HostFabric } from '../helpers/host_nccl.js';
+
+const STEPS = 3;
+const opt = { kind: 'adamw' as const, lr: 1e-2 };
+
+async function compare(o: Partial<CompileOptions>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'cleave-multirank-'));
+  const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4, ...o } as CompileOptions).plan;
+  const planFile = join(dir, 'p.plan');
+  writePlan(planFile, plan);
+  const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb, dp = plan.world.dp;
+  const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: STEPS, batch: B * dp, microbatches: 1, optimizer: opt, seed: 2 });
+  const batches = Array.from({ length: STEPS }, () => job.data.next(B * dp));
+  const cpu = (await runPlanCpu({ planFile, data: { kind: 'batches', batches }, steps: STEPS, optimizer: opt })).steps.map((s) => s.loss);
+
+  const fabric = new HostFabric(plan);
+  const ports = pairwisePorts(plan.world.size);
+  const hosts = plan.ranks.map(() => new HostCuda());
+  const weights = planWeights(plan);
+  const ranks = plan.ranks.map((r) => {
+    const transport = new PortTransport(r.rank, plan.world.size, new Map(Object.entries(ports[r.rank]!).map(([k, p]) => [Number(k), p])), 30_000);
+    const backend = new CudaRankBackend(plan, r.rank, weights, opt, new Cuda(hosts[r.rank]!.native), { comm: fabric.rank(r.rank, hosts[r.rank]!.native), transport });
+    return { r, backend, exec: new Executor(plan, r.rank, backend, transport) };
+  });
+  const gpu: number[] = [];
+  for (let step = 0; step < STEPS; step++) {
+    const out = await Promise.all(ranks.map(async ({ r, exec }) => {
+      const batch = rows(batches[step]!, r.dpRank * B, B);
+      const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+      const losses = await exec.step(feeds);
+      await exec.optimizerStep({ lr: opt.lr });
+      return { r, losses };
+    }));
+    // SMP's reduce_mean: each replica's first pipeline rank holds its losses; replicas averaged.
+    const means = out.filter((x) => x.r.ppRank === 0).map((x) => [...x.losses.values()].reduce((a, b) => a + b, 0) / m);
+    gpu.push(means.reduce((a, b) => a + b, 0) / means.length);
+  }
+  for (const { backend } of ranks) {
+    backend.dispose();
+    backend.dev.freeAll();
+  }
+  for (const p of ports) for (const port of Object.values(p)) port.close();
+  for (const h of hosts) expect(h.liveBlocks, 'device memory left allocated').toBe(0);
+  cpu.forEach((l, i) => expect(Math.abs(gpu[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-5));
+  rmSync(dir, { recursive: true, force: true });
+}
+
+describe('multi-rank plans on the CUDA rank backend (host emulation)', () => {
+  it('pp 2 (1f1b) gives the CPU ranks\' losses', () => compare({}), 60_000);
+  it('pp 2 (zbv, two stages per rank) gives the CPU ranks\' losses', () => compare({ schedule: 'zbv', virtualStages: 2 }), 60_000);
+  it('pp 2 × dp 2 gives the CPU ranks\' losses', () => compare({ dp: 2 }), 60_000);
+});
