@@ -10,13 +10,11 @@ import { type RankTimes, measuredPlan } from '../../src/plan/measured.js';
 import { planTrace } from '../../src/plan/visual.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import { type DataSource, defaultTask, openData } from '../data/sources.js';
-import type { Feeds } from '../executor/backend.js';
 import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { LocalTransport } from '../transport/local.js';
 import type { RunResult, StepReport } from './cpu.js';
-import { dataSpec, rows } from './data.js';
+import { replicaSource, stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
 import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
 
@@ -55,11 +53,8 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
   try {
     backend.dev.n.synchronize();
     const exec = new Executor(plan, 0, backend, new LocalTransport());
-    const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
-    const spec = dataSpec(plan);
-    let source: DataSource | undefined;
-    if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed: o.seed ?? 0 });
-    else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed: o.seed ?? 0 });
+    const m = plan.schedule.microbatches, B = m * plan.model.microbatchSize;
+    const source = replicaSource(plan, o, 0);
     const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
     let start = 0;
     if (o.resume) {
@@ -69,8 +64,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     }
     backend.dev.n.memInfo(true);
     for (let step = start; step < o.steps; step++) {
-      const batch = o.data.kind === 'batches' ? rows(o.data.batches[step]!, 0, B) : source!.next(B);
-      const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+      const feeds = stepFeeds(plan, o, source, 0, step);
       const t0 = performance.now();
       const losses = await exec.step(feeds);
       const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });

@@ -6,15 +6,13 @@ import { CudaComm } from '../backends/cuda/comm.js';
 import { Cuda } from '../backends/cuda/device.js';
 import { requireCuda } from '../backends/cuda/native.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import { type DataSource, defaultTask, openData } from '../data/sources.js';
-import type { Feeds } from '../executor/backend.js';
 import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
 import type { RunResult, StepReport } from './cpu.js';
 import { planWeights, writeDeviceTrace } from './cuda.js';
 import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
-import { dataSpec, rows } from './data.js';
+import { replicaSource, stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
 import { rendezvous } from './rendezvous.js';
 import type { WorldEnv } from './world.js';
@@ -62,25 +60,15 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     if (o.timeoutSeconds) backend.timeoutSeconds = o.timeoutSeconds;
     if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
     const exec = new Executor(plan, world.rank, backend, transport);
-    const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
+    const m = plan.schedule.microbatches, B = m * plan.model.microbatchSize;
     // Each replica draws its own data (seeded by its data-parallel rank), as CPU ranks do.
-    const spec = dataSpec(plan);
-    const seed = (o.seed ?? 0) + 7919 * me.dpRank;
-    let source: DataSource | undefined;
-    if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed });
-    else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed, shard: me.dpRank, shards: plan.world.dp });
+    const source = replicaSource(plan, o, me.dpRank);
     const result: RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0, peakBytesByRank: [] };
     if (shard) restoreFromShard(shard, backend, source);
     n.memInfo(true);
     const everyone = [...Array(world.worldSize).keys()];
     for (let step = shard?.step ?? 0; step < o.steps; step++) {
-      let batch: Record<string, Tensor>;
-      if (o.data.kind === 'batches') {
-        const global = o.data.batches[step];
-        if (!global) throw new CleaveError(`no batch given for step ${step + 1}`);
-        batch = rows(global, me.dpRank * B, B);
-      } else batch = source!.next(B);
-      const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+      const feeds = stepFeeds(plan, o, source, me.dpRank, step);
       if (o.failAt?.rank === world.rank && (o.failAt.step ?? 1) === step + 1) exec.failAt = o.failAt.instruction;
       const t0 = performance.now();
       const losses = await exec.step(feeds);

@@ -2,7 +2,10 @@ import { dtypeFromOnnx } from '../../src/ir/dtype.js';
 import { Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import type { Plan } from '../../src/plan/types.js';
-import type { DataSpec } from '../data/sources.js';
+import { CleaveError } from '../../src/errors.js';
+import { type DataSource, type DataSpec, defaultTask, openData } from '../data/sources.js';
+import type { Feeds } from '../executor/backend.js';
+import type { RunOptions } from './options.js';
 
 /** The plan's inputs (and labels), as the data sources want them described. */
 export function dataSpec(plan: Plan): DataSpec {
@@ -26,3 +29,28 @@ export function rows(batch: Record<string, Tensor>, from: number, n: number): Re
   return out;
 }
 
+
+/**
+ * The data a replica draws: the bundled task or the --data file, seeded by its data-parallel rank
+ * (a folder of arrays sharded by it); none when the run's batches are given.
+ */
+export function replicaSource(plan: Plan, o: RunOptions, dpRank: number): DataSource | undefined {
+  const spec = dataSpec(plan);
+  const seed = (o.seed ?? 0) + 7919 * dpRank;
+  const vocab = plan.model.classes || 2;
+  if (o.data.kind === 'default') return defaultTask(spec, { vocab, classes: vocab, seed });
+  if (o.data.kind === 'path') return openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab, seed, shard: dpRank, shards: plan.world.dp });
+  return undefined;
+}
+
+/** A replica's feeds for step `step` (from 0), by microbatch: its rows of the given batch, or its source's next. */
+export function stepFeeds(plan: Plan, o: RunOptions, source: DataSource | undefined, dpRank: number, step: number): Feeds[] {
+  const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
+  let batch: Record<string, Tensor>;
+  if (o.data.kind === 'batches') {
+    const global = o.data.batches[step];
+    if (!global) throw new CleaveError(`no batch given for step ${step + 1}`);
+    batch = rows(global, dpRank * B, B);
+  } else batch = source!.next(B);
+  return Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
+}

@@ -8,13 +8,11 @@ import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan } from '../../src/plan/io.js';
 import { CpuRankBackend } from '../backends/cpu/rank_backend.js';
 import { readShard, writeShard } from '../checkpoint/checkpoint.js';
-import { type DataSource, defaultTask, openData } from '../data/sources.js';
 import { Executor } from '../executor/executor.js';
-import type { Feeds } from '../executor/backend.js';
 import { learningRate } from '../optim/optimizer.js';
 import { PortTransport } from '../transport/ports.js';
 import type { RunOptions, WorkerMessage } from './options.js';
-import { dataSpec, rows } from './data.js';
+import { replicaSource, stepFeeds } from './data.js';
 
 interface Init { rank: number; ports: Record<number, MessagePort>; options: RunOptions; weights?: [string, Tensor][] }
 
@@ -48,11 +46,7 @@ async function main(): Promise<void> {
   exec.record = !!o.trace;
 
   // Data: this replica's own stream (seeded by its data-parallel rank), or its slice of given batches.
-  const spec = dataSpec(plan);
-  const seed = (o.seed ?? 0) + 7919 * me.dpRank;
-  let source: DataSource | undefined;
-  if (o.data.kind === 'default') source = defaultTask(spec, { vocab: plan.model.classes || 2, classes: plan.model.classes || 2, seed });
-  else if (o.data.kind === 'path') source = openData(o.data.path, spec, { tokenType: o.data.tokenType, vocab: plan.model.classes || 2, seed, shard: me.dpRank, shards: plan.world.dp });
+  const source = replicaSource(plan, o, me.dpRank);
   let start = 0;
   if (shard) {
     start = shard.step;
@@ -62,13 +56,7 @@ async function main(): Promise<void> {
     dropoutRng.state = shard.rng.dropout;
   }
   for (let step = start; step < o.steps; step++) {
-    let batch: Record<string, Tensor>;
-    if (o.data.kind === 'batches') {
-      const global = o.data.batches[step];
-      if (!global) throw new Error(`no batch given for step ${step}`);
-      batch = rows(global, me.dpRank * B, B);
-    } else batch = source!.next(B);
-    const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mbSize, mbSize));
+    const feeds = stepFeeds(plan, o, source, me.dpRank, step);
     if (failing?.step === step + 1) exec.failAt = failing.instruction;
     const losses = await exec.step(feeds);
     const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
