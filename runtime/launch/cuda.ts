@@ -16,18 +16,20 @@ import { LocalTransport } from '../transport/local.js';
 import type { RunResult, StepReport } from './cpu.js';
 import { replicaSource, stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
-import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
+import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
+import { type Shard, readShard } from '../checkpoint/checkpoint.js';
 
 /**
  * Runs a one-rank plan on the GPU in this process: the CUDA backend behind the same executor the
- * CPU ranks use, the same data sources and step reports. (Multi-GPU runs and checkpoints of device
- * optimizer state come with the next pieces of the CUDA runtime.)
+ * CPU ranks use, the same data sources, step reports and checkpoints. (Multi-rank plans run one
+ * process per GPU: launch/cuda_rank.ts.)
  */
 export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const plan = readPlan(o.planFile);
   if (plan.world.size !== 1) throw new CleaveError(`this plan has ${plan.world.size} ranks: multi-rank plans run one process per GPU (cleave run --gpus ${plan.world.size})`);
-  const weights = o.resume ? resumeShard(o.resume, 0).tensors : planWeights(plan, o.weights);
-  return runWithWeights(plan, weights, o, onStep);
+  // A resumed run reads its shard once: its weights here, its optimizer state and step below.
+  const shard = o.resume ? readShard(o.resume, 0) : undefined;
+  return runWithWeights(plan, shard?.tensors ?? planWeights(plan, o.weights), o, onStep, shard);
 }
 
 /** A plan's initial weights: from `file`, else from the model it was compiled from. */
@@ -37,16 +39,19 @@ export function planWeights(plan: Plan, file = plan.model.source): Map<string, T
   return new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
 }
 
-export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void, shard?: Shard): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
   backend.cudaGraph = !!o.cudaGraph;
   backend.launchLists = o.launchLists !== false;
   if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);
-  return runOnBackend(backend, o, onStep);
+  return runOnBackend(backend, o, onStep, shard);
 }
 
-/** Runs `o.steps` training steps on a backend already holding its weights; frees its device memory at the end, or on failure. */
-export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+/**
+ * Runs `o.steps` training steps on a backend already holding its weights; frees its device memory
+ * at the end, or on failure. `shard`: `o.resume`'s, where the caller has read it already.
+ */
+export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void, shard?: Shard): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const plan = backend.plan;
   backend.timing = !!o.trace;
   let failed = false;
@@ -56,12 +61,9 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     const m = plan.schedule.microbatches, B = m * plan.model.microbatchSize;
     const source = replicaSource(plan, o, 0);
     const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
-    let start = 0;
-    if (o.resume) {
-      const shard = resumeShard(o.resume, 0);
-      restoreFromShard(shard, backend, source);
-      start = shard.step;
-    }
+    const resumed = shard ?? (o.resume ? readShard(o.resume, 0) : undefined);
+    if (resumed) restoreFromShard(resumed, backend, source);
+    const start = resumed?.step ?? 0;
     backend.dev.n.memInfo(true);
     for (let step = start; step < o.steps; step++) {
       const feeds = stepFeeds(plan, o, source, 0, step);

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { dropoutRng } from '../../src/ops/movement.js';
 import type { Plan } from '../../src/plan/types.js';
 import type { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import { readShard, shardName, type Shard, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
+import { shardName, type Shard, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
 import type { DataSource } from '../data/sources.js';
 
 /**
@@ -22,11 +22,6 @@ export function finishCheckpoint(folder: string, step: number, planFile: string,
     format: 'cleave-checkpoint', version: 1, step, plan: resolve(planFile), model: resolve(plan.model.source), world: plan.world.size,
     shards: plan.ranks.map((r) => shardName(r.rank)),
   });
-}
-
-/** A rank's shard to resume from, with the step it had reached. */
-export function resumeShard(dir: string, rank: number): Shard {
-  return readShard(dir, rank);
 }
 
 /** Puts a resumed rank's optimizer and generators where the shard left them. */

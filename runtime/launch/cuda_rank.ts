@@ -11,7 +11,8 @@ import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
 import type { RunResult, StepReport } from './cpu.js';
 import { planWeights, writeDeviceTrace } from './cuda.js';
-import { finishCheckpoint, restoreFromShard, resumeShard, saveGpuShard } from './cuda_checkpoint.js';
+import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
+import { readShard } from '../checkpoint/checkpoint.js';
 import { replicaSource, stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
 import { rendezvous } from './rendezvous.js';
@@ -52,7 +53,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const worldComm = n.ncclInit(rv.shared, world.worldSize, world.rank);
     comm = new CudaComm(n, plan, world.rank, worldComm);
     const transport = new ControlTransport(rv);
-    const shard = o.resume ? resumeShard(o.resume, world.rank) : undefined;
+    const shard = o.resume ? readShard(o.resume, world.rank) : undefined;
     const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, o.weights));
     backend = new CudaRankBackend(plan, world.rank, weights, o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;

@@ -29,9 +29,9 @@ const base: RunOptions = { planFile, data: { kind: 'batches', batches }, steps: 
 /** A GPU run (emulated) from the plan's model, or from a checkpoint's shard. */
 async function gpu(o: RunOptions): Promise<number[]> {
   const host = new HostCuda();
-  const weights = o.resume ? readShard(o.resume, 0).tensors : planWeights(plan);
-  const backend = new CudaRankBackend(plan, 0, weights, opt, new Cuda(host.native));
-  const r = await runOnBackend(backend, o);
+  const shard = o.resume ? readShard(o.resume, 0) : undefined;
+  const backend = new CudaRankBackend(plan, 0, shard?.tensors ?? planWeights(plan), opt, new Cuda(host.native));
+  const r = await runOnBackend(backend, o, undefined, shard);
   expect(host.liveBlocks).toBe(0);
   return r.steps.map((s) => s.loss);
 }

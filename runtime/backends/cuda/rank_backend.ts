@@ -288,12 +288,8 @@ export class CudaRankBackend implements Backend {
     this.lossValues.clear();
     this.advanceLists();
     if (this.cudaGraph && this.stepNo === 2) {
-      // A replay repeats its kernels' arguments: a random op would draw the same numbers every step.
-      const ops = [...this.programs.values()].flat();
-      const random = ops.find((op) => op.def.noFold);
-      if (random) throw new CleaveError(`--cuda-graph: node '${random.name}' (${random.def.op}) draws random numbers, which a replayed graph would repeat every step; run without --cuda-graph`);
-      const host = ops.find((op) => op.def.cudaHostSync);
-      if (host) throw new CleaveError(`--cuda-graph: node '${host.name}' (${host.def.op}) copies between host and device inside the step, which a captured graph cannot; run without --cuda-graph`);
+      const u = this.unreplayable();
+      if (u) throw new CleaveError(`--cuda-graph: node '${u.op.name}' (${u.op.def.op}) ${u.why}; run without --cuda-graph`);
       this.beforeCapture = this.dev.livePointers();
       this.dev.n.graphBegin();
       this.capturing = true;
@@ -303,7 +299,7 @@ export class CudaRankBackend implements Backend {
   /** Moves the launch lists on by one step: sizing (step 1), recording into the arena (step 2), replaying. */
   private advanceLists(): void {
     // Multi-rank steps interleave transfers with compute on other streams: node by node for now.
-    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && !this.multi && this.listable()) {
+    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && !this.multi && !this.unreplayable()) {
       this.listPhase = 'sizing';
       this.dev.sizeArena();
     } else if (this.listPhase === 'sizing') {
@@ -332,9 +328,17 @@ export class CudaRankBackend implements Backend {
     this.listPhase = 'off';
   }
 
-  /** Whether every node of this rank can be replayed from a recording (no random draws, no host copies). */
-  private listable(): boolean {
-    return [...this.programs.values()].flat().every((op) => !op.def.noFold && !op.def.cudaHostSync);
+  /**
+   * The first node a recorded replay cannot hold, and why: a random op (a replay repeats its
+   * kernels' arguments, so it would draw the same numbers every step), else a host copy.
+   */
+  private unreplayable(): { op: Op; why: string } | undefined {
+    const ops = [...this.programs.values()].flat();
+    const random = ops.find((op) => op.def.noFold);
+    if (random) return { op: random, why: 'draws random numbers, which a replayed graph would repeat every step' };
+    const host = ops.find((op) => op.def.cudaHostSync);
+    if (host) return { op: host, why: 'copies between host and device inside the step, which a captured graph cannot' };
+    return undefined;
   }
 
   /** What the device held at most: the pool's mark, the arena and the static workspaces. */
