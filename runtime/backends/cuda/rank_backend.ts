@@ -315,17 +315,31 @@ export class CudaRankBackend implements Backend {
 
   /** Back to enqueueing node by node, from the pool: the recordings and the arena go. */
   private stopLists(): void {
-    for (const l of this.lists.values()) this.dev.n.graphDestroy(l);
+    this.dropLists();
+    this.dropArena();
+    this.listPhase = 'off';
+  }
+
+  /** The recorded lists' graphs go. */
+  private dropLists(): void {
+    const lists = [...this.lists.values()];
     this.lists.clear();
-    // Tensors in the arena (a replayed step's losses) go with it; pool tensors go back to the pool.
-    if (this.arenaBase !== undefined) {
+    for (const l of lists) this.dev.n.graphDestroy(l);
+  }
+
+  /**
+   * The step arena goes, and the tensors in it (a replayed step's losses) with it; a sizing arena
+   * only stops measuring (its tensors are the pool's).
+   */
+  private dropArena(): void {
+    const base = this.arenaBase;
+    this.arenaBase = undefined;
+    if (base !== undefined) {
       this.env.clear();
       this.lossValues.clear();
     }
     this.dev.endArena();
-    if (this.arenaBase !== undefined) this.dev.n.freeStatic(this.arenaBase);
-    this.arenaBase = undefined;
-    this.listPhase = 'off';
+    if (base !== undefined) this.dev.n.freeStatic(base);
   }
 
   /**
@@ -452,21 +466,8 @@ export class CudaRankBackend implements Backend {
         this.listCapture = false;
         this.dev.n.graphAbort();
       },
-      () => {
-        const lists = [...this.lists.values()];
-        this.lists.clear();
-        for (const l of lists) this.dev.n.graphDestroy(l);
-      },
-      () => {
-        // Arena tensors (the last losses among them) go with the arena.
-        if (this.arenaBase === undefined) return;
-        if (this.exec === undefined) this.lossValues.clear();
-        this.env.clear();
-        this.dev.endArena();
-        const base = this.arenaBase;
-        this.arenaBase = undefined;
-        this.dev.n.freeStatic(base);
-      },
+      () => this.dropLists(),
+      () => this.dropArena(),
       () => {
         if (!this.adamTable) return;
         const { tensors, chunks } = this.adamTable;
