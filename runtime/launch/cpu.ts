@@ -26,6 +26,12 @@ export interface StepReport {
   samples: number;
 }
 
+/** A step's report from each replica's microbatch losses: SMP's reduce_mean, then the replicas' mean. */
+export function stepReport(step: number, perReplica: number[][], gradNorm: number, lr: number, samples: number): StepReport {
+  const means = perReplica.map((l) => l.reduce((a, b) => a + b, 0) / l.length);
+  return { step, loss: means.reduce((a, b) => a + b, 0) / means.length, losses: perReplica, gradNorm, lr, samples };
+}
+
 export interface RunResult {
   steps: StepReport[];
   weights?: Map<string, Tensor>;
@@ -91,9 +97,8 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             if (m.size === N) {
               // One report per replica (its pipeline shares the losses); average the replicas.
               const perReplica = plan.ranks.filter((r) => r.ppRank === 0).map((r) => m.get(r.rank)!.losses);
-              const means = perReplica.map((l: number[]) => l.reduce((a: number, b: number) => a + b, 0) / l.length);
               const first = m.get(0)!;
-              const report: StepReport = { step: msg.step, loss: means.reduce((a, b) => a + b, 0) / means.length, losses: perReplica, gradNorm: first.gradNorm, lr: first.lr, samples: first.samples * plan.world.dp };
+              const report = stepReport(msg.step, perReplica, first.gradNorm, first.lr, first.samples * plan.world.dp);
               result.steps.push(report);
               byStep.delete(msg.step);
               onStep?.(report);

@@ -13,7 +13,7 @@ import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { LocalTransport } from '../transport/local.js';
-import type { RunResult, StepReport } from './cpu.js';
+import { type RunResult, type StepReport, stepReport } from './cpu.js';
 import { replicaSource, stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
 import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
@@ -73,8 +73,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
       backend.dev.n.synchronize();
       result.stepMs.push(performance.now() - t0);
-      const l = Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN);
-      const report: StepReport = { step: step + 1, loss: l.reduce((a, b) => a + b, 0) / m, losses: [l], gradNorm, lr, samples: B };
+      const report = stepReport(step + 1, [Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN)], gradNorm, lr, B);
       result.steps.push(report);
       onStep?.(report);
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {

@@ -9,7 +9,7 @@ import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
-import type { RunResult, StepReport } from './cpu.js';
+import { type RunResult, type StepReport, stepReport } from './cpu.js';
 import { planWeights, writeDeviceTrace } from './cuda.js';
 import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
 import { readShard } from '../checkpoint/checkpoint.js';
@@ -24,7 +24,8 @@ import type { WorldEnv } from './world.js';
  * (rank 0 shares the NCCL unique id), joins the world communicator, and runs its instruction list
  * with the CUDA backend, NCCL carrying tensors and the control plane the step's few numbers. Every
  * rank gets every step's report (the losses averaged over replicas, the global gradient norm). If
- * another rank fails, this one aborts its communicators and rejects, naming that rank.
+ * this rank or another fails, it says why (naming the failed rank), tells the others, and ends its
+ * process at once with a non-zero code.
  */
 export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void, initialWeights?: (plan: Plan) => Map<string, Tensor>):
   Promise<RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] }> {
@@ -82,8 +83,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       if (me.ppRank === 0) for (let k = 0; k < m; k++) all[me.dpRank * m + k] = losses.get(k) ?? NaN;
       await transport.allreduce(everyone, `losses of step ${step + 1}`, all);
       const perReplica = Array.from({ length: plan.world.dp }, (_, d) => Array.from(all.subarray(d * m, (d + 1) * m)));
-      const means = perReplica.map((l) => l.reduce((a, b) => a + b, 0) / m);
-      const report: StepReport = { step: step + 1, loss: means.reduce((a, b) => a + b, 0) / means.length, losses: perReplica, gradNorm, lr, samples: B * plan.world.dp };
+      const report = stepReport(step + 1, perReplica, gradNorm, lr, B * plan.world.dp);
       result.steps.push(report);
       onStep?.(report);
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
