@@ -7,7 +7,7 @@ import { normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { type Window, padCounts, padEnds, slide, windowAttrs, windowOf } from './conv.js';
 import { erf, geluTanhGrad } from './math.js';
-import { sliceAxes } from './movement.js';
+import { sliceAxes, sliceStrides } from './movement.js';
 import { rowStats } from './norm.js';
 import type { AttrSpec, OpContext, OpDef } from './registry.js';
 import { elems, float, input, int, ints, moved, perOutput, str } from './util.js';
@@ -393,14 +393,7 @@ const sliceGrad = internal({
   cost: perOutput(0),
   cuda(dev, [g], [dx], attrs) {
     // Zeros, then g copied into the slice's positions: Slice's strides and base, written instead of read.
-    const { axes } = sliceAxes({ node: 'SliceGrad', inputs: [], numOutputs: 1, attrs, consts: [] }, dx!.shape);
-    const st = stridesOf(dx!.shape);
-    const strides = [...st];
-    let base = 0;
-    for (const a of axes) {
-      base += a.start * st[a.axis]!;
-      strides[a.axis] = a.step * st[a.axis]!;
-    }
+    const { strides, base } = sliceStrides('SliceGrad', attrs, dx!.shape);
     dev.fill(dx!, 0);
     dev.copyRegion(g!, dx!, g!.shape, stridesOf(g!.shape), strides, 0, base);
   },

@@ -1,6 +1,6 @@
 import { CleaveError, SymbolicDimError } from '../errors.js';
 import { dtypeFromOnnx, isFloat } from '../ir/dtype.js';
-import type { ValueType } from '../ir/graph.js';
+import type { Attrs, ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, broadcast, formatShape, normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { Rng } from '../util/random.js';
@@ -296,6 +296,22 @@ const split: OpDef = {
 
 interface SliceAxis { axis: number; start: number; step: number; len: number }
 
+/**
+ * Where a slice of a dense tensor of `shape` reads it: the element strides and the first element's
+ * offset (a strided copy reads the slice from them; SliceGrad writes its gradient back through them).
+ */
+export function sliceStrides(node: string, attrs: Attrs, shape: readonly number[]): { strides: number[]; base: number } {
+  const { axes } = sliceAxes({ node, inputs: [], numOutputs: 1, attrs, consts: [] }, shape);
+  const st = stridesOf(shape);
+  const strides = [...st];
+  let base = 0;
+  for (const a of axes) {
+    base += a.start * st[a.axis]!;
+    strides[a.axis] = a.step * st[a.axis]!;
+  }
+  return { strides, base };
+}
+
 export function sliceAxes(ctx: OpContext, s: Shape): { shape: Dim[]; axes: SliceAxis[] } {
   const starts = ints(ctx.attrs, 'starts');
   const ends = ints(ctx.attrs, 'ends');
@@ -345,14 +361,7 @@ const slice: OpDef = {
   },
   cost: dataMovement,
   cuda(dev, [x], [out], attrs) {
-    const { axes } = sliceAxes({ node: 'Slice', inputs: [], numOutputs: 1, attrs, consts: [] }, x!.shape);
-    const st = stridesOf(x!.shape);
-    const strides = [...st];
-    let base = 0;
-    for (const a of axes) {
-      base += a.start * st[a.axis]!;
-      strides[a.axis] = a.step * st[a.axis]!;
-    }
+    const { strides, base } = sliceStrides('Slice', attrs, x!.shape);
     dev.stridedCopy(x!, out!, strides, base);
   },
   cpu([x], attrs) {
