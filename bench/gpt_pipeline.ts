@@ -6,10 +6,16 @@
 // cleave's predicted step time beside the measured one.
 //
 //   node dist/bench/gpt_pipeline.js [--gpus 4] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
-//                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch] [--no-profile]
-// Plans are compiled with this card's measured op times (cleave profile of the one-GPU plan) unless --no-profile.
+//                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch] [--no-cleave]
+//                                   [--no-profile] [--dir DIR] [--memory-weight 0.2] [--trace]
+// Plans are compiled with this card's measured op times (cleave profile of the one-GPU plan) unless --no-profile;
+// with --dir the profile is kept there and reused, so the cleave and torch halves can run as two commands
+// (--no-torch, then --no-cleave: torch still cuts where cleave's plans cut). --trace writes each
+// pipelined run's measured last step (Perfetto) to DIR/<schedule>.trace.json. The partitioner's
+// memory_weight is 0.2 here, not SMP's 0.8: every stage fits with room to spare, so time, not
+// memory, should set the cut, as a user tuning for speed would set it.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,11 +34,13 @@ const arg = (k: string, d: number): number => {
   return i >= 0 ? Number(process.argv[i + 1]) : d;
 };
 const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), steps: arg('steps', 3), warmup: 2 };
-const gpus = arg('gpus', 4), m = arg('microbatches', 8);
+const gpus = arg('gpus', 4), m = arg('microbatches', 8), memoryWeight = arg('memory-weight', 0.2);
+const tracing = process.argv.includes('--trace');
 const si = process.argv.indexOf('--schedules');
 const ALL: readonly ScheduleName[] = SCHEDULES;
 const schedules = si >= 0 ? (process.argv[si + 1]!.split(',') as ScheduleName[]) : ALL;
 const withTorch = !process.argv.includes('--no-torch');
+const withCleave = !process.argv.includes('--no-cleave');
 const here = dirname(fileURLToPath(import.meta.url));
 const log = (s: string): void => void process.stderr.write(`[${(performance.now() / 1000).toFixed(1)} s] ${s}\n`);
 
@@ -42,7 +50,9 @@ if (card.length < gpus) {
   process.exit(0);
 }
 const device = /H200/.test(card[0]!) ? 'h200' : 'h100';
-const dir = mkdtempSync(join(tmpdir(), 'cleave-pipeline-'));
+const di = process.argv.indexOf('--dir');
+const dir = di >= 0 ? process.argv[di + 1]! : mkdtempSync(join(tmpdir(), 'cleave-pipeline-'));
+mkdirSync(dir, { recursive: true });
 const g = benchGpt(cfg);
 const params = parameterStats(g).count;
 const tokens = m * cfg.micro * cfg.seq;
@@ -63,7 +73,7 @@ let measured: MeasuredProfile | undefined;
 
 function planFor(name: string, partitions: number, schedule: ScheduleName): { plan: Plan; planFile: string } {
   const v = schedule === 'zbv' || schedule === 'interleaved-1f1b' ? 2 : 1;
-  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured });
+  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured, memoryWeight });
   const planFile = join(dir, `${name}.plan`);
   writePlan(planFile, plan);
   return { plan, planFile };
@@ -75,8 +85,8 @@ async function cleave(name: string, partitions: number, schedule: ScheduleName):
   splits.set(schedule, layerSplit(plan));
   let out = '';
   await launchProcesses({
-    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify(cfg)],
-    logDir: join(dir, `logs-${name}`), env: { NCCL_NVLS_ENABLE: '0' }, echo: (c) => void (out += c),
+    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify({ ...cfg, trace: tracing && partitions > 1 ? join(dir, `${name}.trace.json`) : undefined })],
+    logDir: join(dir, `logs-${name}`), env: partitions > 1 ? { NCCL_NVLS_ENABLE: '0', CUDA_DEVICE_MAX_CONNECTIONS: '32', CUDA_MODULE_LOADING: 'EAGER' } : {}, echo: (c) => void (out += c),
   });
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`${name}: no result from rank 0:\n${out}`);
@@ -99,34 +109,44 @@ function torch(schedule: string, nprocs: number): Result | string {
 
 const rows: string[][] = [];
 const row = (system: string, schedule: string, r: Result | string, single?: number): void => {
-  if (typeof r === 'string') return void rows.push([system, schedule, r, '', '', '', '', '']);
+  if (typeof r === 'string') {
+    log(`${system} ${schedule}: ${r}`);
+    return void rows.push([system, schedule, r, '', '', '', '', '']);
+  }
   const eff = single ? `${((100 * single) / gpus / r.stepMs).toFixed(1)}%` : '—';
   const pred = r.predictedMs ? `${r.predictedMs.toFixed(0)} (${((100 * (r.stepMs - r.predictedMs)) / r.predictedMs).toFixed(0)}%)` : '—';
   rows.push([system, schedule, r.stepMs.toFixed(1), (tokens / r.stepMs * 1000).toFixed(0), (flops / r.stepMs / 1e9 / gpus).toFixed(1), eff,
     (Math.max(...r.peakBytes) / 2 ** 30).toFixed(1), pred]);
+  log(`${system} ${schedule}: ${rows.at(-1)!.slice(2).join(' | ')}`);
 };
 
 // The partitioner and the predictions work from this card's measured op times, as a user would
 // (cleave profile on the one-GPU plan, then compile with --profile).
 if (!process.argv.includes('--no-profile')) {
   log('cleave: measuring each op on one GPU (cleave profile)');
-  const { planFile } = planFor('profiled', 1, '1f1b');
   const file = join(dir, 'profile.json');
-  const r = spawnSync(process.execPath, [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify(cfg), '--profile', file], { encoding: 'utf8', stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status === 0) measured = readMeasuredProfile(file);
+  if (existsSync(file)) log(`cleave: op times from ${file}`);
+  else {
+    log('cleave: measuring each op on one GPU (cleave profile)');
+    const { planFile } = planFor('profiled', 1, '1f1b');
+    spawnSync(process.execPath, [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify(cfg), '--profile', file], { encoding: 'utf8', stdio: ['ignore', 'inherit', 'inherit'] });
+  }
+  if (existsSync(file)) measured = readMeasuredProfile(file);
   else log('profiling failed: plans use the analytic cost model');
 }
-log(`cleave: single GPU (${m} microbatches of ${cfg.micro})`);
-const cleaveSingle = await cleave('single', 1, '1f1b');
-row('cleave', 'one GPU', cleaveSingle);
-for (const s of schedules) {
-  log(`cleave: ${s} on ${gpus} GPUs`);
-  try {
-    row('cleave', s, await cleave(s, gpus, s), cleaveSingle.stepMs);
-  } catch (e) {
-    row('cleave', s, `failed: ${(e as Error).message.split('\n')[0]}`);
+if (withCleave) {
+  log(`cleave: single GPU (${m} microbatches of ${cfg.micro})`);
+  const cleaveSingle = await cleave('single', 1, '1f1b');
+  row('cleave', 'one GPU', cleaveSingle);
+  for (const s of schedules) {
+    log(`cleave: ${s} on ${gpus} GPUs`);
+    try {
+      row('cleave', s, await cleave(s, gpus, s), cleaveSingle.stepMs);
+    } catch (e) {
+      row('cleave', s, `failed: ${(e as Error).message.split('\n')[0]}`);
+    }
   }
-}
+} else for (const s of schedules) splits.set(s, layerSplit(planFor(s, gpus, s).plan));
 if (withTorch) {
   log('torch: single GPU (one stage)');
   const torchSingle = torch('gpipe', 1);

@@ -27,6 +27,41 @@ import type { WorldEnv } from './world.js';
  * this rank or another fails, it says why (naming the failed rank), tells the others, and ends its
  * process at once with a non-zero code.
  */
+/**
+ * The CUDA settings a rank of a multi-rank plan needs, set in `env` before this process loads CUDA
+ * (the driver reads them once); a user's setting that would let the ranks deadlock is refused.
+ *
+ * - CUDA_MODULE_LOADING=EAGER: lazily, a kernel's first launch loads its module, and that waits for
+ *   the device's queued work, NCCL kernels included, which wait for a peer that may be stuck the
+ *   same way. Interleaved plans at pp 4 hung so in step 1 on 4 GPUs. Eagerly, every kernel loads
+ *   when CUDA starts (a few seconds more at start-up).
+ * - CUDA_DEVICE_MAX_CONNECTIONS: every pair of ranks that exchange tensors and every group gets a
+ *   stream of its own (CudaComm), spread over this many hardware queues (8 unless set); streams
+ *   sharing a queue wait for each other's earlier work, a receive waiting for its peer holding up a
+ *   send the peer needs, say. So a rank asks for CUDA's most, 32, unless set, and refuses fewer
+ *   queues than its plan has streams.
+ */
+export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv = process.env): void {
+  const loading = env['CUDA_MODULE_LOADING'];
+  if (loading === undefined) env['CUDA_MODULE_LOADING'] = 'EAGER';
+  else if (loading.toUpperCase() !== 'EAGER') {
+    throw new CleaveError(`CUDA_MODULE_LOADING=${loading}: a kernel loaded lazily waits for the NCCL kernels in flight, and ranks can deadlock in their first step; unset it or set EAGER`);
+  }
+  const peers = new Set<string>();
+  for (const r of plan.ranks) for (const ins of r.instructions) if (ins.kind === 'SEND' && (r.rank === rank || ins.peer === rank)) peers.add(`${r.rank}>${ins.peer}`);
+  // Compute, one per pair and group, and NCCL's own two (its launch and host streams).
+  const groups = plan.groups.filter((g) => g.ranks.includes(rank)).length;
+  const needed = 1 + peers.size + groups + 2;
+  const set = env['CUDA_DEVICE_MAX_CONNECTIONS'];
+  if (set === undefined) {
+    env['CUDA_DEVICE_MAX_CONNECTIONS'] = '32';
+    return;
+  }
+  if (!(Number(set) >= Math.min(needed, 32))) {
+    throw new CleaveError(`CUDA_DEVICE_MAX_CONNECTIONS=${set} gives rank ${rank} too few hardware queues: its plan runs ${needed} streams (compute, ${peers.size} rank pairs, ${groups} group${groups === 1 ? '' : 's'}, NCCL's 2), and streams sharing a queue can deadlock the ranks; unset it or set ${Math.min(needed, 32)} or more`);
+  }
+}
+
 export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void, initialWeights?: (plan: Plan) => Map<string, Tensor>):
   Promise<RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] }> {
   if (o.cudaGraph) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
@@ -34,9 +69,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
   if (plan.world.size !== world.worldSize) {
     throw new CleaveError(`${o.planFile} has ${plan.world.size} ranks (${plan.world.pp} pipeline × ${plan.world.dp} data parallel), but ${world.source} started ${world.worldSize} processes`);
   }
-  // Transfers run on streams of their own beside compute; with one hardware queue they would be
-  // serialized behind each other and a pair waiting for its peer could hold up the other direction.
-  if (process.env['CUDA_DEVICE_MAX_CONNECTIONS'] === '1') throw new CleaveError('CUDA_DEVICE_MAX_CONNECTIONS=1 serializes the streams multi-GPU transfers run on; unset it (or set 8 or more)');
+  cudaEnvironment(plan, world.rank);
   const n = requireCuda();
   const devices = n.info()?.devices ?? 0;
   if (world.localRank >= devices) throw new CleaveError(`rank ${world.rank} is local rank ${world.localRank}, but this host has ${devices} GPU${devices === 1 ? '' : 's'}`);

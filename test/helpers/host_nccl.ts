@@ -42,6 +42,7 @@ export class HostFabric {
         if (q) deliver(q);
         else this.waiting.set(key, [...(this.waiting.get(key) ?? []), deliver]);
       }),
+      arrive: () => undefined,
       reading: () => false,
       drainSends: () => undefined,
       allreduce: (group, tensors, average) => {

@@ -60,14 +60,19 @@ describe('CudaComm', () => {
     expect(new Set(splits)).toEqual(new Set([pairs.size + plan.groups.length]));
   });
 
-  it('connects each of its pairs once before any step, with one grouped element each way', () => {
+  it('connects each of its pairs once before any step, exchanging a message as large as the pair\'s largest tensor', () => {
     const plan = plan2();
     const f = fakeNative(0);
     new CudaComm(f.n, plan, 0, 1n);
     const warm = f.calls.filter((c) => /^(send|recv) /.test(c));
-    // Rank 0 sends to rank 1 and receives from it: two pair communicators, one exchange each.
+    // Rank 0 sends to rank 1 and receives from it: two pair communicators, one exchange each way.
     expect(warm).toHaveLength(4);
-    expect(warm.every((c) => c.includes('×1') && c.includes('to 1') || c.includes('from 1'))).toBe(true);
+    expect(warm.every((c) => c.includes('to 1') || c.includes('from 1'))).toBe(true);
+    const bytes = (from: number, to: number): number => Math.max(...plan.ranks[from]!.instructions.filter((i) => i.kind === 'SEND' && i.peer === to)
+      .map((i) => plan.values[plan.tensors[i.tensor]!.value]!.shape.reduce((a, b) => a * b, 1) * 4));
+    // Both sides of a pair agree on its size: the pair 0>1 carries rank 0's activations, 1>0 the gradients back.
+    expect(warm.slice(0, 2).map((c) => /×(\d+)/.exec(c)![1])).toEqual([String(bytes(0, 1)), String(bytes(0, 1))]);
+    expect(warm.slice(2).map((c) => /×(\d+)/.exec(c)![1])).toEqual([String(bytes(1, 0)), String(bytes(1, 0))]);
   });
 
   it('orders a send after the compute that made it, and holds its memory until the send is done, for every send of it', () => {
@@ -95,7 +100,7 @@ describe('CudaComm', () => {
     expect(comm.reading(6000n)).toBe(false);
   });
 
-  it('makes compute wait for a receive, and drainSends makes it wait for sends still in flight', () => {
+  it('makes compute wait for a receive where it is first read, and drainSends makes it wait for sends still in flight', () => {
     const plan = plan2();
     const f = fakeNative(1);
     const comm = new CudaComm(f.n, plan, 1, 1n);
@@ -103,6 +108,19 @@ describe('CudaComm', () => {
     f.calls.length = 0;
     comm.recv(t(7000n), 0);
     expect(f.calls[2]).toMatch(/^recv 7000 ×256 from 0 on comm \d+ stream \d+$/);
+    const arrived = f.calls.at(-1)!;
+    expect(arrived).toMatch(/^record \d+ on \d+$/);
+    // Nothing on the compute stream waits yet: a send queued now is not held up behind the receive.
+    expect(f.calls.some((c) => c.startsWith('wait 0 '))).toBe(false);
+    comm.arrive(9000n); // memory no receive wrote: nothing to wait for
+    expect(f.calls.some((c) => c.startsWith('wait 0 '))).toBe(false);
+    comm.arrive(7000n);
+    expect(f.calls.at(-1)).toBe(`wait 0 for ${arrived.split(' ')[1]}`);
+    comm.arrive(7000n); // once only
+    expect(f.calls.filter((c) => c.startsWith('wait 0 '))).toHaveLength(1);
+    f.calls.length = 0;
+    comm.recv(t(7100n), 0);
+    comm.drainSends(); // the start of a step: a receive nobody read is waited for too
     expect(f.calls.at(-1)).toMatch(/^wait 0 for \d+$/);
     f.calls.length = 0;
     comm.send(t(8000n), 0);

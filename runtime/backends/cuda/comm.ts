@@ -1,4 +1,5 @@
 import { CleaveError } from '../../../src/errors.js';
+import { dtypeFromOnnx } from '../../../src/ir/dtype.js';
 import type { DeviceTensor } from '../../../src/ops/registry.js';
 import type { Plan } from '../../../src/plan/types.js';
 import type { NativeCuda } from './native.js';
@@ -21,6 +22,8 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 export interface RankComm {
   send(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void;
   recv(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void | Promise<void>;
+  /** Compute queued from now on may read what was received at `ptr`. */
+  arrive(ptr: bigint): void;
   reading(ptr: bigint): boolean;
   drainSends(): void;
   allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean, mark?: readonly [bigint, bigint]): void | Promise<void>;
@@ -35,7 +38,9 @@ export interface RankComm {
  * parallel replicas, tied parameters) it belongs to, each with its own stream: every communicator
  * then carries one sender's sends to one receiver in plan order, so a send waiting for its receive
  * never holds up another pair, and transfers overlap compute. Compute never waits for a send; it
- * waits for a receive's data; memory a send still reads is held back until the send is done.
+ * waits for a receive's data only where something first reads it (`arrive`), so work queued between
+ * a receive and its reader, a send to another rank say, is not held up behind the transfer; memory a
+ * send still reads is held back until the send is done.
  */
 export class CudaComm implements RankComm {
   private readonly channels = new Map<string, Channel>();
@@ -44,6 +49,8 @@ export class CudaComm implements RankComm {
   private readonly spareEvents: bigint[] = [];
   /** Group channels with reductions the compute stream has not waited for yet. */
   private readonly pending = new Set<Channel>();
+  /** Receives compute has not waited for yet: buffer address → the receive's event. */
+  private readonly arrivals = new Map<bigint, bigint>();
 
   constructor(readonly n: NativeCuda, readonly plan: Plan, readonly rank: number, readonly world: bigint) {
     // Each split is a collective over the world: every rank makes the same calls in the same order.
@@ -61,17 +68,35 @@ export class CudaComm implements RankComm {
       const comm = n.ncclSplit(world, mine ? 0 : -1, rank);
       if (mine) this.channels.set(`group ${g.id}`, this.channel(comm));
     }
-    this.warmUp(sorted);
+    this.warmUp(sorted, CudaComm.largest(plan));
+  }
+
+  /** Bytes of the largest tensor each pair ("a>b") carries in the plan. */
+  private static largest(plan: Plan): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const r of plan.ranks) {
+      for (const ins of r.instructions) {
+        if (ins.kind !== 'SEND') continue;
+        const v = plan.values[plan.tensors[ins.tensor]!.value]!;
+        // The plan's type is the widest the wire carries (float32 values go as 16 bits under bf16 compute).
+        const bytes = numel(v.shape) * (BYTES[dtypeFromOnnx(v.dtype, v.name)] ?? 8);
+        const key = `${r.rank}>${ins.peer}`;
+        out.set(key, Math.max(out.get(key) ?? 0, bytes));
+      }
+    }
+    return out;
   }
 
   /**
-   * NCCL connects a pair's peers on their first send and receive, and that first use can block the
-   * host until the peer's host gets there too: two ranks sending to each other first would wait
-   * for each other inside step 1. So every pair exchanges one element here, the pairs taken in the
-   * same order on every rank, before any step.
+   * NCCL connects a pair's peers on first use, and that can block the host until the peer's host
+   * gets there too: two ranks sending to each other first would wait for each other inside step 1.
+   * So every pair exchanges a message as large as its largest tensor here (a small one may not set
+   * up every channel a large one uses), the pairs taken in the same order on every rank, before any step.
    */
-  private warmUp(pairs: readonly string[]): void {
-    const buf = this.n.alloc(8);
+  private warmUp(pairs: readonly string[], largest: ReadonlyMap<string, number>): void {
+    let most = 8;
+    for (const key of pairs) if (this.channels.has(`pair ${key}`)) most = Math.max(most, largest.get(key) ?? 8);
+    const send = this.n.alloc(most), recv = this.n.alloc(most);
     try {
       for (const key of pairs) {
         const ch = this.channels.get(`pair ${key}`);
@@ -79,11 +104,13 @@ export class CudaComm implements RankComm {
         const [a, b] = key.split('>').map(Number) as [number, number];
         const peer = this.rank === a ? b : a;
         const idx = peer < this.rank ? 0 : 1;
+        // The pair carries a's tensors to b: each side sends what b receives, so both sides agree on the size.
+        const bytes = largest.get(key) ?? 8;
         this.follow(ch);
         this.n.ncclGroup(true);
         try {
-          this.n.ncclSend(ch.comm, 0, buf, 1, idx, ch.stream);
-          this.n.ncclRecv(ch.comm, 0, buf + 4n, 1, idx, ch.stream);
+          this.n.ncclSend(ch.comm, 3, send, bytes, idx, ch.stream);
+          this.n.ncclRecv(ch.comm, 3, recv, bytes, idx, ch.stream);
         } finally {
           this.n.ncclGroup(false);
         }
@@ -91,7 +118,8 @@ export class CudaComm implements RankComm {
         while (!this.n.eventQuery(ch.after)) { /* the constructor may block: every rank is here */ }
       }
     } finally {
-      this.n.free(buf);
+      this.n.free(send);
+      this.n.free(recv);
     }
   }
 
@@ -133,7 +161,7 @@ export class CudaComm implements RankComm {
     this.inFlight.set(t.ptr, [...(this.inFlight.get(t.ptr) ?? []), done]);
   }
 
-  /** Receives into `t` from world rank `peer`; compute queued after this sees the data. */
+  /** Receives into `t` from world rank `peer`; compute sees the data once `arrive(t.ptr)` is called. */
   recv(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void {
     const ch = this.get(`pair ${peer}>${this.rank}`);
     const [code, count] = CudaComm.wire(t);
@@ -142,8 +170,19 @@ export class CudaComm implements RankComm {
     if (mark) this.n.eventRecord(mark[0], ch.stream);
     this.n.ncclRecv(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
     if (mark) this.n.eventRecord(mark[1], ch.stream);
-    this.n.eventRecord(ch.after, ch.stream);
-    this.n.streamWait(0n, ch.after);
+    const ev = this.spareEvents.pop() ?? this.n.eventCreate();
+    this.n.eventRecord(ev, ch.stream);
+    const old = this.arrivals.get(t.ptr);
+    if (old !== undefined) this.release(old);
+    this.arrivals.set(t.ptr, ev);
+  }
+
+  /** Compute queued from now on sees the data received at `ptr` (a no-op for any other memory). */
+  arrive(ptr: bigint): void {
+    const ev = this.arrivals.get(ptr);
+    if (ev === undefined) return;
+    this.arrivals.delete(ptr);
+    this.release(ev);
   }
 
   /**
@@ -162,11 +201,14 @@ export class CudaComm implements RankComm {
 
   /**
    * The compute stream waits for every send still in flight, which are then forgotten: memory they
-   * read can be freed on the compute stream (the start of a step, the end of a run).
+   * read can be freed on the compute stream (the start of a step, the end of a run). It waits for
+   * any receive not yet read too.
    */
   drainSends(): void {
     for (const evs of this.inFlight.values()) for (const ev of evs) this.release(ev);
     this.inFlight.clear();
+    for (const ev of this.arrivals.values()) this.release(ev);
+    this.arrivals.clear();
   }
 
   private release(ev: bigint): void {
@@ -228,9 +270,10 @@ export class CudaComm implements RankComm {
       attempt(() => this.n.eventDestroy(ch.after));
     }
     this.channels.clear();
-    for (const ev of [...this.spareEvents, ...[...this.inFlight.values()].flat()]) attempt(() => this.n.eventDestroy(ev));
+    for (const ev of [...this.spareEvents, ...[...this.inFlight.values()].flat(), ...this.arrivals.values()]) attempt(() => this.n.eventDestroy(ev));
     this.spareEvents.length = 0;
     this.inFlight.clear();
+    this.arrivals.clear();
     attempt(() => this.n.ncclClose(this.world, abort));
     if (first !== undefined) throw first;
   }

@@ -550,10 +550,15 @@ export class CudaRankBackend implements Backend {
   private computeNodes(ins: Instruction): void {
     const env = this.envOf(ins.mb);
     const stage = this.plan.stages[ins.stage]!;
+    const comm = this.multi?.comm;
     const read = (v: number): DeviceTensor | null => {
       if (v < 0) return null;
       const t = env.get(v) ?? this.resident.get(v);
-      if (t) return t;
+      if (t) {
+        // A received tensor's first reader is where compute waits for the transfer.
+        comm?.arrive(t.ptr);
+        return t;
+      }
       const pv = this.plan.values[v]!;
       if (pv.kind !== 'input') throw new CleaveError(`value '${pv.name}' of microbatch ${ins.mb} is not on this GPU`);
       const d = this.staticFeeds.get(`${ins.mb}:${v}`);
@@ -641,7 +646,12 @@ export class CudaRankBackend implements Backend {
   private endMicrobatch(mb: number): void {
     const env = this.envOf(mb);
     const loss = this.lossValues.get(mb);
-    for (const t of env.values()) if (t !== loss) this.dev.free(t);
+    for (const t of env.values()) {
+      if (t === loss) continue;
+      // Memory a receive may still be writing (a tensor no instruction read) is not reused before it lands.
+      this.multi?.comm.arrive(t.ptr);
+      this.dev.free(t);
+    }
     env.clear();
   }
 
@@ -728,6 +738,8 @@ export class CudaRankBackend implements Backend {
     const b = this.plan.tensors[ins.tensor]!;
     const t = this.env.get(ins.mb)?.get(b.value);
     if (!t) throw new CleaveError(`tensor ${ins.tensor} ('${this.plan.values[b.value]!.name}') of microbatch ${ins.mb} has not been computed on rank ${this.rank}`);
+    // A received tensor passed on: its send starts after it arrived.
+    comm.arrive(t.ptr);
     comm.send(t, ins.peer, this.mark(ins));
     if (this.lastCompute.get(ins.mb) === ins) this.endMicrobatch(ins.mb);
     this.reap();
@@ -741,7 +753,10 @@ export class CudaRankBackend implements Backend {
     const env = this.envOf(ins.mb);
     // A value received again for the same microbatch (a plan that sends it twice) replaces the first.
     const old = env.get(b.value);
-    if (old) this.dev.free(old);
+    if (old) {
+      comm.arrive(old.ptr);
+      this.dev.free(old);
+    }
     const t = this.dev.alloc(dtype, pv.shape);
     env.set(b.value, t);
     await comm.recv(t, ins.peer, this.mark(ins));
@@ -849,6 +864,10 @@ export class CudaRankBackend implements Backend {
       this.dev.n.sumsq(g.ptr, numel(g.shape), s.ptr);
       return s;
     });
+    // Without clipping or fp16's overflow check the update does not depend on the norm: queue it
+    // behind the squares, so the device is not left idle while the ranks add up the norm on the host.
+    const early = o.clip === undefined && this.compute16 !== 'float16';
+    if (early) this.update(o, 1 / this.lossScale);
     await this.drain();
     let sq = squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0);
     for (const s of squares) this.dev.free(s);
@@ -860,6 +879,10 @@ export class CudaRankBackend implements Backend {
     // Gradients carry the loss scale (1 outside fp16): the norm is of the true gradient.
     const scale = this.lossScale;
     const norm = Math.sqrt(sq) / m / scale;
+    if (early) {
+      if (om) this.dev.n.eventRecord(om[1], 0n);
+      return { gradNorm: norm };
+    }
     if (this.compute16 === 'float16') {
       if (!Number.isFinite(norm)) {
         // Overflow somewhere in the scaled backward pass: skip the update, try a smaller scale.
@@ -878,7 +901,14 @@ export class CudaRankBackend implements Backend {
         this.setLossScale(this.lossScale * 2);
       }
     }
-    const clip = (o.clip !== undefined ? Math.min(1, o.clip / (norm + 1e-6)) : 1) / scale;
+    this.update(o, (o.clip !== undefined ? Math.min(1, o.clip / (norm + 1e-6)) : 1) / scale);
+    if (om) this.dev.n.eventRecord(om[1], 0n);
+    return { gradNorm: norm };
+  }
+
+  /** Applies the optimizer to every owned parameter, gradients times `clip` (clipping and loss scale) ÷ microbatches. */
+  private update(o: OptimizerOptions, clip: number): void {
+    const m = this.plan.schedule.microbatches;
     if (this.optimizer.kind === 'adamw') {
       const c = this.optimizer;
       const t = ++this.adamStep;
@@ -899,7 +929,5 @@ export class CudaRankBackend implements Backend {
         if (this.compute16) this.dev.cast(this.master.get(s.p)!, this.resident.get(s.p)!);
       }
     }
-    if (om) this.dev.n.eventRecord(om[1], 0n);
-    return { gradNorm: norm };
   }
 }

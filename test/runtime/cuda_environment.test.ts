@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import { compile } from '../../compiler/compile.js';
+import { cudaEnvironment } from '../../runtime/launch/cuda_rank.js';
+import { fixturePath } from '../helpers/fixtures.js';
+
+// Interleaved at pp 4: the last rank exchanges tensors with all three others in both directions
+// and shares the tied embedding's group with rank 0, which is more streams than CUDA's default 8
+// hardware queues (the plan that deadlocked on 4 GPUs).
+const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 4, microbatches: 4, schedule: 'interleaved-1f1b', virtualStages: 2, batch: 8 }).plan;
+
+describe('the CUDA settings of a multi-GPU rank', () => {
+  it('asks for eager module loading and CUDA\'s 32 hardware queues when unset', () => {
+    const env: NodeJS.ProcessEnv = {};
+    cudaEnvironment(plan, 3, env);
+    expect(env['CUDA_DEVICE_MAX_CONNECTIONS']).toBe('32');
+    expect(env['CUDA_MODULE_LOADING']).toBe('EAGER');
+  });
+
+  it('refuses lazy module loading, naming the variable', () => {
+    expect(() => cudaEnvironment(plan, 0, { CUDA_MODULE_LOADING: 'LAZY' })).toThrow(/CUDA_MODULE_LOADING=LAZY: a kernel loaded lazily waits for the NCCL kernels in flight.*unset it or set EAGER/);
+    const env: NodeJS.ProcessEnv = { CUDA_MODULE_LOADING: 'eager' };
+    cudaEnvironment(plan, 0, env);
+    expect(env['CUDA_MODULE_LOADING']).toBe('eager');
+  });
+
+  it('keeps a setting that covers the rank\'s streams', () => {
+    const env: NodeJS.ProcessEnv = { CUDA_DEVICE_MAX_CONNECTIONS: '16' };
+    cudaEnvironment(plan, 3, env);
+    expect(env['CUDA_DEVICE_MAX_CONNECTIONS']).toBe('16');
+  });
+
+  it('refuses a setting with fewer queues than streams, naming the variable and the count', () => {
+    expect(() => cudaEnvironment(plan, 3, { CUDA_DEVICE_MAX_CONNECTIONS: '8' })).toThrow(/CUDA_DEVICE_MAX_CONNECTIONS=8 gives rank 3 too few hardware queues: its plan runs 10 streams \(compute, 6 rank pairs, 1 group, NCCL's 2\).*set 10 or more/);
+    expect(() => cudaEnvironment(plan, 0, { CUDA_DEVICE_MAX_CONNECTIONS: '1' })).toThrow(/CUDA_DEVICE_MAX_CONNECTIONS=1 gives rank 0 too few/);
+    expect(() => cudaEnvironment(plan, 0, { CUDA_DEVICE_MAX_CONNECTIONS: 'many' })).toThrow(/CUDA_DEVICE_MAX_CONNECTIONS=many/);
+  });
+});
