@@ -108,6 +108,9 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
       report({ rank, message });
     };
     const server: Server = createServer((socket) => {
+      // Each step's few numbers are small writes in quick succession: Nagle's algorithm would hold
+      // one back until the last is acknowledged (tens of ms a step with delayed ACKs).
+      socket.setNoDelay(true);
       let who = -1;
       lines(socket, (m) => {
         if (m.hello !== undefined) {
@@ -186,7 +189,7 @@ function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const attempt = (): void => {
-      const socket = createConnection({ host: world.masterAddr, port: world.masterPort });
+      const socket = createConnection({ host: world.masterAddr, port: world.masterPort, noDelay: true });
       let joined = false, leaving = false;
       const box = new Mailbox(world.rank);
       let report: (f: { rank: number; message: string }) => void = () => undefined;
