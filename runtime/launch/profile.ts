@@ -25,9 +25,10 @@ export interface ProfileResult {
 
 /**
  * Times every node of a one-rank plan on the GPU: runs whole training steps (forward, backward,
- * optimizer) on the bundled data, synchronizing after each node, and averages each op signature's
- * time. Signatures are the cost model's, so the result feeds the partitioner directly. Synchronizing
- * per node adds launch latency that a free-running step hides: the figures are an upper bound.
+ * optimizer) on the bundled data, with CUDA events around each node, and averages each op
+ * signature's device time. Signatures are the cost model's, so the result feeds the partitioner
+ * directly. A node so small that the host launches it slower than the device runs it counts the
+ * host's time (the device waits for it), as it does in a step run node by node.
  */
 export async function profilePlan(planFile: string, o: ProfileOptions): Promise<ProfileResult> {
   const plan = readPlan(planFile);

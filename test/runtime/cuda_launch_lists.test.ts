@@ -102,8 +102,13 @@ describe('launch lists (host emulation)', () => {
       // Profiling from step profileFrom + 1: during sizing, after recording, after a replay.
       const r = await runOnBackend(backend, run, (x) => { if (x.step === profileFrom) backend.profiling = true; });
       losses.push(r.steps.map((x) => x.loss));
-      if (profileFrom > 0) expect(backend.profile.size).toBeGreaterThan(0);
+      if (profileFrom > 0) {
+        expect(backend.profile.size).toBeGreaterThan(0);
+        // Each node's time comes from the events around it on the device (here: emulated ticks).
+        for (const [sig, x] of backend.profile) expect(x.ms / x.count, sig).toBeGreaterThan(0);
+      }
       expect(host.liveBlocks, `profiling from step ${profileFrom + 1}: device memory left allocated`).toBe(0);
+      expect(host.liveEvents, `profiling from step ${profileFrom + 1}: events left`).toBe(0);
     }
     for (const l of losses.slice(1)) expect(l).toEqual(losses[0]);
   }, 60_000);
