@@ -5,9 +5,11 @@
 // that pipeline efficiency = (single-GPU step ÷ 4) ÷ pipelined step is reported for both. Also
 // cleave's predicted step time beside the measured one.
 //
-//   node dist/bench/gpt_pipeline.js [--gpus 4] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
+//   node dist/bench/gpt_pipeline.js [--gpus 4] [--dp 1] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
 //                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch] [--no-cleave]
 //                                   [--no-profile] [--dir DIR] [--memory-weight 0] [--trace]
+// --dp D runs SMP's hybrid configurations: GPUs ÷ D pipeline ranks × D data-parallel replicas (cleave's
+// plan with dp D; torch with DDP-style gradient averaging), each replica training on its own batch.
 // Plans are compiled with this card's measured op times (cleave profile of the one-GPU plan) unless --no-profile;
 // with --dir the profile is kept there and reused, so the cleave and torch halves can run as two commands
 // (--no-torch, then --no-cleave: torch still cuts where cleave's plans cut). --trace writes each
@@ -35,7 +37,9 @@ const arg = (k: string, d: number): number => {
   return i >= 0 ? Number(process.argv[i + 1]) : d;
 };
 const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), steps: arg('steps', 3), warmup: 2 };
-const gpus = arg('gpus', 4), m = arg('microbatches', 8), memoryWeight = arg('memory-weight', 0);
+const gpus = arg('gpus', 4), dp = arg('dp', 1), m = arg('microbatches', 8), memoryWeight = arg('memory-weight', 0);
+if (!Number.isInteger(gpus / dp) || gpus / dp < 1) throw new Error(`--dp ${dp} does not divide --gpus ${gpus}`);
+const pp = gpus / dp;
 const tracing = process.argv.includes('--trace');
 const si = process.argv.indexOf('--schedules');
 const ALL: readonly ScheduleName[] = SCHEDULES;
@@ -56,9 +60,10 @@ const dir = di >= 0 ? process.argv[di + 1]! : mkdtempSync(join(tmpdir(), 'cleave
 mkdirSync(dir, { recursive: true });
 const g = benchGpt(cfg);
 const params = parameterStats(g).count;
+/** Tokens of one replica's step; a configuration with dp replicas trains dp times as many. */
 const tokens = m * cfg.micro * cfg.seq;
 // Training FLOPs: 6 per parameter per token, plus attention's 12·L·T·d per token (fwd + bwd).
-const flops = 6 * params * tokens + 12 * cfg.layers * cfg.seq * cfg.dim * tokens;
+const flopsPerToken = 6 * params + 12 * cfg.layers * cfg.seq * cfg.dim;
 
 interface Result { stepMs: number; peakBytes: number[]; loss: number; predictedMs?: number }
 
@@ -72,22 +77,22 @@ function layerSplit(plan: Plan): string {
 /** Op signature → measured ms on this card (`cleave profile` of the one-GPU plan), once measured. */
 let measured: MeasuredProfile | undefined;
 
-function planFor(name: string, partitions: number, schedule: ScheduleName): { plan: Plan; planFile: string } {
+function planFor(name: string, partitions: number, schedule: ScheduleName, replicas = 1): { plan: Plan; planFile: string } {
   const v = schedule === 'zbv' || schedule === 'interleaved-1f1b' ? 2 : 1;
-  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured, memoryWeight });
+  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, dp: replicas, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured, memoryWeight });
   const planFile = join(dir, `${name}.plan`);
   writePlan(planFile, plan);
   return { plan, planFile };
 }
 
 /** One cleave configuration: compile, then one process per rank (rank 0's JSON line is the result). */
-async function cleave(name: string, partitions: number, schedule: ScheduleName): Promise<Result> {
-  const { plan, planFile } = planFor(name, partitions, schedule);
+async function cleave(name: string, partitions: number, schedule: ScheduleName, replicas = 1): Promise<Result> {
+  const { plan, planFile } = planFor(name, partitions, schedule, replicas);
   splits.set(schedule, layerSplit(plan));
   let out = '';
   await launchProcesses({
-    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify({ ...cfg, trace: tracing && partitions > 1 ? join(dir, `${name}.trace.json`) : undefined })],
-    logDir: join(dir, `logs-${name}`), env: partitions > 1 ? { NCCL_NVLS_ENABLE: '0', CUDA_DEVICE_MAX_CONNECTIONS: '32', CUDA_MODULE_LOADING: 'EAGER' } : {}, echo: (c) => void (out += c),
+    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify({ ...cfg, trace: tracing && plan.world.size > 1 ? join(dir, `${name}.trace.json`) : undefined })],
+    logDir: join(dir, `logs-${name}`), env: plan.world.size > 1 ? { NCCL_NVLS_ENABLE: '0', CUDA_DEVICE_MAX_CONNECTIONS: '32', CUDA_MODULE_LOADING: 'EAGER' } : {}, echo: (c) => void (out += c),
   });
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`${name}: no result from rank 0:\n${out}`);
@@ -95,9 +100,10 @@ async function cleave(name: string, partitions: number, schedule: ScheduleName):
 }
 
 /** One torch.distributed.pipelining run (bench/torch_pipeline.py under torchrun), cut where cleave's plan of the same schedule cut. */
-function torch(schedule: string, nprocs: number): Result | string {
+function torch(schedule: string, nprocs: number, replicas = 1): Result | string {
   const script = join(here, '..', '..', 'bench', 'torch_pipeline.py');
-  const split = nprocs > 1 && splits.get(schedule) ? ['--split', splits.get(schedule)!] : [];
+  const split = nprocs / replicas > 1 && splits.get(schedule) ? ['--split', splits.get(schedule)!] : [];
+  if (replicas > 1) split.push('--dp', String(replicas));
   const r = spawnSync('torchrun', ['--nproc-per-node', String(nprocs), '--master-port', '29700', script, '--schedule', schedule, ...split, '--layers', String(cfg.layers), '--dim', String(cfg.dim),
     '--heads', String(cfg.heads), '--seq', String(cfg.seq), '--vocab', String(cfg.vocab), '--micro', String(cfg.micro), '--microbatches', String(m), '--steps', String(cfg.steps), '--warmup', String(cfg.warmup)],
   { encoding: 'utf8', timeout: 900_000, env: { ...process.env, NCCL_NVLS_ENABLE: '0' } });
@@ -109,14 +115,17 @@ function torch(schedule: string, nprocs: number): Result | string {
 }
 
 const rows: string[][] = [];
-const row = (system: string, schedule: string, r: Result | string, single?: number): void => {
+/** `single`: the system's one-GPU step, for the efficiency; `replicas`: data-parallel replicas of the row's run. */
+const row = (system: string, schedule: string, r: Result | string, single?: number, replicas = 1): void => {
   if (typeof r === 'string') {
     log(`${system} ${schedule}: ${r}`);
     return void rows.push([system, schedule, r, '', '', '', '', '']);
   }
-  const eff = single ? `${((100 * single) / gpus / r.stepMs).toFixed(1)}%` : '—';
+  // The run trains `replicas` one-GPU steps' worth of tokens on all the GPUs.
+  const eff = single ? `${((100 * single * replicas) / gpus / r.stepMs).toFixed(1)}%` : '—';
+  const n = replicas * tokens, used = single ? gpus : 1;
   const pred = r.predictedMs ? `${r.predictedMs.toFixed(0)} (${((100 * (r.stepMs - r.predictedMs)) / r.predictedMs).toFixed(0)}%)` : '—';
-  rows.push([system, schedule, r.stepMs.toFixed(1), (tokens / r.stepMs * 1000).toFixed(0), (flops / r.stepMs / 1e9 / gpus).toFixed(1), eff,
+  rows.push([system, schedule, r.stepMs.toFixed(1), (n / r.stepMs * 1000).toFixed(0), ((n * flopsPerToken) / r.stepMs / 1e9 / used).toFixed(1), eff,
     (Math.max(...r.peakBytes) / 2 ** 30).toFixed(1), pred]);
   log(`${system} ${schedule}: ${rows.at(-1)!.slice(2).join(' | ')}`);
 };
@@ -140,24 +149,24 @@ if (withCleave) {
   const cleaveSingle = await cleave('single', 1, '1f1b');
   row('cleave', 'one GPU', cleaveSingle);
   for (const s of schedules) {
-    log(`cleave: ${s} on ${gpus} GPUs`);
+    log(`cleave: ${s} on ${gpus} GPUs (pp ${pp} × dp ${dp})`);
     try {
-      row('cleave', s, await cleave(s, gpus, s), cleaveSingle.stepMs);
+      row('cleave', s, await cleave(s, pp, s, dp), cleaveSingle.stepMs, dp);
     } catch (e) {
       row('cleave', s, `failed: ${(e as Error).message.split('\n')[0]}`);
     }
   }
-} else for (const s of schedules) splits.set(s, layerSplit(planFor(s, gpus, s).plan));
+} else for (const s of schedules) splits.set(s, layerSplit(planFor(s, pp, s, dp).plan));
 if (withTorch) {
   log('torch: single GPU (one stage)');
   const torchSingle = torch('gpipe', 1);
   row('torch.distributed.pipelining', 'one GPU', torchSingle);
   for (const s of ['gpipe', '1f1b', 'interleaved-1f1b', 'zbv']) {
-    log(`torch: ${s} on ${gpus} GPUs`);
-    row('torch.distributed.pipelining', s, torch(s, gpus), typeof torchSingle === 'string' ? undefined : torchSingle.stepMs);
+    log(`torch: ${s} on ${gpus} GPUs (pp ${pp} × dp ${dp})`);
+    row('torch.distributed.pipelining', s, torch(s, gpus, dp), typeof torchSingle === 'string' ? undefined : torchSingle.stepMs, dp);
   }
 }
-console.log(`GPT ${cfg.layers} layers, d ${cfg.dim}, ${cfg.heads} heads, seq ${cfg.seq}, vocab ${cfg.vocab}: ${(params / 1e9).toFixed(2)} B parameters; step = ${m} microbatches × ${cfg.micro} = ${tokens} tokens`);
+console.log(`GPT ${cfg.layers} layers, d ${cfg.dim}, ${cfg.heads} heads, seq ${cfg.seq}, vocab ${cfg.vocab}: ${(params / 1e9).toFixed(2)} B parameters; step = ${m} microbatches × ${cfg.micro} = ${tokens} tokens${dp > 1 ? ` per replica, pp ${pp} × dp ${dp}` : ''}`);
 console.log(`cards: ${gpus} × ${card[0]}\n`);
 console.log(table(['system', 'schedule', 'step ms', 'tokens/s', 'TFLOP/s per GPU', 'efficiency', 'peak GiB (max rank)', 'predicted ms (error)'], rows));
 console.log('\nefficiency = (the system\'s one-GPU step ÷ GPUs) ÷ pipelined step; predicted = cleave\'s plan (cost model) for the same run');
