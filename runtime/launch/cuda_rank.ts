@@ -19,15 +19,6 @@ import { rendezvous } from './rendezvous.js';
 import type { WorldEnv } from './world.js';
 
 /**
- * One rank of a multi-GPU run, in its own process (started by `cleave run --gpus N`, torchrun,
- * Slurm or mpirun): takes the GPU of its local rank, meets the other ranks at MASTER_ADDR:PORT
- * (rank 0 shares the NCCL unique id), joins the world communicator, and runs its instruction list
- * with the CUDA backend, NCCL carrying tensors and the control plane the step's few numbers. Every
- * rank gets every step's report (the losses averaged over replicas, the global gradient norm). If
- * this rank or another fails, it says why (naming the failed rank), tells the others, and ends its
- * process at once with a non-zero code.
- */
-/**
  * The CUDA settings a rank of a multi-rank plan needs, set in `env` before this process loads CUDA
  * (the driver reads them once); a user's setting that would let the ranks deadlock is refused.
  *
@@ -62,6 +53,15 @@ export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv
   }
 }
 
+/**
+ * One rank of a multi-GPU run, in its own process (started by `cleave run --gpus N`, torchrun,
+ * Slurm or mpirun): takes the GPU of its local rank, meets the other ranks at MASTER_ADDR:PORT
+ * (rank 0 shares the NCCL unique id), joins the world communicator, and runs its instruction list
+ * with the CUDA backend, NCCL carrying tensors and the control plane the step's few numbers. Every
+ * rank gets every step's report (the losses averaged over replicas, the global gradient norm). If
+ * this rank or another fails, it says why (naming the failed rank), tells the others, and ends its
+ * process at once with a non-zero code.
+ */
 export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void, initialWeights?: (plan: Plan) => Map<string, Tensor>):
   Promise<RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] }> {
   if (o.cudaGraph) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');

@@ -104,7 +104,7 @@ export class CudaComm implements RankComm {
         const [a, b] = key.split('>').map(Number) as [number, number];
         const peer = this.rank === a ? b : a;
         const idx = peer < this.rank ? 0 : 1;
-        // The pair carries a's tensors to b: each side sends what b receives, so both sides agree on the size.
+        // Both sides size the exchange by the pair's largest tensor, so they agree on it.
         const bytes = largest.get(key) ?? 8;
         this.follow(ch);
         this.n.ncclGroup(true);
