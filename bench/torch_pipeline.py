@@ -10,10 +10,18 @@ per GPU:
 
     torchrun --nproc-per-node 4 bench/torch_pipeline.py --schedule zbv
     torchrun --nproc-per-node 4 bench/torch_pipeline.py --schedule 1f1b --split 7,13,19
+    torchrun --nproc-per-node 4 bench/torch_pipeline.py --schedule 1f1b --dp 2
+    torchrun --nproc-per-node 8 bench/torch_pipeline.py --schedule interleaved-1f1b --dp 4
 
-Rank 0 prints one line of JSON on stdout (step time, tokens/s, peak memory of every rank, loss, the
-card); everything else goes to stderr. On failure rank 0 prints {"system", "schedule", "error"}
-and every rank exits non-zero.
+--dp D adds data parallelism around the pipeline: the world of W ranks holds D replicas of a
+pipeline of W / D ranks, laid out as cleave's `cluster` layout does, a pipeline's ranks adjacent
+(global rank = replica * pp + pipeline rank). Each replica trains on its own batch of
+micro x microbatches sequences, and after each step's schedule the gradients are averaged over the
+D replicas of every stage (bucketed all-reduce) before the optimizer step.
+
+Rank 0 prints one line of JSON on stdout (step time, tokens/s over all replicas, peak memory of
+every rank, loss, the card, dp and pp); everything else goes to stderr. On failure rank 0 prints
+{"system", "schedule", "error"} and every rank exits non-zero.
 """
 
 import argparse
@@ -71,6 +79,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--split", type=str, default=None,
                    help="comma-separated layer indices where stages 1..S-1 begin (default: even)")
+    p.add_argument("--dp", type=int, default=1,
+                   help="data-parallel replicas of the pipeline (the world must be a multiple)")
     return p.parse_args(argv)
 
 
@@ -86,29 +96,73 @@ def _schedule_from_argv():
 
 
 # ---------------------------------------------------------------------------------------------
-# Stage layout
+# Rank and stage layout
+#
+# Plain arithmetic, no torch.distributed calls, so it can be checked without GPUs. `pp` below is
+# the number of ranks of one pipeline (world // dp), and the `rank` of the stage helpers is the
+# rank within that pipeline, not the world rank.
 
 
-def num_stages(schedule, world):
-    return 2 * world if schedule in ("interleaved-1f1b", "zbv") else world
+def mesh_coords(rank, world, dp):
+    """(replica, pipeline rank, pp) of world rank `rank` with `dp` replicas of the pipeline.
+
+    cleave's `cluster` layout: a pipeline's ranks are adjacent, so world rank = replica * pp +
+    pipeline rank (what init_device_mesh's row-major (dp, pp) mesh gives too).
+    """
+    if dp < 1:
+        raise ValueError(f"--dp must be at least 1, got {dp}")
+    if world % dp:
+        raise ValueError(f"world size {world} is not a multiple of --dp {dp}")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside a world of {world}")
+    pp = world // dp
+    return rank // pp, rank % pp, pp
 
 
-def local_stage_indices(schedule, rank, world):
-    """The stages this rank holds, in increasing order."""
+def world_rank(replica, stage_rank, pp):
+    """Inverse of mesh_coords: the world rank of pipeline rank `stage_rank` in `replica`."""
+    return replica * pp + stage_rank
+
+
+def num_stages(schedule, pp):
+    return 2 * pp if schedule in ("interleaved-1f1b", "zbv") else pp
+
+
+def local_stage_indices(schedule, rank, pp):
+    """The stages pipeline rank `rank` holds, in increasing order."""
     if schedule == "interleaved-1f1b":
-        # Round-robin (the library's 'loop' placement): stage s on rank s % world.
-        return [rank, rank + world]
+        # Round-robin (the library's 'loop' placement): stage s on rank s % pp.
+        return [rank, rank + pp]
     if schedule == "zbv":
-        # The V: rank r runs stage r on the way down and stage 2w-1-r on the way back, so rank 0
+        # The V: rank r runs stage r on the way down and stage 2p-1-r on the way back, so rank 0
         # holds both the first and the last stage.
-        return [rank, 2 * world - 1 - rank]
+        return [rank, 2 * pp - 1 - rank]
     return [rank]
 
 
-def rank_of_stage(schedule, stage, world):
+def rank_of_stage(schedule, stage, pp):
+    """The pipeline rank that holds `stage`."""
     if schedule == "zbv":
-        return stage if stage < world else 2 * world - 1 - stage
-    return stage % world
+        return stage if stage < pp else 2 * pp - 1 - stage
+    return stage % pp
+
+
+def grad_buckets(sizes, bucket_bytes):
+    """Split tensors of the given byte sizes, in order, into runs of about `bucket_bytes` each.
+
+    Returns lists of indices; a run closes once it reaches the limit, so a tensor bigger than the
+    limit gets a bucket of its own and none is empty.
+    """
+    buckets, cur, cur_bytes = [], [], 0
+    for i, size in enumerate(sizes):
+        cur.append(i)
+        cur_bytes += size
+        if cur_bytes >= bucket_bytes:
+            buckets.append(cur)
+            cur, cur_bytes = [], 0
+    if cur:
+        buckets.append(cur)
+    return buckets
 
 
 def stage_boundaries(split, layers, stages):
@@ -225,20 +279,39 @@ def init_distributed():
     return device, local_rank
 
 
-def build_stages(cfg, schedule, rank, world, device):
+def build_groups(dp, pp):
+    """(dp group, pp group) of this rank, or (None, None) without data parallelism.
+
+    The (dp, pp) mesh is row-major, so its pp groups are runs of adjacent ranks (one replica's
+    pipeline) and its dp groups are the ranks pp apart that hold the same stages. Every rank
+    creates every group, in the same order, inside init_device_mesh. With dp == 1 the pipeline is
+    the world and no group is made: the stages use the default group as before.
+    """
+    if dp == 1:
+        return None, None
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh("cuda", (dp, pp), mesh_dim_names=("dp", "pp"))
+    return mesh.get_group(mesh_dim="dp"), mesh.get_group(mesh_dim="pp")
+
+
+def build_stages(cfg, schedule, stage_rank, pp, pp_group, device):
     from torch.distributed.pipelining import PipelineStage
 
-    n = num_stages(schedule, world)
+    n = num_stages(schedule, pp)
     bounds = stage_boundaries(cfg.split, cfg.layers, n)
     modules, stages = [], []
-    for s in local_stage_indices(schedule, rank, world):
+    for s in local_stage_indices(schedule, stage_rank, pp):
         first, last = s == 0, s == n - 1
-        # Seeded by stage, so a stage's weights do not depend on which rank builds it.
+        # Seeded by stage, so a stage's weights do not depend on which rank builds it, and every
+        # replica starts from the same weights without a broadcast.
         torch.manual_seed(1 + s)
         with torch.device(device):
             module = StageModule(cfg, bounds[s + 1] - bounds[s], first, last)
         inp, out = stage_io_meta(cfg, first, last)
-        stage = PipelineStage(module, s, n, device, input_args=inp, output_args=out)
+        # Stage index and count are the pipeline's; with a group, PipelineStage places stages on
+        # ranks of that group and maps them to world ranks for its sends and receives.
+        stage = PipelineStage(module, s, n, device, input_args=inp, output_args=out, group=pp_group)
         modules.append(module)
         stages.append(stage)
     return modules, stages, bounds, n
@@ -254,6 +327,43 @@ def build_schedule(name, stages, microbatches, loss_fn):
     if name == "interleaved-1f1b":
         return pp.ScheduleInterleaved1F1B(stages, n_microbatches=microbatches, loss_fn=loss_fn)
     return pp.ScheduleZBVZeroBubble(stages, n_microbatches=microbatches, loss_fn=loss_fn)
+
+
+# Data-parallel gradient averaging. Chosen over wrapping the stage modules in DDP: PipelineStage
+# drives DDP through its internals (no_sync, then reducer.prepare_for_backward before the last
+# microbatch's backward), and ZBV's split backward computes weight gradients with
+# torch.autograd.grad and writes .grad by hand (stage_backward_weight), so DDP's gradient hooks
+# never see them and the reduction would be skipped or left pending. One all-reduce of flattened
+# ~25 MiB buckets after schedule.step() works the same for every schedule, and is what cleave does
+# (no overlap of the reduction with the last backward, on either side).
+DP_BUCKET_BYTES = 25 * 2**20
+
+
+def make_grad_averager(params, dp_group):
+    """A function that averages the .grad of `params` over `dp_group`, or None without one."""
+    if dp_group is None:
+        return None
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    def average():
+        # Every replica of a stage holds the same parameters in the same order and every one of
+        # them gets a gradient, so all replicas build the same buckets and issue the same
+        # all-reduces in the same order. Buckets keep to one dtype (all float32 here).
+        by_dtype = {}
+        for p in params:
+            if p.grad is not None:
+                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+        for dtype in sorted(by_dtype, key=str):
+            grads = by_dtype[dtype]
+            sizes = [g.numel() * g.element_size() for g in grads]
+            for bucket in grad_buckets(sizes, DP_BUCKET_BYTES):
+                tensors = [grads[i] for i in bucket]
+                flat = _flatten_dense_tensors(tensors)
+                dist.all_reduce(flat, op=dist.ReduceOp.AVG, group=dp_group)
+                for g, synced in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+                    g.copy_(synced)
+
+    return average
 
 
 def sync_all(local_rank):
@@ -275,15 +385,20 @@ def run(cfg):
 
     device, local_rank = init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
+    # Every rank sees the same world and --dp, so a bad pair fails on all of them alike.
+    replica, stage_rank, pp = mesh_coords(rank, world, cfg.dp)
+    dp_group, pp_group = build_groups(cfg.dp, pp)
 
-    modules, stages, bounds, n = build_stages(cfg, cfg.schedule, rank, world, device)
+    modules, stages, bounds, n = build_stages(cfg, cfg.schedule, stage_rank, pp, pp_group, device)
     schedule = build_schedule(cfg.schedule, stages, cfg.microbatches, make_loss_fn(cfg.vocab))
     params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1, fused=True)
+    average_grads = make_grad_averager(params, dp_group)
 
     holds_first = any(st.is_first for st in stages)
     holds_last = any(st.is_last for st in stages)
-    last_rank = rank_of_stage(cfg.schedule, n - 1, world)
+    # The reported loss is replica 0's: the world rank holding its last stage.
+    last_rank = world_rank(0, rank_of_stage(cfg.schedule, n - 1, pp), pp)
 
     step_kwargs = {}
     # The last stage keeps every microbatch's logits (8 x 4 x 1024 x 50304 bf16 = 3.3 GB at the
@@ -292,17 +407,21 @@ def run(cfg):
     if "return_outputs" in inspect.signature(schedule.step).parameters:
         step_kwargs["return_outputs"] = False
 
-    batch = cfg.micro * cfg.microbatches
+    batch = cfg.micro * cfg.microbatches  # per replica
     gen = torch.Generator(device=device)
-    gen.manual_seed(0)
+    # Seeded by replica: each replica trains on its own data (replica 0, the only one without
+    # --dp, keeps the seed 0 of before).
+    gen.manual_seed(replica)
     tokens = torch.randint(0, cfg.vocab, (batch, cfg.seq), device=device, generator=gen)
     labels = torch.randint(0, cfg.vocab, (batch, cfg.seq), device=device, generator=gen)
 
     if rank == 0:
-        log(f"{type(schedule).__name__}: {n} stages on {world} ranks, layer bounds {bounds}, "
-            f"{batch} x {cfg.seq} tokens a step in {cfg.microbatches} microbatches, "
+        log(f"{type(schedule).__name__}: {n} stages on {pp} ranks x {cfg.dp} replicas "
+            f"({world} ranks), layer bounds {bounds}, "
+            f"{batch} x {cfg.seq} tokens a step per replica in {cfg.microbatches} microbatches, "
             f"last stage keeps its logits: {'return_outputs' not in step_kwargs}")
-    log(f"rank {rank}: stages {[st.stage_index for st in stages]}, "
+    log(f"rank {rank} (replica {replica}, pipeline rank {stage_rank}): "
+        f"stages {[st.stage_index for st in stages]}, "
         f"{sum(p.numel() for p in params) / 1e6:.1f} M parameters")
 
     def train_step():
@@ -313,6 +432,8 @@ def run(cfg):
         if holds_last:
             kwargs.update(target=labels, losses=losses)
         schedule.step(*args, **kwargs)
+        if average_grads is not None:
+            average_grads()
         optimizer.step()
         return losses
 
@@ -344,11 +465,13 @@ def run(cfg):
         "schedule": cfg.schedule,
         "stages": n,
         "step_ms": round(step_s * 1e3, 2),
-        "tokens_per_s": round(batch * cfg.seq / step_s, 1),
+        "tokens_per_s": round(batch * cfg.seq * cfg.dp / step_s, 1),
         "peak_gib": [round(p.item() / 2**30, 3) for p in peaks],
         "loss": round(loss.item(), 4),
         "card": torch.cuda.get_device_name(device),
         "world": world,
+        "dp": cfg.dp,
+        "pp": pp,
         "split": bounds[1:-1],
     }
     if rank == 0:
