@@ -23,8 +23,11 @@ export class HostFabric {
   /** Rank `rank`'s communication, over its emulated device `n`. */
   rank(rank: number, n: NativeCuda): RankComm {
     const pending: Promise<void>[] = [];
+    // Sends here are done when made; what was sent is still held as NCCL's would be (launch lists).
+    const sent = new Set<bigint>();
     return {
       send: (t, peer) => {
+        sent.add(t.ptr);
         const key = `${rank}>${peer}`;
         const data = n.download(t.ptr, bytesOf(t));
         const w = this.waiting.get(key)?.shift();
@@ -42,9 +45,10 @@ export class HostFabric {
         if (q) deliver(q);
         else this.waiting.set(key, [...(this.waiting.get(key) ?? []), deliver]);
       }),
-      arrive: () => undefined,
+      arrive: () => false,
       reading: () => false,
-      drainSends: () => undefined,
+      sent: (ptr) => sent.has(ptr),
+      drainSends: () => sent.clear(),
       allreduce: (group, tensors, average) => {
         const g = this.plan.groups[group]!;
         const k = this.calls.get(`${group}:${rank}`) ?? 0;

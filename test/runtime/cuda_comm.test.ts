@@ -112,11 +112,11 @@ describe('CudaComm', () => {
     expect(arrived).toMatch(/^record \d+ on \d+$/);
     // Nothing on the compute stream waits yet: a send queued now is not held up behind the receive.
     expect(f.calls.some((c) => c.startsWith('wait 0 '))).toBe(false);
-    comm.arrive(9000n); // memory no receive wrote: nothing to wait for
+    expect(comm.arrive(9000n)).toBe(false); // memory no receive wrote: nothing to wait for
     expect(f.calls.some((c) => c.startsWith('wait 0 '))).toBe(false);
-    comm.arrive(7000n);
+    expect(comm.arrive(7000n)).toBe(true);
     expect(f.calls.at(-1)).toBe(`wait 0 for ${arrived.split(' ')[1]}`);
-    comm.arrive(7000n); // once only
+    expect(comm.arrive(7000n)).toBe(false); // once only
     expect(f.calls.filter((c) => c.startsWith('wait 0 '))).toHaveLength(1);
     f.calls.length = 0;
     comm.recv(t(7100n), 0);
@@ -124,7 +124,11 @@ describe('CudaComm', () => {
     expect(f.calls.at(-1)).toMatch(/^wait 0 for \d+$/);
     f.calls.length = 0;
     comm.send(t(8000n), 0);
+    // Sent this step, whether or not the send is done (launch lists hold such memory to the step's end).
+    expect(comm.sent(8000n)).toBe(true);
+    expect(comm.sent(7000n)).toBe(false);
     comm.drainSends();
+    expect(comm.sent(8000n)).toBe(false);
     expect(f.calls.at(-1)).toMatch(/^wait 0 for \d+$/);
     expect(comm.reading(8000n)).toBe(false);
   });

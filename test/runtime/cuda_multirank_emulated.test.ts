@@ -21,10 +21,11 @@ import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 import { HostFabric } from '../helpers/host_nccl.js';
 
-const STEPS = 3;
+// Launch lists size the arena in step 1, record in step 2 and replay from step 3: two replays.
+const STEPS = 4;
 const opt = { kind: 'adamw' as const, lr: 1e-2 };
 
-async function compare(o: Partial<CompileOptions>): Promise<void> {
+async function compare(o: Partial<CompileOptions>, lists = true): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'cleave-multirank-'));
   const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4, ...o } as CompileOptions).plan;
   const planFile = join(dir, 'p.plan');
@@ -41,6 +42,7 @@ async function compare(o: Partial<CompileOptions>): Promise<void> {
   const ranks = plan.ranks.map((r) => {
     const transport = new PortTransport(r.rank, plan.world.size, new Map(Object.entries(ports[r.rank]!).map(([k, p]) => [Number(k), p])), 30_000);
     const backend = new CudaRankBackend(plan, r.rank, weights, opt, new Cuda(hosts[r.rank]!.native), { comm: fabric.rank(r.rank, hosts[r.rank]!.native), transport });
+    backend.launchLists = lists;
     return { r, backend, exec: new Executor(plan, r.rank, backend, transport) };
   });
   const gpu: number[] = [];
@@ -57,6 +59,9 @@ async function compare(o: Partial<CompileOptions>): Promise<void> {
     gpu.push(means.reduce((a, b) => a + b, 0) / means.length);
   }
   for (const { backend } of ranks) {
+    // From step 3 every compute instruction was one replay of its recorded list.
+    expect(backend.arenaBytes > 0, 'launch lists').toBe(lists);
+    expect((hosts[backend.rank]!.calls.get('graphLaunch') ?? 0) > 0, 'lists launched').toBe(lists);
     backend.dispose();
     backend.dev.freeAll();
   }
@@ -70,4 +75,6 @@ describe('multi-rank plans on the CUDA rank backend (host emulation)', () => {
   it('pp 2 (1f1b) gives the CPU ranks\' losses', () => compare({}), 60_000);
   it('pp 2 (zbv, two stages per rank) gives the CPU ranks\' losses', () => compare({ schedule: 'zbv', virtualStages: 2 }), 60_000);
   it('pp 2 × dp 2 gives the CPU ranks\' losses', () => compare({ dp: 2 }), 60_000);
+  it('pp 2 (zbv) node by node, without launch lists, gives them too', () => compare({ schedule: 'zbv', virtualStages: 2 }, false), 60_000);
+  it('pp 4 (interleaved, a rank sending to three others) gives the CPU ranks\' losses', () => compare({ partitions: 4, microbatches: 4, batch: 8, schedule: 'interleaved-1f1b', virtualStages: 2 }), 60_000);
 });

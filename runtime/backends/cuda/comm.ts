@@ -22,9 +22,11 @@ const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 export interface RankComm {
   send(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void;
   recv(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void | Promise<void>;
-  /** Compute queued from now on may read what was received at `ptr`. */
-  arrive(ptr: bigint): void;
+  /** Compute queued from now on may read what was received at `ptr`; whether it had to wait. */
+  arrive(ptr: bigint): boolean;
   reading(ptr: bigint): boolean;
+  /** Whether memory at `ptr` was sent since the last `drainSends`, done or not. */
+  sent(ptr: bigint): boolean;
   drainSends(): void;
   allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean, mark?: readonly [bigint, bigint]): void | Promise<void>;
   settle(): void | Promise<void>;
@@ -178,11 +180,16 @@ export class CudaComm implements RankComm {
   }
 
   /** Compute queued from now on sees the data received at `ptr` (a no-op for any other memory). */
-  arrive(ptr: bigint): void {
+  arrive(ptr: bigint): boolean {
     const ev = this.arrivals.get(ptr);
-    if (ev === undefined) return;
+    if (ev === undefined) return false;
     this.arrivals.delete(ptr);
     this.release(ev);
+    return true;
+  }
+
+  sent(ptr: bigint): boolean {
+    return this.inFlight.has(ptr);
   }
 
   /**

@@ -106,7 +106,11 @@ export class Cuda implements CudaDevice {
 
   /** Forgets the arena and its tensors (its block is the caller's to free). */
   endArena(): void {
-    if (this.arena?.base !== undefined) for (const p of this.arenaAt.keys()) this.live.delete(p);
+    if (this.arena?.base !== undefined) {
+      for (const p of this.arenaAt.keys()) this.live.delete(p);
+      // Held memory in the block (a send's, under launch lists) goes with it.
+      this.held = this.held.filter((p) => !this.arenaAt.has(p));
+    }
     this.arenaAt.clear();
     this.arena = undefined;
     this.arenaOpen = false;

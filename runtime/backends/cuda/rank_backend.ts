@@ -114,11 +114,22 @@ export class CudaRankBackend implements Backend {
    * measures its allocations; step 2 places every step tensor in the arena (one static block at
    * fixed addresses) and records each compute instruction's kernels as a CUDA graph of its own;
    * from step 3 each instruction is one launch of its list, with no JavaScript per node. Plans with
-   * random ops (a replay would repeat their draws) or host copies inside a step stay eager.
+   * random ops (a replay would repeat their draws) or host copies inside a step stay eager. On a
+   * rank of a multi-rank plan, sends, receives and reductions stay outside the lists, on their
+   * own streams, between the launches.
    */
   launchLists = true;
   private listPhase: 'off' | 'sizing' | 'recording' | 'replaying' = 'off';
   private readonly lists = new Map<string, bigint>();
+  /**
+   * Multi-rank launch lists: a replay runs no JavaScript per node, so it also makes no tensors; what
+   * sends and receives need is taken from the recording step: where each receive's buffer sits in
+   * the arena, and each microbatch's tensors after each recorded instruction.
+   */
+  private readonly recvPlaced = new Map<string, DeviceTensor>();
+  private readonly envAfter = new Map<string, Map<number, DeviceTensor>>();
+  /** Per `stage:kind` of compute instruction: the received values its programs read. */
+  private readonly receivedReads = new Map<string, number[]>();
   private listCapture = false;
   private arenaBase: bigint | undefined;
   /** Bytes of the step arena (0 without launch lists). */
@@ -144,7 +155,9 @@ export class CudaRankBackend implements Backend {
     this.multi = multi;
     this.dev = dev ?? new Cuda();
     if (multi) {
-      this.dev.holdFree = (ptr: bigint) => multi.comm.reading(ptr);
+      // Under launch lists the arena must place every step's tensors alike, so memory a send read
+      // this step is held until the next step starts, whether or not the send is done yet.
+      this.dev.holdFree = (ptr: bigint) => (this.listPhase !== 'off' ? multi.comm.sent(ptr) : multi.comm.reading(ptr));
       // The factors reduced sums may still need, uploaded now: an upload waits for the stream,
       // which inside a step would wait for the reductions (and a dead peer) without polling.
       for (const b of plan.buckets) {
@@ -282,12 +295,14 @@ export class CudaRankBackend implements Backend {
     // A replay's microbatch tensors and losses live in the graph's memory (or the arena, where the
     // recorded lists write the losses at the addresses step 2 gave them).
     if (this.listPhase === 'recording') this.listPhase = 'replaying';
-    if (this.exec !== undefined || this.listPhase === 'replaying') return;
-    // Memory last step's sends read is freed on the compute stream after they finish.
-    if (this.multi) {
-      this.multi.comm.drainSends();
-      this.dev.releaseHeld();
+    // Memory last step's sends read is reused (a replay writes the arena) after they finish.
+    this.multi?.comm.drainSends();
+    if (this.exec !== undefined || this.listPhase === 'replaying') {
+      // The recorded tensors stay where they are: the maps are refilled as the step goes.
+      for (const e of this.env.values()) e.clear();
+      return;
     }
+    if (this.multi) this.dev.releaseHeld();
     for (const e of this.env.values()) for (const t of e.values()) this.dev.free(t);
     this.env.clear();
     for (const t of this.lossValues.values()) this.dev.free(t);
@@ -304,8 +319,7 @@ export class CudaRankBackend implements Backend {
 
   /** Moves the launch lists on by one step: sizing (step 1), recording into the arena (step 2), replaying. */
   private advanceLists(): void {
-    // Multi-rank steps interleave transfers with compute on other streams: node by node for now.
-    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && !this.multi && !this.unreplayable()) {
+    if (this.listPhase === 'off' && this.stepNo === 1 && this.launchLists && !this.cudaGraph && !this.profiling && !this.unreplayable()) {
       this.listPhase = 'sizing';
       this.dev.sizeArena();
     } else if (this.listPhase === 'sizing') {
@@ -531,12 +545,17 @@ export class CudaRankBackend implements Backend {
     if (this.listPhase === 'replaying') {
       const list = this.lists.get(key);
       if (list === undefined) throw new CleaveError(`no launch list was recorded for ${ins.kind} of stage ${ins.stage}, microbatch ${ins.mb}`);
+      this.awaitReceived(ins);
       this.dev.n.graphLaunch(list);
+      const after = this.envAfter.get(key);
+      if (after) this.env.set(ins.mb, new Map(after));
       return;
     }
     const recording = this.listPhase === 'recording';
     this.dev.arenaOpen = this.listPhase !== 'off';
     if (recording) {
+      // A recording cannot wait for a transfer made outside it: the list's launch waits instead.
+      this.awaitReceived(ins);
       this.dev.n.graphBegin();
       this.listCapture = true;
     }
@@ -549,6 +568,7 @@ export class CudaRankBackend implements Backend {
       this.listCapture = false;
       const list = this.dev.n.graphEnd();
       this.lists.set(key, list);
+      if (this.multi) this.envAfter.set(key, new Map(this.envOf(ins.mb)));
       // Capturing only records: this step's work runs now.
       this.dev.n.graphLaunch(list);
     }
@@ -564,7 +584,7 @@ export class CudaRankBackend implements Backend {
       const t = env.get(v) ?? this.resident.get(v);
       if (t) {
         // A received tensor's first reader is where compute waits for the transfer.
-        comm?.arrive(t.ptr);
+        if (comm?.arrive(t.ptr) && this.listCapture) throw new CleaveError(`the launch list of ${ins.kind} of stage ${ins.stage} reads '${this.plan.values[v]!.name}', received, without waiting for it first`);
         return t;
       }
       const pv = this.plan.values[v]!;
@@ -666,6 +686,8 @@ export class CudaRankBackend implements Backend {
   /** The microbatch's last work on this rank is queued: everything it kept goes (but its loss). */
   private endMicrobatch(mb: number): void {
     const env = this.envOf(mb);
+    // A replay made no tensors: the recording step's placement stands.
+    if (this.listPhase === 'replaying') return void env.clear();
     const loss = this.lossValues.get(mb);
     for (const t of env.values()) {
       if (t === loss) continue;
@@ -678,6 +700,8 @@ export class CudaRankBackend implements Backend {
 
   /** Memory held back for sends that have finished since goes back. */
   private reap(): void {
+    // Launch lists hold such memory to the step's end, where every step holds it alike.
+    if (this.listPhase !== 'off') return;
     const comm = this.multi?.comm;
     if (comm) this.dev.releaseHeld((p) => !comm.reading(p));
   }
@@ -772,16 +796,51 @@ export class CudaRankBackend implements Backend {
     const pv = this.plan.values[b.value]!;
     const dtype = this.deviceDtype.get(b.value) ?? this.as(dtypeFromOnnx(pv.dtype, pv.name));
     const env = this.envOf(ins.mb);
+    const key = `${ins.tensor}:${ins.mb}`;
+    if (this.listPhase === 'replaying') {
+      // Into the buffer the recorded lists read it from.
+      const t = this.recvPlaced.get(key);
+      if (!t) throw new CleaveError(`no receive of tensor ${ins.tensor}, microbatch ${ins.mb} was recorded on rank ${this.rank}`);
+      env.set(b.value, t);
+      return comm.recv(t, ins.peer, this.mark(ins));
+    }
     // A value received again for the same microbatch (a plan that sends it twice) replaces the first.
     const old = env.get(b.value);
     if (old) {
       comm.arrive(old.ptr);
       this.dev.free(old);
     }
-    const t = this.dev.alloc(dtype, pv.shape);
+    // In the step arena under launch lists, where the recorded lists will read it every step.
+    this.dev.arenaOpen = this.listPhase !== 'off';
+    let t: DeviceTensor;
+    try {
+      t = this.dev.alloc(dtype, pv.shape);
+    } finally {
+      this.dev.arenaOpen = false;
+    }
     env.set(b.value, t);
+    if (this.listPhase === 'recording') this.recvPlaced.set(key, t);
     await comm.recv(t, ins.peer, this.mark(ins));
     this.reap();
+  }
+
+  /** Compute waits for the received tensors `ins` reads (before its list runs or is recorded). */
+  private awaitReceived(ins: Instruction): void {
+    const comm = this.multi?.comm;
+    if (!comm) return;
+    const key = `${ins.stage}:${ins.kind}`;
+    let values = this.receivedReads.get(key);
+    if (!values) {
+      const stage = this.plan.stages[ins.stage]!;
+      const reads = new Set(PROGRAMS[ins.kind]!.flatMap((k) => stage[k]).flatMap((n) => this.plan.nodes[n]!.inputs));
+      values = [...new Set(this.plan.tensors.filter((b) => b.toStage === ins.stage && reads.has(b.value)).map((b) => b.value))];
+      this.receivedReads.set(key, values);
+    }
+    const env = this.envOf(ins.mb);
+    for (const v of values) {
+      const t = env.get(v);
+      if (t) comm.arrive(t.ptr);
+    }
   }
 
   async allreduce(ins: Instruction): Promise<void> {
