@@ -403,10 +403,11 @@ Napi::Value SceBackward(const Napi::CallbackInfo& i) {
   });
 }
 
-// sumsq(xF32, n, outF32)
-Napi::Value SumSq(const Napi::CallbackInfo& i) {
+// sumsqMulti(tensorTable, chunkTable, nchunks, chunk, outF32): Σ g² over the table's gradients into out[0]
+// (the tables as adamwMulti's).
+Napi::Value SumSqMulti(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
-    sumsq((const float*)ptr(i[0]), i64(i[1]), (float*)ptr(i[2]), stream());
+    sumsq_multi((const AdamTensor*)ptr(i[0]), (const int64_t*)ptr(i[1]), i64(i[2]), i64(i[3]), (float*)ptr(i[4]), stream());
     return i.Env().Undefined();
   });
 }
@@ -900,7 +901,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("where", Napi::Function::New(env, Where));
   exports.Set("copyRegion", Napi::Function::New(env, CopyRegion));
   exports.Set("fill", Napi::Function::New(env, Fill));
-  exports.Set("sumsq", Napi::Function::New(env, SumSq));
+  exports.Set("sumsqMulti", Napi::Function::New(env, SumSqMulti));
   exports.Set("reduce", Napi::Function::New(env, Reduce));
   exports.Set("compare", Napi::Function::New(env, Compare));
   exports.Set("scatterAdd", Napi::Function::New(env, ScatterAdd));

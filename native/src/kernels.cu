@@ -379,13 +379,6 @@ __global__ void reduce_kernel(int op, const T* in, T* out, Shape outer, Shape re
 }
 
 /** Σ x² over n elements into one float (many blocks, one atomic add per block). */
-__global__ void sumsq_kernel(const float* x, int64_t n, float* out) {
-  float acc = 0.f;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) acc += x[i] * x[i];
-  acc = block_reduce<false>(acc);
-  if (threadIdx.x == 0) atomicAdd(out, acc);
-}
-
 template <typename T, typename I>
 __global__ void compare_kernel(int code, const T* a, const T* b, uint8_t* out, Shape sh, I n) {
   for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
@@ -633,6 +626,19 @@ __global__ void adamw_multi_kernel(const AdamTensor* ts, const int64_t* chunks, 
   }
 }
 
+/**
+ * Σ g² over the gradients of an AdamW table in one launch (the gradient norm): block b sums chunk b
+ * and adds it into out[0]; only `g` and `n` of each entry are read.
+ */
+__global__ void sumsq_multi_kernel(const AdamTensor* ts, const int64_t* chunks, int64_t chunk, float* out) {
+  const AdamTensor a = ts[chunks[2 * blockIdx.x]];
+  const int64_t start = chunks[2 * blockIdx.x + 1], end = min(a.n, start + chunk);
+  float acc = 0.f;
+  for (int64_t i = start + threadIdx.x; i < end; i += blockDim.x) acc += a.g[i] * a.g[i];
+  acc = block_reduce<false>(acc);
+  if (threadIdx.x == 0) atomicAdd(out, acc);
+}
+
 inline int grid_for(int64_t n, int threads = 256) {
   const int64_t blocks = (n + threads - 1) / threads;
   return (int)(blocks < 65535 * 8 ? (blocks < 1 ? 1 : blocks) : 65535 * 8);
@@ -821,11 +827,6 @@ void reduce(int op, DType t, const void* in, void* out, const Shape& outer, cons
   CHECK_LAUNCH();
 }
 
-void sumsq(const float* x, int64_t n, float* out, cudaStream_t s) {
-  CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float), s));
-  sumsq_kernel<<<grid_for(n) < 4096 ? grid_for(n) : 4096, 256, 0, s>>>(x, n, out);
-  CHECK_LAUNCH();
-}
 
 void compare(int code, DType t, const void* a, const void* b, uint8_t* out, const Shape& shape, int64_t n, cudaStream_t s) {
   DISPATCH_INDEX(fits32(shape, n), DISPATCH(t, (compare_kernel<T, I><<<grid_for(n), 256, 0, s>>>(code, (const T*)a, (const T*)b, out, shape, (I)n))));
@@ -941,6 +942,13 @@ void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream
   } else {
     DISPATCH_ANY(from, A, DISPATCH_ANY(to, B, (cast_any_kernel<A, B><<<grid_for(n), 256, 0, s>>>((const A*)in, (B*)out, n))));
   }
+  CHECK_LAUNCH();
+}
+
+void sumsq_multi(const AdamTensor* tensors, const int64_t* chunks, int64_t nchunks, int64_t chunk, float* out, cudaStream_t s) {
+  CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(float), s));
+  if (nchunks <= 0) return;
+  sumsq_multi_kernel<<<(unsigned)nchunks, 256, 0, s>>>(tensors, chunks, chunk, out);
   CHECK_LAUNCH();
 }
 

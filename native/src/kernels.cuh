@@ -45,7 +45,6 @@ void sce_forward(DType t, const void* scores, const int64_t* labels, float* loss
 /** dscores[r, c] = (softmax − onehot)·scale (scale = upstream / Σ weights for a mean). */
 void sce_backward(DType t, const void* scores, const int64_t* labels, const float* upstream, const float* wsum, void* ds, int64_t rows, int64_t cols, int64_t ignore, int mean, cudaStream_t s);
 /** *out = Σ x[i]² (float32). */
-void sumsq(const float* x, int64_t n, float* out, cudaStream_t s);
 void gelu_grad(DType t, const void* g, const void* x, void* out, int64_t n, bool tanh_form, cudaStream_t s);
 void cast(DType from, DType to, const void* in, void* out, int64_t n, cudaStream_t s);
 /** One tensor of a multi-tensor AdamW: float32 weight, gradient and moments, an optional compute-dtype copy. */
@@ -57,6 +56,8 @@ struct AdamTensor {
   void* copy;
   int64_t n;
 };
+/** Σ g² over the gradients of an AdamW table (entries and chunks as adamw_multi's) into out[0]. */
+void sumsq_multi(const AdamTensor* tensors, const int64_t* chunks, int64_t nchunks, int64_t chunk, float* out, cudaStream_t s);
 /** AdamW over many tensors in one launch: block b updates chunk b, chunks[2b] = tensor, chunks[2b+1] = first element. */
 void adamw_multi(const AdamTensor* tensors, const int64_t* chunks, int64_t nchunks, int64_t chunk, DType copy, float lr, float b1, float b2,
                  float eps, float wd, float bc1, float bc2, float gscale, cudaStream_t s);

@@ -358,23 +358,33 @@ export class HostCuda implements Partial<NativeCuda> {
     });
   }
 
-  sumsq(x: bigint, n: number, out: bigint): void {
-    const a = this.floats(0, x, n);
-    let s = 0;
-    for (let i = 0; i < n; i++) s += a.get(i) ** 2;
-    this.floats(0, out, 1).set(0, s);
-  }
-
-  /** The multi-tensor AdamW: reads the device tables (int64 words) and updates each chunk as the kernel does. */
-  adamwMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, copyDtype: number, lr: number, b1: number, b2: number, eps: number, wd: number,
-    bc1: number, bc2: number, gscale: number): void {
+  /** The device tables of the multi-tensor kernels: (tensor, start) per chunk, six int64 words per tensor. */
+  private adamTables(tensors: bigint, chunks: bigint, nchunks: number): { table: BigInt64Array; ts: BigInt64Array } {
     const words = (ptr: bigint, n: number): BigInt64Array => {
       const b = this.bytes(ptr, 8 * n);
       return new BigInt64Array(b.buffer.slice(b.byteOffset, b.byteOffset + 8 * n));
     };
     const table = chunks === 0n ? new BigInt64Array(0) : words(chunks, 2 * nchunks);
     const count = nchunks ? Math.max(...Array.from({ length: nchunks }, (_, c) => Number(table[2 * c]!))) + 1 : 0;
-    const ts = count ? words(tensors, 6 * count) : new BigInt64Array(0);
+    return { table, ts: count ? words(tensors, 6 * count) : new BigInt64Array(0) };
+  }
+
+  sumsqMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, out: bigint): void {
+    const { table, ts } = this.adamTables(tensors, chunks, nchunks);
+    let s = 0;
+    for (let c = 0; c < nchunks; c++) {
+      const t = Number(table[2 * c]!), start = Number(table[2 * c + 1]!);
+      const g = ts[6 * t + 1]!, n = Number(ts[6 * t + 5]!);
+      const G = this.floats(0, g, n);
+      for (let i = start; i < Math.min(n, start + chunk); i++) s += G.get(i) ** 2;
+    }
+    this.floats(0, out, 1).set(0, s);
+  }
+
+  /** The multi-tensor AdamW: reads the device tables (int64 words) and updates each chunk as the kernel does. */
+  adamwMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, copyDtype: number, lr: number, b1: number, b2: number, eps: number, wd: number,
+    bc1: number, bc2: number, gscale: number): void {
+    const { table, ts } = this.adamTables(tensors, chunks, nchunks);
     for (let c = 0; c < nchunks; c++) {
       const t = Number(table[2 * c]!), start = Number(table[2 * c + 1]!);
       const [w, g, m, v, copy, n] = Array.from(ts.subarray(6 * t, 6 * t + 6));

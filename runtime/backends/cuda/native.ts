@@ -70,7 +70,8 @@ export interface NativeCuda {
   gather(dtype: number, data: bigint, idx: bigint, out: bigint, outer: number, dim: number, nidx: number, inner: number): void;
   copyRegion(dtype: number, x: bigint, out: bigint, dims: number[], inStrides: number[], outStrides: number[], inBase: number, outBase: number): void;
   fill(dtype: number, out: bigint, n: number, value: number): void;
-  sumsq(x: bigint, n: number, out: bigint): void;
+  /** Σ g² over the gradients of an AdamW table (adamwMulti's tables) into out[0], in one launch. */
+  sumsqMulti(tensors: bigint, chunks: bigint, nchunks: number, chunk: number, out: bigint): void;
   reduce(op: number, dtype: number, x: bigint, out: bigint, outDims: number[], outStrides: number[], redDims: number[], redStrides: number[]): void;
   compare(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
   scatterAdd(dtype: number, g: bigint, idx: bigint, acc: bigint, outer: number, dim: number, nidx: number, inner: number): void;

@@ -20,6 +20,8 @@ interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs
 type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
 /** Elements per block of the multi-tensor AdamW. */
 const ADAM_CHUNK = 65536;
+/** A multi-tensor kernel's device tables (AdamW, the gradient norm): entries, chunks and their count. */
+interface MultiTable { tensors: bigint; chunks: bigint; nchunks: number }
 const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
 
 /**
@@ -61,7 +63,8 @@ export class CudaRankBackend implements Backend {
   private readonly env = new Map<number, Map<number, DeviceTensor>>();
   private readonly lossValues = new Map<number, DeviceTensor>();
   private hostOptimizer: Optimizer | undefined;
-  private adamTable: { tensors: bigint; chunks: bigint; nchunks: number } | undefined;
+  private adamTable: MultiTable | undefined;
+  private normTable: MultiTable | undefined;
   private adamStep = 0;
   /** Per program: after node i, the values (produced and last read inside it) that can go. */
   private readonly frees = new Map<string, number[][]>();
@@ -408,11 +411,8 @@ export class CudaRankBackend implements Backend {
    * fixed for the backend's life): per parameter its master weight, gradient, moments, compute copy
    * and size; per block of ADAM_CHUNK elements the tensor and first element it updates.
    */
-  private buildAdamTable(): { tensors: bigint; chunks: bigint; nchunks: number } {
-    const words: bigint[] = [];
-    const chunks: bigint[] = [];
-    let t = 0;
-    for (const [p, g] of this.grads) {
+  private buildAdamTable(): MultiTable {
+    return this.uploadTable([...this.grads].map(([p, g]) => {
       const w = this.master.get(p)!;
       let mv = this.moments.get(p);
       if (!mv) {
@@ -420,17 +420,27 @@ export class CudaRankBackend implements Backend {
         for (const x of mv) this.dev.n.fill(0, x.ptr, numel(w.shape), 0);
         this.moments.set(p, mv);
       }
-      const n = numel(w.shape);
-      words.push(w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, this.compute16 ? this.resident.get(p)!.ptr : 0n, BigInt(n));
-      for (let start = 0; start < n; start += ADAM_CHUNK) chunks.push(BigInt(t), BigInt(start));
-      t++;
-    }
-    const upload = (xs: bigint[]): bigint => {
+      return [w.ptr, g.ptr, mv[0].ptr, mv[1].ptr, this.compute16 ? this.resident.get(p)!.ptr : 0n, BigInt(numel(w.shape))];
+    }));
+  }
+
+  /** The same layout over the gradients this rank counts in the global norm (only `g` and the size are read). */
+  private buildNormTable(): MultiTable {
+    return this.uploadTable([...this.grads].filter(([p]) => this.owned.has(p)).map(([, g]) => [0n, g.ptr, 0n, 0n, 0n, BigInt(numel(g.shape))]));
+  }
+
+  /** Uploads six words per tensor (the last its size) and a (tensor, first element) pair per chunk of ADAM_CHUNK. */
+  private uploadTable(entries: readonly (readonly bigint[])[]): MultiTable {
+    const chunks: bigint[] = [];
+    entries.forEach((e, t) => {
+      for (let start = 0; start < Number(e[5]); start += ADAM_CHUNK) chunks.push(BigInt(t), BigInt(start));
+    });
+    const upload = (xs: readonly bigint[]): bigint => {
       const ptr = this.dev.n.allocStatic(Math.max(8, xs.length * 8));
       if (xs.length) this.dev.n.upload(ptr, BigInt64Array.from(xs));
       return ptr;
     };
-    return { tensors: upload(words), chunks: upload(chunks), nchunks: chunks.length / 2 };
+    return { tensors: upload(entries.flat()), chunks: upload(chunks), nchunks: chunks.length / 2 };
   }
 
   /** The current loss scale (1 unless the plan trains in fp16). */
@@ -491,11 +501,13 @@ export class CudaRankBackend implements Backend {
       () => this.dropLists(),
       () => this.dropArena(),
       () => {
-        if (!this.adamTable) return;
-        const { tensors, chunks } = this.adamTable;
-        this.adamTable = undefined;
-        this.dev.n.freeStatic(tensors);
-        this.dev.n.freeStatic(chunks);
+        const tables = [this.adamTable, this.normTable];
+        this.adamTable = this.normTable = undefined;
+        for (const t of tables) {
+          if (!t) continue;
+          this.dev.n.freeStatic(t.tensors);
+          this.dev.n.freeStatic(t.chunks);
+        }
       },
       () => {
         const all = [...this.workspaces.values()];
@@ -936,21 +948,19 @@ export class CudaRankBackend implements Backend {
     if (om) this.dev.n.eventRecord(om[0], 0n);
     await this.multi?.comm.settle();
     this.applyPendingScales();
-    // Global norm from per-parameter sums of squares: one download of a few scalars. Over several
-    // ranks, each counts the parameters it owns (a tied one on its lowest pipeline rank), replicas
-    // split the sum, and the ranks add theirs up.
-    const squares = [...this.grads].filter(([p]) => this.owned.has(p)).map(([, g]) => {
-      const s = this.dev.alloc('float32', []);
-      this.dev.n.sumsq(g.ptr, numel(g.shape), s.ptr);
-      return s;
-    });
+    // Global norm from one sum of squares over every gradient in one launch, one download. Over
+    // several ranks, each counts the parameters it owns (a tied one on its lowest pipeline rank),
+    // replicas split the sum, and the ranks add theirs up.
+    const squares = this.dev.alloc('float32', []);
+    const nt = this.normTable ??= this.buildNormTable();
+    this.dev.n.sumsqMulti(nt.tensors, nt.chunks, nt.nchunks, ADAM_CHUNK, squares.ptr);
     // Without clipping or fp16's overflow check the update does not depend on the norm: queue it
     // behind the squares, so the device is not left idle while the ranks add up the norm on the host.
     const early = o.clip === undefined && this.compute16 !== 'float16';
     if (early) this.update(o, 1 / this.lossScale);
     await this.drain();
-    let sq = squares.reduce((a, s) => a + this.dev.download(s).data[0]!, 0);
-    for (const s of squares) this.dev.free(s);
+    let sq = this.dev.download(squares).data[0]!;
+    this.dev.free(squares);
     if (this.multi) {
       const total = new Float64Array([sq / this.plan.world.dp]);
       await this.multi.transport.allreduce([...Array(this.plan.world.size).keys()], 'gradient norm', total);
