@@ -22,10 +22,12 @@ import type { WorldEnv } from './world.js';
  * The CUDA settings a rank of a multi-rank plan needs, set in `env` before this process loads CUDA
  * (the driver reads them once); a user's setting that would let the ranks deadlock is refused.
  *
- * - CUDA_MODULE_LOADING=EAGER: lazily, a kernel's first launch loads its module, and that waits for
- *   the device's queued work, NCCL kernels included, which wait for a peer that may be stuck the
- *   same way. Interleaved plans at pp 4 hung so in step 1 on 4 GPUs. Eagerly, every kernel loads
- *   when CUDA starts (a few seconds more at start-up).
+ * - CUDA_MODULE_LOADING=EAGER unless set: lazily, a kernel's first launch loads its module, and
+ *   that waits for the device's queued work, NCCL kernels included, which wait for a peer that may
+ *   be stuck the same way. Interleaved plans at pp 4 hung so in step 1 on 4 GPUs. Eagerly, every
+ *   kernel loads when CUDA starts (about 13 s more at start-up on an H200 host). Set to LAZY, the
+ *   rank instead runs its programs once on zeros before step 1 (`preloadKernels`); that path has
+ *   not been run on GPUs yet.
  * - CUDA_DEVICE_MAX_CONNECTIONS: every pair of ranks that exchange tensors and every group gets a
  *   stream of its own (CudaComm), spread over this many hardware queues (8 unless set); streams
  *   sharing a queue wait for each other's earlier work, a receive waiting for its peer holding up a
@@ -35,8 +37,8 @@ import type { WorldEnv } from './world.js';
 export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv = process.env): void {
   const loading = env['CUDA_MODULE_LOADING'];
   if (loading === undefined) env['CUDA_MODULE_LOADING'] = 'EAGER';
-  else if (loading.toUpperCase() !== 'EAGER') {
-    throw new CleaveError(`CUDA_MODULE_LOADING=${loading}: a kernel loaded lazily waits for the NCCL kernels in flight, and ranks can deadlock in their first step; unset it or set EAGER`);
+  else if (!['EAGER', 'LAZY'].includes(loading.toUpperCase())) {
+    throw new CleaveError(`CUDA_MODULE_LOADING=${loading}: CUDA knows EAGER and LAZY; unset it (EAGER) or set one of them`);
   }
   const peers = new Set<string>();
   for (const r of plan.ranks) for (const ins of r.instructions) if (ins.kind === 'SEND' && (r.rank === rank || ins.peer === rank)) peers.add(`${r.rank}>${ins.peer}`);
@@ -52,6 +54,9 @@ export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv
     throw new CleaveError(`CUDA_DEVICE_MAX_CONNECTIONS=${set} gives rank ${rank} too few hardware queues: its plan runs ${needed} streams (compute, ${peers.size} rank pairs, ${groups} group${groups === 1 ? '' : 's'}, NCCL's 2), and streams sharing a queue can deadlock the ranks; unset it or set ${Math.min(needed, 32)} or more`);
   }
 }
+
+/** Whether this process loads CUDA modules lazily (then a rank preloads its kernels before step 1). */
+const lazyModules = (env: NodeJS.ProcessEnv = process.env): boolean => env['CUDA_MODULE_LOADING']?.toUpperCase() === 'LAZY';
 
 /**
  * One rank of a multi-GPU run, in its own process (started by `cleave run --gpus N`, torchrun,
@@ -100,6 +105,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const source = replicaSource(plan, o, me.dpRank);
     const result: RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0, peakBytesByRank: [] };
     if (shard) restoreFromShard(shard, backend, source);
+    if (lazyModules()) backend.preloadKernels();
     n.memInfo(true);
     const everyone = [...Array(world.worldSize).keys()];
     for (let step = shard?.step ?? 0; step < o.steps; step++) {

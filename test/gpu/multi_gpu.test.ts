@@ -120,4 +120,12 @@ describe.runIf(gpus >= 4)('multi-GPU runs over NCCL (4 GPUs)', () => {
       }
     }
   }, 600_000);
+
+  it('with lazy module loading, the ranks preload their kernels and the interleaved pp 4 plan (which deadlocked lazily) runs, with the CPU ranks\' losses', async () => {
+    const plan = planFile('pp4-lazy', { partitions: 4, schedule: 'interleaved-1f1b', virtualStages: 2 });
+    const cpu = (await runPlanCpu({ planFile: plan, data: { kind: 'default' }, steps: STEPS, optimizer: opt, seed: 0 })).steps.map((s) => s.loss);
+    const r = await runGpus(plan, 4, { CUDA_MODULE_LOADING: 'LAZY' }, ['--timeout', '30']);
+    expect(r.code, r.out).toBe(0);
+    cpu.forEach((l, i) => expect(Math.abs(r.losses[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-4));
+  }, 120_000);
 });

@@ -16,11 +16,13 @@ describe('the CUDA settings of a multi-GPU rank', () => {
     expect(env['CUDA_MODULE_LOADING']).toBe('EAGER');
   });
 
-  it('refuses lazy module loading, naming the variable', () => {
-    expect(() => cudaEnvironment(plan, 0, { CUDA_MODULE_LOADING: 'LAZY' })).toThrow(/CUDA_MODULE_LOADING=LAZY: a kernel loaded lazily waits for the NCCL kernels in flight.*unset it or set EAGER/);
-    const env: NodeJS.ProcessEnv = { CUDA_MODULE_LOADING: 'eager' };
-    cudaEnvironment(plan, 0, env);
-    expect(env['CUDA_MODULE_LOADING']).toBe('eager');
+  it('keeps EAGER or LAZY as set (LAZY: the rank preloads its kernels), and refuses anything else, naming the variable', () => {
+    for (const v of ['eager', 'LAZY']) {
+      const env: NodeJS.ProcessEnv = { CUDA_MODULE_LOADING: v };
+      cudaEnvironment(plan, 0, env);
+      expect(env['CUDA_MODULE_LOADING']).toBe(v);
+    }
+    expect(() => cudaEnvironment(plan, 0, { CUDA_MODULE_LOADING: 'SOMETIMES' })).toThrow(/CUDA_MODULE_LOADING=SOMETIMES: CUDA knows EAGER and LAZY/);
   });
 
   it('keeps a setting that covers the rank\'s streams', () => {

@@ -25,7 +25,7 @@ import { HostFabric } from '../helpers/host_nccl.js';
 const STEPS = 4;
 const opt = { kind: 'adamw' as const, lr: 1e-2 };
 
-async function compare(o: Partial<CompileOptions>, lists = true): Promise<void> {
+async function compare(o: Partial<CompileOptions>, lists = true, preload = false): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'cleave-multirank-'));
   const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4, ...o } as CompileOptions).plan;
   const planFile = join(dir, 'p.plan');
@@ -43,6 +43,8 @@ async function compare(o: Partial<CompileOptions>, lists = true): Promise<void> 
     const transport = new PortTransport(r.rank, plan.world.size, new Map(Object.entries(ports[r.rank]!).map(([k, p]) => [Number(k), p])), 30_000);
     const backend = new CudaRankBackend(plan, r.rank, weights, opt, new Cuda(hosts[r.rank]!.native), { comm: fabric.rank(r.rank, hosts[r.rank]!.native), transport });
     backend.launchLists = lists;
+    // Lazy module loading's preload: every program once, on zeros for what it would receive.
+    if (preload) backend.preloadKernels();
     return { r, backend, exec: new Executor(plan, r.rank, backend, transport) };
   });
   const gpu: number[] = [];
@@ -76,5 +78,6 @@ describe('multi-rank plans on the CUDA rank backend (host emulation)', () => {
   it('pp 2 (zbv, two stages per rank) gives the CPU ranks\' losses', () => compare({ schedule: 'zbv', virtualStages: 2 }), 60_000);
   it('pp 2 × dp 2 gives the CPU ranks\' losses', () => compare({ dp: 2 }), 60_000);
   it('pp 2 (zbv) node by node, without launch lists, gives them too', () => compare({ schedule: 'zbv', virtualStages: 2 }, false), 60_000);
+  it('pp 2 × dp 2 with kernels preloaded first (lazy module loading) gives them too', () => compare({ dp: 2 }, true, true), 60_000);
   it('pp 4 (interleaved, a rank sending to three others) gives the CPU ranks\' losses', () => compare({ partitions: 4, microbatches: 4, batch: 8, schedule: 'interleaved-1f1b', virtualStages: 2 }), 60_000);
 });

@@ -14,6 +14,7 @@ import { type OptimizerConfig, type OptimizerState, Optimizer } from '../../opti
 import { Cuda, deviceBytes, hostBytes } from './device.js';
 import type { RankComm } from './comm.js';
 import { runCudaNode } from './graph.js';
+import { dropoutRng } from '../../../src/ops/movement.js';
 
 /** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[]; signature: string }
@@ -600,6 +601,13 @@ export class CudaRankBackend implements Backend {
         return t;
       }
       const pv = this.plan.values[v]!;
+      if (this.preloading) {
+        // What the instruction would receive or be fed: zeros of its type and shape.
+        const host = tensor(dtypeFromOnnx(pv.dtype, pv.name), pv.shape);
+        const z = this.dev.upload(host, this.deviceDtype.get(v) ?? this.as(host.dtype));
+        env.set(v, z);
+        return z;
+      }
       if (pv.kind !== 'input') throw new CleaveError(`value '${pv.name}' of microbatch ${ins.mb} is not on this GPU`);
       const d = this.staticFeeds.get(`${ins.mb}:${v}`);
       if (!d) throw new CleaveError(`input '${pv.name}' of microbatch ${ins.mb} was not staged for this step`);
@@ -671,14 +679,55 @@ export class CudaRankBackend implements Backend {
       for (const s of stage.states) {
         const t = env.get(s.value);
         if (!t) continue;
-        this.dev.cast(t, this.master.get(s.state)!);
-        if (this.compute16) this.dev.cast(t, this.resident.get(s.state)!);
+        const into = [this.master.get(s.state)!, ...(this.compute16 ? [this.resident.get(s.state)!] : [])];
+        for (const d of into) {
+          // Preloading launches the same casts into scratch memory: the states keep their values.
+          const dst = this.preloading ? this.dev.alloc(d.dtype, d.shape) : d;
+          this.dev.cast(t, dst);
+          if (dst !== d) this.dev.free(dst);
+        }
       }
       const loss = env.get(this.plan.model.lossValue);
       if (loss && produced.has(this.plan.model.lossValue)) this.lossValues.set(ins.mb, loss);
     }
     if (this.lastCompute.get(ins.mb) === ins) this.endMicrobatch(ins.mb);
     this.readTimers();
+  }
+
+  /** While `preloadKernels` runs: values an instruction would be given are zeros. */
+  private preloading = false;
+
+  /**
+   * Runs each of this rank's programs once, on zeros, for a microbatch no step uses, with no
+   * transfers, then waits for the device: every kernel a step's instructions launch is loaded
+   * before any NCCL kernel can be in flight. Under lazy module loading (CUDA_MODULE_LOADING=LAZY) a
+   * kernel's first launch waits for the device's queued work, and a peer's transfer stuck behind
+   * it can deadlock the ranks; the optimizer's kernels, which come after every transfer of the
+   * step is queued, need no preloading. Weights, states, the dropout stream and losses are left as
+   * they were; the gradients the programs add into are zeroed at every step's start.
+   */
+  preloadKernels(): void {
+    if (this.stepNo > 0) throw new CleaveError('kernels are preloaded before the first step');
+    const DRY = -1;
+    const rng = dropoutRng.state;
+    this.preloading = true;
+    try {
+      const done = new Set<string>();
+      for (const ins of this.plan.ranks[this.rank]!.instructions) {
+        if (!PROGRAMS[ins.kind] || done.has(`${ins.kind}:${ins.stage}`)) continue;
+        done.add(`${ins.kind}:${ins.stage}`);
+        this.computeNodes({ ...ins, mb: DRY });
+      }
+      this.dev.n.synchronize();
+    } finally {
+      this.preloading = false;
+      dropoutRng.state = rng;
+      for (const t of this.env.get(DRY)?.values() ?? []) this.dev.free(t);
+      this.env.delete(DRY);
+      const loss = this.lossValues.get(DRY);
+      if (loss) this.dev.free(loss);
+      this.lossValues.delete(DRY);
+    }
   }
 
   /** Adds the timed nodes' device times to the profile, once their work is done. */
