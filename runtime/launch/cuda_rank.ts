@@ -69,7 +69,6 @@ const lazyModules = (env: NodeJS.ProcessEnv = process.env): boolean => env['CUDA
  */
 export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void, initialWeights?: (plan: Plan) => Map<string, Tensor>):
   Promise<RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] }> {
-  if (o.cudaGraph) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
   const plan = readPlan(o.planFile);
   if (plan.world.size !== world.worldSize) {
     throw new CleaveError(`${o.planFile} has ${plan.world.size} ranks (${plan.world.pp} pipeline × ${plan.world.dp} data parallel), but ${world.source} started ${world.worldSize} processes`);
@@ -96,6 +95,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, o.weights));
     backend = new CudaRankBackend(plan, world.rank, weights, o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;
+    backend.cudaGraph = !!o.cudaGraph;
     backend.timing = !!o.trace;
     if (o.timeoutSeconds) backend.timeoutSeconds = o.timeoutSeconds;
     if (o.lossScale !== undefined) backend.setLossScale(o.lossScale);

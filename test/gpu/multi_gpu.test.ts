@@ -65,6 +65,16 @@ describe.runIf(gpus >= 2)('multi-GPU runs over NCCL (2 GPUs)', () => {
     cpu.forEach((l, i) => expect(Math.abs(r.losses[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-4));
   }, 120_000);
 
+  it('--cuda-graph captures each rank\'s whole step, transfers and reductions included, with the CPU ranks\' losses (pp 2 zbv, pp 1 × dp 2)', async () => {
+    for (const [name, o] of [['graph-zbv', { partitions: 2, schedule: 'zbv', virtualStages: 2 }], ['graph-dp2', { partitions: 1, dp: 2 }]] as const) {
+      const plan = planFile(name, o);
+      const cpu = (await runPlanCpu({ planFile: plan, data: { kind: 'default' }, steps: STEPS, optimizer: opt, seed: 0 })).steps.map((s) => s.loss);
+      const r = await runGpus(plan, 2, {}, ['--cuda-graph']);
+      expect(r.code, `${name}: ${r.out}`).toBe(0);
+      cpu.forEach((l, i) => expect(Math.abs(r.losses[i]! - l) / l, `${name} step ${i + 1}`).toBeLessThanOrEqual(1e-4));
+    }
+  }, 240_000);
+
   it('checkpoints of a pp 2 run resume on 2 GPUs with the unbroken run\'s losses, and on CPU ranks', async () => {
     const plan = planFile('ckpt', { partitions: 2 });
     // The unbroken run also writes its last step's device timeline (CUDA events, rank 0 gathers).

@@ -39,6 +39,8 @@ export class HostCuda implements Partial<NativeCuda> {
   private nextGraph = 1n;
   private static readonly HOST = new Set(['upload', 'download', 'synchronize', 'memInfo', 'info']);
   private static readonly MEMORY = new Set(['alloc', 'free', 'allocStatic', 'freeStatic']);
+  /** Not stream work: CUDA makes and destroys events at once, capturing or not. */
+  private static readonly OBJECTS = new Set(['eventCreate', 'eventDestroy']);
 
   constructor() {
     const self = this as unknown as Record<string, unknown>;
@@ -54,7 +56,7 @@ export class HostCuda implements Partial<NativeCuda> {
           t.ticks++;
           return bound(...args);
         };
-        if (!t.recording || name.startsWith('graph') || HostCuda.MEMORY.has(name)) return call;
+        if (!t.recording || name.startsWith('graph') || HostCuda.MEMORY.has(name) || HostCuda.OBJECTS.has(name)) return call;
         if (HostCuda.HOST.has(name)) return () => { throw new Error(`${name}: operation not permitted when stream is capturing`); };
         return (...args: unknown[]) => {
           t.calls.set(name, (t.calls.get(name) ?? 0) + 1);

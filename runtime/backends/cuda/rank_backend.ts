@@ -161,7 +161,8 @@ export class CudaRankBackend implements Backend {
     if (multi) {
       // Under launch lists the arena must place every step's tensors alike, so memory a send read
       // this step is held until the next step starts, whether or not the send is done yet.
-      this.dev.holdFree = (ptr: bigint) => (this.listPhase !== 'off' ? multi.comm.sent(ptr) : multi.comm.reading(ptr));
+      // A capture (`--cuda-graph`) cannot ask whether an event it recorded has passed either.
+      this.dev.holdFree = (ptr: bigint) => (this.listPhase !== 'off' || this.capturing ? multi.comm.sent(ptr) : multi.comm.reading(ptr));
       // The factors reduced sums may still need, uploaded now: an upload waits for the stream,
       // which inside a step would wait for the reductions (and a dead peer) without polling.
       for (const b of plan.buckets) {
@@ -281,7 +282,6 @@ export class CudaRankBackend implements Backend {
     this.stepNo++;
     this.launched = false;
     if (this.cudaGraph && this.profiling) throw new CleaveError('profiling times each node on its own: it cannot run inside a captured CUDA graph');
-    if (this.cudaGraph && this.multi) throw new CleaveError('--cuda-graph captures one-rank plans so far; run this plan without it');
     if (this.cudaGraph && this.timing) throw new CleaveError('--trace times instructions one by one, which a whole-step CUDA graph hides; run without --cuda-graph');
     if (this.timing) {
       // The device is idle between steps: the reference event runs when it is recorded.
@@ -761,8 +761,9 @@ export class CudaRankBackend implements Backend {
 
   /** Memory held back for sends that have finished since goes back. */
   private reap(): void {
-    // Launch lists hold such memory to the step's end, where every step holds it alike.
-    if (this.listPhase !== 'off') return;
+    // Launch lists hold such memory to the step's end, where every step holds it alike; a capture
+    // holds it to the capture's end.
+    if (this.listPhase !== 'off' || this.capturing) return;
     const comm = this.multi?.comm;
     if (comm) this.dev.releaseHeld((p) => !comm.reading(p));
   }
@@ -817,6 +818,8 @@ export class CudaRankBackend implements Backend {
    */
   async drain(): Promise<void> {
     if (!this.multi) return;
+    // A whole-step graph ends and runs here: every rank comes here, only the last stage reads losses.
+    this.launchStep();
     const n = this.dev.n;
     const ev = this.drainEvent ??= n.eventCreate();
     n.eventRecord(ev, 0n);
@@ -841,6 +844,8 @@ export class CudaRankBackend implements Backend {
 
   async send(ins: Instruction): Promise<void> {
     const comm = this.comm('sends');
+    // The step's graph sends it.
+    if (this.exec !== undefined) return;
     const b = this.plan.tensors[ins.tensor]!;
     const t = this.env.get(ins.mb)?.get(b.value);
     if (!t) throw new CleaveError(`tensor ${ins.tensor} ('${this.plan.values[b.value]!.name}') of microbatch ${ins.mb} has not been computed on rank ${this.rank}`);
@@ -853,6 +858,7 @@ export class CudaRankBackend implements Backend {
 
   async recv(ins: Instruction): Promise<void> {
     const comm = this.comm('receives');
+    if (this.exec !== undefined) return;
     const b = this.plan.tensors[ins.tensor]!;
     const pv = this.plan.values[b.value]!;
     const dtype = this.deviceDtype.get(b.value) ?? this.as(dtypeFromOnnx(pv.dtype, pv.name));
@@ -913,6 +919,8 @@ export class CudaRankBackend implements Backend {
     // sum over the group and divide by the replicas only, after the reduction (before the optimizer).
     const average = Math.abs(bucket.scale * group.ranks.length - 1) < 1e-9 && group.ranks.length > 1;
     if (!average && bucket.scale !== 1) for (const t of tensors) this.pendingScales.push([t, bucket.scale]);
+    // The step's graph reduces them; the factor still comes before the optimizer, outside it.
+    if (this.exec !== undefined) return;
     await comm.allreduce(group.id, tensors, average, this.mark(ins));
   }
 
@@ -925,11 +933,21 @@ export class CudaRankBackend implements Backend {
     for (const [t, k] of this.pendingScales.splice(0)) mul(this.dev, [t, this.scalars.get(k)!], [t], {});
   }
 
-  losses(): Map<number, number> {
+  /**
+   * Ends the whole-step capture (step 2 of `--cuda-graph`) and launches the step's graph, once a
+   * step. A multi-rank capture first joins the transfer and reduction streams back into the
+   * compute stream (a capture must end where it forked) and frees what its sends read.
+   */
+  private launchStep(): void {
     if (this.capturing) {
       this.capturing = false;
       const before = this.beforeCapture;
       try {
+        if (this.multi) {
+          this.multi.comm.drainSends();
+          void this.multi.comm.settle();
+          this.dev.releaseHeld();
+        }
         this.exec = this.dev.n.graphEnd();
       } finally {
         // What the step left allocated (its losses) is the graph's now, or gone with a failed capture.
@@ -941,6 +959,10 @@ export class CudaRankBackend implements Backend {
       this.dev.n.graphLaunch(this.exec);
       this.launched = true;
     }
+  }
+
+  losses(): Map<number, number> {
+    this.launchStep();
     const out = new Map<number, number>();
     for (const [mb, t] of this.lossValues) out.set(mb, this.dev.download(t).data[0]!);
     return out;
