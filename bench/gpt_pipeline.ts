@@ -7,13 +7,14 @@
 //
 //   node dist/bench/gpt_pipeline.js [--gpus 4] [--dp 1] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
 //                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch] [--no-cleave]
-//                                   [--no-profile] [--dir DIR] [--memory-weight 0] [--trace]
+//                                   [--no-profile] [--dir DIR] [--memory-weight 0] [--trace] [--cuda-graph]
 // --dp D runs SMP's hybrid configurations: GPUs ÷ D pipeline ranks × D data-parallel replicas (cleave's
 // plan with dp D; torch with DDP-style gradient averaging), each replica training on its own batch.
 // Plans are compiled with this card's measured op times (cleave profile of the one-GPU plan) unless --no-profile;
 // with --dir the profile is kept there and reused, so the cleave and torch halves can run as two commands
 // (--no-torch, then --no-cleave: torch still cuts where cleave's plans cut). --trace writes each
-// pipelined run's measured last step (Perfetto) to DIR/<schedule>.trace.json. The partitioner's
+// pipelined run's measured last step (Perfetto) to DIR/<schedule>.trace.json; --cuda-graph adds a row for
+// each schedule run again with every rank's step as one CUDA graph. The partitioner's
 // memory_weight is 0 here, not SMP's 0.8: every stage fits with room to spare (at most 21 GiB a
 // rank), so time alone should set the cut, as a user tuning for speed would set it. With this
 // card's measured op times the plans predict 4 to 8 ms shorter steps than at 0.2 (zbv 188 vs 197 ms).
@@ -41,6 +42,7 @@ const gpus = arg('gpus', 4), dp = arg('dp', 1), m = arg('microbatches', 8), memo
 if (!Number.isInteger(gpus / dp) || gpus / dp < 1) throw new Error(`--dp ${dp} does not divide --gpus ${gpus}`);
 const pp = gpus / dp;
 const tracing = process.argv.includes('--trace');
+const graphs = process.argv.includes('--cuda-graph');
 const si = process.argv.indexOf('--schedules');
 const ALL: readonly ScheduleName[] = SCHEDULES;
 const schedules = si >= 0 ? (process.argv[si + 1]!.split(',') as ScheduleName[]) : ALL;
@@ -86,12 +88,12 @@ function planFor(name: string, partitions: number, schedule: ScheduleName, repli
 }
 
 /** One cleave configuration: compile, then one process per rank (rank 0's JSON line is the result). */
-async function cleave(name: string, partitions: number, schedule: ScheduleName, replicas = 1): Promise<Result> {
+async function cleave(name: string, partitions: number, schedule: ScheduleName, replicas = 1, cudaGraph = false): Promise<Result> {
   const { plan, planFile } = planFor(name, partitions, schedule, replicas);
   splits.set(schedule, layerSplit(plan));
   let out = '';
   await launchProcesses({
-    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify({ ...cfg, trace: tracing && plan.world.size > 1 ? join(dir, `${name}.trace.json`) : undefined })],
+    nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify({ ...cfg, cudaGraph, trace: tracing && !cudaGraph && plan.world.size > 1 ? join(dir, `${name}.trace.json`) : undefined })],
     logDir: join(dir, `logs-${name}`), env: plan.world.size > 1 ? { NCCL_NVLS_ENABLE: '0', CUDA_DEVICE_MAX_CONNECTIONS: '32', CUDA_MODULE_LOADING: 'EAGER' } : {}, echo: (c) => void (out += c),
   });
   const line = out.split('\n').find((l) => l.startsWith('{'));
@@ -154,6 +156,12 @@ if (withCleave) {
       row('cleave', s, await cleave(s, pp, s, dp), cleaveSingle.stepMs, dp);
     } catch (e) {
       row('cleave', s, `failed: ${(e as Error).message.split('\n')[0]}`);
+    }
+    if (!graphs) continue;
+    try {
+      row('cleave', `${s} (cuda graph)`, await cleave(`${s}-graph`, pp, s, dp, true), cleaveSingle.stepMs, dp);
+    } catch (e) {
+      row('cleave', `${s} (cuda graph)`, `failed: ${(e as Error).message.split('\n')[0]}`);
     }
   }
 } else for (const s of schedules) splits.set(s, layerSplit(planFor(s, pp, s, dp).plan));

@@ -13,7 +13,7 @@ import { type GptConfig, benchGpt, randomWeights } from './gpt_model.js';
 
 const [planFile, cfgJson, flag, profileFile] = process.argv.slice(2);
 if (!planFile || !cfgJson) throw new Error('usage: gpt_pipeline_rank.js PLAN CONFIG_JSON [--profile OUT.json]');
-const cfg = JSON.parse(cfgJson) as GptConfig & { steps: number; warmup: number; trace?: string };
+const cfg = JSON.parse(cfgJson) as GptConfig & { steps: number; warmup: number; trace?: string; cudaGraph?: boolean };
 if (!cudaAvailable()) throw new Error('no CUDA device');
 const plan = readPlan(planFile);
 const g = benchGpt(cfg);
@@ -31,7 +31,7 @@ if (flag === '--profile') {
   writeMeasuredProfile(profileFile, profile);
   process.exit(0);
 }
-const o = { planFile, data: { kind: 'default' as const }, steps: cfg.warmup + cfg.steps, optimizer: { kind: 'adamw' as const, lr: 1e-4, weightDecay: 0.1 }, timeoutSeconds: 600, trace: cfg.trace };
+const o = { planFile, data: { kind: 'default' as const }, steps: cfg.warmup + cfg.steps, optimizer: { kind: 'adamw' as const, lr: 1e-4, weightDecay: 0.1 }, timeoutSeconds: 600, trace: cfg.trace, cudaGraph: !!cfg.cudaGraph };
 const r = plan.world.size === 1 || !world
   ? await runWithWeights(plan, weights(), o).then((x) => ({ ...x, peakBytesByRank: [x.peakBytes] }))
   : await runCudaRank(o, world, undefined, weights);
