@@ -158,13 +158,19 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 // one graph launch, so the host's per-kernel work is paid once. Its data lives in static buffers
 // filled before each launch.
 
-/** graphBegin(): starts recording the stream's work (after handing cached memory back, so the graph's pool can use it). */
+/**
+ * graphBegin(trim = true): starts recording the stream's work, after handing cached memory back so
+ * that the graph's pool can use it. A recording that allocates nothing (a launch list over the step
+ * arena) passes false: no wait for the stream, which on a multi-GPU rank may be waiting for a peer.
+ */
 Napi::Value GraphBegin(const Napi::CallbackInfo& info) {
   return guard(info, [&]() -> Napi::Value {
-    CUDA_CHECK(cudaStreamSynchronize(stream()));
-    cudaMemPool_t pool;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, current_device()));
-    CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+    if (info.Length() < 1 || info[0].IsUndefined() || info[0].As<Napi::Boolean>().Value()) {
+      CUDA_CHECK(cudaStreamSynchronize(stream()));
+      cudaMemPool_t pool;
+      CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, current_device()));
+      CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+    }
     CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
     return info.Env().Undefined();
   });

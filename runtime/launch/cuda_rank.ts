@@ -39,13 +39,14 @@ export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv
   if (loading === undefined) env['CUDA_MODULE_LOADING'] = 'EAGER';
   else if (!['EAGER', 'LAZY'].includes(loading.toUpperCase())) {
     throw new CleaveError(`CUDA_MODULE_LOADING=${loading}: CUDA knows EAGER and LAZY; unset it (EAGER) or set one of them`);
-  }
+  } else env['CUDA_MODULE_LOADING'] = loading.toUpperCase(); // the driver's spelling
   const peers = new Set<string>();
   for (const r of plan.ranks) for (const ins of r.instructions) if (ins.kind === 'SEND' && (r.rank === rank || ins.peer === rank)) peers.add(`${r.rank}>${ins.peer}`);
   // Compute, one per pair and group, and NCCL's own two (its launch and host streams).
   const groups = plan.groups.filter((g) => g.ranks.includes(rank)).length;
   const needed = 1 + peers.size + groups + 2;
   const set = env['CUDA_DEVICE_MAX_CONNECTIONS'];
+  if (needed > 32) process.stderr.write(`cleave: warning: rank ${rank}'s plan runs ${needed} streams and CUDA has at most 32 hardware queues: some share one\n`);
   if (set === undefined) {
     env['CUDA_DEVICE_MAX_CONNECTIONS'] = '32';
     return;

@@ -32,13 +32,13 @@ export function captureCheckedNccl(host: HostCuda): NativeCuda {
     ncclGroup: () => undefined,
     ncclAsyncError: () => null,
     ncclClose: () => undefined,
-    graphBegin: () => {
+    graphBegin: (trim?: boolean) => {
       capturing = true;
       captured.clear();
       captured.add(0n);
       work.clear();
       joined.clear();
-      n.graphBegin();
+      n.graphBegin(trim);
     },
     graphEnd: () => {
       for (const s of captured) {

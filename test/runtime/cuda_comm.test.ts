@@ -75,6 +75,15 @@ describe('CudaComm', () => {
     expect(warm.slice(2).map((c) => /×(\d+)/.exec(c)![1])).toEqual([String(bytes(1, 0)), String(bytes(1, 0))]);
   });
 
+  it('connects each of its groups before any step with a one-element reduction, in plan order', () => {
+    const plan = plan2(2);
+    const f = fakeNative(0);
+    new CudaComm(f.n, plan, 0, 1n);
+    const mine = plan.groups.filter((g) => g.ranks.includes(0));
+    expect(mine.length).toBeGreaterThan(0);
+    expect(f.calls.filter((c) => c.startsWith('allreduce'))).toHaveLength(mine.length);
+  });
+
   it('orders a send after the compute that made it, and holds its memory until the send is done, for every send of it', () => {
     const plan = plan2();
     const f = fakeNative(0);

@@ -20,7 +20,7 @@ describe('the CUDA settings of a multi-GPU rank', () => {
     for (const v of ['eager', 'LAZY']) {
       const env: NodeJS.ProcessEnv = { CUDA_MODULE_LOADING: v };
       cudaEnvironment(plan, 0, env);
-      expect(env['CUDA_MODULE_LOADING']).toBe(v);
+      expect(env['CUDA_MODULE_LOADING']).toBe(v.toUpperCase());
     }
     expect(() => cudaEnvironment(plan, 0, { CUDA_MODULE_LOADING: 'SOMETIMES' })).toThrow(/CUDA_MODULE_LOADING=SOMETIMES: CUDA knows EAGER and LAZY/);
   });

@@ -119,6 +119,15 @@ export class CudaComm implements RankComm {
         this.n.eventRecord(ch.after, ch.stream);
         while (!this.n.eventQuery(ch.after)) { /* the constructor may block: every rank is here */ }
       }
+      // Groups connect on their first reduction too: one element each, in plan order on every member.
+      for (const g of this.plan.groups) {
+        const ch = this.channels.get(`group ${g.id}`);
+        if (!ch) continue;
+        this.follow(ch);
+        this.n.ncclAllReduce(ch.comm, 0, send, 1, ch.stream, false);
+        this.n.eventRecord(ch.after, ch.stream);
+        while (!this.n.eventQuery(ch.after)) { /* as above */ }
+      }
     } finally {
       this.n.free(send);
       this.n.free(recv);

@@ -13,7 +13,8 @@ export interface NativeCuda {
   download(ptr: bigint, bytes: number): ArrayBuffer;
   synchronize(): void;
   /** Whole-step graphs: record the stream's work, instantiate it, replay it. */
-  graphBegin(): void;
+  /** Starts a capture; `trim` (default) first waits for the stream and hands the pool's cached memory back. */
+  graphBegin(trim?: boolean): void;
   graphEnd(): bigint;
   graphAbort(): void;
   graphLaunch(exec: bigint): void;

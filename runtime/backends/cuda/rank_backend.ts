@@ -130,7 +130,7 @@ export class CudaRankBackend implements Backend {
    * sends and receives need is taken from the recording step: where each receive's buffer sits in
    * the arena, and each microbatch's tensors after each recorded instruction.
    */
-  private readonly recvPlaced = new Map<string, DeviceTensor>();
+  private readonly recvPlaced = new Map<Instruction, DeviceTensor>();
   private readonly envAfter = new Map<string, Map<number, DeviceTensor>>();
   /** Per `stage:kind` of compute instruction: the received values its programs read. */
   private readonly receivedReads = new Map<string, number[]>();
@@ -569,7 +569,8 @@ export class CudaRankBackend implements Backend {
     if (recording) {
       // A recording cannot wait for a transfer made outside it: the list's launch waits instead.
       this.awaitReceived(ins);
-      this.dev.n.graphBegin();
+      // The arena is allocated already: nothing to hand back, so no wait for the stream.
+      this.dev.n.graphBegin(false);
       this.listCapture = true;
     }
     try {
@@ -863,10 +864,9 @@ export class CudaRankBackend implements Backend {
     const pv = this.plan.values[b.value]!;
     const dtype = this.deviceDtype.get(b.value) ?? this.as(dtypeFromOnnx(pv.dtype, pv.name));
     const env = this.envOf(ins.mb);
-    const key = `${ins.tensor}:${ins.mb}`;
     if (this.listPhase === 'replaying') {
       // Into the buffer the recorded lists read it from.
-      const t = this.recvPlaced.get(key);
+      const t = this.recvPlaced.get(ins);
       if (!t) throw new CleaveError(`no receive of tensor ${ins.tensor}, microbatch ${ins.mb} was recorded on rank ${this.rank}`);
       env.set(b.value, t);
       return comm.recv(t, ins.peer, this.mark(ins));
@@ -886,7 +886,7 @@ export class CudaRankBackend implements Backend {
       this.dev.arenaOpen = false;
     }
     env.set(b.value, t);
-    if (this.listPhase === 'recording') this.recvPlaced.set(key, t);
+    if (this.listPhase === 'recording') this.recvPlaced.set(ins, t);
     await comm.recv(t, ins.peer, this.mark(ins));
     this.reap();
   }
@@ -908,6 +908,9 @@ export class CudaRankBackend implements Backend {
       const t = env.get(v);
       if (t) comm.arrive(t.ptr);
     }
+    // The microbatch's memory is reused after its last instruction: a receive no program read
+    // must have landed first (a wait the list cannot hold).
+    if (this.lastCompute.get(ins.mb) === ins) for (const t of env.values()) comm.arrive(t.ptr);
   }
 
   async allreduce(ins: Instruction): Promise<void> {
@@ -1017,17 +1020,21 @@ export class CudaRankBackend implements Backend {
     const optIns = this.plan.ranks[this.rank]!.instructions.find((x) => x.kind === 'OPTIMIZER_STEP');
     const om = optIns ? this.mark(optIns) : undefined;
     if (om) this.dev.n.eventRecord(om[0], 0n);
+    // The tables are built (at the first step) before compute waits for the reductions: their
+    // uploads wait for the stream, which must not wait, unpolled, for a peer.
+    const nt = this.normTable ??= this.buildNormTable();
+    if (this.optimizer.kind === 'adamw') this.adamTable ??= this.buildAdamTable();
     await this.multi?.comm.settle();
     this.applyPendingScales();
     // Global norm from one sum of squares over every gradient in one launch, one download. Over
     // several ranks, each counts the parameters it owns (a tied one on its lowest pipeline rank),
     // replicas split the sum, and the ranks add theirs up.
     const squares = this.dev.alloc('float32', []);
-    const nt = this.normTable ??= this.buildNormTable();
     this.dev.n.sumsqMulti(nt.tensors, nt.chunks, nt.nchunks, ADAM_CHUNK, squares.ptr);
     // Without clipping or fp16's overflow check the update does not depend on the norm: queue it
     // behind the squares, so the device is not left idle while the ranks add up the norm on the host.
-    const early = o.clip === undefined && this.compute16 !== 'float16';
+    // Only the device AdamW: a host optimizer downloads, which would wait for the reductions unpolled.
+    const early = o.clip === undefined && this.compute16 !== 'float16' && this.optimizer.kind === 'adamw';
     if (early) this.update(o, 1 / this.lossScale);
     await this.drain();
     let sq = this.dev.download(squares).data[0]!;
