@@ -6,7 +6,7 @@
 // With --profile (a one-rank plan): writes each op signature's measured time instead.
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
-import { runCudaRank } from '../runtime/launch/cuda_rank.js';
+import { cudaEnvironment, runCudaRank } from '../runtime/launch/cuda_rank.js';
 import { worldFromEnv } from '../runtime/launch/world.js';
 import { readPlan } from '../src/plan/io.js';
 import { type GptConfig, benchGpt, randomWeights } from './gpt_model.js';
@@ -14,10 +14,12 @@ import { type GptConfig, benchGpt, randomWeights } from './gpt_model.js';
 const [planFile, cfgJson, flag, profileFile] = process.argv.slice(2);
 if (!planFile || !cfgJson) throw new Error('usage: gpt_pipeline_rank.js PLAN CONFIG_JSON [--profile OUT.json]');
 const cfg = JSON.parse(cfgJson) as GptConfig & { steps: number; warmup: number; trace?: string; cudaGraph?: boolean };
-if (!cudaAvailable()) throw new Error('no CUDA device');
 const plan = readPlan(planFile);
-const g = benchGpt(cfg);
 const world = worldFromEnv(process.env);
+// A rank's CUDA settings before CUDA starts (cudaAvailable starts it).
+if (world && plan.world.size > 1) cudaEnvironment(plan, world.rank);
+if (!cudaAvailable()) throw new Error('no CUDA device');
+const g = benchGpt(cfg);
 const me = world ? plan.ranks[world.rank]! : plan.ranks[0]!;
 // Only this rank's parameters are kept (the stream still runs over all of them).
 const mine = new Set(plan.stages.filter((s) => s.ppRank === me.ppRank).flatMap((s) => [...s.forward, ...s.backwardB, ...s.backwardW]).flatMap((i) => plan.nodes[i]!.inputs)
