@@ -1,4 +1,5 @@
 import { CleaveError } from '../../src/errors.js';
+import { PROGRAMS, readsBoundary } from '../../src/plan/programs.js';
 import type { Instruction, Plan } from '../../src/plan/types.js';
 import type { Transport } from '../transport/transport.js';
 import type { Backend, Feeds, OptimizerOptions } from './backend.js';
@@ -13,7 +14,6 @@ export function instructionLabel(ins: Instruction): string {
   }
 }
 
-const READS: Record<string, string[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
 
 /**
  * Interprets one rank's instruction list against a Backend. Everything is issued in list order;
@@ -35,14 +35,8 @@ export class Executor {
 
   constructor(readonly plan: Plan, readonly rank: number, private readonly backend: Backend, private readonly transport: Transport, public failAt?: number) {
     this.list = plan.ranks[rank]!.instructions;
-    const readsTensor = (ins: Instruction, tensor: number): boolean => {
-      const t = plan.tensors[tensor]!;
-      if (t.toStage !== ins.stage) return false;
-      const s = plan.stages[ins.stage]!;
-      return (READS[ins.kind] ?? []).some((k) => (s[k as 'forward'] as number[]).some((n) => plan.nodes[n]!.inputs.includes(t.value)));
-    };
-    this.needs = this.list.map((ins, i) => (READS[ins.kind]
-      ? this.list.slice(0, i).filter((x) => x.kind === 'RECV' && x.mb === ins.mb && readsTensor(ins, x.tensor)).map((x) => `${x.tensor}:${x.mb}`)
+    this.needs = this.list.map((ins, i) => (PROGRAMS[ins.kind]
+      ? this.list.slice(0, i).filter((x) => x.kind === 'RECV' && x.mb === ins.mb && readsBoundary(plan, ins, x.tensor)).map((x) => `${x.tensor}:${x.mb}`)
       : []));
   }
 

@@ -4,6 +4,7 @@ import type { Attrs } from '../../../src/ir/graph.js';
 import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
 import { type OpDef, getOp } from '../../../src/ops/index.js';
 import { attrsFromJson } from '../../../src/plan/attrs.js';
+import { PROGRAMS, type StageProgram } from '../../../src/plan/programs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
 import { type OptimizerConfig, Optimizer, type ParamSlot } from '../../optim/optimizer.js';
@@ -11,8 +12,6 @@ import type { Transport } from '../../transport/transport.js';
 
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[] }
 
-type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
-const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
 
 export const messageTag = (tensor: number, mb: number): string => `tensor ${tensor} mb ${mb}`;
 
@@ -136,7 +135,7 @@ export class CpuRankBackend implements Backend {
   }
 
   private readonly producers = new Map<string, Set<number>>();
-  private producedIn(stage: PlanStage, k: ProgramKind, v: number): boolean {
+  private producedIn(stage: PlanStage, k: StageProgram, v: number): boolean {
     const key = `${stage.index}:${k}`;
     let set = this.producers.get(key);
     if (!set) {

@@ -99,34 +99,34 @@ export class CudaComm implements RankComm {
     let most = 8;
     for (const key of pairs) if (this.channels.has(`pair ${key}`)) most = Math.max(most, largest.get(key) ?? 8);
     const send = this.n.alloc(most), recv = this.n.alloc(most);
+    // Each exchange is waited for here: the constructor may block, since every rank is in it.
+    const now = (ch: Channel, op: () => void): void => {
+      this.enqueue(ch, undefined, op);
+      this.n.eventRecord(ch.after, ch.stream);
+      while (!this.n.eventQuery(ch.after)) { /* spin */ }
+    };
     try {
       for (const key of pairs) {
         const ch = this.channels.get(`pair ${key}`);
         if (!ch) continue;
         const [a, b] = key.split('>').map(Number) as [number, number];
-        const peer = this.rank === a ? b : a;
-        const idx = peer < this.rank ? 0 : 1;
+        const idx = this.peerIndex(this.rank === a ? b : a);
         // Both sides size the exchange by the pair's largest tensor, so they agree on it.
         const bytes = largest.get(key) ?? 8;
-        this.follow(ch);
-        this.n.ncclGroup(true);
-        try {
-          this.n.ncclSend(ch.comm, 3, send, bytes, idx, ch.stream);
-          this.n.ncclRecv(ch.comm, 3, recv, bytes, idx, ch.stream);
-        } finally {
-          this.n.ncclGroup(false);
-        }
-        this.n.eventRecord(ch.after, ch.stream);
-        while (!this.n.eventQuery(ch.after)) { /* the constructor may block: every rank is here */ }
+        now(ch, () => {
+          this.n.ncclGroup(true);
+          try {
+            this.n.ncclSend(ch.comm, 3, send, bytes, idx, ch.stream);
+            this.n.ncclRecv(ch.comm, 3, recv, bytes, idx, ch.stream);
+          } finally {
+            this.n.ncclGroup(false);
+          }
+        });
       }
       // Groups connect on their first reduction too: one element each, in plan order on every member.
       for (const g of this.plan.groups) {
         const ch = this.channels.get(`group ${g.id}`);
-        if (!ch) continue;
-        this.follow(ch);
-        this.n.ncclAllReduce(ch.comm, 0, send, 1, ch.stream, false);
-        this.n.eventRecord(ch.after, ch.stream);
-        while (!this.n.eventQuery(ch.after)) { /* as above */ }
+        if (ch) now(ch, () => this.n.ncclAllReduce(ch.comm, 0, send, 1, ch.stream, false));
       }
     } finally {
       this.n.free(send);
@@ -158,14 +158,24 @@ export class CudaComm implements RankComm {
     return [3, numel(t.shape) * b];
   }
 
+  /** Enqueues `op` on the channel's stream after the compute queued so far, between `mark`'s timing events. */
+  private enqueue(ch: Channel, mark: readonly [bigint, bigint] | undefined, op: () => void): void {
+    this.follow(ch);
+    if (mark) this.n.eventRecord(mark[0], ch.stream);
+    op();
+    if (mark) this.n.eventRecord(mark[1], ch.stream);
+  }
+
+  /** `peer`'s index in the two-rank communicator of a pair (ranks split by world rank). */
+  private peerIndex(peer: number): number {
+    return peer < this.rank ? 0 : 1;
+  }
+
   /** Sends `t` to world rank `peer` once the compute stream has produced it; `mark` times it (a trace). */
   send(t: DeviceTensor, peer: number, mark?: readonly [bigint, bigint]): void {
     const ch = this.get(`pair ${this.rank}>${peer}`);
     const [code, count] = CudaComm.wire(t);
-    this.follow(ch);
-    if (mark) this.n.eventRecord(mark[0], ch.stream);
-    this.n.ncclSend(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
-    if (mark) this.n.eventRecord(mark[1], ch.stream);
+    this.enqueue(ch, mark, () => this.n.ncclSend(ch.comm, code, t.ptr, count, this.peerIndex(peer), ch.stream));
     const done = this.spareEvents.pop() ?? this.n.eventCreate();
     this.n.eventRecord(done, ch.stream);
     // Another send of the same memory does not make compute wait for the first one.
@@ -177,10 +187,7 @@ export class CudaComm implements RankComm {
     const ch = this.get(`pair ${peer}>${this.rank}`);
     const [code, count] = CudaComm.wire(t);
     // The buffer was just allocated on the compute stream: the receive starts after that.
-    this.follow(ch);
-    if (mark) this.n.eventRecord(mark[0], ch.stream);
-    this.n.ncclRecv(ch.comm, code, t.ptr, count, peer < this.rank ? 0 : 1, ch.stream);
-    if (mark) this.n.eventRecord(mark[1], ch.stream);
+    this.enqueue(ch, mark, () => this.n.ncclRecv(ch.comm, code, t.ptr, count, this.peerIndex(peer), ch.stream));
     const ev = this.spareEvents.pop() ?? this.n.eventCreate();
     this.n.eventRecord(ev, ch.stream);
     const old = this.arrivals.get(t.ptr);
@@ -238,18 +245,17 @@ export class CudaComm implements RankComm {
    */
   allreduce(group: number, tensors: readonly DeviceTensor[], average: boolean, mark?: readonly [bigint, bigint]): void {
     const ch = this.get(`group ${group}`);
-    this.follow(ch);
-    if (mark) this.n.eventRecord(mark[0], ch.stream);
-    this.n.ncclGroup(true);
-    try {
-      for (const t of tensors) {
-        const [code, count] = CudaComm.wire(t);
-        this.n.ncclAllReduce(ch.comm, code, t.ptr, count, ch.stream, average);
+    this.enqueue(ch, mark, () => {
+      this.n.ncclGroup(true);
+      try {
+        for (const t of tensors) {
+          const [code, count] = CudaComm.wire(t);
+          this.n.ncclAllReduce(ch.comm, code, t.ptr, count, ch.stream, average);
+        }
+      } finally {
+        this.n.ncclGroup(false);
       }
-    } finally {
-      this.n.ncclGroup(false);
-    }
-    if (mark) this.n.eventRecord(mark[1], ch.stream);
+    });
     this.n.eventRecord(ch.after, ch.stream);
     this.pending.add(ch);
   }

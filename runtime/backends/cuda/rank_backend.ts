@@ -7,6 +7,7 @@ import { type OpDef, getOp } from '../../../src/ops/index.js';
 import type { DeviceTensor } from '../../../src/ops/registry.js';
 import { planNodeSignature, policyDtype } from '../../../compiler/cost/model.js';
 import { attrsFromJson } from '../../../src/plan/attrs.js';
+import { PROGRAMS, type StageProgram, readsBoundary } from '../../../src/plan/programs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
 import type { Transport } from '../../transport/transport.js';
@@ -18,12 +19,10 @@ import { dropoutRng } from '../../../src/ops/movement.js';
 
 /** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[]; signature: string }
-type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
 /** Elements per block of the multi-tensor AdamW. */
 const ADAM_CHUNK = 65536;
 /** A multi-tensor kernel's device tables (AdamW, the gradient norm): entries, chunks and their count. */
 interface MultiTable { tensors: bigint; chunks: bigint; nchunks: number }
-const PROGRAMS: Record<string, ProgramKind[]> = { FORWARD: ['forward'], BACKWARD_B: ['backwardB'], BACKWARD_W: ['backwardW'], BACKWARD: ['backwardB', 'backwardW'] };
 
 /**
  * One GPU running a single-rank plan: parameters stay on the device (float32 master weights, and a
@@ -898,9 +897,7 @@ export class CudaRankBackend implements Backend {
     const key = `${ins.stage}:${ins.kind}`;
     let values = this.receivedReads.get(key);
     if (!values) {
-      const stage = this.plan.stages[ins.stage]!;
-      const reads = new Set(PROGRAMS[ins.kind]!.flatMap((k) => stage[k]).flatMap((n) => this.plan.nodes[n]!.inputs));
-      values = [...new Set(this.plan.tensors.filter((b) => b.toStage === ins.stage && reads.has(b.value)).map((b) => b.value))];
+      values = [...new Set(this.plan.tensors.filter((b, id) => readsBoundary(this.plan, ins, id)).map((b) => b.value))];
       this.receivedReads.set(key, values);
     }
     const env = this.envOf(ins.mb);
