@@ -90,21 +90,21 @@ uint32_t lt_epilogue(const GemmCall& g) {
   }
 }
 
-std::unique_ptr<Plan> make_plan(const GemmCall& g, const Key& key) {
+/** Creates the plan's descriptors and asks for an algorithm (into `p`, which owns what is created so far). */
+void fill_plan(const GemmCall& g, const Key& key, Plan& p) {
   const auto& api = cublaslt();
-  auto p = std::make_unique<Plan>();
-  lt_check(api.descCreate(&p->desc, CUBLAS_COMPUTE_32F, DT_R_32F), "cublasLtMatmulDescCreate");
+  lt_check(api.descCreate(&p.desc, CUBLAS_COMPUTE_32F, DT_R_32F), "cublasLtMatmulDescCreate");
   const int32_t ta = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-  lt_check(api.descSet(p->desc, LT_DESC_TRANSA, &ta, sizeof ta), "cublasLtMatmulDescSetAttribute(TRANSA)");
-  lt_check(api.descSet(p->desc, LT_DESC_TRANSB, &tb, sizeof tb), "cublasLtMatmulDescSetAttribute(TRANSB)");
+  lt_check(api.descSet(p.desc, LT_DESC_TRANSA, &ta, sizeof ta), "cublasLtMatmulDescSetAttribute(TRANSA)");
+  lt_check(api.descSet(p.desc, LT_DESC_TRANSB, &tb, sizeof tb), "cublasLtMatmulDescSetAttribute(TRANSB)");
   const uint32_t epi = lt_epilogue(g);
-  lt_check(api.descSet(p->desc, LT_DESC_EPILOGUE, &epi, sizeof epi), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
+  lt_check(api.descSet(p.desc, LT_DESC_EPILOGUE, &epi, sizeof epi), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
   // The heuristic reads the epilogue pointers' alignment from the descriptor.
-  if (g.bias) lt_check(api.descSet(p->desc, LT_DESC_BIAS_POINTER, &g.bias, sizeof g.bias), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+  if (g.bias) lt_check(api.descSet(p.desc, LT_DESC_BIAS_POINTER, &g.bias, sizeof g.bias), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
   if (g.aux) {
     const int64_t ld = g.auxLd;
-    lt_check(api.descSet(p->desc, LT_DESC_EPILOGUE_AUX_POINTER, &g.aux, sizeof g.aux), "cublasLtMatmulDescSetAttribute(AUX_POINTER)");
-    lt_check(api.descSet(p->desc, LT_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld), "cublasLtMatmulDescSetAttribute(AUX_LD)");
+    lt_check(api.descSet(p.desc, LT_DESC_EPILOGUE_AUX_POINTER, &g.aux, sizeof g.aux), "cublasLtMatmulDescSetAttribute(AUX_POINTER)");
+    lt_check(api.descSet(p.desc, LT_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld), "cublasLtMatmulDescSetAttribute(AUX_LD)");
   }
   const auto layout = [&](cublasLtMatrixLayout_t* l, int type, int rows, int cols, int ld, long long stride) {
     lt_check(api.layoutCreate(l, cuda_type(type), rows, cols, ld), "cublasLtMatrixLayoutCreate");
@@ -115,9 +115,9 @@ std::unique_ptr<Plan> make_plan(const GemmCall& g, const Key& key) {
       lt_check(api.layoutSet(*l, LT_LAYOUT_STRIDED_BATCH_OFFSET, &st, sizeof st), "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)");
     }
   };
-  layout(&p->a, g.dtype, g.ta ? g.k : g.m, g.ta ? g.m : g.k, g.lda, g.sA);
-  layout(&p->b, g.dtype, g.tb ? g.n : g.k, g.tb ? g.k : g.n, g.ldb, g.sB);
-  layout(&p->c, g.cDtype, g.m, g.n, g.ldc, g.sC);
+  layout(&p.a, g.dtype, g.ta ? g.k : g.m, g.ta ? g.m : g.k, g.lda, g.sA);
+  layout(&p.b, g.dtype, g.tb ? g.n : g.k, g.tb ? g.k : g.n, g.ldb, g.sB);
+  layout(&p.c, g.cDtype, g.m, g.n, g.ldc, g.sC);
   cublasLtMatmulPreference_t pref;
   lt_check(api.prefCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const uint64_t ws = kWorkspaceBytes;
@@ -128,10 +128,23 @@ std::unique_ptr<Plan> make_plan(const GemmCall& g, const Key& key) {
   api.prefSet(pref, LT_PREF_MIN_ALIGNMENT_D_BYTES, &key.alignC, sizeof key.alignC);
   cublasLtMatmulHeuristicResult_t r{};
   int found = 0;
-  const cublasStatus_t st = api.heuristic(lt().handle, p->desc, p->a, p->b, p->c, p->c, pref, 1, &r, &found);
+  const cublasStatus_t st = api.heuristic(lt().handle, p.desc, p.a, p.b, p.c, p.c, pref, 1, &r, &found);
   api.prefDestroy(pref);
-  p->ok = st == 0 && found > 0;
-  if (p->ok) p->algo = r.algo;
+  p.ok = st == 0 && found > 0;
+  if (p.ok) p.algo = r.algo;
+}
+
+/** A plan for this call's key; a cuBLASLt call that fails on the way leaves no descriptor behind. */
+std::unique_ptr<Plan> make_plan(const GemmCall& g, const Key& key) {
+  auto p = std::make_unique<Plan>();
+  try {
+    fill_plan(g, key, *p);
+  } catch (...) {
+    const auto& api = cublaslt();
+    for (cublasLtMatrixLayout_t l : {p->a, p->b, p->c}) if (l) api.layoutDestroy(l);
+    if (p->desc) api.descDestroy(p->desc);
+    throw;
+  }
   return p;
 }
 
