@@ -598,70 +598,68 @@ export class Cuda implements CudaDevice {
     return { N, C, M, G, cg: C / G, mg: M / G, K, O, S, nb, geo: window3(xShape.slice(2), win, null) };
   }
 
-  conv(x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null, out: DeviceTensor, win: WindowGeometry, groups: number): void {
-    const dt = sameFloat(bias ? [x, w, bias, out] : [x, w, out], 'Conv');
-    const { N, C, M, G, cg, mg, K, O, S, nb, geo } = this.convDims(x.shape, w.shape, win, groups);
-    const e = deviceBytes(x.dtype);
-    const col = this.alloc(x.dtype, [C * K, nb * O]);
-    // A chunk of several images comes out of the GEMMs as [M, images, O]: a transpose puts it in place.
-    const outT = nb > 1 ? this.alloc(x.dtype, [M, nb, O]) : null;
+  /**
+   * Runs `body` over chunks of at most `d.nb` images, with an im2col buffer [C·K, nb·O] and, when a
+   * chunk holds several images, a buffer [M, nb, O] where their outputs or gradients sit side by
+   * side as the GEMMs write or read them.
+   */
+  private convChunks(dtype: DType, d: ConvDims, body: (n0: number, b: number, col: DeviceTensor, side: DeviceTensor | null) => void): void {
+    const col = this.alloc(dtype, [d.C * d.K, d.nb * d.O]);
+    const side = d.nb > 1 ? this.alloc(dtype, [d.M, d.nb, d.O]) : null;
     try {
-      for (let n0 = 0; n0 < N; n0 += nb) {
-        const b = Math.min(nb, N - n0);
-        const dst = elementAt(out.ptr, n0 * M * O, e);
-        this.n.im2col(copyCode(x), elementAt(x.ptr, n0 * C * S, e), col.ptr, b, C, geo);
-        // Group g: [mg, b·O] = w_g [mg, cg·K] · col_g [cg·K, b·O].
-        this.gemmRows(dt, w.ptr, col.ptr, outT?.ptr ?? dst, mg, b * O, cg * K, false, false, 1, 0, G, mg * cg * K, cg * K * b * O, mg * b * O);
-        if (outT) this.stridedCopy({ ptr: outT.ptr, dtype: out.dtype, shape: [M, b, O] }, { ptr: dst, dtype: out.dtype, shape: [b, M, O] }, [O, b * O, 1]);
-      }
+      for (let n0 = 0; n0 < d.N; n0 += d.nb) body(n0, Math.min(d.nb, d.N - n0), col, side);
     } finally {
       this.free(col);
-      if (outT) this.free(outT);
+      if (side) this.free(side);
     }
+  }
+
+  /** A chunk's gradient at `src` ([b, M, O]) as the GEMMs read it, [M, b·O]: copied into `side`, or `src` for one image. */
+  private gradSideBySide(src: bigint, dtype: DType, side: DeviceTensor | null, b: number, M: number, O: number): bigint {
+    if (!side) return src;
+    this.stridedCopy({ ptr: src, dtype, shape: [b, M, O] }, { ptr: side.ptr, dtype, shape: [M, b, O] }, [O, M * O, 1]);
+    return side.ptr;
+  }
+
+  conv(x: DeviceTensor, w: DeviceTensor, bias: DeviceTensor | null, out: DeviceTensor, win: WindowGeometry, groups: number): void {
+    const dt = sameFloat(bias ? [x, w, bias, out] : [x, w, out], 'Conv');
+    const d = this.convDims(x.shape, w.shape, win, groups);
+    const { C, M, G, cg, mg, K, O, S, geo } = d;
+    const e = deviceBytes(x.dtype);
+    this.convChunks(x.dtype, d, (n0, b, col, outT) => {
+      const dst = elementAt(out.ptr, n0 * M * O, e);
+      this.n.im2col(copyCode(x), elementAt(x.ptr, n0 * C * S, e), col.ptr, b, C, geo);
+      // Group g: [mg, b·O] = w_g [mg, cg·K] · col_g [cg·K, b·O]; several images come out as [M, b, O].
+      this.gemmRows(dt, w.ptr, col.ptr, outT?.ptr ?? dst, mg, b * O, cg * K, false, false, 1, 0, G, mg * cg * K, cg * K * b * O, mg * b * O);
+      if (outT) this.stridedCopy({ ptr: outT.ptr, dtype: out.dtype, shape: [M, b, O] }, { ptr: dst, dtype: out.dtype, shape: [b, M, O] }, [O, b * O, 1]);
+    });
     if (bias) this.binary(0, out, { ptr: bias.ptr, dtype: bias.dtype, shape: [M, ...win.out.map(() => 1)] }, out);
   }
 
   convGradInput(g: DeviceTensor, w: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, groups: number): void {
     const dt = sameFloat([g, w, dx], 'ConvGradInput');
-    const { N, C, M, G, cg, mg, K, O, S, nb, geo } = this.convDims(dx.shape, w.shape, win, groups);
+    const d = this.convDims(dx.shape, w.shape, win, groups);
+    const { C, M, G, cg, mg, K, O, S, geo } = d;
     const e = deviceBytes(g.dtype);
-    const col = this.alloc(g.dtype, [C * K, nb * O]);
-    const gT = nb > 1 ? this.alloc(g.dtype, [M, nb, O]) : null;
-    try {
-      for (let n0 = 0; n0 < N; n0 += nb) {
-        const b = Math.min(nb, N - n0);
-        const src = elementAt(g.ptr, n0 * M * O, e);
-        // The GEMMs read the chunk's gradient as [M, images·O].
-        if (gT) this.stridedCopy({ ptr: src, dtype: g.dtype, shape: [b, M, O] }, { ptr: gT.ptr, dtype: g.dtype, shape: [M, b, O] }, [O, M * O, 1]);
-        // Group g: col_g [cg·K, b·O] = w_gᵀ [cg·K, mg] · g_g [mg, b·O].
-        this.gemmRows(dt, w.ptr, gT?.ptr ?? src, col.ptr, cg * K, b * O, mg, true, false, 1, 0, G, mg * cg * K, mg * b * O, cg * K * b * O);
-        this.n.col2im(dt, col.ptr, elementAt(dx.ptr, n0 * C * S, e), b, C, geo);
-      }
-    } finally {
-      this.free(col);
-      if (gT) this.free(gT);
-    }
+    this.convChunks(g.dtype, d, (n0, b, col, gT) => {
+      const gs = this.gradSideBySide(elementAt(g.ptr, n0 * M * O, e), g.dtype, gT, b, M, O);
+      // Group g: col_g [cg·K, b·O] = w_gᵀ [cg·K, mg] · g_g [mg, b·O].
+      this.gemmRows(dt, w.ptr, gs, col.ptr, cg * K, b * O, mg, true, false, 1, 0, G, mg * cg * K, mg * b * O, cg * K * b * O);
+      this.n.col2im(dt, col.ptr, elementAt(dx.ptr, n0 * C * S, e), b, C, geo);
+    });
   }
 
   convGradWeight(g: DeviceTensor, x: DeviceTensor, dw: DeviceTensor, win: WindowGeometry, groups: number): void {
     const dt = sameFloat([g, x, dw], 'ConvGradWeight');
-    const { N, C, M, G, cg, mg, K, O, S, nb, geo } = this.convDims(x.shape, dw.shape, win, groups);
+    const d = this.convDims(x.shape, dw.shape, win, groups);
+    const { C, M, G, cg, mg, K, O, S, geo } = d;
     const e = deviceBytes(x.dtype);
-    const col = this.alloc(x.dtype, [C * K, nb * O]);
-    const gT = nb > 1 ? this.alloc(g.dtype, [M, nb, O]) : null;
-    try {
-      for (let n0 = 0; n0 < N; n0 += nb) {
-        const b = Math.min(nb, N - n0);
-        const src = elementAt(g.ptr, n0 * M * O, e);
-        this.n.im2col(copyCode(x), elementAt(x.ptr, n0 * C * S, e), col.ptr, b, C, geo);
-        if (gT) this.stridedCopy({ ptr: src, dtype: g.dtype, shape: [b, M, O] }, { ptr: gT.ptr, dtype: g.dtype, shape: [M, b, O] }, [O, M * O, 1]);
-        // Group g: dw_g [mg, cg·K] (+)= g_g [mg, b·O] · col_gᵀ [b·O, cg·K]; chunks after the first accumulate.
-        this.gemmRows(dt, gT?.ptr ?? src, col.ptr, dw.ptr, mg, cg * K, b * O, false, true, 1, n0 === 0 ? 0 : 1, G, mg * b * O, cg * K * b * O, mg * cg * K);
-      }
-    } finally {
-      this.free(col);
-      if (gT) this.free(gT);
-    }
+    this.convChunks(x.dtype, d, (n0, b, col, gT) => {
+      this.n.im2col(copyCode(x), elementAt(x.ptr, n0 * C * S, e), col.ptr, b, C, geo);
+      const gs = this.gradSideBySide(elementAt(g.ptr, n0 * M * O, e), g.dtype, gT, b, M, O);
+      // Group g: dw_g [mg, cg·K] (+)= g_g [mg, b·O] · col_gᵀ [b·O, cg·K]; chunks after the first accumulate.
+      this.gemmRows(dt, gs, col.ptr, dw.ptr, mg, cg * K, b * O, false, true, 1, n0 === 0 ? 0 : 1, G, mg * b * O, cg * K * b * O, mg * cg * K);
+    });
   }
 
   maxPool(x: DeviceTensor, y: DeviceTensor, indices: DeviceTensor | null, win: WindowGeometry): void {
