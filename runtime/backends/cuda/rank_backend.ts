@@ -158,10 +158,7 @@ export class CudaRankBackend implements Backend {
     this.multi = multi;
     this.dev = dev ?? new Cuda();
     if (multi) {
-      // Under launch lists the arena must place every step's tensors alike, so memory a send read
-      // this step is held until the next step starts, whether or not the send is done yet.
-      // A capture (`--cuda-graph`) cannot ask whether an event it recorded has passed either.
-      this.dev.holdFree = (ptr: bigint) => (this.listPhase !== 'off' || this.capturing ? multi.comm.sent(ptr) : multi.comm.reading(ptr));
+      this.dev.holdFree = (ptr: bigint) => (this.holdsSentToEnd ? multi.comm.sent(ptr) : multi.comm.reading(ptr));
       // The factors reduced sums may still need, uploaded now: an upload waits for the stream,
       // which inside a step would wait for the reductions (and a dead peer) without polling.
       for (const b of plan.buckets) {
@@ -759,11 +756,18 @@ export class CudaRankBackend implements Backend {
     env.clear();
   }
 
+  /**
+   * Whether memory a send read is held until the step starts again (or the capture ends), done or
+   * not: under launch lists the arena must place every step's tensors alike, and a capture
+   * (`--cuda-graph`) cannot ask whether an event it recorded has passed.
+   */
+  private get holdsSentToEnd(): boolean {
+    return this.listPhase !== 'off' || this.capturing;
+  }
+
   /** Memory held back for sends that have finished since goes back. */
   private reap(): void {
-    // Launch lists hold such memory to the step's end, where every step holds it alike; a capture
-    // holds it to the capture's end.
-    if (this.listPhase !== 'off' || this.capturing) return;
+    if (this.holdsSentToEnd) return;
     const comm = this.multi?.comm;
     if (comm) this.dev.releaseHeld((p) => !comm.reading(p));
   }
