@@ -94,7 +94,7 @@ async function cleave(name: string, partitions: number, schedule: ScheduleName, 
   let out = '';
   await launchProcesses({
     nprocs: plan.world.size, masterPort: 29600, command: process.execPath, args: [join(here, 'gpt_pipeline_rank.js'), planFile, JSON.stringify({ ...cfg, cudaGraph, trace: tracing && !cudaGraph && plan.world.size > 1 ? join(dir, `${name}.trace.json`) : undefined })],
-    logDir: join(dir, `logs-${name}`), env: plan.world.size > 1 ? { NCCL_NVLS_ENABLE: '0', CUDA_DEVICE_MAX_CONNECTIONS: '32', CUDA_MODULE_LOADING: 'EAGER' } : {}, echo: (c) => void (out += c),
+    logDir: join(dir, `logs-${name}`), env: plan.world.size > 1 ? { NCCL_NVLS_ENABLE: '0', CUDA_DEVICE_MAX_CONNECTIONS: '32', CUDA_MODULE_LOADING: process.env['CUDA_MODULE_LOADING'] ?? 'LAZY' } : {}, echo: (c) => void (out += c),
   });
   const line = out.split('\n').find((l) => l.startsWith('{'));
   if (!line) throw new Error(`${name}: no result from rank 0:\n${out}`);
@@ -135,7 +135,6 @@ const row = (system: string, schedule: string, r: Result | string, single?: numb
 // The partitioner and the predictions work from this card's measured op times, as a user would
 // (cleave profile on the one-GPU plan, then compile with --profile).
 if (!process.argv.includes('--no-profile')) {
-  log('cleave: measuring each op on one GPU (cleave profile)');
   const file = join(dir, 'profile.json');
   if (existsSync(file)) log(`cleave: op times from ${file}`);
   else {

@@ -22,12 +22,12 @@ import type { WorldEnv } from './world.js';
  * The CUDA settings a rank of a multi-rank plan needs, set in `env` before this process loads CUDA
  * (the driver reads them once); a user's setting that would let the ranks deadlock is refused.
  *
- * - CUDA_MODULE_LOADING=EAGER unless set: lazily, a kernel's first launch loads its module, and
- *   that waits for the device's queued work, NCCL kernels included, which wait for a peer that may
- *   be stuck the same way. Interleaved plans at pp 4 hung so in step 1 on 4 GPUs. Eagerly, every
- *   kernel loads when CUDA starts (about 13 s more at start-up on an H200 host). Set to LAZY, the
- *   rank instead runs its programs once on zeros before step 1 (`preloadKernels`); that path has
- *   not been run on GPUs yet.
+ * - CUDA_MODULE_LOADING=LAZY unless set, and then the rank runs its programs once on zeros before
+ *   step 1 (`preloadKernels`): lazily, a kernel's first launch loads its module, and that waits for
+ *   the device's queued work, NCCL kernels included, which wait for a peer that may be stuck the
+ *   same way. Interleaved plans at pp 4 hung so in step 1 on 4 GPUs; preloaded, every test plan ran
+ *   on 4 × H200. EAGER (set by the user) loads every kernel when CUDA starts instead, about 13 s
+ *   more at each rank's start-up on an H200 host.
  * - CUDA_DEVICE_MAX_CONNECTIONS: every pair of ranks that exchange tensors and every group gets a
  *   stream of its own (CudaComm), spread over this many hardware queues (8 unless set); streams
  *   sharing a queue wait for each other's earlier work, a receive waiting for its peer holding up a
@@ -36,9 +36,9 @@ import type { WorldEnv } from './world.js';
  */
 export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv = process.env): void {
   const loading = env['CUDA_MODULE_LOADING'];
-  if (loading === undefined) env['CUDA_MODULE_LOADING'] = 'EAGER';
+  if (loading === undefined) env['CUDA_MODULE_LOADING'] = 'LAZY';
   else if (!['EAGER', 'LAZY'].includes(loading.toUpperCase())) {
-    throw new CleaveError(`CUDA_MODULE_LOADING=${loading}: CUDA knows EAGER and LAZY; unset it (EAGER) or set one of them`);
+    throw new CleaveError(`CUDA_MODULE_LOADING=${loading}: CUDA knows EAGER and LAZY; unset it (LAZY, kernels preloaded) or set one of them`);
   } else env['CUDA_MODULE_LOADING'] = loading.toUpperCase(); // the driver's spelling
   const peers = new Set<string>();
   for (const r of plan.ranks) for (const ins of r.instructions) if (ins.kind === 'SEND' && (r.rank === rank || ins.peer === rank)) peers.add(`${r.rank}>${ins.peer}`);
@@ -56,8 +56,8 @@ export function cudaEnvironment(plan: Plan, rank: number, env: NodeJS.ProcessEnv
   }
 }
 
-/** Whether this process loads CUDA modules lazily (then a rank preloads its kernels before step 1). */
-const lazyModules = (env: NodeJS.ProcessEnv = process.env): boolean => env['CUDA_MODULE_LOADING']?.toUpperCase() === 'LAZY';
+/** Whether this process loads CUDA modules lazily, CUDA's default (then a rank preloads its kernels before step 1). */
+const lazyModules = (env: NodeJS.ProcessEnv = process.env): boolean => env['CUDA_MODULE_LOADING']?.toUpperCase() !== 'EAGER';
 
 /**
  * One rank of a multi-GPU run, in its own process (started by `cleave run --gpus N`, torchrun,

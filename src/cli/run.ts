@@ -117,7 +117,7 @@ async function launchGpus(planFile: string, ranks: number, o: RunFlags): Promise
   const logDir = o.logDir ?? join('cleave-logs', new Date().toISOString().replace(/[:.]/g, '-'));
   const port = Number(process.env['MASTER_PORT'] ?? (await freePort()));
   // What each rank's cudaEnvironment asks for, set before the ranks start in case CUDA loads early.
-  const env = { CUDA_DEVICE_MAX_CONNECTIONS: process.env['CUDA_DEVICE_MAX_CONNECTIONS'] ?? '32', CUDA_MODULE_LOADING: process.env['CUDA_MODULE_LOADING'] ?? 'EAGER' };
+  const env = { CUDA_DEVICE_MAX_CONNECTIONS: process.env['CUDA_DEVICE_MAX_CONNECTIONS'] ?? '32', CUDA_MODULE_LOADING: process.env['CUDA_MODULE_LOADING'] ?? 'LAZY' };
   await launchProcesses({ nprocs: ranks, masterPort: port, command: process.execPath, args, logDir, env });
   if (!o.json) process.stdout.write(`rank logs: ${logDir}\n`);
 }

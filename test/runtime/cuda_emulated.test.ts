@@ -285,6 +285,12 @@ describe('CUDA rank backend guards (host emulation)', () => {
     const t = tensor('float32', [4], [-1e9, 1e9, 3, Number.NEGATIVE_INFINITY]);
     expect(Array.from(hostBytes(t, 'float16') as Uint16Array, halfToFloat)).toEqual([-65504, 65504, 3, Number.NEGATIVE_INFINITY]);
   });
+
+  it('writes integers as int64 exactly as BigInt does, across the 32-bit words and signs, and refuses fractions', () => {
+    const xs = [0, 1, -1, 50303, 2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 2 ** 32, 2 ** 32 + 5, -(2 ** 32) - 5, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER];
+    expect(Array.from(hostBytes(tensor('int64', [xs.length], xs), 'int64') as BigInt64Array)).toEqual(xs.map((x) => BigInt(x)));
+    expect(() => hostBytes(tensor('int64', [2], [3, 1.5]), 'int64')).toThrow(/1\.5/);
+  });
 });
 
 describe('the GPT fixture on the CUDA rank backend (host emulation)', () => {

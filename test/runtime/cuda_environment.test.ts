@@ -9,11 +9,11 @@ import { fixturePath } from '../helpers/fixtures.js';
 const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 4, microbatches: 4, schedule: 'interleaved-1f1b', virtualStages: 2, batch: 8 }).plan;
 
 describe('the CUDA settings of a multi-GPU rank', () => {
-  it('asks for eager module loading and CUDA\'s 32 hardware queues when unset', () => {
+  it('asks for lazy module loading (the rank preloads its kernels) and CUDA\'s 32 hardware queues when unset', () => {
     const env: NodeJS.ProcessEnv = {};
     cudaEnvironment(plan, 3, env);
     expect(env['CUDA_DEVICE_MAX_CONNECTIONS']).toBe('32');
-    expect(env['CUDA_MODULE_LOADING']).toBe('EAGER');
+    expect(env['CUDA_MODULE_LOADING']).toBe('LAZY');
   });
 
   it('keeps EAGER or LAZY as set (LAZY: the rank preloads its kernels), and refuses anything else, naming the variable', () => {
