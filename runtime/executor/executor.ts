@@ -46,8 +46,43 @@ export class Executor {
     throw new CleaveError(`rank ${this.rank} failed at instruction ${i} (${instructionLabel(ins)}): ${why}`);
   }
 
+  /**
+   * With `phases` on, what the host did in the last training step (`trainStep`), wall-clock ms on
+   * the clock of `times`: issuing the instructions, the optimizer step (its waits included), the
+   * wait for the device, sharing the losses.
+   */
+  phases?: { name: string; start: number; end: number }[];
+
   /** Runs everything but the optimizer step for one step; microbatch k reads `feeds[k]`. */
   async step(feeds: readonly Feeds[]): Promise<Map<number, number>> {
+    await this.issue(feeds);
+    await this.backend.drain?.();
+    return this.shareLosses();
+  }
+
+  /**
+   * A whole training step: the instructions, then the optimizer step queued behind them without
+   * waiting for the device in between (a device backend goes from the last backward straight to
+   * the update), then the losses once the device is done.
+   */
+  async trainStep(feeds: readonly Feeds[], o: OptimizerOptions): Promise<{ losses: Map<number, number>; gradNorm: number }> {
+    const phases: { name: string; start: number; end: number }[] = [];
+    const phase = async <T>(name: string, p: () => Promise<T>): Promise<T> => {
+      const start = performance.timeOrigin + performance.now();
+      const x = await p();
+      phases.push({ name, start, end: performance.timeOrigin + performance.now() });
+      return x;
+    };
+    await phase('issue', () => this.issue(feeds));
+    const { gradNorm } = await phase('optimizer', () => this.optimizerStep(o));
+    await phase('wait for device', async () => this.backend.drain?.());
+    const losses = await phase('losses', () => this.shareLosses());
+    if (this.phases) this.phases = phases;
+    return { losses, gradNorm };
+  }
+
+  /** Issues the step's instructions but the optimizer step, and waits for what runs in the background. */
+  private async issue(feeds: readonly Feeds[]): Promise<void> {
     this.times.length = 0;
     const now = (): number => performance.timeOrigin + performance.now();
     const timed = <T>(i: number, p: Promise<T>): Promise<T> => {
@@ -94,8 +129,6 @@ export class Executor {
       }
     }
     await Promise.all(background);
-    await this.backend.drain?.();
-    return this.shareLosses();
   }
 
   /** Every rank of a pipeline gets the losses its last stage computed (SMP returns step outputs everywhere). */

@@ -2,8 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { type RankTimes, measuredPlan } from '../../src/plan/measured.js';
-import { planTrace } from '../../src/plan/visual.js';
+import { type HostPhases, type RankTimes, measuredTrace } from '../../src/plan/measured.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
 import { pairwisePorts } from '../transport/ports.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
@@ -76,6 +75,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   let finished = 0;
   let failed = false;
   const times: RankTimes[] = plan.ranks.map(() => []);
+  const phases: (HostPhases | undefined)[] = [];
 
   return new Promise<RunResult>((resolvePromise, reject) => {
     const stopAll = (why: CleaveError): void => {
@@ -123,10 +123,11 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
           case 'done':
             if (msg.weights && result.weights) for (const [k, t] of msg.weights) if (!result.weights.has(k)) result.weights.set(k, t);
             if (msg.times) times[msg.rank] = msg.times;
+            phases[msg.rank] = msg.phases;
             if (++finished === N) {
               if (o.trace) {
                 try {
-                  writeFileAtomic(o.trace, JSON.stringify(planTrace(measuredPlan(plan, times), true)));
+                  writeFileAtomic(o.trace, JSON.stringify(measuredTrace(plan, times, phases)));
                 } catch (e) {
                   return reject(e instanceof CleaveError ? e : new CleaveError(`writing the trace ${o.trace}: ${(e as Error).message}`));
                 }

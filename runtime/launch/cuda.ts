@@ -6,8 +6,7 @@ import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
 import type { Plan } from '../../src/plan/types.js';
-import { type RankTimes, measuredPlan } from '../../src/plan/measured.js';
-import { planTrace } from '../../src/plan/visual.js';
+import { type HostPhases, type RankTimes, measuredTrace } from '../../src/plan/measured.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { Executor } from '../executor/executor.js';
@@ -64,13 +63,13 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     const resumed = shard ?? (o.resume ? readShard(o.resume, 0) : undefined);
     if (resumed) restoreFromShard(resumed, backend, source);
     const start = resumed?.step ?? 0;
+    if (o.trace) exec.phases = [];
     backend.dev.n.memInfo(true);
     for (let step = start; step < o.steps; step++) {
       const feeds = stepFeeds(plan, o, source, 0, step);
       const t0 = performance.now();
-      const losses = await exec.step(feeds);
       const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
-      const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+      const { losses, gradNorm } = await exec.trainStep(feeds, { lr, clip: o.clip });
       backend.dev.n.synchronize();
       result.stepMs.push(performance.now() - t0);
       const report = stepReport(step + 1, [Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN)], gradNorm, lr, B);
@@ -84,7 +83,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     }
     result.peakBytes = backend.peakBytes();
     if (o.returnWeights) result.weights = backend.tensors();
-    if (o.trace && result.steps.length) writeDeviceTrace(o.trace, plan, [backend.deviceTimes()]);
+    if (o.trace && result.steps.length) writeDeviceTrace(o.trace, plan, [backend.deviceTimes()], [exec.phases]);
     return result;
   } catch (e) {
     failed = true;
@@ -100,10 +99,10 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
   }
 }
 
-/** The last step's measured timeline of every rank (device times, one clock), as a Perfetto trace. */
-export function writeDeviceTrace(file: string, plan: Plan, times: readonly RankTimes[]): void {
+/** The last step's measured timeline of every rank (device times and host phases, one clock), as a Perfetto trace. */
+export function writeDeviceTrace(file: string, plan: Plan, times: readonly RankTimes[], phases: readonly (HostPhases | undefined)[] = []): void {
   try {
-    writeFileAtomic(file, JSON.stringify(planTrace(measuredPlan(plan, times), true)));
+    writeFileAtomic(file, JSON.stringify(measuredTrace(plan, times, phases)));
   } catch (e) {
     throw e instanceof CleaveError ? e : new CleaveError(`writing the trace ${file}: ${(e as Error).message}`);
   }

@@ -109,15 +109,19 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     if (lazyModules()) backend.preloadKernels();
     n.memInfo(true);
     const everyone = [...Array(world.worldSize).keys()];
+    const clock = (): number => performance.timeOrigin + performance.now();
+    // With --trace, what the host did in the last step, beside its device times.
+    let phases: { name: string; start: number; end: number }[] = [];
+    if (o.trace) exec.phases = [];
     for (let step = shard?.step ?? 0; step < o.steps; step++) {
+      const dataStart = clock();
       const feeds = stepFeeds(plan, o, source, me.dpRank, step);
       if (o.failAt?.rank === world.rank && (o.failAt.step ?? 1) === step + 1) exec.failAt = o.failAt.instruction;
       const t0 = performance.now();
-      const losses = await exec.step(feeds);
       const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
-      const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
-      await backend.drain();
+      const { losses, gradNorm } = await exec.trainStep(feeds, { lr, clip: o.clip });
       result.stepMs.push(performance.now() - t0);
+      const reportStart = clock();
       // Every replica's losses, everywhere: each first pipeline rank adds its replica's.
       const all = new Float64Array(plan.world.dp * m);
       if (me.ppRank === 0) for (let k = 0; k < m; k++) all[me.dpRank * m + k] = losses.get(k) ?? NaN;
@@ -133,15 +137,16 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
         if (world.rank === 0) finishCheckpoint(folder, step + 1, o.planFile, plan);
         result.checkpoints.push(folder);
       }
+      if (exec.phases) phases = [{ name: 'data', start: dataStart, end: t0 + performance.timeOrigin }, ...exec.phases, { name: 'report', start: reportStart, end: clock() }];
     }
     if (o.trace && result.steps.length) {
       // Every rank's device times to rank 0, which writes the trace (all ranks on one host clock).
-      const mine = backend.deviceTimes();
+      const mine = { times: backend.deviceTimes(), phases };
       if (world.rank !== 0) transport.send(0, 'trace', new TextEncoder().encode(JSON.stringify(mine)));
       else {
         const all = [mine];
-        for (let r = 1; r < world.worldSize; r++) all.push(JSON.parse(new TextDecoder().decode((await transport.recv(r, 'trace')) as Uint8Array)) as ([number, number] | null)[]);
-        writeDeviceTrace(o.trace, plan, all);
+        for (let r = 1; r < world.worldSize; r++) all.push(JSON.parse(new TextDecoder().decode((await transport.recv(r, 'trace')) as Uint8Array)) as typeof mine);
+        writeDeviceTrace(o.trace, plan, all.map((x) => x.times), all.map((x) => x.phases));
       }
     }
     result.peakBytes = backend.peakBytes();

@@ -1,4 +1,5 @@
 import type { Tensor } from '../../src/ir/tensor.js';
+import type { HostPhases } from '../../src/plan/measured.js';
 import type { OptimizerConfig, Schedule } from '../optim/optimizer.js';
 
 /** Where a run's data comes from; each data-parallel replica draws its own shard. */
@@ -43,4 +44,4 @@ export type WorkerMessage =
   | { type: 'saved'; rank: number; step: number; file: string }
   | { type: 'warning'; rank: number; message: string }
   | { type: 'error'; rank: number; message: string }
-  | { type: 'done'; rank: number; weights?: [string, Tensor][]; times?: ([number, number] | null)[] };
+  | { type: 'done'; rank: number; weights?: [string, Tensor][]; times?: ([number, number] | null)[]; phases?: HostPhases };

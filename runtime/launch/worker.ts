@@ -44,6 +44,7 @@ async function main(): Promise<void> {
   const failing = o.failAt?.rank === rank ? o.failAt : undefined;
   const exec = new Executor(plan, rank, backend, transport, failing && !failing.step ? failing.instruction : undefined);
   exec.record = !!o.trace;
+  if (o.trace) exec.phases = [];
 
   // Data: this replica's own stream (seeded by its data-parallel rank), or its slice of given batches.
   const source = replicaSource(plan, o, me.dpRank);
@@ -58,9 +59,8 @@ async function main(): Promise<void> {
   for (let step = start; step < o.steps; step++) {
     const feeds = stepFeeds(plan, o, source, me.dpRank, step);
     if (failing?.step === step + 1) exec.failAt = failing.instruction;
-    const losses = await exec.step(feeds);
     const lr = learningRate(o.optimizer.lr, step, o.schedule ?? { kind: 'constant' });
-    const { gradNorm } = await exec.optimizerStep({ lr, clip: o.clip });
+    const { losses, gradNorm } = await exec.trainStep(feeds, { lr, clip: o.clip });
     post({ type: 'step', rank, step: step + 1, losses: Array.from({ length: m }, (_, k) => losses.get(k) ?? NaN), gradNorm, lr, samples: B });
     if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
       const file = writeShard(`${o.checkpointDir}/step-${step + 1}`, {
@@ -70,7 +70,7 @@ async function main(): Promise<void> {
       post({ type: 'saved', rank, step: step + 1, file });
     }
   }
-  post({ type: 'done', rank, weights: o.returnWeights ? [...backend.tensors()] : undefined, times: o.trace ? Array.from(exec.times, (t) => t ?? null) : undefined });
+  post({ type: 'done', rank, weights: o.returnWeights ? [...backend.tensors()] : undefined, times: o.trace ? Array.from(exec.times, (t) => t ?? null) : undefined, phases: exec.phases });
   for (const p of Object.values(ports)) p.close();
 }
 

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { CleaveError } from '../errors.js';
 import { table } from '../cli/format.js';
 import { gantt } from './render.js';
+import { planTrace } from './visual.js';
 import type { Instruction, Plan } from './types.js';
 
 /** When each instruction of one rank ran: [start, end] wall-clock ms, or null where it did not. */
@@ -12,11 +13,11 @@ export type RankTimes = readonly (readonly [number, number] | null)[];
  * one step, all ranks on one clock from the earliest start (0 ms). The prediction's step time
  * becomes the measured one, so the timeline printers and trace writers draw it unchanged.
  */
-export function measuredPlan(plan: Plan, times: readonly RankTimes[]): Plan {
+export function measuredPlan(plan: Plan, times: readonly RankTimes[], origin?: number): Plan {
   if (times.length !== plan.ranks.length) throw new CleaveError(`measured times for ${times.length} ranks; the plan has ${plan.ranks.length}`);
   const starts = times.flatMap((r) => r.flatMap((t) => (t ? [t[0]] : [])));
   if (!starts.length) throw new CleaveError('no instruction was timed');
-  const t0 = Math.min(...starts);
+  const t0 = origin ?? Math.min(...starts);
   let end = 0;
   const ranks = plan.ranks.map((r, k) => {
     const rt = times[k]!;
@@ -36,6 +37,26 @@ export function measuredPlan(plan: Plan, times: readonly RankTimes[]): Plan {
   return { ...plan, ranks, prediction: { ...plan.prediction, stepMs: end } };
 }
 
+/** What a rank's host did in the timed step (`Executor.phases`): named spans, wall-clock ms like RankTimes. */
+export type HostPhases = readonly { readonly name: string; readonly start: number; readonly end: number }[];
+
+/**
+ * The measured trace of one step (Perfetto's JSON): each rank's instructions on its compute and
+ * communication tracks and, where given, what its host was doing on a third, all from one origin,
+ * so that a device idle while its host was busy shows as such.
+ */
+export function measuredTrace(plan: Plan, times: readonly RankTimes[], host: readonly (HostPhases | undefined)[] = []): unknown {
+  const starts = [...times.flatMap((r) => r.flatMap((t) => (t ? [t[0]] : []))), ...host.flatMap((h) => (h ?? []).map((p) => p.start))];
+  const origin = starts.length ? Math.min(...starts) : undefined;
+  const trace = planTrace(measuredPlan(plan, times, origin), true) as { traceEvents: unknown[] };
+  host.forEach((phases, rank) => {
+    if (!phases?.length) return;
+    trace.traceEvents.push({ name: 'thread_name', ph: 'M', pid: rank, tid: 2, args: { name: 'host' } });
+    for (const p of phases) trace.traceEvents.push({ name: p.name, cat: 'host', ph: 'X', pid: rank, tid: 2, ts: (p.start - origin!) * 1000, dur: Math.max(0, p.end - p.start) * 1000 });
+  });
+  return trace;
+}
+
 /** Reads a measured trace (`cleave run --trace`) back into per-rank times, checked against the plan it ran. */
 export function readMeasured(file: string, plan: Plan): Plan {
   let trace: { traceEvents?: unknown; metadata?: { measured?: boolean; model?: string } };
@@ -47,8 +68,8 @@ export function readMeasured(file: string, plan: Plan): Plan {
   if (!Array.isArray(trace.traceEvents) || trace.metadata?.measured !== true) throw new CleaveError(`${file}: not a measured trace (write one with cleave run --trace)`);
   if (trace.metadata.model !== plan.model.name) throw new CleaveError(`${file}: measured on model '${trace.metadata.model}', not this plan's '${plan.model.name}'`);
   const times: [number, number][][] = plan.ranks.map(() => []);
-  for (const ev of trace.traceEvents as { ph?: string; pid?: number; ts?: number; dur?: number; args?: { index?: number } }[]) {
-    if (ev.ph !== 'X') continue;
+  for (const ev of trace.traceEvents as { ph?: string; cat?: string; pid?: number; ts?: number; dur?: number; args?: { index?: number } }[]) {
+    if (ev.ph !== 'X' || ev.cat === 'host') continue;
     const r = times[ev.pid ?? -1], i = ev.args?.index;
     if (!r || i === undefined || i >= plan.ranks[ev.pid!]!.instructions.length) throw new CleaveError(`${file}: an event of rank ${ev.pid} instruction ${i} that this plan does not have`);
     r[i] = [(ev.ts ?? 0) / 1000, ((ev.ts ?? 0) + (ev.dur ?? 0)) / 1000];

@@ -38,8 +38,7 @@ async function capture(o: Partial<CompileOptions>): Promise<void> {
   for (let step = 0; step < 3; step++) {
     await Promise.all(ranks.map(async ({ r, exec }) => {
       const batch = rows(batches[step]!, r.dpRank * B, B);
-      await exec.step(Array.from({ length: m }, (_, k): Feeds => rows(batch, k * mb, mb)));
-      await exec.optimizerStep({ lr: opt.lr });
+      await exec.trainStep(Array.from({ length: m }, (_, k): Feeds => rows(batch, k * mb, mb)), { lr: opt.lr });
     }));
     launches.push(ranks.reduce((a, x) => a + (x.host.calls.get('graphLaunch') ?? 0), 0));
   }

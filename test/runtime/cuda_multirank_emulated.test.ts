@@ -52,8 +52,7 @@ async function compare(o: Partial<CompileOptions>, lists = true, preload = false
     const out = await Promise.all(ranks.map(async ({ r, exec }) => {
       const batch = rows(batches[step]!, r.dpRank * B, B);
       const feeds: Feeds[] = Array.from({ length: m }, (_, k) => rows(batch, k * mb, mb));
-      const losses = await exec.step(feeds);
-      await exec.optimizerStep({ lr: opt.lr });
+      const { losses } = await exec.trainStep(feeds, { lr: opt.lr });
       return { r, losses };
     }));
     // SMP's reduce_mean: each replica's first pipeline rank holds its losses; replicas averaged.

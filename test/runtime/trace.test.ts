@@ -36,6 +36,21 @@ describe('measured timelines', () => {
     const f1 = measured.ranks.find((r) => r.ppRank === 1 && r.dpRank === 0)!.instructions.find((x) => x.kind === 'FORWARD' && x.mb === 0)!;
     expect(f1.startMs).toBeGreaterThanOrEqual(f0.endMs);
     expect(measured.prediction.stepMs).toBe(Math.max(...measured.ranks.flatMap((r) => r.instructions.map((x) => x.endMs))));
+    // Each rank's host phases, on the same clock: issuing spans its instructions, the optimizer
+    // phase its update, then the wait and the losses, one after another.
+    const events = (JSON.parse(readFileSync(trace, 'utf8')) as { traceEvents: { cat?: string; pid: number; tid: number; name: string; ts: number; dur: number }[] }).traceEvents;
+    for (const r of measured.ranks) {
+      const host = events.filter((e) => e.cat === 'host' && e.pid === r.rank);
+      expect(host.map((e) => e.name)).toEqual(['issue', 'optimizer', 'wait for device', 'losses']);
+      expect(host.every((e) => e.tid === 2)).toBe(true);
+      for (let i = 1; i < host.length; i++) expect(host[i]!.ts).toBeGreaterThanOrEqual(host[i - 1]!.ts + host[i - 1]!.dur - 1);
+      const [issue, opt] = [host[0]!, host[1]!];
+      const own = events.filter((e) => e.pid === r.rank && e.cat !== 'host' && e.dur !== undefined);
+      const update = own.find((e) => e.cat === 'OPTIMIZER_STEP')!;
+      for (const e of own) if (e !== update && e.tid === 0) expect(e.ts).toBeGreaterThanOrEqual(issue.ts - 1);
+      expect(update.ts).toBeGreaterThanOrEqual(opt.ts - 1);
+      expect(update.ts + update.dur).toBeLessThanOrEqual(opt.ts + opt.dur + 1);
+    }
   }, 60_000);
 
   it('print predicted and measured side by side, from the CLI', () => {

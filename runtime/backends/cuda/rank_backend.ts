@@ -1019,10 +1019,14 @@ export class CudaRankBackend implements Backend {
   async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
     const m = this.plan.schedule.microbatches;
     const optIns = this.plan.ranks[this.rank]!.instructions.find((x) => x.kind === 'OPTIMIZER_STEP');
+    // The update stays outside a captured step (its step count and learning rate change): the
+    // capture ends here, and the step's graph is queued before it.
+    this.launchStep();
+    // The tables' uploads (at the first step) wait for the stream, which must not wait, unpolled,
+    // for a peer: the device finishes the step's work first, while the host polls.
+    if (!this.normTable || (this.optimizer.kind === 'adamw' && !this.adamTable)) await this.drain();
     const om = optIns ? this.mark(optIns) : undefined;
     if (om) this.dev.n.eventRecord(om[0], 0n);
-    // The tables are built (at the first step) before compute waits for the reductions: their
-    // uploads wait for the stream, which must not wait, unpolled, for a peer.
     const nt = this.normTable ??= this.buildNormTable();
     if (this.optimizer.kind === 'adamw') this.adamTable ??= this.buildAdamTable();
     await this.multi?.comm.settle();
