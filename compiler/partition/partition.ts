@@ -6,7 +6,9 @@ import { type OptimizerFamily, type ScheduleName, bytesPerParam, inFlight } from
 import { type DtypePolicy, type MeasuredProfile, costModel } from '../cost/model.js';
 import { deviceProfile } from '../cost/profiles.js';
 import { type SplitProblem, optimalSplit, stageCost, totals } from './dp.js';
-import { stageRank } from '../schedule/pipeline.js';
+import { type PipelineShape, type UnitTimes, refineSplit } from './refine.js';
+import { checkSpec, stageRank } from '../schedule/pipeline.js';
+import { valueBytes } from '../schedule/programs.js';
 import { type Units, buildUnits } from './units.js';
 
 export interface PartitionOptions {
@@ -113,6 +115,9 @@ export interface Prepared {
   p: number;
   device: string;
   bytes: (v: Value) => number;
+  /** The pipeline the split is for, and the units' times the schedule's simulation takes. */
+  shape: PipelineShape;
+  times: UnitTimes;
 }
 
 export function preparePartition(t: TrainingGraph, opts: PartitionOptions): Prepared {
@@ -145,7 +150,10 @@ export function preparePartition(t: TrainingGraph, opts: PartitionOptions): Prep
     memoryWeight: w,
     fixed,
   };
-  return { units: u, problem, fixed, S, p, device: device.name, bytes: (x) => cost.bytes(x.dtype, numel(x.shape, 1)) };
+  // Transfers as compile times the schedule: the crossing values' bytes (valueBytes), one way.
+  const comm = Array.from({ length: u.units.length + 1 }, (_, i) => cost.transferTime(u.crossing(i).reduce((a, x) => a + valueBytes(x), 0)));
+  const times: UnitTimes = { f: u.units.map((x) => x.fwd), b: u.units.map((x) => x.bwd - x.wgt), w: u.units.map((x) => x.wgt), comm: (i) => comm[i]! };
+  return { units: u, problem, fixed, S, p, device: device.name, bytes: (x) => cost.bytes(x.dtype, numel(x.shape, 1)), shape: { schedule, p, v, m: M }, times };
 }
 
 export function partitionTraining(t: TrainingGraph, opts: PartitionOptions): Partition {
@@ -163,8 +171,11 @@ export function partitionTraining(t: TrainingGraph, opts: PartitionOptions): Par
     if (N < S) throw new CleaveError(`the model has ${N} forward nodes, too few for ${S} stages; lower -p or --virtual-stages`);
     const split = optimalSplit(problem);
     if (!split) throw explainInfeasible(u, problem, fixed, prep.device);
+    // Several stages per rank: the schedule's simulation moves the DP's boundaries (refineSplit),
+    // where the schedule can run this pipeline at all (compile says why where it cannot).
+    const bounds = prep.shape.v > 1 && runnable(prep.shape) ? refineSplit(problem, split.bounds, prep.shape, prep.times) : split.bounds;
     stage = new Int32Array(N);
-    for (let k = 0; k < S; k++) for (let i = split.bounds[k]!; i < split.bounds[k + 1]!; i++) stage[i] = k;
+    for (let k = 0; k < S; k++) for (let i = bounds[k]!; i < bounds[k + 1]!; i++) stage[i] = k;
   }
   checkEdges(u, stage);
   for (let k = 0; k < S; k++) {
@@ -176,6 +187,15 @@ export function partitionTraining(t: TrainingGraph, opts: PartitionOptions): Par
     S, p, schedule: opts.schedule ?? '1f1b', mode: !auto ? 'manual' : annotated ? 'mixed' : 'auto', device: prep.device, capacity: problem.capacity,
     ms: (s) => s * 1000, bytes: prep.bytes,
   });
+}
+
+function runnable(shape: PipelineShape): boolean {
+  try {
+    checkSpec({ ...shape, times: { f: [], b: [], w: [], comm: [] } });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function explainInfeasible(u: Units, problem: SplitProblem, fixed: Int32Array, device: string): CleaveError {

@@ -13,7 +13,9 @@ export interface Unit {
   readonly node: Node;
   readonly backward: Node[];
   fwd: number;
+  /** Backward time, of which `wgt` is weight gradients (what ZB schedules defer). */
   bwd: number;
+  wgt: number;
   /** Parameters (by index into `params`) the unit's nodes read. */
   params: number[];
   /** Bytes of this unit's outputs (and first-read inputs) that backward work reads: kept per microbatch. */
@@ -40,7 +42,7 @@ export function buildUnits(t: TrainingGraph, cost: CostModel): Units {
   const unitOf = new Map<Node, number>();
   const units: Unit[] = fwdNodes.map((node, index) => {
     unitOf.set(node, index);
-    return { index, node, backward: [], fwd: cost.nodeTime(node), bwd: 0, params: [], stash: 0, temp: 0 };
+    return { index, node, backward: [], fwd: cost.nodeTime(node), bwd: 0, wgt: 0, params: [], stash: 0, temp: 0 };
   });
   const byName = new Map(fwdNodes.map((n, i) => [n.name, i]));
   // Backward nodes go with the forward node they differentiate; the rest (sums of a tied weight's
@@ -56,6 +58,7 @@ export function buildUnits(t: TrainingGraph, cost: CostModel): Units {
     unitOf.set(n, u);
     units[u]!.backward.push(n);
     units[u]!.bwd += cost.nodeTime(n);
+    if (n.meta['phase'] === 'backward-W') units[u]!.wgt += cost.nodeTime(n);
   }
   const params = g.params();
   const pIndex = new Map(params.map((p, i) => [p, i]));
