@@ -7,7 +7,7 @@
 //
 //   node dist/bench/gpt_pipeline.js [--gpus 4] [--dp 1] [--layers 24] [--dim 2048] [--heads 16] [--seq 1024] [--vocab 50304]
 //                                   [--micro 4] [--microbatches 8] [--steps 3] [--schedules 1f1b,zbv] [--no-torch] [--no-cleave]
-//                                   [--no-profile] [--dir DIR] [--memory-weight 0] [--trace] [--cuda-graph]
+//                                   [--no-profile] [--dir DIR] [--memory-weight 0] [--active M] [--trace] [--cuda-graph]
 // --dp D runs SMP's hybrid configurations: GPUs ÷ D pipeline ranks × D data-parallel replicas (cleave's
 // plan with dp D; torch with DDP-style gradient averaging), each replica training on its own batch.
 // Plans are compiled with this card's measured op times (cleave profile of the one-GPU plan) unless --no-profile;
@@ -18,6 +18,10 @@
 // memory_weight is 0 here, not SMP's 0.8: every stage fits with room to spare (at most 21 GiB a
 // rank), so time alone should set the cut, as a user tuning for speed would set it. With this
 // card's measured op times the plans predict 4 to 8 ms shorter steps than at 0.2 (zbv 188 vs 197 ms).
+// Likewise the zero-bubble schedules (zb-h1, zbv) run with SMP's active_microbatches at m (--active,
+// default m) rather than p: with memory to spare, more forwards run ahead and more weight gradients
+// wait to fill the gaps, as ZB-H2 trades memory for bubble (zbv predicted 162 → 153 ms, 22 → 35 GiB
+// a rank). The peak memory column shows what that costs.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,7 +42,7 @@ const arg = (k: string, d: number): number => {
   return i >= 0 ? Number(process.argv[i + 1]) : d;
 };
 const cfg = { layers: arg('layers', 24), dim: arg('dim', 2048), heads: arg('heads', 16), seq: arg('seq', 1024), vocab: arg('vocab', 50304), micro: arg('micro', 4), steps: arg('steps', 3), warmup: 2 };
-const gpus = arg('gpus', 4), dp = arg('dp', 1), m = arg('microbatches', 8), memoryWeight = arg('memory-weight', 0);
+const gpus = arg('gpus', 4), dp = arg('dp', 1), m = arg('microbatches', 8), memoryWeight = arg('memory-weight', 0), active = arg('active', m);
 if (!Number.isInteger(gpus / dp) || gpus / dp < 1) throw new Error(`--dp ${dp} does not divide --gpus ${gpus}`);
 const pp = gpus / dp;
 const tracing = process.argv.includes('--trace');
@@ -81,7 +85,8 @@ let measured: MeasuredProfile | undefined;
 
 function planFor(name: string, partitions: number, schedule: ScheduleName, replicas = 1): { plan: Plan; planFile: string } {
   const v = schedule === 'zbv' || schedule === 'interleaved-1f1b' ? 2 : 1;
-  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, dp: replicas, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured, memoryWeight });
+  const { plan } = compile({ model: 'gpt-bench', graph: benchGpt(cfg), loss: { kind: 'cross-entropy' }, partitions, dp: replicas, virtualStages: v, microbatches: m, schedule, batch: m * cfg.micro, policy: 'bf16', device, measured, memoryWeight,
+    activeMicrobatches: schedule === 'zb-h1' || schedule === 'zbv' ? active : undefined });
   const planFile = join(dir, `${name}.plan`);
   writePlan(planFile, plan);
   return { plan, planFile };
@@ -174,6 +179,6 @@ if (withTorch) {
   }
 }
 console.log(`GPT ${cfg.layers} layers, d ${cfg.dim}, ${cfg.heads} heads, seq ${cfg.seq}, vocab ${cfg.vocab}: ${(params / 1e9).toFixed(2)} B parameters; step = ${m} microbatches × ${cfg.micro} = ${tokens} tokens${dp > 1 ? ` per replica, pp ${pp} × dp ${dp}` : ''}`);
-console.log(`cards: ${gpus} × ${card[0]}\n`);
+console.log(`cards: ${gpus} × ${card[0]}; cleave's zb-h1 and zbv with active_microbatches ${active}\n`);
 console.log(table(['system', 'schedule', 'step ms', 'tokens/s', 'TFLOP/s per GPU', 'efficiency', 'peak GiB (max rank)', 'predicted ms (error)'], rows));
 console.log('\nefficiency = (the system\'s one-GPU step ÷ GPUs) ÷ pipelined step; predicted = cleave\'s plan (cost model) for the same run');

@@ -111,7 +111,7 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   const S = p * v;
   const partition = partitionTraining(training, {
     partitions: p, virtualStages: v, memoryWeight: o.memoryWeight, device: device.name, policy: o.policy, optimizer: o.optimizer,
-    schedule, microbatches: m, autoPartition: o.autoPartition, defaultPartition: o.defaultPartition, assign: o.assign, measured: o.measured,
+    schedule, microbatches: m, activeMicrobatches: o.activeMicrobatches, autoPartition: o.autoPartition, defaultPartition: o.defaultPartition, assign: o.assign, measured: o.measured,
   });
   const rankOf = (s: number) => stageRank(schedule, s, p);
   const progs = buildPrograms(training, partition, rankOf);

@@ -23,6 +23,8 @@ export interface PartitionOptions {
   optimizer?: OptimizerFamily;
   schedule?: ScheduleName;
   microbatches?: number;
+  /** SMP's active_microbatches (the schedule's limit on microbatches in flight). */
+  activeMicrobatches?: number;
   /** SMP's auto_partition (default true). Off: unannotated nodes go to `defaultPartition`. */
   autoPartition?: boolean;
   defaultPartition?: number;
@@ -153,7 +155,7 @@ export function preparePartition(t: TrainingGraph, opts: PartitionOptions): Prep
   // Transfers as compile times the schedule: the crossing values' bytes (valueBytes), one way.
   const comm = Array.from({ length: u.units.length + 1 }, (_, i) => cost.transferTime(u.crossing(i).reduce((a, x) => a + valueBytes(x), 0)));
   const times: UnitTimes = { f: u.units.map((x) => x.fwd), b: u.units.map((x) => x.bwd - x.wgt), w: u.units.map((x) => x.wgt), comm: (i) => comm[i]! };
-  return { units: u, problem, fixed, S, p, device: device.name, bytes: (x) => cost.bytes(x.dtype, numel(x.shape, 1)), shape: { schedule, p, v, m: M }, times };
+  return { units: u, problem, fixed, S, p, device: device.name, bytes: (x) => cost.bytes(x.dtype, numel(x.shape, 1)), shape: { schedule, p, v, m: M, active: opts.activeMicrobatches }, times };
 }
 
 export function partitionTraining(t: TrainingGraph, opts: PartitionOptions): Partition {

@@ -8,6 +8,8 @@ export interface PipelineShape {
   p: number;
   v: number;
   m: number;
+  /** SMP's active_microbatches, as the schedule takes it. */
+  active?: number;
 }
 
 /** Per unit: forward, input-gradient and weight-gradient seconds; `comm(i)`: one way across the boundary before unit i. */
@@ -50,7 +52,7 @@ export function refineSplit(problem: SplitProblem, start: readonly number[], sha
     const span = (P: Float64Array) => Array.from({ length: S }, (_, k) => P[bounds[k + 1]!]! - P[bounds[k]!]!);
     const f = span(F), b = span(B), w = span(W);
     const comm = Array.from({ length: S }, (_, k) => (k + 1 < S && rankOf(k) !== rankOf(k + 1) ? times.comm(bounds[k + 1]!) : 0));
-    const { makespan } = schedulePipeline({ schedule: shape.schedule, p: shape.p, v: shape.v, m: shape.m, times: { f, b, w, comm } });
+    const { makespan } = schedulePipeline({ ...shape, times: { f, b, w, comm } });
     const load = new Float64Array(shape.p);
     for (let k = 0; k < S; k++) load[rankOf(k)]! += f[k]! + b[k]! + w[k]!;
     const wm = problem.memoryWeight;

@@ -121,11 +121,15 @@ interface Limits {
 
 function limits(spec: PipelineSpec, r: number): Limits {
   const { p } = spec;
-  const cap = spec.active ?? Infinity;
-  if (spec.schedule === 'zb-h1') return { inFlight: Math.min(p - r, cap), pendingW: p };
-  // ZB-V: two half-size stages per rank, each with at most p microbatches in flight: 2p half-stage
-  // activations, 1F1B's peak on its first rank. Counting per stage keeps the deep chunk moving.
-  return { inFlight: Math.min(p, cap), pendingW: 2 * p };
+  const a = spec.active ?? p;
+  // active_microbatches past p buys room, as ZB-H2 trades memory for bubble: that many more
+  // forwards may run ahead, and that many more weight gradients wait to fill the gaps.
+  const extra = Math.max(0, a - p);
+  if (spec.schedule === 'zb-h1') return { inFlight: Math.min(p - r, a) + extra, pendingW: p + extra };
+  // ZB-V: two half-size stages per rank, each with at most p microbatches in flight (unless set):
+  // 2p half-stage activations, 1F1B's peak on its first rank. Counting per stage keeps the deep
+  // chunk moving.
+  return { inFlight: a, pendingW: 2 * Math.max(a, p) };
 }
 
 /**

@@ -48,6 +48,22 @@ describe('predicted bubble fractions', () => {
     expect(inflight.max).toBe(2);
   });
 
+  it.each([['zb-h1', 1], ['zbv', 2]] as const)('%s with active_microbatches past p: more forwards ahead and deferred W (a shorter step), never more in flight per stage than set', (schedule, v) => {
+    const p = 4, m = 8, times = equal(p * v, v, 1, 1.2, 0.8);
+    const base = schedulePipeline({ schedule, p, v, m, times });
+    const roomy = schedulePipeline({ schedule, p, v, m, active: 8, times });
+    expect(roomy.makespan).toBeLessThan(base.makespan * 0.99);
+    for (const [spec, cap] of [[base, p], [roomy, 8]] as const) {
+      for (const list of spec.ranks) {
+        const live = new Map<number, number>();
+        for (const w of list) {
+          live.set(w.stage, (live.get(w.stage) ?? 0) + (w.kind === 'F' ? 1 : w.kind === 'B' ? -1 : 0));
+          expect(live.get(w.stage)!).toBeLessThanOrEqual(cap);
+        }
+      }
+    }
+  });
+
   it('rejects impossible combinations', () => {
     const t = equal(4, 1);
     expect(() => schedulePipeline({ schedule: 'interleaved-1f1b', p: 4, v: 1, m: 8, times: t })).toThrow(/interleaved-1f1b needs --virtual-stages ≥ 2/);
