@@ -1,5 +1,6 @@
 import { CleaveError } from '../../src/errors.js';
 import { PROGRAMS, readsBoundary } from '../../src/plan/programs.js';
+import type { HostPhases } from '../../src/plan/measured.js';
 import type { Instruction, Plan } from '../../src/plan/types.js';
 import type { Transport } from '../transport/transport.js';
 import type { Backend, Feeds, OptimizerOptions } from './backend.js';
@@ -51,7 +52,7 @@ export class Executor {
    * the clock of `times`: issuing the instructions, the optimizer step (its waits included), the
    * wait for the device, sharing the losses.
    */
-  phases?: { name: string; start: number; end: number }[];
+  phases?: HostPhases;
 
   /** Runs everything but the optimizer step for one step; microbatch k reads `feeds[k]`. */
   async step(feeds: readonly Feeds[]): Promise<Map<number, number>> {
@@ -66,7 +67,7 @@ export class Executor {
    * the update), then the losses once the device is done.
    */
   async trainStep(feeds: readonly Feeds[], o: OptimizerOptions): Promise<{ losses: Map<number, number>; gradNorm: number }> {
-    const phases: { name: string; start: number; end: number }[] = [];
+    const phases: HostPhases[number][] = [];
     const phase = async <T>(name: string, p: () => Promise<T>): Promise<T> => {
       const start = performance.timeOrigin + performance.now();
       const x = await p();

@@ -1,6 +1,7 @@
 import { CleaveError } from '../../src/errors.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import type { Plan } from '../../src/plan/types.js';
+import type { HostPhases } from '../../src/plan/measured.js';
 import { readPlan } from '../../src/plan/io.js';
 import { CudaComm } from '../backends/cuda/comm.js';
 import { Cuda } from '../backends/cuda/device.js';
@@ -111,7 +112,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const everyone = [...Array(world.worldSize).keys()];
     const clock = (): number => performance.timeOrigin + performance.now();
     // With --trace, what the host did in the last step, beside its device times.
-    let phases: { name: string; start: number; end: number }[] = [];
+    let phases: HostPhases = [];
     if (o.trace) exec.phases = [];
     for (let step = shard?.step ?? 0; step < o.steps; step++) {
       const dataStart = clock();
