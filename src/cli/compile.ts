@@ -68,7 +68,7 @@ export function registerCompile(program: Command): void {
     .option('--virtual-stages <v>', 'stages per rank (interleaved-1f1b ≥ 2; zbv 2)', positiveInt('--virtual-stages'))
     .option('--dp <d>', 'data-parallel replicas', positiveInt('--dp'))
     .option('--placement <how>', 'cluster (a pipeline\'s ranks adjacent) or spread')
-    .option('--active-microbatches <n>', 'at most this many microbatches in flight per rank', positiveInt('--active-microbatches'))
+    .option('--active-microbatches <n>', 'microbatches in flight per rank: below the pipeline ranks a cap; above them, room for zb-h1/zbv to fill their bubble with memory', positiveInt('--active-microbatches'))
     .option('--batch <n>', 'samples per step per replica (default: one per microbatch)', positiveInt('--batch'))
     .option('--loss <kind>', 'auto, output, cross-entropy, mse', 'auto')
     .option('--memory-weight <w>', 'SMP memory_weight in [0, 1]')
