@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { CleaveError } from '../errors.js';
 import { readPlan } from '../plan/io.js';
-import { readMeasured, renderComparison } from '../plan/measured.js';
+import { readHostPhases, readMeasured, renderComparison } from '../plan/measured.js';
 import { renderPlan, renderRank } from '../plan/render.js';
 import { planSvg, planTrace } from '../plan/visual.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -36,7 +36,7 @@ export function registerPlan(program: Command): void {
         return;
       }
       process.stdout.write(renderPlan(p, o.width));
-      if (measured) process.stdout.write('\n' + renderComparison(p, measured, o.width));
+      if (measured) process.stdout.write('\n' + renderComparison(p, measured, o.width, readHostPhases(o.measured!, p)));
       if (o.trace) process.stdout.write(`wrote trace ${o.trace} (open in ui.perfetto.dev or chrome://tracing)\n`);
       if (o.svg) process.stdout.write(`wrote timeline ${o.svg}\n`);
     });

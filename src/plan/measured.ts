@@ -57,8 +57,10 @@ export function measuredTrace(plan: Plan, times: readonly RankTimes[], host: rea
   return trace;
 }
 
-/** Reads a measured trace (`cleave run --trace`) back into per-rank times, checked against the plan it ran. */
-export function readMeasured(file: string, plan: Plan): Plan {
+interface TraceEvent { ph?: string; cat?: string; name?: string; pid?: number; ts?: number; dur?: number; args?: { index?: number } }
+
+/** A measured trace's events, checked to be one (`cleave run --trace`) of this plan's model. */
+function readTrace(file: string, plan: Plan): TraceEvent[] {
   let trace: { traceEvents?: unknown; metadata?: { measured?: boolean; model?: string } };
   try {
     trace = JSON.parse(readFileSync(file, 'utf8')) as typeof trace;
@@ -67,8 +69,30 @@ export function readMeasured(file: string, plan: Plan): Plan {
   }
   if (!Array.isArray(trace.traceEvents) || trace.metadata?.measured !== true) throw new CleaveError(`${file}: not a measured trace (write one with cleave run --trace)`);
   if (trace.metadata.model !== plan.model.name) throw new CleaveError(`${file}: measured on model '${trace.metadata.model}', not this plan's '${plan.model.name}'`);
+  return trace.traceEvents as TraceEvent[];
+}
+
+/**
+ * The host phases of a measured trace, by rank (empty where the trace has none), in ms on the
+ * clock `readMeasured` puts the instructions on (0 at the first instruction; a step's data comes
+ * before it).
+ */
+export function readHostPhases(file: string, plan: Plan): HostPhases[] {
+  const events = readTrace(file, plan).filter((ev) => ev.ph === 'X');
+  const origin = Math.min(...events.filter((ev) => ev.cat !== 'host').map((ev) => ev.ts ?? 0)) / 1000;
+  const out: { name: string; start: number; end: number }[][] = plan.ranks.map(() => []);
+  for (const ev of events) {
+    if (ev.cat !== 'host') continue;
+    const start = (ev.ts ?? 0) / 1000 - origin;
+    out[ev.pid ?? -1]?.push({ name: ev.name ?? '', start, end: start + (ev.dur ?? 0) / 1000 });
+  }
+  return out;
+}
+
+/** Reads a measured trace (`cleave run --trace`) back into per-rank times, checked against the plan it ran. */
+export function readMeasured(file: string, plan: Plan): Plan {
   const times: [number, number][][] = plan.ranks.map(() => []);
-  for (const ev of trace.traceEvents as { ph?: string; cat?: string; pid?: number; ts?: number; dur?: number; args?: { index?: number } }[]) {
+  for (const ev of readTrace(file, plan)) {
     if (ev.ph !== 'X' || ev.cat === 'host') continue;
     const r = times[ev.pid ?? -1], i = ev.args?.index;
     if (!r || i === undefined || i >= plan.ranks[ev.pid!]!.instructions.length) throw new CleaveError(`${file}: an event of rank ${ev.pid} instruction ${i} that this plan does not have`);
@@ -82,8 +106,12 @@ export function readMeasured(file: string, plan: Plan): Plan {
 
 const COMPUTE = new Set(['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'OPTIMIZER_STEP']);
 
-/** Predicted beside measured: per rank the step, its compute time and bubble, then the measured timeline. */
-export function renderComparison(plan: Plan, measured: Plan, width = 96): string {
+/**
+ * Predicted beside measured: per rank the step, its compute time and bubble, then where the trace
+ * has them the host's phases (ms in each, and when the rank's first instruction began after its
+ * host began the step), then the measured timeline.
+ */
+export function renderComparison(plan: Plan, measured: Plan, width = 96, host: readonly HostPhases[] = []): string {
   const busy = (ins: readonly Instruction[]) => ins.filter((x) => COMPUTE.has(x.kind)).reduce((a, x) => a + (x.endMs - x.startMs), 0);
   const pct = (p: number, m: number) => (p > 0 ? `${m >= p ? '+' : ''}${((100 * (m - p)) / p).toFixed(1)}%` : '—');
   const rows = plan.ranks.map((r, k) => {
@@ -94,6 +122,16 @@ export function renderComparison(plan: Plan, measured: Plan, width = 96): string
   });
   const out = ['predicted and measured (one step)', table(['rank', 'predicted ms', 'measured ms', 'Δ', 'compute pred.', 'compute meas.', 'bubble pred.', 'bubble meas.'], rows)];
   out.push('', `step: predicted ${plan.prediction.stepMs.toFixed(3)} ms, measured ${measured.prediction.stepMs.toFixed(3)} ms (${pct(plan.prediction.stepMs, measured.prediction.stepMs)})`);
+  const names = [...new Set(host.flatMap((h) => h.map((x) => x.name)))];
+  if (names.length) {
+    const hostRows = host.map((h, k) => {
+      const ms = names.map((n) => h.filter((x) => x.name === n).reduce((a, x) => a + (x.end - x.start), 0).toFixed(3));
+      // How long after its host began the step the rank's first instruction ran.
+      const began = Math.min(...h.map((x) => x.start)), first = Math.min(...measured.ranks[k]!.instructions.map((x) => x.startMs));
+      return [String(k), ...ms, h.length ? (first - began).toFixed(3) : '—'];
+    });
+    out.push('', 'host phases of the same step (ms)', table(['rank', ...names, 'to first instruction'], hostRows));
+  }
   out.push('', 'timeline (measured)', gantt(measured, width));
   return out.join('\n') + '\n';
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { measuredPlan, readMeasured } from '../../src/plan/measured.js';
+import { measuredPlan, readHostPhases, readMeasured } from '../../src/plan/measured.js';
 import { writePlan } from '../../src/plan/io.js';
 import { planTrace } from '../../src/plan/visual.js';
 import { cli } from '../helpers/cli.js';
@@ -38,6 +38,11 @@ describe('measured timelines', () => {
     expect(measured.prediction.stepMs).toBe(Math.max(...measured.ranks.flatMap((r) => r.instructions.map((x) => x.endMs))));
     // Each rank's host phases, on the same clock: issuing spans its instructions, the optimizer
     // phase its update, then the wait and the losses, one after another.
+    // Read back on the instructions' clock: the rank's first instruction comes after its host began the step.
+    readHostPhases(trace, plan).forEach((h, k) => {
+      expect(h.map((x) => x.name)).toEqual(['issue', 'optimizer', 'wait for device', 'losses']);
+      expect(Math.min(...measured.ranks[k]!.instructions.map((x) => x.startMs))).toBeGreaterThanOrEqual(h[0]!.start - 1e-3);
+    });
     const events = (JSON.parse(readFileSync(trace, 'utf8')) as { traceEvents: { cat?: string; pid: number; tid: number; name: string; ts: number; dur: number }[] }).traceEvents;
     for (const r of measured.ranks) {
       const host = events.filter((e) => e.cat === 'host' && e.pid === r.rank);
@@ -64,6 +69,15 @@ describe('measured timelines', () => {
     expect(p.stdout).toMatch(/rank +predicted ms +measured ms +Δ/);
     expect(p.stdout).toMatch(/timeline \(measured\)/);
     expect(p.stdout).toMatch(/step: predicted [\d.]+ ms, measured [\d.]+ ms/);
+    // The host's phases per rank, and how long after the host began the step its first instruction ran.
+    expect(p.stdout).toMatch(/host phases of the same step \(ms\)\n +rank +issue +optimizer +wait for device +losses +to first instruction/);
+    const hostRows = p.stdout.split('host phases of the same step (ms)')[1]!.split('\n').slice(2, 2 + plan.ranks.length);
+    expect(hostRows).toHaveLength(plan.ranks.length);
+    for (const row of hostRows) {
+      const cols = row.trim().split(/ +/).map(Number);
+      expect(cols).toHaveLength(6);
+      expect(cols.every((x) => Number.isFinite(x) && x >= 0)).toBe(true);
+    }
   }, 60_000);
 
   it('name what is wrong with a trace that does not fit the plan', () => {
