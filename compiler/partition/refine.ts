@@ -43,7 +43,7 @@ const POLISH = { reach: 4, sweeps: 6 };
  *
  * The DP's split stands where the simulation finds the result no faster. Stages stay feasible
  * (memory, annotated units). With memory_weight w > 0 both objectives blend, as the DP's does:
- * w · the largest stage's memory + (1 − w) · time, each over the model's total.
+ * w · the fullest rank's memory + (1 − w) · time, each over the model's total.
  */
 export function refineSplit(problem: SplitProblem, start: readonly number[], shape: PipelineShape, times: UnitTimes): number[] {
   const S = problem.stages, N = problem.time.length;
@@ -58,11 +58,12 @@ export function refineSplit(problem: SplitProblem, start: readonly number[], sha
   const rankOf = Array.from({ length: S }, (_, k) => stageRank(shape.schedule, k, shape.p));
   const crosses = (k: number) => k + 1 < S && rankOf[k] !== rankOf[k + 1];
   const wm = problem.memoryWeight;
+  // A rank holds all its stages: the memory term is the fullest rank's.
   const memoryTerm = (bounds: readonly number[]) => {
     if (wm === 0) return 0;
-    let most = 0;
-    for (let k = 0; k < S; k++) most = Math.max(most, stageCost(problem, bounds[k]!, bounds[k + 1]!, k, t).memory);
-    return wm * (most / t.memory);
+    const held = new Float64Array(shape.p);
+    for (let k = 0; k < S; k++) held[rankOf[k]!]! += stageCost(problem, bounds[k]!, bounds[k + 1]!, k, t).memory;
+    return wm * (Math.max(...held) / t.memory);
   };
   const loads = (bounds: readonly number[]): Float64Array => {
     const load = new Float64Array(shape.p);

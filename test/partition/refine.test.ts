@@ -66,6 +66,19 @@ describe('moving stage boundaries by the schedule\'s simulation (several stages 
     expect(feasible(pinned.problem, r)).toBe(true);
   });
 
+  it('with memory_weight 1 balances what each rank holds: its fullest rank holds less than in the DP split', () => {
+    const prep = preparePartition(t, { partitions: 2, virtualStages: 2, schedule: 'zbv', microbatches: 8, memoryWeight: 1, device: 'cpu' });
+    const fullest = (b: readonly number[]) => {
+      const held = [0, 0];
+      for (let k = 0; k < 4; k++) held[[0, 1, 1, 0][k]!]! += stageCost(prep.problem, b[k]!, b[k + 1]!, k, totals(prep.problem)).memory;
+      return Math.max(...held);
+    };
+    const dp = optimalSplit(prep.problem)!.bounds;
+    const refined = refineSplit(prep.problem, dp, prep.shape, prep.times);
+    expect(feasible(prep.problem, refined)).toBe(true);
+    expect(fullest(refined)).toBeLessThan(fullest(dp));
+  });
+
   it('is what the partitioner returns for zbv, and leaves one-stage-per-rank schedules to the DP', () => {
     const prep = prepare('zbv', 2);
     const refined = refineSplit(prep.problem, optimalSplit(prep.problem)!.bounds, prep.shape, prep.times);
