@@ -45,6 +45,14 @@ function fakeNative(rank: number) {
 }
 
 const plan2 = (dp = 1): Plan => compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, dp, microbatches: 2, schedule: '1f1b', batch: 4 }).plan;
+/** Rank `rank` of plan2 on a fake whose events stay pending until completed, its set-up calls forgotten. */
+function pending(rank: number) {
+  const f = fakeNative(rank);
+  const comm = new CudaComm(f.n, plan2(), rank, 1n);
+  f.state.instant = false;
+  f.calls.length = 0;
+  return { f, comm };
+}
 const t = (ptr: bigint): DeviceTensor => ({ ptr, dtype: 'bfloat16', shape: [2, 8, 16] });
 
 describe('CudaComm', () => {
@@ -85,11 +93,7 @@ describe('CudaComm', () => {
   });
 
   it('orders a send after the compute that made it, and holds its memory until the send is done, for every send of it', () => {
-    const plan = plan2();
-    const f = fakeNative(0);
-    const comm = new CudaComm(f.n, plan, 0, 1n);
-    f.state.instant = false;
-    f.calls.length = 0;
+    const { f, comm } = pending(0);
     const x = t(5000n);
     comm.send(x, 1);
     comm.send(x, 1);
@@ -110,11 +114,7 @@ describe('CudaComm', () => {
   });
 
   it('makes compute wait for a receive where it is first read, and drainSends makes it wait for sends still in flight', () => {
-    const plan = plan2();
-    const f = fakeNative(1);
-    const comm = new CudaComm(f.n, plan, 1, 1n);
-    f.state.instant = false;
-    f.calls.length = 0;
+    const { f, comm } = pending(1);
     comm.recv(t(7000n), 0);
     expect(f.calls[2]).toMatch(/^recv 7000 ×256 from 0 on comm \d+ stream \d+$/);
     const arrived = f.calls.at(-1)!;
