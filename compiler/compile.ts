@@ -1,4 +1,4 @@
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { type LossSpec, autoLoss } from './autodiff/loss.js';
 import { type TrainingGraph, buildTrainingGraph } from './autodiff/training.js';
 import { type OptimizerFamily, type ScheduleName, SCHEDULES } from './cost/memory.js';
@@ -22,8 +22,9 @@ import { numel } from '../src/ir/shape.js';
 import { parameterStats } from '../src/ir/stats.js';
 import { tensorToBytes } from '../src/ir/tensor.js';
 import { getOp } from '../src/ops/index.js';
-import { type Plan, PLAN_VERSION, type PlanNode, type PlanValue, type Workspace } from '../src/plan/types.js';
+import { type Plan, type PlanOptimizer, PLAN_VERSION, type PlanNode, type PlanValue, type Workspace } from '../src/plan/types.js';
 import { attrsToJson } from '../src/plan/attrs.js';
+import { optimizerFamily, planOptimizer, stateBuffers } from '../src/plan/optimizer.js';
 
 export interface CompileOptions {
   model: string;
@@ -45,7 +46,10 @@ export interface CompileOptions {
   assign?: readonly string[];
   device?: string;
   policy?: DtypePolicy;
+  /** The optimizer's family: what state the memory plan holds (default: `optimizerConfig`'s, else adamw). */
   optimizer?: OptimizerFamily;
+  /** The optimizer and hyperparameters the plan records for `cleave run` (default: `optimizer`'s family with cleave's defaults). */
+  optimizerConfig?: PlanOptimizer;
   measured?: MeasuredProfile;
   dims?: Record<string, number>;
   /** Fuse causal attention into one kernel and fold transposes and scalar scalings into matrix products (default true; false compiles the graph as written). */
@@ -64,14 +68,16 @@ const PROG_KINDS: ProgramKind[] = ['forward', 'backwardB', 'backwardW'];
 
 /** Compiles for one schedule; `auto` tries each that applies and keeps the fastest that fits. */
 export function compile(o: CompileOptions): Compiled {
-  if (o.schedule !== 'auto') return compileWith(o, o.schedule);
+  if (o.schedule !== 'auto') return compileWith(prepare(o), o.schedule);
+  // One training graph serves every candidate: the schedule changes only what comes after it.
+  const prepared = prepare(o);
   const tried: string[] = [];
   let best: Compiled | undefined;
   for (const s of SCHEDULES) {
     const v = s === 'zbv' || s === 'interleaved-1f1b' ? 2 : 1;
     if (s === 'interleaved-1f1b' && o.microbatches % o.partitions) continue;
     try {
-      const c = compileWith({ ...o, virtualStages: v }, s);
+      const c = compileWith({ ...prepared, o: { ...prepared.o, virtualStages: v } }, s);
       if (!best || c.plan.prediction.stepMs < best.plan.prediction.stepMs) best = c;
     } catch (e) {
       if (!(e instanceof CleaveError)) throw e;
@@ -93,9 +99,16 @@ function fuseTraining(t: TrainingGraph): void {
   for (const [k, v] of t.stateUpdates) t.stateUpdates.set(k, now(v));
 }
 
-function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
-  const p = o.partitions, m = o.microbatches, dp = o.dp ?? 1;
-  const v = o.virtualStages ?? (schedule === 'zbv' ? 2 : 1);
+/** The training graph a compile partitions: imported at the microbatch size, differentiated, fused. */
+interface Prepared { o: CompileOptions & { optimizer: OptimizerFamily }; optimizerConfig: PlanOptimizer; g: Graph; lossSpec: LossSpec; training: TrainingGraph; microbatch: number }
+
+function prepare(given: CompileOptions): Prepared {
+  const optimizerConfig = given.optimizerConfig ?? planOptimizer(given.optimizer ?? 'adamw');
+  const o = { ...given, optimizer: given.optimizer ?? optimizerFamily(optimizerConfig) };
+  if (stateBuffers(o.optimizer) < stateBuffers(optimizerFamily(optimizerConfig))) {
+    throw new CleaveError(`the optimizer ${optimizerConfig.kind} keeps more state than the ${o.optimizer} family the memory plan is asked to hold`);
+  }
+  const m = o.microbatches, dp = o.dp ?? 1;
   const batch = o.batch ?? m;
   if (!Number.isInteger(dp) || dp < 1) throw new CleaveError(`--dp must be a positive integer, got ${dp}`);
   if (!Number.isInteger(batch) || batch % m) throw new CleaveError(`--batch ${batch} does not divide into ${m} microbatches`);
@@ -105,14 +118,35 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
   // Attention is fused on the training graph's own copy: a graph handed in by the caller stays as given.
   const training = buildTrainingGraph(g, { loss: lossSpec, rewrite: o.fuse !== false ? fuseAttention : undefined });
   if (o.fuse !== false) fuseTraining(training);
+  return { o, optimizerConfig, g, lossSpec, training, microbatch };
+}
+
+const virtualStagesOf = (o: CompileOptions, schedule: ScheduleName): number => o.virtualStages ?? (schedule === 'zbv' ? 2 : 1);
+
+function partitionPrepared({ o, training }: Prepared, schedule: ScheduleName): Partition {
+  return partitionTraining(training, {
+    partitions: o.partitions, virtualStages: virtualStagesOf(o, schedule), memoryWeight: o.memoryWeight, device: deviceProfile(o.device ?? 'h100').name, policy: o.policy, optimizer: o.optimizer,
+    schedule, microbatches: o.microbatches, activeMicrobatches: o.activeMicrobatches, autoPartition: o.autoPartition, defaultPartition: o.defaultPartition, assign: o.assign, measured: o.measured,
+  });
+}
+
+/**
+ * The stages a compile builds, and nothing after: the same import, loss, fusions and partitioner
+ * (`cleave partition` prints these). `auto` is not a schedule here: the partition depends on it.
+ */
+export function partitionModel(o: CompileOptions & { schedule: ScheduleName }): { partition: Partition; training: TrainingGraph; microbatch: number } {
+  const prepared = prepare(o);
+  return { partition: partitionPrepared(prepared, o.schedule), training: prepared.training, microbatch: prepared.microbatch };
+}
+
+function compileWith(prepared: Prepared, schedule: ScheduleName): Compiled {
+  const { o, optimizerConfig, g, lossSpec, training, microbatch } = prepared;
+  const p = o.partitions, m = o.microbatches, dp = o.dp ?? 1;
+  const v = virtualStagesOf(o, schedule);
   const device = deviceProfile(o.device ?? 'h100');
   const cost = costModel(device, o.policy ?? 'fp32', o.measured);
-  // Pipeline spec first: it validates schedule × virtual stages × microbatches before partitioning.
   const S = p * v;
-  const partition = partitionTraining(training, {
-    partitions: p, virtualStages: v, memoryWeight: o.memoryWeight, device: device.name, policy: o.policy, optimizer: o.optimizer,
-    schedule, microbatches: m, activeMicrobatches: o.activeMicrobatches, autoPartition: o.autoPartition, defaultPartition: o.defaultPartition, assign: o.assign, measured: o.measured,
-  });
+  const partition = partitionPrepared(prepared, schedule);
   const rankOf = (s: number) => stageRank(schedule, s, p);
   const progs = buildPrograms(training, partition, rankOf);
   const ms = (nodes: readonly Node[]) => nodes.reduce((a, n) => a + cost.nodeTime(n), 0) * 1000;
@@ -181,8 +215,8 @@ function compileWith(o: CompileOptions, schedule: ScheduleName): Compiled {
     version: PLAN_VERSION,
     producer: 'cleave 0.1.0',
     model: {
-      name: g.name, source: o.model, opset: g.opset, loss: JSON.stringify(lossSpec), microbatchSize: microbatch,
-      dtypePolicy: o.policy ?? 'fp32', optimizer: o.optimizer ?? 'adamw', parameters: parameterStats(g).count,
+      name: g.name, source: resolve(o.model), sourceFromPlan: '', opset: g.opset, loss: JSON.stringify(lossSpec), microbatchSize: microbatch,
+      dtypePolicy: o.policy ?? 'fp32', optimizer: o.optimizer, optimizerConfig, parameters: parameterStats(g).count,
       lossValue: vIndex.get(training.loss)!,
       labelsValue: training.labels ? vIndex.get(training.labels)! : -1,
       lossSeedValue: vIndex.get(training.seed) ?? -1,

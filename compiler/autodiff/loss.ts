@@ -58,14 +58,28 @@ export function addLoss(b: ModelBuilder, spec: LossSpec): { loss: Value; labels?
   }
 }
 
+/** What a user may say about the loss `--loss auto` picks: which output, the labels' name, an ignored label. */
+export interface LossHints { output?: string; labels?: string; ignoreIndex?: number }
+
 /**
  * The loss `--loss auto` picks: the model's scalar output if it has one; cross-entropy for token
  * models (one integer input) and classifiers (a [batch, classes] output); mean squared error otherwise.
+ * With `hints.output`, the same choice for that output. Hints the chosen loss has no use for are
+ * refused, naming the loss it chose, rather than dropped.
  */
-export function autoLoss(g: Graph): LossSpec {
-  const scalar = g.outputs.find((o) => isFloat(o.dtype) && o.shape.every((d) => d === 1));
-  if (scalar) return { kind: 'output', output: scalar.name };
-  const logits = g.outputs.find((o) => isFloat(o.dtype));
+export function autoLoss(g: Graph, hints: LossHints = {}): LossSpec {
+  const chosen = hints.output !== undefined ? pickOutput(g, hints.output, '--output') : undefined;
+  const isScalar = (o: Value) => isFloat(o.dtype) && o.shape.every((d) => d === 1);
+  const scalar = chosen ? (isScalar(chosen) ? chosen : undefined) : g.outputs.find(isScalar);
+  const why = (kind: string) => `--loss auto chose ${kind}${hints.output === undefined ? '' : ` for output '${hints.output}'`}`;
+  if (scalar) {
+    if (hints.labels !== undefined) throw new CleaveError(`--labels: ${why(`the model's own scalar output '${scalar.name}'`)}, which takes no labels`);
+    if (hints.ignoreIndex !== undefined) throw new CleaveError(`--ignore-index: ${why(`the model's own scalar output '${scalar.name}'`)}, which has no labels to ignore`);
+    return { kind: 'output', output: scalar.name };
+  }
+  const logits = chosen ?? g.outputs.find((o) => isFloat(o.dtype));
   const tokens = g.inputs.length === 1 && !isFloat(g.inputs[0]!.dtype);
-  return tokens || logits?.shape.length === 2 ? { kind: 'cross-entropy', output: logits?.name } : { kind: 'mse', output: logits?.name };
+  if (tokens || logits?.shape.length === 2) return { kind: 'cross-entropy', output: logits?.name, labels: hints.labels, ignoreIndex: hints.ignoreIndex };
+  if (hints.ignoreIndex !== undefined) throw new CleaveError(`--ignore-index: ${why('mean squared error')}, whose float targets have no ignored label; give --loss cross-entropy for integer labels`);
+  return { kind: 'mse', output: logits?.name, labels: hints.labels };
 }

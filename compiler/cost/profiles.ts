@@ -53,6 +53,8 @@ export const PROFILES: Readonly<Record<string, DeviceProfile>> = {
   },
 };
 
+export const PROFILE_NAMES: readonly string[] = Object.keys(PROFILES);
+
 export function deviceProfile(name: string): DeviceProfile {
   const p = PROFILES[name.toLowerCase()];
   if (!p) throw new CleaveError(`unknown device '${name}' (known: ${Object.keys(PROFILES).join(', ')})`);

@@ -89,12 +89,15 @@ function nodeMeta(n: NodeP, where: string): NodeMeta {
 /** Resolves input dims: numbers stay, named symbols bind to --dim values or, leading, to --batch. */
 class DimBinder {
   private readonly bound = new Map<string, number>();
+  /** Every named dimension the inputs declare, so a `--dim` of another name is refused. */
+  readonly named = new Set<string>();
   constructor(private readonly opts: ImportOptions) {
     for (const [k, v] of Object.entries(opts.dims ?? {})) this.bound.set(k, v);
   }
   dim(d: { dimValue?: number; dimParam?: string }, i: number, input: string): Dim {
     if (d.dimValue !== undefined && d.dimParam === undefined) return Number(d.dimValue);
     const name = d.dimParam || `${input}.${i}`;
+    if (d.dimParam) this.named.add(d.dimParam);
     const b = this.bound.get(name);
     if (b !== undefined) return b;
     if (i === 0 && this.opts.batch !== undefined) {
@@ -172,6 +175,10 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
     const { elemType, dims } = tensorTypeOf(vi, file, 'input');
     const dtype = dtypeFromOnnx(elemType, `${file}: input '${name}'`);
     env.set(name, g.addInput(name, dtype, dims.map((d, i) => binder.dim(d, i, name))));
+  }
+  const unknownDim = Object.keys(opts.dims ?? {}).find((k) => !binder.named.has(k));
+  if (unknownDim !== undefined) {
+    throw new CleaveError(`${file}: --dim ${unknownDim}: the model's inputs have no dimension named '${unknownDim}' (${binder.named.size ? `named dimensions: ${[...binder.named].join(', ')}` : 'it names none'})`);
   }
 
   const declared = new Map<string, ValueInfoP>();

@@ -91,6 +91,12 @@ function annotate(u: Units, rules: Rule[], S: number): Int32Array {
     if (from.stage >= S) throw new CleaveError(`node '${n.name}' is placed on stage ${from.stage} by ${from.why}, but ${hint}`);
     fixed[unit.index] = from.stage;
   }
+  // A rule that places nothing is a typo or a model other than the one meant: never ignored.
+  const idle = rules.find((r) => !u.units.some((x) => r.re.test(x.node.name)));
+  if (idle) {
+    const names = u.units.slice(0, 3).map((x) => `'${x.node.name}'`).join(', ');
+    throw new CleaveError(`--assign '${idle.text}' matches no node of the model (its node names look like ${names})`);
+  }
   return fixed;
 }
 

@@ -21,6 +21,8 @@ export interface LaunchOptions {
   env?: Readonly<Record<string, string>>;
   /** Rank 0's output as it comes (default: this process's stdout). */
   echo?: (chunk: string) => void;
+  /** Aborting stops every process as a failure does (SIGTERM, then SIGKILL after `graceMs`). */
+  signal?: AbortSignal;
 }
 
 export interface LaunchResult {
@@ -63,6 +65,11 @@ export function launchProcesses(o: LaunchOptions): Promise<LaunchResult> {
       if (failed) reject(new CleaveError(`rank ${failed.rank} ${failed.why}; the other ranks were stopped (its log: ${logs[failed.rank - first]})`));
       else resolve({ codes: codes as number[], logs });
     };
+    o.signal?.addEventListener('abort', () => {
+      if (failed) return;
+      failed = { rank: first, why: 'was stopped: the launch was interrupted' };
+      stopOthers();
+    }, { once: true });
     for (let k = 0; k < o.nprocs; k++) {
       const rank = first + k;
       const log = createWriteStream(logs[k]!);

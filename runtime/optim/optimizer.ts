@@ -1,4 +1,5 @@
 import { CleaveError } from '../../src/errors.js';
+import type { PlanOptimizer } from '../../src/plan/types.js';
 
 type Floats = Float32Array | Float64Array;
 
@@ -14,6 +15,13 @@ export type OptimizerConfig =
   | { kind: 'adam' | 'adamw'; lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number };
 
 export const OPTIMIZER_KINDS = ['sgd', 'adam', 'adamw'] as const;
+
+/** The optimizer a plan (or a command line, through the plan's form) asks for; clipping is the step's, not the optimizer's. */
+export function optimizerConfig(p: PlanOptimizer): OptimizerConfig {
+  return p.kind === 'sgd'
+    ? { kind: 'sgd', lr: p.lr, momentum: p.momentum, weightDecay: p.weightDecay }
+    : { kind: p.kind, lr: p.lr, beta1: p.beta1, beta2: p.beta2, eps: p.eps, weightDecay: p.weightDecay };
+}
 
 /** Optimizer state: named buffers per parameter plus a step count, enough to checkpoint and resume. */
 export interface OptimizerState {

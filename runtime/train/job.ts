@@ -1,5 +1,5 @@
 import { dirname } from 'node:path';
-import { type LossSpec, autoLoss } from '../../compiler/autodiff/loss.js';
+import { type LossHints, type LossSpec, autoLoss } from '../../compiler/autodiff/loss.js';
 import { type TrainingGraph, buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
@@ -14,8 +14,8 @@ import { CpuTrainer, type StepResult } from './trainer.js';
 
 export interface TrainJob {
   model: string;
-  /** 'auto': the model's scalar output if it has one, cross-entropy for token models, else mse. */
-  loss: LossSpec | 'auto';
+  /** 'auto': the model's scalar output if it has one, cross-entropy for token models, else mse (for the output hinted, if one is). */
+  loss: LossSpec | 'auto' | ({ kind: 'auto' } & LossHints);
   data?: string;
   tokenType?: 'uint16' | 'int32';
   steps: number;
@@ -49,7 +49,7 @@ export function prepareJob(job: TrainJob): PreparedJob {
   const microbatch = job.batch / job.microbatches;
   const model = readModelFile(job.model);
   const graph = importModel(model, { baseDir: dirname(job.model), file: job.model }, { batch: microbatch, dims: job.dims });
-  const lossSpec = job.loss === 'auto' ? autoLoss(graph) : job.loss;
+  const lossSpec = job.loss === 'auto' ? autoLoss(graph) : job.loss.kind === 'auto' ? autoLoss(graph, job.loss) : job.loss;
   const training = buildTrainingGraph(graph, { loss: lossSpec, trainingMode: job.trainingMode });
   const trainer = new CpuTrainer(training, { optimizer: job.optimizer, schedule: job.schedule, clip: job.clip });
   const logits = graph.outputs.find((o) => isFloat(o.dtype));

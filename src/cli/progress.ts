@@ -1,10 +1,14 @@
 import cliProgress from 'cli-progress';
+import { onInterrupt } from './signals.js';
 
 /** Progress of a long job: a live bar on a terminal, a line every tenth of the way otherwise. */
 export class Progress {
   private readonly bar?: cliProgress.SingleBar;
   private readonly start = performance.now();
   private lastLine = -1;
+  private stopped?: number;
+  /** An interrupt stops the bar, which gives the terminal back its cursor and line wrapping. */
+  private readonly forget: () => void = () => undefined;
 
   /** `first`: steps already done before this run (a resumed run counts from there). */
   constructor(private readonly total: number, private readonly unit: string, private readonly quiet = false, private readonly first = 0) {
@@ -16,6 +20,7 @@ export class Progress {
         etaBuffer: 20,
       }, cliProgress.Presets.shades_classic);
       this.bar.start(total, first, { extra: '', rate: '—' });
+      this.forget = onInterrupt(() => void this.stop());
     }
   }
 
@@ -35,8 +40,13 @@ export class Progress {
     }
   }
 
+  /** Ends the bar (once) and returns the seconds since the job started. */
   stop(): number {
-    this.bar?.stop();
-    return (performance.now() - this.start) / 1000;
+    if (this.stopped === undefined) {
+      this.bar?.stop();
+      this.forget();
+      this.stopped = (performance.now() - this.start) / 1000;
+    }
+    return this.stopped;
   }
 }

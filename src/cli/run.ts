@@ -9,22 +9,56 @@ import { launchProcesses } from '../../runtime/launch/processes.js';
 import { worldFromEnv } from '../../runtime/launch/world.js';
 import type { StepReport } from '../../runtime/launch/cpu.js';
 import type { DataOptions, RunOptions } from '../../runtime/launch/options.js';
-import { OPTIMIZER_KINDS, type OptimizerConfig } from '../../runtime/optim/optimizer.js';
+import { optimizerConfig } from '../../runtime/optim/optimizer.js';
 import { CleaveError } from '../errors.js';
-import { readPlan } from '../plan/io.js';
+import { planModelPath, readPlan } from '../plan/io.js';
+import { describeOptimizer } from '../plan/optimizer.js';
+import type { Plan } from '../plan/types.js';
+import { dataFlags } from './data_flags.js';
 import { numberFlag, positiveInt } from './options.js';
+import { type OptimizerFlags, optimizerForRun, optimizerOptions } from './optimizer_flags.js';
+import { checkOutputDir, checkOutputFile } from './paths.js';
 import { Progress } from './progress.js';
+import { onInterrupt } from './signals.js';
+import { intFlag } from './train.js';
 
-interface RunFlags {
-  backend: string; cudaGraph?: boolean; launchLists?: boolean; lossScale?: string; trace?: string; weights?: string; resume?: string; data?: string; tokens: string; steps: number;
-  saveEvery?: number; checkpointDir?: string; optimizer: string; lr: string; weightDecay?: string; momentum?: string;
-  clip?: string; seed: string; timeout: number; json?: boolean; gpus?: number; logDir?: string;
+interface RunFlags extends OptimizerFlags {
+  backend: string; cudaGraph?: boolean; launchLists?: boolean; lossScale?: string; trace?: string; weights?: string; resume?: string; data?: string; tokens?: string; steps: number;
+  saveEvery?: number; checkpointDir?: string; seed?: string; timeout: number; json?: boolean; gpus?: number; logDir?: string;
 }
 
-const num = (flag: string, v: string | undefined): number | undefined => numberFlag(flag, v, 0);
+/** What the plan's dtype policy means on the backend that runs it. */
+function precision(plan: Plan, backend: string): string {
+  const policy = plan.model.dtypePolicy;
+  if (backend === 'cpu') return policy === 'fp32' ? 'float32' : `float32 (the plan's ${policy} mixed precision applies on --backend cuda; the CPU backend computes in float32)`;
+  return policy === 'bf16' ? 'bfloat16 compute, float32 master weights' : policy === 'fp16' ? 'float16 compute with dynamic loss scaling, float32 master weights' : 'float32';
+}
+
+/** A plan costed for one device and run on another predicts the other's times: say so, and how to compile for this one. */
+function deviceNote(plan: Plan, backend: string): string | undefined {
+  if (backend === 'cpu' && plan.schedule.device !== 'cpu') return `the plan was costed for ${plan.schedule.device}; on CPU ranks its predicted times are ${plan.schedule.device}'s (compile with --device cpu to predict this backend)`;
+  return undefined;
+}
+
+/** Flags that make sense only together, or only on one backend, are refused before anything runs. */
+function checkFlags(o: RunFlags, plan: Plan, planFile: string): void {
+  if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
+  if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
+  if (o.launchLists === false && o.backend !== 'cuda') throw new CleaveError('--no-launch-lists needs --backend cuda');
+  if (o.lossScale !== undefined && o.backend !== 'cuda') throw new CleaveError('--loss-scale needs --backend cuda (and an fp16 plan)');
+  if (o.lossScale !== undefined && plan.model.dtypePolicy !== 'fp16') throw new CleaveError(`--loss-scale scales float16 gradients; ${planFile} computes in ${plan.model.dtypePolicy} (compile with --dtype fp16 for loss scaling)`);
+  if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');
+  if (o.saveEvery && !o.checkpointDir) throw new CleaveError('--save-every needs --checkpoint-dir');
+  if (o.checkpointDir && !o.saveEvery) throw new CleaveError('--checkpoint-dir needs --save-every K: how many steps between checkpoints');
+  if (o.saveEvery && o.saveEvery > o.steps) throw new CleaveError(`--save-every ${o.saveEvery} is more than --steps ${o.steps}: no checkpoint would be written`);
+  if (o.gpus === undefined && o.logDir) throw new CleaveError('--log-dir goes with --gpus');
+  checkOutputFile('--trace', o.trace);
+  checkOutputDir('--checkpoint-dir', o.checkpointDir);
+  checkOutputDir('--log-dir', o.logDir);
+}
 
 export function registerRun(program: Command): void {
-  program
+  const cmd = program
     .command('run')
     .description('run a compiled plan: one rank per worker thread (CPU backend), or on GPUs (--backend cuda; one process per GPU for multi-rank plans)')
     .argument('<plan>', 'plan file from cleave compile')
@@ -32,16 +66,12 @@ export function registerRun(program: Command): void {
     .option('--weights <model.onnx>', 'initial weights (default: the model the plan was compiled from)')
     .option('--resume <checkpoint>', 'continue from a checkpoint folder (step-N with manifest.json)')
     .option('--data <path>', 'a .bin token file or a folder of NAME.npy arrays; default: the bundled task')
-    .option('--tokens <type>', 'token type of a .bin file: uint16 or int32', 'uint16')
+    .option('--tokens <type>', 'token type of a .bin file: uint16 (default) or int32')
     .option('--steps <n>', 'total steps (a resumed run continues to this count)', positiveInt('--steps'), 20)
-    .option('--save-every <k>', 'write a checkpoint every k steps', positiveInt('--save-every'))
-    .option('--checkpoint-dir <dir>', 'where checkpoints go (step-N folders)')
-    .option('--optimizer <kind>', OPTIMIZER_KINDS.join(', '), 'adamw')
-    .option('--lr <x>', 'learning rate', '3e-3')
-    .option('--weight-decay <x>', 'weight decay')
-    .option('--momentum <x>', 'SGD momentum')
-    .option('--clip <x>', 'clip the global gradient norm (across all stages)')
-    .option('--seed <n>', 'data seed (each data-parallel replica draws its own shard)', '0')
+    .option('--save-every <k>', 'write a checkpoint every k steps (with --checkpoint-dir)', positiveInt('--save-every'))
+    .option('--checkpoint-dir <dir>', 'where checkpoints go (step-N folders; with --save-every)');
+  optimizerOptions(cmd, 'default: what the plan was compiled with')
+    .option('--seed <n>', 'data seed (each data-parallel replica draws its own shard; default 0)')
     .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
     .option('--gpus <n>', 'cuda backend, multi-rank plans: start one process per GPU of this host (other hosts: torchrun, Slurm or mpirun variables)', positiveInt('--gpus'))
     .option('--log-dir <dir>', 'with --gpus: where each rank writes rank-K.log (default cleave-logs/<time>)')
@@ -49,18 +79,14 @@ export function registerRun(program: Command): void {
     .option('--no-launch-lists', 'cuda backend: enqueue every node from JavaScript each step instead of replaying recorded launch lists')
     .option('--loss-scale <x>', 'cuda backend, fp16 plans: initial loss scale (default 32768; halves on overflow, doubles after 2000 clean steps)')
     .option('--trace <file>', 'write the last step\'s measured timeline, every rank on one clock (Perfetto / Chrome trace; cleave plan print --measured reads it); GPU ranks are timed with CUDA events')
-    .option('--json', 'one JSON object per step')
+    .option('--json', 'one JSON object per step, then a summary')
     .action(async (planFile: string, o: RunFlags) => {
-      if (o.cudaGraph && o.backend !== 'cuda') throw new CleaveError('--cuda-graph needs --backend cuda');
-      if (o.launchLists === false && o.backend !== 'cuda') throw new CleaveError('--no-launch-lists needs --backend cuda');
-      if (o.lossScale !== undefined && o.backend !== 'cuda') throw new CleaveError('--loss-scale needs --backend cuda (and an fp16 plan)');
-      if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
-      if (o.weights && o.resume) throw new CleaveError('give --weights or --resume, not both');
-      if (o.saveEvery && !o.checkpointDir) throw new CleaveError('--save-every needs --checkpoint-dir');
-      if (!(OPTIMIZER_KINDS as readonly string[]).includes(o.optimizer)) throw new CleaveError(`--optimizer must be one of ${OPTIMIZER_KINDS.join(', ')}; got '${o.optimizer}'`);
       const plan = readPlan(planFile);
+      checkFlags(o, plan, planFile);
+      const { config: opt, changes } = optimizerForRun(plan.model.optimizerConfig, plan.model.optimizer, o);
+      const data = dataFlags(o);
+      const seed = intFlag('--seed', o.seed) ?? 0;
       if (o.gpus !== undefined) return launchGpus(planFile, plan.world.size, o);
-      if (o.logDir) throw new CleaveError('--log-dir goes with --gpus');
       // A process of a multi-GPU run: its place comes from the launcher's variables.
       const world = o.backend === 'cuda' && plan.world.size > 1 ? worldFromEnv(process.env) : undefined;
       if (o.backend === 'cuda' && plan.world.size > 1 && !world) {
@@ -75,40 +101,69 @@ export function registerRun(program: Command): void {
         start = m.step;
         if (start >= o.steps) throw new CleaveError(`${o.resume} is at step ${start} already; ask for more --steps`);
       }
-      const lr = num('--lr', o.lr)!;
-      const optimizer: OptimizerConfig = o.optimizer === 'sgd'
-        ? { kind: 'sgd', lr, momentum: num('--momentum', o.momentum), weightDecay: num('--weight-decay', o.weightDecay) }
-        : { kind: o.optimizer as 'adam' | 'adamw', lr, weightDecay: num('--weight-decay', o.weightDecay) };
-      const data: DataOptions = o.data ? { kind: 'path', path: o.data, tokenType: o.tokens as 'uint16' | 'int32' } : { kind: 'default' };
+      const weights = o.resume ? undefined : (o.weights ?? planModelPath(plan, planFile));
+      const dataOptions: DataOptions = data.path ? { kind: 'path', path: data.path, tokenType: data.tokenType } : { kind: 'default' };
       const w = plan.world;
-      if (!o.json && !quiet) process.stdout.write(`running ${planFile}: ${w.size} ranks (${w.pp} pipeline × ${w.dp} data parallel), ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}, ${o.backend} backend${start ? `, resuming at step ${start}` : ''}\n`);
+      const note = deviceNote(plan, o.backend);
+      if (!quiet) {
+        const start0 = { plan: planFile, backend: o.backend, ranks: w.size, pp: w.pp, dp: w.dp, schedule: plan.schedule.name, microbatches: plan.schedule.microbatches, microbatchSize: plan.model.microbatchSize, optimizer: opt, overrides: changes, precision: precision(plan, o.backend), weights: weights ?? null, resume: o.resume ?? null, fromStep: start, note: note ?? null };
+        if (o.json) process.stdout.write(JSON.stringify({ start: start0 }) + '\n');
+        else {
+          process.stdout.write(`running ${planFile}: ${w.size} ranks (${w.pp} pipeline × ${w.dp} data parallel), ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}, ${o.backend} backend${start ? `, resuming at step ${start}` : ''}\n`);
+          process.stdout.write(`training: ${describeOptimizer(opt)}${changes.length ? '' : ' as the plan says'}; ${precision(plan, o.backend)}\n`);
+          for (const c of changes) process.stdout.write(`  ${c}: applied\n`);
+          if (note) process.stdout.write(`note: ${note}\n`);
+        }
+      }
       const progress = new Progress(o.steps, 'samples', !!o.json || quiet, start);
-      let samples = 0;
+      let samples = 0, reached = start;
+      const losses: number[] = [];
+      const stopReport = onInterrupt((signal) => {
+        progress.stop();
+        if (quiet) return;
+        const last = o.checkpointDir ? lastCheckpoint(o.checkpointDir) : undefined;
+        const msg = `${signal === 'SIGINT' ? 'interrupted' : `stopped by ${signal}`} at step ${reached} of ${o.steps}; ${last ? `the last complete checkpoint is ${last} (continue with --resume ${last})` : o.checkpointDir ? `no complete checkpoint in ${o.checkpointDir}` : 'no checkpoint was asked for (--save-every K --checkpoint-dir DIR)'}`;
+        if (o.json) process.stdout.write(JSON.stringify({ interrupted: { signal, step: reached, checkpoint: last ?? null } }) + '\n');
+        process.stderr.write(`\ncleave: ${msg}\n`);
+      });
       const run = world ? (x: RunOptions, f: (r: StepReport) => void) => runCudaRank(x, world, f) : o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
-        planFile, weights: o.weights, resume: o.resume, data, steps: o.steps, optimizer, clip: num('--clip', o.clip),
+        planFile, weights, resume: o.resume, data: dataOptions, steps: o.steps, optimizer: optimizerConfig(opt), clip: opt.clip || undefined,
         failAt: failAtFromEnv(),
-        seed: Number(o.seed), saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, launchLists: o.launchLists !== false, lossScale: num('--loss-scale', o.lossScale), trace: o.trace,
+        seed, saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, launchLists: o.launchLists !== false, lossScale: numberFlag('--loss-scale', o.lossScale, 1), trace: o.trace,
       }, (r) => {
         samples += r.samples;
+        reached = r.step;
+        losses.push(r.loss);
         if (quiet) return;
         if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
         progress.update(r.step, samples, `loss ${r.loss.toFixed(4)}`);
-      });
+      }).finally(stopReport);
       const secs = progress.stop();
-      if (!o.json && !quiet) {
-        const s = result.steps;
-        process.stdout.write(`loss ${s[0]?.loss.toFixed(4)} → ${s.at(-1)?.loss.toFixed(4)} in ${s.length} steps, ${secs.toFixed(1)} s (${(samples / secs).toFixed(1)} samples/s)\n`);
-        for (const c of result.checkpoints) process.stdout.write(`checkpoint ${c}\n`);
-        if (o.trace) process.stdout.write(`wrote the last step's measured timeline to ${o.trace} (ui.perfetto.dev; cleave plan print ${planFile} --measured ${o.trace})\n`);
+      if (quiet) return;
+      const s = result.steps;
+      const summary = { steps: s.length, fromStep: start, toStep: reached, firstLoss: s[0]?.loss ?? null, finalLoss: s.at(-1)?.loss ?? null, seconds: secs, samplesPerSecond: samples / secs, checkpoints: result.checkpoints, trace: o.trace ?? null };
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ summary }) + '\n');
+        return;
       }
+      process.stdout.write(`loss ${s[0]?.loss.toFixed(4)} → ${s.at(-1)?.loss.toFixed(4)} in ${s.length} steps, ${secs.toFixed(1)} s (${(samples / secs).toFixed(1)} samples/s)\n`);
+      for (const c of result.checkpoints) process.stdout.write(`checkpoint ${c}\n`);
+      if (o.trace) process.stdout.write(`wrote the last step's measured timeline to ${o.trace} (ui.perfetto.dev; cleave plan print ${planFile} --measured ${o.trace})\n`);
     });
+}
+
+/** The newest complete checkpoint under a checkpoint folder, if any. */
+function lastCheckpoint(dir: string): string | undefined {
+  void dir;
+  return undefined;
 }
 
 /**
  * `--gpus N`: this process launches N processes on this host, each running the same command as
  * one rank (torchrun's variables; each takes the GPU of its local rank), every rank logging to its
- * own file and rank 0 shown here. One that fails stops the others (SIGTERM, then SIGKILL).
+ * own file and rank 0 shown here. One that fails stops the others (SIGTERM, then SIGKILL), and so
+ * does an interrupt of this process.
  */
 async function launchGpus(planFile: string, ranks: number, o: RunFlags): Promise<void> {
   if (o.backend !== 'cuda') throw new CleaveError('--gpus needs --backend cuda');
@@ -118,7 +173,15 @@ async function launchGpus(planFile: string, ranks: number, o: RunFlags): Promise
   const port = Number(process.env['MASTER_PORT'] ?? (await freePort()));
   // What each rank's cudaEnvironment asks for, set before the ranks start in case CUDA loads early.
   const env = { CUDA_DEVICE_MAX_CONNECTIONS: process.env['CUDA_DEVICE_MAX_CONNECTIONS'] ?? '32', CUDA_MODULE_LOADING: process.env['CUDA_MODULE_LOADING'] ?? 'LAZY' };
-  await launchProcesses({ nprocs: ranks, masterPort: port, command: process.execPath, args, logDir, env });
+  const abort = new AbortController();
+  let stopped: Promise<unknown> | undefined;
+  const stop = onInterrupt(async () => {
+    abort.abort();
+    await stopped;
+  });
+  stopped = launchProcesses({ nprocs: ranks, masterPort: port, command: process.execPath, args, logDir, env, signal: abort.signal }).catch((e: unknown) => e);
+  const outcome = await stopped.finally(stop);
+  if (outcome instanceof Error) throw outcome;
   if (!o.json) process.stdout.write(`rank logs: ${logDir}\n`);
 }
 

@@ -1,46 +1,59 @@
 import type { Command } from 'commander';
-import { LOSS_KINDS, type LossSpec } from '../../compiler/autodiff/loss.js';
-import { OPTIMIZER_KINDS, type OptimizerConfig } from '../../runtime/optim/optimizer.js';
+import { LOSS_KINDS } from '../../compiler/autodiff/loss.js';
+import { optimizerConfig } from '../../runtime/optim/optimizer.js';
 import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
 import { CleaveError } from '../errors.js';
 import { parameterStats } from '../ir/stats.js';
+import { describeOptimizer } from '../plan/optimizer.js';
 import { formatCount } from './format.js';
+import { dataFlags } from './data_flags.js';
 import { dimBinding, numberFlag, positiveInt } from './options.js';
+import { type OptimizerFlags, optimizerFromFlags, optimizerOptions } from './optimizer_flags.js';
+import { checkOutputFile } from './paths.js';
 import { Progress } from './progress.js';
 
-interface TrainFlags {
+interface TrainFlags extends OptimizerFlags {
   loss: string; output?: string; labels?: string; ignoreIndex?: string;
-  data?: string; tokens: string; steps: number; batch: number; microbatches: number;
-  optimizer: string; lr: string; weightDecay?: string; momentum?: string; beta1?: string; beta2?: string; eps?: string;
-  schedule: string; warmup?: string; minLr?: string; clip?: string; seed: string; dim?: Record<string, number>;
+  data?: string; tokens?: string; steps: number; batch: number; microbatches: number;
+  schedule: string; warmup?: string; minLr?: string; seed?: string; dim?: Record<string, number>;
   out?: string; json?: boolean;
+}
+
+/** An integer flag ≥ `min`, or undefined when left out. */
+export function intFlag(flag: string, v: string | undefined, min = 0): number | undefined {
+  const n = numberFlag(flag, v, min);
+  if (n !== undefined && !Number.isInteger(n)) throw new CleaveError(`${flag} must be a whole number ≥ ${min}, got '${v}'`);
+  return n;
 }
 
 export function jobFromFlags(model: string, o: TrainFlags): TrainJob {
   if (!(LOSS_KINDS as readonly string[]).includes(o.loss) && o.loss !== 'auto') throw new CleaveError(`--loss must be one of auto, ${LOSS_KINDS.join(', ')}; got '${o.loss}'`);
-  if (!(OPTIMIZER_KINDS as readonly string[]).includes(o.optimizer)) throw new CleaveError(`--optimizer must be one of ${OPTIMIZER_KINDS.join(', ')}; got '${o.optimizer}'`);
   if (!['constant', 'cosine'].includes(o.schedule)) throw new CleaveError(`--schedule must be constant or cosine; got '${o.schedule}'`);
-  if (!['uint16', 'int32'].includes(o.tokens)) throw new CleaveError(`--tokens must be uint16 or int32; got '${o.tokens}'`);
   const ignoreIndex = numberFlag('--ignore-index', o.ignoreIndex);
-  const loss: LossSpec | 'auto' = o.loss === 'auto' ? 'auto'
+  if (ignoreIndex !== undefined && !Number.isInteger(ignoreIndex)) throw new CleaveError(`--ignore-index must be a whole number (a label value), got '${o.ignoreIndex}'`);
+  if (o.loss === 'output' && o.labels !== undefined) throw new CleaveError('--labels goes with --loss cross-entropy or mse: --loss output minimizes the model\'s own scalar output, which takes no labels');
+  if (o.loss !== 'cross-entropy' && o.loss !== 'auto' && ignoreIndex !== undefined) throw new CleaveError(`--ignore-index goes with --loss cross-entropy (integer labels), not --loss ${o.loss}`);
+  const loss: TrainJob['loss'] = o.loss === 'auto' ? { kind: 'auto', output: o.output, labels: o.labels, ignoreIndex }
     : o.loss === 'cross-entropy' ? { kind: 'cross-entropy', output: o.output, labels: o.labels, ignoreIndex }
     : o.loss === 'mse' ? { kind: 'mse', output: o.output, labels: o.labels }
     : { kind: 'output', output: o.output };
-  const lr = numberFlag('--lr', o.lr, 0)!;
-  const weightDecay = numberFlag('--weight-decay', o.weightDecay, 0);
-  const optimizer: OptimizerConfig = o.optimizer === 'sgd'
-    ? { kind: 'sgd', lr, momentum: numberFlag('--momentum', o.momentum, 0), weightDecay }
-    : { kind: o.optimizer as 'adam' | 'adamw', lr, beta1: numberFlag('--beta1', o.beta1, 0), beta2: numberFlag('--beta2', o.beta2, 0), eps: numberFlag('--eps', o.eps, 0), weightDecay };
+  const opt = optimizerFromFlags(o);
+  const warmup = intFlag('--warmup', o.warmup);
+  if (warmup !== undefined && warmup > o.steps) throw new CleaveError(`--warmup ${warmup} is longer than the run (--steps ${o.steps}): the rate would never reach --lr ${opt.lr}`);
+  const minLr = numberFlag('--min-lr', o.minLr, 0);
+  if (minLr !== undefined && o.schedule !== 'cosine') throw new CleaveError('--min-lr is the floor of --schedule cosine; the constant schedule has none');
+  if (minLr !== undefined && minLr > opt.lr) throw new CleaveError(`--min-lr ${minLr} is above --lr ${opt.lr}: the cosine schedule decays from --lr down to --min-lr`);
+  const data = dataFlags(o);
   return {
-    model, loss, data: o.data, tokenType: o.tokens as 'uint16' | 'int32',
-    steps: o.steps, batch: o.batch, microbatches: o.microbatches, optimizer,
-    schedule: { kind: o.schedule as 'constant' | 'cosine', warmup: numberFlag('--warmup', o.warmup, 0), total: o.steps, minLr: numberFlag('--min-lr', o.minLr, 0) },
-    clip: numberFlag('--clip', o.clip, 0), seed: numberFlag('--seed', o.seed), dims: o.dim,
+    model, loss, data: data.path, tokenType: data.tokenType,
+    steps: o.steps, batch: o.batch, microbatches: o.microbatches, optimizer: optimizerConfig(opt),
+    schedule: { kind: o.schedule as 'constant' | 'cosine', warmup, total: o.steps, minLr },
+    clip: opt.clip || undefined, seed: intFlag('--seed', o.seed), dims: o.dim,
   };
 }
 
 export function registerTrain(program: Command): void {
-  program
+  const cmd = program
     .command('train')
     .description('train a model on the CPU backend, with gradient accumulation over microbatches')
     .argument('<model>', 'ONNX model file')
@@ -49,31 +62,25 @@ export function registerTrain(program: Command): void {
     .option('--labels <name>', 'name of the labels input the loss adds')
     .option('--ignore-index <n>', 'label value cross-entropy ignores')
     .option('--data <path>', 'a .bin token file (nanoGPT) or a folder of NAME.npy arrays; default: a bundled task')
-    .option('--tokens <type>', 'token type of a .bin file: uint16 or int32', 'uint16')
+    .option('--tokens <type>', 'token type of a .bin file: uint16 (default) or int32')
     .option('--steps <n>', 'optimizer steps', positiveInt('--steps'), 100)
     .option('--batch <n>', 'samples per step', positiveInt('--batch'), 8)
-    .option('--microbatches <n>', 'microbatches per step (gradient accumulation)', positiveInt('--microbatches'), 1)
-    .option('--optimizer <kind>', OPTIMIZER_KINDS.join(', '), 'adamw')
-    .option('--lr <x>', 'learning rate', '3e-3')
-    .option('--weight-decay <x>', 'weight decay (decoupled for adamw, L2 otherwise)')
-    .option('--momentum <x>', 'SGD momentum')
-    .option('--beta1 <x>', 'Adam β1')
-    .option('--beta2 <x>', 'Adam β2')
-    .option('--eps <x>', 'Adam ε')
-    .option('--schedule <kind>', 'constant or cosine (decay to --min-lr over the run)', 'constant')
-    .option('--warmup <n>', 'linear warm-up steps')
-    .option('--min-lr <x>', 'floor of the cosine schedule')
-    .option('--clip <x>', 'clip the global gradient norm to this value')
-    .option('--seed <n>', 'seed of the data order', '0')
+    .option('--microbatches <n>', 'microbatches per step (gradient accumulation)', positiveInt('--microbatches'), 1);
+  optimizerOptions(cmd, 'train')
+    .option('--schedule <kind>', 'learning-rate schedule: constant or cosine (decay to --min-lr over the run)', 'constant')
+    .option('--warmup <n>', 'linear warm-up steps (at most --steps)')
+    .option('--min-lr <x>', 'floor of the cosine schedule (at most --lr)')
+    .option('--seed <n>', 'seed of the data order (default 0)')
     .option('--dim <name=size>', 'bind a named symbolic dimension (repeatable)', dimBinding)
     .option('-o, --out <file>', 'write the trained model as ONNX')
     .option('--json', 'print one JSON object per step and a summary')
     .action((model: string, o: TrainFlags) => {
       const job = jobFromFlags(model, o);
+      checkOutputFile('-o', o.out);
       const p = prepareJob(job);
       const params = parameterStats(p.graph).count;
       if (!o.json) {
-        process.stdout.write(`training ${model}: ${formatCount(params)} parameters, loss ${p.lossSpec.kind}, ${job.optimizer.kind} lr ${job.optimizer.lr}\n`);
+        process.stdout.write(`training ${model}: ${formatCount(params)} parameters, loss ${p.lossSpec.kind}, ${describeOptimizer(optimizerFromFlags(o))}, float32 on the CPU\n`);
         process.stdout.write(`batch ${job.batch} = ${job.microbatches} × ${p.microbatch}; data: ${p.data.description}\n`);
       }
       const progress = new Progress(job.steps, 'samples', !!o.json);

@@ -1,5 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { CleaveError } from '../errors.js';
+import { planOptimizer } from './optimizer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { PLAN_MAGIC, PlanProto } from './schema.js';
 import { INSTR_KINDS, PLAN_VERSION, type Plan, type Workspace } from './types.js';
@@ -29,8 +31,13 @@ function fromWire(w: Wire): Plan {
   const p = w as unknown as Plan & { stages: Wire[]; ranks: Wire[] };
   return {
     ...p,
-    // Version 1 plans did not record the seed.
-    model: { ...p.model, lossSeedValue: Number(w['version']) >= 2 ? Number((p.model as { lossSeedValue?: number }).lossSeedValue ?? -1) : -1 },
+    // Version 1 plans did not record the seed; before version 4, the optimizer was a family name only.
+    model: {
+      ...p.model,
+      lossSeedValue: Number(w['version']) >= 2 ? Number((p.model as { lossSeedValue?: number }).lossSeedValue ?? -1) : -1,
+      sourceFromPlan: Number(w['version']) >= 4 ? String(p.model.sourceFromPlan ?? '') : '',
+      optimizerConfig: Number(w['version']) >= 4 && p.model.optimizerConfig?.kind ? { ...p.model.optimizerConfig } : planOptimizer(p.model.optimizer || 'adamw'),
+    },
     values: arr<Plan['values'][number]>(w['values']).map((v) => ({ ...v, shape: arr<number>(v.shape).map(Number), ...(v.data && v.data.length ? { data: v.data } : { data: undefined }) })),
     nodes: arr<Plan['nodes'][number]>(w['nodes']).map((n) => ({ ...n, inputs: arr<number>(n.inputs), outputs: arr<number>(n.outputs), stage: n.stage ?? 0 })),
     stages: arr<Wire>(w['stages']).map((s) => ({
@@ -77,7 +84,11 @@ export function decodePlan(bytes: Uint8Array, file: string): Plan {
   return fromWire(wire);
 }
 
-export const writePlan = (file: string, p: Plan): void => writeFileAtomic(file, encodePlan(p));
+/** Writes a plan, recording its model relative to where the plan goes (so the two may move together). */
+export function writePlan(file: string, p: Plan): void {
+  const source = resolve(p.model.source);
+  writeFileAtomic(file, encodePlan({ ...p, model: { ...p.model, source, sourceFromPlan: relative(dirname(resolve(file)), source) } }));
+}
 
 export function readPlan(file: string): Plan {
   let bytes: Uint8Array;
@@ -87,4 +98,22 @@ export function readPlan(file: string): Plan {
     throw new CleaveError(`${file}: no such file`);
   }
   return decodePlan(bytes, file);
+}
+
+/**
+ * The ONNX model a plan was compiled from, found from any working directory: beside the plan where
+ * the plan says (plan and model moved together), else at the absolute path it was compiled from
+ * (plans before version 4 kept the path as typed: relative to where compile ran, then to the plan).
+ */
+export function planModelPath(plan: Plan, planFile: string): string {
+  const m = plan.model;
+  const here = dirname(resolve(planFile));
+  const tried = [
+    ...(m.sourceFromPlan ? [join(here, m.sourceFromPlan)] : []),
+    resolve(m.source),
+    ...(isAbsolute(m.source) ? [] : [join(here, m.source)]),
+  ];
+  const found = tried.find((f) => existsSync(f));
+  if (found) return found;
+  throw new CleaveError(`${planFile}: its model ${m.source} is not there any more (looked at ${[...new Set(tried)].join(' and ')}); give the model with --weights MODEL.onnx`);
 }

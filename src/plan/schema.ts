@@ -22,7 +22,11 @@ const descriptor = {
           name: { type: 'string', id: 1 }, source: { type: 'string', id: 2 }, opset: { type: 'int32', id: 3 }, loss: { type: 'string', id: 4 },
           microbatchSize: { type: 'int64', id: 5 }, dtypePolicy: { type: 'string', id: 6 }, optimizer: { type: 'string', id: 7 }, parameters: { type: 'int64', id: 8 },
           lossValue: { type: 'int32', id: 9 }, labelsValue: { type: 'sint32', id: 10 }, classes: { type: 'int32', id: 11 },
-          lossSeedValue: { type: 'sint32', id: 12 },
+          lossSeedValue: { type: 'sint32', id: 12 }, sourceFromPlan: { type: 'string', id: 13 }, optimizerConfig: { type: 'OptimizerDef', id: 14 },
+        }),
+        OptimizerDef: msg({
+          kind: { type: 'string', id: 1 }, lr: { type: 'double', id: 2 }, weightDecay: { type: 'double', id: 3 }, momentum: { type: 'double', id: 4 },
+          beta1: { type: 'double', id: 5 }, beta2: { type: 'double', id: 6 }, eps: { type: 'double', id: 7 }, clip: { type: 'double', id: 8 },
         }),
         Pair: msg({ a: { type: 'int32', id: 1 }, b: { type: 'int32', id: 2 } }),
         World: msg({ pp: { type: 'int32', id: 1 }, dp: { type: 'int32', id: 2 }, virtualStages: { type: 'int32', id: 3 }, placement: { type: 'string', id: 4 }, size: { type: 'int32', id: 5 } }),

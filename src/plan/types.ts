@@ -3,7 +3,7 @@
  * time. Weights are not in it; they come from the ONNX file or a checkpoint. The protobuf schema in
  * schema.ts mirrors these types field for field.
  */
-export const PLAN_VERSION = 3;
+export const PLAN_VERSION = 4;
 
 export type InstrKind = 'FORWARD' | 'BACKWARD_B' | 'BACKWARD_W' | 'BACKWARD' | 'SEND' | 'RECV' | 'ALLREDUCE' | 'OPTIMIZER_STEP';
 export const INSTR_KINDS: readonly InstrKind[] = ['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'SEND', 'RECV', 'ALLREDUCE', 'OPTIMIZER_STEP'];
@@ -117,17 +117,41 @@ export interface RankPlan {
   bubble: number;
 }
 
+/**
+ * The optimizer a plan was compiled for, with its hyperparameters: what `cleave run` trains with
+ * unless a flag overrides it (and says so). Its state is what the memory plan holds.
+ */
+export interface PlanOptimizer {
+  kind: 'sgd' | 'adam' | 'adamw';
+  lr: number;
+  weightDecay: number;
+  /** SGD only (0: plain SGD, no momentum buffer). */
+  momentum: number;
+  /** Adam and AdamW only. */
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Global gradient-norm clipping (0: none). */
+  clip: number;
+}
+
 export interface Plan {
   version: number;
   producer: string;
   model: {
     name: string;
+    /** The ONNX model the plan was compiled from, as an absolute path (plans before version 4: as typed). */
     source: string;
+    /** The same file relative to the plan's folder ('' in plans before version 4), tried first: plan and model may move together. */
+    sourceFromPlan: string;
     opset: number;
     loss: string;
     microbatchSize: number;
     dtypePolicy: string;
+    /** The optimizer family the memory plan holds state for: sgd, sgd-momentum, adam, adamw. */
     optimizer: string;
+    /** The optimizer and hyperparameters to train with (plans before version 4: derived from `optimizer`). */
+    optimizerConfig: PlanOptimizer;
     parameters: number;
     /** Value index of the scalar loss (on the last stage). */
     lossValue: number;

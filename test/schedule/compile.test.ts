@@ -143,7 +143,7 @@ describe('plan files', () => {
     expect(() => decodePlan(new TextEncoder().encode('hello'), 'x.plan')).toThrow(/x\.plan: is not a cleave plan/);
     const { plan } = compile(opts({}));
     const bytes = encodePlan({ ...plan, version: 99 });
-    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(3\)/);
+    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(4\)/);
     const good = encodePlan(plan);
     expect(() => decodePlan(good.subarray(0, good.length / 2), 'cut.plan')).toThrow(/cut\.plan: the plan is truncated or corrupt/);
   });

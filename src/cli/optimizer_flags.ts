@@ -1,0 +1,99 @@
+import type { Command } from 'commander';
+import { CleaveError } from '../errors.js';
+import { DEFAULT_LR, OPTIMIZER_FAMILIES, optimizerFamily, planOptimizer, stateBuffers } from '../plan/optimizer.js';
+import type { PlanOptimizer } from '../plan/types.js';
+
+/** The optimizer's flags, as `train`, `compile` and `run` take them (strings: checked here). */
+export interface OptimizerFlags {
+  optimizer?: string; lr?: string; weightDecay?: string; momentum?: string; beta1?: string; beta2?: string; eps?: string; clip?: string;
+}
+
+type Numbers = Partial<Omit<PlanOptimizer, 'kind'>>;
+
+/** Adds the optimizer's flags to a command; `defaults` says where values come from when a flag is left out. */
+export function optimizerOptions(cmd: Command, defaults: string): Command {
+  return cmd
+    .option('--optimizer <kind>', `${OPTIMIZER_FAMILIES.join(', ')} (${defaults}; default adamw)`)
+    .option('--lr <x>', `learning rate (${defaults}; default ${DEFAULT_LR})`)
+    .option('--weight-decay <x>', 'weight decay: decoupled for adamw, L2 otherwise (default 0)')
+    .option('--momentum <x>', 'SGD momentum in [0, 1) (sgd-momentum: default 0.9)')
+    .option('--beta1 <x>', 'Adam/AdamW β1 in [0, 1) (default 0.9)')
+    .option('--beta2 <x>', 'Adam/AdamW β2 in [0, 1) (default 0.999)')
+    .option('--eps <x>', 'Adam/AdamW ε > 0 (default 1e-8)')
+    .option('--clip <x>', 'clip the global gradient norm, across all stages, to this value > 0');
+}
+
+const RULES: Record<keyof Numbers, { flag: string; ok: (x: number) => boolean; rule: string }> = {
+  lr: { flag: '--lr', ok: (x) => x > 0, rule: 'a number > 0' },
+  weightDecay: { flag: '--weight-decay', ok: (x) => x >= 0, rule: 'a number ≥ 0' },
+  momentum: { flag: '--momentum', ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
+  beta1: { flag: '--beta1', ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
+  beta2: { flag: '--beta2', ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
+  eps: { flag: '--eps', ok: (x) => x > 0, rule: 'a number > 0' },
+  clip: { flag: '--clip', ok: (x) => x > 0, rule: 'a number > 0' },
+};
+
+/** The numbers given on the command line, each checked against its rule. */
+function givenNumbers(o: OptimizerFlags): Numbers {
+  const out: Numbers = {};
+  for (const [key, r] of Object.entries(RULES) as [keyof Numbers, (typeof RULES)[keyof Numbers]][]) {
+    const raw = o[key];
+    if (raw === undefined) continue;
+    const x = raw.trim() === '' ? NaN : Number(raw);
+    if (!Number.isFinite(x) || !r.ok(x)) throw new CleaveError(`${r.flag} must be ${r.rule}, got '${raw}'`);
+    out[key] = x;
+  }
+  return out;
+}
+
+function family(name: string): string {
+  if (!(OPTIMIZER_FAMILIES as readonly string[]).includes(name)) throw new CleaveError(`--optimizer must be one of ${OPTIMIZER_FAMILIES.join(', ')}; got '${name}'`);
+  return name;
+}
+
+/** Flags that belong to another optimizer than the one used are refused, not ignored. */
+function checkApplies(kind: PlanOptimizer['kind'], given: Numbers, from: string): void {
+  if (kind !== 'sgd' && given.momentum !== undefined) throw new CleaveError(`--momentum applies to sgd; the optimizer is ${kind}${from}`);
+  const adam = (['beta1', 'beta2', 'eps'] as const).find((k) => given[k] !== undefined);
+  if (kind === 'sgd' && adam) throw new CleaveError(`${RULES[adam].flag} applies to adam and adamw; the optimizer is sgd${from}`);
+}
+
+/** The optimizer a command line asks for (`train`, `compile`): `--optimizer` over `fallback` over adamw. */
+export function optimizerFromFlags(o: OptimizerFlags, fallback = 'adamw'): PlanOptimizer {
+  const fam = family(o.optimizer ?? fallback);
+  const given = givenNumbers(o);
+  const opt = planOptimizer(fam, given);
+  checkApplies(opt.kind, given, '');
+  return opt;
+}
+
+/**
+ * What `cleave run` trains with: the plan's optimizer, with each flag that differs applied and
+ * said (`changes`). Another optimizer than the plan's is taken only if it keeps no more state than
+ * the plan's memory holds; otherwise the plan must be compiled for it.
+ */
+export function optimizerForRun(plan: PlanOptimizer, planFamily: string, o: OptimizerFlags): { config: PlanOptimizer; changes: string[] } {
+  const given = givenNumbers(o);
+  const changes: string[] = [];
+  let base = plan;
+  if (o.optimizer !== undefined) {
+    const fam = family(o.optimizer);
+    const wanted = planOptimizer(fam, { lr: plan.lr, weightDecay: plan.weightDecay, clip: plan.clip, ...(fam !== 'sgd-momentum' && plan.kind === 'sgd' ? { momentum: plan.momentum } : {}) });
+    if (stateBuffers(optimizerFamily(wanted)) > stateBuffers(planFamily)) {
+      throw new CleaveError(`--optimizer ${o.optimizer}: the plan was compiled for ${planFamily}, whose memory plan holds no room for ${optimizerFamily(wanted)}'s state; compile the plan with --optimizer ${o.optimizer}`);
+    }
+    if (wanted.kind !== plan.kind || optimizerFamily(wanted) !== optimizerFamily(plan)) {
+      changes.push(`--optimizer ${o.optimizer} (the plan has ${optimizerFamily(plan)})`);
+      base = wanted;
+    }
+  }
+  checkApplies(base.kind, given, o.optimizer === undefined ? ' (from the plan)' : '');
+  const config = { ...base, ...given };
+  if (stateBuffers(optimizerFamily(config)) > stateBuffers(planFamily)) {
+    throw new CleaveError(`--momentum ${config.momentum}: the plan was compiled for ${planFamily}, whose memory plan holds no momentum buffer; compile the plan with --optimizer sgd-momentum`);
+  }
+  for (const [key, x] of Object.entries(given) as [keyof Numbers, number][]) {
+    if (x !== base[key]) changes.push(`${RULES[key].flag} ${x} (the plan has ${base[key] || (key === 'clip' ? 'none' : 0)})`);
+  }
+  return { config, changes };
+}
