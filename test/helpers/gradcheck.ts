@@ -1,7 +1,7 @@
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { toFloat64 } from '../../compiler/passes/precision.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import type { Graph } from '../../src/ir/graph.js';
+import { Graph, type Node, type Value } from '../../src/ir/graph.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { Rng } from '../../src/util/random.js';
 
@@ -26,8 +26,13 @@ export function gradCheck(g: Graph, feeds: Record<string, Tensor>, opts: { sampl
   const feeds64 = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, t.dtype === 'float32' ? { ...t, dtype: 'float64' as const, data: Float64Array.from(t.data) } : t]));
   const a64 = runGraph(t64.graph, feeds64);
   const a32 = runGraph(t32.graph, feeds);
-  // Differences are taken on the training graph itself, so ops run in the same (training) form.
-  const lossAt = (): number => runGraph(t64.graph, feeds64).get(t64.loss.name)!.data[0]!;
+  // Differences are taken on the training graph itself, so ops run in the same (training) form:
+  // on the part of it that the loss depends on (its forward), which computes the loss node for node
+  // as the whole graph does, without the backward work whose results the differences never read.
+  const forward64 = lossGraph(t64.graph, t64.loss);
+  const lossAt = (): number => runGraph(forward64, feeds64).get(t64.loss.name)!.data[0]!;
+  const whole = a64.get(t64.loss.name)!.data[0]!;
+  if (!Object.is(lossAt(), whole)) throw new Error(`gradCheck: the loss's own nodes give ${lossAt()}, the whole training graph ${whole}`);
   const rng = new Rng(opts.seed ?? 1);
   let f64 = 0, f32 = 0, checked = 0;
   for (const p of g64.params()) {
@@ -56,4 +61,17 @@ export function gradCheck(g: Graph, feeds: Record<string, Tensor>, opts: { sampl
     f32 = Math.max(f32, diff32 / s);
   }
   return { f64, f32, checked };
+}
+
+/** `g` cut down to the nodes that `loss` depends on, in their order, with `loss` its only output. */
+function lossGraph(g: Graph, loss: Value): Graph {
+  const needed = new Set<Node>();
+  const stack: Value[] = [loss];
+  while (stack.length) {
+    const n = stack.pop()!.producer;
+    if (!n || needed.has(n)) continue;
+    needed.add(n);
+    for (const v of n.inputs) if (v) stack.push(v);
+  }
+  return Object.assign(Object.create(Graph.prototype) as Graph, g, { nodes: g.nodes.filter((n) => needed.has(n)), outputs: [loss] });
 }

@@ -17,6 +17,12 @@ interface Floats { get(i: number): number; set(i: number, v: number): void }
 interface Raw { get(i: number): number | bigint; set(i: number, v: number | bigint): void }
 
 const GAP = 4096n;
+/**
+ * Every 16-bit pattern's value, as bf16ToFloat and halfToFloat give it: reading a 16-bit float is a
+ * look-up (a GEMM reads each operand element once per product, which made decoding most of the time).
+ */
+const BF16_VALUES = Float64Array.from({ length: 65536 }, (_, h) => bf16ToFloat(h));
+const HALF_VALUES = Float64Array.from({ length: 65536 }, (_, h) => halfToFloat(h));
 const WIDTH_BYTES = [4, 2, 8, 1];
 
 export class HostCuda implements Partial<NativeCuda> {
@@ -168,8 +174,8 @@ export class HostCuda implements Partial<NativeCuda> {
     if (dtype !== 1 && dtype !== 2) throw new Error(`float dtype ${dtype}`);
     const b = this.bytes(ptr, 2 * n);
     const a = new Uint16Array(b.buffer, b.byteOffset, n);
-    const [from, to] = dtype === 1 ? [bf16ToFloat, floatToBf16] : [halfToFloat, floatToHalf];
-    return { get: (i) => from(at(a, i, n)), set: (i, v) => { check(i, n); a[i] = to(v); } };
+    const [from, to] = dtype === 1 ? [BF16_VALUES, floatToBf16] : [HALF_VALUES, floatToHalf];
+    return { get: (i) => from[at(a, i, n)]!, set: (i, v) => { check(i, n); a[i] = to(v); } };
   }
 
   private raw(width: number, ptr: bigint, n: number): Raw {
