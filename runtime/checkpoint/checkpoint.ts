@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
@@ -15,6 +15,23 @@ export interface Shard {
   optimizer: OptimizerState;
   /** Generator states: the data source's and Dropout's. */
   rng: { data: number[]; dropout: number };
+  /**
+   * Where the rank sat in the plan that wrote it (its world's pipeline and data-parallel degrees and
+   * its place in them); absent in shards written before resuming under another split existed.
+   */
+  place?: ShardPlace;
+}
+
+export interface ShardPlace { pp: number; dp: number; ppRank: number; dpRank: number }
+
+/** A shard's header: what it holds, without its bytes. */
+export interface ShardHeader {
+  rank: number;
+  step: number;
+  tensors: { name: string; dtype: DType; shape: number[] }[];
+  optimizer: { step: number; buffers: string[] };
+  rng: Shard['rng'];
+  place?: ShardPlace;
 }
 
 export interface Manifest {
@@ -24,10 +41,14 @@ export interface Manifest {
   plan: string;
   model: string;
   world: number;
+  /** The writing plan's pipeline and data-parallel degrees (absent in older checkpoints). */
+  pp?: number;
+  dp?: number;
   shards: string[];
 }
 
 const MAGIC = 'CLEAVECKPT1\n';
+const MAGIC_BYTES = new TextEncoder().encode(MAGIC);
 export const shardName = (rank: number): string => `rank-${String(rank).padStart(5, '0')}.ckpt`;
 
 /** A shard file: magic, a JSON header (tensors and optimizer buffers as offsets), raw bytes. */
@@ -46,8 +67,8 @@ export function encodeShard(s: Shard): Uint8Array {
     buffers[p] = {};
     for (const [k, b] of Object.entries(bufs)) buffers[p]![k] = put(new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice());
   }
-  const header = new TextEncoder().encode(JSON.stringify({ rank: s.rank, step: s.step, tensors, optimizer: { step: s.optimizer.step, buffers }, rng: s.rng }));
-  const magic = new TextEncoder().encode(MAGIC);
+  const header = new TextEncoder().encode(JSON.stringify({ rank: s.rank, step: s.step, tensors, optimizer: { step: s.optimizer.step, buffers }, rng: s.rng, ...(s.place ? { place: s.place } : {}) }));
+  const magic = MAGIC_BYTES;
   const out = new Uint8Array(magic.length + 4 + header.length + offset);
   out.set(magic);
   new DataView(out.buffer).setUint32(magic.length, header.length, true);
@@ -57,17 +78,33 @@ export function encodeShard(s: Shard): Uint8Array {
   return out;
 }
 
-export function decodeShard(bytes: Uint8Array, file: string): Shard {
-  const magic = new TextEncoder().encode(MAGIC);
-  if (bytes.length < magic.length + 4 || magic.some((b, i) => bytes[i] !== b)) throw new CleaveError(`${file}: is not a cleave checkpoint shard`);
-  const hl = new DataView(bytes.buffer, bytes.byteOffset).getUint32(magic.length, true);
-  const base = magic.length + 4 + hl;
-  let h: { rank: number; step: number; tensors: { name: string; dtype: DType; shape: number[]; at: [number, number] }[]; optimizer: { step: number; buffers: Record<string, Record<string, [number, number]>> }; rng: Shard['rng'] };
+interface RawHeader {
+  rank: number; step: number;
+  tensors: { name: string; dtype: DType; shape: number[]; at: [number, number] }[];
+  optimizer: { step: number; buffers: Record<string, Record<string, [number, number]>> };
+  rng: Shard['rng'];
+  place?: ShardPlace;
+}
+
+
+/** The header's length from a shard's first bytes (magic, then a little-endian uint32). */
+function headerLength(bytes: Uint8Array, file: string): number {
+  if (bytes.length < MAGIC_BYTES.length + 4 || MAGIC_BYTES.some((b, i) => bytes[i] !== b)) throw new CleaveError(`${file}: is not a cleave checkpoint shard`);
+  return new DataView(bytes.buffer, bytes.byteOffset).getUint32(MAGIC_BYTES.length, true);
+}
+
+function parseHeader(bytes: Uint8Array, file: string): RawHeader {
   try {
-    h = JSON.parse(new TextDecoder().decode(bytes.subarray(magic.length + 4, base)));
+    return JSON.parse(new TextDecoder().decode(bytes)) as RawHeader;
   } catch {
     throw new CleaveError(`${file}: the checkpoint header is corrupt`);
   }
+}
+
+export function decodeShard(bytes: Uint8Array, file: string): Shard {
+  const hl = headerLength(bytes, file);
+  const base = MAGIC_BYTES.length + 4 + hl;
+  const h = parseHeader(bytes.subarray(MAGIC_BYTES.length + 4, base), file);
   const slice = ([o, n]: [number, number]): Uint8Array => {
     if (base + o + n > bytes.length) throw new CleaveError(`${file}: the checkpoint is truncated`);
     return bytes.subarray(base + o, base + o + n);
@@ -79,7 +116,31 @@ export function decodeShard(bytes: Uint8Array, file: string): Shard {
     // Copy into a fresh buffer: a Node Buffer's slice() is a view of the whole file.
     for (const [k, at] of Object.entries(bufs)) buffers[p]![k] = new Float64Array(new Uint8Array(slice(at)).buffer);
   }
-  return { rank: h.rank, step: h.step, tensors, optimizer: { step: h.optimizer.step, buffers }, rng: h.rng };
+  return { rank: h.rank, step: h.step, tensors, optimizer: { step: h.optimizer.step, buffers }, rng: h.rng, ...(h.place ? { place: h.place } : {}) };
+}
+
+/** Reads only a shard's header (what it holds, not the bytes): a few kilobytes of a large file. */
+export function readShardHeader(file: string): ShardHeader {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    throw new CleaveError(`${file}: no such shard`);
+  }
+  try {
+    const head = new Uint8Array(MAGIC_BYTES.length + 4);
+    const n = readSync(fd, head, 0, head.length, 0);
+    const hl = headerLength(head.subarray(0, n), file);
+    const body = new Uint8Array(hl);
+    if (readSync(fd, body, 0, hl, head.length) !== hl) throw new CleaveError(`${file}: the checkpoint is truncated`);
+    const h = parseHeader(body, file);
+    return {
+      rank: h.rank, step: h.step, tensors: h.tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })),
+      optimizer: { step: h.optimizer.step, buffers: Object.keys(h.optimizer.buffers) }, rng: h.rng, ...(h.place ? { place: h.place } : {}),
+    };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function writeShard(dir: string, s: Shard): string {

@@ -11,7 +11,8 @@ import { CleaveError } from '../../src/errors.js';
 import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
-import { writeManifest } from '../checkpoint/checkpoint.js';
+import { shardName, writeManifest } from '../checkpoint/checkpoint.js';
+import { type PortableResume, announceResume, gatherCheckpoint, openCheckpoint } from '../checkpoint/resume.js';
 import type { RunOptions, WorkerMessage } from './options.js';
 
 export interface StepReport {
@@ -44,6 +45,14 @@ function loadWeights(file: string, batch: number): [string, Tensor][] {
   return [...g.params(), ...g.states()].map((v) => [v.name, v.data!]);
 }
 
+/** What each rank resumes from, its part of `dir` gathered by name; says once what cannot continue exactly. */
+function resumeAll(dir: string, plan: ReturnType<typeof readPlan>): PortableResume[] {
+  const ck = openCheckpoint(dir);
+  const all = plan.ranks.map((r) => gatherCheckpoint(ck, plan, r.rank));
+  announceResume(all[0]!);
+  return all.map((g) => ({ step: g.step, tensors: [...g.tensors], optimizer: g.optimizer, rng: g.rng }));
+}
+
 /** The compiled worker script (tests run the TypeScript sources; workers always run the build). */
 function workerScript(): string {
   const here = dirname(fileURLToPath(import.meta.url));
@@ -63,10 +72,12 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   const ports = pairwisePorts(N);
   const script = workerScript();
   const absolute = { ...o, planFile: resolve(o.planFile) };
-  // The model's weights are read once here, not once per rank.
+  // The model's weights are read once here, not once per rank; so is each shard of a checkpoint,
+  // from which every rank's tensors, optimizer state and generators are gathered by name.
   const weights = o.resume ? undefined : loadWeights(o.weights ?? plan.model.source, plan.model.microbatchSize);
+  const resumed = o.resume ? resumeAll(o.resume, plan) : undefined;
   const workers = Array.from({ length: N }, (_, rank) => new Worker(script, {
-    workerData: { rank, ports: ports[rank], options: absolute, weights },
+    workerData: { rank, ports: ports[rank], options: absolute, weights, resume: resumed?.[rank] },
     transferList: Object.values(ports[rank]!),
   }));
   const byStep = new Map<number, Map<number, Extract<WorkerMessage, { type: 'step' }>>>();
@@ -114,7 +125,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
               const dir = dirname(msg.file);
               writeManifest(dir, {
                 format: 'cleave-checkpoint', version: 1, step: msg.step, plan: absolute.planFile, model: resolve(plan.model.source), world: N,
-                shards: plan.ranks.map((r) => `rank-${String(r.rank).padStart(5, '0')}.ckpt`),
+                pp: plan.world.pp, dp: plan.world.dp, shards: plan.ranks.map((r) => shardName(r.rank)),
               });
               result.checkpoints.push(dir);
             }
@@ -127,7 +138,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             if (++finished === N) {
               if (o.trace) {
                 try {
-                  writeFileAtomic(o.trace, JSON.stringify(measuredTrace(plan, times, phases)));
+                  writeFileAtomic(o.trace, JSON.stringify(measuredTrace(plan, times, phases, { backend: 'cpu', device: 'cpu' })));
                 } catch (e) {
                   return reject(e instanceof CleaveError ? e : new CleaveError(`writing the trace ${o.trace}: ${(e as Error).message}`));
                 }

@@ -13,10 +13,10 @@ import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { LocalTransport } from '../transport/local.js';
 import { type RunResult, type StepReport, stepReport } from './cpu.js';
-import { replicaSource, stepFeeds } from './data.js';
+import { stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
 import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
-import { type Shard, readShard } from '../checkpoint/checkpoint.js';
+import { type ResumeState, announceResume, gatherCheckpoint, resumeDataSource } from '../checkpoint/resume.js';
 
 /**
  * Runs a one-rank plan on the GPU in this process: the CUDA backend behind the same executor the
@@ -26,8 +26,10 @@ import { type Shard, readShard } from '../checkpoint/checkpoint.js';
 export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const plan = readPlan(o.planFile);
   if (plan.world.size !== 1) throw new CleaveError(`this plan has ${plan.world.size} ranks: multi-rank plans run one process per GPU (cleave run --gpus ${plan.world.size})`);
-  // A resumed run reads its shard once: its weights here, its optimizer state and step below.
-  const shard = o.resume ? readShard(o.resume, 0) : undefined;
+  // A resumed run gathers its checkpoint once (by name, from whichever shards hold its tensors):
+  // its weights here, its optimizer state, generators and step below.
+  const shard = o.resume ? gatherCheckpoint(o.resume, plan, 0) : undefined;
+  if (shard) announceResume(shard);
   return runWithWeights(plan, shard?.tensors ?? planWeights(plan, o.weights), o, onStep, shard);
 }
 
@@ -38,7 +40,7 @@ export function planWeights(plan: Plan, file = plan.model.source): Map<string, T
   return new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
 }
 
-export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void, shard?: Shard): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void, shard?: ResumeState): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const backend = new CudaRankBackend(plan, 0, weights, o.optimizer);
   backend.cudaGraph = !!o.cudaGraph;
   backend.launchLists = o.launchLists !== false;
@@ -48,9 +50,10 @@ export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>,
 
 /**
  * Runs `o.steps` training steps on a backend already holding its weights; frees its device memory
- * at the end, or on failure. `shard`: `o.resume`'s, where the caller has read it already.
+ * at the end, or on failure. `shard`: `o.resume`'s, where the caller has read it already (a shard
+ * read whole, or gathered for rank 0 of this plan by gatherCheckpoint).
  */
-export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void, shard?: Shard): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
+export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onStep?: (r: StepReport) => void, shard?: ResumeState): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {
   const plan = backend.plan;
   backend.timing = !!o.trace;
   let failed = false;
@@ -58,10 +61,10 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     backend.dev.n.synchronize();
     const exec = new Executor(plan, 0, backend, new LocalTransport());
     const m = plan.schedule.microbatches, B = m * plan.model.microbatchSize;
-    const source = replicaSource(plan, o, 0);
     const result: RunResult & { stepMs: number[]; peakBytes: number } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0 };
-    const resumed = shard ?? (o.resume ? readShard(o.resume, 0) : undefined);
-    if (resumed) restoreFromShard(resumed, backend, source);
+    const resumed = shard ?? (o.resume ? gatherCheckpoint(o.resume, plan, 0) : undefined);
+    const source = resumeDataSource(plan, o, 0, resumed);
+    if (resumed) restoreFromShard(resumed, backend);
     const start = resumed?.step ?? 0;
     if (o.trace) exec.phases = [];
     backend.dev.n.memInfo(true);
@@ -83,7 +86,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     }
     result.peakBytes = backend.peakBytes();
     if (o.returnWeights) result.weights = backend.tensors();
-    if (o.trace && result.steps.length) writeDeviceTrace(o.trace, plan, [backend.deviceTimes()], [exec.phases]);
+    if (o.trace && result.steps.length) writeDeviceTrace(o.trace, plan, [backend.deviceTimes()], [exec.phases], backend.dev.n.info()?.name);
     return result;
   } catch (e) {
     failed = true;
@@ -100,9 +103,9 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
 }
 
 /** The last step's measured timeline of every rank (device times and host phases, one clock), as a Perfetto trace. */
-export function writeDeviceTrace(file: string, plan: Plan, times: readonly RankTimes[], phases: readonly (HostPhases | undefined)[] = []): void {
+export function writeDeviceTrace(file: string, plan: Plan, times: readonly RankTimes[], phases: readonly (HostPhases | undefined)[] = [], gpu = 'unknown GPU'): void {
   try {
-    writeFileAtomic(file, JSON.stringify(measuredTrace(plan, times, phases)));
+    writeFileAtomic(file, JSON.stringify(measuredTrace(plan, times, phases, { backend: 'cuda', device: gpu })));
   } catch (e) {
     throw e instanceof CleaveError ? e : new CleaveError(`writing the trace ${file}: ${(e as Error).message}`);
   }

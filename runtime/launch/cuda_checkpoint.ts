@@ -2,7 +2,8 @@ import { resolve } from 'node:path';
 import { dropoutRng } from '../../src/ops/movement.js';
 import type { Plan } from '../../src/plan/types.js';
 import type { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import { shardName, type Shard, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
+import { shardName, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
+import type { ResumeState } from '../checkpoint/resume.js';
 import type { DataSource } from '../data/sources.js';
 
 /**
@@ -12,7 +13,11 @@ import type { DataSource } from '../data/sources.js';
  */
 export function saveGpuShard(dir: string, step: number, rank: number, backend: CudaRankBackend, source: DataSource | undefined): string {
   const folder = `${dir}/step-${step}`;
-  writeShard(folder, { rank, step, tensors: backend.tensors(), optimizer: backend.optimizerState(), rng: { data: source?.state() ?? [], dropout: dropoutRng.state } });
+  const { world } = backend.plan, me = backend.plan.ranks[rank]!;
+  writeShard(folder, {
+    rank, step, tensors: backend.tensors(), optimizer: backend.optimizerState(), rng: { data: source?.state() ?? [], dropout: dropoutRng.state },
+    place: { pp: world.pp, dp: world.dp, ppRank: me.ppRank, dpRank: me.dpRank },
+  });
   return folder;
 }
 
@@ -20,13 +25,16 @@ export function saveGpuShard(dir: string, step: number, rank: number, backend: C
 export function finishCheckpoint(folder: string, step: number, planFile: string, plan: Plan): void {
   writeManifest(folder, {
     format: 'cleave-checkpoint', version: 1, step, plan: resolve(planFile), model: resolve(plan.model.source), world: plan.world.size,
-    shards: plan.ranks.map((r) => shardName(r.rank)),
+    pp: plan.world.pp, dp: plan.world.dp, shards: plan.ranks.map((r) => shardName(r.rank)),
   });
 }
 
-/** Puts a resumed rank's optimizer and generators where the shard left them. */
-export function restoreFromShard(shard: Shard, backend: CudaRankBackend, source: DataSource | undefined): void {
+/**
+ * Puts a resumed rank's optimizer and Dropout generator where the checkpoint left them (gathered
+ * for this rank by gatherCheckpoint, or a shard read whole). Its data source comes from
+ * resumeDataSource, which restores the stream where it continues.
+ */
+export function restoreFromShard(shard: ResumeState, backend: CudaRankBackend): void {
   backend.restoreOptimizer(shard.optimizer);
-  source?.restore(shard.rng.data);
   dropoutRng.state = shard.rng.dropout;
 }

@@ -13,8 +13,8 @@ import { ControlTransport } from '../transport/control.js';
 import { type RunResult, type StepReport, stepReport } from './cpu.js';
 import { planWeights, writeDeviceTrace } from './cuda.js';
 import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
-import { readShard } from '../checkpoint/checkpoint.js';
-import { replicaSource, stepFeeds } from './data.js';
+import { announceResume, gatherCheckpoint, resumeDataSource } from '../checkpoint/resume.js';
+import { stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
 import { rendezvous } from './rendezvous.js';
 import type { WorldEnv } from './world.js';
@@ -93,7 +93,10 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const worldComm = n.ncclInit(rv.shared, world.worldSize, world.rank);
     comm = new CudaComm(n, plan, world.rank, worldComm);
     const transport = new ControlTransport(rv);
-    const shard = o.resume ? readShard(o.resume, world.rank) : undefined;
+    // Resumed: this rank's tensors, optimizer state and generators, gathered by name from the shards
+    // that hold them (each read once), under whatever split wrote the checkpoint.
+    const shard = o.resume ? gatherCheckpoint(o.resume, plan, world.rank) : undefined;
+    if (shard && world.rank === 0) announceResume(shard);
     const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, o.weights));
     backend = new CudaRankBackend(plan, world.rank, weights, o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;
@@ -104,9 +107,9 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const exec = new Executor(plan, world.rank, backend, transport);
     const m = plan.schedule.microbatches, B = m * plan.model.microbatchSize;
     // Each replica draws its own data (seeded by its data-parallel rank), as CPU ranks do.
-    const source = replicaSource(plan, o, me.dpRank);
+    const source = resumeDataSource(plan, o, me.dpRank, shard);
     const result: RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] } = { steps: [], checkpoints: [], stepMs: [], peakBytes: 0, peakBytesByRank: [] };
-    if (shard) restoreFromShard(shard, backend, source);
+    if (shard) restoreFromShard(shard, backend);
     if (lazyModules()) backend.preloadKernels();
     n.memInfo(true);
     const everyone = [...Array(world.worldSize).keys()];
@@ -147,7 +150,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       else {
         const all = [mine];
         for (let r = 1; r < world.worldSize; r++) all.push(JSON.parse(new TextDecoder().decode((await transport.recv(r, 'trace')) as Uint8Array)) as typeof mine);
-        writeDeviceTrace(o.trace, plan, all.map((x) => x.times), all.map((x) => x.phases));
+        writeDeviceTrace(o.trace, plan, all.map((x) => x.times), all.map((x) => x.phases), n.info()?.name);
       }
     }
     result.peakBytes = backend.peakBytes();

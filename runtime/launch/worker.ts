@@ -7,29 +7,36 @@ import '../../src/ops/index.js';
 import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan } from '../../src/plan/io.js';
 import { CpuRankBackend } from '../backends/cpu/rank_backend.js';
-import { readShard, writeShard } from '../checkpoint/checkpoint.js';
+import { writeShard } from '../checkpoint/checkpoint.js';
+import { type PortableResume, type ResumeState, gatherCheckpoint, resumeDataSource } from '../checkpoint/resume.js';
 import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';
 import { PortTransport } from '../transport/ports.js';
 import type { RunOptions, WorkerMessage } from './options.js';
-import { replicaSource, stepFeeds } from './data.js';
+import { stepFeeds } from './data.js';
 
-interface Init { rank: number; ports: Record<number, MessagePort>; options: RunOptions; weights?: [string, Tensor][] }
+interface Init {
+  rank: number; ports: Record<number, MessagePort>; options: RunOptions; weights?: [string, Tensor][];
+  /** `options.resume`'s part for this rank, gathered by the launcher. */
+  resume?: PortableResume;
+}
 
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
 async function main(): Promise<void> {
-  const { rank, ports, options: o, weights: initial } = workerData as Init;
+  const { rank, ports, options: o, weights: initial, resume } = workerData as Init;
   const plan = readPlan(o.planFile);
   const me = plan.ranks[rank]!;
   const transport = new PortTransport(rank, plan.world.size, new Map(Object.entries(ports).map(([k, p]) => [Number(k), p])), (o.timeoutSeconds ?? 60) * 1000);
   const m = plan.schedule.microbatches, mbSize = plan.model.microbatchSize;
   const B = m * mbSize;
 
-  // Weights: a checkpoint shard, or the ONNX model.
+  // Weights: the checkpoint's (gathered by the launcher, else here), or the ONNX model.
   let weights: Map<string, Tensor>;
-  const shard = o.resume ? readShard(o.resume, rank) : undefined;
-  if (shard) weights = shard.tensors;
+  let shard: ResumeState | undefined;
+  if (resume) shard = { ...resume, tensors: new Map(resume.tensors) };
+  else if (o.resume) shard = gatherCheckpoint(o.resume, plan, rank);
+  if (shard) weights = new Map(shard.tensors);
   else if (initial) weights = new Map(initial);
   else {
     // Only a rank started without weights reads the ONNX file itself.
@@ -47,13 +54,13 @@ async function main(): Promise<void> {
   if (o.trace) exec.phases = [];
 
   // Data: this replica's own stream (seeded by its data-parallel rank), or its slice of given batches.
-  const source = replicaSource(plan, o, me.dpRank);
+  // Resumed: where the checkpoint's stream continues, or afresh where it cannot.
+  const source = resumeDataSource(plan, o, me.dpRank, shard);
   let start = 0;
   if (shard) {
     start = shard.step;
     backend.optimizer.state.step = shard.optimizer.step;
     backend.optimizer.state.buffers = shard.optimizer.buffers;
-    source?.restore(shard.rng.data);
     dropoutRng.state = shard.rng.dropout;
   }
   for (let step = start; step < o.steps; step++) {
@@ -66,6 +73,7 @@ async function main(): Promise<void> {
       const file = writeShard(`${o.checkpointDir}/step-${step + 1}`, {
         rank, step: step + 1, tensors: backend.tensors(), optimizer: backend.optimizer.state,
         rng: { data: source?.state() ?? [], dropout: dropoutRng.state },
+        place: { pp: plan.world.pp, dp: plan.world.dp, ppRank: me.ppRank, dpRank: me.dpRank },
       });
       post({ type: 'saved', rank, step: step + 1, file });
     }

@@ -31,11 +31,15 @@ export function registerDemo(program: Command): void {
     .command('demo')
     .description('run the main job on the bundled GPT fixture')
     .option('--steps <n>', 'training steps', positiveInt('--steps'), 40)
-    .action(async (o: { steps: number }) => {
+    .option('--json', 'print what each part found as one JSON object')
+    .action(async (o: { steps: number; json?: boolean }) => {
       const model = join(fixturesDir(), 'gpt.onnx');
-      const say = (s: string) => process.stdout.write(s);
+      const say = (s: string) => void (o.json || process.stdout.write(s));
+      const report: Record<string, unknown> = { model };
       say(`== 1. import and inspect ${model}\n`);
-      say(renderInspect(inspectModel(model, { batch: 2 })));
+      const inspected = inspectModel(model, { batch: 2 });
+      report['inspect'] = { parameters: inspected.parameters.count, nodes: inspected.nodes, flops: inspected.flops };
+      say(renderInspect(inspected));
 
       const g = importOnnx(model, { batch: 2 });
       const training = buildTrainingGraph(g, { loss: autoLoss(g) });
@@ -49,16 +53,19 @@ export function registerDemo(program: Command): void {
       }
       say(`\n== 2. training graph: cross-entropy loss, per microbatch of 2\n`);
       say(table(['phase', 'nodes', 'FLOPs'], [...phases].map(([k, r]) => [k, String(r.nodes), formatFlops(r.flops)])) + '\n');
+      report['training'] = Object.fromEntries(phases);
 
       const dir = mkdtempSync(join(tmpdir(), 'cleave-demo-'));
       try {
         const planFile = join(dir, 'gpt.plan');
         writePlan(planFile, compile({ model, loss: 'auto', partitions: 2, microbatches: 4, schedule: 'zb-h1', dp: 2, batch: 8 }).plan);
         say(`\n== 3. compile a plan: 2 pipeline stages × 2 data-parallel replicas, zb-h1, 4 microbatches of 2 (cleave plan print)\n`);
-        say(renderPlan(readPlan(planFile), 88));
+        const plan = readPlan(planFile);
+        say(renderPlan(plan, 88));
+        report['plan'] = { world: plan.world, schedule: plan.schedule.name, microbatches: plan.schedule.microbatches, predictedStepMs: plan.prediction.stepMs };
 
         say(`\n== 4. run it on 4 CPU ranks (worker threads), ${o.steps} steps on the bundled task (cleave run)\n`);
-        const progress = new Progress(o.steps, 'samples');
+        const progress = new Progress(o.steps, 'samples', !!o.json);
         let samples = 0;
         const run = await runPlanCpu({
           planFile, data: { kind: 'default' }, steps: o.steps, optimizer: { kind: 'adamw', lr: 1e-2 },
@@ -69,6 +76,7 @@ export function registerDemo(program: Command): void {
         });
         const secs = progress.stop();
         say(`loss ${run.steps[0]!.loss.toFixed(4)} → ${run.steps.at(-1)!.loss.toFixed(4)} in ${secs.toFixed(1)} s\n`);
+        report['run'] = { steps: run.steps.length, firstLoss: run.steps[0]!.loss, finalLoss: run.steps.at(-1)!.loss, seconds: secs };
 
         const out = join(dir, 'gpt.trained.onnx');
         exportCheckpoint(run.checkpoints[0]!, out);
@@ -79,6 +87,8 @@ export function registerDemo(program: Command): void {
         const a = runGraph(trained, { input_ids: ids }).get('logits')!, b = runGraph(back, { input_ids: ids }).get('logits')!;
         if (!a.data.every((x, i) => x === b.data[i])) throw new CleaveError('the exported model computes different logits from the trained ranks');
         say(`\n== 5. exported the checkpoint as one ONNX model (cleave export): same logits as the trained ranks\n`);
+        report['export'] = { sameLogits: true };
+        if (o.json) process.stdout.write(JSON.stringify(report) + '\n');
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }

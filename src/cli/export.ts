@@ -3,16 +3,26 @@ import { dirname } from 'node:path';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import { readManifest, readShard } from '../../runtime/checkpoint/checkpoint.js';
+import { openCheckpoint, resolveCheckpoint } from '../../runtime/checkpoint/resume.js';
 import { CleaveError, SymbolicDimError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import type { Tensor } from '../ir/tensor.js';
+import { checkOutputFile } from './paths.js';
 
-/** Gathers a checkpoint's shards back into the full model and writes it as one ONNX file. */
-export function exportCheckpoint(dir: string, out: string): { tensors: number; step: number } {
-  const m = readManifest(dir);
+/**
+ * Gathers a checkpoint's shards back into the full model and writes it as one ONNX file. `path`: a
+ * step-N folder, or a --checkpoint-dir (its newest complete step; `note` says which).
+ */
+export function exportCheckpoint(path: string, out: string): { tensors: number; step: number; dir: string; note?: string } {
+  const { dir, note } = resolveCheckpoint(path);
+  const ck = openCheckpoint(dir);
+  const m = ck.manifest;
+  // Each tensor from the lowest rank holding it: tied and replicated copies are updated alike.
   const tensors = new Map<string, Tensor>();
-  for (let r = 0; r < m.world; r++) for (const [k, t] of readShard(dir, r).tensors) if (!tensors.has(k)) tensors.set(k, t);
+  for (let r = 0; r < m.world; r++) {
+    if (!ck.headers[r]!.tensors.some((t) => !tensors.has(t.name))) continue;
+    for (const [k, t] of ck.shard(r).tensors) if (!tensors.has(k)) tensors.set(k, t);
+  }
   const model = readModelFile(m.model);
   const src = { baseDir: dirname(m.model), file: m.model };
   let g: Graph;
@@ -28,17 +38,24 @@ export function exportCheckpoint(dir: string, out: string): { tensors: number; s
     v.data = t;
   }
   writeOnnx(g, out);
-  return { tensors: tensors.size, step: m.step };
+  return { tensors: tensors.size, step: m.step, dir, ...(note ? { note } : {}) };
 }
 
 export function registerExport(program: Command): void {
   program
     .command('export')
     .description('gather a checkpoint into one ONNX model')
-    .argument('<checkpoint>', 'checkpoint folder (with manifest.json)')
+    .argument('<checkpoint>', 'checkpoint: a step-N folder (with manifest.json), or the --checkpoint-dir holding them (its newest complete step)')
     .requiredOption('-o, --out <file>', 'the ONNX file to write')
-    .action((dir: string, o: { out: string }) => {
+    .option('--json', 'print what was written as one JSON object')
+    .action((dir: string, o: { out: string; json?: boolean }) => {
+      checkOutputFile('-o', o.out);
       const r = exportCheckpoint(dir, o.out);
-      process.stdout.write(`wrote ${o.out}: ${r.tensors} tensors at step ${r.step}\n`);
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ out: o.out, checkpoint: r.dir, step: r.step, tensors: r.tensors, note: r.note ?? null }) + '\n');
+        return;
+      }
+      if (r.note) process.stdout.write(`note: ${r.note}\n`);
+      process.stdout.write(`wrote ${o.out}: ${r.tensors} tensors at step ${r.step} (${r.dir})\n`);
     });
 }

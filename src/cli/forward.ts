@@ -11,6 +11,7 @@ import { dirname } from 'node:path';
 import { formatShape } from '../ir/shape.js';
 import { table } from './format.js';
 import { dimBinding } from './options.js';
+import { checkOutputDir } from './paths.js';
 
 export interface TensorSummary { name: string; dtype: string; shape: number[]; min: number; max: number; mean: number; std: number; file?: string }
 
@@ -36,6 +37,9 @@ function parseInput(v: string, prev: Record<string, string> = {}): Record<string
 /** Imports with the batch the feeds carry, runs on the CPU backend, returns outputs by name. */
 export function forwardModel(file: string, feeds: Record<string, Tensor>, dims?: Record<string, number>): Map<string, Tensor> {
   const model = readModelFile(file);
+  const names = (model.graph?.input ?? []).map((vi) => vi.name ?? '').filter((n) => !(model.graph?.initializer ?? []).some((t) => t.name === n));
+  const unknown = Object.keys(feeds).find((k) => !names.includes(k));
+  if (unknown !== undefined) throw new CleaveError(`--input ${unknown}: ${file} has no input '${unknown}' (its inputs: ${names.join(', ')})`);
   const first = model.graph?.input?.find((vi) => feeds[vi.name ?? '']);
   const batch = first ? feeds[first.name!]!.shape[0] : undefined;
   const g = importModel(model, { baseDir: dirname(file), file }, { batch, dims });
@@ -54,6 +58,7 @@ export function registerForward(program: Command): void {
     .option('--out <dir>', 'write each output as DIR/NAME.npy')
     .option('--json', 'print the summary as JSON')
     .action((model: string, o: { input?: Record<string, string>; dim?: Record<string, number>; out?: string; json?: boolean }) => {
+      checkOutputDir('--out', o.out);
       const feeds: Record<string, Tensor> = {};
       for (const [name, f] of Object.entries(o.input ?? {})) feeds[name] = readNpy(f);
       const outs = forwardModel(model, feeds, o.dim);

@@ -2,11 +2,15 @@ import type { Command } from 'commander';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { readManifest } from '../../runtime/checkpoint/checkpoint.js';
+import { checkResume, resolveCheckpoint } from '../../runtime/checkpoint/resume.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { runPlanCuda } from '../../runtime/launch/cuda.js';
 import { runCudaRank } from '../../runtime/launch/cuda_rank.js';
 import { launchProcesses } from '../../runtime/launch/processes.js';
 import { worldFromEnv } from '../../runtime/launch/world.js';
+import { nativeCuda } from '../../runtime/backends/cuda/native.js';
+import { PROFILE_NAMES } from '../../compiler/cost/profiles.js';
+import { type TraceDevice, deviceNote } from '../plan/measured.js';
 import type { StepReport } from '../../runtime/launch/cpu.js';
 import type { DataOptions, RunOptions } from '../../runtime/launch/options.js';
 import { optimizerConfig } from '../../runtime/optim/optimizer.js';
@@ -34,10 +38,16 @@ function precision(plan: Plan, backend: string): string {
   return policy === 'bf16' ? 'bfloat16 compute, float32 master weights' : policy === 'fp16' ? 'float16 compute with dynamic loss scaling, float32 master weights' : 'float32';
 }
 
-/** A plan costed for one device and run on another predicts the other's times: say so, and how to compile for this one. */
-function deviceNote(plan: Plan, backend: string): string | undefined {
-  if (backend === 'cpu' && plan.schedule.device !== 'cpu') return `the plan was costed for ${plan.schedule.device}; on CPU ranks its predicted times are ${plan.schedule.device}'s (compile with --device cpu to predict this backend)`;
-  return undefined;
+/**
+ * A plan costed for one device and run on another predicts the other's times: say so, and how to
+ * compile for this one. The GPU is named as its driver names it (a CUDA run on a host without one
+ * fails later, with its own message).
+ */
+function runDeviceNote(plan: Plan, backend: string): string | undefined {
+  const gpu = backend === 'cuda' ? nativeCuda()?.info()?.name : undefined;
+  if (backend === 'cuda' && !gpu) return undefined;
+  const ranOn: TraceDevice = backend === 'cpu' ? { backend: 'cpu', device: 'cpu' } : { backend: 'cuda', device: gpu! };
+  return deviceNote(plan, ranOn, PROFILE_NAMES, 'this run is on');
 }
 
 /** Flags that make sense only together, or only on one backend, are refused before anything runs. */
@@ -64,7 +74,7 @@ export function registerRun(program: Command): void {
     .argument('<plan>', 'plan file from cleave compile')
     .option('--backend <name>', 'cpu (worker threads), or cuda (GPUs)', 'cpu')
     .option('--weights <model.onnx>', 'initial weights (default: the model the plan was compiled from)')
-    .option('--resume <checkpoint>', 'continue from a checkpoint folder (step-N with manifest.json)')
+    .option('--resume <checkpoint>', 'continue from a checkpoint: a step-N folder, or the --checkpoint-dir holding them (its newest complete step); any split, schedule or dp degree of the same model')
     .option('--data <path>', 'a .bin token file or a folder of NAME.npy arrays; default: the bundled task')
     .option('--tokens <type>', 'token type of a .bin file: uint16 (default) or int32')
     .option('--steps <n>', 'total steps (a resumed run continues to this count)', positiveInt('--steps'), 20)
@@ -94,25 +104,32 @@ export function registerRun(program: Command): void {
       }
       const quiet = world !== undefined && world.rank !== 0;
       let start = 0;
+      let resume: string | undefined, resumeNote: string | undefined;
       if (o.resume) {
-        const m = readManifest(o.resume);
-        if (m.world !== plan.world.size) throw new CleaveError(`${o.resume}: written by ${m.world} ranks; this plan has ${plan.world.size}`);
-        if (resolve(m.plan) !== resolve(planFile)) process.stderr.write(`warning: ${o.resume} was written with plan ${m.plan}\n`);
+        // A --checkpoint-dir resumes from its newest complete step; any split of the same model can
+        // take it (each rank gathers its parameters by name), which checkResume makes sure of now.
+        const found = resolveCheckpoint(o.resume);
+        checkResume(found.dir, plan);
+        resume = found.dir;
+        resumeNote = found.note;
+        const m = readManifest(found.dir);
+        if (resolve(m.plan) !== resolve(planFile) && !quiet) process.stderr.write(`note: ${found.dir} was written with plan ${m.plan}\n`);
         start = m.step;
-        if (start >= o.steps) throw new CleaveError(`${o.resume} is at step ${start} already; ask for more --steps`);
+        if (start >= o.steps) throw new CleaveError(`${found.dir} is at step ${start} already; ask for more --steps`);
       }
       const weights = o.resume ? undefined : (o.weights ?? planModelPath(plan, planFile));
       const dataOptions: DataOptions = data.path ? { kind: 'path', path: data.path, tokenType: data.tokenType } : { kind: 'default' };
       const w = plan.world;
-      const note = deviceNote(plan, o.backend);
+      const note = runDeviceNote(plan, o.backend);
       if (!quiet) {
-        const start0 = { plan: planFile, backend: o.backend, ranks: w.size, pp: w.pp, dp: w.dp, schedule: plan.schedule.name, microbatches: plan.schedule.microbatches, microbatchSize: plan.model.microbatchSize, optimizer: opt, overrides: changes, precision: precision(plan, o.backend), weights: weights ?? null, resume: o.resume ?? null, fromStep: start, note: note ?? null };
+        const start0 = { plan: planFile, backend: o.backend, ranks: w.size, pp: w.pp, dp: w.dp, schedule: plan.schedule.name, microbatches: plan.schedule.microbatches, microbatchSize: plan.model.microbatchSize, optimizer: opt, overrides: changes, precision: precision(plan, o.backend), weights: weights ?? null, resume: resume ?? null, resumeNote: resumeNote ?? null, fromStep: start, note: note ?? null };
         if (o.json) process.stdout.write(JSON.stringify({ start: start0 }) + '\n');
         else {
           process.stdout.write(`running ${planFile}: ${w.size} ranks (${w.pp} pipeline × ${w.dp} data parallel), ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}, ${o.backend} backend${start ? `, resuming at step ${start}` : ''}\n`);
           process.stdout.write(`training: ${describeOptimizer(opt)}${changes.length ? '' : ' as the plan says'}; ${precision(plan, o.backend)}\n`);
           for (const c of changes) process.stdout.write(`  ${c}: applied\n`);
           if (note) process.stdout.write(`note: ${note}\n`);
+          if (resumeNote) process.stdout.write(`note: ${resumeNote}\n`);
         }
       }
       const progress = new Progress(o.steps, 'samples', !!o.json || quiet, start);
@@ -128,7 +145,7 @@ export function registerRun(program: Command): void {
       });
       const run = world ? (x: RunOptions, f: (r: StepReport) => void) => runCudaRank(x, world, f) : o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
-        planFile, weights, resume: o.resume, data: dataOptions, steps: o.steps, optimizer: optimizerConfig(opt), clip: opt.clip || undefined,
+        planFile, weights, resume, data: dataOptions, steps: o.steps, optimizer: optimizerConfig(opt), clip: opt.clip || undefined,
         failAt: failAtFromEnv(),
         seed, saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, launchLists: o.launchLists !== false, lossScale: numberFlag('--loss-scale', o.lossScale, 1), trace: o.trace,
       }, (r) => {
@@ -155,8 +172,11 @@ export function registerRun(program: Command): void {
 
 /** The newest complete checkpoint under a checkpoint folder, if any. */
 function lastCheckpoint(dir: string): string | undefined {
-  void dir;
-  return undefined;
+  try {
+    return resolveCheckpoint(dir).dir;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -77,7 +77,7 @@ describe('cleave compile of a model written in TypeScript', () => {
     expect(cli(['compile', noInputs, '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/noinputs\.mjs: the default export names no inputs/);
     const broken = join(dir, 'broken.mjs');
     writeFileSync(broken, 'throw new Error("no weights here");\n');
-    expect(cli(['compile', broken, '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/broken\.mjs: loading the model module failed: no weights here/);
+    expect(cli(['compile', broken, '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/broken\.mjs:1:7: loading the model module failed: Error: no weights here/);
     const backward = join(dir, 'backward.mjs');
     writeFileSync(backward, `import { nn } from ${api};
 class Net extends nn.Module {
