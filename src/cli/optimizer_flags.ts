@@ -74,17 +74,18 @@ export function optimizerFromFlags(o: OptimizerFlags, fallback = 'adamw'): PlanO
  */
 export function optimizerForRun(plan: PlanOptimizer, planFamily: string, o: OptimizerFlags): { config: PlanOptimizer; changes: string[] } {
   const given = givenNumbers(o);
-  const changes: string[] = [];
   let base = plan;
   if (o.optimizer !== undefined) {
     const fam = family(o.optimizer);
-    const wanted = planOptimizer(fam, { lr: plan.lr, weightDecay: plan.weightDecay, clip: plan.clip, ...(fam !== 'sgd-momentum' && plan.kind === 'sgd' ? { momentum: plan.momentum } : {}) });
-    if (stateBuffers(optimizerFamily(wanted)) > stateBuffers(planFamily)) {
-      throw new CleaveError(`--optimizer ${o.optimizer}: the plan was compiled for ${planFamily}, whose memory plan holds no room for ${optimizerFamily(wanted)}'s state; compile the plan with --optimizer ${o.optimizer}`);
-    }
-    if (wanted.kind !== plan.kind || optimizerFamily(wanted) !== optimizerFamily(plan)) {
-      changes.push(`--optimizer ${o.optimizer} (the plan has ${optimizerFamily(plan)})`);
-      base = wanted;
+    // --optimizer names a family as compile's does, keeping the plan's hyperparameters that apply
+    // to it: sgd has no momentum (sgd-momentum keeps the plan's, else 0.9), and adam ↔ adamw keep
+    // the plan's betas and ε (they were reset to the defaults, silently). Before, `--optimizer sgd`
+    // on an sgd-momentum plan kept the momentum and said nothing.
+    const momentum = fam === 'sgd-momentum' && plan.kind === 'sgd' && plan.momentum > 0 ? { momentum: plan.momentum } : {};
+    const adam = plan.kind !== 'sgd' ? { beta1: plan.beta1, beta2: plan.beta2, eps: plan.eps } : {};
+    base = planOptimizer(fam, { lr: plan.lr, weightDecay: plan.weightDecay, clip: plan.clip, ...momentum, ...adam });
+    if (stateBuffers(optimizerFamily(base)) > stateBuffers(planFamily)) {
+      throw new CleaveError(`--optimizer ${o.optimizer}: the plan was compiled for ${planFamily}, whose memory plan holds no room for ${optimizerFamily(base)}'s state; compile the plan with --optimizer ${o.optimizer}`);
     }
   }
   checkApplies(base.kind, given, o.optimizer === undefined ? ' (from the plan)' : '');
@@ -92,8 +93,14 @@ export function optimizerForRun(plan: PlanOptimizer, planFamily: string, o: Opti
   if (stateBuffers(optimizerFamily(config)) > stateBuffers(planFamily)) {
     throw new CleaveError(`--momentum ${config.momentum}: the plan was compiled for ${planFamily}, whose memory plan holds no momentum buffer; compile the plan with --optimizer sgd-momentum`);
   }
+  // What differs from the plan in the end (`--optimizer sgd --momentum 0.9` on an sgd-momentum 0.9
+  // plan changes nothing, and says so).
+  const changes: string[] = [];
+  if (o.optimizer !== undefined && (config.kind !== plan.kind || optimizerFamily(config) !== optimizerFamily(plan))) {
+    changes.push(`--optimizer ${o.optimizer} (the plan has ${optimizerFamily(plan)})`);
+  }
   for (const [key, x] of Object.entries(given) as [keyof Numbers, number][]) {
-    if (x !== base[key]) changes.push(`${RULES[key].flag} ${x} (the plan has ${base[key] || (key === 'clip' ? 'none' : 0)})`);
+    if (x !== plan[key]) changes.push(`${RULES[key].flag} ${x} (the plan has ${plan[key] || (key === 'clip' ? 'none' : 0)})`);
   }
   return { config, changes };
 }

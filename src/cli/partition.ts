@@ -9,7 +9,10 @@ function short(name: string, width = 28): string {
   return name.length <= width ? name : `…${name.slice(name.length - width + 1)}`;
 }
 
-export function renderPartition(part: Partition): string {
+/** The microbatches the memory column holds activations for: `--batch` ÷ `-m`, as `compile` splits them. */
+export interface PartitionBatch { microbatches: number; microbatchSize: number }
+
+export function renderPartition(part: Partition, batch?: PartitionBatch): string {
   const rows = part.stages.map((s) => {
     const sent = s.sends.reduce((a, x) => a + x.bytes, 0);
     return [
@@ -20,7 +23,7 @@ export function renderPartition(part: Partition): string {
     ];
   });
   const lines = [
-    `${part.mode} partition into ${part.stages.length} stages on ${part.device} (${(part.capacityBytes / 2 ** 30).toFixed(0)} GiB per stage)`,
+    `${part.mode} partition into ${part.stages.length} stages on ${part.device} (${(part.capacityBytes / 2 ** 30).toFixed(0)} GiB per stage)${batch ? `; ${batch.microbatches} microbatches of ${batch.microbatchSize}` : ''}`,
     table(['stage', 'rank', 'nodes', 'first → last node', 'params', 'fwd ms', 'bwd ms', 'comm ms', 'memory', 'sends'], rows),
     `imbalance ${part.imbalance.toFixed(3)} (slowest stage ÷ mean)`,
   ];
@@ -30,9 +33,9 @@ export function renderPartition(part: Partition): string {
   return lines.join('\n') + '\n';
 }
 
-export function partitionJson(part: Partition): unknown {
+export function partitionJson(part: Partition, batch?: PartitionBatch): unknown {
   return {
-    mode: part.mode, device: part.device, imbalance: part.imbalance, tied: part.tied,
+    mode: part.mode, device: part.device, ...batch, imbalance: part.imbalance, tied: part.tied,
     stages: part.stages.map((s) => ({
       stage: s.index, rank: s.rank, nodes: s.nodes.length, backwardNodes: s.backward.length,
       first: s.nodes[0]?.name, last: s.nodes[s.nodes.length - 1]?.name,
@@ -53,7 +56,9 @@ export function registerPartition(program: Command): void {
     .option('--json', 'print the partition as JSON')
     .action((model: string, o: CompileFlags) => {
       const opts = compileOptions(model, o, {}, 'partition');
-      const { partition } = partitionModel({ ...opts, schedule: opts.schedule as ScheduleName });
-      process.stdout.write(o.json ? JSON.stringify(partitionJson(partition), null, 2) + '\n' : renderPartition(partition));
+      const { partition, microbatch } = partitionModel({ ...opts, schedule: opts.schedule as ScheduleName });
+      // Said, so that --batch reads as it does in compile: samples per step per replica, split into -m.
+      const batch = { microbatches: opts.microbatches, microbatchSize: microbatch };
+      process.stdout.write(o.json ? JSON.stringify(partitionJson(partition, batch), null, 2) + '\n' : renderPartition(partition, batch));
     });
 }

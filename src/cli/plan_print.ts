@@ -6,6 +6,7 @@ import { deviceNote, readHostPhases, readMeasured, renderComparison } from '../p
 import { DEFAULT_WIDTH, MIN_WIDTH, renderPlan, renderRank, wrap } from '../plan/render.js';
 import { planSvg, planTrace } from '../plan/visual.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { checkOutputFile } from './paths.js';
 
 /** `--width`: whole columns, at least MIN_WIDTH (narrower, the timeline and tables cannot be drawn readably). */
 export function widthFlag(v: string): number {
@@ -39,6 +40,10 @@ export function registerPlan(program: Command): void {
     .option('--json', 'print the plan as JSON')
     .action((file: string, o: { rank?: string; trace?: string; svg?: string; width?: number; json?: boolean; measured?: string }) => {
       const width = o.width ?? defaultWidth(process.stdout);
+      // Both outputs checked before either is written: a bad --svg used to fail as an internal error
+      // (ENOENT from the write) after --trace had been written.
+      checkOutputFile('--trace', o.trace);
+      checkOutputFile('--svg', o.svg);
       const p = readPlan(file);
       const measured = o.measured ? readMeasured(o.measured, p) : undefined;
       let rank: number | undefined;
