@@ -30,6 +30,12 @@ if (!nvcc) {
   console.log('cleave: nvcc not found, skipping the CUDA addon (the CPU backend works without it)');
   process.exit(0);
 }
+// An NVCC that cannot be started (a wrong path) is said once, by name, before any work: otherwise each
+// source failed on its own and the summary blamed the sources ("nvcc failed on kernels.cu, …").
+if (process.env.NVCC) {
+  const probe = spawnSync(nvcc, ['--version']);
+  if (probe.error) fail(`NVCC=${nvcc} could not be started: ${probe.error.code ?? probe.error.message}`);
+}
 
 const require = createRequire(import.meta.url);
 const nodeInclude = join(dirname(dirname(process.execPath)), 'include', 'node');
