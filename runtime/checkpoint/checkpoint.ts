@@ -1,4 +1,4 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
@@ -145,6 +145,10 @@ export function readShardHeader(file: string): ShardHeader {
 
 export function writeShard(dir: string, s: Shard): string {
   mkdirSync(dir, { recursive: true });
+  // A manifest already here is an earlier save's (a run over the same --checkpoint-dir): it goes
+  // before this save replaces any of its shards, or a save cut short would leave the folder taken
+  // for complete with shards of two runs. This save's manifest comes once every shard is on disk.
+  rmSync(join(dir, 'manifest.json'), { force: true });
   const file = join(dir, shardName(s.rank));
   writeFileAtomic(file, encodeShard(s));
   return file;

@@ -72,7 +72,7 @@ export function resolveCheckpoint(path: string): ResolvedCheckpoint {
       continue;
     }
     const newer = skipped.length ? `; skipped ${skipped.join(', ')}` : '';
-    return { dir, step: readManifest(dir).step, note: `using ${dir}, the newest complete checkpoint of ${steps.length}${newer}` };
+    return { dir, step: readManifest(dir).step, note: `using ${dir}, the newest complete of ${steps.length} step${steps.length === 1 ? '' : 's'} found${newer}` };
   }
   throw new CleaveError(`${path}: no complete checkpoint: ${skipped.join(', ')}`);
 }
