@@ -4,6 +4,8 @@
  */
 export class CleaveError extends Error {
   override readonly name = 'CleaveError';
+  /** Set where the command's own --json output already carries this error (one object, not two). */
+  inJsonReport = false;
   constructor(message: string) {
     super(message);
   }

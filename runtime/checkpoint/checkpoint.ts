@@ -1,5 +1,7 @@
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { planModelPath } from '../../src/plan/io.js';
+import type { Plan } from '../../src/plan/types.js';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
 import { type Tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
@@ -49,6 +51,20 @@ export interface Manifest {
 
 const MAGIC = 'CLEAVECKPT1\n';
 const MAGIC_BYTES = new TextEncoder().encode(MAGIC);
+/**
+ * The model file a checkpoint's manifest names (what export reads the graph from): the run's
+ * --weights, else the plan's model as found from the plan's folder (a moved plan finds it there),
+ * else the path it was compiled from.
+ */
+export function checkpointModel(plan: Plan, planFile: string, weights?: string): string {
+  if (weights) return resolve(weights);
+  try {
+    return resolve(planModelPath(plan, planFile));
+  } catch {
+    return resolve(plan.model.source);
+  }
+}
+
 export const shardName = (rank: number): string => `rank-${String(rank).padStart(5, '0')}.ckpt`;
 
 /** A shard file: magic, a JSON header (tensors and optimizer buffers as offsets), raw bytes. */

@@ -11,7 +11,7 @@ import { CleaveError } from '../../src/errors.js';
 import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
-import { shardName, writeManifest } from '../checkpoint/checkpoint.js';
+import { checkpointModel, shardName, writeManifest } from '../checkpoint/checkpoint.js';
 import { type PortableResume, announceResume, gatherCheckpoint, openCheckpoint } from '../checkpoint/resume.js';
 import type { RunOptions, WorkerMessage } from './options.js';
 
@@ -124,7 +124,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
               // Every shard is on disk: only now does the checkpoint become one, by its manifest.
               const dir = dirname(msg.file);
               writeManifest(dir, {
-                format: 'cleave-checkpoint', version: 1, step: msg.step, plan: absolute.planFile, model: resolve(plan.model.source), world: N,
+                format: 'cleave-checkpoint', version: 1, step: msg.step, plan: absolute.planFile, model: checkpointModel(plan, absolute.planFile, o.weights), world: N,
                 pp: plan.world.pp, dp: plan.world.dp, shards: plan.ranks.map((r) => shardName(r.rank)),
               });
               result.checkpoints.push(dir);

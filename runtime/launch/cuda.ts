@@ -80,7 +80,7 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       onStep?.(report);
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
         const folder = saveGpuShard(o.checkpointDir, step + 1, 0, backend, source);
-        finishCheckpoint(folder, step + 1, o.planFile, plan);
+        finishCheckpoint(folder, step + 1, o.planFile, plan, o.weights);
         result.checkpoints.push(folder);
       }
     }

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { dropoutRng } from '../../src/ops/movement.js';
 import type { Plan } from '../../src/plan/types.js';
 import type { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import { shardName, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
+import { checkpointModel, shardName, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
 import type { ResumeState } from '../checkpoint/resume.js';
 import type { DataSource } from '../data/sources.js';
 
@@ -22,9 +22,9 @@ export function saveGpuShard(dir: string, step: number, rank: number, backend: C
 }
 
 /** Once every rank's shard is on disk: the manifest that makes the folder a checkpoint. */
-export function finishCheckpoint(folder: string, step: number, planFile: string, plan: Plan): void {
+export function finishCheckpoint(folder: string, step: number, planFile: string, plan: Plan, weights?: string): void {
   writeManifest(folder, {
-    format: 'cleave-checkpoint', version: 1, step, plan: resolve(planFile), model: resolve(plan.model.source), world: plan.world.size,
+    format: 'cleave-checkpoint', version: 1, step, plan: resolve(planFile), model: checkpointModel(plan, planFile, weights), world: plan.world.size,
     pp: plan.world.pp, dp: plan.world.dp, shards: plan.ranks.map((r) => shardName(r.rank)),
   });
 }

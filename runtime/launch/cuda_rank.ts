@@ -138,7 +138,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
         const folder = saveGpuShard(o.checkpointDir, step + 1, world.rank, backend, source);
         // The manifest only once every rank's shard is on disk.
         await transport.allreduce(everyone, `saved step ${step + 1}`, new Float64Array(1));
-        if (world.rank === 0) finishCheckpoint(folder, step + 1, o.planFile, plan);
+        if (world.rank === 0) finishCheckpoint(folder, step + 1, o.planFile, plan, o.weights);
         result.checkpoints.push(folder);
       }
       if (exec.phases) phases = [{ name: 'data', start: dataStart, end: t0 + performance.timeOrigin }, ...exec.phases, { name: 'report', start: reportStart, end: clock() }];

@@ -15,9 +15,13 @@ export function registerInspect(program: Command): void {
     .option('--json', 'print the report as JSON')
     .action((model: string, o: { batch: number; dim?: Record<string, number>; graph?: boolean; json?: boolean }) => {
       const report = inspectModel(model, { batch: o.batch, dims: o.dim });
-      if (o.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-      else process.stdout.write(renderInspect(report));
-      if (o.graph && !report.unsupported.length) process.stdout.write('\n' + printGraph(importOnnx(model, { batch: o.batch, dims: o.dim })));
-      if (report.unsupported.length) throw unsupportedError(report.unsupported, model);
+      const err = report.unsupported.length ? unsupportedError(report.unsupported, model) : undefined;
+      if (o.json) {
+        // One object: the report with the error that ends the command beside it.
+        process.stdout.write(JSON.stringify(err ? { ...report, error: { message: err.message, exitCode: 2, internal: false } } : report, null, 2) + '\n');
+        if (err) err.inJsonReport = true;
+      } else process.stdout.write(renderInspect(report));
+      if (o.graph && !err) process.stdout.write('\n' + printGraph(importOnnx(model, { batch: o.batch, dims: o.dim })));
+      if (err) throw err;
     });
 }

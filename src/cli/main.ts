@@ -67,7 +67,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       return e.exitCode === 0 ? 0 : 2;
     }
     if (e instanceof CleaveError) {
-      reportError(json, e.message, 2, false);
+      if (!e.inJsonReport) reportError(json, e.message, 2, false);
       process.stderr.write(`cleave: ${e.message}\n`);
       if (debug) process.stderr.write(`${e.stack}\n`);
       return 2;

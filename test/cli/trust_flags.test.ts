@@ -4,7 +4,8 @@
 // when the plan was costed for another device. Spawns (`cli`) are kept for what needs the built
 // CLI end to end (runs, moved folders, demo); checks that end before any rank starts run `main` in
 // process (`cliInProcess`), the same code without a process start.
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { exportCheckpoint } from '../../src/cli/export.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -156,11 +157,14 @@ describe('plans find their model', () => {
     expect(plan.model.source).toBe(join(resolve(a), 'model.onnx'));
     expect(plan.model.sourceFromPlan).toBe('model.onnx');
     renameSync(a, b);
-    const r = cli(['run', join('proj-b', 'p.plan'), '--steps', '1', '--json'], dir);
+    const r = cli(['run', join('proj-b', 'p.plan'), '--steps', '1', '--json', '--save-every', '1', '--checkpoint-dir', 'ck-moved'], dir);
     expect(r.code, r.stderr).toBe(0);
     const lines = jsonLines(r.stdout);
     expect(lines[0]!['start'].weights).toBe(join(resolve(b), 'model.onnx'));
     expect(lines.at(-1)!['summary'].steps).toBe(1);
+    // The checkpoint names the model the run found, so it exports after the move too.
+    expect(JSON.parse(readFileSync(join(dir, 'ck-moved', 'step-1', 'manifest.json'), 'utf8')).model).toBe(join(resolve(b), 'model.onnx'));
+    expect(exportCheckpoint(join(dir, 'ck-moved'), join(dir, 'moved.onnx')).step).toBe(1);
   });
 
   it('by absolute path when the plan moves alone; a missing model names --weights', async () => {

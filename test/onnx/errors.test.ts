@@ -107,6 +107,15 @@ describe('bad input', () => {
     expect(r.stderr).not.toMatch(/^\s+at /m);
   });
 
+  it('under --json, unsupported ops give one object: the report and the error beside it', () => {
+    const r = cli(['inspect', join(dir, 'unsupported.onnx'), '--json']);
+    expect(r.code).toBe(2);
+    const out = JSON.parse(r.stdout) as { unsupported: { node: string }[]; error: { message: string; exitCode: number } };
+    expect(out.unsupported.map((u) => u.node)).toEqual(['my_sin', 'fused', 'my_cos']);
+    expect(out.error.exitCode).toBe(2);
+    expect(out.error.message).toMatch(/3 nodes cannot be imported/);
+  });
+
   it('--debug adds the stack trace', () => {
     const r = cli(['inspect', join(dir, 'nope.onnx'), '--debug']);
     expect(r.code).toBe(2);
