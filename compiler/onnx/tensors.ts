@@ -1,5 +1,5 @@
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { isAbsolute, join, normalize } from 'node:path';
+import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { isAbsolute, join, normalize, relative } from 'node:path';
 import { CleaveError } from '../../src/errors.js';
 import { dtypeFromOnnx, dtypeToOnnx } from '../../src/ir/dtype.js';
 import { type Tensor, bf16ToFloat, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
@@ -19,19 +19,30 @@ function readExternal(t: TensorP, src: TensorSource, where: string): Uint8Array 
     throw new CleaveError(`${where}: external data location '${location}' must be a path inside the model's folder`);
   }
   const path = join(src.baseDir, location);
-  let size: number;
+  // The name alone cannot tell: a symlink in the model's folder may point anywhere (w.bin →
+  // /etc/passwd would load as weights), and a FIFO or a folder is no data file. The real path must
+  // lie inside the model's real folder and be a regular file.
+  let real: string;
   try {
-    size = statSync(path).size;
+    real = realpathSync(path);
   } catch {
     throw new CleaveError(`${where}: external data file '${location}' is missing (looked for ${path})`);
   }
+  const folder = realpathSync(src.baseDir);
+  const inside = relative(folder, real);
+  if (!inside || inside.startsWith('..') || isAbsolute(inside)) {
+    throw new CleaveError(`${where}: external data file '${location}' resolves to ${real}, outside the model's folder ${folder}; external data must lie inside it`);
+  }
+  const st = statSync(real);
+  if (!st.isFile()) throw new CleaveError(`${where}: external data file '${location}' (${real}) is not a regular file`);
+  const size = st.size;
   const offset = Number(kv.get('offset') ?? 0);
   const length = kv.has('length') ? Number(kv.get('length')) : size - offset;
-  if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
-    throw new CleaveError(`${where}: external data [${offset}, ${offset + length}) lies outside '${location}' (${size} bytes)`);
+  if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= size)) {
+    throw new CleaveError(`${where}: external data [${kv.get('offset') ?? 0}, +${kv.get('length') ?? 'rest'}) lies outside '${location}' (${size} bytes)`);
   }
   const buf = new Uint8Array(length);
-  const fd = openSync(path, 'r');
+  const fd = openSync(real, 'r');
   try {
     readSync(fd, buf, 0, length, offset);
   } finally {

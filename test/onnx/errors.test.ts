@@ -1,4 +1,5 @@
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -114,6 +115,37 @@ describe('bad input', () => {
     expect(out.unsupported.map((u) => u.node)).toEqual(['my_sin', 'fused', 'my_cos']);
     expect(out.error.exitCode).toBe(2);
     expect(out.error.message).toMatch(/3 nodes cannot be imported/);
+  });
+
+  describe('external data must be a regular file inside the model folder', () => {
+    /** gpt_external.onnx in a fresh folder, its data file made by `place` (given the data's path). */
+    const withData = (place: (data: string, sub: string) => void): string => {
+      const sub = mkdtempSync(join(dir, 'extdata-'));
+      copyFileSync(fixturePath('gpt_external'), join(sub, 'gpt_external.onnx'));
+      place(join(sub, 'gpt_external.onnx.data'), sub);
+      return join(sub, 'gpt_external.onnx');
+    };
+    const real = `${fixturePath('gpt_external')}.data`;
+
+    it('refuses a symlink that leads outside the folder, naming where it leads', () => {
+      const file = withData((data) => symlinkSync(real, data));
+      expect(() => importOnnx(file)).toThrow(/external data file 'gpt_external\.onnx\.data' resolves to .*fixtures\/gpt_external\.onnx\.data, outside the model's folder/);
+    });
+
+    it('takes a symlink to a file inside the folder, with the same weights', () => {
+      const file = withData((data, sub) => {
+        copyFileSync(real, join(sub, 'weights.bin'));
+        symlinkSync('weights.bin', data);
+      });
+      const a = importOnnx(file), b = importOnnx(fixturePath('gpt_external'));
+      expect(a.params().map((p) => [...p.data!.data.slice(0, 4)])).toEqual(b.params().map((p) => [...p.data!.data.slice(0, 4)]));
+    });
+
+    it('refuses a folder and a FIFO (which would block the import)', () => {
+      expect(() => importOnnx(withData((data) => mkdirSync(data)))).toThrow(/gpt_external\.onnx\.data' \(.*\) is not a regular file/);
+      const fifo = withData((data) => execFileSync('mkfifo', [data]));
+      expect(() => importOnnx(fifo)).toThrow(/is not a regular file/);
+    });
   });
 
   it('--debug adds the stack trace', () => {
