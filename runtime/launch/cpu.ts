@@ -69,6 +69,8 @@ function workerScript(): string {
 export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Promise<RunResult> {
   const plan = readPlan(o.planFile);
   const N = plan.world.size;
+  // With no ranks nothing would ever report, and the run would end as if it had succeeded.
+  if (!(N >= 1) || plan.ranks.length !== N) throw new CleaveError(`${o.planFile}: the plan's world has ${N} ranks but lists ${plan.ranks.length}; recompile it`);
   const ports = pairwisePorts(N);
   const script = workerScript();
   const absolute = { ...o, planFile: resolve(o.planFile) };
@@ -84,6 +86,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   const saved = new Map<number, Set<number>>();
   const result: RunResult = { steps: [], checkpoints: [], weights: o.returnWeights ? new Map() : undefined };
   let finished = 0;
+  const doneRanks = new Set<number>();
   let failed = false;
   const times: RankTimes[] = plan.ranks.map(() => []);
   const phases: (HostPhases | undefined)[] = [];
@@ -132,6 +135,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             return;
           }
           case 'done':
+            doneRanks.add(msg.rank);
             if (msg.weights && result.weights) for (const [k, t] of msg.weights) if (!result.weights.has(k)) result.weights.set(k, t);
             if (msg.times) times[msg.rank] = msg.times;
             phases[msg.rank] = msg.phases;
@@ -151,6 +155,10 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
       w.on('error', (e) => stopAll(new CleaveError(`rank ${rank} crashed: ${e.message}`)));
       w.on('exit', (code) => {
         if (code !== 0 && !failed && finished < N) stopAll(new CleaveError(`rank ${rank} exited with code ${code}`));
+        // A rank whose thread ends quietly without reporting done has not finished its steps (its
+        // event loop emptied, e.g. waiting on a channel that no rank will write): the run fails,
+        // it never ends as a success with steps missing.
+        else if (!failed && !doneRanks.has(rank)) stopAll(new CleaveError(`rank ${rank} ended without finishing its steps (it reported done for none; it may have waited on a message no rank sends)`));
       });
     });
   });

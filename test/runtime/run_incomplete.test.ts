@@ -1,0 +1,32 @@
+// A run ends as a success only when every rank finished every step: a rank that stops early (here,
+// waiting on a message its peer's corrupted plan never sends) makes the run fail, naming it.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compile } from '../../compiler/compile.js';
+import { runPlanCpu } from '../../runtime/launch/cpu.js';
+import { writePlan } from '../../src/plan/io.js';
+import { fixturePath } from '../helpers/fixtures.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'cleave-incomplete-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('a run with a rank that cannot finish', () => {
+  it('fails naming a rank instead of ending as a success', async () => {
+    const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2 }).plan;
+    // Rank 0 sends nothing: rank 1 waits for activations no one sends.
+    plan.ranks[0]!.instructions = plan.ranks[0]!.instructions.filter((i) => i.kind !== 'SEND');
+    const file = join(dir, 'nosend.plan');
+    writePlan(file, plan);
+    await expect(runPlanCpu({ planFile: file, data: { kind: 'default' }, steps: 2, optimizer: { kind: 'adamw', lr: 1e-3 }, timeoutSeconds: 2 })).rejects.toThrow(/rank 1 (ended without finishing its steps|.*waited)/);
+  });
+
+  it('refuses a plan whose world has no ranks', async () => {
+    const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 1 }).plan;
+    plan.world.size = 0;
+    const file = join(dir, 'empty.plan');
+    writePlan(file, plan);
+    expect(() => runPlanCpu({ planFile: file, data: { kind: 'default' }, steps: 1, optimizer: { kind: 'adamw', lr: 1e-3 } })).toThrow(/world has 0 ranks but lists 1/);
+  });
+});
