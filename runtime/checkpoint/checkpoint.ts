@@ -84,12 +84,11 @@ export function encodeShard(s: Shard): Uint8Array {
     for (const [k, b] of Object.entries(bufs)) buffers[p]![k] = put(new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice());
   }
   const header = new TextEncoder().encode(JSON.stringify({ rank: s.rank, step: s.step, tensors, optimizer: { step: s.optimizer.step, buffers }, rng: s.rng, ...(s.place ? { place: s.place } : {}) }));
-  const magic = MAGIC_BYTES;
-  const out = new Uint8Array(magic.length + 4 + header.length + offset);
-  out.set(magic);
-  new DataView(out.buffer).setUint32(magic.length, header.length, true);
-  out.set(header, magic.length + 4);
-  let o = magic.length + 4 + header.length;
+  const out = new Uint8Array(MAGIC_BYTES.length + 4 + header.length + offset);
+  out.set(MAGIC_BYTES);
+  new DataView(out.buffer).setUint32(MAGIC_BYTES.length, header.length, true);
+  out.set(header, MAGIC_BYTES.length + 4);
+  let o = MAGIC_BYTES.length + 4 + header.length;
   for (const p of parts) { out.set(p, o); o += p.byteLength; }
   return out;
 }
@@ -101,7 +100,6 @@ interface RawHeader {
   rng: Shard['rng'];
   place?: ShardPlace;
 }
-
 
 /** The header's length from a shard's first bytes (magic, then a little-endian uint32). */
 function headerLength(bytes: Uint8Array, file: string): number {

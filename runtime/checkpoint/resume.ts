@@ -22,18 +22,18 @@ export interface ResolvedCheckpoint {
   note?: string;
 }
 
-/** What keeps a step-N folder from being a checkpoint ('' when nothing does). */
-function incomplete(dir: string): string {
-  if (!existsSync(join(dir, 'manifest.json'))) return 'no manifest.json: the save did not finish';
+/** A step-N folder's manifest where the folder is a complete checkpoint, else what keeps it from being one. */
+function complete(dir: string): Manifest | { why: string } {
+  if (!existsSync(join(dir, 'manifest.json'))) return { why: 'no manifest.json: the save did not finish' };
   let m: Manifest;
   try {
     m = readManifest(dir);
   } catch (e) {
-    return e instanceof CleaveError ? e.message.replace(`${join(dir, 'manifest.json')}: `, 'manifest.json: ') : String(e);
+    return { why: e instanceof CleaveError ? e.message.replace(`${join(dir, 'manifest.json')}: `, 'manifest.json: ') : String(e) };
   }
   const missing = m.shards.filter((s) => !existsSync(join(dir, s)));
-  if (!missing.length) return '';
-  return missing.length === 1 ? `shard ${missing[0]} missing` : `shards ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? `, … (${missing.length})` : ''} missing`;
+  if (!missing.length) return m;
+  return { why: missing.length === 1 ? `shard ${missing[0]} missing` : `shards ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? `, … (${missing.length})` : ''} missing` };
 }
 
 /**
@@ -51,9 +51,9 @@ export function resolveCheckpoint(path: string): ResolvedCheckpoint {
   }
   if (!isDir) throw new CleaveError(`${path}: is a file; a checkpoint is a folder (step-N with manifest.json, or the --checkpoint-dir holding step-N folders)`);
   if (existsSync(join(path, 'manifest.json'))) {
-    const why = incomplete(path);
-    if (why) throw new CleaveError(`${path}: not a complete checkpoint: ${why}`);
-    return { dir: path, step: readManifest(path).step };
+    const m = complete(path);
+    if ('why' in m) throw new CleaveError(`${path}: not a complete checkpoint: ${m.why}`);
+    return { dir: path, step: m.step };
   }
   const steps = readdirSync(path)
     .map((name) => ({ name, n: Number(STEP_DIR.exec(name)?.[1] ?? NaN) }))
@@ -66,13 +66,13 @@ export function resolveCheckpoint(path: string): ResolvedCheckpoint {
   const skipped: string[] = [];
   for (const s of steps) {
     const dir = join(path, s.name);
-    const why = incomplete(dir);
-    if (why) {
-      skipped.push(`${s.name} (${why})`);
+    const m = complete(dir);
+    if ('why' in m) {
+      skipped.push(`${s.name} (${m.why})`);
       continue;
     }
     const newer = skipped.length ? `; skipped ${skipped.join(', ')}` : '';
-    return { dir, step: readManifest(dir).step, note: `using ${dir}, the newest complete of ${steps.length} step${steps.length === 1 ? '' : 's'} found${newer}` };
+    return { dir, step: m.step, note: `using ${dir}, the newest complete of ${steps.length} step${steps.length === 1 ? '' : 's'} found${newer}` };
   }
   throw new CleaveError(`${path}: no complete checkpoint: ${skipped.join(', ')}`);
 }
