@@ -14,7 +14,7 @@ import { type Placement, buildInstructions } from './schedule/instructions.js';
 import { checkMemory, programWorkspace, rankMemory } from './schedule/memory_plan.js';
 import { type PipelineSchedule, schedulePipeline, stageRank } from './schedule/pipeline.js';
 import { type ProgramKind, type Programs, buildPrograms } from './schedule/programs.js';
-import { simulate } from './verify/simulate.js';
+import { simulate } from '../src/plan/simulate.js';
 import { CleaveError } from '../src/errors.js';
 import { dtypeToOnnx } from '../src/ir/dtype.js';
 import type { Graph, Node, Value } from '../src/ir/graph.js';

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { CleaveError } from '../errors.js';
+import { checkPlan } from '../plan/check.js';
 import { readPlan } from '../plan/io.js';
 import { PROFILE_NAMES } from '../../compiler/cost/profiles.js';
 import { deviceNote, readHostPhases, readMeasured, renderComparison } from '../plan/measured.js';
@@ -45,6 +46,7 @@ export function registerPlan(program: Command): void {
       checkOutputFile('--trace', o.trace);
       checkOutputFile('--svg', o.svg);
       const p = readPlan(file);
+      checkPlan(p, file);
       const measured = o.measured ? readMeasured(o.measured, p) : undefined;
       let rank: number | undefined;
       if (o.rank !== undefined) {

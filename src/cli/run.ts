@@ -15,6 +15,7 @@ import type { StepReport } from '../../runtime/launch/cpu.js';
 import type { DataOptions, RunOptions } from '../../runtime/launch/options.js';
 import { optimizerConfig } from '../../runtime/optim/optimizer.js';
 import { CleaveError } from '../errors.js';
+import { checkPlan } from '../plan/check.js';
 import { planModelPath, readPlan } from '../plan/io.js';
 import { describeOptimizer } from '../plan/optimizer.js';
 import type { Plan } from '../plan/types.js';
@@ -50,6 +51,12 @@ function runDeviceNote(plan: Plan, backend: string): string | undefined {
   return deviceNote(plan, ranOn, PROFILE_NAMES, 'this run is on');
 }
 
+/**
+ * The most ranks a CPU run starts: each is a worker thread with its own JavaScript heap (tens of
+ * megabytes before any tensor), so thousands would take the host's memory before the first step.
+ */
+const CPU_MAX_RANKS = 256;
+
 /** Flags that make sense only together, or only on one backend, are refused before anything runs. */
 function checkFlags(o: RunFlags, plan: Plan, planFile: string): void {
   if (o.backend !== 'cpu' && o.backend !== 'cuda') throw new CleaveError(`--backend must be cpu or cuda; got '${o.backend}'`);
@@ -62,6 +69,9 @@ function checkFlags(o: RunFlags, plan: Plan, planFile: string): void {
   if (o.checkpointDir && !o.saveEvery) throw new CleaveError('--checkpoint-dir needs --save-every K: how many steps between checkpoints');
   if (o.saveEvery && o.saveEvery > o.steps) throw new CleaveError(`--save-every ${o.saveEvery} is more than --steps ${o.steps}: no checkpoint would be written`);
   if (o.gpus === undefined && o.logDir) throw new CleaveError('--log-dir goes with --gpus');
+  if (o.backend === 'cpu' && plan.world.size > CPU_MAX_RANKS) {
+    throw new CleaveError(`${planFile} has ${plan.world.size} ranks; the cpu backend runs each as a thread of this process, at most ${CPU_MAX_RANKS} (run it with --backend cuda, one process per GPU)`);
+  }
   checkOutputFile('--trace', o.trace);
   checkOutputDir('--checkpoint-dir', o.checkpointDir);
   checkOutputDir('--log-dir', o.logDir);
@@ -92,6 +102,7 @@ export function registerRun(program: Command): void {
     .option('--json', 'one JSON object per step, then a summary')
     .action(async (planFile: string, o: RunFlags) => {
       const plan = readPlan(planFile);
+      checkPlan(plan, planFile);
       checkFlags(o, plan, planFile);
       const { config: opt, changes } = optimizerForRun(plan.model.optimizerConfig, plan.model.optimizer, o);
       const data = dataFlags(o);
@@ -103,6 +114,7 @@ export function registerRun(program: Command): void {
         throw new CleaveError(`${planFile} has ${plan.world.size} ranks: run it with --gpus ${plan.world.size} on one host, or start one process per GPU with torchrun, Slurm or mpirun`);
       }
       const quiet = world !== undefined && world.rank !== 0;
+      if (!plan.checksum && !quiet) process.stderr.write(`note: ${planFile} is a version ${plan.version} plan, written before plans carried a checksum: its bytes cannot be verified (recompile it to get one)\n`);
       let start = 0;
       let resume: string | undefined, resumeNote: string | undefined;
       if (o.resume) {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { CleaveError } from '../errors.js';
@@ -62,26 +63,61 @@ function fromWire(w: Wire): Plan {
   };
 }
 
+/** The checksum line's lead: `sha256 ` then 64 hex digits and a newline, between the magic and the body (plans since version 5). */
+const SUM_LEAD = new TextEncoder().encode('sha256 ');
+const SUM_LINE = SUM_LEAD.length + 64 + 1;
+
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+/**
+ * A plan file: the magic, a line `sha256 <hex of the body>`, then the protobuf body. The checksum
+ * makes a damaged or hand-edited file an error before anything runs from it.
+ */
 export function encodePlan(p: Plan): Uint8Array {
   const body = PlanProto.encode(PlanProto.fromObject(toWire(p))).finish();
-  const out = new Uint8Array(PLAN_MAGIC.length + body.length);
+  // A plan of an older version (what compatibility tests write) has no checksum line, as then.
+  const line = new TextEncoder().encode(p.version >= 5 ? `sha256 ${sha256(body)}\n` : '');
+  const out = new Uint8Array(PLAN_MAGIC.length + line.length + body.length);
   out.set(PLAN_MAGIC);
-  out.set(body, PLAN_MAGIC.length);
+  out.set(line, PLAN_MAGIC.length);
+  out.set(body, PLAN_MAGIC.length + line.length);
   return out;
 }
 
+const startsWith = (b: Uint8Array, at: number, lead: Uint8Array): boolean => b.length >= at + lead.length && lead.every((x, i) => b[at + i] === x);
+
 export function decodePlan(bytes: Uint8Array, file: string): Plan {
-  if (bytes.length < PLAN_MAGIC.length || PLAN_MAGIC.some((b, i) => bytes[i] !== b)) throw new CleaveError(`${file}: is not a cleave plan (write one with cleave compile)`);
+  if (!startsWith(bytes, 0, PLAN_MAGIC)) throw new CleaveError(`${file}: is not a cleave plan (write one with cleave compile)`);
+  // Version 1–4 plans have the body right after the magic (its first byte is field 1's tag, never
+  // 's'); later ones a checksum line first, which must match the body.
+  let body = bytes.subarray(PLAN_MAGIC.length);
+  let checksum: string | undefined;
+  if (startsWith(bytes, PLAN_MAGIC.length, SUM_LEAD)) {
+    const line = new TextDecoder().decode(bytes.subarray(PLAN_MAGIC.length, PLAN_MAGIC.length + SUM_LINE));
+    const m = /^sha256 ([0-9a-f]{64})\n$/.exec(line);
+    if (!m) throw new CleaveError(`${file}: the plan's checksum line is damaged`);
+    body = bytes.subarray(PLAN_MAGIC.length + SUM_LINE);
+    checksum = m[1]!;
+    if (sha256(body) !== checksum) throw new CleaveError(`${file}: the plan's checksum does not match its contents (the file is damaged or was edited): recompile it with cleave compile`);
+  }
   let wire: Wire;
   try {
-    wire = PlanProto.toObject(PlanProto.decode(bytes.subarray(PLAN_MAGIC.length)), { longs: Number, defaults: true }) as Wire;
+    wire = PlanProto.toObject(PlanProto.decode(body), { longs: Number, defaults: true }) as Wire;
   } catch (e) {
     throw new CleaveError(`${file}: the plan is truncated or corrupt (${(e as Error).message})`);
   }
   const version = Number(wire['version'] ?? 0);
   if (version > PLAN_VERSION) throw new CleaveError(`${file}: plan version ${version} is newer than this cleave reads (${PLAN_VERSION}); update cleave`);
   if (version < 1) throw new CleaveError(`${file}: the plan has no version`);
-  return fromWire(wire);
+  if (version >= 5 && !checksum) throw new CleaveError(`${file}: a version ${version} plan without its checksum line (the file is damaged)`);
+  if (version < 5 && checksum) throw new CleaveError(`${file}: a version ${version} plan cannot carry a checksum line (the file is damaged)`);
+  let plan: Plan;
+  try {
+    plan = fromWire(wire);
+  } catch (e) {
+    throw new CleaveError(`${file}: the plan is corrupt (${(e as Error).message})`);
+  }
+  return { ...plan, checksum: checksum ?? '' };
 }
 
 /** Writes a plan, recording its model relative to where the plan goes (so the two may move together). */

@@ -208,7 +208,7 @@ export function renderPlan(plan: Plan, width = DEFAULT_WIDTH): string {
   const W = Math.max(MIN_WIDTH, Math.floor(width));
   const out: string[] = [];
   const w = plan.world;
-  out.push(...wrap(`plan ${plan.model.name} (${shownPath(plan.model.source)}), ${plan.producer}, format v${plan.version}`, W, '', '     '));
+  out.push(...wrap(`plan ${plan.model.name} (${shownPath(plan.model.source)}), ${plan.producer}, format v${plan.version} (${plan.checksum ? 'checksum verified' : 'no checksum: written before plans carried one'})`, W, '', '     '));
   out.push(...labelled('model', `${formatCount(plan.model.parameters)} parameters, opset ${plan.model.opset}, loss ${plan.model.loss}`, W));
   out.push(...labelled('world', `${w.size} ranks = ${w.pp} pipeline × ${w.dp} data parallel (${w.placement}), ${w.virtualStages} stage${w.virtualStages > 1 ? 's' : ''} per rank`, W));
   out.push(...labelled('schedule', `${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}${plan.schedule.activeMicrobatches ? `, at most ${plan.schedule.activeMicrobatches} active` : ''}; costs for ${plan.schedule.device}`, W));

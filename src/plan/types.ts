@@ -3,7 +3,7 @@
  * time. Weights are not in it; they come from the ONNX file or a checkpoint. The protobuf schema in
  * schema.ts mirrors these types field for field.
  */
-export const PLAN_VERSION = 4;
+export const PLAN_VERSION = 5;
 
 export type InstrKind = 'FORWARD' | 'BACKWARD_B' | 'BACKWARD_W' | 'BACKWARD' | 'SEND' | 'RECV' | 'ALLREDUCE' | 'OPTIMIZER_STEP';
 export const INSTR_KINDS: readonly InstrKind[] = ['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'SEND', 'RECV', 'ALLREDUCE', 'OPTIMIZER_STEP'];
@@ -172,4 +172,9 @@ export interface Plan {
   buckets: Bucket[];
   ranks: RankPlan[];
   prediction: { stepMs: number; pipelineMs: number };
+  /**
+   * SHA-256 (hex) of the file's body, as read and verified ('' for plans before version 5, which
+   * carried none, and for a plan not read from a file). Not stored in the body: the file holds it.
+   */
+  checksum?: string;
 }

@@ -5,7 +5,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type CompileOptions, compile } from '../../compiler/compile.js';
 import type { ScheduleName } from '../../compiler/cost/memory.js';
-import { simulate } from '../../compiler/verify/simulate.js';
+import { simulate } from '../../src/plan/simulate.js';
 import { decodePlan, encodePlan } from '../../src/plan/io.js';
 import { stageRank } from '../../compiler/schedule/pipeline.js';
 import type { Plan } from '../../src/plan/types.js';
@@ -143,9 +143,11 @@ describe('plan files', () => {
     expect(() => decodePlan(new TextEncoder().encode('hello'), 'x.plan')).toThrow(/x\.plan: is not a cleave plan/);
     const { plan } = compile(opts({}));
     const bytes = encodePlan({ ...plan, version: 99 });
-    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(4\)/);
+    expect(() => decodePlan(bytes, 'new.plan')).toThrow(/new\.plan: plan version 99 is newer than this cleave reads \(5\)/);
     const good = encodePlan(plan);
-    expect(() => decodePlan(good.subarray(0, good.length / 2), 'cut.plan')).toThrow(/cut\.plan: the plan is truncated or corrupt/);
+    expect(() => decodePlan(good.subarray(0, good.length / 2), 'cut.plan')).toThrow(/cut\.plan: the plan's checksum does not match its contents/);
+    const old = encodePlan({ ...plan, version: 4 });
+    expect(() => decodePlan(old.subarray(0, old.length / 2), 'cut4.plan')).toThrow(/cut4\.plan: the plan is truncated or corrupt/);
   });
 });
 

@@ -1,5 +1,5 @@
-import { CleaveError } from '../../src/errors.js';
-import type { Bucket, CommGroup, Instruction } from '../../src/plan/types.js';
+import { CleaveError } from '../errors.js';
+import type { Bucket, CommGroup, Instruction } from './types.js';
 
 /** What the simulator needs to know besides the instruction lists. */
 export interface SimInput {
