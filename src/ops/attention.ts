@@ -8,7 +8,7 @@ import type { DType } from '../ir/dtype.js';
 import type { Attrs, Value, ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, formatShape } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
-import type { AttrSpec, Cost, GradRule, OpContext, OpDef } from './registry.js';
+import { type AttrSpec, type Cost, type GradRule, type OpContext, type OpDef, flagAttr } from './registry.js';
 import { input, int, moved, requireDim, requireFloat, requireRank, sameDtype } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
@@ -129,6 +129,15 @@ const fusedAttrs: Record<string, AttrSpec> = {
   causal: { type: 'int', default: 0 },
 };
 
+/** heads and causal in the words the shape check uses (a row size of 0 heads would loop without end). */
+function checkFusedAttrs(attrs: Attrs): string | undefined {
+  const H = attrs['heads'] as number;
+  if (!(H >= 1)) return `heads ${H} does not divide the row size of q (heads must be a positive integer)`;
+  const causal = attrs['causal'] ?? 0;
+  if (causal !== 0 && causal !== 1) return `causal must be 0 or 1, got ${String(causal)}`;
+  return undefined;
+}
+
 interface Geometry { dtype: DType; shape: Shape; B: Dim; T: Dim; D: number; H: number; Dh: number }
 
 /** Checks that inputs `idx` are all [B, T, H·Dh] of one float type, and the attributes; names the node. */
@@ -159,7 +168,7 @@ const attentionFlops = (g: Geometry, attrs: Attrs, products: number): number =>
 const layoutOf = (x: Tensor, heads: number): Layout => packed(x.shape[0]!, x.shape[1]!, heads, x.shape[2]! / heads);
 
 const fusedAttention: OpDef = {
-  op: 'FusedAttention', since: 13, domain: 'cleave', category: 'linalg', arity: [3, 3], outputs: [2, 2], attrs: fusedAttrs, keepDtype: [1],
+  op: 'FusedAttention', since: 13, domain: 'cleave', category: 'linalg', arity: [3, 3], outputs: [2, 2], attrs: fusedAttrs, validate: checkFusedAttrs, keepDtype: [1],
   infer(ctx) {
     const g = packedGeometry(ctx, [0, 1, 2], ['q', 'k', 'v']);
     return [{ dtype: g.dtype, shape: g.shape }, { dtype: lseDtype(g.dtype), shape: [g.B, g.H, g.T] }];
@@ -184,7 +193,7 @@ const fusedAttention: OpDef = {
 };
 
 const fusedAttentionGrad: OpDef = {
-  op: 'FusedAttentionGrad', since: 13, domain: 'cleave', category: 'linalg', arity: [6, 6], outputs: [3, 3], attrs: fusedAttrs,
+  op: 'FusedAttentionGrad', since: 13, domain: 'cleave', category: 'linalg', arity: [6, 6], outputs: [3, 3], attrs: fusedAttrs, validate: checkFusedAttrs,
   infer(ctx) {
     const g = packedGeometry(ctx, [1, 2, 3, 0, 4], ['q', 'k', 'v', 'dout', 'out']);
     const lse = input(ctx, 5);
@@ -280,10 +289,10 @@ const onnxAttentionGrad: GradRule = (ctx) => {
 const onnxAttention: OpDef = {
   op: 'Attention', since: 23, category: 'linalg', arity: [3, 6], outputs: [1, 4],
   attrs: {
-    is_causal: { type: 'int', default: 0 },
-    q_num_heads: { type: 'int', optional: true },
-    kv_num_heads: { type: 'int', optional: true },
-    qk_matmul_output_mode: { type: 'int', default: 0 },
+    is_causal: flagAttr(0),
+    q_num_heads: { type: 'int', optional: true, min: 1 },
+    kv_num_heads: { type: 'int', optional: true, min: 1 },
+    qk_matmul_output_mode: { type: 'int', default: 0, oneOf: [0, 1, 2, 3] },
     scale: { type: 'float', optional: true },
     softcap: { type: 'float', default: 0 },
     // A precision hint for the softmax; the kernels compute it in float64 (CPU) or float32 (CUDA) anyway.

@@ -2,7 +2,7 @@ import { CleaveError } from '../errors.js';
 import type { Attrs } from '../ir/graph.js';
 import { type Dim, formatShape } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
-import type { AttrSpec, OpContext, OpDef } from './registry.js';
+import { type AttrSpec, type OpContext, type OpDef, flagAttr } from './registry.js';
 import { elems, input, int, ints, moved, requireFloat, requireRank, str } from './util.js';
 
 const at = (ctx: { node: string }): string => `node '${ctx.node}'`;
@@ -57,13 +57,18 @@ function staticSpatial(ctx: OpContext, s: readonly Dim[]): number[] {
   return sp as number[];
 }
 
+// Strides, dilations and kernel sizes of 0 would make windows of no extent or outputs of infinite
+// size (the kernels would loop without end); ONNX requires them positive and pads non-negative.
 export const windowAttrs: Record<string, AttrSpec> = {
-  auto_pad: { type: 'string', default: 'NOTSET' },
-  dilations: { type: 'ints', optional: true },
-  pads: { type: 'ints', optional: true },
-  strides: { type: 'ints', optional: true },
-  kernel_shape: { type: 'ints', optional: true },
+  auto_pad: { type: 'string', default: 'NOTSET', oneOf: ['NOTSET', 'SAME_UPPER', 'SAME_LOWER', 'VALID'] },
+  dilations: { type: 'ints', optional: true, min: 1 },
+  pads: { type: 'ints', optional: true, min: 0 },
+  strides: { type: 'ints', optional: true, min: 1 },
+  kernel_shape: { type: 'ints', optional: true, min: 1 },
 };
+
+/** Pooling's attributes: the window's, with a required kernel_shape, and ceil_mode. */
+export const poolAttrs: Record<string, AttrSpec> = { ...windowAttrs, kernel_shape: { type: 'ints', min: 1 }, ceil_mode: flagAttr(0) };
 
 /** Visits every output position and, for each, every in-bounds input position of its window. */
 export function slide(w: Window, spatial: readonly number[], visit: (outIdx: number, inIdx: number, kIdx: number) => void): void {
@@ -90,7 +95,7 @@ export function slide(w: Window, spatial: readonly number[], visit: (outIdx: num
 
 const conv: OpDef = {
   op: 'Conv', since: 13, category: 'conv', arity: [2, 3],
-  attrs: { ...windowAttrs, group: { type: 'int', default: 1 } },
+  attrs: { ...windowAttrs, group: { type: 'int', default: 1, min: 1 } },
   infer(ctx) {
     const x = requireRank(ctx, 0, [3, 4, 5]);
     const w = requireRank(ctx, 1, [x.length]);
@@ -104,6 +109,10 @@ const conv: OpDef = {
     const b = ctx.inputs[2];
     if (b && (b.shape.length !== 1 || b.shape[0] !== cout)) throw new CleaveError(`${at(ctx)}: bias ${formatShape(b.shape)} does not match ${cout} output channels`);
     const kernel = ints(ctx.attrs, 'kernel_shape') ?? (w.slice(2) as number[]);
+    // The kernels index the weight by its own spatial dims: a kernel_shape that differs would read past it.
+    if (kernel.length !== w.length - 2 || kernel.some((k, i) => typeof w[i + 2] === 'number' && w[i + 2] !== k)) {
+      throw new CleaveError(`${at(ctx)}: kernel_shape ${formatShape(kernel)} does not match the weight ${formatShape(w)}`);
+    }
     const win = windowOf(at(ctx), ctx.attrs, staticSpatial(ctx, x), kernel, false);
     return [{ dtype: input(ctx, 0).dtype, shape: [x[0]!, cout, ...win.out] }];
   },
@@ -148,8 +157,8 @@ function poolDef(op: 'MaxPool' | 'AveragePool'): OpDef {
   return {
     op, since: 13, category: 'pool', arity: [1, 1], outputs: max ? [1, 2] : [1, 1],
     attrs: max
-      ? { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, storage_order: { type: 'int', default: 0 } }
-      : { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, count_include_pad: { type: 'int', default: 0 } },
+      ? { ...poolAttrs, storage_order: flagAttr(0) }
+      : { ...poolAttrs, count_include_pad: flagAttr(0) },
     infer(ctx) {
       const x = requireRank(ctx, 0, [3, 4, 5]);
       requireFloat(ctx, input(ctx, 0).dtype);

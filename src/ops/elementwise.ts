@@ -58,7 +58,7 @@ const UNARY: Record<string, UnaryRule> = {
       ? geluTanh
       : (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
     flops: 12, accepts: 'float', since: 20, category: 'activation',
-    attrs: { approximate: { type: 'string', default: 'none' } },
+    attrs: { approximate: { type: 'string', default: 'none', oneOf: ['none', 'tanh'] } },
   },
   Not: { device: (dev, [x], [out]) => dev.logic(2, x!, null, out!), f: () => (x) => (x ? 0 : 1), flops: 1, accepts: 'bool' },
   IsNaN: { device: (dev, [x], [out]) => dev.isNaN(x!, out!), f: () => (x) => (Number.isNaN(x) ? 1 : 0), flops: 1, accepts: 'float', out: 'bool' },

@@ -5,14 +5,14 @@ import { CleaveError } from '../errors.js';
 import type { Attrs } from '../ir/graph.js';
 import { normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
-import { type Window, padCounts, padEnds, slide, windowAttrs, windowOf } from './conv.js';
+import { type Window, padCounts, padEnds, poolAttrs, slide, windowAttrs, windowOf } from './conv.js';
 import { erf, geluTanhGrad } from './math.js';
 import { sliceAxes, sliceStrides } from './movement.js';
 import { rowStats } from './norm.js';
-import type { AttrSpec, OpContext, OpDef } from './registry.js';
+import { type AttrSpec, type OpContext, type OpDef, flagAttr } from './registry.js';
 import { elems, float, input, int, ints, moved, perOutput, str } from './util.js';
 
-const shapeAttr: Record<string, AttrSpec> = { shape: { type: 'ints' } };
+const shapeAttr: Record<string, AttrSpec> = { shape: { type: 'ints', min: 0 } };
 const targetShape = (ctx: OpContext): number[] => [...ints(ctx.attrs, 'shape')!];
 const zerosLike = (x: Tensor): Tensor => tensor(x.dtype, x.shape);
 
@@ -23,7 +23,7 @@ function internal(def: Omit<OpDef, 'since' | 'domain'>): OpDef {
 // --- GeluGrad ---------------------------------------------------------------------------------
 
 const geluGrad = internal({
-  op: 'GeluGrad', category: 'elementwise', arity: [2, 2], attrs: { approximate: { type: 'string', default: 'none' } },
+  op: 'GeluGrad', category: 'elementwise', arity: [2, 2], attrs: { approximate: { type: 'string', default: 'none', oneOf: ['none', 'tanh'] } },
   infer: (ctx) => [input(ctx, 1)],
   cost: perOutput(14),
   cuda: (dev, [g, x], [out], attrs) => dev.geluGrad(g!, x!, out!, str(attrs, 'approximate') === 'tanh'),
@@ -44,7 +44,7 @@ const geluGrad = internal({
 // --- LayerNormalization -----------------------------------------------------------------------
 
 
-const lnAttrs: Record<string, AttrSpec> = { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5 } };
+const lnAttrs: Record<string, AttrSpec> = { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5, min: 0 } };
 
 const lastAxisOnly = (rank: number, attrs: Attrs, op: string): void => {
   if (normAxis(int(attrs, 'axis'), rank, op) !== rank - 1) throw new CleaveError(`${op} on CUDA normalizes the last axis only`);
@@ -139,7 +139,7 @@ function channelStats(x: Tensor, rm: Tensor, rv: Tensor, attrs: Attrs): ChannelS
   return { C, N, inner, mean, inv };
 }
 
-const bnAttrs: Record<string, AttrSpec> = { epsilon: { type: 'float', default: 1e-5 }, training_mode: { type: 'int', default: 0 } };
+const bnAttrs: Record<string, AttrSpec> = { epsilon: { type: 'float', default: 1e-5, min: 0 }, training_mode: flagAttr(0) };
 
 const batchNormGradInput = internal({
   op: 'BatchNormalizationGradInput', category: 'norm', arity: [5, 5], attrs: bnAttrs,
@@ -201,7 +201,7 @@ const batchNormGradParams = internal({
 
 // --- Conv -------------------------------------------------------------------------------------
 
-const convAttrs: Record<string, AttrSpec> = { ...windowAttrs, group: { type: 'int', default: 1 }, ...shapeAttr };
+const convAttrs: Record<string, AttrSpec> = { ...windowAttrs, group: { type: 'int', default: 1, min: 1 }, ...shapeAttr };
 
 function convGeometry(attrs: Attrs, xShape: readonly number[], wShape: readonly number[]): { win: Window; spatial: number[]; G: number; cg: number; mg: number } {
   const spatial = xShape.slice(2);
@@ -283,7 +283,7 @@ const convGradWeight = internal({
 
 const maxPoolGrad = internal({
   op: 'MaxPoolGrad', category: 'pool', arity: [2, 2],
-  attrs: { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, storage_order: { type: 'int', default: 0 } },
+  attrs: { ...poolAttrs, storage_order: flagAttr(0) },
   infer: (ctx) => [input(ctx, 1)],
   cost: (ctx, outs) => ({ flops: elems(input(ctx, 0)) * ints(ctx.attrs, 'kernel_shape')!.reduce((a, b) => a * b, 1), bytes: moved(ctx, outs) }),
   cuda(dev, [g, x], [dx], attrs) {
@@ -310,7 +310,7 @@ const maxPoolGrad = internal({
 
 const averagePoolGrad = internal({
   op: 'AveragePoolGrad', category: 'pool', arity: [1, 1],
-  attrs: { ...windowAttrs, kernel_shape: { type: 'ints' }, ceil_mode: { type: 'int', default: 0 }, count_include_pad: { type: 'int', default: 0 }, ...shapeAttr },
+  attrs: { ...poolAttrs, count_include_pad: flagAttr(0), ...shapeAttr },
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: perOutput(1),
   cuda(dev, [g], [dx], attrs) {
@@ -388,7 +388,7 @@ const gatherElementsGrad = internal({
 
 const sliceGrad = internal({
   op: 'SliceGrad', category: 'movement', arity: [1, 1],
-  attrs: { starts: { type: 'ints' }, ends: { type: 'ints' }, axes: { type: 'ints', optional: true }, steps: { type: 'ints', optional: true }, ...shapeAttr },
+  attrs: { starts: { type: 'ints' }, ends: { type: 'ints' }, axes: { type: 'ints', optional: true }, steps: { type: 'ints', optional: true, nonzero: true }, ...shapeAttr },
   infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
   cost: perOutput(0),
   cuda(dev, [g], [dx], attrs) {
@@ -420,7 +420,7 @@ const sliceGrad = internal({
 
 const sceGrad = internal({
   op: 'SoftmaxCrossEntropyLossGrad', category: 'loss', arity: [3, 4],
-  attrs: { ignore_index: { type: 'int', optional: true }, reduction: { type: 'string', default: 'mean' } },
+  attrs: { ignore_index: { type: 'int', optional: true }, reduction: { type: 'string', default: 'mean', oneOf: ['mean', 'sum', 'none'] } },
   infer: (ctx) => [input(ctx, 1)],
   cost: (ctx, outs) => ({ flops: 6 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
   cuda(dev, [dl, s, l, w], [out], attrs) {

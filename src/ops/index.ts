@@ -19,5 +19,5 @@ registerOps([
 ]);
 registerGradients(GRADIENTS);
 
-export { allOps, findOp, getOp, normalizeAttrs } from './registry.js';
-export type { Cost, OpContext, OpDef, LiftedInput, AttrSpec, AttrType, GradContext, GradRule, OpEmitter } from './registry.js';
+export { allOps, checkAttrs, findOp, flagAttr, getOp, normalizeAttrs } from './registry.js';
+export type { Cost, OpContext, OpDef, LiftedInput, AttrConstraints, AttrSpec, AttrType, GradContext, GradRule, OpEmitter } from './registry.js';

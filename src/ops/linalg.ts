@@ -3,7 +3,7 @@ import { type Dim, broadcast, formatShape } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
 import type { Attrs } from '../ir/graph.js';
 import { geluTanh, geluTanhGrad } from './math.js';
-import { type MatMulEpilogue, type OpContext, type OpDef, getOp } from './registry.js';
+import { type MatMulEpilogue, type OpContext, type OpDef, flagAttr, getOp } from './registry.js';
 import { elems, float, input, int, moved, requireDim, requireFloat, requireRank, sameDtype, str } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
@@ -127,8 +127,12 @@ function epilogueOf(ctx: { node: string; attrs: Attrs }): Epilogue {
 const fusedMatMul: OpDef = {
   op: 'FusedMatMul', domain: 'cleave', since: 13, category: 'linalg', arity: [2, 3], outputs: [1, 2],
   attrs: {
-    transA: { type: 'int', default: 0 }, transB: { type: 'int', default: 0 }, alpha: { type: 'float', default: 1 },
+    transA: flagAttr(0), transB: flagAttr(0), alpha: { type: 'float', default: 1 },
     epilogue: { type: 'string', default: '' },
+  },
+  validate: (attrs) => {
+    const e = attrs['epilogue'] ?? '';
+    return (EPILOGUES as readonly unknown[]).includes(e) ? undefined : `FusedMatMul epilogue '${String(e)}' is not one of bias, gelu_bias, dgelu`;
   },
   infer(ctx) {
     const e = epilogueOf(ctx);
@@ -205,7 +209,7 @@ const gemm: OpDef = {
   op: 'Gemm', since: 13, category: 'linalg', arity: [2, 3],
   attrs: {
     alpha: { type: 'float', default: 1 }, beta: { type: 'float', default: 1 },
-    transA: { type: 'int', default: 0 }, transB: { type: 'int', default: 0 },
+    transA: flagAttr(0), transB: flagAttr(0),
   },
   infer(ctx) {
     const d = sameDtype(ctx, ctx.inputs[2] ? [0, 1, 2] : [0, 1]);

@@ -10,7 +10,7 @@ const at = (ctx: OpContext): string => `node '${ctx.node}'`;
 /** scores [N, C, d1…], labels [N, d1…]: mean/sum/none of −log softmax at the label, with ignore_index and class weights. */
 const softmaxCrossEntropy: OpDef = {
   op: 'SoftmaxCrossEntropyLoss', since: 13, category: 'loss', arity: [2, 3], outputs: [1, 2],
-  attrs: { ignore_index: { type: 'int', optional: true }, reduction: { type: 'string', default: 'mean' } },
+  attrs: { ignore_index: { type: 'int', optional: true }, reduction: { type: 'string', default: 'mean', oneOf: ['mean', 'sum', 'none'] } },
   infer(ctx) {
     const s = input(ctx, 0), l = input(ctx, 1);
     requireFloat(ctx, s.dtype);

@@ -4,7 +4,7 @@ import type { Attrs, ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, broadcast, formatShape, normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { Rng } from '../util/random.js';
-import type { CudaKernel, DeviceTensor, OpContext, OpDef } from './registry.js';
+import { type CudaKernel, type DeviceTensor, type OpContext, type OpDef, flagAttr } from './registry.js';
 import { dataMovement, fixInt, input, int, ints, perOutput, sameDtype } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
@@ -71,8 +71,8 @@ export function reshapeTarget(ctx: OpContext, s: Shape, target: readonly number[
 
 const reshape: OpDef = {
   op: 'Reshape', since: 13, category: 'movement', arity: [1, 1], view: true,
-  attrs: { allowzero: { type: 'int', default: 0 } },
-  lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 5 }],
+  attrs: { allowzero: flagAttr(0) },
+  lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 5, min: -1 }],
   infer(ctx) {
     const x = input(ctx, 0);
     const target = ints(ctx.attrs, 'shape');
@@ -249,14 +249,16 @@ function splitSizes(ctx: OpContext, s: Shape): number[] {
   }
   if (typeof dim !== 'number') throw new SymbolicDimError(`${at(ctx)}: cannot split symbolic dimension '${dim}'`);
   const n = ctx.attrs['num_outputs'] !== undefined ? int(ctx.attrs, 'num_outputs') : ctx.numOutputs;
+  // The parts are the node's outputs: another count would leave outputs undefined or make parts nobody reads.
+  if (n !== ctx.numOutputs) throw new CleaveError(`${at(ctx)}: num_outputs ${n} does not match the node's ${ctx.numOutputs} outputs`);
   const part = Math.ceil(dim / n);
   return Array.from({ length: n }, (_, i) => Math.max(0, Math.min(part, dim - i * part)));
 }
 
 const split: OpDef = {
   op: 'Split', since: 13, category: 'movement', arity: [1, 1], outputs: [1, 1024],
-  attrs: { axis: { type: 'int', default: 0 }, num_outputs: { type: 'int', optional: true } },
-  lifted: [{ input: 1, attr: 'split', type: 'ints', sinceInput: 13 }],
+  attrs: { axis: { type: 'int', default: 0 }, num_outputs: { type: 'int', optional: true, min: 1 } },
+  lifted: [{ input: 1, attr: 'split', type: 'ints', sinceInput: 13, min: 0 }],
   infer(ctx) {
     const x = input(ctx, 0);
     const axis = normAxis(int(ctx.attrs, 'axis'), x.shape.length, at(ctx));
@@ -353,7 +355,7 @@ const slice: OpDef = {
     { input: 1, attr: 'starts', type: 'ints', sinceInput: 10 },
     { input: 2, attr: 'ends', type: 'ints', sinceInput: 10 },
     { input: 3, attr: 'axes', type: 'ints', sinceInput: 10 },
-    { input: 4, attr: 'steps', type: 'ints', sinceInput: 10 },
+    { input: 4, attr: 'steps', type: 'ints', sinceInput: 10, nonzero: true },
   ],
   infer(ctx) {
     const x = input(ctx, 0);
@@ -449,7 +451,7 @@ const gatherElements: OpDef = {
 
 const expand: OpDef = {
   op: 'Expand', since: 13, category: 'movement', arity: [1, 1], attrs: {},
-  lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 8 }],
+  lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 8, min: 0 }],
   infer(ctx) {
     const x = input(ctx, 0);
     return [{ dtype: x.dtype, shape: broadcast([x.shape, ints(ctx.attrs, 'shape') ?? []], at(ctx)) }];
@@ -474,7 +476,7 @@ function broadcastCopy(x: Tensor, like: Tensor): Tensor {
 
 const tile: OpDef = {
   op: 'Tile', since: 13, category: 'movement', arity: [1, 1], attrs: {},
-  lifted: [{ input: 1, attr: 'repeats', type: 'ints', sinceInput: 6 }],
+  lifted: [{ input: 1, attr: 'repeats', type: 'ints', sinceInput: 6, min: 0 }],
   infer(ctx) {
     const x = input(ctx, 0);
     const reps = ints(ctx.attrs, 'repeats') ?? [];
@@ -504,7 +506,7 @@ function symbolic(ctx: OpContext, d: string): never {
 
 const trilu: OpDef = {
   op: 'Trilu', since: 14, category: 'movement', arity: [1, 1],
-  attrs: { upper: { type: 'int', default: 1 } },
+  attrs: { upper: flagAttr(1) },
   lifted: [{ input: 1, attr: 'k', type: 'int', sinceInput: 14 }],
   infer(ctx) {
     const x = input(ctx, 0);
@@ -533,7 +535,7 @@ const trilu: OpDef = {
 
 const cast: OpDef = {
   op: 'Cast', since: 13, category: 'elementwise', arity: [1, 1],
-  attrs: { to: { type: 'dtype' }, saturate: { type: 'int', default: 1 } },
+  attrs: { to: { type: 'dtype' }, saturate: flagAttr(1) },
   infer(ctx) {
     const x = input(ctx, 0);
     return [{ dtype: dtypeFromOnnx(int(ctx.attrs, 'to'), at(ctx)), shape: x.shape }];

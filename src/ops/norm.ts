@@ -2,7 +2,7 @@ import { CleaveError } from '../errors.js';
 import type { ValueType } from '../ir/graph.js';
 import { type Dim, formatShape, normAxis } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
-import type { OpContext, OpDef } from './registry.js';
+import { type OpContext, type OpDef, flagAttr } from './registry.js';
 import { float, input, int, perOutput, requireFloat, requireRank } from './util.js';
 
 /**
@@ -36,7 +36,7 @@ function checkBroadcastsTo(ctx: OpContext, i: number, target: readonly Dim[]): v
 
 const layerNorm: OpDef = {
   op: 'LayerNormalization', since: 17, category: 'norm', arity: [2, 3], outputs: [1, 3],
-  attrs: { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5 }, stash_type: { type: 'int', default: 1 } },
+  attrs: { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5, min: 0 }, stash_type: { type: 'int', default: 1 } },
   infer(ctx) {
     const x = input(ctx, 0);
     requireFloat(ctx, x.dtype);
@@ -77,7 +77,7 @@ const batchNorm: OpDef = {
   op: 'BatchNormalization', since: 13, category: 'norm', arity: [5, 5], outputs: [1, 3], stateInputs: [3, 4],
   stateUpdates: [[1, 3], [2, 4]],
   training: (attrs) => ({ attrs: { ...attrs, training_mode: 1 }, numOutputs: 3 }),
-  attrs: { epsilon: { type: 'float', default: 1e-5 }, momentum: { type: 'float', default: 0.9 }, training_mode: { type: 'int', default: 0 } },
+  attrs: { epsilon: { type: 'float', default: 1e-5, min: 0 }, momentum: { type: 'float', default: 0.9 }, training_mode: flagAttr(0) },
   infer(ctx) {
     const x = requireRank(ctx, 0, [2, 3, 4, 5]);
     requireFloat(ctx, input(ctx, 0).dtype);

@@ -2,7 +2,7 @@ import { CleaveError } from '../errors.js';
 import type { Dim } from '../ir/shape.js';
 import { normAxis } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
-import type { CudaDevice, DeviceTensor, OpContext, OpDef } from './registry.js';
+import { type CudaDevice, type DeviceTensor, type OpContext, type OpDef, flagAttr } from './registry.js';
 import { elems, input, int, ints, moved, requireFloat } from './util.js';
 
 interface ReduceRule {
@@ -64,7 +64,7 @@ export function reduceKernel(x: Tensor, axes: readonly number[], r: Pick<ReduceR
 function reduceDef(op: string, r: ReduceRule): OpDef {
   return {
     op, since: 13, category: 'reduce', arity: [1, 1],
-    attrs: { keepdims: { type: 'int', default: 1 }, noop_with_empty_axes: { type: 'int', default: 0 } },
+    attrs: { keepdims: flagAttr(1), noop_with_empty_axes: flagAttr(0) },
     lifted: [{ input: 1, attr: 'axes', type: 'ints', sinceInput: r.axesInputSince }],
     infer(ctx) {
       const x = input(ctx, 0);

@@ -1,24 +1,45 @@
 import { CleaveError } from '../errors.js';
-import type { DType } from '../ir/dtype.js';
+import { ALL_DTYPES, type DType, dtypeToOnnx } from '../ir/dtype.js';
 import type { AttrValue, Attrs, Value, ValueType } from '../ir/graph.js';
 import type { Tensor } from '../ir/tensor.js';
 
 /** ONNX attribute types; 'dtype' is an INT holding an element type code (Cast's `to`), which passes may retype. */
 export type AttrType = 'int' | 'dtype' | 'float' | 'string' | 'ints' | 'floats' | 'strings' | 'tensor';
 
-/** An attribute: its ONNX type and default. Without a default it is required, unless optional. */
-export interface AttrSpec {
+/**
+ * What an attribute's value may be beyond its type: checked at import and on every plan node
+ * (checkAttrs), so kernels and shape functions never see a stride of 0 or a perm that is a number.
+ * Bounds apply to an int, or to each element of ints/floats.
+ */
+export interface AttrConstraints {
+  /** Least value allowed. */
+  readonly min?: number;
+  /** Greatest value allowed. */
+  readonly max?: number;
+  /** The only values allowed: a 0/1 flag, a string enum. */
+  readonly oneOf?: readonly (number | string)[];
+  /** ints: no element twice (perm). */
+  readonly distinct?: boolean;
+  /** ints: no element 0 (Slice steps). */
+  readonly nonzero?: boolean;
+}
+
+/** An attribute: its ONNX type, default and constraints. Without a default it is required, unless optional. */
+export interface AttrSpec extends AttrConstraints {
   readonly type: AttrType;
   readonly default?: AttrValue;
   readonly optional?: boolean;
 }
+
+/** A 0/1 int attribute (transA, keepdims, ceil_mode …). */
+export const flagAttr = (dflt: 0 | 1): AttrSpec => ({ type: 'int', default: dflt, oneOf: [0, 1] });
 
 /**
  * A constant input that the IR holds as an attribute, so passes and kernels see one form whatever
  * the opset (ReduceMean's axes were an attribute until opset 18, an input since). The exporter writes
  * it back as an input from `sinceInput` on, as an attribute before.
  */
-export interface LiftedInput {
+export interface LiftedInput extends AttrConstraints {
   readonly input: number;
   readonly attr: string;
   readonly type: 'int' | 'ints' | 'float' | 'bool';
@@ -210,6 +231,11 @@ export interface OpDef {
   readonly outputs?: readonly [number, number];
   readonly attrs: Readonly<Record<string, AttrSpec>>;
   readonly lifted?: readonly LiftedInput[];
+  /**
+   * Checks the attributes' specs cannot say (between attributes, or in the op's own words): what is
+   * wrong, or undefined. checkAttrs runs it after each attribute's own check.
+   */
+  validate?(attrs: Attrs): string | undefined;
   /** dtype and shape of each output; throws CleaveError naming the node on bad input. */
   infer(ctx: OpContext): ValueType[];
   cost(ctx: OpContext, outputs: readonly ValueType[]): Cost;
@@ -275,21 +301,143 @@ export function getOp(op: string, where: string): OpDef {
 
 export const allOps = (): OpDef[] => [...REGISTRY.values()];
 
-/** Fills defaults, rejects unknown attributes and reports missing required ones, naming the node. */
+/**
+ * Fills defaults, then checks every attribute as checkAttrs does: unknown names, missing required
+ * ones, ONNX types and ranges, each error naming the node.
+ */
 export function normalizeAttrs(def: OpDef, given: Attrs, where: string): Attrs {
   const out: Attrs = {};
   for (const [k, v] of Object.entries(given)) {
-    const known = def.attrs[k] ?? def.lifted?.find((l) => l.attr === k);
-    if (!known) throw new CleaveError(`${where}: ${def.op} has no attribute '${k}'`);
+    if (v === undefined) continue;
+    if (!specOf(def, k)) throw new CleaveError(`${where}: ${def.op} has no attribute '${k}'`);
     out[k] = v;
   }
   for (const [k, spec] of Object.entries(def.attrs)) {
-    if (out[k] !== undefined) continue;
-    if (spec.default === undefined) {
-      if (spec.optional) continue;
-      throw new CleaveError(`${where}: ${def.op} needs the attribute '${k}'`);
-    }
-    out[k] = spec.default;
+    if (out[k] === undefined && spec.default !== undefined) out[k] = spec.default;
   }
+  checkAttrs(def, out, where);
   return out;
+}
+
+/**
+ * Checks attributes that are already normalized (a plan's nodes, read back from JSON: tensors as
+ * Tensor objects, ints as numbers): every name is the op's (or one of its lifted inputs'), every
+ * required one is present, and each value has its ONNX type and lies in its declared range. An
+ * absent attribute that has a default passes: kernels read the default then. Throws a one-line
+ * CleaveError naming `where`, the attribute, what was expected and what was found.
+ */
+export function checkAttrs(def: OpDef, attrs: Attrs, where: string): void {
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined) continue;
+    const spec = specOf(def, k);
+    if (!spec) throw new CleaveError(`${where}: ${def.op} has no attribute '${k}'`);
+    const lifted = !def.attrs[k];
+    const problem = attrProblem(spec, v);
+    if (problem !== undefined) {
+      throw new CleaveError(`${where}: ${lifted ? 'input' : 'attribute'} '${k}' must be ${problem}, got ${describeValue(v)}`);
+    }
+  }
+  for (const [k, spec] of Object.entries(def.attrs)) {
+    if (attrs[k] === undefined && spec.default === undefined && !spec.optional) throw new CleaveError(`${where}: ${def.op} needs the attribute '${k}'`);
+  }
+  const problem = def.validate?.(attrs);
+  if (problem !== undefined) throw new CleaveError(`${where}: ${problem}`);
+}
+
+/** The spec an attribute name has on an op: its own, or the one its lifted input implies. */
+function specOf(def: OpDef, name: string): AttrSpec | undefined {
+  const own = def.attrs[name];
+  if (own) return own;
+  const l = def.lifted?.find((x) => x.attr === name);
+  if (!l) return undefined;
+  const { input: _input, attr: _attr, type, sinceInput: _since, ...constraints } = l;
+  return type === 'bool' ? { type: 'int', optional: true, oneOf: [0, 1] } : { type, optional: true, ...constraints };
+}
+
+// Element type codes a 'dtype' attribute may hold: the ONNX codes of the types cleave computes in.
+const DTYPE_CODES = new Map<number, DType>((ALL_DTYPES).map((d) => [dtypeToOnnx(d), d]));
+
+const isTensor = (v: unknown): v is Tensor => {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const t = v as Partial<Tensor>;
+  if (typeof t.dtype !== 'string' || !(ALL_DTYPES as string[]).includes(t.dtype) || !Array.isArray(t.shape) || !ArrayBuffer.isView(t.data)) return false;
+  if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) return false;
+  return t.shape.reduce((a, b) => a * b, 1) === t.data.length;
+};
+
+/** Why `v` does not fit `spec` (what it must be), or undefined when it fits. */
+function attrProblem(spec: AttrSpec, v: AttrValue): string | undefined {
+  const what = expectation(spec);
+  switch (spec.type) {
+    case 'int':
+      return typeof v === 'number' && Number.isInteger(v) && inRange(spec, v) ? undefined : what;
+    case 'dtype':
+      return typeof v === 'number' && DTYPE_CODES.has(v) ? undefined : what;
+    case 'float':
+      return typeof v === 'number' && (Number.isNaN(v) ? spec.min === undefined && spec.max === undefined : inRange(spec, v)) ? undefined : what;
+    case 'string':
+      return typeof v === 'string' && (!spec.oneOf || spec.oneOf.includes(v)) ? undefined : what;
+    case 'ints': {
+      if (!Array.isArray(v) || !v.every((x: unknown) => typeof x === 'number' && Number.isInteger(x) && inRange(spec, x))) return what;
+      const xs = v as readonly number[];
+      if (spec.nonzero && xs.includes(0)) return what;
+      if (spec.distinct && new Set(xs).size !== xs.length) return what;
+      return undefined;
+    }
+    case 'floats':
+      return Array.isArray(v) && v.every((x: unknown) => typeof x === 'number' && (Number.isNaN(x) || inRange(spec, x))) ? undefined : what;
+    case 'strings':
+      return Array.isArray(v) && v.every((x: unknown) => typeof x === 'string') ? undefined : what;
+    case 'tensor':
+      return isTensor(v) ? undefined : what;
+  }
+}
+
+const inRange = (spec: AttrConstraints, x: number): boolean =>
+  (spec.min === undefined || x >= spec.min) && (spec.max === undefined || x <= spec.max) && (!spec.oneOf || spec.oneOf.includes(x));
+
+/** What a spec asks for, in words: "positive integers", "0 or 1", "one of 'mean', 'sum'". */
+function expectation(spec: AttrSpec): string {
+  const list = (xs: readonly (number | string)[]): string => {
+    const q = xs.map((x) => (typeof x === 'string' ? `'${x}'` : String(x)));
+    return q.length === 2 ? `${q[0]} or ${q[1]}` : `one of ${q.join(', ')}`;
+  };
+  const bounded = (noun: 'integer' | 'number', plural: boolean): string => {
+    const { min, max } = spec;
+    const n = plural ? `${noun}s` : noun;
+    const phrase = min === 1 && max === undefined && noun === 'integer' ? `positive ${n}`
+      : min === 0 && max === undefined ? `non-negative ${n}`
+        : min !== undefined && max !== undefined ? `${n} in [${min}, ${max}]`
+          : min !== undefined ? `${n} ≥ ${min}`
+            : max !== undefined ? `${n} ≤ ${max}` : n;
+    return plural ? phrase : `${/^[aeiou]/.test(phrase) ? 'an' : 'a'} ${phrase}`;
+  };
+  switch (spec.type) {
+    case 'int': return spec.oneOf ? list(spec.oneOf) : bounded('integer', false);
+    case 'dtype': return `an element type code cleave supports (${[...DTYPE_CODES].map(([c, d]) => `${c} ${d}`).join(', ')})`;
+    case 'float': return bounded('number', false);
+    case 'string': return spec.oneOf ? list(spec.oneOf) : 'a string';
+    case 'ints': {
+      if (spec.oneOf) return `a list of integers, each ${list(spec.oneOf)}`;
+      const base = spec.nonzero ? 'non-zero integers' : bounded('integer', true);
+      return spec.distinct ? `${base} without repeats` : spec.min === undefined && spec.max === undefined && !spec.nonzero ? 'a list of integers' : base;
+    }
+    case 'floats': return spec.min === undefined && spec.max === undefined ? 'a list of numbers' : bounded('number', true);
+    case 'strings': return 'a list of strings';
+    case 'tensor': return 'a tensor';
+  }
+}
+
+/** A value as an error message shows it: short, whatever its type. */
+export function describeValue(v: unknown): string {
+  if (typeof v === 'string') return `'${v.length > 40 ? `${v.slice(0, 40)}…` : v}'`;
+  if (typeof v === 'number') return String(v);
+  if (Array.isArray(v)) {
+    const items = v.slice(0, 8).map((x: unknown) => (typeof x === 'object' && x !== null ? describeValue(x) : typeof x === 'string' ? `'${x}'` : String(x)));
+    return `[${items.join(', ')}${v.length > 8 ? `, … (${v.length} values)` : ''}]`;
+  }
+  if (isTensor(v)) return `a ${v.dtype} tensor of shape [${v.shape.join(', ')}]`;
+  if (v === null) return 'null';
+  if (typeof v === 'object') return 'an object that is not a tensor';
+  return typeof v;
 }

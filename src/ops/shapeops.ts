@@ -54,8 +54,12 @@ function typesOf(op: string, x: { dtype: ValueType['dtype']; shape: readonly num
   return { node: op, inputs: [{ dtype: x.dtype, shape: x.shape }], numOutputs: 1, attrs, consts: [] };
 }
 
+const CONSTANT_VALUES = ['value', 'value_float', 'value_floats', 'value_int', 'value_ints'];
+
 function constantValue(ctx: { node: string; attrs: OpContext['attrs'] }): Tensor {
   const a = ctx.attrs;
+  const given = CONSTANT_VALUES.filter((k) => a[k] !== undefined);
+  if (given.length > 1) throw new CleaveError(`node '${ctx.node}': Constant has ${given.length} value attributes (${given.join(', ')}); it takes exactly one`);
   if (a['value'] !== undefined) return a['value'] as Tensor;
   if (a['value_float'] !== undefined) return tensor('float32', [], [float(a, 'value_float')]);
   if (a['value_int'] !== undefined) return tensor('int64', [], [int(a, 'value_int')]);
@@ -86,7 +90,7 @@ const constant: OpDef = {
 const constantOfShape: OpDef = {
   op: 'ConstantOfShape', since: 13, category: 'shape', arity: [0, 0],
   attrs: { value: { type: 'tensor', optional: true } },
-  lifted: [{ input: 0, attr: 'shape', type: 'ints', sinceInput: 9 }],
+  lifted: [{ input: 0, attr: 'shape', type: 'ints', sinceInput: 9, min: 0 }],
   infer(ctx) {
     const v = ctx.attrs['value'] as Tensor | undefined;
     const s = ints(ctx.attrs, 'shape');
@@ -112,7 +116,11 @@ const constantOfShape: OpDef = {
 
 function rangeCount(start: number, limit: number, delta: number, where: string): number {
   if (delta === 0) throw new CleaveError(`${where}: Range delta is 0`);
-  return Math.max(0, Math.ceil((limit - start) / delta));
+  // NaN or infinite bounds give no length at all (an endless loop, or a tensor of NaN elements).
+  if (![start, limit, delta].every(Number.isFinite)) throw new CleaveError(`${where}: Range start ${start}, limit ${limit} and delta ${delta} must be finite`);
+  const n = Math.max(0, Math.ceil((limit - start) / delta));
+  if (!Number.isSafeInteger(n)) throw new CleaveError(`${where}: Range from ${start} to ${limit} by ${delta} has ${n} elements, more than a tensor can hold`);
+  return n;
 }
 
 const range: OpDef = {
@@ -120,6 +128,9 @@ const range: OpDef = {
   infer(ctx) {
     const t = input(ctx, 0);
     const [s, l, d] = ctx.consts;
+    for (const [i, c] of [s, l, d].entries()) {
+      if (c && c.data.length !== 1) throw new CleaveError(`${at(ctx)}: Range's ${['start', 'limit', 'delta'][i]} must be a scalar, got shape [${c.shape.join(', ')}]`);
+    }
     if (!s || !l || !d) throw new SymbolicDimError(`${at(ctx)}: Range's length depends on values that are not constant (fix dynamic dims with --batch or --dim)`);
     const out: ValueType = { dtype: t.dtype, shape: [rangeCount(s.data[0]!, l.data[0]!, d.data[0]!, at(ctx))] };
     return [out];
