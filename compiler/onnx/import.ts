@@ -5,6 +5,7 @@ import { type AttrValue, type Attrs, Graph, type NodeMeta, type Value, type Valu
 import { topoOrder } from '../../src/ir/order.js';
 import { type Dim, formatShape } from '../../src/ir/shape.js';
 import type { Tensor } from '../../src/ir/tensor.js';
+import { foldTooLarge } from '../../src/ir/materialize.js';
 import { validateGraph } from '../../src/ir/validate.js';
 import { type OpContext, type OpDef, findOp, normalizeAttrs } from '../../src/ops/index.js';
 import { decodeAttr } from './attributes.js';
@@ -29,7 +30,17 @@ export function importOnnx(file: string, opts: ImportOptions = {}): Graph {
 
 const DEFAULT_DOMAINS = new Set(['', 'ai.onnx']);
 
+/**
+ * IR versions 1 and 2 have no opset_import (the opset was implied by the IR version), so nothing in
+ * such a file says which ops' semantics it uses: it would be read as importing no opset at all.
+ */
+export const MIN_IR_VERSION = 3;
+
 function defaultOpset(model: ModelP, file: string): number {
+  const ir = Number(model.irVersion ?? 0);
+  if (ir < MIN_IR_VERSION) {
+    throw new CleaveError(`${file}: ONNX IR version ${ir} is not supported (cleave reads IR version ${MIN_IR_VERSION} and newer, which name their opsets; convert it with a newer onnx)`);
+  }
   const entry = (model.opsetImport ?? []).find((o) => DEFAULT_DOMAINS.has(o.domain ?? ''));
   if (!entry) throw new CleaveError(`${file}: imports no opset of the default ONNX domain`);
   const v = Number(entry.version);
@@ -91,11 +102,15 @@ class DimBinder {
   private readonly bound = new Map<string, number>();
   /** Every named dimension the inputs declare, so a `--dim` of another name is refused. */
   readonly named = new Set<string>();
-  constructor(private readonly opts: ImportOptions) {
-    for (const [k, v] of Object.entries(opts.dims ?? {})) this.bound.set(k, v);
+  constructor(private readonly opts: ImportOptions, private readonly file: string) {
+    for (const [k, v] of Object.entries(opts.dims ?? {})) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new CleaveError(`${file}: --dim ${k}=${v}: a dimension must be a non-negative integer`);
+      this.bound.set(k, v);
+    }
+    if (opts.batch !== undefined && (!Number.isSafeInteger(opts.batch) || opts.batch < 0)) throw new CleaveError(`${file}: --batch ${opts.batch}: the batch must be a non-negative integer`);
   }
   dim(d: { dimValue?: number; dimParam?: string }, i: number, input: string): Dim {
-    if (d.dimValue !== undefined && d.dimParam === undefined) return Number(d.dimValue);
+    if (d.dimValue !== undefined && d.dimParam === undefined) return checkedDim(d.dimValue, i, input, this.file);
     const name = d.dimParam || `${input}.${i}`;
     if (d.dimParam) this.named.add(d.dimParam);
     const b = this.bound.get(name);
@@ -107,10 +122,22 @@ class DimBinder {
     return name;
   }
   /** A declared dim as a symbol-or-size, for comparison with an inferred one. */
-  declared(d: { dimValue?: number; dimParam?: string }): Dim | undefined {
-    if (d.dimValue !== undefined && d.dimParam === undefined) return Number(d.dimValue);
+  declared(d: { dimValue?: number; dimParam?: string }, i: number, value: string): Dim | undefined {
+    if (d.dimValue !== undefined && d.dimParam === undefined) return checkedDim(d.dimValue, i, value, this.file);
     return d.dimParam ? this.bound.get(d.dimParam) ?? d.dimParam : undefined;
   }
+}
+
+/**
+ * A dim the file states. Negative ones (some exporters write -1 for "unknown") would flow into
+ * shapes, byte counts and FLOPs as negative numbers, so they are refused naming the value.
+ */
+function checkedDim(raw: number, i: number, value: string, file: string): number {
+  const v = Number(raw);
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new CleaveError(`${file}: value '${value}' declares dimension ${i} as ${raw}; dims must be non-negative integers (leave a dimension unknown with dim_param instead)`);
+  }
+  return v;
 }
 
 function tensorTypeOf(vi: ValueInfoP, file: string, what: string): { elemType: number; dims: { dimValue?: number; dimParam?: string }[] } {
@@ -155,7 +182,7 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
 
   const g = new Graph(gp.name || 'model', opset);
   const env = new Map<string, Value>();
-  const binder = new DimBinder(opts);
+  const binder = new DimBinder(opts, file);
 
   // Initializers: float tensors are trainable parameters unless an op keeps them as state; the rest
   // (shapes, indices, scalars) are constants.
@@ -184,14 +211,22 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   const declared = new Map<string, ValueInfoP>();
   for (const vi of [...(gp.valueInfo ?? []), ...(gp.output ?? [])]) if (vi.name) declared.set(vi.name, vi);
 
-  const producer = new Map<string, string>();
-  nodesP.forEach((n, i) => {
-    if (!n.name) n.name = `${n.opType}_${i}`;
-    for (const o of n.output ?? []) if (o) producer.set(o, n.name);
-  });
-  const ordered = topoOrder(nodesP, (n) => n.name!, (n) => (n.input ?? []).map((v) => producer.get(v) ?? ''), `${file}: graph`);
+  nameNodes(nodesP, file);
+  const producer = new Map<string, NodeP>();
+  for (const n of nodesP) {
+    for (const o of n.output ?? []) {
+      if (!o) continue;
+      const prev = producer.get(o);
+      if (prev) throw new CleaveError(`${file}: value '${o}' is produced by two nodes, '${prev.name}' (${prev.opType}) and '${n.name}' (${n.opType}); each value must have one producer`);
+      if (env.has(o)) throw new CleaveError(`${file}: node '${n.name}' (${n.opType}) produces '${o}', which is already a graph input or initializer`);
+      producer.set(o, n);
+    }
+  }
+  const ordered = topoOrder(nodesP, (n) => n.name!, (n) => (n.input ?? []).map((v) => producer.get(v)?.name ?? ''), `${file}: graph`);
+  const live = liveNodes(nodesP, producer, (gp.output ?? []).map((o) => o.name ?? ''));
 
-  for (const n of ordered) importNode(g, n, env, src, opset, declared, binder);
+  const state: ImportState = { g, env, src, opset, declared, binder, live, skipped: new Set() };
+  for (const n of ordered) importNode(state, n);
 
   for (const vi of gp.output ?? []) {
     const v = env.get(vi.name ?? '');
@@ -203,9 +238,68 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   return g;
 }
 
-function importNode(g: Graph, n: NodeP, env: Map<string, Value>, src: TensorSource, opset: number, declared: Map<string, ValueInfoP>, binder: DimBinder): void {
+/**
+ * Names unnamed nodes `${op}_${position}` (avoiding names the file gives) and refuses two nodes of one
+ * name: a name is how errors, partition annotations and plans refer to a node, and a duplicate
+ * would otherwise show up as a node depending on itself.
+ */
+function nameNodes(nodes: readonly NodeP[], file: string): void {
+  const seen = new Map<string, number>();
+  nodes.forEach((n, i) => {
+    if (!n.name) return;
+    const prev = seen.get(n.name);
+    if (prev !== undefined) {
+      throw new CleaveError(`${file}: node name '${n.name}' is used twice, by node #${prev} (${nodes[prev]!.opType}) and node #${i} (${n.opType}); node names must be unique`);
+    }
+    seen.set(n.name, i);
+  });
+  nodes.forEach((n, i) => {
+    if (n.name) return;
+    let name = `${n.opType}_${i}`;
+    for (let k = 1; seen.has(name); k++) name = `${n.opType}_${i}_${k}`;
+    n.name = name;
+    seen.set(name, i);
+  });
+}
+
+/** Nodes some graph output depends on: only they may need a large constant folded. */
+function liveNodes(nodes: readonly NodeP[], producer: ReadonlyMap<string, NodeP>, outputs: readonly string[]): Set<NodeP> {
+  const live = new Set<NodeP>();
+  const stack = outputs.map((o) => producer.get(o)).filter((n): n is NodeP => !!n);
+  while (stack.length) {
+    const n = stack.pop()!;
+    if (live.has(n)) continue;
+    live.add(n);
+    for (const v of n.input ?? []) {
+      const p = producer.get(v);
+      if (p && !live.has(p)) stack.push(p);
+    }
+  }
+  return live;
+}
+
+interface ImportState {
+  readonly g: Graph;
+  readonly env: Map<string, Value>;
+  readonly src: TensorSource;
+  readonly opset: number;
+  readonly declared: Map<string, ValueInfoP>;
+  readonly binder: DimBinder;
+  /** Nodes a graph output depends on. */
+  readonly live: ReadonlySet<NodeP>;
+  /** Values of dead nodes left out because folding them would materialize too much. */
+  readonly skipped: Set<string>;
+}
+
+function importNode(st: ImportState, n: NodeP): void {
+  const { g, env, src, declared, binder } = st;
   const where = `${src.file}: node '${n.name}' (${n.opType})`;
   const def = findOp(n.opType!)!;
+  // A dead node reading what a skipped dead node would have made is dead too, and skipped with it.
+  if (!st.live.has(n) && (n.input ?? []).some((v) => st.skipped.has(v))) {
+    for (const o of n.output ?? []) if (o) st.skipped.add(o);
+    return;
+  }
   const rawInputs = (n.input ?? []).map((name) => {
     if (!name) return null;
     const v = env.get(name);
@@ -245,9 +339,21 @@ function importNode(g: Graph, n: NodeP, env: Map<string, Value>, src: TensorSour
     }
     throw e instanceof CleaveError ? new CleaveError(`${src.file}: ${e.message}`) : e;
   }
+  types.forEach((t, i) => checkType(outputs[i] || `output ${i}`, t, where));
   types.forEach((t, i) => checkDeclared(outputs[i], t, declared, binder, where));
 
-  const folded = fold(def, ctx, inputs);
+  if (willFold(def, ctx, inputs)) {
+    const tooLarge = foldTooLarge(where, outputs, types);
+    if (tooLarge) {
+      // Not needed by any output: leave it (and what reads it) out rather than fail on dead code.
+      if (!st.live.has(n)) {
+        for (const o of outputs) if (o) st.skipped.add(o);
+        return;
+      }
+      throw new CleaveError(tooLarge);
+    }
+  }
+  const folded = fold(def, ctx, inputs, where);
   if (folded) {
     folded.forEach((t, i) => { if (outputs[i]) env.set(outputs[i]!, g.addConst(g.uniqueName(outputs[i]!), t)); });
     return;
@@ -284,13 +390,35 @@ function liftInputs(def: OpDef, raw: (Value | null)[], where: string): { inputs:
   return { inputs: raw.filter((_, i) => !liftedAt.has(i)), lifted };
 }
 
+/** Whether fold will run the node's CPU kernel (every input a constant). */
+const willFold = (def: OpDef, ctx: OpContext, inputs: readonly (Value | null)[]): boolean =>
+  !def.noFold && !!def.cpu && inputs.every((v) => !v || v.kind === 'const');
+
 /** Evaluates a node whose inputs are all constants, or whose outputs follow from types alone. */
-function fold(def: OpDef, ctx: OpContext, inputs: readonly (Value | null)[]): Tensor[] | undefined {
+function fold(def: OpDef, ctx: OpContext, inputs: readonly (Value | null)[], where: string): Tensor[] | undefined {
   if (def.noFold) return undefined;
   const fromTypes = def.foldFromTypes?.(ctx);
   if (fromTypes) return fromTypes;
-  if (!def.cpu || !inputs.every((v) => !v || v.kind === 'const')) return undefined;
-  return def.cpu(inputs.map((v) => v?.data ?? null), ctx.attrs, ctx.numOutputs);
+  if (!willFold(def, ctx, inputs)) return undefined;
+  try {
+    return def.cpu!(inputs.map((v) => v?.data ?? null), ctx.attrs, ctx.numOutputs);
+  } catch (e) {
+    // Kernels name their op, not the node: the node and file come first.
+    throw e instanceof CleaveError ? new CleaveError(`${where}: ${e.message}`) : e;
+  }
+}
+
+/**
+ * An inferred type must be one a tensor can have: dims non-negative safe integers (or symbols) and
+ * an element count that is a safe integer. A shape function fed extreme attributes (pads of 2^60)
+ * would otherwise hand costs and the memory planner Infinity or negative sizes.
+ */
+function checkType(name: string, t: ValueType, where: string): void {
+  const bad = t.shape.some((d) => typeof d === 'number' && !(Number.isSafeInteger(d) && d >= 0));
+  const n = t.shape.reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);
+  if (bad || !Number.isSafeInteger(n)) {
+    throw new CleaveError(`${where}: output '${name}' would have the shape ${formatShape(t.shape)}, which no tensor can have (dims must be non-negative integers and the element count below 2^53)`);
+  }
 }
 
 /** Compares an inferred type with the one the file declares, where both are known. */
@@ -298,7 +426,7 @@ function checkDeclared(name: string | undefined, t: ValueType, declared: Map<str
   const vi = name ? declared.get(name) : undefined;
   const tt = vi?.type?.tensorType;
   if (!tt?.shape?.dim) return;
-  const dims = tt.shape.dim.map((d) => binder.declared(d));
+  const dims = tt.shape.dim.map((d, i) => binder.declared(d, i, name!));
   const mismatch = dims.length !== t.shape.length || dims.some((d, i) => typeof d === 'number' && typeof t.shape[i] === 'number' && d !== t.shape[i]);
   if (mismatch) {
     throw new CleaveError(`${where}: output '${name}' is declared with shape ${formatShape(dims.map((d) => d ?? '?'))} but computes ${formatShape(t.shape)}`);

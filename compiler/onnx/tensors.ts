@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, normalize, relative } from 'node:path';
 import { CleaveError } from '../../src/errors.js';
 import { dtypeFromOnnx, dtypeToOnnx } from '../../src/ir/dtype.js';
-import { type Tensor, bf16ToFloat, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
+import { type Tensor, bf16ToFloat, elementCount, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
 import type { TensorP } from './proto.js';
 
 /** Where external data lives: the model file's folder. */
@@ -56,7 +56,10 @@ export function tensorFromProto(t: TensorP, src: TensorSource, what: string): Te
   const where = `${src.file}: ${what}`;
   const dtype = dtypeFromOnnx(t.dataType ?? 0, where);
   const shape = (t.dims ?? []).map(Number);
-  if (shape.some((d) => !(d >= 0))) throw new CleaveError(`${where}: has invalid dims [${shape.join(', ')}]`);
+  if (shape.some((d) => !(Number.isSafeInteger(d) && d >= 0))) throw new CleaveError(`${where}: has invalid dims [${shape.join(', ')}] (dims must be non-negative integers)`);
+  // Dims that claim more elements than the data holds are refused below before anything is
+  // allocated; a count no host array can hold is refused here, whatever the data.
+  elementCount(dtype, shape, where);
   if (t.dataLocation === 1) return tensorFromBytes(dtype, shape, readExternal(t, src, where), where);
   if (t.rawData && t.rawData.byteLength) return tensorFromBytes(dtype, shape, t.rawData, where);
   const n = shape.reduce((a, b) => a * b, 1);

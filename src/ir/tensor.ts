@@ -24,8 +24,30 @@ export function storage(dtype: DType, n: number): TypedArray {
   }
 }
 
-export function tensor(dtype: DType, shape: readonly number[], values?: ArrayLike<number>): Tensor {
+/** Bytes one element takes in host storage (float16 and bfloat16 are held widened, int64 as a double). */
+export const hostElementBytes = (dtype: DType): number => storage(dtype, 0).BYTES_PER_ELEMENT;
+
+/** V8's limit on a typed array's length in Node 20 (buffer.constants.MAX_LENGTH): 2^32 elements. */
+export const MAX_HOST_ELEMENTS = 2 ** 32;
+
+/**
+ * Elements of a tensor of `shape`, refusing shapes no host array can hold (negative or fractional
+ * dims, counts past 2^32): a CleaveError instead of `Invalid typed array length` or an allocation
+ * that takes the machine's memory.
+ */
+export function elementCount(dtype: DType, shape: readonly number[], where?: string): number {
   const n = shape.reduce((a, b) => a * b, 1);
+  if (!shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new CleaveError(`${where ? `${where}: ` : ''}a tensor cannot have the shape ${formatShape(shape)} (dims must be non-negative integers)`);
+  }
+  if (!(n <= MAX_HOST_ELEMENTS)) {
+    throw new CleaveError(`${where ? `${where}: ` : ''}a ${dtype} tensor of shape ${formatShape(shape)} has ${n} elements, more than a host tensor holds (2^32)`);
+  }
+  return n;
+}
+
+export function tensor(dtype: DType, shape: readonly number[], values?: ArrayLike<number>): Tensor {
+  const n = elementCount(dtype, shape);
   const data = storage(dtype, n);
   if (values) {
     if (values.length !== n) throw new CleaveError(`tensor of shape ${formatShape(shape)} needs ${n} values, got ${values.length}`);
@@ -95,7 +117,8 @@ const INT64_MIN = -9223372036854775808n;
 export function tensorFromBytes(dtype: DType, shape: readonly number[], bytes: Uint8Array, where: string): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const need = n * dtypeBytes(dtype);
-  if (bytes.byteLength !== need) {
+  // Dims that claim more elements than the bytes hold are refused before anything is allocated.
+  if (bytes.byteLength !== need || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw new CleaveError(`${where}: ${dtype} tensor of shape ${formatShape(shape)} needs ${need} bytes of data, found ${bytes.byteLength}`);
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
