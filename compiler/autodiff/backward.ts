@@ -78,6 +78,15 @@ export function backward(b: ModelBuilder, loss: Value, params: readonly Value[])
 }
 
 function checkGrad(n: Node, v: Value, d: Value): Value {
+  // A symbolic input dim that an op matched against a size (x [N, F] times a weight [4, 3]) leaves
+  // the symbol in gradients whose operand has the size: the model is fine once the symbol is bound.
+  const symbolic = d.dtype === v.dtype && d.shape.length === v.shape.length
+    ? d.shape.flatMap((x, i) => (x !== v.shape[i] && (typeof x === 'string' || typeof v.shape[i] === 'string') ? [[x, v.shape[i]!] as const] : []))
+    : [];
+  if (symbolic.length && symbolic.length === d.shape.filter((x, i) => x !== v.shape[i]).length) {
+    const binds = symbolic.map(([a, b]) => (typeof a === 'string' ? `${a}=${b}` : `${b}=${a}`));
+    throw new CleaveError(`node '${n.name}' (${n.op}): the gradient for '${v.name}' ${v.type} comes out as ${d.type}: the symbolic dimension${binds.length > 1 ? 's' : ''} ${symbolic.map(([a, b]) => `'${typeof a === 'string' ? a : b}'`).join(', ')} must be bound to train; import with --dim ${binds.join(' --dim ')} (or give the input a fixed size)`);
+  }
   if (d.dtype !== v.dtype || d.shape.length !== v.shape.length || d.shape.some((x, i) => x !== v.shape[i])) {
     throw new Error(`gradient rule of ${n.op} (node '${n.name}') gives ${d.type} for input '${v.name}' of type ${v.type}`);
   }
