@@ -30,7 +30,11 @@ export function decodeAttr(a: AttributeP, src: TensorSource, where: string): Att
     case ATTR.FLOATS: return a.floats ?? [];
     case ATTR.INTS: return (a.ints ?? []).map(Number);
     case ATTR.STRINGS: return (a.strings ?? []).map((s) => utf8.decode(s));
-    case ATTR.TENSOR: return tensorFromProto(a.t ?? {}, src, `${where}, attribute '${a.name}'`);
+    case ATTR.TENSOR: {
+      // tensorFromProto names the file itself.
+      const at = where.startsWith(`${src.file}: `) ? where.slice(src.file.length + 2) : where;
+      return tensorFromProto(a.t ?? {}, src, `${at}, attribute '${a.name}'`);
+    }
     default: throw new CleaveError(`${where}: attribute '${a.name}' has a type cleave does not support (graphs, sparse tensors and type protos are not supported)`);
   }
 }
