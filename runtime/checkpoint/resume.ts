@@ -77,9 +77,19 @@ export function resolveCheckpoint(path: string): ResolvedCheckpoint {
   throw new CleaveError(`${path}: no complete checkpoint: ${skipped.join(', ')}`);
 }
 
+/** What a checkpoint is read for: said in the refusal of one that cannot be trusted. */
+export type CheckpointPurpose = 'resume' | 'export';
+
 /**
  * A checkpoint opened for reading: its manifest and every shard's header (what it holds, read up
  * front and small), and each shard's bytes read on first use, once (`shard`), not once per tensor.
+ *
+ * Nothing of it is trusted blindly: every header is checked (its own checksum, its fields, its
+ * offsets), the shards must be of one save (one run id and plan checksum, the manifest's; the
+ * manifest's step; one optimizer step count), and each shard's bytes must match its checksum and
+ * the one the manifest lists before any tensor is made of them. Whatever fails is a CleaveError
+ * naming the shard, ending `refusing to resume` (or export). A checkpoint of an earlier cleave,
+ * without checksums, is read with a warning (`warnings`) that it cannot be verified.
  */
 export class CheckpointReader {
   readonly manifest: Manifest;
@@ -88,29 +98,32 @@ export class CheckpointReader {
   readonly places: ShardPlace[] | undefined;
   /** The optimizer's step count, the same in every shard. */
   readonly optimizerStep: number;
+  /** What to say once about this checkpoint (it cannot be verified). */
+  readonly warnings: string[] = [];
   private readonly cache = new Map<number, Shard>();
   /** Old ranks whose shards were read. */
   readonly read = new Set<number>();
   /** Old ranks holding each tensor, lowest first. */
   readonly holders = new Map<string, number[]>();
 
-  constructor(readonly dir: string) {
+  constructor(readonly dir: string, readonly purpose: CheckpointPurpose = 'resume') {
     this.manifest = readManifest(dir);
     const m = this.manifest;
-    if (m.shards.length !== m.world) throw new CleaveError(`${join(dir, 'manifest.json')}: lists ${m.shards.length} shards for ${m.world} ranks`);
-    this.headers = m.shards.map((name, r) => {
-      const file = join(dir, name);
-      if (!existsSync(file)) throw new CleaveError(`${dir}: shard ${name} is missing`);
-      const h = readShardHeader(file);
-      if (h.rank !== r) throw new CleaveError(`${file}: holds rank ${h.rank}, not ${r}`);
-      if (h.step !== m.step) throw new CleaveError(`${file}: is of step ${h.step}; the manifest says step ${m.step}`);
-      return h;
+    const headers = this.refusing(() => {
+      if (m.shards.length !== m.world) throw new CleaveError(`${join(dir, 'manifest.json')}: lists ${m.shards.length} shards for ${m.world} ranks`);
+      return m.shards.map((name, r) => {
+        const file = join(dir, name);
+        if (!existsSync(file)) throw new CleaveError(`${dir}: shard ${name} is missing`);
+        const h = readShardHeader(file);
+        if (h.rank !== r) throw new CleaveError(`${file}: holds rank ${h.rank}, not ${r}`);
+        if (h.step !== m.step) throw new CleaveError(`${file}: is of step ${h.step}; the manifest says step ${m.step}`);
+        return h;
+      });
     });
+    this.headers = headers;
+    this.refusing(() => this.checkOneSave());
     const first = this.headers[0]!;
     for (const h of this.headers) {
-      if (h.optimizer.step !== first.optimizer.step) {
-        throw new CleaveError(`${join(dir, m.shards[h.rank]!)}: its optimizer has taken ${h.optimizer.step} steps, ${m.shards[0]}'s ${first.optimizer.step}: the shards are not of one checkpoint`);
-      }
       for (const t of h.tensors) {
         const list = this.holders.get(t.name);
         if (list) list.push(h.rank);
@@ -119,13 +132,75 @@ export class CheckpointReader {
     }
     this.optimizerStep = first.optimizer.step;
     this.places = oldPlaces(m, this.headers);
+    const old = this.headers.filter((h) => h.version === 1);
+    if (old.length) {
+      const which = old.length === this.headers.length ? 'its shards' : `shard${old.length === 1 ? '' : 's'} ${old.map((h) => m.shards[h.rank]).join(', ')}`;
+      this.warnings.push(`${dir} was written by an earlier cleave, without checksums: ${which} cannot be verified (a damaged or mixed checkpoint would go unnoticed); checkpoints written from now on carry them`);
+    }
   }
 
-  /** Old rank `r`'s shard, read from disk the first time it is asked for. */
+  /** Runs `f`, a refusal of the checkpoint saying what for. */
+  private refusing<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof CleaveError && !e.message.includes(REFUSING)) throw new CleaveError(`${e.message}${REFUSING}${this.purpose}`);
+      throw e;
+    }
+  }
+
+  /** The shards are of one save: the same run and plan (the manifest's where it says), one optimizer step count, checksums where the manifest lists them. */
+  private checkOneSave(): void {
+    const m = this.manifest;
+    const file = (r: number): string => join(this.dir, m.shards[r]!);
+    const first = this.headers[0]!;
+    const short = (x: string | undefined): string => (x === undefined ? 'none' : x.length > 16 ? `${x.slice(0, 12)}…` : x);
+    for (const h of this.headers) {
+      const run = h.identity?.run, plan = h.identity?.planSha256;
+      // Against the manifest where it names the run, else against the first shard.
+      const [wantRun, wantPlan, whose] = m.run !== undefined ? [m.run, m.planSha256, "the manifest's"] : [first.identity?.run, first.identity?.planSha256, `${m.shards[0]}'s`];
+      if (run !== wantRun) {
+        throw new CleaveError(`${file(h.rank)}: was written by ${run === undefined ? 'no recorded run' : `run ${short(run)}`}, ${whose} by ${wantRun === undefined ? 'no recorded run' : `run ${short(wantRun)}`}: the folder mixes shards of two runs (one saved over the other's, cut short)`);
+      }
+      if (plan !== wantPlan) {
+        throw new CleaveError(`${file(h.rank)}: was written by a run of the plan with checksum ${short(plan)}, ${whose} of ${short(wantPlan)}: the shards are not of one checkpoint`);
+      }
+      if (m.sha256 && h.version === 1) throw new CleaveError(`${file(h.rank)}: has no checksum, but the manifest lists one: the shard is of an earlier save`);
+    }
+    for (const h of this.headers) {
+      if (h.optimizer.step !== first.optimizer.step) {
+        throw new CleaveError(`${file(h.rank)}: its optimizer has taken ${h.optimizer.step} steps, ${m.shards[0]}'s ${first.optimizer.step}: the shards are not of one checkpoint`);
+      }
+    }
+  }
+
+  /** Old rank `r`'s shard header agrees with the checksum the manifest lists for it (where it lists one). */
+  private checkListed(r: number): void {
+    const name = this.manifest.shards[r]!;
+    const listed = this.manifest.sha256?.[name];
+    const own = this.headers[r]!.sha256;
+    if (listed !== undefined && listed !== own) {
+      throw new CleaveError(`${join(this.dir, name)}: its checksum ${own?.slice(0, 12)}… is not the ${listed.slice(0, 12)}… the manifest lists for it: the shard was replaced after the checkpoint was saved`);
+    }
+  }
+
+  /**
+   * Every shard's header agrees with the manifest's list of checksums. Checked as each shard is
+   * read, and by checkResume for all of them (after what the plan needs: a checkpoint of the wrong
+   * shape says so first).
+   */
+  verifyListed(): void {
+    this.refusing(() => this.headers.forEach((_, r) => this.checkListed(r)));
+  }
+
+  /** Old rank `r`'s shard, read from disk the first time it is asked for (its bytes verified first). */
   shard(r: number): Shard {
     let s = this.cache.get(r);
     if (!s) {
-      s = readShard(this.dir, r);
+      s = this.refusing(() => {
+        this.checkListed(r);
+        return readShard(this.dir, r);
+      });
       this.cache.set(r, s);
       this.read.add(r);
     }
@@ -138,7 +213,9 @@ export class CheckpointReader {
   }
 }
 
-export const openCheckpoint = (dir: string): CheckpointReader => new CheckpointReader(dir);
+const REFUSING = ': refusing to ';
+
+export const openCheckpoint = (dir: string, purpose: CheckpointPurpose = 'resume'): CheckpointReader => new CheckpointReader(dir, purpose);
 
 /**
  * Where each old rank sat: from the shards (written since this was recorded), else from the plan
@@ -264,6 +341,7 @@ export function checkResume(dir: string | CheckpointReader, plan: Plan): { step:
   const missing = missingTensors(ck, plan, plan.ranks.map((r) => r.rank));
   if (missing.length) throw missingError(ck, plan, missing);
   for (const r of plan.ranks) for (const t of rankTensors(plan, r.rank)) checkShape(ck, t, ck.holders.get(t.name)![0]!);
+  ck.verifyListed();
   return { step: ck.manifest.step };
 }
 
@@ -307,7 +385,7 @@ export function gatherCheckpoint(dir: string | CheckpointReader, plan: Plan, ran
   const old = oldDegrees(ck);
   const sameDp = world || (old.dp !== undefined && ck.places !== undefined && old.dp === plan.world.dp);
   const notes: string[] = [];
-  const warnings: string[] = [];
+  const warnings: string[] = [...ck.warnings];
   if (!world) {
     notes.push(`${ck.dir} was written under ${describe(old.pp, old.dp, m.world)}; this plan is pp ${plan.world.pp} × dp ${plan.world.dp}: each rank gathers its parameters and optimizer state by name from the shards that hold them`);
   }
@@ -322,8 +400,8 @@ export function gatherCheckpoint(dir: string | CheckpointReader, plan: Plan, ran
   }
   const exact = world && sameSplit(ck, plan, rank);
   if (exact) {
-    const s = ck.shard(rank);
     for (const t of needs) checkShape(ck, t, rank);
+    const s = ck.shard(rank);
     return { dir: ck.dir, step: s.step, tensors: s.tensors, optimizer: s.optimizer, rng: s.rng, exact: true, from: [rank], notes, warnings };
   }
 
@@ -339,10 +417,11 @@ export function gatherCheckpoint(dir: string | CheckpointReader, plan: Plan, ran
   const tensors = new Map<string, Tensor>();
   const buffers: OptimizerState['buffers'] = {};
   const from = new Set<number>();
+  // Every shape first, from the headers: a checkpoint of another shape says so before any shard is read.
+  for (const t of needs) checkShape(ck, t, rankOf(ck.holders.get(t.name)!));
   for (const t of needs) {
     const holders = ck.holders.get(t.name)!;
     const h = rankOf(holders);
-    checkShape(ck, t, h);
     tensors.set(t.name, ck.shard(h).tensors.get(t.name)!);
     from.add(h);
     if (!t.trainable) continue;

@@ -4,6 +4,7 @@ import type { HostPhases } from '../../src/plan/measured.js';
 import type { Instruction, Plan } from '../../src/plan/types.js';
 import type { Transport } from '../transport/transport.js';
 import type { Backend, Feeds, OptimizerOptions } from './backend.js';
+import type { StepProgress } from './progress.js';
 
 export function instructionLabel(ins: Instruction): string {
   switch (ins.kind) {
@@ -15,6 +16,14 @@ export function instructionLabel(ins: Instruction): string {
   }
 }
 
+/**
+ * Blocks this thread for good, as a kernel stuck in a loop would: only terminating the thread ends
+ * it. It sleeps in short waits rather than spinning, so that a test of it leaves the cores alone.
+ */
+function hang(): never {
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) Atomics.wait(cell, 0, 0, 50);
+}
 
 /**
  * Interprets one rank's instruction list against a Backend. Everything is issued in list order;
@@ -33,6 +42,11 @@ export class Executor {
   readonly times: ([number, number] | undefined)[] = [];
   /** For each compute instruction: the receives (by tensor:mb key) whose tensors it reads. */
   private readonly needs: string[][];
+
+  /** Where this rank is, published as it goes (the CPU run's watchdog reads it). */
+  progress?: StepProgress;
+  /** Tests: at this instruction the rank hangs in its compute, as a kernel that loops would (the watchdog's test). */
+  hangAt?: number;
 
   constructor(readonly plan: Plan, readonly rank: number, private readonly backend: Backend, private readonly transport: Transport, public failAt?: number) {
     this.list = plan.ranks[rank]!.instructions;
@@ -56,9 +70,13 @@ export class Executor {
 
   /** Runs everything but the optimizer step for one step; microbatch k reads `feeds[k]`. */
   async step(feeds: readonly Feeds[]): Promise<Map<number, number>> {
-    await this.issue(feeds);
-    await this.backend.drain?.();
-    return this.shareLosses();
+    try {
+      await this.issue(feeds);
+      await this.backend.drain?.();
+      return await this.shareLosses();
+    } finally {
+      this.progress?.leave();
+    }
   }
 
   /**
@@ -74,12 +92,16 @@ export class Executor {
       phases.push({ name, start, end: performance.timeOrigin + performance.now() });
       return x;
     };
-    await phase('issue', () => this.issue(feeds));
-    const { gradNorm } = await phase('optimizer', () => this.optimizerStep(o));
-    await phase('wait for device', async () => this.backend.drain?.());
-    const losses = await phase('losses', () => this.shareLosses());
-    if (this.phases) this.phases = phases;
-    return { losses, gradNorm };
+    try {
+      await phase('issue', () => this.issue(feeds));
+      const { gradNorm } = await phase('optimizer', () => this.optimizerStep(o));
+      await phase('wait for device', async () => this.backend.drain?.());
+      const losses = await phase('losses', () => this.shareLosses());
+      if (this.phases) this.phases = phases;
+      return { losses, gradNorm };
+    } finally {
+      this.progress?.leave();
+    }
   }
 
   /** Issues the step's instructions but the optimizer step, and waits for what runs in the background. */
@@ -100,6 +122,7 @@ export class Executor {
     for (let i = 0; i < this.list.length; i++) {
       const ins = this.list[i]!;
       if (ins.kind === 'OPTIMIZER_STEP') continue;
+      this.progress?.at(i);
       if (i === this.failAt) this.fail(i, new Error('injected failure'));
       try {
         switch (ins.kind) {
@@ -121,6 +144,8 @@ export class Executor {
             await Promise.all(this.needs[i]!.map((k) => recvs.get(k)));
             const f = feeds[ins.mb];
             if (!f) throw new CleaveError(`no data for microbatch ${ins.mb}`);
+            this.progress?.at(i);
+            if (i === this.hangAt) hang();
             await timed(i, this.backend.compute(ins, f));
           }
         }
@@ -150,6 +175,7 @@ export class Executor {
 
   async optimizerStep(o: OptimizerOptions): Promise<{ gradNorm: number }> {
     const i = this.list.findIndex((x) => x.kind === 'OPTIMIZER_STEP');
+    this.progress?.at(i);
     if (i === this.failAt) this.fail(i, new Error('injected failure'));
     try {
       const t0 = performance.timeOrigin + performance.now();

@@ -11,7 +11,10 @@ import { CleaveError } from '../../src/errors.js';
 import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
-import { checkpointModel, shardName, writeManifest } from '../checkpoint/checkpoint.js';
+import { randomUUID } from 'node:crypto';
+import { type RunIdentity, cleanCheckpointDir, manifestFor, planSha256, writeManifest } from '../checkpoint/checkpoint.js';
+import { instructionLabel } from '../executor/executor.js';
+import { HEARTBEAT_MS, ProgressBoard } from '../executor/progress.js';
 import { type PortableResume, announceResume, gatherCheckpoint, openCheckpoint } from '../checkpoint/resume.js';
 import type { RunOptions, WorkerMessage } from './options.js';
 
@@ -78,12 +81,17 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   // from which every rank's tensors, optimizer state and generators are gathered by name.
   const weights = o.resume ? undefined : loadWeights(o.weights ?? plan.model.source, plan.model.microbatchSize);
   const resumed = o.resume ? resumeAll(o.resume, plan) : undefined;
+  // Every shard of this run says which run and plan wrote it (one id for all ranks, new each launch).
+  const identity: RunIdentity = { run: o.runId ?? randomUUID(), planSha256: planSha256(o.planFile) };
+  // What saves cut short left there (their processes gone) goes before this run's first save.
+  if (o.checkpointDir) cleanCheckpointDir(o.checkpointDir);
+  const board = ProgressBoard.create(N);
   const workers = Array.from({ length: N }, (_, rank) => new Worker(script, {
-    workerData: { rank, ports: ports[rank], options: absolute, weights, resume: resumed?.[rank] },
+    workerData: { rank, ports: ports[rank], options: absolute, weights, resume: resumed?.[rank], identity, board: { buffer: board.buffer, epoch: board.epoch } },
     transferList: Object.values(ports[rank]!),
   }));
   const byStep = new Map<number, Map<number, Extract<WorkerMessage, { type: 'step' }>>>();
-  const saved = new Map<number, Set<number>>();
+  const saved = new Map<number, Map<number, string>>();
   const result: RunResult = { steps: [], checkpoints: [], weights: o.returnWeights ? new Map() : undefined };
   let finished = 0;
   const doneRanks = new Set<number>();
@@ -92,12 +100,28 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   const phases: (HostPhases | undefined)[] = [];
 
   return new Promise<RunResult>((resolvePromise, reject) => {
+    let watchdog: NodeJS.Timeout | undefined;
     const stopAll = (why: CleaveError): void => {
       if (failed) return;
       failed = true;
+      clearInterval(watchdog);
       // Terminate, not ask: a rank blocked on a receive from the failed one must not linger.
       Promise.allSettled(workers.map((w) => w.terminate())).then(() => reject(why));
     };
+    // A rank's receives time out, but nothing inside its thread can stop a compute that never
+    // returns (its event loop is blocked): the watchdog here can, and names where it is stuck.
+    const limitMs = (o.timeoutSeconds ?? 60) * 1000;
+    watchdog = setInterval(() => {
+      for (let rank = 0; rank < N; rank++) {
+        if (doneRanks.has(rank)) continue;
+        const p = board.read(rank);
+        if (!p.inStep || p.quietMs < limitMs) continue;
+        const ins = plan.ranks[rank]!.instructions[p.instruction];
+        const where = ins ? `${instructionLabel(ins)} (instruction ${p.instruction} of step ${p.step})` : `step ${p.step}`;
+        return stopAll(new CleaveError(`rank ${rank}: no progress for ${formatSeconds(limitMs)} s in ${where}; stopped (--timeout ${formatSeconds(limitMs)})`));
+      }
+    }, Math.max(HEARTBEAT_MS, Math.min(1000, limitMs / 4)));
+    watchdog.unref();
     workers.forEach((w, rank) => {
       w.on('message', (msg: WorkerMessage) => {
         if (failed) return;
@@ -120,16 +144,14 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             return;
           }
           case 'saved': {
-            const s = saved.get(msg.step) ?? new Set<number>();
-            s.add(msg.rank);
+            const s = saved.get(msg.step) ?? new Map<number, string>();
+            s.set(msg.rank, msg.sha256);
             saved.set(msg.step, s);
             if (s.size === N) {
               // Every shard is on disk: only now does the checkpoint become one, by its manifest.
               const dir = dirname(msg.file);
-              writeManifest(dir, {
-                format: 'cleave-checkpoint', version: 1, step: msg.step, plan: absolute.planFile, model: checkpointModel(plan, absolute.planFile, o.weights), world: N,
-                pp: plan.world.pp, dp: plan.world.dp, shards: plan.ranks.map((r) => shardName(r.rank)),
-              });
+              writeManifest(dir, manifestFor(plan, absolute.planFile, msg.step, identity, plan.ranks.map((r) => s.get(r.rank)!), o.weights));
+              saved.delete(msg.step);
               result.checkpoints.push(dir);
             }
             return;
@@ -140,6 +162,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             if (msg.times) times[msg.rank] = msg.times;
             phases[msg.rank] = msg.phases;
             if (++finished === N) {
+              clearInterval(watchdog);
               if (o.trace) {
                 try {
                   writeFileAtomic(o.trace, JSON.stringify(measuredTrace(plan, times, phases, { backend: 'cpu', device: 'cpu' })));
@@ -163,3 +186,6 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
     });
   });
 }
+
+/** Seconds as said in a message: whole where whole, else to a tenth. */
+const formatSeconds = (ms: number): string => (ms % 1000 === 0 ? String(ms / 1000) : (ms / 1000).toFixed(1));

@@ -15,7 +15,8 @@ import { LocalTransport } from '../transport/local.js';
 import { type RunResult, type StepReport, stepReport } from './cpu.js';
 import { stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
-import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
+import { finishCheckpoint, restoreFromShard, runIdentity, saveGpuShard } from './cuda_checkpoint.js';
+import { cleanCheckpointDir } from '../checkpoint/checkpoint.js';
 import { type ResumeState, announceResume, gatherCheckpoint, resumeDataSource } from '../checkpoint/resume.js';
 
 /**
@@ -66,6 +67,8 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     const source = resumeDataSource(plan, o, 0, resumed);
     if (resumed) restoreFromShard(resumed, backend);
     const start = resumed?.step ?? 0;
+    const identity = runIdentity(o.planFile, o.runId);
+    if (o.checkpointDir) cleanCheckpointDir(o.checkpointDir);
     if (o.trace) exec.phases = [];
     backend.dev.n.memInfo(true);
     for (let step = start; step < o.steps; step++) {
@@ -79,8 +82,8 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       result.steps.push(report);
       onStep?.(report);
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
-        const folder = saveGpuShard(o.checkpointDir, step + 1, 0, backend, source);
-        finishCheckpoint(folder, step + 1, o.planFile, plan, o.weights);
+        const { folder, sha256 } = saveGpuShard(o.checkpointDir, step + 1, 0, backend, source, identity);
+        finishCheckpoint(folder, step + 1, o.planFile, plan, identity, [sha256], o.weights);
         result.checkpoints.push(folder);
       }
     }

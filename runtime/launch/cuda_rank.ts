@@ -12,7 +12,9 @@ import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
 import { type RunResult, type StepReport, stepReport } from './cpu.js';
 import { planWeights, writeDeviceTrace } from './cuda.js';
-import { finishCheckpoint, restoreFromShard, saveGpuShard } from './cuda_checkpoint.js';
+import { finishCheckpoint, restoreFromShard, runIdentity, saveGpuShard } from './cuda_checkpoint.js';
+import { type RunIdentity, cleanCheckpointDir, planSha256 } from '../checkpoint/checkpoint.js';
+import { rankStarted, rankFinished } from './processes.js';
 import { announceResume, gatherCheckpoint, resumeDataSource } from '../checkpoint/resume.js';
 import { stepFeeds } from './data.js';
 import type { RunOptions } from './options.js';
@@ -71,6 +73,8 @@ const lazyModules = (env: NodeJS.ProcessEnv = process.env): boolean => env['CUDA
  */
 export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: StepReport) => void, initialWeights?: (plan: Plan) => Map<string, Tensor>):
   Promise<RunResult & { stepMs: number[]; peakBytes: number; peakBytesByRank: number[] }> {
+  // The launcher (launchProcesses) takes a rank that ends with code 0 but never says it finished for a failure.
+  rankStarted();
   const plan = readPlan(o.planFile);
   if (plan.world.size !== world.worldSize) {
     throw new CleaveError(`${o.planFile} has ${plan.world.size} ranks (${plan.world.pp} pipeline × ${plan.world.dp} data parallel), but ${world.source} started ${world.worldSize} processes`);
@@ -93,6 +97,8 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     const worldComm = n.ncclInit(rv.shared, world.worldSize, world.rank);
     comm = new CudaComm(n, plan, world.rank, worldComm);
     const transport = new ControlTransport(rv);
+    const identity = await shareIdentity(transport, o);
+    if (world.rank === 0 && o.checkpointDir) cleanCheckpointDir(o.checkpointDir);
     // Resumed: this rank's tensors, optimizer state and generators, gathered by name from the shards
     // that hold them (each read once), under whatever split wrote the checkpoint.
     const shard = o.resume ? gatherCheckpoint(o.resume, plan, world.rank) : undefined;
@@ -135,10 +141,15 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       result.steps.push(report);
       onStep?.(report);
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
-        const folder = saveGpuShard(o.checkpointDir, step + 1, world.rank, backend, source);
-        // The manifest only once every rank's shard is on disk.
-        await transport.allreduce(everyone, `saved step ${step + 1}`, new Float64Array(1));
-        if (world.rank === 0) finishCheckpoint(folder, step + 1, o.planFile, plan, o.weights);
+        const { folder, sha256 } = saveGpuShard(o.checkpointDir, step + 1, world.rank, backend, source, identity);
+        // The manifest only once every rank's shard is on disk: each tells rank 0 its shard's checksum.
+        const tag = `saved step ${step + 1}`;
+        if (world.rank !== 0) transport.send(0, tag, new TextEncoder().encode(sha256));
+        else {
+          const sums = [sha256];
+          for (let r = 1; r < world.worldSize; r++) sums.push(new TextDecoder().decode((await transport.recv(r, tag)) as Uint8Array));
+          finishCheckpoint(folder, step + 1, o.planFile, plan, identity, sums, o.weights);
+        }
         result.checkpoints.push(folder);
       }
       if (exec.phases) phases = [{ name: 'data', start: dataStart, end: t0 + performance.timeOrigin }, ...exec.phases, { name: 'report', start: reportStart, end: clock() }];
@@ -154,17 +165,23 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       }
     }
     result.peakBytes = backend.peakBytes();
-    // Every rank's peak, everywhere (rank 0 reports them).
-    const peaks = new Float64Array(world.worldSize);
-    peaks[world.rank] = result.peakBytes;
-    await transport.allreduce(everyone, 'peak memory', peaks);
-    result.peakBytesByRank = Array.from(peaks);
+    // Every rank's peak, everywhere (rank 0 reports them), and the step each rank reached: the run
+    // succeeds only where every rank finished every step.
+    const W = world.worldSize;
+    const ends = new Float64Array(2 * W);
+    ends[world.rank] = result.peakBytes;
+    ends[W + world.rank] = Math.max(shard?.step ?? 0, o.steps);
+    await transport.allreduce(everyone, 'peak memory', ends);
+    result.peakBytesByRank = Array.from(ends.subarray(0, W));
+    const short = [...ends.subarray(W)].findIndex((s) => s !== ends[W + world.rank]);
+    if (short >= 0) throw new CleaveError(`rank ${short} ended at step ${ends[W + short]}, rank ${world.rank} at step ${ends[W + world.rank]}: the ranks did not run the same steps (give every rank the same --steps)`);
     if (o.returnWeights) result.weights = backend.tensors();
     backend.dispose();
     backend.dev.freeAll();
     comm.close(false);
     comm = undefined;
     rv.close();
+    rankFinished();
     return result;
   } catch (e) {
     const why = peerFailed ?? (e instanceof Error ? e.message : String(e));
@@ -177,4 +194,19 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     if (!peerFailed) await Promise.race([rv.abort(why), new Promise((r) => setTimeout(r, 1000))]);
     return n.exitNow(1);
   }
+}
+
+/**
+ * The run's identity, the same on every rank: rank 0's run id (`o.runId`, else a new one), sent to
+ * every other rank before any step; each rank's plan checksum from its own plan file (one file, so
+ * one checksum, unless the ranks were given different plans, which the checkpoint then refuses).
+ */
+async function shareIdentity(transport: ControlTransport, o: RunOptions): Promise<RunIdentity> {
+  if (transport.rank === 0) {
+    const identity = runIdentity(o.planFile, o.runId);
+    for (let r = 1; r < transport.size; r++) transport.send(r, 'run id', new TextEncoder().encode(identity.run));
+    return identity;
+  }
+  const run = new TextDecoder().decode((await transport.recv(0, 'run id')) as Uint8Array);
+  return { run, planSha256: planSha256(o.planFile) };
 }

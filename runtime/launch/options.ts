@@ -22,10 +22,22 @@ export interface RunOptions {
   seed?: number;
   saveEvery?: number;
   checkpointDir?: string;
-  /** Seconds a rank waits for a message before giving up (and stopping every rank). */
+  /**
+   * Seconds a rank waits for a message before giving up (and stopping every rank); on CPU ranks
+   * also how long a rank may go without progress inside a step (stuck in its compute) before the
+   * run stops, naming it.
+   */
   timeoutSeconds?: number;
-  /** Tests: make this rank throw at this instruction index (of this step, 1-based; default every step). */
-  failAt?: { rank: number; instruction: number; step?: number };
+  /**
+   * Tests: make this rank throw at this instruction index (of this step, 1-based; default every
+   * step), or with `hang`, hang in it as a kernel stuck in a loop would (CPU ranks; the watchdog's test).
+   */
+  failAt?: { rank: number; instruction: number; step?: number; hang?: boolean };
+  /**
+   * The run's id in the checkpoints it writes, the same for every rank: a random one per launch
+   * unless given (the CPU and single-GPU launchers make one; multi-GPU ranks take rank 0's).
+   */
+  runId?: string;
   /** Return every rank's parameters at the end. */
   returnWeights?: boolean;
   /** Write the measured timeline of the last step, every rank on one clock, as a Perfetto / Chrome trace. */
@@ -41,7 +53,7 @@ export interface RunOptions {
 /** Messages from a rank's worker to the launcher. */
 export type WorkerMessage =
   | { type: 'step'; rank: number; step: number; losses: number[]; gradNorm: number; lr: number; samples: number }
-  | { type: 'saved'; rank: number; step: number; file: string }
+  | { type: 'saved'; rank: number; step: number; file: string; sha256: string }
   | { type: 'warning'; rank: number; message: string }
   | { type: 'error'; rank: number; message: string }
   | { type: 'done'; rank: number; weights?: [string, Tensor][]; times?: ([number, number] | null)[]; phases?: HostPhases };

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CleaveError } from '../../src/errors.js';
 
@@ -23,6 +23,35 @@ export interface LaunchOptions {
   echo?: (chunk: string) => void;
   /** Aborting stops every process as a failure does (SIGTERM, then SIGKILL after `graceMs`). */
   signal?: AbortSignal;
+  /**
+   * Every rank must say it finished (rankFinished, as cleave's ranks do); one ending with code 0
+   * without saying so fails the launch. Off, only a rank that said it started (rankStarted) must.
+   */
+  requireFinished?: boolean;
+}
+
+/**
+ * The file a rank's process says in how far it got ('started', then 'done'): set by launchProcesses
+ * in each rank's environment. A rank that ends with code 0 but is not done has not finished its
+ * steps (its event loop emptied, something called exit), and the launch fails naming it.
+ */
+export const RANK_STATUS = 'CLEAVE_RANK_STATUS';
+
+const sayStatus = (what: 'started' | 'done'): void => {
+  const file = process.env[RANK_STATUS];
+  if (file) writeFileSync(file, `${what}\n`);
+};
+/** This process, a rank, has started its work: from now on ending without rankFinished is a failure. */
+export const rankStarted = (): void => sayStatus('started');
+/** This process, a rank, has finished every step. */
+export const rankFinished = (): void => sayStatus('done');
+
+function readStatus(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
 }
 
 export interface LaunchResult {
@@ -46,6 +75,9 @@ export function launchProcesses(o: LaunchOptions): Promise<LaunchResult> {
   const echo = o.echo ?? ((c: string) => void process.stdout.write(c));
   const grace = o.graceMs ?? 10_000;
   const logs = Array.from({ length: o.nprocs }, (_, k) => join(o.logDir, `rank-${first + k}.log`));
+  // A status left by an earlier launch into the same folder must not speak for this one's ranks.
+  const statuses = Array.from({ length: o.nprocs }, (_, k) => join(o.logDir, `rank-${first + k}.status`));
+  for (const f of statuses) rmSync(f, { force: true });
   const codes: (number | null)[] = new Array(o.nprocs).fill(null);
   const children: ChildProcess[] = [];
   let failed: { rank: number; why: string } | undefined;
@@ -77,7 +109,7 @@ export function launchProcesses(o: LaunchOptions): Promise<LaunchResult> {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
           ...process.env, ...o.env, RANK: String(rank), WORLD_SIZE: String(world), LOCAL_RANK: String(k), LOCAL_WORLD_SIZE: String(o.nprocs),
-          MASTER_ADDR: o.masterAddr ?? '127.0.0.1', MASTER_PORT: String(o.masterPort),
+          MASTER_ADDR: o.masterAddr ?? '127.0.0.1', MASTER_PORT: String(o.masterPort), [RANK_STATUS]: statuses[k]!,
         },
       });
       children.push(child);
@@ -98,8 +130,16 @@ export function launchProcesses(o: LaunchOptions): Promise<LaunchResult> {
       child.on('exit', (code, signal) => {
         codes[k] = code ?? 128;
         log.end();
-        if ((code !== 0 || signal) && !failed) {
-          failed = { rank, why: signal ? `was killed by ${signal}` : `exited with code ${code}` };
+        let why = signal ? `was killed by ${signal}` : code !== 0 ? `exited with code ${code}` : undefined;
+        if (!why) {
+          // Code 0 is a success only from a rank that finished its steps.
+          const status = readStatus(statuses[k]!);
+          if (status === 'started') why = 'exited with code 0 before finishing its steps (it started and never said it was done)';
+          else if (status !== 'done' && o.requireFinished) why = 'exited with code 0 without saying it finished its steps';
+          if (why) codes[k] = 1;
+        }
+        if (why && !failed) {
+          failed = { rank, why };
           stopOthers();
         }
         settle();

@@ -22,7 +22,12 @@ export class PortTransport implements Transport {
   /** Receives waiting: while there are any, the ports keep the thread alive; otherwise it may exit. */
   private waiting = 0;
 
-  constructor(readonly rank: number, readonly size: number, private readonly ports: Map<number, MessagePort>, private readonly timeoutMs = 60_000) {
+  /**
+   * `othersBusy`: whether some rank's thread is stuck in its compute now. A wait that times out
+   * meanwhile waits on: the message is late, not lost, and the run's watchdog bounds that rank's
+   * compute and names it (this rank would name only the peer it waited for, or a bystander).
+   */
+  constructor(readonly rank: number, readonly size: number, private readonly ports: Map<number, MessagePort>, private readonly timeoutMs = 60_000, private readonly othersBusy?: () => boolean) {
     for (const [peer, port] of ports) {
       port.on('message', (m: Message) => {
         const key = this.key(peer, m.kind, m.tag);
@@ -78,13 +83,22 @@ export class PortTransport implements Transport {
           reject(e);
         }
       };
-      const timer = setTimeout(() => {
+      let timer: NodeJS.Timeout;
+      const expire = (): void => {
+        if (this.othersBusy?.()) {
+          arm();
+          return;
+        }
         const k = list.indexOf(waiter);
         if (k >= 0) list.splice(k, 1);
         this.hold(-1);
         reject(new CleaveError(`rank ${this.rank} waited ${(this.timeoutMs / 1000).toFixed(0)} s for ${tag} from rank ${peer}, which never came`));
-      }, this.timeoutMs);
-      timer.unref?.();
+      };
+      const arm = (): void => {
+        timer = setTimeout(expire, this.timeoutMs);
+        timer.unref?.();
+      };
+      arm();
       list.push(waiter);
     });
   }

@@ -13,9 +13,11 @@ import { checkOutputFile } from './paths.js';
  * Gathers a checkpoint's shards back into the full model and writes it as one ONNX file. `path`: a
  * step-N folder, or a --checkpoint-dir (its newest complete step; `note` says which).
  */
-export function exportCheckpoint(path: string, out: string): { tensors: number; step: number; dir: string; note?: string } {
+export function exportCheckpoint(path: string, out: string): { tensors: number; step: number; dir: string; note?: string; warnings?: string[] } {
   const { dir, note } = resolveCheckpoint(path);
-  const ck = openCheckpoint(dir);
+  // Every shard's header, identity and listed checksum checked here, each one's bytes as it is read.
+  const ck = openCheckpoint(dir, 'export');
+  ck.verifyListed();
   const m = ck.manifest;
   // Each tensor from the lowest rank holding it: tied and replicated copies are updated alike.
   const tensors = new Map<string, Tensor>();
@@ -38,7 +40,7 @@ export function exportCheckpoint(path: string, out: string): { tensors: number; 
     v.data = t;
   }
   writeOnnx(g, out);
-  return { tensors: tensors.size, step: m.step, dir, ...(note ? { note } : {}) };
+  return { tensors: tensors.size, step: m.step, dir, ...(note ? { note } : {}), ...(ck.warnings.length ? { warnings: ck.warnings } : {}) };
 }
 
 export function registerExport(program: Command): void {
@@ -51,8 +53,9 @@ export function registerExport(program: Command): void {
     .action((dir: string, o: { out: string; json?: boolean }) => {
       checkOutputFile('-o', o.out);
       const r = exportCheckpoint(dir, o.out);
+      for (const w of r.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
       if (o.json) {
-        process.stdout.write(JSON.stringify({ out: o.out, checkpoint: r.dir, step: r.step, tensors: r.tensors, note: r.note ?? null }) + '\n');
+        process.stdout.write(JSON.stringify({ out: o.out, checkpoint: r.dir, step: r.step, tensors: r.tensors, note: r.note ?? null, ...(r.warnings ? { warnings: r.warnings } : {}) }) + '\n');
         return;
       }
       if (r.note) process.stdout.write(`note: ${r.note}\n`);
