@@ -27,7 +27,7 @@ export interface Rendezvous {
 }
 
 interface Data { from: number; to: number; tag: string; b64: string }
-interface Msg { hello?: number; welcome?: string; abort?: { rank: number; message: string }; bye?: number; data?: Data }
+interface Msg { hello?: number; welcome?: string; abort?: { rank: number; message: string }; bye?: number; left?: number; data?: Data }
 
 /** Messages that arrived before anyone asked for them, and receivers waiting for theirs, by sender. */
 class Mailbox {
@@ -35,8 +35,21 @@ class Mailbox {
   private readonly waiting = new Map<number, { tag: string; resolve: (b: Uint8Array) => void; reject: (e: Error) => void }[]>();
   /** Set once another rank failed: every wait, now or later, rejects with it. */
   private failed: Error | undefined;
+  /** Ranks that left the run (closed cleanly): nothing more comes from them. */
+  private readonly gone = new Set<number>();
 
   constructor(private readonly rank: number) {}
+
+  private goneError(from: number, tag: string): CleaveError {
+    return new CleaveError(`rank ${this.rank} waits for '${tag}' from rank ${from}, which has ended its run (it left early: were the ranks given the same steps?)`);
+  }
+
+  /** `rank` left: a wait for it, now or later, would never end; it fails, naming it. */
+  depart(rank: number): void {
+    this.gone.add(rank);
+    for (const w of this.waiting.get(rank) ?? []) w.reject(this.goneError(rank, w.tag));
+    this.waiting.delete(rank);
+  }
 
   fail(e: Error): void {
     this.failed ??= e;
@@ -55,6 +68,7 @@ class Mailbox {
       if (this.failed) return reject(this.failed);
       const d = this.queued.get(from)?.shift();
       if (d) this.hand(d, { tag, resolve, reject });
+      else if (this.gone.has(from)) reject(this.goneError(from, tag));
       else this.waiting.set(from, [...(this.waiting.get(from) ?? []), { tag, resolve, reject }]);
     });
   }
@@ -123,7 +137,12 @@ function host(world: WorldEnv, blob: Uint8Array, timeoutMs: number): Promise<Ren
           peers.set(who, socket);
           if (peers.size === world.worldSize - 1) welcome();
         } else if (m.abort) fail(m.abort.rank, m.abort.message);
-        else if (m.bye !== undefined) left.add(m.bye);
+        else if (m.bye !== undefined) {
+          // A rank done with its run: whoever still waits for it would wait forever.
+          left.add(m.bye);
+          box.depart(m.bye);
+          for (const [r, s] of peers) if (r !== m.bye) send(s, { left: m.bye });
+        }
         else if (m.data) {
           if (m.data.to === 0) box.deliver(m.data);
           else {
@@ -224,6 +243,7 @@ function join(world: WorldEnv, timeoutMs: number): Promise<Rendezvous> {
             },
           });
         } else if (m.data) box.deliver(m.data);
+        else if (m.left !== undefined) box.depart(m.left);
         else if (m.abort) {
           if (!joined) {
             socket.destroy();
