@@ -12,8 +12,8 @@ import { learningRate } from '../optim/optimizer.js';
 import { ControlTransport } from '../transport/control.js';
 import { type RunResult, type StepReport, stepReport } from './cpu.js';
 import { planWeights, writeDeviceTrace } from './cuda.js';
-import { finishCheckpoint, restoreFromShard, runIdentity, saveGpuShard } from './cuda_checkpoint.js';
-import { type RunIdentity, cleanCheckpointDir, planSha256 } from '../checkpoint/checkpoint.js';
+import { finishCheckpoint, gatherShardSums, restoreFromShard, saveGpuShard, shareIdentity } from './cuda_checkpoint.js';
+import { cleanCheckpointDir } from '../checkpoint/checkpoint.js';
 import { rankStarted, rankFinished } from './processes.js';
 import { announceResume, gatherCheckpoint, resumeDataSource } from '../checkpoint/resume.js';
 import { stepFeeds } from './data.js';
@@ -143,13 +143,8 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
         const { folder, sha256 } = saveGpuShard(o.checkpointDir, step + 1, world.rank, backend, source, identity);
         // The manifest only once every rank's shard is on disk: each tells rank 0 its shard's checksum.
-        const tag = `saved step ${step + 1}`;
-        if (world.rank !== 0) transport.send(0, tag, new TextEncoder().encode(sha256));
-        else {
-          const sums = [sha256];
-          for (let r = 1; r < world.worldSize; r++) sums.push(new TextDecoder().decode((await transport.recv(r, tag)) as Uint8Array));
-          finishCheckpoint(folder, step + 1, o.planFile, plan, identity, sums, o.weights);
-        }
+        const sums = await gatherShardSums(transport, step + 1, sha256);
+        if (sums) finishCheckpoint(folder, step + 1, o.planFile, plan, identity, sums, o.weights);
         result.checkpoints.push(folder);
       }
       if (exec.phases) phases = [{ name: 'data', start: dataStart, end: t0 + performance.timeOrigin }, ...exec.phases, { name: 'report', start: reportStart, end: clock() }];
@@ -196,17 +191,3 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
   }
 }
 
-/**
- * The run's identity, the same on every rank: rank 0's run id (`o.runId`, else a new one), sent to
- * every other rank before any step; each rank's plan checksum from its own plan file (one file, so
- * one checksum, unless the ranks were given different plans, which the checkpoint then refuses).
- */
-async function shareIdentity(transport: ControlTransport, o: RunOptions): Promise<RunIdentity> {
-  if (transport.rank === 0) {
-    const identity = runIdentity(o.planFile, o.runId);
-    for (let r = 1; r < transport.size; r++) transport.send(r, 'run id', new TextEncoder().encode(identity.run));
-    return identity;
-  }
-  const run = new TextDecoder().decode((await transport.recv(0, 'run id')) as Uint8Array);
-  return { run, planSha256: planSha256(o.planFile) };
-}

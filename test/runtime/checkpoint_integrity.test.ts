@@ -17,6 +17,9 @@ import {
 import { checkResume, gatherCheckpoint, openCheckpoint } from '../../runtime/checkpoint/resume.js';
 import { type RunResult, runPlanCpu } from '../../runtime/launch/cpu.js';
 import type { RunOptions } from '../../runtime/launch/options.js';
+import { gatherShardSums, shareIdentity } from '../../runtime/launch/cuda_checkpoint.js';
+import { rendezvous } from '../../runtime/launch/rendezvous.js';
+import { ControlTransport } from '../../runtime/transport/control.js';
 import { exportCheckpoint } from '../../src/cli/export.js';
 import { temporaryName } from '../../src/util/fs.js';
 import { readPlan, writePlan } from '../../src/plan/io.js';
@@ -336,5 +339,28 @@ describe('checkpoints of the previous version (no checksums, no run id)', () => 
     const ck = copy(step(ckA, 2));
     toVersion1(join(ck, shardName(1)));
     expect(() => openCheckpoint(ck)).toThrow(`${join(ck, shardName(1))}: was written by no recorded run, the manifest's by run run-A`);
+  });
+});
+
+// A multi-GPU run's ranks are processes of their own: rank 0's run id goes to all of them over the
+// control plane, and each rank's shard checksum to rank 0, which writes the manifest. Here the three
+// ranks of a world share this process (each its own rendezvous connection over TCP).
+describe('the identity of a multi-process run', () => {
+  it('is rank 0\'s run id on every rank, with its plan\'s checksum; rank 0 gathers every shard\'s checksum', async () => {
+    const world = (rank: number) => ({ rank, worldSize: 3, localRank: rank, masterAddr: '127.0.0.1', masterPort: 29631, source: 'torchrun' as const });
+    const rvs = await Promise.all([0, 1, 2].map((r) => rendezvous(world(r), () => new Uint8Array([1]), 10_000)));
+    try {
+      const ts = rvs.map((rv) => new ControlTransport(rv));
+      const ids = await Promise.all(ts.map((t) => shareIdentity(t, { planFile, runId: t.rank === 0 ? 'run-0' : `not-${t.rank}` })));
+      expect(ids).toEqual([0, 1, 2].map(() => ({ run: 'run-0', planSha256: planSha256(planFile) })));
+      const sums = await Promise.all(ts.map((t) => gatherShardSums(t, 4, `sum of ${t.rank}`)));
+      expect(sums).toEqual([['sum of 0', 'sum of 1', 'sum of 2'], undefined, undefined]);
+      const generated = await Promise.all(ts.map((t) => shareIdentity(t, { planFile })));
+      expect(generated[0]!.run).toMatch(/^[0-9a-f-]{36}$/);
+      expect(new Set(generated.map((g) => g.run)).size).toBe(1);
+    } finally {
+      for (const rv of rvs.slice(1)) rv.close();
+      rvs[0]!.close();
+    }
   });
 });
