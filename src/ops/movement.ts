@@ -320,10 +320,17 @@ export function sliceAxes(ctx: OpContext, s: Shape): { shape: Dim[]; axes: Slice
   if (!starts || !ends || starts.length !== ends.length) throw new CleaveError(`${at(ctx)}: Slice needs starts and ends of equal length`);
   const axes = ints(ctx.attrs, 'axes') ?? starts.map((_, i) => i);
   const steps = ints(ctx.attrs, 'steps') ?? starts.map(() => 1);
+  // One entry per sliced axis in each list, each axis once: else a start or step would be read as undefined.
+  if (axes.length !== starts.length || steps.length !== starts.length) {
+    throw new CleaveError(`${at(ctx)}: Slice has ${starts.length} starts and ends but ${axes.length} axes and ${steps.length} steps; they must be as many`);
+  }
+  const seen = new Set<number>();
   const shape = [...s];
   const out: SliceAxis[] = [];
   axes.forEach((a0, i) => {
     const axis = normAxis(a0, s.length, at(ctx));
+    if (seen.has(axis)) throw new CleaveError(`${at(ctx)}: Slice axes ${formatShape(axes)} repeat axis ${axis}`);
+    seen.add(axis);
     const step = steps[i]!;
     if (step === 0) throw new CleaveError(`${at(ctx)}: Slice step is 0`);
     const dim = s[axis]!;

@@ -33,3 +33,23 @@ it.each(ROWS)('%s: %s', (op, inputs, attrs, message, outputs) => {
   expect(() => b.ops(op, vs, attrs, outputs ?? 1)).toThrow(CleaveError);
   expect(() => b.ops(op, vs, attrs, outputs ?? 1)).toThrow(message);
 });
+
+/** Attribute and shape errors of ops built in code, where the validator and shape functions meet. */
+const MORE_ROWS: Row[] = [
+  ['Conv', [[[1, 1, 5, 5]], [[1, 1, 3, 3]]], { strides: [1, 0] }, /^node '\/Conv': attribute 'strides' must be positive integers, got \[1, 0\]$/],
+  ['Conv', [[[1, 1, 5, 5]], [[1, 1, 3, 3]]], { group: -1 }, /^node '\/Conv': attribute 'group' must be a positive integer, got -1$/],
+  ['MaxPool', [[[1, 1, 4, 4]]], { kernel_shape: [2, 2], dilations: [0, 1] }, /^node '\/MaxPool': attribute 'dilations' must be positive integers, got \[0, 1\]$/],
+  ['Slice', [[[4, 4]]], { starts: [0], ends: [2], axes: [0, 1] }, /node '\/Slice': Slice has 1 starts and ends but 2 axes and 1 steps; they must be as many/],
+  ['Slice', [[[4, 4]]], { starts: [0, 1], ends: [2, 3], axes: [0, -2] }, /node '\/Slice': Slice axes \[0, -2\] repeat axis 0/],
+  ['Slice', [[[4]]], { starts: [0], ends: [2], steps: [0] }, /^node '\/Slice': input 'steps' must be non-zero integers, got \[0\]$/],
+  ['Split', [[[2, 6]]], { axis: 1, num_outputs: 3 }, /node '\/Split': num_outputs 3 does not match the node's 2 outputs/, 2],
+  ['Transpose', [[[2, 3]]], { perm: 1 }, /^node '\/Transpose': attribute 'perm' must be a list of integers, got 1$/],
+  ['Gemm', [[[2, 3]], [[3, 4]]], { transB: 0.5 }, /^node '\/Gemm': attribute 'transB' must be 0 or 1, got 0\.5$/],
+];
+
+it.each(MORE_ROWS)('%s: %s (attributes)', (op, inputs, attrs, message, outputs) => {
+  const b = new ModelBuilder('bad');
+  const vs = inputs.map(([shape, dtype], i) => b.input(`x${i}`, dtype ?? 'float32', shape));
+  expect(() => b.ops(op, vs, attrs, outputs ?? 1)).toThrow(CleaveError);
+  expect(() => b.ops(op, vs, attrs, outputs ?? 1)).toThrow(message);
+});
