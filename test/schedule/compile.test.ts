@@ -201,7 +201,7 @@ describe('cleave compile and cleave plan print', () => {
     expect(cli(['compile', GPT, '-p', '2', '-m', '3', '--schedule', 'interleaved-1f1b', '--virtual-stages', '2', '-o', out]).stderr).toMatch(/3 microbatches is not a multiple of 2/);
     expect(cli(['compile', GPT, '-p', '2', '-o', out]).stderr).toMatch(/give the number of microbatches with -m M/);
     writeFileSync(cfg, JSON.stringify({ partitions: 2, microbatches: 4, ddp: true }));
-    expect(cli(['compile', GPT, '--config', cfg, '-o', out]).stderr).toMatch(/"ddp": true needs the data-parallel degree/);
+    expect(cli(['compile', GPT, '--config', cfg, '-o', out]).stderr).toMatch(/"ddp" in .* is true: give the data-parallel degree with --dp D/);
   });
 
   it('picks the fastest schedule that fits with --schedule auto', () => {
