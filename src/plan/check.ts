@@ -5,7 +5,7 @@ import { CleaveError } from '../errors.js';
 import { ALL_DTYPES, dtypeBytes, dtypeFromOnnx, dtypeToOnnx } from '../ir/dtype.js';
 import type { Attrs, ValueType } from '../ir/graph.js';
 import { type Tensor, tensorFromBytes } from '../ir/tensor.js';
-import { getOp } from '../ops/registry.js';
+import { checkAttrs, getOp } from '../ops/registry.js';
 import { attrsFromJson } from './attrs.js';
 import { PROGRAMS, type StageProgram } from './programs.js';
 import { simulate } from './simulate.js';
@@ -196,6 +196,12 @@ function checkNodes(plan: Plan, fail: Fail): void {
       return fail(`${what}: its attributes are not readable (${e instanceof CleaveError ? e.message : 'not JSON'})`);
     }
     for (const k of Object.keys(attrs)) if (!(k in def.attrs) && !def.lifted?.some((l) => l.attr === k)) fail(`${what} has attribute '${k}', which ${n.op} does not take`);
+    try {
+      checkAttrs(def, attrs, what);
+    } catch (e) {
+      if (e instanceof CleaveError) fail(e.message);
+      throw e;
+    }
     let out: ValueType[];
     try {
       out = def.infer({ node: n.name, inputs: n.inputs.map((v) => (v === -1 ? null : types(v))), numOutputs: n.outputs.length, attrs, consts: n.inputs.map((v) => (v === -1 ? undefined : constOf(v))) });

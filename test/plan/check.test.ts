@@ -111,6 +111,11 @@ describe('a damaged plan is refused naming its first inconsistency', () => {
     const u = copy(base);
     u.nodes[t]!.attrs = JSON.stringify({ perm, stride: 2 });
     refuse(u, /has attribute 'stride', which Transpose does not take/);
+    // Shape-preserving changes the shapes cannot catch, the attribute's declared range does.
+    const v = copy(base);
+    const g = v.nodes.findIndex((n) => n.op === 'Softmax' || n.op === 'LayerNormalization');
+    v.nodes[g]!.attrs = JSON.stringify({ ...JSON.parse(v.nodes[g]!.attrs), axis: 'last' });
+    refuse(v, new RegExp(`node ${g} \\('.*', ${v.nodes[g]!.op}\\).*'axis'`));
   });
   it('a value\'s shape, an index or a size out of range', () => {
     const p = copy(base);
