@@ -9,6 +9,9 @@ export function topoOrder<T>(items: readonly T[], nameOf: (t: T) => string, deps
   const g = new DiGraph();
   const index = new Map<string, number>();
   items.forEach((t, i) => {
+    // Two items of one name would merge into one that depends on itself: a "cycle" that is not one.
+    const prev = index.get(nameOf(t));
+    if (prev !== undefined) throw new CleaveError(`${what}: the name '${nameOf(t)}' is used twice (items #${prev} and #${i}); names must be unique`);
     index.set(nameOf(t), i);
     g.setNode(nameOf(t));
   });

@@ -11,6 +11,7 @@ import type { AttributeP, ModelP, NodeP, TensorP } from '../../compiler/onnx/pro
 import { ATTR } from '../../compiler/onnx/schema.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Graph } from '../../src/ir/graph.js';
+import { topoOrder } from '../../src/ir/order.js';
 import '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';
 import { fixturePath } from '../helpers/fixtures.js';
@@ -62,6 +63,11 @@ describe('node names', () => {
   it('a node output that redefines an input is named', () => {
     const m = model({ nodes: [node('Relu', ['x'], ['x'], 'r')], inputs: [vi('x', F, [2])], outputs: [vi('x', F, [2])] });
     refused(() => load(m), /node 'r' \(Relu\) produces 'x', which is already a graph input or initializer/);
+  });
+
+  it('topoOrder itself names a duplicate instead of calling it a cycle', () => {
+    const items = [{ n: 'A', d: [] as string[] }, { n: 'A', d: ['A'] }];
+    refused(() => topoOrder(items, (t) => t.n, (t) => t.d, 'g'), /^g: the name 'A' is used twice \(items #0 and #1\); names must be unique$/);
   });
 
   it('a real cycle is still reported as one', () => {
