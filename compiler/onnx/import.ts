@@ -190,6 +190,7 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   for (const n of nodesP) for (const i of findOp(n.opType ?? '')?.stateInputs ?? []) if (n.input?.[i]) stateNames.add(n.input[i]!);
   for (const t of gp.initializer ?? []) {
     const name = t.name ?? '';
+    if (env.has(name)) throw new CleaveError(`${file}: initializer '${name}' is defined twice`);
     const data = tensorFromProto(t, src, `initializer '${name}'`);
     const float = data.dtype === 'float32' || data.dtype === 'float16' || data.dtype === 'bfloat16' || data.dtype === 'float64';
     const trainable = float && data.shape.length > 0 && !constants.has(name);

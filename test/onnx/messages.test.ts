@@ -70,6 +70,14 @@ describe('node names', () => {
     refused(() => topoOrder(items, (t) => t.n, (t) => t.d, 'g'), /^g: the name 'A' is used twice \(items #0 and #1\); names must be unique$/);
   });
 
+  it('an initializer defined twice is named with the file', () => {
+    const m = model({
+      nodes: [node('Add', ['x', 'w'], ['y'], 'add')], inputs: [vi('x', F, [2])], outputs: [vi('y', F, [2])],
+      initializers: [floatInit('w', [2]), floatInit('w', [2])],
+    });
+    refused(() => load(m), /^m\.onnx: initializer 'w' is defined twice$/);
+  });
+
   it('a real cycle is still reported as one', () => {
     const m = model({
       nodes: [node('Relu', ['b'], ['a'], 'A'), node('Neg', ['a'], ['b'], 'B'), node('Abs', ['a'], ['y'], 'C')],
