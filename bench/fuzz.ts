@@ -4,10 +4,12 @@
 // in a folder with its files, finding.json and repro.sh. See bench/README.md.
 //
 //   npm run fuzz -- [--seed N] [--models N] [--plans N] [--checkpoints N] [--out DIR] ...
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { findingsMarkdown, fuzz, outcomeTable } from '../test/fuzz/campaign.js';
+import { repoRoot } from '../test/fuzz/exec.js';
 
 const HELP = `usage: npm run fuzz -- [options]
   --seed N            seed of every mutation (default 1); case i is the same on every run with one seed
@@ -20,7 +22,9 @@ const HELP = `usage: npm run fuzz -- [options]
   --cli-sample X      share of model cases also run through the CLI as a process (default 0.05)
   --compile-share X   share of models inspect accepts that are also compiled (default 0.5)
   --concurrency N     cases in flight (each runs one process at a time; default 1, at most 2 on CI)
-  --markdown FILE     also write the findings as Markdown here`;
+  --markdown FILE     also write the findings as Markdown here
+  --snapshot DIR      first build the sources into DIR (bin, dist, fixtures; node_modules linked) and fuzz that
+                      frozen build: others rebuilding dist/ mid-run cannot turn cases into spurious crashes`;
 
 function args(argv: string[]): Record<string, string> {
   const o: Record<string, string> = {};
@@ -41,8 +45,28 @@ function num(o: Record<string, string>, k: string, d: number): number {
 }
 
 const o = args(process.argv.slice(2));
-const known = new Set(['seed', 'models', 'plans', 'checkpoints', 'start', 'out', 'work', 'cli-sample', 'compile-share', 'concurrency', 'markdown']);
+const known = new Set(['seed', 'models', 'plans', 'checkpoints', 'start', 'out', 'work', 'cli-sample', 'compile-share', 'concurrency', 'markdown', 'snapshot']);
 for (const k of Object.keys(o)) if (!known.has(k)) { process.stderr.write(`fuzz: unknown option --${k}\n${HELP}\n`); process.exit(2); }
+
+/**
+ * --snapshot DIR: compiles the sources into DIR (its own dist/, with bin/, package.json and the
+ * fixtures beside it, node_modules linked) and runs this script from there, so the whole run uses
+ * one consistent build of the code as it was at the start (a shared working tree's dist/ may be
+ * rebuilt by someone else at any moment, and a half-written build fails as a crash).
+ */
+if (o['snapshot'] !== undefined) {
+  const root = repoRoot(), snap = resolve(o['snapshot']);
+  rmSync(snap, { recursive: true, force: true });
+  mkdirSync(snap, { recursive: true });
+  process.stderr.write(`fuzz: building a snapshot of ${root} in ${snap}\n`);
+  const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json'), '--outDir', join(snap, 'dist')], { stdio: 'inherit' });
+  if (tsc.status !== 0) { process.stderr.write('fuzz: the sources do not compile; no snapshot\n'); process.exit(2); }
+  for (const f of ['bin', 'fixtures', 'package.json']) cpSync(join(root, f), join(snap, f), { recursive: true });
+  symlinkSync(join(root, 'node_modules'), join(snap, 'node_modules'));
+  const rest = process.argv.slice(2).filter((a, i, all) => a !== '--snapshot' && all[i - 1] !== '--snapshot');
+  const r = spawnSync(process.execPath, [join(snap, 'dist', 'bench', 'fuzz.js'), ...rest], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
 const out = o['out'] ?? 'fuzz-findings';
 mkdirSync(out, { recursive: true });
 const t = new Date().toISOString();

@@ -73,7 +73,7 @@ function mutateConstantTensor(r: Rng, m: ModelP): string | undefined {
   ];
   if (!tensors.length) return undefined;
   const { t, where } = r.pick(tensors);
-  switch (r.int(9)) {
+  switch (r.int(11)) {
     case 0: { const i = r.int(Math.max(1, t.dims?.length ?? 1)); t.dims = [...(t.dims ?? [1])]; t.dims[i] = r.pick(HUGE_DIMS); return `${where}: dim ${i} set to ${t.dims[i]}`; }
     case 1: { t.dims = [...(t.dims ?? []), r.pick([1, 2, 0])]; return `${where}: an extra dim (data unchanged)`; }
     case 2: { t.dataType = r.pick([0, 2, 6, 7, 8, 9, 10, 11, 16, 17, 99, -1]); return `${where}: data type set to ${t.dataType}`; }
@@ -82,6 +82,17 @@ function mutateConstantTensor(r: Rng, m: ModelP): string | undefined {
     case 5: { t.rawData = new Uint8Array(0); return `${where}: raw data removed`; }
     case 6: { if (!t.rawData?.length) return undefined; const b = new Uint8Array(t.rawData); const f = new Float32Array(b.buffer, 0, b.length >> 2); for (let i = 0; i < f.length; i++) if (r.chance(0.2)) f[i] = r.pick([NaN, Infinity, -Infinity, 1e38, 3e9]); t.rawData = b; return `${where}: values set to NaN/Inf/huge`; }
     case 7: { t.dims = []; return `${where}: made a scalar (data unchanged)`; }
+    case 9: case 10: {
+      // An integer constant (a shape, axes, indices, split sizes) given another value: the importer's
+      // shape computations and folding get values they do not expect.
+      if (t.dataType !== 7) return undefined;
+      const vals = t.int64Data?.length ? [...t.int64Data].map(Number) : t.rawData?.length ? Array.from(new BigInt64Array(new Uint8Array(t.rawData).buffer), Number) : [];
+      if (!vals.length) return undefined;
+      const k = r.int(vals.length);
+      vals[k] = r.pick([-1, 0, 1, -2, 2 ** 31 - 1, -(2 ** 31), 1e12, vals[k]! + 1, vals[k]! * 2, -vals[k]!]);
+      t.int64Data = vals; t.rawData = new Uint8Array(0);
+      return `${where}: int64 element ${k} set to ${vals[k]} ([${vals.slice(0, 6).join(', ')}${vals.length > 6 ? ', …' : ''}])`;
+    }
     default: { g.initializer = [...(g.initializer ?? []), clone(t)]; if (r.chance(0.5)) g.initializer.at(-1)!.dims = [1]; return `${where}: duplicated${g.initializer.at(-1)!.dims?.length === 1 ? ' with another shape' : ''}`; }
   }
 }

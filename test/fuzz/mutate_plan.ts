@@ -121,13 +121,14 @@ function mutateValues(r: Rng, p: Plan): string | undefined {
   const i = r.int(p.values.length);
   const v = p.values[i]!;
   const at = `value ${i} '${v.name}' (${v.kind}, [${v.shape}])`;
-  switch (r.int(8)) {
+  switch (r.int(9)) {
     case 0: { if (!v.shape.length) { v.shape = [2]; return `${at}: shape set to [2]`; } const k = r.int(v.shape.length); v.shape[k] = r.pick([0, -1, v.shape[k]! * 2, v.shape[k]! + 1, 2 ** 31, 2 ** 40]); return `${at}: dim ${k} set to ${v.shape[k]}`; }
     case 1: v.shape = [...v.shape, r.pick([1, 2])]; return `${at}: a dim added`;
     case 2: v.shape = []; return `${at}: made a scalar`;
     case 3: v.dtype = r.pick([0, 6, 7, 10, 11, 16, 99, -1]); return `${at}: dtype set to ${v.dtype}`;
     case 4: v.kind = r.pick(['input', 'param', 'state', 'const', 'node', 'bogus'] as const).toString() as typeof v.kind; return `${at}: kind set to '${v.kind}'`;
     case 5: { const c = p.values.findIndex((x) => x.data?.length); if (c < 0) return undefined; const x = p.values[c]!; x.data = x.data!.subarray(0, r.int(x.data!.length)); return `value ${c} '${x.name}': constant data truncated to ${x.data.length} bytes`; }
+    case 7: { const cs = p.values.map((x, k) => [x, k] as const).filter(([x]) => x.data?.length); if (!cs.length) return undefined; const [x, k] = r.pick(cs); const b = new Uint8Array(x.data!); const at = r.int(b.length); b[at]! ^= 1 << r.int(8); x.data = b; return `value ${k} '${x.name}': one bit of its constant data flipped (byte ${at})`; }
     case 6: { const c = p.values.findIndex((x) => x.kind === 'param'); if (c < 0) return undefined; p.values[c]!.name = r.pick(['', 'no_such_param', p.values[(c + 1) % p.values.length]!.name]); return `param value ${c}: renamed to '${p.values[c]!.name}'`; }
     default: p.values.splice(i, 1); return `${at}: removed (later value indices shift)`;
   }
@@ -176,7 +177,8 @@ function mutateHeader(r: Rng, p: Plan, others: readonly string[]): string {
     case 7: m.loss = r.pick(['{', '', '{"kind":"bogus"}', '{"kind":"cross-entropy","output":"nope"}', 'null']); return `loss set to '${m.loss}'`;
     case 8: p.version = r.pick([0, -1, 5, 999, 2]); return `plan version set to ${p.version}`;
     case 9: m.optimizer = r.pick(['sgd', 'bogus', '']); return `optimizer family (memory plan) set to '${m.optimizer}'`;
-    case 10: { const f = r.pick(['lr', 'eps'] as const); o[f] = r.pick(EDGE_FLOATS.filter((x) => !(x > 0) || x > 1e30)); return `optimizer ${f} set to ${o[f]}`; }
+    // Only values no optimizer can train with (a huge but finite eps is a legal, if odd, setting).
+    case 10: { const f = r.pick(['lr', 'eps'] as const); o[f] = r.pick(EDGE_FLOATS.filter((x) => Number.isNaN(x) || x < 0 || !Number.isFinite(x))); return `optimizer ${f} set to ${o[f]} (out of range)`; }
     default: m.opset = r.pick([0, -1, 99]); return `model opset set to ${m.opset}`;
   }
 }
