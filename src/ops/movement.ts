@@ -461,7 +461,9 @@ const expand: OpDef = {
   lifted: [{ input: 1, attr: 'shape', type: 'ints', sinceInput: 8, min: 0 }],
   infer(ctx) {
     const x = input(ctx, 0);
-    return [{ dtype: x.dtype, shape: broadcast([x.shape, ints(ctx.attrs, 'shape') ?? []], at(ctx)) }];
+    const shape = ints(ctx.attrs, 'shape');
+    if (!shape) throw new CleaveError(`${at(ctx)}: Expand needs a shape`);
+    return [{ dtype: x.dtype, shape: broadcast([x.shape, shape], at(ctx)) }];
   },
   cost: dataMovement,
   cuda(dev, [x], [out]) {
@@ -486,7 +488,8 @@ const tile: OpDef = {
   lifted: [{ input: 1, attr: 'repeats', type: 'ints', sinceInput: 6, min: 0 }],
   infer(ctx) {
     const x = input(ctx, 0);
-    const reps = ints(ctx.attrs, 'repeats') ?? [];
+    const reps = ints(ctx.attrs, 'repeats');
+    if (!reps) throw new CleaveError(`${at(ctx)}: Tile needs repeats`);
     if (reps.length !== x.shape.length) throw new CleaveError(`${at(ctx)}: repeats ${formatShape(reps)} do not match rank of ${formatShape(x.shape)}`);
     return [{ dtype: x.dtype, shape: x.shape.map((d, i) => (reps[i] === 1 ? d : typeof d === 'number' ? d * reps[i]! : symbolic(ctx, d))) }];
   },

@@ -90,6 +90,8 @@ const CASES: [string, Case][] = [
   ['Reshape shape below -1', withConst('Reshape', [-2, 3], msg('Reshape', "input 'shape' must be integers ≥ -1, got \\[-2, 3\\]"))],
   ['Reshape allowzero 2', { ...withConst('Reshape', [3, 2], /never/), attrs: [intAttr('allowzero', 2)], message: msg('Reshape', "attribute 'allowzero' must be 0 or 1, got 2") }],
   ['Expand to a negative dim', withConst('Expand', [-1, 3], msg('Expand', "input 'shape' must be non-negative integers, got \\[-1, 3\\]"))],
+  ['Expand without its shape', unary('Expand', [], /^a\.onnx: node 'n1': Expand needs a shape$/)],
+  ['Tile without its repeats', unary('Tile', [], /^a\.onnx: node 'n1': Tile needs repeats$/)],
   ['Tile negative repeats', withConst('Tile', [-1, 1], msg('Tile', "input 'repeats' must be non-negative integers, got \\[-1, 1\\]"))],
   ['Slice step 0', {
     op: 'Slice', attrs: [], inputs: [vi('x', F, [4])], reads: ['x', 's', 'e', 'a', 'st'],
