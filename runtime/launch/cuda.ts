@@ -67,8 +67,10 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
     const source = resumeDataSource(plan, o, 0, resumed);
     if (resumed) restoreFromShard(resumed, backend);
     const start = resumed?.step ?? 0;
-    const identity = runIdentity(o.planFile, o.runId);
-    if (o.checkpointDir) cleanCheckpointDir(o.checkpointDir);
+    // Only a run that saves needs its identity (a backend driven from memory may have no plan file).
+    const saving = !!(o.saveEvery && o.checkpointDir);
+    const identity = saving ? runIdentity(o.planFile, o.runId) : undefined;
+    if (saving) cleanCheckpointDir(o.checkpointDir!);
     if (o.trace) exec.phases = [];
     backend.dev.n.memInfo(true);
     for (let step = start; step < o.steps; step++) {
@@ -82,8 +84,8 @@ export async function runOnBackend(backend: CudaRankBackend, o: RunOptions, onSt
       result.steps.push(report);
       onStep?.(report);
       if (o.saveEvery && o.checkpointDir && (step + 1) % o.saveEvery === 0) {
-        const { folder, sha256 } = saveGpuShard(o.checkpointDir, step + 1, 0, backend, source, identity);
-        finishCheckpoint(folder, step + 1, o.planFile, plan, identity, [sha256], o.weights);
+        const { folder, sha256 } = saveGpuShard(o.checkpointDir, step + 1, 0, backend, source, identity!);
+        finishCheckpoint(folder, step + 1, o.planFile, plan, identity!, [sha256], o.weights);
         result.checkpoints.push(folder);
       }
     }
