@@ -368,24 +368,27 @@ export function readShard(dir: string, rank: number): Shard {
 }
 
 const STEP_DIR = /^step-\d+$/;
+/** What a save writes into a step folder (and so, through temporary files, may leave half-written). */
+const SAVED = /^(rank-\d+\.ckpt|manifest\.json)$/;
 
 /**
- * Removes what saves cut short left in a --checkpoint-dir (its step-N folders' temporary files of
- * processes that are gone); run before a run's first save there. Returns the files removed.
+ * Removes what saves cut short left in a --checkpoint-dir: its step-N folders' temporary shard and
+ * manifest files of processes that are gone. Run before a run's first save there. Returns the
+ * files removed.
  */
 export function cleanCheckpointDir(dir: string): string[] {
-  const removed = removeStaleTemporaries(dir);
   let names: string[] = [];
   try {
     names = readdirSync(dir);
   } catch {
-    return removed;
+    return [];
   }
+  const removed: string[] = [];
   for (const name of names) {
     if (!STEP_DIR.test(name)) continue;
     const sub = join(dir, name);
     try {
-      if (statSync(sub).isDirectory()) removed.push(...removeStaleTemporaries(sub));
+      if (statSync(sub).isDirectory()) removed.push(...removeStaleTemporaries(sub, (f) => SAVED.test(f)));
     } catch {
       // Gone meanwhile: nothing to clean.
     }

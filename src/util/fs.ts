@@ -31,10 +31,10 @@ export function processAlive(pid: number): boolean {
 
 /**
  * Removes the temporary files of writeFileAtomic left in `dir` by processes that are gone (killed
- * mid-write); returns their paths. A live process's — this one's included — may still be writing
- * and renaming its file, so those stay.
+ * mid-write), of the files `of` names (all, if not given); returns their paths. A live process's —
+ * this one's included — may still be writing and renaming its file, so those stay.
  */
-export function removeStaleTemporaries(dir: string): string[] {
+export function removeStaleTemporaries(dir: string, of?: (file: string) => boolean): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -44,7 +44,7 @@ export function removeStaleTemporaries(dir: string): string[] {
   const removed: string[] = [];
   for (const name of names) {
     const m = TEMPORARY.exec(name);
-    if (!m || processAlive(Number(m[1]))) continue;
+    if (!m || (of && !of(name.slice(0, m.index))) || processAlive(Number(m[1]))) continue;
     const file = join(dir, name);
     rmSync(file, { force: true });
     removed.push(file);

@@ -301,12 +301,14 @@ describe('temporary files of saves cut short', () => {
     mkdirSync(step(ck, 1), { recursive: true });
     mkdirSync(step(ck, 7), { recursive: true });
     const gone = spawnSync(process.execPath, ['-e', '']).pid!;
-    const stale = [temporaryName(join(step(ck, 1), shardName(1)), gone), temporaryName(join(step(ck, 7), 'manifest.json'), gone), temporaryName(join(ck, 'notes.txt'), gone)];
+    const stale = [temporaryName(join(step(ck, 1), shardName(1)), gone), temporaryName(join(step(ck, 7), 'manifest.json'), gone)];
     const live = temporaryName(join(step(ck, 7), shardName(0)), process.pid);
-    for (const f of [...stale, live]) writeFileSync(f, 'half a shard');
+    // Not a save's: someone else's files, left alone.
+    const others = [temporaryName(join(ck, 'notes.txt'), gone), temporaryName(join(step(ck, 7), 'notes.txt'), gone)];
+    for (const f of [...stale, live, ...others]) writeFileSync(f, 'half a shard');
     await runPlanCpu(opts({ steps: 1, saveEvery: 1, checkpointDir: ck }));
     for (const f of stale) expect(existsSync(f), f).toBe(false);
-    expect(existsSync(live)).toBe(true);
+    for (const f of [live, ...others]) expect(existsSync(f), f).toBe(true);
     expect(existsSync(join(step(ck, 1), 'manifest.json'))).toBe(true);
     expect(cleanCheckpointDir(ck)).toEqual([]);
   }, 30_000);
