@@ -420,10 +420,17 @@ export function outcomeTable(counts: FuzzReport['counts']): string {
 /** A finding's message with its particulars (numbers, names, paths) taken out: findings of one bug group together. */
 export function signature(c: CaseResult): string {
   const bad = c.commands.filter((x) => x.verdict.outcome === c.outcome).at(-1) ?? c.commands[0]!;
-  const why = bad.verdict.why
-    .replace(/\/[^\s'",:)]+/g, 'PATH').replace(/'[^']*'/g, "'…'").replace(/-?\d+(\.\d+)?(e[+-]?\d+)?/g, 'N').replace(/\[[^\]]*\]/g, '[…]').replace(/\s+/g, ' ');
-  return `${c.outcome} | ${bad.args[0]}${bad.args[0] === 'plan' ? ' print' : ''} | ${why.slice(0, 140)}`;
+  const norm = (s: string): string => s
+    .replace(/\/[^\s'",:)]+/g, 'PATH').replace(/'[^']*'/g, "'…'").replace(/-?\d+(\.\d+)?(e[+-]?\d+)?|-?Infinity|NaN/g, 'N').replace(/\[[^\]]*\]/g, '[…]').replace(/\s+/g, ' ');
+  const cmd = `${bad.args[0]}${bad.args[0] === 'plan' ? ' print' : ''}`;
+  // A wrong result says only that the losses differ: what was mutated tells such findings apart.
+  if (c.outcome === 'wrong') return `wrong | ${cmd} | ${c.family}: ${norm(c.desc.replace(/^[\w-]+: /, '')).slice(0, 120)}`;
+  if (bad.verdict.why.startsWith('more than one message')) return `${c.outcome} | ${cmd} | more than one message (a name from the file with a line break in it?)`;
+  return `${c.outcome} | ${cmd} | ${norm(bad.verdict.why).slice(0, 140)}`;
 }
+
+/** Control characters (names from bit-flipped files) written visibly, so the Markdown stays text. */
+const visible = (s: string): string => s.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\ufffd]/g, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 /** The findings as Markdown, grouped by kind and by signature, each group with examples. */
 export function findingsMarkdown(rep: FuzzReport, examples = 3): string {
@@ -451,5 +458,5 @@ export function findingsMarkdown(rep: FuzzReport, examples = 3): string {
       }
     }
   }
-  return out.join('\n') + '\n';
+  return visible(out.join('\n')) + '\n';
 }

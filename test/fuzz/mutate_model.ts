@@ -72,8 +72,11 @@ function mutateConstantTensor(r: Rng, m: ModelP): string | undefined {
     ...nodesOf(g).flatMap((n) => (n.attribute ?? []).filter((a) => a.t).map((a) => ({ t: a.t!, where: `node '${n.name}' attribute '${a.name}' tensor` }))),
   ];
   if (!tensors.length) return undefined;
-  const { t, where } = r.pick(tensors);
-  switch (r.int(11)) {
+  const what = r.int(11);
+  // Integer constants (shapes, axes, indices) are few beside the weights: picked on purpose.
+  const ints = tensors.filter((x) => x.t.dataType === 7);
+  const { t, where } = r.pick(what >= 9 && ints.length ? ints : tensors);
+  switch (what) {
     case 0: { const i = r.int(Math.max(1, t.dims?.length ?? 1)); t.dims = [...(t.dims ?? [1])]; t.dims[i] = r.pick(HUGE_DIMS); return `${where}: dim ${i} set to ${t.dims[i]}`; }
     case 1: { t.dims = [...(t.dims ?? []), r.pick([1, 2, 0])]; return `${where}: an extra dim (data unchanged)`; }
     case 2: { t.dataType = r.pick([0, 2, 6, 7, 8, 9, 10, 11, 16, 17, 99, -1]); return `${where}: data type set to ${t.dataType}`; }
