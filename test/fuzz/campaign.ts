@@ -441,6 +441,7 @@ export function findingsMarkdown(rep: FuzzReport, examples = 3): string {
     list.push(f);
     groups.set(k, list);
   }
+  const bin = join(repoRoot(), 'bin', 'cleave.js');
   const order = [...groups.entries()].sort((a, b) => SEVERITY.indexOf(b[1][0]!.outcome) - SEVERITY.indexOf(a[1][0]!.outcome) || b[1].length - a[1].length);
   const out: string[] = [`# Fuzz findings (seed ${rep.seed})`, '', '```', outcomeTable(rep.counts), '```', '', `${rep.findings.length} findings in ${groups.size} groups; ${rep.cases.length} cases in ${rep.seconds.toFixed(0)} s.`, ''];
   let kind = '';
@@ -453,7 +454,7 @@ export function findingsMarkdown(rep: FuzzReport, examples = 3): string {
       out.push(`- **${c.campaign} #${c.index}** (${c.family}): ${c.desc}`);
       if (c.kept) out.push(`  - kept: \`${c.kept}\` (repro.sh)`);
       for (const x of bad) {
-        out.push(`  - ${x.how}: \`cd ${c.kept ?? x.cwd} && ${shellLine(x.args)}\` → **${x.verdict.outcome}**: ${x.verdict.why.replace(/\n/g, ' ').slice(0, 400)}`);
+        out.push(`  - ${x.how}: \`cd ${c.kept ?? x.cwd} && ${shellLine(x.args).replace('bin/cleave.js', bin)}\` → **${x.verdict.outcome}**: ${x.verdict.why.replace(/\n/g, ' ').slice(0, 400)}`);
         out.push('', '    ```', ...x.output.split('\n').slice(0, 14).map((l) => `    ${l.slice(0, 300)}`), '    ```', '');
       }
     }
