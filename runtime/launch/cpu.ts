@@ -163,6 +163,12 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             phases[msg.rank] = msg.phases;
             if (++finished === N) {
               clearInterval(watchdog);
+              // Done on every rank means every step reported by every rank, or the run did not finish.
+              const want = Math.max(0, o.steps - (resumed?.[0]?.step ?? 0));
+              if (result.steps.length !== want || byStep.size) {
+                const partial = [...byStep].map(([k, m]) => `step ${k} (from rank${m.size === 1 ? '' : 's'} ${[...m.keys()].join(', ')} only)`);
+                return reject(new CleaveError(`every rank reported done, but ${result.steps.length} of ${want} steps were reported by every rank${partial.length ? `; ${partial.join(', ')}` : ''}: the run did not finish`));
+              }
               if (o.trace) {
                 try {
                   writeFileAtomic(o.trace, JSON.stringify(measuredTrace(plan, times, phases, { backend: 'cpu', device: 'cpu' })));
