@@ -197,15 +197,15 @@ function parseHeader(bytes: Uint8Array, file: string, dataBytes: number): RawHea
   if (!isObject(x)) throw damaged(file, 'not an object');
   const version = x['version'] ?? 1;
   if (version !== 1 && version !== 2) throw new CleaveError(`${file}: a shard of version ${JSON.stringify(version)}; this cleave reads versions 1 and 2`);
+  // A version 2 header damaged into saying 1 must not escape its checksum.
+  if (version === 1 && ('headerSha256' in x || 'data' in x)) throw damaged(file, 'it says version 1 but carries checksums');
+  let data: RawHeader['data'];
   if (version === 2) {
     // The checksum covers the header as if it ended before its last field.
     const tail = text.slice(-SUM_TAIL);
     if (!tail.startsWith(SUM_KEY) || !tail.endsWith('"}') || typeof x['headerSha256'] !== 'string') throw damaged(file, 'its checksum is not its last field');
     const body = new TextEncoder().encode(`${text.slice(0, -SUM_TAIL)}}`);
     if (sha256(body) !== x['headerSha256']) throw new CleaveError(`${file}: its header's checksum does not match the header (the file is damaged)`);
-  }
-  let data: RawHeader['data'];
-  if (version === 2) {
     const d = x['data'];
     if (!isObject(d) || !count(d['bytes']) || typeof d['sha256'] !== 'string' || !HEX64.test(d['sha256'])) throw damaged(file, 'its data checksum');
     data = { bytes: d['bytes'], sha256: d['sha256'] };
@@ -225,9 +225,12 @@ function parseHeader(bytes: Uint8Array, file: string, dataBytes: number): RawHea
     return [o, n];
   };
   if (!Array.isArray(tensors)) throw damaged(file, 'no tensor list');
+  const names = new Set<string>();
   const ts = tensors.map((t: unknown, i) => {
     if (!isObject(t) || typeof t['name'] !== 'string') throw damaged(file, `tensor ${i} has no name`);
     const name = t['name'];
+    if (names.has(name)) throw damaged(file, `tensor '${name}' is listed twice`);
+    names.add(name);
     const dtype = t['dtype'] as DType;
     if (!ALL_DTYPES.includes(dtype)) throw damaged(file, `tensor '${name}' has dtype ${JSON.stringify(t['dtype'])}`);
     const shape = t['shape'];

@@ -269,6 +269,8 @@ describe('a shard header that lies', () => {
       [(h) => (h['rng'] = { data: 'x' }), 'its generator states'],
       [(h) => (h['data'] = { bytes: -1, sha256: 'x' }), 'its data checksum'],
       [(h) => (h['tensors'][0].at = [1.5, 4]), 'not [offset, length] of whole numbers'],
+      [(h) => h['tensors'].push(h['tensors'][0]), 'is listed twice'],
+      [(h) => (h['version'] = 1), 'it says version 1 but carries checksums'],
     ];
     for (const [edit, what] of cases) {
       const { file } = damaged(edit);
