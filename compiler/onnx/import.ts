@@ -416,7 +416,8 @@ function fold(def: OpDef, ctx: OpContext, inputs: readonly (Value | null)[], whe
  */
 function checkType(name: string, t: ValueType, where: string): void {
   const bad = t.shape.some((d) => typeof d === 'number' && !(Number.isSafeInteger(d) && d >= 0));
-  const n = t.shape.reduce<number>((a, d) => a * (typeof d === 'number' ? d : 1), 1);
+  // Zero dims count as 1: an empty tensor's other dims are still walked by kernels.
+  const n = t.shape.reduce<number>((a, d) => a * (typeof d === 'number' && d > 0 ? d : 1), 1);
   if (bad || !Number.isSafeInteger(n)) {
     throw new CleaveError(`${where}: output '${name}' would have the shape ${formatShape(t.shape)}, which no tensor can have (dims must be non-negative integers and the element count below 2^53)`);
   }

@@ -43,6 +43,10 @@ export function elementCount(dtype: DType, shape: readonly number[], where?: str
   if (!(n <= MAX_HOST_ELEMENTS)) {
     throw new CleaveError(`${where ? `${where}: ` : ''}a ${dtype} tensor of shape ${formatShape(shape)} has ${n} elements, more than a host tensor holds (2^32)`);
   }
+  // A zero dim empties the tensor, but kernels still walk its other dims ([2^31, 0] is 2^31 empty rows).
+  if (n === 0 && !(shape.reduce((a, b) => a * (b || 1), 1) <= MAX_HOST_ELEMENTS)) {
+    throw new CleaveError(`${where ? `${where}: ` : ''}a ${dtype} tensor of shape ${formatShape(shape)} is empty, but its other dims span more than a host tensor holds (2^32)`);
+  }
   return n;
 }
 

@@ -350,6 +350,8 @@ const gatherGrad = internal({
     const dim = shape[axis]!;
     const ni = ind!.data.length;
     const dx = tensor(g!.dtype, shape);
+    // An empty result has nothing to scatter: its outer dims alone could be 2^31 rows of nothing.
+    if (!dx.data.length || !g!.data.length) return [dx];
     for (let o = 0; o < outer; o++) {
       for (let j = 0; j < ni; j++) {
         const raw = ind!.data[j]!;

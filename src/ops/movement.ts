@@ -226,6 +226,7 @@ const concat: OpDef = {
     const shape = [...s0];
     shape[axis] = ts.reduce((a, t) => a + t.shape[axis]!, 0);
     const out = tensor(ts[0]!.dtype, shape);
+    if (!out.data.length) return [out];
     let o = 0;
     for (let i = 0; i < outer; i++) {
       for (const t of ts) {
@@ -418,6 +419,7 @@ const gather: OpDef = {
     const dim = x!.shape[axis]!;
     const ni = sizeOf(ind!);
     const out = tensor(x!.dtype, [...x!.shape.slice(0, axis), ...ind!.shape, ...x!.shape.slice(axis + 1)]);
+    if (!out.data.length) return [out];
     for (let o = 0; o < outer; o++) {
       for (let j = 0; j < ni; j++) {
         const k = checkIndex(ind!.data[j]!, dim, 'Gather');

@@ -13,7 +13,7 @@ import { CleaveError } from '../../src/errors.js';
 import type { Graph } from '../../src/ir/graph.js';
 import { MAX_FOLD_BYTES, materialize } from '../../src/ir/materialize.js';
 import { MAX_HOST_ELEMENTS, tensor, tensorFromBytes } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
+import { getOp } from '../../src/ops/index.js';
 import { floatInit, int64Init, intsAttr, model, node, vi } from '../helpers/onnx.js';
 
 const F = 1; // ONNX FLOAT
@@ -166,6 +166,19 @@ describe('initializers and tensors', () => {
     refused(() => tensor('float32', [-2, -3]), /a tensor cannot have the shape \[-2, -3\] \(dims must be non-negative integers\)/);
     refused(() => tensor('int64', [1.5, 2]), /a tensor cannot have the shape \[1\.5, 2\]/);
     refused(() => tensorFromBytes('float32', [-1], new Uint8Array(0), 'raw'), /raw: float32 tensor of shape \[-1\] needs -4 bytes of data, found 0/);
+  });
+
+  it('an empty tensor whose other dims span past the host limit is refused (kernels would walk its empty rows)', () => {
+    refused(() => tensor('float32', [2 ** 33, 0]), /a float32 tensor of shape \[8589934592, 0\] is empty, but its other dims span more than a host tensor holds/);
+    expect(tensor('float32', [1024, 0, 3]).data.length).toBe(0);
+  });
+
+  it('GatherGrad and Gather of an empty result return at once, whatever their outer dims', () => {
+    const gg = getOp('GatherGrad', 't');
+    const out = gg.cpu!([tensor('float32', [2, 2]), tensor('int64', [2], [0, 1])], { axis: 1, shape: [2 ** 31, 0, 2] }, 1)[0]!;
+    expect(out.data.length).toBe(0);
+    const ga = getOp('Gather', 't');
+    expect(ga.cpu!([tensor('float32', [2 ** 31, 0]), tensor('int64', [0])], { axis: 1 }, 1)[0]!.data.length).toBe(0);
   });
 
   it('a lazy parameter too large for the host is a CleaveError when materialized', () => {
