@@ -295,7 +295,9 @@ export function readShardHeader(file: string): ShardHeader {
     throw new CleaveError(`${file}: no such shard`);
   }
   try {
-    const size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new CleaveError(`${file}: is not a file (a shard is a file a save wrote)`);
+    const size = st.size;
     const head = new Uint8Array(MAGIC_BYTES.length + 4);
     const n = readSync(fd, head, 0, head.length, 0);
     const hl = headerLength(head.subarray(0, n), file);
@@ -344,6 +346,7 @@ export function manifestFor(plan: Plan, planFile: string, step: number, identity
 export function readManifest(dir: string): Manifest {
   const file = join(dir, 'manifest.json');
   if (!existsSync(file)) throw new CleaveError(`${dir}: no manifest.json; not a complete checkpoint`);
+  if (!statSync(file).isFile()) throw new CleaveError(`${file}: is not a file; not a complete checkpoint`);
   let m: Manifest;
   try {
     m = JSON.parse(readFileSync(file, 'utf8')) as Manifest;
@@ -365,6 +368,7 @@ export function readManifest(dir: string): Manifest {
 export function readShard(dir: string, rank: number): Shard {
   const file = join(dir, shardName(rank));
   if (!existsSync(file)) throw new CleaveError(`${dir}: shard ${shardName(rank)} is missing`);
+  if (!statSync(file).isFile()) throw new CleaveError(`${file}: is not a file (a shard is a file a save wrote)`);
   const s = decodeShard(readFileSync(file), file);
   if (s.rank !== rank) throw new CleaveError(`${file}: holds rank ${s.rank}, not ${rank}`);
   return s;

@@ -58,7 +58,12 @@ export class Executor {
   private fail(i: number, e: unknown): never {
     const ins = this.list[i]!;
     const why = e instanceof Error ? e.message : String(e);
-    throw new CleaveError(`rank ${this.rank} failed at instruction ${i} (${instructionLabel(ins)}): ${why}`);
+    const message = `rank ${this.rank} failed at instruction ${i} (${instructionLabel(ins)}): ${why}`;
+    if (e instanceof CleaveError || !(e instanceof Error)) throw new CleaveError(message);
+    // Anything else is a bug, and stays one (with its stack) for the CLI to report as internal.
+    const bug = new Error(message);
+    bug.stack = `${message}\n${e.stack ?? ''}`;
+    throw bug;
   }
 
   /**

@@ -56,6 +56,13 @@ function resumeAll(dir: string, plan: ReturnType<typeof readPlan>): PortableResu
   return all.map((g) => ({ step: g.step, tensors: [...g.tensors], optimizer: g.optimizer, rng: g.rng }));
 }
 
+/** An error that is a bug in cleave (the CLI says so, exit 1), carrying the failing rank's stack. */
+function internalError(message: string, stack?: string): Error {
+  const e = new Error(message);
+  if (stack) e.stack = `${message}\n  in the rank: ${stack}`;
+  return e;
+}
+
 /** The compiled worker script (tests run the TypeScript sources; workers always run the build). */
 function workerScript(): string {
   const here = dirname(fileURLToPath(import.meta.url));
@@ -101,7 +108,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
 
   return new Promise<RunResult>((resolvePromise, reject) => {
     let watchdog: NodeJS.Timeout | undefined;
-    const stopAll = (why: CleaveError): void => {
+    const stopAll = (why: Error): void => {
       if (failed) return;
       failed = true;
       clearInterval(watchdog);
@@ -126,7 +133,11 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
       w.on('message', (msg: WorkerMessage) => {
         if (failed) return;
         switch (msg.type) {
-          case 'error': return stopAll(new CleaveError(msg.message.startsWith(`rank ${msg.rank}`) ? msg.message : `rank ${msg.rank}: ${msg.message}`));
+          case 'error': {
+            const text = msg.message.startsWith(`rank ${msg.rank}`) ? msg.message : `rank ${msg.rank}: ${msg.message}`;
+            // A bug in a rank stays a bug (exit 1, with the rank's stack), not a user's error.
+            return stopAll(msg.internal ? internalError(text, msg.stack) : new CleaveError(text));
+          }
           case 'warning': process.stderr.write(`warning: rank ${msg.rank}: ${msg.message}\n`); return;
           case 'step': {
             const m = byStep.get(msg.step) ?? new Map();
@@ -181,7 +192,9 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
             return;
         }
       });
-      w.on('error', (e) => stopAll(new CleaveError(`rank ${rank} crashed: ${e.message}`)));
+      w.on('error', (e) => stopAll((e as { code?: string }).code === 'ERR_WORKER_OUT_OF_MEMORY'
+        ? new CleaveError(`rank ${rank} ran out of memory (its thread's JavaScript heap): the model or microbatch is too large for a CPU run`)
+        : internalError(`rank ${rank} crashed: ${e.message}`, e.stack)));
       w.on('exit', (code) => {
         if (code !== 0 && !failed && finished < N) stopAll(new CleaveError(`rank ${rank} exited with code ${code}`));
         // A rank whose thread ends quietly without reporting done has not finished its steps (its

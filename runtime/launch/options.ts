@@ -55,5 +55,6 @@ export type WorkerMessage =
   | { type: 'step'; rank: number; step: number; losses: number[]; gradNorm: number; lr: number; samples: number }
   | { type: 'saved'; rank: number; step: number; file: string; sha256: string }
   | { type: 'warning'; rank: number; message: string }
-  | { type: 'error'; rank: number; message: string }
+  /** `internal`: not a CleaveError (a bug, reported as one with its stack); else a user-facing failure. */
+  | { type: 'error'; rank: number; message: string; internal?: boolean; stack?: string }
   | { type: 'done'; rank: number; weights?: [string, Tensor][]; times?: ([number, number] | null)[]; phases?: HostPhases };

@@ -1,4 +1,5 @@
 // One rank of a CPU run: a worker thread started by launch/cpu.ts.
+import { CleaveError } from '../../src/errors.js';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { dirname } from 'node:path';
 import { materializeAll } from '../../src/ir/materialize.js';
@@ -95,5 +96,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  post({ type: 'error', rank: (workerData as Init).rank, message: e instanceof Error ? e.message : String(e) });
+  const internal = !(e instanceof CleaveError);
+  post({ type: 'error', rank: (workerData as Init).rank, message: e instanceof Error ? e.message : String(e), internal, ...(internal && e instanceof Error ? { stack: e.stack } : {}) });
 });

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { CleaveError } from '../errors.js';
-import { DEFAULT_LR, OPTIMIZER_FAMILIES, optimizerFamily, planOptimizer, stateBuffers } from '../plan/optimizer.js';
+import { DEFAULT_LR, OPTIMIZER_FAMILIES, OPTIMIZER_RULES, optimizerFamily, planOptimizer, stateBuffers } from '../plan/optimizer.js';
 import type { PlanOptimizer } from '../plan/types.js';
 
 /** The optimizer's flags, as `train`, `compile` and `run` take them (strings: checked here). */
@@ -23,15 +23,13 @@ export function optimizerOptions(cmd: Command, defaults: string): Command {
     .option('--clip <x>', 'clip the global gradient norm, across all stages, to this value > 0');
 }
 
-const RULES: Record<keyof Numbers, { flag: string; ok: (x: number) => boolean; rule: string }> = {
-  lr: { flag: '--lr', ok: (x) => x > 0, rule: 'a number > 0' },
-  weightDecay: { flag: '--weight-decay', ok: (x) => x >= 0, rule: 'a number ≥ 0' },
-  momentum: { flag: '--momentum', ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
-  beta1: { flag: '--beta1', ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
-  beta2: { flag: '--beta2', ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
-  eps: { flag: '--eps', ok: (x) => x > 0, rule: 'a number > 0' },
-  clip: { flag: '--clip', ok: (x) => x > 0, rule: 'a number > 0' },
+const FLAGS: Record<keyof Numbers, string> = {
+  lr: '--lr', weightDecay: '--weight-decay', momentum: '--momentum', beta1: '--beta1', beta2: '--beta2', eps: '--eps', clip: '--clip',
 };
+// The plan's ranges, except that a --clip flag asks for clipping (a plan's 0 means none).
+const RULES: Record<keyof Numbers, { flag: string; ok: (x: number) => boolean; rule: string }> = Object.fromEntries(
+  (Object.keys(FLAGS) as (keyof Numbers)[]).map((k) => [k, k === 'clip' ? { flag: FLAGS[k], ok: (x: number) => x > 0, rule: 'a number > 0' } : { flag: FLAGS[k], ...OPTIMIZER_RULES[k] }]),
+) as Record<keyof Numbers, { flag: string; ok: (x: number) => boolean; rule: string }>;
 
 /** The numbers given on the command line, each checked against its rule. */
 function givenNumbers(o: OptimizerFlags): Numbers {

@@ -92,7 +92,7 @@ export function registerRun(program: Command): void {
     .option('--checkpoint-dir <dir>', 'where checkpoints go (step-N folders; with --save-every)');
   optimizerOptions(cmd, 'default: what the plan was compiled with')
     .option('--seed <n>', 'data seed (each data-parallel replica draws its own shard; default 0)')
-    .option('--timeout <s>', 'seconds a rank waits for a message before the run stops', positiveInt('--timeout'), 60)
+    .option('--timeout <s>', 'seconds a rank may wait for a message (CPU ranks: or go without progress in a step) before the run stops', positiveInt('--timeout'), 60)
     .option('--gpus <n>', 'cuda backend, multi-rank plans: start one process per GPU of this host (other hosts: torchrun, Slurm or mpirun variables)', positiveInt('--gpus'))
     .option('--log-dir <dir>', 'with --gpus: where each rank writes rank-K.log (default cleave-logs/<time>)')
     .option('--cuda-graph', 'cuda backend: capture the step as one CUDA graph after a first eager step, then replay it')
@@ -211,7 +211,7 @@ async function launchGpus(planFile: string, ranks: number, o: RunFlags): Promise
     abort.abort();
     await stopped;
   });
-  stopped = launchProcesses({ nprocs: ranks, masterPort: port, command: process.execPath, args, logDir, env, signal: abort.signal }).catch((e: unknown) => e);
+  stopped = launchProcesses({ requireFinished: true, nprocs: ranks, masterPort: port, command: process.execPath, args, logDir, env, signal: abort.signal }).catch((e: unknown) => e);
   const outcome = await stopped.finally(stop);
   if (outcome instanceof Error) throw outcome;
   if (!o.json) process.stdout.write(`rank logs: ${logDir}\n`);
@@ -230,13 +230,13 @@ function freePort(): Promise<number> {
 }
 
 /**
- * CLEAVE_FAIL_AT=rank:step:instruction makes that rank fail at that instruction of that step: how
- * the fault tests stop one process of a multi-GPU run.
+ * CLEAVE_FAIL_AT=rank:step:instruction makes that rank fail at that instruction of that step (with
+ * `:hang`, spin there instead, for the watchdog): how the fault tests stop one rank of a run.
  */
 function failAtFromEnv(): RunOptions['failAt'] {
   const v = process.env['CLEAVE_FAIL_AT'];
   if (!v) return undefined;
-  const m = /^(\d+):(\d+):(\d+)$/.exec(v);
-  if (!m) throw new CleaveError(`CLEAVE_FAIL_AT=${v} is not rank:step:instruction`);
-  return { rank: Number(m[1]), step: Number(m[2]), instruction: Number(m[3]) };
+  const m = /^(\d+):(\d+):(\d+)(:hang)?$/.exec(v);
+  if (!m) throw new CleaveError(`CLEAVE_FAIL_AT=${v} is not rank:step:instruction[:hang]`);
+  return { rank: Number(m[1]), step: Number(m[2]), instruction: Number(m[3]), ...(m[4] ? { hang: true } : {}) };
 }

@@ -7,6 +7,7 @@ import type { Attrs, ValueType } from '../ir/graph.js';
 import { type Tensor, tensorFromBytes } from '../ir/tensor.js';
 import { checkAttrs, getOp } from '../ops/registry.js';
 import { attrsFromJson } from './attrs.js';
+import { OPTIMIZER_FAMILIES, OPTIMIZER_RULES } from './optimizer.js';
 import { PROGRAMS, type StageProgram } from './programs.js';
 import { simulate } from './simulate.js';
 import { INSTR_KINDS, type Instruction, type Plan } from './types.js';
@@ -51,12 +52,14 @@ const isCount = (x: unknown, max: number): x is number => Number.isSafeInteger(x
  */
 export function checkPlan(plan: Plan, file: string): void {
   const fail = (what: string): never => {
-    throw new CleaveError(`${file}: the plan is inconsistent: ${what}; recompile it with cleave compile`);
+    throw new CleaveError(`${file}: the plan is inconsistent: ${visible(what)}; recompile it with cleave compile`);
   };
   checkWorld(plan, fail);
+  checkModel(plan, fail);
   checkValues(plan, fail);
   checkStages(plan, fail);
   checkNodes(plan, fail);
+  checkUses(plan, fail);
   checkPlaces(plan, fail);
   checkCommunication(plan, fail);
   checkRanks(plan, fail);
@@ -82,6 +85,40 @@ export function checkPlan(plan: Plan, file: string): void {
 
 type Fail = (what: string) => never;
 
+/** Names from a damaged plan may hold control characters: shown escaped, the message stays one line. */
+const visible = (s: string): string => s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
+const LOSS_KINDS = ['output', 'cross-entropy', 'mse'];
+
+/** What the run trains with: the optimizer's kind and hyperparameters in range, the loss it reads. */
+function checkModel(plan: Plan, fail: Fail): void {
+  const m = plan.model;
+  if (!(OPTIMIZER_FAMILIES as readonly string[]).includes(m.optimizer)) fail(`its optimizer family is '${m.optimizer}'`);
+  const o = m.optimizerConfig;
+  if (!['sgd', 'adam', 'adamw'].includes(o.kind)) fail(`its optimizer is '${o.kind}'`);
+  for (const [k, r] of Object.entries(OPTIMIZER_RULES) as [keyof typeof OPTIMIZER_RULES, (typeof OPTIMIZER_RULES)[keyof typeof OPTIMIZER_RULES]][]) {
+    if (!(Number.isFinite(o[k]) && r.ok(o[k]))) fail(`its optimizer's ${k} is ${o[k]}; it must be ${r.rule}`);
+  }
+  if (o.kind !== 'sgd' && o.momentum !== 0) fail(`its ${o.kind} optimizer has momentum ${o.momentum}`);
+  let loss: unknown;
+  try {
+    loss = JSON.parse(m.loss);
+  } catch {
+    return fail('its loss is not readable');
+  }
+  const kind = loss && typeof loss === 'object' ? (loss as { kind?: unknown }).kind : undefined;
+  if (typeof kind !== 'string' || !LOSS_KINDS.includes(kind)) fail(`its loss is ${visible(m.loss)}, not one of ${LOSS_KINDS.join(', ')}`);
+  if (kind === 'output' ? m.labelsValue !== -1 : m.labelsValue === -1) fail(`its ${kind} loss ${kind === 'output' ? 'reads labels' : 'has no labels input'}`);
+  if (!isCount(m.classes, PLAN_LIMITS.valueBytes)) fail(`its loss reads ${m.classes} classes`);
+  if (kind === 'cross-entropy') {
+    // The classes are the logits' last dim: what the data draws labels from.
+    const output = (loss as { output?: unknown }).output;
+    const logits = plan.values.find((v) => v.name === output && v.kind === 'node');
+    if (typeof output === 'string' && logits && logits.shape.at(-1) !== m.classes) fail(`its cross-entropy loss reads ${m.classes} classes of '${output}', whose last dim is ${logits.shape.at(-1)}`);
+    if (m.classes < 1) fail(`its cross-entropy loss reads ${m.classes} classes`);
+  } else if (m.classes !== 0) fail(`its ${kind} loss has ${m.classes} classes`);
+}
+
 function checkWorld(plan: Plan, fail: Fail): void {
   const w = plan.world;
   if (!isCount(w.pp, PLAN_LIMITS.ranks) || w.pp < 1) fail(`its pipeline degree is ${w.pp}`);
@@ -105,7 +142,9 @@ function checkValues(plan: Plan, fail: Fail): void {
     if (!v.shape.every((d) => isCount(d, Number.MAX_SAFE_INTEGER))) fail(`${what} has shape [${v.shape.join(', ')}]`);
     const bytes = v.shape.reduce((a, d) => a * d, 1) * dtypeBytes(dtypeFromOnnx(v.dtype, what));
     if (!(bytes <= PLAN_LIMITS.valueBytes)) fail(`${what} of shape [${v.shape.join(', ')}] takes ${bytes} bytes, past the bound of ${PLAN_LIMITS.valueBytes}`);
-    if (v.kind === 'const' && v.data && v.data.length !== bytes) fail(`${what} holds ${v.data.length} bytes of data for ${bytes} by its shape`);
+    if (v.kind === 'const' && (v.data?.length ?? 0) !== bytes) fail(`${what} holds ${v.data?.length ?? 0} bytes of data for ${bytes} by its shape`);
+    // Every sample a step draws is a row of each input: its first dim is the microbatch.
+    if (v.kind === 'input' && v.shape[0] !== plan.model.microbatchSize) fail(`${what} is an input of shape [${v.shape.join(', ')}]; its first dim must be the microbatch size, ${plan.model.microbatchSize}`);
     if (v.kind !== 'const' && v.data) fail(`${what} is a ${v.kind} and holds constant data`);
   });
   const m = plan.model;
@@ -113,6 +152,12 @@ function checkValues(plan: Plan, fail: Fail): void {
   if (!isIndex(m.lossValue, n) || plan.values[m.lossValue]!.kind !== 'node') fail(`its loss is value ${m.lossValue}, not a value a node computes`);
   if (m.labelsValue !== -1 && (!isIndex(m.labelsValue, n) || plan.values[m.labelsValue]!.kind !== 'input')) fail(`its labels are value ${m.labelsValue}, not an input`);
   if (m.lossSeedValue !== -1 && (!isIndex(m.lossSeedValue, n) || plan.values[m.lossSeedValue]!.kind !== 'const')) fail(`its backward seed is value ${m.lossSeedValue}, not a constant`);
+  if (m.lossSeedValue !== -1) {
+    // dLoss/dLoss: one, whatever loss scaling later makes of it.
+    const seed = plan.values[m.lossSeedValue]!;
+    const t = tensorFromBytes(dtypeFromOnnx(seed.dtype, seed.name), seed.shape, seed.data ?? new Uint8Array(0), seed.name);
+    if (t.data.length !== 1 || Number(t.data[0]) !== 1) fail(`its backward seed '${seed.name}' is not the scalar 1`);
+  }
 }
 
 function checkStages(plan: Plan, fail: Fail): void {
@@ -189,6 +234,8 @@ function checkNodes(plan: Plan, fail: Fail): void {
     const given = n.inputs.length - [...n.inputs].reverse().findIndex((v) => v !== -1);
     const count = n.inputs.every((v) => v === -1) ? 0 : given;
     if (count < lo || count > hi) fail(`${what} has ${count} inputs; ${n.op} takes ${lo === hi ? lo : `${lo} to ${hi}`}`);
+    const missing = n.inputs.slice(0, lo).indexOf(-1);
+    if (missing >= 0) fail(`${what} lacks its input ${missing}, which ${n.op} needs`);
     let attrs: Attrs;
     try {
       attrs = attrsFromJson(n.attrs);
@@ -218,6 +265,24 @@ function checkNodes(plan: Plan, fail: Fail): void {
       }
       if (dtypeToOnnx(want.dtype) !== pv.dtype) fail(`${what} makes output ${k} of type ${want.dtype} but the plan has '${pv.name}' as ${dtypeFromOnnx(pv.dtype, pv.name)}`);
     });
+  });
+}
+
+/**
+ * No node's work goes nowhere: each has an output some node, boundary tensor, gradient or state
+ * update, or the loss reads. A gradient list emptied or a reader dropped leaves such a node (its
+ * parameters would silently never train).
+ */
+function checkUses(plan: Plan, fail: Fail): void {
+  const used = new Set<number>([plan.model.lossValue]);
+  for (const n of plan.nodes) for (const v of n.inputs) used.add(v);
+  for (const t of plan.tensors) used.add(t.value);
+  for (const s of plan.stages) {
+    for (const g of s.grads) used.add(g.value);
+    for (const st of s.states) used.add(st.value);
+  }
+  plan.nodes.forEach((n, i) => {
+    if (n.outputs.length && !n.outputs.some((v) => used.has(v))) fail(`node ${i} ('${n.name}', ${n.op}) computes ${n.outputs.map((v) => `'${plan.values[v]!.name}'`).join(', ')}, which nothing reads (not a node, a boundary tensor, a gradient, a state update or the loss)`);
   });
 }
 

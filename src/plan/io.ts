@@ -130,8 +130,9 @@ export function readPlan(file: string): Plan {
   let bytes: Uint8Array;
   try {
     bytes = readFileSync(file);
-  } catch {
-    throw new CleaveError(`${file}: no such file`);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new CleaveError(`${file}: ${code === 'EISDIR' ? 'is a folder, not a plan file' : code === 'EACCES' ? 'cannot be read (permission denied)' : 'no such file'}`);
   }
   return decodePlan(bytes, file);
 }

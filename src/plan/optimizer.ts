@@ -28,6 +28,20 @@ export function planOptimizer(family: string, given: Partial<Omit<PlanOptimizer,
   };
 }
 
+/**
+ * The range of each hyperparameter, one table for flags and for plans read back (clip 0 means no
+ * clipping in a plan; a flag asks for clipping, so --clip must be > 0).
+ */
+export const OPTIMIZER_RULES: Record<Exclude<keyof PlanOptimizer, 'kind'>, { ok: (x: number) => boolean; rule: string }> = {
+  lr: { ok: (x) => x > 0, rule: 'a number > 0' },
+  weightDecay: { ok: (x) => x >= 0, rule: 'a number ≥ 0' },
+  momentum: { ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
+  beta1: { ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
+  beta2: { ok: (x) => x >= 0 && x < 1, rule: 'a number in [0, 1)' },
+  eps: { ok: (x) => x > 0, rule: 'a number > 0' },
+  clip: { ok: (x) => x >= 0, rule: 'a number ≥ 0 (0: none)' },
+};
+
 /** The family whose state the optimizer keeps: what the memory plan must hold. */
 export const optimizerFamily = (o: PlanOptimizer): OptimizerFamilyName => (o.kind === 'sgd' ? (o.momentum > 0 ? 'sgd-momentum' : 'sgd') : o.kind);
 

@@ -139,6 +139,41 @@ describe('a damaged plan is refused naming its first inconsistency', () => {
     u.ranks[0]!.instructions[send]!.tensor = 99;
     refuse(u, /moves boundary tensor 99 of/);
   });
+  it('what the run trains with: optimizer values, the loss and its classes, the seed, the microbatch', () => {
+    for (const [k, x] of [['eps', Infinity], ['lr', NaN], ['beta2', -0.5], ['weightDecay', -1], ['lr', 0], ['beta1', 1]] as const) {
+      const p = copy(base);
+      p.model.optimizerConfig = { ...p.model.optimizerConfig, [k]: x };
+      refuse(p, new RegExp(`its optimizer's ${k} is ${x}; it must be a number`));
+    }
+    refuse({ ...copy(base), model: { ...base.model, optimizer: 'lion' } }, /its optimizer family is 'lion'/);
+    refuse({ ...copy(base), model: { ...base.model, loss: 'null' } }, /its loss is null, not one of output, cross-entropy, mse/);
+    refuse({ ...copy(base), model: { ...base.model, loss: '{"kind"' } }, /its loss is not readable/);
+    for (const classes of [5, 1, 2147483647]) refuse({ ...copy(base), model: { ...base.model, classes } }, new RegExp(`its cross-entropy loss reads ${classes} classes of 'logits', whose last dim is \\d+`));
+    const seed = copy(base);
+    seed.values[seed.model.lossSeedValue]!.data = undefined;
+    refuse(seed, /value \d+ \('.*loss_grad_seed.*'\) holds 0 bytes of data for 4 by its shape/);
+    const two = copy(base);
+    two.values[two.model.lossSeedValue]!.data = new Uint8Array(new Float32Array([2]).buffer);
+    refuse(two, /its backward seed '.*' is not the scalar 1/);
+    refuse({ ...copy(base), model: { ...base.model, microbatchSize: base.model.microbatchSize + 1 } }, /is an input of shape \[\d+, \d+\]; its first dim must be the microbatch size, \d+/);
+  });
+  it('a required input dropped, a gradient list emptied, a name with a line break', () => {
+    const p = copy(base);
+    const k = p.nodes.findIndex((n) => n.op === 'Add');
+    p.nodes[k]!.inputs[0] = -1;
+    refuse(p, new RegExp(`node ${k} \\('.*', ${p.nodes[k]!.op}\\) lacks its input 0, which ${p.nodes[k]!.op} needs`));
+    const q = copy(base);
+    q.stages[0]!.grads = [];
+    refuse(q, /which nothing reads \(not a node, a boundary tensor, a gradient, a state update or the loss\)/);
+    const r = copy(base);
+    r.nodes[3]!.op = 'Re\nlu';
+    expect(() => checkPlan(r, 'bad.plan')).toThrow(/op Re\\u000alu is not one cleave runs/);
+    try {
+      checkPlan(r, 'bad.plan');
+    } catch (e) {
+      expect((e as Error).message).not.toMatch(/\n/);
+    }
+  });
   it('an unknown op, and a deadlock the simulator finds', () => {
     const p = copy(base);
     p.nodes[0]!.op = 'NoSuchOp';
