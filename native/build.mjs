@@ -74,7 +74,8 @@ const stale = sources.filter((src) => {
   const built = mtime(obj);
   return [...localDeps(src)].some((f) => mtime(f) >= built);
 });
-const relink = stale.length > 0 || force || sources.some((src) => mtime(objOf(src)) >= mtime(out));
+// Strictly newer: the link runs after every object is written, so a tie (coarse or equal timestamps) is the link.
+const relink = stale.length > 0 || force || sources.some((src) => mtime(objOf(src)) > mtime(out));
 if (!relink) {
   console.log(`cleave: the CUDA addon is up to date (${shown}; npm run build:native rebuilds it)`);
   process.exit(0);
