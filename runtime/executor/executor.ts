@@ -1,20 +1,12 @@
 import { CleaveError } from '../../src/errors.js';
-import { PROGRAMS, readsBoundary } from '../../src/plan/programs.js';
+import { PROGRAMS, instructionLabel, readsBoundary } from '../../src/plan/programs.js';
 import type { HostPhases } from '../../src/plan/measured.js';
 import type { Instruction, Plan } from '../../src/plan/types.js';
 import type { Transport } from '../transport/transport.js';
 import type { Backend, Feeds, OptimizerOptions } from './backend.js';
 import type { StepProgress } from './progress.js';
 
-export function instructionLabel(ins: Instruction): string {
-  switch (ins.kind) {
-    case 'SEND': return `SEND tensor ${ins.tensor} mb ${ins.mb} to rank ${ins.peer}`;
-    case 'RECV': return `RECV tensor ${ins.tensor} mb ${ins.mb} from rank ${ins.peer}`;
-    case 'ALLREDUCE': return `ALLREDUCE bucket ${ins.bucket}`;
-    case 'OPTIMIZER_STEP': return 'OPTIMIZER_STEP';
-    default: return `${ins.kind} stage ${ins.stage} mb ${ins.mb}`;
-  }
-}
+export { instructionLabel };
 
 /**
  * Blocks this thread for good, as a kernel stuck in a loop would: only terminating the thread ends

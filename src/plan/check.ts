@@ -8,7 +8,7 @@ import { type Tensor, tensorFromBytes } from '../ir/tensor.js';
 import { checkAttrs, getOp } from '../ops/registry.js';
 import { attrsFromJson } from './attrs.js';
 import { OPTIMIZER_FAMILIES, OPTIMIZER_RULES } from './optimizer.js';
-import { PROGRAMS, type StageProgram } from './programs.js';
+import { PROGRAMS, type StageProgram, instructionLabel as label } from './programs.js';
 import { simulate } from './simulate.js';
 import { INSTR_KINDS, type Instruction, type Plan } from './types.js';
 
@@ -27,15 +27,6 @@ export const PLAN_LIMITS = {
 
 const KNOWN_ONNX_TYPES = new Set(ALL_DTYPES.map(dtypeToOnnx));
 
-const label = (ins: Instruction): string => {
-  switch (ins.kind) {
-    case 'SEND': return `SEND tensor ${ins.tensor} mb ${ins.mb} to rank ${ins.peer}`;
-    case 'RECV': return `RECV tensor ${ins.tensor} mb ${ins.mb} from rank ${ins.peer}`;
-    case 'ALLREDUCE': return `ALLREDUCE bucket ${ins.bucket}`;
-    case 'OPTIMIZER_STEP': return 'OPTIMIZER_STEP';
-    default: return `${ins.kind} stage ${ins.stage} mb ${ins.mb}`;
-  }
-};
 
 const isIndex = (x: unknown, n: number): x is number => Number.isInteger(x) && (x as number) >= 0 && (x as number) < n;
 const isCount = (x: unknown, max: number): x is number => Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) <= max;

@@ -1,4 +1,4 @@
-import type { InstrKind, Plan } from './types.js';
+import type { InstrKind, Instruction, Plan } from './types.js';
 
 /** A plan stage's three programs, by the field that holds each one's node indices. */
 export type StageProgram = 'forward' | 'backwardB' | 'backwardW';
@@ -17,4 +17,15 @@ export function readsBoundary(plan: Plan, ins: { kind: InstrKind; stage: number 
   if (t.toStage !== ins.stage) return false;
   const s = plan.stages[ins.stage]!;
   return (PROGRAMS[ins.kind] ?? []).some((k) => s[k].some((n) => plan.nodes[n]!.inputs.includes(t.value)));
+}
+
+/** An instruction as messages name it: `FORWARD stage 1 mb 3`, `SEND tensor 2 mb 0 to rank 1`. */
+export function instructionLabel(ins: Instruction): string {
+  switch (ins.kind) {
+    case 'SEND': return `SEND tensor ${ins.tensor} mb ${ins.mb} to rank ${ins.peer}`;
+    case 'RECV': return `RECV tensor ${ins.tensor} mb ${ins.mb} from rank ${ins.peer}`;
+    case 'ALLREDUCE': return `ALLREDUCE bucket ${ins.bucket}`;
+    case 'OPTIMIZER_STEP': return 'OPTIMIZER_STEP';
+    default: return `${ins.kind} stage ${ins.stage} mb ${ins.mb}`;
+  }
 }
