@@ -76,6 +76,9 @@ export function checkPlan(plan: Plan, file: string): void {
 
 type Fail = (what: string) => never;
 
+/** A value's bytes per microbatch, from its shape and element type. */
+const valueBytes = (v: Plan['values'][number]): number => v.shape.reduce((a, d) => a * d, 1) * dtypeBytes(dtypeFromOnnx(v.dtype, v.name));
+
 /** Names from a damaged plan may hold control characters: shown escaped, the message stays one line. */
 const visible = (s: string): string => s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
@@ -131,7 +134,7 @@ function checkValues(plan: Plan, fail: Fail): void {
     if (!kinds.has(v.kind)) fail(`${what} is of kind '${v.kind}'`);
     if (!KNOWN_ONNX_TYPES.has(v.dtype)) fail(`${what} has element type code ${v.dtype}`);
     if (!v.shape.every((d) => isCount(d, Number.MAX_SAFE_INTEGER))) fail(`${what} has shape [${v.shape.join(', ')}]`);
-    const bytes = v.shape.reduce((a, d) => a * d, 1) * dtypeBytes(dtypeFromOnnx(v.dtype, what));
+    const bytes = valueBytes(v);
     if (!(bytes <= PLAN_LIMITS.valueBytes)) fail(`${what} of shape [${v.shape.join(', ')}] takes ${bytes} bytes, past the bound of ${PLAN_LIMITS.valueBytes}`);
     if (v.kind === 'const' && (v.data?.length ?? 0) !== bytes) fail(`${what} holds ${v.data?.length ?? 0} bytes of data for ${bytes} by its shape`);
     // Every sample a step draws is a row of each input: its first dim is the microbatch.
@@ -286,7 +289,7 @@ function checkCommunication(plan: Plan, fail: Fail): void {
     if (!isIndex(t.fromStage, S) || !isIndex(t.toStage, S) || t.fromStage === t.toStage) fail(`boundary tensor ${i} goes from stage ${t.fromStage} to stage ${t.toStage}`);
     if (t.direction !== 'activation' && t.direction !== 'gradient') fail(`boundary tensor ${i} is of direction '${t.direction}'`);
     const pv = plan.values[t.value]!;
-    const bytes = pv.shape.reduce((a, d) => a * d, 1) * dtypeBytes(dtypeFromOnnx(pv.dtype, pv.name));
+    const bytes = valueBytes(pv);
     if (t.bytes !== bytes) fail(`boundary tensor ${i} ('${pv.name}') is ${t.bytes} bytes; its value is ${bytes}`);
   });
   plan.groups.forEach((g, i) => {
@@ -318,7 +321,7 @@ function checkCommunication(plan: Plan, fail: Fail): void {
       const want = [...holders.get(p)!].sort((a, c) => a - c).join();
       if (plan.groups[b.group]!.ranks.join() !== want) fail(`bucket ${i} reduces '${plan.values[p]!.name}' over ranks ${plan.groups[b.group]!.ranks.join(', ')}; its gradient is on ranks ${want.replace(/,/g, ', ')}`);
       const pv = plan.values[p]!;
-      bytes += pv.shape.reduce((a, d) => a * d, 1) * dtypeBytes(dtypeFromOnnx(pv.dtype, pv.name));
+      bytes += valueBytes(pv);
     }
     if (b.bytes !== bytes) fail(`bucket ${i} says ${b.bytes} bytes; its parameters take ${bytes}`);
   });
