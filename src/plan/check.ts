@@ -236,7 +236,6 @@ function checkNodes(plan: Plan, fail: Fail): void {
     } catch (e) {
       return fail(`${what}: its attributes are not readable (${e instanceof CleaveError ? e.message : 'not JSON'})`);
     }
-    for (const k of Object.keys(attrs)) if (!(k in def.attrs) && !def.lifted?.some((l) => l.attr === k)) fail(`${what} has attribute '${k}', which ${n.op} does not take`);
     try {
       checkAttrs(def, attrs, what);
     } catch (e) {

@@ -1,8 +1,10 @@
 // Mutations of compiled plans: field changes on the decoded plan (instructions, ranks, world,
 // schedule, buckets, groups, nodes and their attributes, values, stages, boundary tensors, the
 // model header, the optimizer) written back with the plan codec, and byte-level damage of the file.
-// Every mutation here changes what the file says without making it another valid training job:
-// a run of it must fail cleanly or train exactly as the original does.
+// Every mutation here changes what the file says without making it another valid training job
+// (a re-encoded plan carries a new, valid checksum: only mutations no valid plan can hold are
+// re-encoded; a constant's bit flip keeps the old checksum, as damage on disk does): a run of it
+// must fail cleanly or train exactly as the original does.
 import { encodePlan } from '../../src/plan/io.js';
 import { INSTR_KINDS, type Instruction, type Plan } from '../../src/plan/types.js';
 import { EDGE_FLOATS, EDGE_INTS, type Rng } from './prng.js';
@@ -10,6 +12,20 @@ import { EDGE_FLOATS, EDGE_INTS, type Rng } from './prng.js';
 export interface PlanCase { desc: string; family: string; bytes: Uint8Array }
 
 const clone = <T>(x: T): T => structuredClone(x);
+
+/** Marks a mutation whose file keeps the original checksum line: damage on disk, not a re-signed plan. */
+const DAMAGED = ' (the original checksum kept)';
+
+/** `mutated` with the checksum line of `original`: what a bit flip on disk leaves. */
+function withChecksumOf(original: Uint8Array, mutated: Uint8Array): Uint8Array {
+  const line = (b: Uint8Array): [number, number] => { const a = b.indexOf(10); return [a + 1, b.indexOf(10, a + 1) + 1]; };
+  const [oa, ob] = line(original), [ma, mb] = line(mutated);
+  const out = new Uint8Array(mutated.length - (mb - ma) + (ob - oa));
+  out.set(mutated.subarray(0, ma));
+  out.set(original.subarray(oa, ob), ma);
+  out.set(mutated.subarray(mb), ma + (ob - oa));
+  return out;
+}
 const idx = (r: Rng, n: number): number => r.pick([-1, n, n + 1, 2 ** 31 - 1, -(2 ** 31), r.int(Math.max(1, n)), 0]);
 
 function mutateInstructions(r: Rng, p: Plan): string | undefined {
@@ -128,7 +144,9 @@ function mutateValues(r: Rng, p: Plan): string | undefined {
     case 3: v.dtype = r.pick([0, 6, 7, 10, 11, 16, 99, -1]); return `${at}: dtype set to ${v.dtype}`;
     case 4: v.kind = r.pick(['input', 'param', 'state', 'const', 'node', 'bogus'] as const).toString() as typeof v.kind; return `${at}: kind set to '${v.kind}'`;
     case 5: { const c = p.values.findIndex((x) => x.data?.length); if (c < 0) return undefined; const x = p.values[c]!; x.data = x.data!.subarray(0, r.int(x.data!.length)); return `value ${c} '${x.name}': constant data truncated to ${x.data.length} bytes`; }
-    case 7: { const cs = p.values.map((x, k) => [x, k] as const).filter(([x]) => x.data?.length); if (!cs.length) return undefined; const [x, k] = r.pick(cs); const b = new Uint8Array(x.data!); const at = r.int(b.length); b[at]! ^= 1 << r.int(8); x.data = b; return `value ${k} '${x.name}': one bit of its constant data flipped (byte ${at})`; }
+    // A flipped bit in a constant can leave a valid plan of another model: it is damage only when
+    // the file still carries the checksum of what it was (DAMAGED), which must then refuse it.
+    case 7: { const cs = p.values.map((x, k) => [x, k] as const).filter(([x]) => x.data?.length); if (!cs.length) return undefined; const [x, k] = r.pick(cs); const b = new Uint8Array(x.data!); const at = r.int(b.length); b[at]! ^= 1 << r.int(8); x.data = b; return `value ${k} '${x.name}': one bit of its constant data flipped (byte ${at})${DAMAGED}`; }
     case 6: { const c = p.values.findIndex((x) => x.kind === 'param'); if (c < 0) return undefined; p.values[c]!.name = r.pick(['', 'no_such_param', p.values[(c + 1) % p.values.length]!.name]); return `param value ${c}: renamed to '${p.values[c]!.name}'`; }
     default: p.values.splice(i, 1); return `${at}: removed (later value indices shift)`;
   }
@@ -226,7 +244,8 @@ export function mutatePlan(r: Rng, plan: Plan, bytes: Uint8Array, others: readon
       try { const d2 = g(r, p, others); if (d2) desc += `; ${d2}`; } catch { /* not applicable */ }
     }
     try {
-      return { desc, family, bytes: encodePlan(p) };
+      const out = encodePlan(p);
+      return { desc, family, bytes: desc.includes(DAMAGED) ? withChecksumOf(bytes, out) : out };
     } catch (e) {
       return { desc: `${desc} (the codec refused to encode it: ${(e as Error).message}; unchanged plan)`, family, bytes };
     }

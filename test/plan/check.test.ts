@@ -108,9 +108,17 @@ describe('a damaged plan is refused naming its first inconsistency', () => {
     const q = copy(base);
     q.nodes[t]!.attrs = '{"perm": [0, 1';
     refuse(q, /Transpose\): its attributes are not readable/);
+    for (const [json, why] of [['[]', 'an array'], ['null', 'null'], ['42', 'number']] as const) {
+      const a = copy(base);
+      a.nodes[t]!.attrs = json;
+      refuse(a, new RegExp(`Transpose\\): its attributes are not readable \\(attributes must be a JSON object, got ${why}\\)`));
+    }
+    const o = copy(base);
+    o.nodes[t]!.attrs = JSON.stringify({ perm: { x: 1 } });
+    refuse(o, /attribute 'perm' is an object but not a tensor/);
     const u = copy(base);
     u.nodes[t]!.attrs = JSON.stringify({ perm, stride: 2 });
-    refuse(u, /has attribute 'stride', which Transpose does not take/);
+    refuse(u, /Transpose has no attribute 'stride'/);
     // Shape-preserving changes the shapes cannot catch, the attribute's declared range does.
     const v = copy(base);
     const g = v.nodes.findIndex((n) => n.op === 'Softmax' || n.op === 'LayerNormalization');
