@@ -13,3 +13,6 @@ export class CleaveError extends Error {
 
 /** Thrown where a shape computation needs a value of a dimension that is still symbolic. */
 export class SymbolicDimError extends CleaveError {}
+
+/** A name read from a file, fit for a one-line message: control characters (line breaks too) written as \uXXXX. */
+export const visible = (s: string): string => s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);

@@ -1,5 +1,5 @@
 import { dirname } from 'node:path';
-import { CleaveError, SymbolicDimError } from '../../src/errors.js';
+import { CleaveError, SymbolicDimError, visible } from '../../src/errors.js';
 import { dtypeFromOnnx, isFloat } from '../../src/ir/dtype.js';
 import { type AttrValue, type Attrs, Graph, type NodeMeta, type Value, type ValueType, scopeOf } from '../../src/ir/graph.js';
 import { topoOrder } from '../../src/ir/order.js';
@@ -79,8 +79,9 @@ export function modelNodes(model: ModelP, file: string): { nodes: NodeP[]; opset
 
 /** The one error that lists every unsupported node. */
 export function unsupportedError(problems: readonly Unsupported[], file: string): CleaveError {
-  const ops = [...new Set(problems.map((p) => (p.domain ? `${p.domain}:${p.op}` : p.op)))];
-  const lines = problems.map((p) => `${p.node} (${p.domain ? `${p.domain}:` : ''}${p.op}): ${p.reason}`);
+  // Op types and node names come from the file: a line break in one would split the message.
+  const ops = [...new Set(problems.map((p) => visible(p.domain ? `${p.domain}:${p.op}` : p.op)))];
+  const lines = problems.map((p) => `${visible(p.node)} (${visible(p.domain ? `${p.domain}:` : '')}${visible(p.op)}): ${visible(p.reason)}`);
   return new CleaveError(`${file}: ${problems.length} node${problems.length > 1 ? 's' : ''} cannot be imported (${ops.join(', ')}):\n  ${lines.join('\n  ')}`);
 }
 

@@ -1,7 +1,7 @@
 // The static checks a plan passes before any rank runs a step of it: what compile proved when it
 // wrote the plan, proved again on what was read, so that a damaged or hand-made plan is refused
 // naming its first inconsistency instead of training wrong, spinning or allocating without bound.
-import { CleaveError } from '../errors.js';
+import { CleaveError, visible } from '../errors.js';
 import { ALL_DTYPES, dtypeBytes, dtypeFromOnnx, dtypeToOnnx } from '../ir/dtype.js';
 import type { Attrs, ValueType } from '../ir/graph.js';
 import { type Tensor, tensorFromBytes } from '../ir/tensor.js';
@@ -80,7 +80,6 @@ type Fail = (what: string) => never;
 const valueBytes = (v: Plan['values'][number]): number => v.shape.reduce((a, d) => a * d, 1) * dtypeBytes(dtypeFromOnnx(v.dtype, v.name));
 
 /** Names from a damaged plan may hold control characters: shown escaped, the message stays one line. */
-const visible = (s: string): string => s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 const LOSS_KINDS = ['output', 'cross-entropy', 'mse'];
 

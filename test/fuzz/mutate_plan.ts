@@ -5,6 +5,8 @@
 // (a re-encoded plan carries a new, valid checksum: only mutations no valid plan can hold are
 // re-encoded; a constant's bit flip keeps the old checksum, as damage on disk does): a run of it
 // must fail cleanly or train exactly as the original does.
+import { checkAttrs, getOp } from '../../src/ops/index.js';
+import { attrsFromJson } from '../../src/plan/attrs.js';
 import { encodePlan } from '../../src/plan/io.js';
 import { INSTR_KINDS, type Instruction, type Plan } from '../../src/plan/types.js';
 import { EDGE_FLOATS, EDGE_INTS, type Rng } from './prng.js';
@@ -15,6 +17,16 @@ const clone = <T>(x: T): T => structuredClone(x);
 
 /** Marks a mutation whose file keeps the original checksum line: damage on disk, not a re-signed plan. */
 const DAMAGED = ' (the original checksum kept)';
+
+/** Attributes the op accepts (a Gemm's beta of −1): a re-signed plan with them is another valid plan. */
+function legalAttrs(op: string, json: string): boolean {
+  try {
+    checkAttrs(getOp(op, 'fuzz'), attrsFromJson(json), 'fuzz');
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** `mutated` with the checksum line of `original`: what a bit flip on disk leaves. */
 function withChecksumOf(original: Uint8Array, mutated: Uint8Array): Uint8Array {
@@ -121,7 +133,7 @@ function mutateNodes(r: Rng, p: Plan): string | undefined {
   const at = `node ${i} '${n.name}' (${n.op})`;
   switch (r.int(10)) {
     case 0: n.attrs = r.pick(['{', '', 'null', '[]', '42', '{"axis":', '{"__proto__":{"x":1}}']); return `${at}: attrs JSON set to '${n.attrs}'`;
-    case 1: { let a: Record<string, unknown>; try { a = JSON.parse(n.attrs || '{}') as Record<string, unknown>; } catch { return undefined; } const keys = Object.keys(a); if (!keys.length) { a['bogus'] = 1; } else { const k = r.pick(keys); a[k] = r.pick<unknown>([0, -1, 1e9, 'x', null, [], [-1, -1], { dtype: 'float32', shape: [2 ** 31], data: '' }]); } n.attrs = JSON.stringify(a); return `${at}: attrs set to ${n.attrs.slice(0, 120)}`; }
+    case 1: { let a: Record<string, unknown>; try { a = JSON.parse(n.attrs || '{}') as Record<string, unknown>; } catch { return undefined; } const keys = Object.keys(a); if (!keys.length) { a['bogus'] = 1; } else { const k = r.pick(keys); a[k] = r.pick<unknown>([0, -1, 1e9, 'x', null, [], [-1, -1], { dtype: 'float32', shape: [2 ** 31], data: '' }]); } n.attrs = JSON.stringify(a); return `${at}: attrs set to ${n.attrs.slice(0, 120)}${legalAttrs(n.op, n.attrs) ? DAMAGED : ''}`; }
     case 2: n.op = r.pick(['NoSuchOp', '', 'Relu', 'MatMul', 'Softmax', 'Add']); return `${at}: op set to '${n.op}'`;
     case 3: { if (!n.inputs.length) return undefined; const k = r.int(n.inputs.length); n.inputs[k] = idx(r, p.values.length); return `${at}: input ${k} set to value ${n.inputs[k]}`; }
     case 4: { if (!n.outputs.length) return undefined; const k = r.int(n.outputs.length); n.outputs[k] = r.pick([-1, p.values.length, n.inputs[0] ?? 0, 0]); return `${at}: output ${k} set to value ${n.outputs[k]}`; }
@@ -144,8 +156,9 @@ function mutateValues(r: Rng, p: Plan): string | undefined {
     case 3: v.dtype = r.pick([0, 6, 7, 10, 11, 16, 99, -1]); return `${at}: dtype set to ${v.dtype}`;
     case 4: v.kind = r.pick(['input', 'param', 'state', 'const', 'node', 'bogus'] as const).toString() as typeof v.kind; return `${at}: kind set to '${v.kind}'`;
     case 5: { const c = p.values.findIndex((x) => x.data?.length); if (c < 0) return undefined; const x = p.values[c]!; x.data = x.data!.subarray(0, r.int(x.data!.length)); return `value ${c} '${x.name}': constant data truncated to ${x.data.length} bytes`; }
-    // A flipped bit in a constant can leave a valid plan of another model: it is damage only when
-    // the file still carries the checksum of what it was (DAMAGED), which must then refuse it.
+    // A flipped bit in a constant (or an attribute set to another legal value) can leave a valid
+    // plan of another model: it is damage only when the file still carries the checksum of what it
+    // was (DAMAGED), which must then refuse it.
     case 7: { const cs = p.values.map((x, k) => [x, k] as const).filter(([x]) => x.data?.length); if (!cs.length) return undefined; const [x, k] = r.pick(cs); const b = new Uint8Array(x.data!); const at = r.int(b.length); b[at]! ^= 1 << r.int(8); x.data = b; return `value ${k} '${x.name}': one bit of its constant data flipped (byte ${at})${DAMAGED}`; }
     case 6: { const c = p.values.findIndex((x) => x.kind === 'param'); if (c < 0) return undefined; p.values[c]!.name = r.pick(['', 'no_such_param', p.values[(c + 1) % p.values.length]!.name]); return `param value ${c}: renamed to '${p.values[c]!.name}'`; }
     default: p.values.splice(i, 1); return `${at}: removed (later value indices shift)`;

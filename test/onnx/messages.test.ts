@@ -34,6 +34,18 @@ function refused(f: () => unknown, re: RegExp): string {
 }
 
 describe('node names', () => {
+  it('an unsupported op type and node name with line breaks stay on their lines, escaped', () => {
+    const m = model({
+      nodes: [node('Bad\nOp', ['x'], ['y'], 'n\u0005\n1')],
+      inputs: [vi('x', F, [2])], outputs: [vi('y', F, [2])],
+    });
+    const msg = refused(() => load(m), /cannot be imported \(Bad\\u000aOp\):/);
+    expect(msg.split('\n')).toEqual([
+      'm.onnx: 1 node cannot be imported (Bad\\u000aOp):',
+      '  n\\u0005\\u000a1 (Bad\\u000aOp): op Bad\\u000aOp is not supported',
+    ]);
+  });
+
   it('two nodes of one name are named as a duplicate, not as a cycle', () => {
     const m = model({
       nodes: [node('Relu', ['x'], ['a'], 'A'), node('Neg', ['a'], ['y'], 'A')],
