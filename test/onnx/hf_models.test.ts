@@ -1,0 +1,188 @@
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { addLoss } from '../../compiler/autodiff/loss.js';
+import { readModelFile } from '../../compiler/onnx/codec.js';
+import { importOnnx, modelNodes } from '../../compiler/onnx/import.js';
+import { readNpy, writeNpy } from '../../runtime/data/npy.js';
+import { ModelBuilder } from '../../src/api/builder.js';
+import { forwardModel } from '../../src/cli/forward.js';
+import { CleaveError } from '../../src/errors.js';
+import { cloneGraph } from '../../src/ir/clone.js';
+import type { DType } from '../../src/ir/dtype.js';
+import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import '../../src/ops/index.js';
+import { Rng } from '../../src/util/random.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
+import { FIXTURES } from '../helpers/fixtures.js';
+import { gradCheck } from '../helpers/gradcheck.js';
+
+// Real Hugging Face models (tiny, random weights) as torch.onnx writes them: fixtures/hf/README.md
+// lists them and what each exercises. Every fixture is either run against PyTorch's output here or
+// listed in PENDING with the reason it cannot be imported yet; none is skipped silently.
+
+const HF = join(FIXTURES, 'hf');
+const NAMES = readdirSync(HF).filter((f) => f.endsWith('.onnx')).map((f) => f.slice(0, -'.onnx'.length)).sort();
+
+/**
+ * Fixtures cleave cannot import yet, with what stops them. Importing each must fail with a clean
+ * CleaveError naming one of its blockers; once one imports, its test fails: move it out of PENDING
+ * (its forward is then checked against PyTorch like the others).
+ */
+const RMSNORM = { what: 'RMSNormalization (opset 23)', error: /cannot be imported \(RMSNormalization\)/ };
+const MASKED_ATTENTION = { what: 'Attention with attn_mask (opset 23)', error: /'node_scaled_dot_product_attention': Attention's attn_mask is not supported/ };
+const PENDING: Record<string, (typeof RMSNORM)[]> = {
+  bert_dynamo23: [MASKED_ATTENTION],
+  gemma_dynamo23: [RMSNORM, MASKED_ATTENTION],
+  gpt2_dynamo23: [MASKED_ATTENTION],
+  gpt_neox_dynamo23: [MASKED_ATTENTION],
+  llama_dynamo23: [RMSNORM, MASKED_ATTENTION],
+  llama_eager_dynamo23: [RMSNORM],
+  mistral_dynamo23: [RMSNORM, MASKED_ATTENTION],
+  qwen2_dynamo23: [RMSNORM, MASKED_ATTENTION],
+  t5_dynamo23: [RMSNORM],
+  vit_dynamo23: [MASKED_ATTENTION],
+};
+
+interface Io { inputs: Record<string, { shape: number[]; dtype: DType; data: number[] }>; outputs: Record<string, { shape: number[]; dtype: 'float32'; npy: string }> }
+const io = (name: string): Io => JSON.parse(readFileSync(join(HF, `${name}.io.json`), 'utf8')) as Io;
+const onnx = (name: string): string => join(HF, `${name}.onnx`);
+const feedsOf = (x: Io): Record<string, Tensor> =>
+  Object.fromEntries(Object.entries(x.inputs).map(([k, v]) => [k, tensor(v.dtype, v.shape, v.data)]));
+
+const dir = mkdtempSync(join(tmpdir(), 'cleave-hf-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('Hugging Face fixtures', () => {
+  it('are all accounted for: each is checked against PyTorch or PENDING with its reason', () => {
+    expect(NAMES.length).toBeGreaterThanOrEqual(23);
+    for (const p of Object.keys(PENDING)) expect(NAMES, `PENDING names '${p}', which is not a fixture`).toContain(p);
+  });
+
+  describe.each(NAMES.filter((n) => !PENDING[n]))('%s', (name) => {
+    it('computes PyTorch\'s eval-mode output on the CPU reference backend (max |Δ| ≤ 1e-4)', () => {
+      const x = io(name);
+      const out = forwardModel(onnx(name), feedsOf(x));
+      for (const [k, spec] of Object.entries(x.outputs)) {
+        const ref = readNpy(join(HF, spec.npy));
+        const ours = out.get(k);
+        expect(ours, `${name}: no output '${k}' (outputs: ${[...out.keys()].join(', ')})`).toBeDefined();
+        expect(ours!.shape).toEqual(ref.shape);
+        let worst = 0, at = -1;
+        for (let i = 0; i < ref.data.length; i++) {
+          const d = Math.abs(ours!.data[i]! - ref.data[i]!);
+          if (!(d <= worst)) { worst = d; at = i; } // NaN counts as the worst
+        }
+        expect(worst, `${name} ${k}: worst |Δ| = ${worst} at flat index ${at} (ours ${ours!.data[at]}, PyTorch ${ref.data[at]})`).toBeLessThanOrEqual(1e-4);
+      }
+    });
+  });
+
+  describe.each(Object.entries(PENDING))('%s (PENDING)', (name, blockers) => {
+    it(`is refused with a clean error naming its blocker: ${blockers.map((b) => b.what).join('; ')}`, () => {
+      let err: unknown;
+      try {
+        importOnnx(onnx(name), { batch: 2 });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, `${name} imports now: move it out of PENDING so its forward is checked against PyTorch`).toBeInstanceOf(CleaveError);
+      const msg = (err as Error).message;
+      expect(blockers.some((b) => b.error.test(msg)), `${name}: the error names none of ${blockers.map((b) => b.what).join(', ')}:\n${msg}`).toBe(true);
+    });
+  });
+});
+
+/**
+ * Known issue, recorded rather than fixed here: the dynamo exporter constant-folds buffers into
+ * float initializers — rotary cos/sin tables and the additive causal mask (-3.4e38 entries, baked at
+ * batch 2) — which the importer takes for trainable parameters; and it merges identical initializers,
+ * so at random init every RMSNorm weight (all ones) is one initializer read by several norms, which
+ * training would tie. When the importer learns to tell these apart, the first test fails: then
+ * assert the opposite (they are constants) and drop them from this list.
+ */
+describe('exporter folding (known issue, fixtures/hf/README.md)', () => {
+  it('llama_dynamo18: the folded cos/sin tables and causal mask are imported as parameters', () => {
+    const params = new Map(importOnnx(onnx('llama_dynamo18')).params().map((p) => [p.name, p]));
+    for (const n of ['unsqueeze_16', 'unsqueeze_17', 'val_204']) expect(params.has(n), `'${n}' is no longer a parameter: update this known issue`).toBe(true);
+    const mask = params.get('val_204')!.data!.data;
+    expect(Math.min(...mask)).toBeLessThan(-1e38);
+    expect(params.get('val_204')!.shape).toEqual([2, 1, 16, 16]);
+  });
+
+  it('llama_dynamo18: one RMSNorm weight initializer is read by all five norms', () => {
+    const file = onnx('llama_dynamo18');
+    const { nodes } = modelNodes(readModelFile(file), file);
+    const readers = nodes.filter((n) => (n.input ?? []).includes('m.model.layers.0.input_layernorm.weight'));
+    expect(readers.length).toBe(5);
+  });
+});
+
+/** Writes a folder of NAME.npy arrays for `cleave run --data`. */
+function dataDir(name: string, arrays: Record<string, Tensor>): string {
+  const d = join(dir, name);
+  mkdirSync(d, { recursive: true });
+  for (const [k, t] of Object.entries(arrays)) writeNpy(join(d, `${k}.npy`), t);
+  return d;
+}
+
+/**
+ * A fixed batch of 4 random token sequences: inputs and their next tokens (causal LM), or a class
+ * per sequence (classifier). The run wraps over it, so every step trains on the same batch and the
+ * loss must fall fast; the fixtures' inputs are static [2, 16], so each of the 2 microbatches is 2.
+ */
+function fixedBatch(kind: 'lm' | 'classes'): Record<string, Tensor> {
+  const rng = new Rng(3);
+  const N = 4, T = 16, V = 256;
+  const x = tensor('int64', [N, T]), y = tensor('int64', kind === 'lm' ? [N, T] : [N]);
+  for (let b = 0; b < N; b++) {
+    const seq = Array.from({ length: T + 1 }, () => rng.int(V));
+    for (let t = 0; t < T; t++) x.data[b * T + t] = seq[t]!;
+    if (kind === 'lm') for (let t = 0; t < T; t++) y.data[b * T + t] = seq[t + 1]!;
+    else y.data[b] = rng.int(5);
+  }
+  return { input_ids: x, labels: y };
+}
+
+describe('training on CPU ranks (2 pipeline stages, 2 microbatches)', () => {
+  // Causal LMs: --loss auto is cross-entropy of logits [B, T, V] against labels [B, T], which the
+  // data gives already shifted (labels[t] = input[t + 1]); BERT: cross-entropy of [B, 5] logits.
+  it.each([
+    ['llama_dynamo18', 'lm'],
+    ['gpt2_dynamo18', 'lm'],
+    ['bert_ts17', 'classes'],
+  ] as const)('%s: the loss falls on a fixed batch', async (name, kind) => {
+    const plan = join(dir, `${name}.plan`);
+    const c = await cliInProcess(['compile', onnx(name), '-p', '2', '-m', '2', '--batch', '4', '--lr', '0.01', '-o', plan]);
+    expect(c.code, c.stderr).toBe(0);
+    const r = cli(['run', plan, '--steps', '8', '--data', dataDir(name, fixedBatch(kind)), '--json']);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const losses = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { step?: number; loss?: number }).filter((s) => s.step !== undefined).map((s) => s.loss!);
+    expect(losses.length).toBe(8);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    const first = losses[0]!, last = losses.at(-1)!;
+    expect(last, `${name} losses: ${losses.map((l) => l.toFixed(3)).join(' ')}`).toBeLessThan(0.75 * first);
+  }, 60_000);
+});
+
+describe('gradient check', () => {
+  it('llama_dynamo18: the training graph\'s parameter gradients match central differences in float64', () => {
+    // gradCheck runs the model in float64 (toFloat64 of the imported graph): differences at h = 1e-5
+    // then carry ~1e-10 of error, and the analytic float64 gradients must agree to 1e-6 (normwise per
+    // parameter); the float32 training graph's to 1e-3. The folded mask and cos/sin tables are
+    // parameters too (the known issue above), so they are checked along with the real weights.
+    const g = cloneGraph(importOnnx(onnx('llama_dynamo18')));
+    const b = new ModelBuilder(g);
+    const { loss, labels } = addLoss(b, { kind: 'cross-entropy' });
+    g.outputs.length = 0;
+    b.output(loss, 'loss');
+    const feeds = feedsOf(io('llama_dynamo18'));
+    const rng = new Rng(5);
+    feeds[labels!.name] = tensor('int64', [2, 16], Array.from({ length: 32 }, () => rng.int(256)));
+    const r = gradCheck(g, feeds, { samples: 3, h: 1e-5 });
+    expect(r.checked).toBeGreaterThan(40);
+    expect(r.f64, `float64 worst normwise error ${r.f64}`).toBeLessThanOrEqual(1e-6);
+    expect(r.f32, `float32 worst normwise error ${r.f32}`).toBeLessThanOrEqual(1e-3);
+  }, 60_000);
+});
