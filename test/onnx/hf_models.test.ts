@@ -168,9 +168,11 @@ describe('training on CPU ranks (2 pipeline stages, 2 microbatches)', () => {
 
 describe('gradient check', () => {
   it('llama_dynamo18: the training graph\'s parameter gradients match central differences in float64', () => {
-    // gradCheck runs the model in float64 (toFloat64 of the imported graph): differences at h = 1e-5
-    // then carry ~1e-10 of error, and the analytic float64 gradients must agree to 1e-6 (normwise per
-    // parameter); the float32 training graph's to 1e-3. The folded mask and cos/sin tables are
+    // gradCheck runs the model in float64 (toFloat64 of the imported graph) and compares central
+    // differences with the float64 and the float32 training graphs' gradients, normwise per parameter.
+    // h = 1e-4: some sampled gradients are ~1e-4 against a loss of ~5.5, so at h = 1e-5 rounding in the
+    // differences alone reaches ~9e-7 of them and at 1e-3 truncation ~1.3e-6; at 1e-4 both stay near
+    // 3e-7 (measured: float64 2.8e-7, float32 5.5e-7). The folded mask and cos/sin tables are
     // parameters too (the known issue above), so they are checked along with the real weights.
     const g = cloneGraph(importOnnx(onnx('llama_dynamo18')));
     const b = new ModelBuilder(g);
@@ -180,7 +182,7 @@ describe('gradient check', () => {
     const feeds = feedsOf(io('llama_dynamo18'));
     const rng = new Rng(5);
     feeds[labels!.name] = tensor('int64', [2, 16], Array.from({ length: 32 }, () => rng.int(256)));
-    const r = gradCheck(g, feeds, { samples: 3, h: 1e-5 });
+    const r = gradCheck(g, feeds, { samples: 3, h: 1e-4 });
     expect(r.checked).toBeGreaterThan(40);
     expect(r.f64, `float64 worst normwise error ${r.f64}`).toBeLessThanOrEqual(1e-6);
     expect(r.f32, `float32 worst normwise error ${r.f32}`).toBeLessThanOrEqual(1e-3);
