@@ -1,5 +1,6 @@
 import { dirname } from 'node:path';
 import { CleaveError, SymbolicDimError, visible } from '../../src/errors.js';
+import { type Frozen, freezeBuffers } from '../passes/buffers.js';
 import { dtypeFromOnnx, isFloat } from '../../src/ir/dtype.js';
 import { type AttrValue, type Attrs, Graph, type NodeMeta, type Value, type ValueType, scopeOf } from '../../src/ir/graph.js';
 import { topoOrder } from '../../src/ir/order.js';
@@ -159,8 +160,16 @@ export function importModel(model: ModelP, src: TensorSource, opts: ImportOption
   // (an attention mask compared into a bool, say) is a buffer: import again with those as constants,
   // which also lets the computations on them fold away.
   const frozen = unreachableByGradient(g);
-  return frozen.size ? buildGraph(model, src, opts, frozen) : g;
+  const out = frozen.size ? buildGraph(model, src, opts, frozen) : g;
+  // Buffers the exporter folded into initializers (rotary tables, causal masks) are known by role.
+  FROZEN.set(out, freezeBuffers(out));
+  return out;
 }
+
+const FROZEN = new WeakMap<Graph, Frozen[]>();
+
+/** The initializers an import made constants because they are buffers (a rotary table, a mask), with their roles. */
+export const frozenBuffers = (g: Graph): readonly Frozen[] => FROZEN.get(g) ?? [];
 
 /** Parameters from which no chain of floating-point values leads to a graph output. */
 function unreachableByGradient(g: Graph): Set<string> {

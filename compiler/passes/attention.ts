@@ -1,39 +1,28 @@
-import type { Graph, Node, NodeSpec, Value } from '../../src/ir/graph.js';
-import { type Dim, type Shape, shapesEqual } from '../../src/ir/shape.js';
-import type { Tensor } from '../../src/ir/tensor.js';
+import type { Graph, Node, Value } from '../../src/ir/graph.js';
+import { type Dim, shapesEqual } from '../../src/ir/shape.js';
+import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { fusedAttrsOfOnnx, lseDtype } from '../../src/ops/attention.js';
 import { getOp } from '../../src/ops/index.js';
+import { MASKED } from './buffers.js';
+import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropUnread, emitterBefore, op, scalar } from './rewrite.js';
 
-// Attention fusion: the decomposed attention of a transformer block becomes one FusedAttention node
-// over the [B, T, D] q, k, v it started from, so the T × T scores, their softmax and the head
-// transposes are neither computed as tensors nor stashed for the backward pass.
+// Attention fusion as rule tables. The decomposed attention of a transformer block becomes one
+// FusedAttention over the [B, T, D] q, k, v it started from, so the T × T scores, their softmax
+// and the head transposes are neither computed as tensors nor stashed for the backward pass.
 //
-//   q ─Reshape[B,T,H,Dh]─Transpose[0,2,1,3]─┐
-//   k ─Reshape[B,T,H,Dh]─Transpose[0,2,3,1]─MatMul─(Mul|Div scale)─(Where causal mask)─Softmax─┐
-//   v ─Reshape[B,T,H,Dh]─Transpose[0,2,1,3]───────────────────────────────────────────────── MatMul
-//        ─Transpose[0,2,1,3]─Reshape[B,T,D]  ⇒  FusedAttention(q, k, v)
+// Exporters spell attention many ways. The CANONICAL rows rewrite each spelling, exactly, towards
+// one form; the ATTENTION row then reads that form around a Softmax:
 //
-// The scale and the mask may come in either order, or be absent; the mask is a constant (or
-// constant-computed) bool matrix, lower-triangular where scores are kept, and the masked score a
-// very negative constant. ONNX Attention nodes are rewritten the same way. A pattern is fused only
-// when none of its intermediate values is read elsewhere or is a graph output.
-
-/** Masked scores at or below this sit so far under real ones that their softmax weight underflows to 0 (exp(−1e4) is 0 even in float64). */
-const MASKED = -1e4;
-
-/** A value's single reader, when it is an intermediate nothing else reads. */
-function soleUser(g: Graph, v: Value | null | undefined): Node | null {
-  return v && v.users.length === 1 && !g.outputs.includes(v) ? v.users[0]! : null;
-}
-
-function producedBy(v: Value | null | undefined, op: string): Node | null {
-  return v?.kind === 'node' && v.producer?.op === op ? v.producer : null;
-}
-
-const permIs = (n: Node, perm: readonly number[]): boolean => {
-  const p = n.attrs['perm'] as readonly number[] | undefined;
-  return !!p && p.length === perm.length && p.every((x, i) => x === perm[i]);
-};
+//   Q [B,H,T,Dh] ─┐
+//   Kᵀ [B,H,Dh,T] ─MatMul─(scale)─(mask)─Softmax─(NaN guard)─MatMul─(head merge)  ⇒  FusedAttention
+//   V [B,H,T,Dh] ──────────────────────────────────────────────┘
+//
+// where Q, K and V are head splits of [B, T, D] rows (those go with the pattern) or any head-major
+// values (rotary embeddings applied after the split, K/V heads repeated for grouped-query
+// attention), which are moved into rows by a copy. The scale is any product of constant factors
+// on the scores (or pulled out of q and k); the mask is a constant (or constant-computed) Where or
+// added tensor, causal or all-keep, its masked value very negative. ONNX Attention nodes are
+// rewritten too. What stays unfused is reported with the reason, per Softmax.
 
 /**
  * Values computable from constants alone, by the registry's CPU kernels (the causal mask of a graph
@@ -75,241 +64,435 @@ class ConstEval {
   }
 }
 
-/** Is `keep` (leading dims of size 1) the T × T lower triangle, diagonal included? */
-function isCausalKeep(keep: Tensor, T: number): boolean {
-  const s = keep.shape;
-  if (s.length < 2 || s[s.length - 1] !== T || s[s.length - 2] !== T || s.slice(0, -2).some((d) => d !== 1)) return false;
-  for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) if (!!keep.data[i * T + j] !== j <= i) return false;
-  return true;
+function soleUser(g: Graph, v: Value | null | undefined): Node | null {
+  return v && v.users.length === 1 && !g.outputs.includes(v) ? v.users[0]! : null;
 }
 
-const allTrue = (t: Tensor): boolean => t.data.every((x) => x !== 0);
+function producedBy(v: Value | null | undefined, o: string): Node | null {
+  return v?.kind === 'node' && v.producer?.op === o ? v.producer : null;
+}
 
-/** One head split: `base` [B, T, H·Dh] reshaped to [B, T, H, Dh] and transposed by `perm`. */
-interface Heads { base: Value; H: number; Dh: number; nodes: Node[] }
+const permOf = (n: Node): readonly number[] | undefined => n.attrs['perm'] as readonly number[] | undefined;
+const permIs = (n: Node, perm: readonly number[]): boolean => {
+  const p = permOf(n);
+  return !!p && p.length === perm.length && p.every((x, i) => x === perm[i]);
+};
+const isStatic = (d: Dim | undefined): d is number => typeof d === 'number';
 
-function headSplit(g: Graph, v: Value | null | undefined, perm: readonly number[], reader: Node): Heads | null {
-  const t = producedBy(v, 'Transpose');
-  if (!t || soleUser(g, v) !== reader || !permIs(t, perm)) return null;
+// --- canonical rows ---------------------------------------------------------------------------
+
+/** Does `v` (attention scores) reach a Softmax through scalings, masks and casts only? */
+function scoresOfSoftmax(v: Value, depth = 0): boolean {
+  if (depth > 4 || v.shape.length !== 4) return false;
+  return v.users.some((u) => u.op === 'Softmax' || (['Mul', 'Div', 'Add', 'Where', 'Cast'].includes(u.op) && scoresOfSoftmax(u.outputs[0]!, depth + 1)));
+}
+
+const scaledBy = (name: string, s: string): ReturnType<typeof op> => op('Mul', [any(name), scalar(s)], { commute: true });
+
+export const CANONICAL: readonly Rule[] = [
+  {
+    // Transpose(Transpose(x, p), r) = Transpose(x, p∘r); the identity permutation is x itself.
+    name: 'transpose of a transpose',
+    pattern: op('Transpose', [op('Transpose', [any('x')])]),
+    rewrite(m, _g, at) {
+      const outer = m.root, inner = m.nodes[1]!, x = bound(m, 'x');
+      const p = permOf(inner), r = permOf(outer);
+      if (!p || !r || p.length !== r.length) return null;
+      const perm = r.map((i) => p[i]!);
+      if (perm.every((x, i) => x === i)) return x;
+      return at.value('Transpose', [x], { perm }, { dtype: x.dtype, shape: outer.outputs[0]!.shape });
+    },
+  },
+  {
+    name: 'cast to its own type',
+    pattern: op('Cast', [any('x')]),
+    rewrite: (m) => (bound(m, 'x').dtype === m.root.outputs[0]!.dtype ? bound(m, 'x') : null),
+  },
+  {
+    // PyTorch's SDPA decomposition transposes K through [B·H, T, Dh] rows: Reshape, Transpose of the
+    // last two axes, Reshape back to [B, H, Dh, T]. That is x's heads with the last two axes swapped.
+    name: 'kᵀ through [B·H, T, Dh]',
+    pattern: op('Reshape', [op('Transpose', [op('Reshape', [any('x')])])]),
+    rewrite(m, _g, at) {
+      const x = bound(m, 'x'), mid = m.nodes[2]!.outputs[0]!, tr = m.nodes[1]!, out = m.root.outputs[0]!;
+      const [N, T, Dh] = mid.shape, [B, H, Dh2, T2] = out.shape;
+      if (mid.shape.length !== 3 || out.shape.length !== 4 || !permIs(tr, [0, 2, 1])) return null;
+      if (![N, T, Dh, B, H].every(isStatic) || Dh2 !== Dh || T2 !== T || (B as number) * (H as number) !== N) return null;
+      // x may be [B, H, T, Dh] or more axes of the same rows (grouped-query heads [B, Hkv, r, T, Dh]).
+      const xs = x.shape;
+      if (xs.length < 3 || xs[xs.length - 1] !== Dh || xs[xs.length - 2] !== T || !xs.every(isStatic)) return null;
+      const heads = xs.length === 4 && xs[0] === B && xs[1] === H ? x : at.value('Reshape', [x], { shape: [B as number, H as number, T as number, Dh as number] }, { dtype: x.dtype, shape: [B, H, T, Dh] });
+      return at.value('Transpose', [heads], { perm: [0, 1, 3, 2] }, { dtype: x.dtype, shape: out.shape });
+    },
+  },
+  {
+    // The scale split as √scale on q and on k (PyTorch's SDPA decomposition), or on one of them:
+    // taken out of the product onto the scores, where the attention row reads it.
+    name: 'scale out of the scores product',
+    pattern: op('MatMul', [any('a'), any('b')], {
+      test: (v, m) => v.shape.length === 4 && scoresOfSoftmax(v) && [bound(m, 'a'), bound(m, 'b')].some((x) => x.producer?.op === 'Mul' && x.users.length === 1),
+    }),
+    rewrite(m, g, at) {
+      let factor = 1;
+      const side = (x: Value): Value => {
+        const n = producedBy(x, 'Mul');
+        if (!n || soleUser(g, x) !== m.root) return x;
+        const [p, q] = n.inputs;
+        const c = p?.kind === 'const' && p.data?.data.length === 1 ? p : q?.kind === 'const' && q.data?.data.length === 1 ? q : null;
+        const rest = c === p ? q : p;
+        if (!c || !rest || !shapesEqual(rest.shape, x.shape) || rest.dtype !== x.dtype) return x;
+        factor *= c.data!.data[0]!;
+        return rest;
+      };
+      const a = side(bound(m, 'a')), b = side(bound(m, 'b'));
+      if (a === bound(m, 'a') && b === bound(m, 'b')) return null;
+      const out = m.root.outputs[0]!;
+      const prod = at.value('MatMul', [a, b], {}, { dtype: out.dtype, shape: out.shape });
+      const s = g.addConst(g.uniqueName(`${out.name}__scale`), tensor(out.dtype, [], [factor]));
+      return at.value('Mul', [prod, s], {}, { dtype: out.dtype, shape: out.shape });
+    },
+  },
+];
+
+// --- the attention row ------------------------------------------------------------------------
+
+/** Where a fused input comes from: [B, T, D] rows a head split read (its nodes go), or head-major values to copy. */
+type Operand = { rows: Value; drop: Node[] } | { heads: Value; drop: Node[] };
+
+/** x = Transpose(Reshape(rows [B, T, D] → [B, T, H, Dh]), perm), read only by `reader`. */
+function headSplit(g: Graph, x: Value, perm: readonly number[], reader: Node): Operand | null {
+  const t = producedBy(x, 'Transpose');
+  if (!t || soleUser(g, x) !== reader || !permIs(t, perm)) return null;
   const r = producedBy(t.inputs[0], 'Reshape');
   if (!r || soleUser(g, r.outputs[0]) !== t) return null;
-  const base = r.inputs[0]!;
+  const base = r.inputs[0]!, split = r.outputs[0]!.shape;
   const [B, T, D] = base.shape;
-  const [B2, T2, H, Dh] = r.outputs[0]!.shape;
-  if (base.shape.length !== 3 || r.outputs[0]!.shape.length !== 4 || B !== B2 || T !== T2) return null;
-  if (typeof D !== 'number' || typeof H !== 'number' || typeof Dh !== 'number' || H * Dh !== D) return null;
-  return { base, H, Dh, nodes: [t, r] };
+  if (base.shape.length !== 3 || split.length !== 4 || split[0] !== B || split[1] !== T || !isStatic(D) || !isStatic(split[2]) || !isStatic(split[3]) || split[2] * split[3] !== D) return null;
+  return { rows: base, drop: [t, r] };
 }
 
-/** The head merge after attention: [B, H, T, Dh] transposed to [B, T, H, Dh] and reshaped to `like`'s [B, T, D]. */
-function headMerge(g: Graph, y: Value, like: Shape): Node[] | null {
-  const t = soleUser(g, y);
-  if (t?.op !== 'Transpose' || !permIs(t, [0, 2, 1, 3])) return null;
-  const r = soleUser(g, t.outputs[0]);
-  if (r?.op !== 'Reshape' || !shapesEqual(r.outputs[0]!.shape, like)) return null;
-  return [t, r];
+/** Is `v` K/V heads repeated for grouped-query attention (Unsqueeze, Expand, Reshape)? */
+const isRepeatedHeads = (v: Value): boolean => {
+  const r = producedBy(v, 'Reshape'), e = producedBy(r?.inputs[0], 'Expand');
+  return !!e && !!producedBy(e.inputs[0], 'Unsqueeze');
+};
+
+type MaskKind = { kind: 'none' } | { kind: 'causal' };
+
+/** What a keep-pattern [.., Tq, Tk] is: the same for every leading index, and all-keep or causal. */
+function classifyKeep(keep: (i: number) => boolean, shape: readonly number[], Tq: number, Tk: number): MaskKind | string {
+  const r = shape.length;
+  if (r < 2 || shape[r - 1] !== Tk || (shape[r - 2] !== Tq && shape[r - 2] !== 1)) return `a mask of shape [${shape}] for scores of [${Tq}, ${Tk}]`;
+  const rows = shape[r - 2]!, per = rows * Tk, slices = shape.slice(0, -2).reduce((a, b) => a * b, 1);
+  for (let s = 1; s < slices; s++) for (let i = 0; i < per; i++) if (keep(s * per + i) !== keep(i)) return 'a mask that differs between batch entries or heads (a key-padding mask?): not fused yet';
+  let all = true, causal = rows === Tq, window = Infinity, rowEmpty = false;
+  for (let i = 0; i < rows; i++) {
+    let any = false;
+    for (let j = 0; j < Tk; j++) {
+      const k = keep(i * Tk + j);
+      if (!k) all = false;
+      any ||= k;
+      if (k !== (j <= i)) causal = false;
+    }
+    rowEmpty ||= !any;
+  }
+  if (all) return { kind: 'none' };
+  if (causal) return { kind: 'causal' };
+  if (rowEmpty) return 'a mask that hides every key of some query';
+  // A band below the diagonal: keys i − w < j ≤ i.
+  let band = rows === Tq;
+  for (let i = 0; i < rows && band; i++) {
+    let first = -1;
+    for (let j = 0; j < Tk; j++) if (keep(i * Tk + j)) { first = j; break; }
+    for (let j = 0; j < Tk; j++) if (keep(i * Tk + j) !== (j >= first && j <= i)) band = false;
+    if (first > 0) window = Math.min(window, i - first + 1);
+  }
+  return band ? `a sliding-window mask (${window} keys): not fused yet (the fused kernel has no window)` : 'a mask that is neither causal nor a sliding window';
 }
 
-interface Match {
-  q: Value; k: Value; v: Value;
-  H: number; scale: number; causal: boolean;
-  /** The pattern's nodes; the last one's output is what FusedAttention's output replaces. */
+/** The graph inputs a value is computed from (a mask made from `attention_mask`, say). */
+function inputsBehind(v: Value, seen = new Set<Value>()): string[] {
+  if (seen.has(v)) return [];
+  seen.add(v);
+  if (v.kind === 'input') return [v.name];
+  return (v.producer?.inputs ?? []).flatMap((x) => (x ? inputsBehind(x, seen) : []));
+}
+
+/** The parameters a value is computed from. */
+function paramsBehind(v: Value, seen = new Set<Value>()): string[] {
+  if (seen.has(v)) return [];
+  seen.add(v);
+  if (v.kind === 'param') return [v.name];
+  return (v.producer?.inputs ?? []).flatMap((x) => (x ? paramsBehind(x, seen) : []));
+}
+
+function whyNotConstant(v: Value, what: string): string {
+  const ins = [...new Set(inputsBehind(v))];
+  if (ins.length) return `the ${what} is computed from the model input${ins.length > 1 ? 's' : ''} ${ins.map((n) => `'${n}'`).join(', ')} (a key-padding mask?): not fused yet`;
+  if (v.kind === 'param') return `the ${what} '${v.name}' is a trained parameter (a learned bias): not fused yet (the fused kernel takes no bias)`;
+  const ps = [...new Set(paramsBehind(v))];
+  if (ps.length) return `the ${what} is computed from the parameter${ps.length > 1 ? 's' : ''} ${ps.slice(0, 2).map((n) => `'${n}'`).join(', ')} (a relative position bias): not fused yet (the fused kernel takes no bias)`;
+  return `the ${what} is not a constant`;
+}
+
+interface Found {
+  q: Operand; k: Operand; v: Operand;
+  H: number; Dh: number; scale: number; causal: boolean; repeated: boolean;
+  /** Matched nodes, in graph order; the last one's output is what the fused result replaces. */
   nodes: Node[];
-  /** The node whose meta and scope the fused node takes. */
+  /** The result [B, T, D] (a head merge followed) or [B, H, T, Dh]. */
+  result: Value; merged: boolean;
   lead: Node;
-  /** The result is [B, H, T, Dh] (an ONNX Attention on 4-D inputs with no head merge after it). */
-  headsOut?: boolean;
 }
 
-/** The decomposed attention around one Softmax, or null where the graph differs anywhere. */
-function matchDecomposed(g: Graph, softmax: Node, consts: ConstEval): Match | null {
-  const p = softmax.outputs[0]!;
-  const x0 = softmax.inputs[0];
-  if (!x0 || x0.shape.length !== 4) return null;
-  const axis = softmax.attrs['axis'] as number;
-  if (axis !== -1 && axis !== 3) return null;
-  const mm2 = soleUser(g, p);
-  if (mm2?.op !== 'MatMul' || mm2.inputs[0] !== p) return null;
-  const vh = headSplit(g, mm2.inputs[1], [0, 2, 1, 3], mm2);
-  if (!vh) return null;
-  const merge = headMerge(g, mm2.outputs[0]!, vh.base.shape);
-  if (!merge) return null;
+/** The attention around one Softmax, or why it is not one the fused kernel runs. */
+function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
+  const x0 = sm.inputs[0]!;
+  if (x0.shape.length !== 4) return 'scores are not 4-D [batch, heads, queries, keys]';
+  const axis = sm.attrs['axis'] as number;
+  if (axis !== -1 && axis !== 3) return `softmax over axis ${axis}, not the keys`;
+  const nodes: Node[] = [sm];
 
-  // Between the scores and the softmax: at most one scale and one mask, in either order.
-  let x: Value = x0, reader: Node = softmax, scale = 1, maskedAt: number | null = null, causal = false;
-  const middle: Node[] = [];
-  for (let step = 0; step < 2; step++) {
+  // After the softmax: an upcast's cast back, a NaN guard (Where(IsNaN(p), 0, p)), then P·V.
+  let p = sm.outputs[0]!;
+  const guardIs = p.users.find((u) => u.op === 'IsNaN');
+  if (guardIs && p.users.length === 2 && !g.outputs.includes(p)) {
+    const w = soleUser(g, guardIs.outputs[0]);
+    if (w?.op !== 'Where' || w.inputs[0] !== guardIs.outputs[0] || w.inputs[2] !== p || consts.scalar(w.inputs[1]) !== 0 || !p.users.includes(w)) return 'the softmax result is read by something besides P·V';
+    nodes.push(guardIs, w);
+    p = w.outputs[0]!;
+  }
+  let cast = soleUser(g, p);
+  if (cast?.op === 'Cast') { nodes.push(cast); p = cast.outputs[0]!; }
+  const mm2 = soleUser(g, p);
+  if (mm2?.op !== 'MatMul' || mm2.inputs[0] !== p) return 'the softmax result is not multiplied by V alone';
+  const v4 = mm2.inputs[1]!;
+  nodes.push(mm2);
+
+  // Before it: an upcast, then at most one scale and one mask, in either order.
+  let x = x0, reader: Node = sm, scale = 1, maskedAt: number | null = null, mask: MaskKind = { kind: 'none' };
+  cast = producedBy(x, 'Cast');
+  if (cast && soleUser(g, x) === sm) { nodes.push(cast); reader = cast; x = cast.inputs[0]!; }
+  const T = x.shape[3], Tq = x.shape[2];
+  if (!isStatic(T) || !isStatic(Tq)) return 'the number of queries or keys is not static';
+  for (let step = 0; step < 4; step++) {
     const n = x.producer;
-    if (!n || x.kind !== 'node' || soleUser(g, x) !== reader) return null;
-    if ((n.op === 'Mul' || n.op === 'Div') && middle.every((m) => m.op !== 'Mul' && m.op !== 'Div')) {
-      const [a, b] = n.inputs;
-      const c = consts.scalar(b), ca = n.op === 'Mul' ? consts.scalar(a) : null;
-      const chain = c !== null ? a : ca !== null ? b : null;
-      const s = c ?? ca;
-      if (!chain || s === null || !(s > 0) || !Number.isFinite(s) || !shapesEqual(chain.shape, x.shape)) return null;
-      const factor = n.op === 'Mul' ? s : 1 / s;
-      scale *= factor;
+    if (!n || x.kind !== 'node' || soleUser(g, x) !== reader) break;
+    const [a, b] = n.inputs;
+    if ((n.op === 'Mul' || n.op === 'Div') && (consts.scalar(b) !== null || (n.op === 'Mul' && consts.scalar(a) !== null))) {
+      const c = consts.scalar(b) !== null ? b : a;
+      const s = consts.scalar(c)!, chain = c === b ? a! : b!;
+      if (!(s > 0) || !Number.isFinite(s)) return `the scores are scaled by ${s}`;
+      if (!shapesEqual(chain.shape, x.shape)) return 'the scale broadcasts the scores to another shape';
+      const f = n.op === 'Mul' ? s : 1 / s;
+      scale *= f;
       // A mask applied before this scale has its masked value scaled too.
-      if (maskedAt !== null) maskedAt *= factor;
-      middle.unshift(n);
+      if (maskedAt !== null) maskedAt *= f;
+      nodes.push(n);
       x = chain;
+    } else if (n.op === 'Mul' || n.op === 'Div') {
+      return whyNotConstant(n.op === 'Div' || consts.of(b) === null ? b! : a!, 'scale');
     } else if (n.op === 'Where' && maskedAt === null) {
-      const [cond, a, b] = n.inputs;
-      const ta = consts.scalar(a), tb = consts.scalar(b);
+      const [cond, wa, wb] = n.inputs;
+      const ta = consts.scalar(wa), tb = consts.scalar(wb);
       // Where(keep, scores, −big) or Where(drop, −big, scores).
       const scoresFirst = tb !== null && ta === null;
-      const chain = scoresFirst ? a : tb === null && ta !== null ? b : null;
-      const masked = scoresFirst ? tb : ta;
+      const chain = scoresFirst ? wa : tb === null && ta !== null ? wb : null;
+      if (!chain) return 'a Where on the scores that is not a mask with a constant masked value';
       const m = consts.of(cond);
-      if (!chain || masked === null || !m || m.dtype !== 'bool' || !shapesEqual(chain.shape, x.shape)) return null;
-      const T = x.shape[3];
-      if (typeof T !== 'number' || x.shape[2] !== T) return null;
-      const keep = scoresFirst ? m : { ...m, data: m.data.map((d) => (d ? 0 : 1)) };
-      if (allTrue(keep)) causal = false;
-      else if (isCausalKeep(keep, T)) causal = true;
-      else return null;
-      maskedAt = masked;
-      middle.unshift(n);
+      if (!m || m.dtype !== 'bool') return whyNotConstant(cond!, 'mask');
+      const kind = classifyKeep((i) => (m.data[i]! !== 0) === scoresFirst, m.shape, Tq, T);
+      if (typeof kind === 'string') return kind;
+      mask = kind;
+      maskedAt = scoresFirst ? tb! : ta!;
+      nodes.push(n);
+      x = chain;
+    } else if (n.op === 'Add') {
+      const ca = consts.of(a), cb = consts.of(b);
+      const m = cb && !ca ? cb : ca && !cb ? ca : null;
+      if (!m) return whyNotConstant(!ca ? (!cb ? b! : a!) : b!, 'mask or bias added to the scores');
+      const chain = m === cb ? a! : b!;
+      if (!shapesEqual(chain.shape, x.shape)) return 'the added mask broadcasts the scores to another shape';
+      // An all-zero mask (an attention_mask of ones, folded) adds nothing.
+      if (m.data.every((d) => d === 0)) { nodes.push(n); x = chain; reader = n; continue; }
+      if (maskedAt !== null) return 'two masks on the scores';
+      let worst = -Infinity;
+      for (const d of m.data) {
+        if (d === 0) continue;
+        if (!(d <= MASKED)) return "an additive bias (T5's relative bias, ALiBi) on the scores: not fused yet (the fused kernel takes no bias)";
+        worst = Math.max(worst, d);
+      }
+      const kind = classifyKeep((i) => m.data[i] === 0, m.shape, Tq, T);
+      if (typeof kind === 'string') return kind;
+      mask = kind;
+      maskedAt = worst === -Infinity ? -Infinity : worst;
+      nodes.push(n);
       x = chain;
     } else break;
     reader = n;
   }
-  if (causal && !(maskedAt! <= MASKED)) return null;
+  if (mask.kind !== 'none' && !(maskedAt! <= MASKED)) return `masked scores of ${maskedAt} are not far enough below the others to get zero weight`;
 
   const mm1 = producedBy(x, 'MatMul');
-  if (!mm1 || soleUser(g, x) !== reader) return null;
-  const qh = headSplit(g, mm1.inputs[0], [0, 2, 1, 3], mm1);
-  const kh = headSplit(g, mm1.inputs[1], [0, 2, 3, 1], mm1);
-  if (!qh || !kh) return null;
-  const { base: q } = qh, { base: k } = kh, { base: v } = vh;
-  const same = (a: Heads): boolean => a.H === vh.H && a.Dh === vh.Dh && a.base.dtype === v.dtype && shapesEqual(a.base.shape, v.shape);
-  if (!same(qh) || !same(kh)) return null;
+  if (!mm1 || soleUser(g, x) !== reader) return 'the scores are not a product q·kᵀ read only by the softmax';
+  nodes.push(mm1);
+  const [q4, kt4] = mm1.inputs as [Value, Value];
+  if (q4.shape.length !== 4 || kt4.shape.length !== 4) return 'q and kᵀ are not 4-D [batch, heads, tokens, head size]';
+  const [B, H, , Dh] = q4.shape;
+  if (!isStatic(H) || !isStatic(Dh)) return 'the head count or head size is not static';
+
+  const operand = (x4: Value, reader: Node): Operand => headSplit(g, x4, [0, 2, 1, 3], reader) ?? { heads: x4, drop: [] };
+  // kᵀ: a head split transposed [0, 2, 3, 1], or k's heads with the last two axes swapped.
+  let k: Operand | null = headSplit(g, kt4, [0, 2, 3, 1], mm1), k4: Value | null = null;
+  if (!k) {
+    const t = producedBy(kt4, 'Transpose');
+    if (!t || !permIs(t, [0, 1, 3, 2]) || soleUser(g, kt4) !== mm1) return 'kᵀ is not a transpose of k';
+    k4 = t.inputs[0]!;
+    const o = operand(k4, t);
+    k = { ...o, drop: [...o.drop, t] };
+  }
+  const q = operand(q4, mm1), v = operand(v4, mm2);
+  const shapeOf = (o: Operand): readonly Dim[] => ('rows' in o ? [o.rows.shape[0]!, H, o.rows.shape[1]!, Dh] : o.heads.shape);
+  const [qs, ks, vs] = [shapeOf(q), shapeOf(k), shapeOf(v)];
+  if (!shapesEqual(qs, ks) || !shapesEqual(qs, vs)) return `q, k and v heads differ: [${qs}], [${ks}], [${vs}] (cross-attention or unequal sizes: not fused yet)`;
+  const dt = q4.dtype;
+  if (kt4.dtype !== dt || v4.dtype !== dt) return 'q, k and v differ in type';
+
+  // After P·V: a head merge into [B, T, D] rows, or the result stays head-major.
+  let result = mm2.outputs[0]!, merged = false;
+  const t = soleUser(g, result);
+  if (t?.op === 'Transpose' && permIs(t, [0, 2, 1, 3])) {
+    const r = soleUser(g, t.outputs[0]);
+    if (r?.op === 'Reshape' && shapesEqual(r.outputs[0]!.shape, [B!, Tq, H * Dh])) {
+      nodes.push(t, r);
+      result = r.outputs[0]!;
+      merged = true;
+    }
+  }
+  const all = [...nodes, ...q.drop, ...k.drop, ...v.drop];
+  all.sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   return {
-    q, k, v, H: vh.H, scale, causal, lead: mm1,
-    nodes: [...qh.nodes.reverse(), ...kh.nodes.reverse(), mm1, ...middle, softmax, ...vh.nodes.reverse(), mm2, ...merge],
+    q, k, v, H, Dh, scale, causal: mask.kind === 'causal', nodes: all, result, merged, lead: mm1,
+    repeated: isRepeatedHeads(v4) || (k4 !== null && isRepeatedHeads(k4)),
   };
 }
 
-/** Adds a node at `pos` of the node list (before what reads its outputs), keeping the order topological. */
-function insertAt(g: Graph, pos: number, spec: NodeSpec): Node {
-  const node = g.addNode(spec);
-  // addNode appends; Graph has no insert, and replaceNode moves nodes the same way.
-  g.nodes.splice(g.nodes.indexOf(node), 1);
-  g.nodes.splice(pos, 0, node);
-  return node;
+/** Rows [B, T, H·Dh] of an operand: the head split's source, or a copy of the heads. */
+function rowsOf(at: Emitter, o: Operand, H: number, Dh: number): Value {
+  if ('rows' in o) return o.rows;
+  const x = o.heads, [B, , T] = x.shape;
+  const t = at.value('Transpose', [x], { perm: [0, 2, 1, 3] }, { dtype: x.dtype, shape: [B!, T!, H, Dh], name: `${x.name}__t` });
+  return at.value('Reshape', [t], { shape: [0, 0, H * Dh] }, { dtype: x.dtype, shape: [B!, T!, H * Dh], name: `${x.name}__rows` });
 }
 
-/** Drops what only fed removed nodes: constants and constant-computing nodes (a shared mask, once its last reader goes). */
-function dropIfUnused(g: Graph, v: Value | null): void {
-  if (!v || v.users.length || g.outputs.includes(v)) return;
-  if (v.kind === 'const') {
-    // Graph has no removeValue; removeDeadCode forgets unread constants the same way.
-    g.values.delete(v.name);
-  } else if (v.kind === 'node' && v.producer && g.nodes.includes(v.producer) && v.producer.outputs.every((o) => !o.users.length && !g.outputs.includes(o))) {
-    const n = v.producer;
-    const ins = [...n.inputs];
-    g.removeNode(n);
-    for (const x of ins) dropIfUnused(g, x);
-  }
-}
-
-/**
- * Puts one FusedAttention node in place of a match: it stands where the match's last node stood
- * (after its inputs, before its result's readers), its output takes the result's name, and the
- * matched nodes go with whatever only they read (scale and mask constants).
- */
-function replaceWithFused(g: Graph, m: Match): void {
-  const last = m.nodes[m.nodes.length - 1]!;
-  const result = last.outputs[0]!;
-  const name = result.name;
-  const { scope, meta } = m.lead;
-  const [B, T, D] = m.q.shape as [Dim, Dim, number];
-  let pos = g.nodes.indexOf(last);
-  const fused = insertAt(g, pos++, {
+/** Puts FusedAttention where the match's last node stood; the matched nodes and what only they read go. */
+function replace(g: Graph, f: Found, scaleOverride?: number): void {
+  const last = f.nodes[f.nodes.length - 1]!;
+  const at = emitterBefore(g, last);
+  const { scope, meta } = f.lead;
+  const [q, k, v] = [f.q, f.k, f.v].map((o) => rowsOf(at, o, f.H, f.Dh)) as [Value, Value, Value];
+  const [B, T] = q.shape as [Dim, Dim];
+  const name = f.result.name;
+  const fused = at.emit({
     op: 'FusedAttention', name: `${scope}FusedAttention`, scope, meta: { ...meta },
-    inputs: [m.q, m.k, m.v],
-    attrs: { heads: m.H, scale: m.scale, causal: m.causal ? 1 : 0 },
+    inputs: [q, k, v],
+    attrs: { heads: f.H, scale: scaleOverride ?? f.scale, causal: f.causal ? 1 : 0 },
     outputs: [
-      { name: g.uniqueName(`${name}__fused`), dtype: m.q.dtype, shape: m.q.shape },
-      { name: g.uniqueName(`${scope}FusedAttention_lse`), dtype: lseDtype(m.q.dtype), shape: [B, m.H, T] },
+      { name: g.uniqueName(`${name}__fused`), dtype: q.dtype, shape: q.shape },
+      { name: g.uniqueName(`${scope}FusedAttention_lse`), dtype: lseDtype(q.dtype), shape: [B, f.H, T] },
     ],
   });
   let out = fused.outputs[0]!;
-  if (m.headsOut) {
-    // The result was [B, H, T, Dh]: split the fused rows back into heads for its readers.
-    const Dh = D / m.H;
-    const r = insertAt(g, pos++, {
-      op: 'Reshape', name: `${scope}Reshape`, scope, meta: { ...meta }, inputs: [out], attrs: { shape: [0, 0, m.H, Dh] },
-      outputs: [{ name: g.uniqueName(`${name}__rows`), dtype: out.dtype, shape: [B, T, m.H, Dh] }],
-    });
-    const t = insertAt(g, pos++, {
-      op: 'Transpose', name: `${scope}Transpose`, scope, meta: { ...meta }, inputs: [r.outputs[0]!], attrs: { perm: [0, 2, 1, 3] },
-      outputs: [{ name: g.uniqueName(`${name}__heads`), dtype: out.dtype, shape: result.shape }],
-    });
-    out = t.outputs[0]!;
+  if (!f.merged) {
+    const r = at.value('Reshape', [out], { shape: [0, 0, f.H, f.Dh] }, { dtype: out.dtype, shape: [B, T, f.H, f.Dh], name: `${name}__rows` });
+    out = at.value('Transpose', [r], { perm: [0, 2, 1, 3] }, { dtype: out.dtype, shape: f.result.shape, name: `${name}__heads` });
   }
-  g.replaceAllUses(result, out);
-  const inputs = new Set<Value>();
-  for (const n of m.nodes) for (const x of n.inputs) if (x) inputs.add(x);
-  for (let i = m.nodes.length - 1; i >= 0; i--) g.removeNode(m.nodes[i]!);
-  for (const x of inputs) dropIfUnused(g, x);
-  g.renameValue(out, name);
+  g.replaceAllUses(f.result, out);
+  for (let i = f.nodes.length - 1; i >= 0; i--) dropUnread(g, f.nodes[i]!);
+  if (!g.values.has(name)) g.renameValue(out, name);
 }
 
 /**
  * An ONNX Attention node as FusedAttention. 3-D inputs already have the fused layout. 4-D ones
- * [B, H, T, Dh] take their [B, T, D] sources where head splits made them (else heads are moved into
- * rows by a Transpose and Reshape inserted before), and the output absorbs a following head merge
- * (else it is split back into heads).
+ * [B, H, T, Dh] take their [B, T, D] sources where head splits made them (else heads are copied into
+ * rows), and the output absorbs a following head merge (else it is split back into heads).
  */
-function matchOnnx(g: Graph, n: Node): Match {
+function onnxFound(g: Graph, n: Node): Found | 'packed' {
   const [q0, k0, v0] = n.inputs as [Value, Value, Value];
-  if (q0.shape.length === 3) {
-    const H = n.attrs['q_num_heads'] as number;
-    const a = fusedAttrsOfOnnx(n.attrs, (q0.shape[2] as number) / H, H);
-    return { q: q0, k: k0, v: v0, H, scale: a['scale'] as number, causal: a['causal'] === 1, nodes: [n], lead: n };
-  }
+  if (q0.shape.length === 3) return 'packed';
   const [B, H, T, Dh] = q0.shape as [Dim, number, Dim, number];
+  const nodes: Node[] = [n];
+  let result = n.outputs[0]!, merged = false;
+  const t = soleUser(g, result);
+  if (t?.op === 'Transpose' && permIs(t, [0, 2, 1, 3])) {
+    const r = soleUser(g, t.outputs[0]);
+    if (r?.op === 'Reshape' && shapesEqual(r.outputs[0]!.shape, [B, T, H * Dh])) { nodes.push(t, r); result = r.outputs[0]!; merged = true; }
+  }
+  const operand = (x: Value): Operand => headSplit(g, x, [0, 2, 1, 3], n) ?? { heads: x, drop: [] };
+  const [q, k, v] = [operand(q0), operand(k0), operand(v0)];
+  const all = [...nodes, ...q.drop, ...k.drop, ...v.drop].sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   const a = fusedAttrsOfOnnx(n.attrs, Dh, H);
-  const nodes: Node[] = [];
-  const rows = (x: Value): Value => {
-    const hs = headSplit(g, x, [0, 2, 1, 3], n);
-    if (hs && hs.H === H && hs.Dh === Dh) {
-      nodes.push(...hs.nodes.reverse());
-      return hs.base;
-    }
-    const pos = g.nodes.indexOf(n);
-    const t = insertAt(g, pos, {
-      op: 'Transpose', name: `${n.scope}Transpose`, scope: n.scope, meta: { ...n.meta }, inputs: [x], attrs: { perm: [0, 2, 1, 3] },
-      outputs: [{ name: g.uniqueName(`${x.name}__t`), dtype: x.dtype, shape: [B, T, H, Dh] }],
-    });
-    const r = insertAt(g, pos + 1, {
-      op: 'Reshape', name: `${n.scope}Reshape`, scope: n.scope, meta: { ...n.meta }, inputs: [t.outputs[0]!], attrs: { shape: [0, 0, H * Dh] },
-      outputs: [{ name: g.uniqueName(`${x.name}__rows`), dtype: x.dtype, shape: [B, T, H * Dh] }],
-    });
-    return r.outputs[0]!;
-  };
-  const [q, k, v] = [rows(q0), rows(k0), rows(v0)];
-  nodes.push(n);
-  const merge = headMerge(g, n.outputs[0]!, q.shape);
-  if (merge) nodes.push(...merge);
-  return { q, k, v, H, scale: a['scale'] as number, causal: a['causal'] === 1, nodes, lead: n, headsOut: !merge };
+  return { q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1, nodes: all, result, merged, lead: n, repeated: false };
+}
+
+/** What the attention rows did, and each Softmax they left with the reason. */
+export interface AttentionReport {
+  fused: number;
+  rules: RuleCounts;
+  unfused: { node: string; scope: string; reason: string }[];
+}
+
+function attentionRules(why: Map<Node, string>, repeated: { n: number }): Rule[] {
+  const consts = new ConstEval();
+  return [
+    {
+      name: 'attention',
+      pattern: op('Softmax', [any('scores')]),
+      rewrite(m, g) {
+        const f = analyse(g, m.root, consts);
+        if (typeof f === 'string') { why.set(m.root, f); return null; }
+        if (f.repeated) repeated.n++;
+        replace(g, f);
+        return true;
+      },
+    },
+    {
+      name: 'ONNX Attention',
+      pattern: op('Attention', undefined, { test: (v) => v.producer!.inputs.length <= 3 && v.producer!.outputs.length === 1 }),
+      rewrite(m, g, at) {
+        const f = onnxFound(g, m.root);
+        if (f !== 'packed') { replace(g, f); return true; }
+        const n = m.root, [q, k, v] = n.inputs as [Value, Value, Value];
+        const H = n.attrs['q_num_heads'] as number;
+        const a = fusedAttrsOfOnnx(n.attrs, (q.shape[2] as number) / H, H);
+        const [B, T] = q.shape as [Dim, Dim];
+        const out = n.outputs[0]!;
+        const fused = at.emit({
+          op: 'FusedAttention', name: `${n.scope}FusedAttention`, inputs: [q, k, v], attrs: a,
+          outputs: [{ name: g.uniqueName(`${out.name}__fused`), dtype: q.dtype, shape: q.shape }, { name: g.uniqueName(`${n.scope}FusedAttention_lse`), dtype: lseDtype(q.dtype), shape: [B, H, T] }],
+        });
+        return fused.outputs[0]!;
+      },
+    },
+  ];
 }
 
 /**
- * Fuses every causal (or unmasked) attention of the decomposed form, and every ONNX Attention node,
- * into FusedAttention. Returns how many were fused. Run it before autodiff: the gradient of the
- * fused node is one FusedAttentionGrad.
+ * Rewrites every attention the rows know into FusedAttention: the canonical rows first, then the
+ * attention rows, each table to its fixed point. Run it before autodiff: the gradient of the fused
+ * node is one FusedAttentionGrad.
  */
-export function fuseAttention(g: Graph): number {
-  const consts = new ConstEval();
-  let fused = 0;
-  for (const n of [...g.nodes]) {
-    if (!g.nodes.includes(n)) continue;
-    const m = n.op === 'Softmax' ? matchDecomposed(g, n, consts) : n.op === 'Attention' ? matchOnnx(g, n) : null;
-    if (!m) continue;
-    replaceWithFused(g, m);
-    fused++;
-  }
-  return fused;
+export function attentionFusion(g: Graph): AttentionReport {
+  const rules = applyRules(g, CANONICAL);
+  const why = new Map<Node, string>(), repeated = { n: 0 };
+  for (const [k, v] of applyRules(g, attentionRules(why, repeated))) rules.set(k, v);
+  // Grouped-query K/V heads are copied repeated into rows until the kernel reads them shared.
+  if (repeated.n) rules.set('attention with repeated K/V heads (copied)', repeated.n);
+  g.removeDeadCode();
+  const unfused = g.nodes.filter((n) => n.op === 'Softmax' && why.has(n)).map((n) => ({ node: n.name, scope: n.scope, reason: why.get(n)! }));
+  const fused = (rules.get('attention') ?? 0) + (rules.get('ONNX Attention') ?? 0);
+  return { fused, rules, unfused };
 }
+
+/** How many attentions `attentionFusion` fused. */
+export const fuseAttention = (g: Graph): number => attentionFusion(g).fused;

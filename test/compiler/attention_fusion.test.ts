@@ -117,12 +117,21 @@ describe('fuseAttention leaves alone', () => {
   it.each([
     ['the softmax output is also a graph output', (b: ModelBuilder) => b.output(b.graph.nodes.find((n) => n.op === 'Softmax')!.outputs[0]!)],
     ['the scores are read twice', (b: ModelBuilder) => b.output(b.op('ReduceSum', [b.graph.nodes.find((n) => n.op === 'Mul')!.outputs[0]!], { keepdims: 0 }), 'extra')],
-    ['a head transpose has another reader', (b: ModelBuilder) => b.output(b.op('Neg', [b.graph.nodes.find((n) => n.op === 'Transpose')!.outputs[0]!]), 'extra')],
   ])('a pattern whose %s', (_, tweak) => {
     const g = single(tweak);
     const f = cloneGraph(g);
     expect(fuseAttention(f)).toBe(0);
     expect(f.nodes.length).toBe(g.nodes.length);
+  });
+
+  it('a head split read elsewhere too stays for that reader, and is copied into rows for the fused node', () => {
+    const g = single((b) => b.output(b.op('Neg', [b.graph.nodes.find((n) => n.op === 'Transpose')!.outputs[0]!]), 'extra'));
+    const f = fusedMatches(g, feeds, 1);
+    expect(count(f, 'Softmax')).toBe(0);
+    // q's split stays (Neg reads it); its copy into rows is a Transpose and a Reshape.
+    const n = f.nodes.find((x) => x.op === 'FusedAttention')!;
+    expect(n.inputs[0]!.producer!.op).toBe('Reshape');
+    expect(n.inputs[0]!.producer!.inputs[0]!.producer!.op).toBe('Transpose');
   });
 
   it('a mask that is not causal, a masked value that is not very negative, a scale that is not constant', () => {

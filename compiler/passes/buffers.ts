@@ -1,0 +1,119 @@
+import type { Graph, Node, Value } from '../../src/ir/graph.js';
+import type { Tensor } from '../../src/ir/tensor.js';
+import { type Pat, type Rule, any, applyRules, bound, freezeParam, op } from './rewrite.js';
+
+// ONNX does not say which initializers are trained, and exporters fold a model's buffers (its
+// rotary cos/sin tables, its causal mask) into float initializers, which the importer takes for
+// parameters. Training those would change the model: PyTorch never trains a buffer. These rules
+// find initializers by the role they play and by their values, and make them constants:
+//   - an attention mask: added to the scores before a softmax, every value 0 or very negative;
+//   - rotary tables: x·cos + rotate_half(x)·sin, with cos² + sin² = 1 everywhere.
+// A parameter that only looks the part (a learned bias added before a softmax, initialised to
+// zero) has no very negative value and stays trained.
+
+/** Masked scores at or below this get zero softmax weight in any float type. */
+export const MASKED = -1e4;
+
+/** What a buffer was recognised as, for the compile report. */
+export interface Frozen { name: string; role: string }
+
+/** Ops that move or pick elements without computing: a table read through them is still the table. */
+const MOVES = new Set(['Unsqueeze', 'Squeeze', 'Reshape', 'Slice', 'Expand', 'Cast', 'Identity', 'Transpose', 'Flatten']);
+
+/** The initializer a value is read from through moves (and Gather's data input), or null. */
+export function sourceParam(v: Value | null | undefined): Value | null {
+  for (let x = v; x; ) {
+    if (x.kind === 'param') return x;
+    const n: Node | null = x.producer;
+    if (x.kind !== 'node' || !n) return null;
+    if (MOVES.has(n.op) || n.op === 'Gather') x = n.inputs[0];
+    else return null;
+  }
+  return null;
+}
+
+const isMaskValues = (t: Tensor, zerosToo: boolean): boolean => {
+  let dropped = zerosToo;
+  for (const x of t.data) {
+    if (x <= MASKED) dropped = true;
+    else if (x !== 0) return false;
+  }
+  return dropped;
+};
+
+/** Does `v` reach a Softmax's input through scalings, masks and casts only? */
+function feedsSoftmax(v: Value, depth = 0): boolean {
+  if (depth > 4) return false;
+  return v.users.some((u) => u.op === 'Softmax' || (['Mul', 'Div', 'Add', 'Where', 'Cast'].includes(u.op) && feedsSoftmax(u.outputs[0]!, depth + 1)));
+}
+
+const half = (n: Node, from: 'start' | 'end'): boolean => {
+  const starts = n.attrs['starts'] as readonly number[] | undefined, ends = n.attrs['ends'] as readonly number[] | undefined;
+  const axes = n.attrs['axes'] as readonly number[] | undefined, steps = n.attrs['steps'] as readonly number[] | undefined;
+  const x = n.inputs[0]!, r = x.shape.length, last = x.shape[r - 1];
+  if (!starts || !ends || starts.length !== 1 || typeof last !== 'number' || last % 2) return false;
+  if (axes && axes.length === 1 && axes[0] !== -1 && axes[0] !== r - 1) return false;
+  if (!axes && r !== 1) return false;
+  if (steps && steps.some((s) => s !== 1)) return false;
+  const h = last / 2;
+  return from === 'start' ? starts[0] === 0 && ends[0] === h : starts[0] === h && ends[0]! >= last;
+};
+
+const slice = (from: 'start' | 'end'): Pat => op('Slice', undefined, { test: (v) => v.producer!.inputs.length === 1 && half(v.producer!, from), shared: true });
+
+/** rotate_half(x) = concat(−x[…, h:], x[…, :h]), as HF's Llama, Mistral, Gemma, Qwen2 and GPT-NeoX write it. */
+const rotateHalf: Pat = op('Concat', [op('Neg', [slice('end')]), slice('start')], {
+  test: (v, m) => {
+    const n = v.producer!, ax = n.attrs['axis'] as number;
+    const x = n.inputs[0]!.producer!.inputs[0]!.producer!.inputs[0];
+    const y = n.inputs[1]!.producer!.inputs[0];
+    const was = m.values.get('x');
+    if (!x || x !== y || (was && was !== x) || (ax !== -1 && ax !== v.shape.length - 1)) return false;
+    m.values.set('x', x);
+    return true;
+  },
+});
+
+const isUnit = (c: Tensor, s: Tensor): boolean => c.data.length === s.data.length && c.data.every((x, i) => Math.abs(x * x + s.data[i]! * s.data[i]! - 1) < 1e-4);
+
+export function bufferRules(frozen: Frozen[]): Rule[] {
+  const freeze = (g: Graph, p: Value, role: string): void => {
+    frozen.push({ name: p.name, role });
+    freezeParam(g, p);
+  };
+  return [
+    {
+      name: 'attention mask initializer',
+      pattern: op('Add', [any('scores'), any('mask', { kind: 'param' })], { commute: true }),
+      rewrite(m, g) {
+        const mask = bound(m, 'mask');
+        // All zeros is a mask too where it has the scores' batch axis (no learned tensor has one):
+        // the exporter folded an attention_mask of ones.
+        const scores = bound(m, 'scores').shape, ms = mask.shape;
+        const batched = ms.length === 4 && scores.length === 4 && typeof ms[0] === 'number' && ms[0] > 1 && ms[0] === scores[0];
+        if (!mask.data || !isMaskValues(mask.data, batched) || !feedsSoftmax(m.root.outputs[0]!)) return null;
+        freeze(g, mask, 'attention mask');
+        return true;
+      },
+    },
+    {
+      name: 'rotary table initializers',
+      // rotate_half(x)·sin first: it binds x, which the other product must then read.
+      pattern: op('Add', [op('Mul', [rotateHalf, any('sin', { shared: true })], { commute: true }), op('Mul', [any('x', { shared: true }), any('cos', { shared: true })], { commute: true })], { commute: true }),
+      rewrite(m, g) {
+        const c = sourceParam(bound(m, 'cos')), s = sourceParam(bound(m, 'sin'));
+        if (!c?.data || !s?.data || c === s || !isUnit(c.data, s.data)) return null;
+        freeze(g, c, 'rotary cos table');
+        freeze(g, s, 'rotary sin table');
+        return true;
+      },
+    },
+  ];
+}
+
+/** Makes constants of the initializers that are buffers by their role and values; says which. */
+export function freezeBuffers(g: Graph): Frozen[] {
+  const frozen: Frozen[] = [];
+  applyRules(g, bufferRules(frozen));
+  return frozen;
+}
