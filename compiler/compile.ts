@@ -5,8 +5,8 @@ import { type OptimizerFamily, type ScheduleName, SCHEDULES } from './cost/memor
 import { type CostModel, type DtypePolicy, type MeasuredProfile, costModel } from './cost/model.js';
 import { deviceProfile } from './cost/profiles.js';
 import { readModelFile } from './onnx/codec.js';
-import { importModel } from './onnx/import.js';
-import { fuseAttention } from './passes/attention.js';
+import { frozenBuffers, importModel } from './onnx/import.js';
+import { type FusionReport, emptyFusionReport, fuseForward } from './passes/fusions.js';
 import { fuseEpilogues } from './passes/epilogue.js';
 import { fuseMatMuls } from './passes/matmul.js';
 import { type Partition, partitionTraining } from './partition/partition.js';
@@ -62,6 +62,8 @@ export interface Compiled {
   training: TrainingGraph;
   partition: Partition;
   pipeline: PipelineSchedule;
+  /** What the fusion passes did and left. */
+  fusions: FusionReport;
 }
 
 const PROG_KINDS: ProgramKind[] = ['forward', 'backwardB', 'backwardW'];
@@ -89,9 +91,11 @@ export function compile(o: CompileOptions): Compiled {
 }
 
 /** The training graph's fusion passes; its loss and gradient records follow the values by name. */
-function fuseTraining(t: TrainingGraph): void {
-  fuseMatMuls(t.graph, new Set([t.seed]));
-  fuseEpilogues(t.graph);
+function fuseTraining(t: TrainingGraph, report: FusionReport): void {
+  const folded = fuseMatMuls(t.graph, new Set([t.seed]));
+  const epilogues = fuseEpilogues(t.graph);
+  if (folded) report.rules.push({ rule: 'transposes and scalings folded into products (nodes removed)', count: folded });
+  if (epilogues) report.rules.push({ rule: 'bias and GELU folded into GEMM epilogues (nodes removed)', count: epilogues });
   const now = (v: Value): Value => t.graph.values.get(v.name) ?? v;
   t.loss = now(t.loss);
   t.seed = now(t.seed);
@@ -100,7 +104,22 @@ function fuseTraining(t: TrainingGraph): void {
 }
 
 /** The training graph a compile partitions: imported at the microbatch size, differentiated, fused. */
-interface Prepared { o: CompileOptions & { optimizer: OptimizerFamily }; optimizerConfig: PlanOptimizer; g: Graph; lossSpec: LossSpec; training: TrainingGraph; microbatch: number }
+interface Prepared { o: CompileOptions & { optimizer: OptimizerFamily }; optimizerConfig: PlanOptimizer; g: Graph; lossSpec: LossSpec; training: TrainingGraph; microbatch: number; fusions: FusionReport }
+
+/**
+ * The microbatch size a model with a fixed batch dimension allows (exporters such as torch.onnx's
+ * dynamo path bake the sample's batch into every Reshape): that dimension, where --batch was not
+ * given; a --batch that disagrees is refused, naming the input.
+ */
+function fixedBatch(g: Graph, microbatch: number, batch: number | undefined, m: number): number {
+  const fixed = g.inputs.find((v) => typeof v.shape[0] === 'number' && v.shape[0] !== microbatch);
+  if (!fixed) return microbatch;
+  const b0 = fixed.shape[0] as number;
+  const other = g.inputs.find((v) => v.shape[0] !== b0);
+  if (other) throw new CleaveError(`the model's inputs disagree on the batch: '${fixed.name}' [${fixed.shape}] and '${other.name}' [${other.shape}]`);
+  if (batch !== undefined) throw new CleaveError(`--batch ${batch} makes microbatches of ${microbatch}, but the model's input '${fixed.name}' has a fixed batch of ${b0} ([${fixed.shape}]): use --batch ${b0 * m}, or export the model with a dynamic batch dimension`);
+  return b0;
+}
 
 function prepare(given: CompileOptions): Prepared {
   const optimizerConfig = given.optimizerConfig ?? planOptimizer(given.optimizer ?? 'adamw');
@@ -112,13 +131,15 @@ function prepare(given: CompileOptions): Prepared {
   const batch = o.batch ?? m;
   if (!Number.isInteger(dp) || dp < 1) throw new CleaveError(`--dp must be a positive integer, got ${dp}`);
   if (!Number.isInteger(batch) || batch % m) throw new CleaveError(`--batch ${batch} does not divide into ${m} microbatches`);
-  const microbatch = batch / m;
+  let microbatch = batch / m;
   const g = o.graph ?? importModel(readModelFile(o.model), { baseDir: dirname(o.model), file: o.model }, { batch: microbatch, dims: o.dims });
+  microbatch = fixedBatch(g, microbatch, o.batch, m);
   const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
   // Attention is fused on the training graph's own copy: a graph handed in by the caller stays as given.
-  const training = buildTrainingGraph(g, { loss: lossSpec, rewrite: o.fuse !== false ? fuseAttention : undefined });
-  if (o.fuse !== false) fuseTraining(training);
-  return { o, optimizerConfig, g, lossSpec, training, microbatch };
+  const fusions = emptyFusionReport(frozenBuffers(g));
+  const training = buildTrainingGraph(g, { loss: lossSpec, rewrite: o.fuse !== false ? (t) => fuseForward(t, fusions) : undefined });
+  if (o.fuse !== false) fuseTraining(training, fusions);
+  return { o, optimizerConfig, g, lossSpec, training, microbatch, fusions };
 }
 
 const virtualStagesOf = (o: CompileOptions, schedule: ScheduleName): number => o.virtualStages ?? (schedule === 'zbv' ? 2 : 1);
@@ -242,7 +263,7 @@ function compileWith(prepared: Prepared, schedule: ScheduleName): Compiled {
     ranks,
     prediction: { stepMs: sim.stepMs, pipelineMs: pipeline.makespan },
   };
-  return { plan, training, partition, pipeline };
+  return { plan, training, partition, pipeline, fusions: prepared.fusions };
 }
 
 function workspaceOf(progs: Programs, stage: number, kind: ProgramKind, vIndex: Map<Value, number>): Workspace {

@@ -10,6 +10,7 @@ import { writePlan } from '../plan/io.js';
 import { describeOptimizer } from '../plan/optimizer.js';
 import { type CompileFlags, compileOptions, partitionFlags } from './compile_flags.js';
 import { formatBytes, formatCount, table } from './format.js';
+import { renderFusions } from './fusions.js';
 import { optimizerOptions } from './optimizer_flags.js';
 import { checkOutputFile } from './paths.js';
 import { positiveInt } from './options.js';
@@ -53,7 +54,7 @@ export function registerCompile(program: Command): void {
       checkOutputFile('-o', o.out);
       checkOutputFile('--onnx', onnx);
       const opts = script ? await scriptOptions(model, o, onnx!) : compileOptions(model, o);
-      const { plan } = compile(opts);
+      const { plan, fusions } = compile(opts);
       if (script) writeOnnx((opts as CompileOptions & { graph: Graph }).graph, onnx!);
       writePlan(o.out, plan);
       const secs = (performance.now() - t0) / 1000;
@@ -66,6 +67,7 @@ export function registerCompile(program: Command): void {
           world: w, schedule: plan.schedule, microbatchSize: plan.model.microbatchSize, dtypePolicy: plan.model.dtypePolicy, optimizer: plan.model.optimizerConfig,
           stages: plan.stages.map((s) => ({ stage: s.index, rank: s.ppRank, nodes: s.forward.length, fwdMs: s.fwdMs, bMs: s.bMs, wMs: s.wMs })),
           prediction: { ...plan.prediction, device: plan.schedule.device, worstBubble: bubble, peakBytesPerRank: peak },
+          fusions,
         }) + '\n');
         return;
       }
@@ -75,6 +77,7 @@ export function registerCompile(program: Command): void {
         `${formatCount(plan.model.parameters)} parameters, ${plan.nodes.length} training-graph nodes, loss ${plan.model.loss}`,
         `world ${w.size} = ${w.pp} pipeline × ${w.dp} data parallel (${w.placement}); ${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}`,
         `training: ${describeOptimizer(plan.model.optimizerConfig)}, ${plan.model.dtypePolicy}`,
+        ...renderFusions(fusions),
         table(['stage', 'rank', 'nodes', 'F ms', 'B ms', 'W ms'], plan.stages.map((s) => [String(s.index), String(s.ppRank), String(s.forward.length), s.fwdMs.toFixed(3), s.bMs.toFixed(3), s.wMs.toFixed(3)])),
         `predicted step ${plan.prediction.stepMs.toFixed(3)} ms on ${plan.schedule.device}; worst bubble ${(100 * bubble).toFixed(1)}%; peak memory ${formatBytes(peak)} per rank`,
         `verified: every send meets its receive in order, inputs exist before use, collectives agree, memory plan sound`,
