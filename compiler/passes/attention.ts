@@ -417,9 +417,21 @@ function replace(g: Graph, f: Found, scaleOverride?: number): void {
  * [B, H, T, Dh] take their [B, T, D] sources where head splits made them (else heads are copied into
  * rows), and the output absorbs a following head merge (else it is split back into heads).
  */
-function onnxFound(g: Graph, n: Node): Found | 'packed' {
-  const [q0, k0, v0] = n.inputs as [Value, Value, Value];
-  if (q0.shape.length === 3) return 'packed';
+function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | string {
+  const [q0, k0, v0, maskV] = n.inputs as [Value, Value, Value, Value | null | undefined];
+  // attn_mask: a constant causal or all-keep mask folds into the fused node's causal flag.
+  let causalMask = false;
+  if (maskV) {
+    const m = consts.of(maskV);
+    if (!m) return whyNotConstant(maskV, 'attn_mask');
+    const T = q0.shape[q0.shape.length === 4 ? 2 : 1];
+    if (!isStatic(T)) return 'the number of queries is not static';
+    if (m.dtype !== 'bool') for (const d of m.data) if (d !== 0 && !(d <= MASKED)) return "an additive bias as attn_mask (T5's relative bias, ALiBi): not fused yet (the fused kernel takes no bias)";
+    const kind = classifyKeep((i) => (m.dtype === 'bool' ? m.data[i] !== 0 : m.data[i] === 0), m.shape, T, T);
+    if (typeof kind === 'string') return kind;
+    causalMask = kind.kind === 'causal';
+  }
+  if (q0.shape.length === 3) return causalMask ? 'a 3-D Attention with a causal attn_mask: not fused yet' : 'packed';
   const [B, H, T, Dh] = q0.shape as [Dim, number, Dim, number];
   const nodes: Node[] = [n];
   let result = n.outputs[0]!, merged = false;
@@ -432,7 +444,7 @@ function onnxFound(g: Graph, n: Node): Found | 'packed' {
   const [q, k, v] = [operand(q0), operand(k0), operand(v0)];
   const all = [...nodes, ...q.drop, ...k.drop, ...v.drop].sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   const a = fusedAttrsOfOnnx(n.attrs, Dh, H);
-  return { q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1, nodes: all, result, merged, lead: n, repeated: false };
+  return { q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1 || causalMask, nodes: all, result, merged, lead: n, repeated: isRepeatedHeads(k0) || isRepeatedHeads(v0) };
 }
 
 /** What the attention rows did, and each Softmax they left with the reason. */
@@ -458,10 +470,11 @@ function attentionRules(why: Map<Node, string>, repeated: { n: number }): Rule[]
     },
     {
       name: 'ONNX Attention',
-      pattern: op('Attention', undefined, { test: (v) => v.producer!.inputs.length <= 3 && v.producer!.outputs.length === 1 }),
+      pattern: op('Attention', undefined, { test: (v) => v.producer!.inputs.filter(Boolean).length <= 4 && v.producer!.outputs.length === 1 }),
       rewrite(m, g, at) {
-        const f = onnxFound(g, m.root);
-        if (f !== 'packed') { replace(g, f); return true; }
+        const f = onnxFound(g, m.root, consts);
+        if (typeof f === 'string' && f !== 'packed') { why.set(m.root, f); return null; }
+        if (f !== 'packed') { if (f.repeated) repeated.n++; replace(g, f); return true; }
         const n = m.root, [q, k, v] = n.inputs as [Value, Value, Value];
         const H = n.attrs['q_num_heads'] as number;
         const a = fusedAttrsOfOnnx(n.attrs, (q.shape[2] as number) / H, H);
@@ -489,7 +502,7 @@ export function attentionFusion(g: Graph): AttentionReport {
   // Grouped-query K/V heads are copied repeated into rows until the kernel reads them shared.
   if (repeated.n) rules.set('attention with repeated K/V heads (copied)', repeated.n);
   g.removeDeadCode();
-  const unfused = g.nodes.filter((n) => n.op === 'Softmax' && why.has(n)).map((n) => ({ node: n.name, scope: n.scope, reason: why.get(n)! }));
+  const unfused = g.nodes.filter((n) => (n.op === 'Softmax' || n.op === 'Attention') && why.has(n)).map((n) => ({ node: n.name, scope: n.scope, reason: why.get(n)! }));
   const fused = (rules.get('attention') ?? 0) + (rules.get('ONNX Attention') ?? 0);
   return { fused, rules, unfused };
 }

@@ -38,7 +38,7 @@ const headMajor = (B: number, H: number, T: number, Dh: number): Layout => ({ B,
  * The masked scores are left out rather than set to a large negative number: both give exactly
  * zero weight, and no row is ever fully masked (the diagonal stays).
  */
-function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean): { out: Float64Array; lse: Float64Array } {
+function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean, mask?: Mask): { out: Float64Array; lse: Float64Array } {
   const { B, H, T, Dh, sB, sH, sT } = L;
   const out = new Float64Array(q.data.length), lse = new Float64Array(B * H * T);
   const s = new Float64Array(T), acc = new Float64Array(Dh);
@@ -54,7 +54,7 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
           const kj = base + j * sT;
           let dot = 0;
           for (let d = 0; d < Dh; d++) dot += qd[qi + d]! * kd[kj + d]!;
-          s[j] = scale * dot;
+          s[j] = scale * dot + (mask ? mask(b, h, i, j) : 0);
           if (s[j]! > mx) mx = s[j]!;
         }
         let sum = 0;
@@ -120,6 +120,17 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
 }
 
 const asTensor = (like: Tensor, data: Float64Array): Tensor => roundToDtype(tensor(like.dtype, like.shape, data));
+
+/** What an attention mask adds to score (b, h, i, j): 0 or −∞ for a bool mask (true keeps), the value for a float one. */
+type Mask = (b: number, h: number, i: number, j: number) => number;
+
+/** ONNX Attention's attn_mask, broadcast to [B, H, T, T] from its trailing dims. */
+function maskOf(m: Tensor): Mask {
+  const s = [...Array(4 - m.shape.length).fill(1), ...m.shape] as number[];
+  const st = [s[1]! * s[2]! * s[3]!, s[2]! * s[3]!, s[3]!, 1];
+  const at = (b: number, h: number, i: number, j: number): number => (s[0] === 1 ? 0 : b * st[0]!) + (s[1] === 1 ? 0 : h * st[1]!) + (s[2] === 1 ? 0 : i * st[2]!) + (s[3] === 1 ? 0 : j);
+  return m.dtype === 'bool' ? (b, h, i, j) => (m.data[at(b, h, i, j)] ? 0 : -Infinity) : (b, h, i, j) => m.data[at(b, h, i, j)]!;
+}
 
 // --- FusedAttention and its gradient ------------------------------------------------------------
 
@@ -222,15 +233,15 @@ const fusedAttentionGrad: OpDef = {
 
 /**
  * How an Attention node's inputs lay out its heads, after checking it stays inside what cleave
- * supports: self-attention with one head count for q and kv (no grouped-query), no mask, no KV cache,
- * no softcap, output Y only.
+ * supports: self-attention with one head count for q and kv (no grouped-query), an optional
+ * attn_mask (bool or additive), no KV cache, no softcap, output Y only.
  */
 interface OnnxGeometry { dtype: DType; shape: Shape; rank: 3 | 4; H: number; Dh: number }
 
 function onnxGeometry(ctx: OpContext): OnnxGeometry {
-  const unsupported = ['attn_mask', 'past_key', 'past_value'];
+  const unsupported = ['past_key', 'past_value'];
   ctx.inputs.forEach((v, i) => {
-    if (i >= 3 && v) throw new CleaveError(`${at(ctx)}: Attention's ${unsupported[i - 3] ?? `input ${i}`} is not supported (cleave runs self-attention without masks or KV cache; is_causal gives the causal mask)`);
+    if (i >= 4 && v) throw new CleaveError(`${at(ctx)}: Attention's ${unsupported[i - 4] ?? `input ${i}`} is not supported (cleave runs self-attention without a KV cache)`);
   });
   if (ctx.numOutputs > 1) throw new CleaveError(`${at(ctx)}: Attention's present_key, present_value and qk_matmul_output outputs are not supported`);
   if (((ctx.attrs['softcap'] as number | undefined) ?? 0) !== 0) throw new CleaveError(`${at(ctx)}: Attention's softcap is not supported`);
@@ -254,11 +265,26 @@ function onnxGeometry(ctx: OpContext): OnnxGeometry {
     const H = shape[1]!;
     if (typeof H !== 'number') throw new CleaveError(`${at(ctx)}: the head count of Q ${formatShape(shape)} must be static`);
     if (heads !== undefined && heads !== H) throw new CleaveError(`${at(ctx)}: q_num_heads ${heads} does not match Q ${formatShape(shape)}`);
+    checkMask(ctx, dtype, [shape[0]!, H, shape[2]!, shape[2]!]);
     return { dtype, shape, rank, H, Dh: last };
   }
   if (qh === undefined || kvh === undefined) throw new CleaveError(`${at(ctx)}: 3-D Attention needs q_num_heads and kv_num_heads`);
   if (!Number.isInteger(qh) || qh < 1 || last % qh) throw new CleaveError(`${at(ctx)}: q_num_heads ${qh} does not divide the hidden size ${last} of Q ${formatShape(shape)}`);
+  checkMask(ctx, dtype, [shape[0]!, qh, shape[1]!, shape[1]!]);
   return { dtype, shape, rank, H: qh, Dh: last / qh };
+}
+
+/** attn_mask (input 3), where given: bool, or Q's float type, broadcastable to [B, H, T, T]. */
+function checkMask(ctx: OpContext, dtype: DType, want: readonly Dim[]): void {
+  const m = ctx.inputs[3];
+  if (!m) return;
+  if (m.dtype !== 'bool' && m.dtype !== dtype) throw new CleaveError(`${at(ctx)}: attn_mask must be bool or ${dtype} (Q's type), got ${m.dtype}`);
+  const s = m.shape;
+  if (s.length < 2 || s.length > 4) throw new CleaveError(`${at(ctx)}: attn_mask ${formatShape(s)} must have 2 to 4 dims, broadcastable to ${formatShape(want)}`);
+  s.forEach((d, a) => {
+    const w = want[want.length - s.length + a]!;
+    if (d !== 1 && typeof d === 'number' && typeof w === 'number' && d !== w) throw new CleaveError(`${at(ctx)}: attn_mask ${formatShape(s)} does not broadcast to ${formatShape(want)} (batch, heads, queries, keys)`);
+  });
 }
 
 /** The FusedAttention attributes an Attention node means. */
@@ -272,7 +298,9 @@ export function fusedAttrsOfOnnx(attrs: Attrs, dh: number, heads: number): Attrs
  * fusion pass turns Attention into FusedAttention before autodiff, so this serves unfused graphs.
  */
 const onnxAttentionGrad: GradRule = (ctx) => {
-  const { b, inputs: [q, k, v], attrs, gradOutputs: [g] } = ctx;
+  const { b, inputs: [q, k, v, mask], attrs, gradOutputs: [g] } = ctx;
+  // A constant causal or all-keep mask is fused away before autodiff; any other has no fused kernel.
+  if (mask) throw new CleaveError(`node '${ctx.node}': training through Attention with an attn_mask needs the mask to be a constant that is causal or keeps every key (then the fusion pass takes it); this one is not`);
   const shape = q!.shape;
   const rank = shape.length;
   const H = rank === 4 ? (shape[1] as number) : int(attrs, 'q_num_heads');
@@ -308,10 +336,10 @@ const onnxAttention: OpDef = {
     const T = g.rank === 4 ? s[2] : s[1];
     return { flops: 4 * num(s[0]) * num(T) * num(T) * g.H * g.Dh * (int(ctx.attrs, 'is_causal') ? 0.5 : 1), bytes: moved(ctx, outs) };
   },
-  cpu([q, k, v], attrs) {
+  cpu([q, k, v, mask], attrs) {
     const s = q!.shape;
     const L = s.length === 4 ? headMajor(s[0]!, s[1]!, s[2]!, s[3]!) : packed(s[0]!, s[1]!, int(attrs, 'q_num_heads'), s[2]! / int(attrs, 'q_num_heads'));
-    const { out } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'is_causal') === 1);
+    const { out } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'is_causal') === 1, mask ? maskOf(mask) : undefined);
     return [asTensor(q!, out)];
   },
   grad: onnxAttentionGrad,

@@ -166,6 +166,40 @@ describe('ONNX Attention', () => {
   });
 });
 
+describe('Attention with attn_mask', () => {
+  const B = 2, H = 2, T = 4, Dh = 4;
+  const r = new Rng(5);
+  const [q, k, v] = [0, 1, 2].map(() => randn([B, H, T, Dh], r));
+  const def = getOp('Attention', 't');
+  const run = (mask: Tensor | null, attrs: Attrs = {}): Tensor => def.cpu!([q, k, v, mask], attrs, 1)[0]!;
+  const tri = tensor('bool', [T, T], Array.from({ length: T * T }, (_, i) => (i % T <= Math.floor(i / T) ? 1 : 0)));
+
+  it('a bool mask keeps where true: a causal one equals is_causal, an all-true one equals none', () => {
+    expect(maxRelError(run(tri), run(null, { is_causal: 1 }))).toBeLessThanOrEqual(1e-12);
+    expect(maxRelError(run(tensor('bool', [1, 1, T, T], new Array(T * T).fill(1))), run(null))).toBeLessThanOrEqual(1e-12);
+  });
+
+  it('a float mask is added to the scores, broadcast from its trailing dims', () => {
+    const add = randn([H, 1, T], r);
+    const got = run(add);
+    // The same through the decomposed graph: softmax(q·kᵀ/√Dh + mask)·v.
+    const b = new ModelBuilder('d', { opset: 23 });
+    const [qv, kv, vv] = ['q', 'k', 'v'].map((n) => b.input(n, 'float32', [B, H, T, Dh])) as [Value, Value, Value];
+    const s = b.op('Add', [b.op('Mul', [b.op('MatMul', [qv, b.op('Transpose', [kv], { perm: [0, 1, 3, 2] })]), b.scalar(1 / Math.sqrt(Dh))]), b.constant(add, 'm')]);
+    b.output(b.op('MatMul', [b.op('Softmax', [s], { axis: -1 }), vv]), 'y');
+    const want = runGraph(b.finish(), { q, k, v }).get('y')!;
+    expect(maxRelError(got, want)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('training through an unfused masked Attention is refused, naming the node', () => {
+    const b = new ModelBuilder('g', { opset: 23 });
+    const [qp, kp, vp] = ['q', 'k', 'v'].map((n) => b.graph.addParam(n, randn([B, H, T, Dh], r))) as [Value, Value, Value];
+    const y = b.op('Attention', [qp, kp, vp, b.input('m', 'bool', [T, T])]);
+    b.output(b.op('ReduceSum', [y], { keepdims: 0 }), 'loss');
+    expect(() => buildTrainingGraph(b.finish(), { loss: { kind: 'output' } })).toThrow(/node '\/Attention': training through Attention with an attn_mask needs the mask to be a constant/);
+  });
+});
+
 type Row = [string, string, [number[], DType?][], Attrs, RegExp, number];
 
 const f32 = (...s: number[]): [number[]] => [s];
@@ -190,7 +224,10 @@ const ERRORS: Row[] = [
   ['lse dtype', 'FusedAttentionGrad', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), [[2, 2, 4], 'bfloat16']], HA, /lse must be float32\[2, 2, 4\] \(batch, heads, rows\), got bfloat16\[2, 2, 4\]/, 3],
   ['dout shape', 'FusedAttentionGrad', [f32(2, 3, 8), f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), lse(2, 2, 4)], HA, /shapes of q and dout do not match: \[2, 4, 8\] and \[2, 3, 8\]/, 3],
   ['out shape', 'FusedAttentionGrad', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 6), lse(2, 2, 4)], HA, /shapes of q and out do not match: \[2, 4, 8\] and \[2, 4, 6\]/, 3],
-  ['Attention mask', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), [[4, 4], 'bool']], { q_num_heads: 2, kv_num_heads: 2 }, /node '\/Attention': Attention's attn_mask is not supported/, 1],
+  ['Attention mask type', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), [[4, 4], 'int64']], { q_num_heads: 2, kv_num_heads: 2 }, /node '\/Attention': attn_mask must be bool or float32 \(Q's type\), got int64/, 1],
+  ['Attention mask shape', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), [[4, 5], 'bool']], { q_num_heads: 2, kv_num_heads: 2 }, /attn_mask \[4, 5\] does not broadcast to \[2, 2, 4, 4\]/, 1],
+  ['Attention mask rank', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8), [[4], 'bool']], { q_num_heads: 2, kv_num_heads: 2 }, /attn_mask \[4\] must have 2 to 4 dims/, 1],
+  ['Attention KV cache', 'Attention', [f32(2, 2, 4, 4), f32(2, 2, 4, 4), f32(2, 2, 4, 4), [[4, 4], 'bool'], f32(2, 2, 4, 4)], {}, /Attention's past_key is not supported/, 1],
   ['Attention GQA', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], { q_num_heads: 4, kv_num_heads: 2 }, /q_num_heads 4 and kv_num_heads 2 differ \(grouped-query attention is not supported\)/, 1],
   ['Attention 3-D heads', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], {}, /node '\/Attention': 3-D Attention needs q_num_heads and kv_num_heads/, 1],
   ['Attention 3-D heads not dividing', 'Attention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], { q_num_heads: 3, kv_num_heads: 3 }, /q_num_heads 3 does not divide the hidden size 8/, 1],
