@@ -1,6 +1,6 @@
 import { basename } from 'node:path';
 import { CleaveError } from '../../src/errors.js';
-import { dtypeToOnnx } from '../../src/ir/dtype.js';
+import { type DType, dtypeToOnnx } from '../../src/ir/dtype.js';
 import type { Graph, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { materialize } from '../../src/ir/materialize.js';
@@ -30,7 +30,8 @@ function valueInfo(v: Value): ValueInfoP {
   };
 }
 
-function liftedTensor(l: LiftedInput, v: unknown): Tensor {
+function liftedTensor(l: LiftedInput, v: unknown, like?: DType): Tensor {
+  if (like !== undefined && (l.type === 'float' || l.type === 'int')) return tensor(like, [], [v as number]);
   switch (l.type) {
     case 'ints': return tensor('int64', [(v as number[]).length], v as number[]);
     case 'int': return tensor('int64', [], [v as number]);
@@ -101,7 +102,7 @@ export function exportModel(g: Graph, opts: ExportOptions = {}): { model: ModelP
       if (v === undefined) continue;
       if (opset >= l.sinceInput) {
         const name = fresh(`${n.name}/${l.attr}`);
-        addInitializer(name, liftedTensor(l, v));
+        addInitializer(name, liftedTensor(l, v, l.like !== undefined ? n.inputs[l.like]?.dtype : undefined));
         while (inputs.length < l.input) inputs.push('');
         inputs[l.input] = name;
       } else attribute.push(encodeAttr(l.attr, v, l.type === 'ints' ? 'ints' : l.type === 'float' ? 'float' : 'int'));

@@ -653,6 +653,67 @@ Napi::Value AvgPoolGrad(const Napi::CallbackInfo& i) {
   });
 }
 
+// rmsnorm(dtype, x, gamma, y, rows, cols, gammaLen, eps)
+Napi::Value RmsNorm(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    rmsnorm(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), f32(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// rmsnormGradInput(dtype, g, x, gamma, dx, rows, cols, gammaLen, eps)
+Napi::Value RmsNormGradInput(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    rmsnorm_grad_input(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), f32(i[8]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// rmsnormGradParams(dtype, g, x, dgamma, rows, cols, eps)
+Napi::Value RmsNormGradParams(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    rmsnorm_grad_params(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), f32(i[6]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// rotary(dtype, x, cos, sin, pos|0n, out, B, S, H, D, sB, sS, sH, rd, interleaved, cacheRows)
+Napi::Value Rotary(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    rotary(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), (const int64_t*)ptr(i[4]), ptr(i[5]), i64(i[6]), i64(i[7]), i64(i[8]), i64(i[9]),
+           i64(i[10]), i64(i[11]), i64(i[12]), i64(i[13]), flag(i[14]), i64(i[15]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// cumsum(dtype, x, out, outer, dim, inner, exclusive, reverse)
+Napi::Value CumSum(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    cumsum(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), i64(i[3]), i64(i[4]), i64(i[5]), flag(i[6]), flag(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// pad(dtype, x, out, outDims[], inDims[], begin[], mode, value)
+Napi::Value Pad(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = shape_of(i[3], i[4], i[5], &n);
+    pad(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), sh, dtype_of(i[6]), f32(i[7]), n, stream());
+    return i.Env().Undefined();
+  });
+}
+
+// padGrad(dtype, g, accF32, gDims[], inDims[], begin[], mode)
+Napi::Value PadGrad(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = shape_of(i[3], i[4], i[5], &n);
+    pad_grad(DType(dtype_of(i[0])), ptr(i[1]), (float*)ptr(i[2]), sh, dtype_of(i[6]), n, stream());
+    return i.Env().Undefined();
+  });
+}
+
 // --- NCCL ------------------------------------------------------------------------------------
 // Communicators are BigInts; collectives and point-to-point calls go on the addon's stream, so they
 // are ordered with the kernels around them. Element codes: 0 float32, 1 bfloat16, 2 float16,
@@ -934,6 +995,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("maxPoolGrad", Napi::Function::New(env, MaxPoolGrad));
   exports.Set("avgPool", Napi::Function::New(env, AvgPool));
   exports.Set("avgPoolGrad", Napi::Function::New(env, AvgPoolGrad));
+  exports.Set("rmsnorm", Napi::Function::New(env, RmsNorm));
+  exports.Set("rmsnormGradInput", Napi::Function::New(env, RmsNormGradInput));
+  exports.Set("rmsnormGradParams", Napi::Function::New(env, RmsNormGradParams));
+  exports.Set("rotary", Napi::Function::New(env, Rotary));
+  exports.Set("cumsum", Napi::Function::New(env, CumSum));
+  exports.Set("pad", Napi::Function::New(env, Pad));
+  exports.Set("padGrad", Napi::Function::New(env, PadGrad));
   return exports;
 }
 

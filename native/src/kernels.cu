@@ -32,6 +32,8 @@ __device__ __forceinline__ float apply_unary(int code, float x, float a, float b
     case 14: return x * fminf(1.f, fmaxf(0.f, x / 6.f + 0.5f));
     case 15: return floorf(x);
     case 16: return ceilf(x);
+    // Clip: below a gives a, then above b gives b (b wins where a > b); NaN stays NaN.
+    case 17: { const float y = x < a ? a : x; return y > b ? b : y; }
     default: return x;
   }
 }

@@ -397,6 +397,186 @@ __global__ void avg_pool_grad_kernel(const T* g, T* dx, Win w, bool includePad, 
   }
 }
 
+// --- RMSNormalization ---------------------------------------------------------------------------
+// One warp per row (8 rows a block): Σ x² by the warp, no __syncthreads; rows of any width loop.
+
+constexpr int RMS_ROWS_PER_BLOCK = 8;
+
+__device__ __forceinline__ float rms_warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+  return v;
+}
+
+/** 1/√(mean(x²) + eps) of row xr, in every lane of the warp. */
+template <typename T>
+__device__ __forceinline__ float rms_inv(const T* xr, int64_t cols, float eps) {
+  float s = 0.f;
+  for (int64_t j = threadIdx.x & 31; j < cols; j += 32) {
+    const float v = ld(xr, j);
+    s += v * v;
+  }
+  return rsqrtf(rms_warp_sum(s) / cols + eps);
+}
+
+template <typename T>
+__global__ void rmsnorm_kernel(const T* x, const T* gamma, T* y, int64_t rows, int64_t cols, int64_t gl, float eps) {
+  const int64_t row = blockIdx.x * (int64_t)RMS_ROWS_PER_BLOCK + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const T* xr = x + row * cols;
+  T* yr = y + row * cols;
+  const float inv = rms_inv(xr, cols, eps);
+  for (int64_t j = threadIdx.x & 31; j < cols; j += 32) st(yr, j, ld(xr, j) * inv * ld(gamma, gl == cols ? j : j % gl));
+}
+
+/** dx = inv·(g·γ − x̂·mean(g·γ·x̂)), x̂ = x·inv. */
+template <typename T>
+__global__ void rmsnorm_grad_input_kernel(const T* g, const T* x, const T* gamma, T* dx, int64_t rows, int64_t cols, int64_t gl, float eps) {
+  const int64_t row = blockIdx.x * (int64_t)RMS_ROWS_PER_BLOCK + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const T* xr = x + row * cols;
+  const T* gr = g + row * cols;
+  T* dr = dx + row * cols;
+  const float inv = rms_inv(xr, cols, eps);
+  float b = 0.f;
+  for (int64_t j = lane; j < cols; j += 32) b += ld(gr, j) * ld(gamma, gl == cols ? j : j % gl) * ld(xr, j) * inv;
+  b = rms_warp_sum(b) / cols;
+  for (int64_t j = lane; j < cols; j += 32) st(dr, j, inv * (ld(gr, j) * ld(gamma, gl == cols ? j : j % gl) - ld(xr, j) * inv * b));
+}
+
+template <typename T>
+__global__ void rms_inv_kernel(const T* x, float* inv, int64_t rows, int64_t cols, float eps) {
+  const int64_t row = blockIdx.x * (int64_t)RMS_ROWS_PER_BLOCK + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const float r = rms_inv(x + row * cols, cols, eps);
+  if ((threadIdx.x & 31) == 0) inv[row] = r;
+}
+
+// dγ[c] = Σ_r g·x·inv[r]: a block owns 32 columns and a chunk of rows (32 × 8 threads, a warp
+// reading one row coalesced); each chunk writes its float32 partial, a second kernel adds the
+// chunks in order (deterministic, no atomics).
+constexpr int RMS_TILE = 32, RMS_TILE_ROWS = 8;
+
+template <typename T>
+__global__ void rmsnorm_grad_params_kernel(const T* g, const T* x, const float* inv, float* partial, int64_t rows, int64_t cols, int64_t chunk) {
+  const int64_t c = blockIdx.x * (int64_t)RMS_TILE + threadIdx.x;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  float a = 0.f;
+  if (c < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += RMS_TILE_ROWS) a += ld(g, r * cols + c) * ld(x, r * cols + c) * inv[r];
+  __shared__ float sa[RMS_TILE_ROWS][RMS_TILE];
+  sa[threadIdx.y][threadIdx.x] = a;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    for (int k = 1; k < RMS_TILE_ROWS; ++k) a += sa[k][threadIdx.x];
+    partial[blockIdx.y * cols + c] = a;
+  }
+}
+
+template <typename T>
+__global__ void column_chunks_sum_kernel(const float* partial, T* out, int64_t cols, int64_t chunks) {
+  GRID_LOOP(int64_t, c, cols) {
+    float s = 0.f;
+    for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
+    st(out, c, s);
+  }
+}
+
+// --- RotaryEmbedding -----------------------------------------------------------------------------
+
+/**
+ * Output element (b, s, h, d) over B·S·H·D, read and written at b·sB + s·sS + h·sH + d: the first
+ * rd of each head rotate (pairs (j, j + rd/2), or (2j, 2j + 1) interleaved) by the cache row of the
+ * position (positions[b·S + s], or b·S + s without them); a row beyond the caches gives 0.
+ */
+template <typename T, typename I>
+__global__ void rotary_kernel(const T* x, const T* cos, const T* sin, const int64_t* pos, T* out, I S, I H, I D, I sB, I sS, I sH, I rd,
+                              bool interleaved, int64_t cacheRows, I n) {
+  GRID_LOOP(I, i, n) {
+    const I d = i % D, h = (i / D) % H, s = (i / (D * H)) % S, b = i / (D * H * S);
+    const I off = b * sB + s * sS + h * sH + d;
+    if (d >= rd) {
+      out[off] = x[off];
+      continue;
+    }
+    const I half = rd / 2;
+    const int64_t row = pos ? pos[b * S + s] : (int64_t)(b * S + s);
+    if (row < 0 || row >= cacheRows) {
+      st(out, off, 0.f);
+      continue;
+    }
+    const bool first = interleaved ? d % 2 == 0 : d < half;
+    const I j = interleaved ? d / 2 : (first ? d : d - half);
+    const I partner = interleaved ? (first ? d + 1 : d - 1) : (first ? d + half : d - half);
+    const float c = ld(cos, row * half + j), sn = ld(sin, row * half + j);
+    const float v = ld(x, off), p = ld(x, off - d + partner);
+    st(out, off, first ? c * v - sn * p : sn * p + c * v);
+  }
+}
+
+// --- CumSum ----------------------------------------------------------------------------------------
+
+/** One thread per line (outer, inner) of x [outer, dim, inner], summing along dim in float32. */
+template <typename T, typename I>
+__global__ void cumsum_kernel(const T* x, T* out, I outer, I dim, I inner, bool exclusive, bool reverse) {
+  GRID_LOOP(I, line, outer * inner) {
+    const I o = line / inner, q = line % inner;
+    float acc = 0.f;
+    for (I k = 0; k < dim; ++k) {
+      const I i = (o * dim + (reverse ? dim - 1 - k : k)) * inner + q;
+      const float v = ld(x, i);
+      if (exclusive) {
+        st(out, i, acc);
+        acc += v;
+      } else {
+        acc += v;
+        st(out, i, acc);
+      }
+    }
+  }
+}
+
+// --- Pad ---------------------------------------------------------------------------------------------
+
+/** The input coordinate that padded coordinate p (begin already taken off) reads along a dim of n, or −1 (mode 0, the constant). */
+__device__ __forceinline__ int64_t pad_source(int64_t p, int64_t n, int mode) {
+  if (p >= 0 && p < n) return p;
+  if (mode == 0 || n == 0) return -1;
+  if (mode == 2) return p < 0 ? 0 : n - 1;
+  return p < 0 ? -p : 2 * (n - 1) - p;
+}
+
+/** Offset in the dense input (dims sh.a) that output index i (dims sh.dims, leading pads sh.b) reads, or −1. */
+__device__ __forceinline__ int64_t pad_offset(const Shape& sh, int64_t i, int mode) {
+  int64_t off = 0, stride = 1;
+  for (int d = sh.rank - 1; d >= 0; --d) {
+    const int64_t o = i % sh.dims[d];
+    i /= sh.dims[d];
+    const int64_t p = pad_source(o - sh.b[d], sh.a[d], mode);
+    if (p < 0) return -1;
+    off += p * stride;
+    stride *= sh.a[d];
+  }
+  return off;
+}
+
+template <typename T>
+__global__ void pad_kernel(const T* x, T* out, Shape sh, int mode, float value, int64_t n) {
+  GRID_LOOP(int64_t, i, n) {
+    const int64_t off = pad_offset(sh, i, mode);
+    st(out, i, off < 0 ? value : ld(x, off));
+  }
+}
+
+/** acc[the element output i read] += g[i] (float32 acc, zeroed by the caller). */
+template <typename T>
+__global__ void pad_grad_kernel(const T* g, float* acc, Shape sh, int mode, int64_t n) {
+  GRID_LOOP(int64_t, i, n) {
+    const int64_t off = pad_offset(sh, i, mode);
+    if (off >= 0) atomicAdd(acc + off, ld(g, i));
+  }
+}
+
 inline int grid_for(int64_t n, int threads = 256) {
   const int64_t blocks = (n + threads - 1) / threads;
   return (int)(blocks < 65535 * 8 ? (blocks < 1 ? 1 : blocks) : 65535 * 8);
@@ -578,6 +758,80 @@ void avg_pool_grad(DType t, const void* g, void* dx, int64_t planes, const Windo
   const int64_t n = planes * v.inSize;
   const bool small = n < I32_LIMIT && planes * v.outSize < I32_LIMIT;
   XDISPATCH_INDEX(small, XDISPATCH(t, (avg_pool_grad_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)g, (T*)dx, v, includePad, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void rmsnorm(DType t, const void* x, const void* gamma, void* y, int64_t rows, int64_t cols, int64_t gl, float eps, cudaStream_t s) {
+  if (rows < 1) return;
+  const unsigned blocks = (unsigned)((rows + RMS_ROWS_PER_BLOCK - 1) / RMS_ROWS_PER_BLOCK);
+  XDISPATCH(t, (rmsnorm_kernel<T><<<blocks, 32 * RMS_ROWS_PER_BLOCK, 0, s>>>((const T*)x, (const T*)gamma, (T*)y, rows, cols, gl, eps)));
+  CHECK_LAUNCH();
+}
+
+void rmsnorm_grad_input(DType t, const void* g, const void* x, const void* gamma, void* dx, int64_t rows, int64_t cols, int64_t gl, float eps,
+                        cudaStream_t s) {
+  if (rows < 1) return;
+  const unsigned blocks = (unsigned)((rows + RMS_ROWS_PER_BLOCK - 1) / RMS_ROWS_PER_BLOCK);
+  XDISPATCH(t, (rmsnorm_grad_input_kernel<T><<<blocks, 32 * RMS_ROWS_PER_BLOCK, 0, s>>>((const T*)g, (const T*)x, (const T*)gamma, (T*)dx, rows, cols, gl, eps)));
+  CHECK_LAUNCH();
+}
+
+void rmsnorm_grad_params(DType t, const void* g, const void* x, void* dgamma, int64_t rows, int64_t cols, float eps, cudaStream_t s) {
+  if (cols < 1) return;
+  if (rows < 1) {
+    fill(t, dgamma, cols, 0.f, s);
+    return;
+  }
+  const int64_t bx = (cols + RMS_TILE - 1) / RMS_TILE;
+  // About a thousand blocks in all, each chunk at least 64 rows.
+  int64_t chunks = (1024 + bx - 1) / bx;
+  const int64_t most = (rows + 63) / 64;
+  if (chunks > most) chunks = most;
+  if (chunks < 1) chunks = 1;
+  const int64_t chunk = (rows + chunks - 1) / chunks;
+  chunks = (rows + chunk - 1) / chunk;
+  float* inv = nullptr;
+  float* partial = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&inv, rows * sizeof(float), s));
+  CUDA_CHECK(cudaMallocAsync(&partial, chunks * cols * sizeof(float), s));
+  const unsigned blocks = (unsigned)((rows + RMS_ROWS_PER_BLOCK - 1) / RMS_ROWS_PER_BLOCK);
+  XDISPATCH(t, (rms_inv_kernel<T><<<blocks, 32 * RMS_ROWS_PER_BLOCK, 0, s>>>((const T*)x, inv, rows, cols, eps)));
+  CHECK_LAUNCH();
+  XDISPATCH(t, (rmsnorm_grad_params_kernel<T><<<dim3((unsigned)bx, (unsigned)chunks), dim3(RMS_TILE, RMS_TILE_ROWS), 0, s>>>((const T*)g, (const T*)x, inv, partial, rows, cols, chunk)));
+  CHECK_LAUNCH();
+  XDISPATCH(t, (column_chunks_sum_kernel<T><<<grid_for(cols), 256, 0, s>>>(partial, (T*)dgamma, cols, chunks)));
+  CHECK_LAUNCH();
+  CUDA_CHECK(cudaFreeAsync(partial, s));
+  CUDA_CHECK(cudaFreeAsync(inv, s));
+}
+
+void rotary(DType t, const void* x, const void* cos, const void* sin, const int64_t* pos, void* out, int64_t B, int64_t S, int64_t H, int64_t D,
+            int64_t sB, int64_t sS, int64_t sH, int64_t rd, bool interleaved, int64_t cacheRows, cudaStream_t s) {
+  const int64_t n = B * S * H * D;
+  if (n < 1) return;
+  const bool small = n < I32_LIMIT && (B - 1) * sB + (S - 1) * sS + (H - 1) * sH + D < I32_LIMIT;
+  XDISPATCH_INDEX(small, XDISPATCH(t, (rotary_kernel<T, I><<<grid_for(n), 256, 0, s>>>((const T*)x, (const T*)cos, (const T*)sin, pos, (T*)out,
+                                          (I)S, (I)H, (I)D, (I)sB, (I)sS, (I)sH, (I)rd, interleaved, cacheRows, (I)n))));
+  CHECK_LAUNCH();
+}
+
+void cumsum(DType t, const void* x, void* out, int64_t outer, int64_t dim, int64_t inner, bool exclusive, bool reverse, cudaStream_t s) {
+  const int64_t lines = outer * inner;
+  if (lines < 1 || dim < 1) return;
+  XDISPATCH_INDEX(lines * dim < I32_LIMIT, XDISPATCH(t, (cumsum_kernel<T, I><<<grid_for(lines), 256, 0, s>>>((const T*)x, (T*)out, (I)outer, (I)dim, (I)inner,
+                                                            exclusive, reverse))));
+  CHECK_LAUNCH();
+}
+
+void pad(DType t, const void* x, void* out, const Shape& sh, int mode, float value, int64_t n, cudaStream_t s) {
+  if (n < 1) return;
+  XDISPATCH(t, (pad_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)x, (T*)out, sh, mode, value, n)));
+  CHECK_LAUNCH();
+}
+
+void pad_grad(DType t, const void* g, float* acc, const Shape& sh, int mode, int64_t n, cudaStream_t s) {
+  if (n < 1) return;
+  XDISPATCH(t, (pad_grad_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)g, acc, sh, mode, n)));
   CHECK_LAUNCH();
 }
 

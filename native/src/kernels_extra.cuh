@@ -83,4 +83,33 @@ void max_pool_grad(DType t, const void* g, const void* x, void* dx, int64_t plan
 void avg_pool(DType t, const void* x, void* y, int64_t planes, const Window3& w, bool includePad, cudaStream_t s);
 void avg_pool_grad(DType t, const void* g, void* dx, int64_t planes, const Window3& w, bool includePad, cudaStream_t s);
 
+// RMSNormalization over rows [rows, cols]: gamma (gl elements) is read at j mod gl.
+
+/** y = x / √(mean(x²) + eps) · gamma. */
+void rmsnorm(DType t, const void* x, const void* gamma, void* y, int64_t rows, int64_t cols, int64_t gl, float eps, cudaStream_t s);
+/** dx = inv·(g·γ − x̂·mean(g·γ·x̂)), x̂ = x·inv, inv = 1/√(mean(x²) + eps). */
+void rmsnorm_grad_input(DType t, const void* g, const void* x, const void* gamma, void* dx, int64_t rows, int64_t cols, int64_t gl, float eps,
+                        cudaStream_t s);
+/** dgamma[c] = Σ_r g·x̂ (cols elements), in two deterministic stages (row chunks, then the chunks in order). */
+void rmsnorm_grad_params(DType t, const void* g, const void* x, void* dgamma, int64_t rows, int64_t cols, float eps, cudaStream_t s);
+
+/**
+ * ONNX RotaryEmbedding: element (b, s, h, d) of B·S·H·D at b·sB + s·sS + h·sH + d in x and out; the
+ * first rd of each head rotate by rows of cos and sin ([cacheRows, rd/2]) chosen by pos (int64
+ * [B, S]) or, pos null, row b·S + s.
+ */
+void rotary(DType t, const void* x, const void* cos, const void* sin, const int64_t* pos, void* out, int64_t B, int64_t S, int64_t H, int64_t D,
+            int64_t sB, int64_t sS, int64_t sH, int64_t rd, bool interleaved, int64_t cacheRows, cudaStream_t s);
+
+/** Cumulative sum of x [outer, dim, inner] along dim (exclusive, reverse as ONNX CumSum), float32 accumulation. */
+void cumsum(DType t, const void* x, void* out, int64_t outer, int64_t dim, int64_t inner, bool exclusive, bool reverse, cudaStream_t s);
+
+/**
+ * Pad: out (dims sh.dims) reads the dense input (dims sh.a) at its index less the leading pads sh.b;
+ * outside the input mode 0 writes `value`, 1 reflects, 2 repeats the edge.
+ */
+void pad(DType t, const void* x, void* out, const Shape& sh, int mode, float value, int64_t n, cudaStream_t s);
+/** acc (float32, zeroed by the caller, the input's dims sh.a) += g (dims sh.dims) at each element's source. */
+void pad_grad(DType t, const void* g, float* acc, const Shape& sh, int mode, int64_t n, cudaStream_t s);
+
 }  // namespace cleave

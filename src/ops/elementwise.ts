@@ -192,9 +192,39 @@ const where: OpDef = {
   },
 };
 
+/** Clip's bounds: absent ones do not bound (−∞, +∞). */
+export const clipBounds = (a: Attrs): [number, number] => [(a['min'] as number | undefined) ?? -Infinity, (a['max'] as number | undefined) ?? Infinity];
+
+/**
+ * Clip: min and max were attributes until opset 11, optional inputs since (lifted). x < min gives
+ * min, then above max gives max, so min > max gives max everywhere (ONNX) and NaN stays NaN.
+ */
+const clip: OpDef = {
+  op: 'Clip', since: 13, category: 'elementwise', arity: [1, 1], attrs: {},
+  lifted: [
+    { input: 1, attr: 'min', type: 'float', sinceInput: 11, like: 0 },
+    { input: 2, attr: 'max', type: 'float', sinceInput: 11, like: 0 },
+  ],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    checkAccepts(ctx, x.dtype, 'numeric');
+    return [x];
+  },
+  cost: perOutput(2),
+  cuda(dev, [x], [out], attrs) {
+    const [lo, hi] = clipBounds(attrs);
+    dev.unary(17, x!, out!, lo, hi);
+  },
+  cpu([x], attrs) {
+    const [lo, hi] = clipBounds(attrs);
+    const t = x!;
+    return [broadcastMap([t], t.dtype, (v) => { const y = v < lo ? lo : v; return fixInt(t.dtype, y > hi ? hi : y); })];
+  },
+};
+
 export const ELEMENTWISE_OPS: OpDef[] = [
   ...Object.entries(UNARY).map(([op, r]) => unaryDef(op, r)),
   ...Object.entries(BINARY).map(([op, r]) => binaryDef(op, r)),
   ...Object.entries(VARIADIC).map(([op, f]) => variadicDef(op, f)),
-  where,
+  where, clip,
 ];

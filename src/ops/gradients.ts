@@ -7,6 +7,7 @@ import type { Attrs, Value } from '../ir/graph.js';
 import { normAxis, staticShape } from '../ir/shape.js';
 import { tensor } from '../ir/tensor.js';
 import type { GradContext, GradRule, OpEmitter } from './registry.js';
+import { padsOf } from './movement.js';
 import { reducedAxes } from './reduce.js';
 
 const shapeOf = (v: Value): number[] => staticShape(v.shape, `gradient of '${v.name}'`);
@@ -103,6 +104,14 @@ export const GRADIENTS: Record<string, GradRule | 'zero'> = {
   Min: minMax,
   Max: minMax,
   Sum: ({ b, inputs, gradOutputs: [g] }) => inputs.map((x) => sumTo(b, g!, shapeOf(x!))),
+  Clip: ({ b, inputs: [x], attrs, gradOutputs: [g] }) => {
+    // Passes where min < x < max; an absent bound does not bound.
+    const conds: Value[] = [];
+    if (attrs['min'] !== undefined) conds.push(b.op('Greater', [x!, scalarLike(b, attrs['min'] as number, x!)]));
+    if (attrs['max'] !== undefined) conds.push(b.op('Less', [x!, scalarLike(b, attrs['max'] as number, x!)]));
+    if (!conds.length) return [g!];
+    return [where0(b, conds.length === 2 ? b.op('And', conds) : conds[0]!, g!)];
+  },
   Where: (ctx) => {
     const { b, inputs: [c, x, y], gradOutputs: [g] } = ctx;
     return [
@@ -175,6 +184,15 @@ export const GRADIENTS: Record<string, GradRule | 'zero'> = {
     const [ds, db] = b.ops('LayerNormalizationGradParams', [g!, x!], a, 2) as [Value, Value];
     return [dx, need(ctx, 1) ? sumTo(b, ds, shapeOf(scale!)) : null, bias && need(ctx, 2) ? sumTo(b, db, shapeOf(bias)) : null];
   },
+  RMSNormalization: (ctx) => {
+    const { b, inputs: [x, scale], attrs, gradOutputs: [g] } = ctx;
+    const a: Attrs = { axis: attrs['axis']!, epsilon: attrs['epsilon']! };
+    const dx = need(ctx, 0) ? b.op('RMSNormalizationGradInput', [g!, x!, scale!], a) : null;
+    const ds = need(ctx, 1) ? sumTo(b, b.op('RMSNormalizationGradParams', [g!, x!], a), shapeOf(scale!)) : null;
+    return [dx, ds];
+  },
+  InstanceNormalization: (ctx) => groupNormGrad(ctx, shapeOf(ctx.inputs[0]!)[1]!),
+  GroupNormalization: (ctx) => groupNormGrad(ctx, ctx.attrs['num_groups'] as number),
   BatchNormalization: (ctx) => {
     const { b, inputs: [x, scale, , mean, variance], attrs, gradOutputs: [g] } = ctx;
     const a: Attrs = { epsilon: attrs['epsilon']!, training_mode: attrs['training_mode']! };
@@ -226,6 +244,15 @@ export const GRADIENTS: Record<string, GradRule | 'zero'> = {
   Gather: ({ b, inputs: [x, ind], attrs, gradOutputs: [g] }) => [b.op('GatherGrad', [g!, ind!], { axis: attrs['axis']!, shape: shapeOf(x!) }), null],
   GatherElements: ({ b, inputs: [x, ind], attrs, gradOutputs: [g] }) => [b.op('GatherElementsGrad', [g!, ind!], { axis: attrs['axis']!, shape: shapeOf(x!) }), null],
   Expand: ({ b, inputs: [x], gradOutputs: [g] }) => [sumTo(b, g!, shapeOf(x!))],
+  Pad: ({ b, inputs: [x], attrs, node, gradOutputs: [g] }) => {
+    const xs = shapeOf(x!);
+    const { begin, end } = padsOf({ node, attrs }, xs.length);
+    return [b.op('PadGrad', [g!], { mode: attrs['mode']!, pads: [...begin, ...end], shape: xs })];
+  },
+  CumSum: ({ b, attrs, gradOutputs: [g] }) => [b.op('CumSum', [g!], { axis: attrs['axis']!, exclusive: attrs['exclusive']!, reverse: attrs['reverse'] ? 0 : 1 })],
+  // Linear in x: the gradient is the inverse rotation, the same op with −sin. The caches get none.
+  RotaryEmbedding: ({ b, inputs: [, cos, sin, pos], attrs, gradOutputs: [g] }) => [b.op('RotaryEmbedding', [g!, cos!, b.op('Neg', [sin!]), pos ?? null], attrs), null, null, null],
+
   Tile: ({ b, inputs: [x], attrs, gradOutputs: [g] }) => {
     const xs = shapeOf(x!);
     const reps = attrs['repeats'] as number[];
@@ -254,6 +281,40 @@ export const GRADIENTS: Record<string, GradRule | 'zero'> = {
     return [b.op('SoftmaxCrossEntropyLossGrad', ins, a), null, null];
   },
 };
+
+/**
+ * Group (and instance) normalization's gradient from registry ops, over x as [N, G, C/G, S]:
+ * dx through LayerNorm's input gradient on rows of one group (scale folded into g first), the
+ * parameters from x̂ (LayerNorm recomputed without scale) summed per channel or per group.
+ */
+function groupNormGrad(ctx: GradContext, G: number): (Value | null)[] {
+  const { b, inputs: [x, scale, bias], attrs, gradOutputs: [g] } = ctx;
+  const xs = shapeOf(x!);
+  const [N, C] = xs as [number, number];
+  const S = xs.slice(2).reduce((p, q) => p * q, 1);
+  const cg = C / G;
+  const perChannel = shapeOf(scale!)[0] === C;
+  const four = [N, G, cg, S], rows = [N * G, cg * S];
+  const pshape = perChannel ? [G, cg, 1] : [G, 1, 1];
+  const a: Attrs = { axis: -1, epsilon: attrs['epsilon']! };
+  const ones = b.constant(tensor(x!.dtype, [1], [1]), 'ones');
+  const g4 = reshapeTo(b, g!, four);
+  const xr = reshapeTo(b, x!, rows);
+  let dx: Value | null = null;
+  if (need(ctx, 0)) {
+    const gs = mul(b, g4, reshapeTo(b, scale!, pshape));
+    dx = reshapeTo(b, b.op('LayerNormalizationGradInput', [reshapeTo(b, gs, rows), xr, ones], a), xs);
+  }
+  const sumAxes = perChannel ? [0, 3] : [0, 2, 3];
+  const perParam = (v: Value, p: Value): Value => reshapeTo(b, b.op('ReduceSum', [v], { axes: sumAxes, keepdims: 0 }), shapeOf(p));
+  let ds: Value | null = null;
+  if (need(ctx, 1)) {
+    const xhat = reshapeTo(b, b.op('LayerNormalization', [xr, ones], { axis: -1, epsilon: attrs['epsilon']! }), four);
+    ds = perParam(mul(b, g4, xhat), scale!);
+  }
+  const db = need(ctx, 2) ? perParam(g4, bias!) : null;
+  return [dx, ds, db];
+}
 
 function reshapeBack({ b, inputs: [x], gradOutputs: [g] }: GradContext): (Value | null)[] {
   return [reshapeTo(b, g!, shapeOf(x!))];

@@ -7,8 +7,8 @@ import { normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
 import { type Window, padCounts, padEnds, poolAttrs, slide, windowAttrs, windowOf } from './conv.js';
 import { erf, geluTanhGrad } from './math.js';
-import { sliceAxes, sliceStrides } from './movement.js';
-import { rowStats } from './norm.js';
+import { PAD_MODES, padSource, sliceAxes, sliceStrides } from './movement.js';
+import { paramIndex, rmsStats, rowParamFits, rowStats, rowsOf } from './norm.js';
 import { type AttrSpec, type OpContext, type OpDef, flagAttr } from './registry.js';
 import { elems, float, input, int, ints, moved, perOutput, str } from './util.js';
 
@@ -111,6 +111,90 @@ const layerNormGradParams = internal({
       }
     }
     return [roundToDtype(tensor(x!.dtype, shape, ds)), roundToDtype(tensor(x!.dtype, shape, db))];
+  },
+});
+
+// --- RMSNormalization ------------------------------------------------------------------------
+
+const rmsAttrs: Record<string, AttrSpec> = { axis: { type: 'int', default: -1 }, epsilon: { type: 'float', default: 1e-5, min: 0 } };
+
+const rmsNormGradInput = internal({
+  op: 'RMSNormalizationGradInput', category: 'norm', arity: [3, 3], attrs: rmsAttrs,
+  infer: (ctx) => [input(ctx, 1)],
+  cost: perOutput(8),
+  cuda(dev, [g, x, scale], [dx], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'RMSNormalizationGradInput');
+    const norm = x!.shape.slice(axis);
+    if (!rowParamFits(scale!.shape, norm)) throw new CleaveError(`RMSNormalizationGradInput on CUDA takes a scale that is the trailing dims of the normalized shape [${norm.join(', ')}], not [${scale!.shape.join(', ')}]`);
+    const r = rowsOf(x!.shape, axis);
+    dev.rmsNormGradInput({ ...g!, shape: r }, { ...x!, shape: r }, scale!, { ...dx!, shape: r }, float(attrs, 'epsilon'));
+  },
+  cpu([g, x, scale], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'RMSNormalizationGradInput');
+    const { inner, outer, inv } = rmsStats(x!, axis, float(attrs, 'epsilon'));
+    const si = paramIndex(scale!.shape, x!.shape.slice(axis));
+    const dx = zerosLike(x!);
+    for (let o = 0; o < outer; o++) {
+      // dx = inv · (g·s − x̂ · mean(g·s·x̂)), x̂ = x · inv.
+      let b = 0;
+      for (let k = 0; k < inner; k++) b += g!.data[o * inner + k]! * scale!.data[si[k]!]! * x!.data[o * inner + k]! * inv[o]!;
+      b /= inner;
+      for (let k = 0; k < inner; k++) {
+        const i = o * inner + k;
+        dx.data[i] = inv[o]! * (g!.data[i]! * scale!.data[si[k]!]! - x!.data[i]! * inv[o]! * b);
+      }
+    }
+    return [roundToDtype(dx)];
+  },
+});
+
+const rmsNormGradParams = internal({
+  op: 'RMSNormalizationGradParams', category: 'norm', arity: [2, 2], attrs: rmsAttrs,
+  infer(ctx) {
+    const x = input(ctx, 1);
+    const axis = normAxis(int(ctx.attrs, 'axis'), x.shape.length, `node '${ctx.node}'`);
+    return [{ dtype: x.dtype, shape: x.shape.slice(axis) }];
+  },
+  cost: (ctx, outs) => ({ flops: 3 * elems(input(ctx, 1)), bytes: moved(ctx, outs) }),
+  cuda(dev, [g, x], [ds], attrs) {
+    const r = rowsOf(x!.shape, normAxis(int(attrs, 'axis'), x!.shape.length, 'RMSNormalizationGradParams'));
+    dev.rmsNormGradParams({ ...g!, shape: r }, { ...x!, shape: r }, { ...ds!, shape: [r[1]!] }, float(attrs, 'epsilon'));
+  },
+  cpu([g, x], attrs) {
+    const axis = normAxis(int(attrs, 'axis'), x!.shape.length, 'RMSNormalizationGradParams');
+    const { inner, outer, inv } = rmsStats(x!, axis, float(attrs, 'epsilon'));
+    const ds = new Float64Array(inner);
+    for (let o = 0; o < outer; o++) for (let k = 0; k < inner; k++) ds[k]! += g!.data[o * inner + k]! * x!.data[o * inner + k]! * inv[o]!;
+    return [roundToDtype(tensor(x!.dtype, x!.shape.slice(axis), ds))];
+  },
+});
+
+// --- Pad --------------------------------------------------------------------------------------
+
+const padGrad = internal({
+  op: 'PadGrad', category: 'movement', arity: [1, 1],
+  attrs: { mode: { type: 'string', default: 'constant', oneOf: PAD_MODES }, pads: { type: 'ints' }, ...shapeAttr },
+  infer: (ctx) => [{ dtype: input(ctx, 0).dtype, shape: targetShape(ctx) }],
+  cost: perOutput(1),
+  cuda: (dev, [g], [dx], attrs) => dev.padGrad(g!, dx!, PAD_MODES.indexOf(str(attrs, 'mode')), ints(attrs, 'pads')!.slice(0, dx!.shape.length)),
+  cpu([g], attrs) {
+    const shape = ints(attrs, 'shape')!;
+    const mode = str(attrs, 'mode');
+    const begin = ints(attrs, 'pads')!.slice(0, shape.length);
+    const dx = tensor(g!.dtype, shape);
+    const st = stridesOf(shape);
+    const gs = g!.shape;
+    const idx = new Array<number>(gs.length).fill(0);
+    for (let i = 0; i < g!.data.length; i++) {
+      let off = 0;
+      for (let d = 0; d < gs.length && off >= 0; d++) {
+        const p = padSource(idx[d]! - begin[d]!, shape[d]!, mode);
+        off = p < 0 ? -1 : off + p * st[d]!;
+      }
+      if (off >= 0) dx.data[off]! += g!.data[i]!;
+      for (let d = gs.length - 1; d >= 0; d--) { if (++idx[d]! < gs[d]!) break; idx[d] = 0; }
+    }
+    return [roundToDtype(dx)];
   },
 });
 
@@ -460,6 +544,6 @@ const sceGrad = internal({
 });
 
 export const GRAD_OPS: OpDef[] = [
-  geluGrad, layerNormGradInput, layerNormGradParams, batchNormGradInput, batchNormGradParams,
+  geluGrad, layerNormGradInput, layerNormGradParams, rmsNormGradInput, rmsNormGradParams, padGrad, batchNormGradInput, batchNormGradParams,
   convGradInput, convGradWeight, maxPoolGrad, averagePoolGrad, gatherGrad, gatherElementsGrad, sliceGrad, sceGrad,
 ];

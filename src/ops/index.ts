@@ -7,6 +7,7 @@ import { LINALG_OPS } from './linalg.js';
 import { LOSS_OPS } from './loss.js';
 import { MOVEMENT_OPS } from './movement.js';
 import { NORM_OPS } from './norm.js';
+import { POSITIONAL_OPS } from './positional.js';
 import { REDUCE_OPS } from './reduce.js';
 import { GRADIENTS } from './gradients.js';
 import { registerGradients, registerOps } from './registry.js';
@@ -15,7 +16,7 @@ import { SOFTMAX_OPS } from './softmax.js';
 
 registerOps([
   ...ELEMENTWISE_OPS, ...MOVEMENT_OPS, ...SHAPE_OPS, ...REDUCE_OPS, ...LINALG_OPS,
-  ...SOFTMAX_OPS, ...NORM_OPS, ...CONV_OPS, ...LOSS_OPS, ...GRAD_OPS, ...ATTENTION_OPS,
+  ...SOFTMAX_OPS, ...NORM_OPS, ...CONV_OPS, ...LOSS_OPS, ...GRAD_OPS, ...ATTENTION_OPS, ...POSITIONAL_OPS,
 ]);
 registerGradients(GRADIENTS);
 

@@ -614,9 +614,127 @@ const dropout: OpDef = {
   },
 };
 
+// --- Pad, CumSum -----------------------------------------------------------------------------
+
+/** Pad's modes, in the order of the CUDA kernels' codes. */
+export const PAD_MODES = ['constant', 'reflect', 'edge'];
+
+/** The input coordinate output coordinate p − begin reads along a dim of n (−1: the constant). */
+export function padSource(p: number, n: number, mode: string): number {
+  if (p >= 0 && p < n) return p;
+  if (mode === 'constant' || n === 0) return -1;
+  if (mode === 'edge') return p < 0 ? 0 : n - 1;
+  return p < 0 ? -p : 2 * (n - 1) - p;
+}
+
+/** Leading and trailing pads of every dim, from `pads` over `axes` (all dims when absent). */
+export function padsOf(ctx: { node: string; attrs: Attrs }, rank: number): { begin: number[]; end: number[] } {
+  const pads = ints(ctx.attrs, 'pads');
+  if (!pads) throw new CleaveError(`node '${ctx.node}': Pad needs pads`);
+  const axes = (ints(ctx.attrs, 'axes') ?? [...Array(rank).keys()]).map((a) => normAxis(a, rank, `node '${ctx.node}'`));
+  if (new Set(axes).size !== axes.length) throw new CleaveError(`node '${ctx.node}': Pad axes ${formatShape(ints(ctx.attrs, 'axes')!)} repeat an axis`);
+  if (pads.length !== 2 * axes.length) {
+    throw new CleaveError(`node '${ctx.node}': Pad has ${pads.length} pads for ${axes.length} axes of an input of rank ${rank}; it needs two per axis (${2 * axes.length})`);
+  }
+  const begin = new Array<number>(rank).fill(0), end = new Array<number>(rank).fill(0);
+  axes.forEach((a, i) => { begin[a] = pads[i]!; end[a] = pads[i + axes.length]!; });
+  return { begin, end };
+}
+
+function padShape(ctx: OpContext, s: Shape): Dim[] {
+  const { begin, end } = padsOf(ctx, s.length);
+  const mode = (ctx.attrs['mode'] as string | undefined) ?? 'constant';
+  return s.map((d, i) => {
+    const b = begin[i]!, e = end[i]!;
+    if (!b && !e) return d;
+    if (typeof d !== 'number') throw new SymbolicDimError(`${at(ctx)}: cannot pad symbolic dimension '${d}'`);
+    if (d + b + e < 0) throw new CleaveError(`${at(ctx)}: pads ${b} and ${e} of dimension ${i} of ${formatShape(s)} leave a negative size ${d + b + e}`);
+    if (mode === 'reflect' && (b > d - 1 || e > d - 1)) {
+      throw new CleaveError(`${at(ctx)}: reflect pads ${b} and ${e} of dimension ${i} of ${formatShape(s)} must be less than its size ${d}`);
+    }
+    if (mode === 'edge' && d === 0 && (b > 0 || e > 0)) throw new CleaveError(`${at(ctx)}: edge pads of dimension ${i} of ${formatShape(s)} have no edge to repeat`);
+    return d + b + e;
+  });
+}
+
+const pad: OpDef = {
+  op: 'Pad', since: 13, category: 'movement', arity: [1, 1],
+  attrs: { mode: { type: 'string', default: 'constant', oneOf: PAD_MODES } },
+  lifted: [
+    { input: 1, attr: 'pads', type: 'ints', sinceInput: 11 },
+    { input: 2, attr: 'constant_value', type: 'float', sinceInput: 11, like: 0 },
+    { input: 3, attr: 'axes', type: 'ints', sinceInput: 18 },
+  ],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    return [{ dtype: x.dtype, shape: padShape(ctx, x.shape) }];
+  },
+  cost: dataMovement,
+  cuda(dev, [x], [out], attrs) {
+    const { begin } = padsOf({ node: 'Pad', attrs }, x!.shape.length);
+    dev.pad(x!, out!, PAD_MODES.indexOf(attrs['mode'] as string), begin, (attrs['constant_value'] as number | undefined) ?? 0);
+  },
+  cpu([x], attrs) {
+    const t = x!;
+    const ctx = { node: 'Pad', inputs: [t], numOutputs: 1, attrs, consts: [] };
+    const shape = padShape(ctx, t.shape) as number[];
+    const { begin } = padsOf(ctx, t.shape.length);
+    const mode = attrs['mode'] as string;
+    const value = fixInt(t.dtype, (attrs['constant_value'] as number | undefined) ?? 0);
+    const st = stridesOf(t.shape);
+    const out = tensor(t.dtype, shape);
+    const idx = new Array<number>(shape.length).fill(0);
+    for (let i = 0; i < out.data.length; i++) {
+      let off = 0;
+      for (let d = 0; d < shape.length && off >= 0; d++) {
+        const p = padSource(idx[d]! - begin[d]!, t.shape[d]!, mode);
+        off = p < 0 ? -1 : off + p * st[d]!;
+      }
+      out.data[i] = off >= 0 ? t.data[off]! : value;
+      for (let d = shape.length - 1; d >= 0; d--) { if (++idx[d]! < shape[d]!) break; idx[d] = 0; }
+    }
+    return [roundToDtype(out)];
+  },
+};
+
+const cumSum: OpDef = {
+  op: 'CumSum', since: 13, category: 'reduce', arity: [1, 1],
+  attrs: { exclusive: flagAttr(0), reverse: flagAttr(0) },
+  lifted: [{ input: 1, attr: 'axis', type: 'int', sinceInput: 11 }],
+  infer(ctx) {
+    const x = input(ctx, 0);
+    if (x.dtype === 'bool') throw new CleaveError(`${at(ctx)}: does not take bool inputs`);
+    if (ctx.attrs['axis'] === undefined) throw new CleaveError(`${at(ctx)}: CumSum needs an axis`);
+    normAxis(int(ctx.attrs, 'axis'), x.shape.length, at(ctx));
+    return [x];
+  },
+  cost: perOutput(1),
+  cuda: (dev, [x], [out], attrs) =>
+    dev.cumSum(x!, out!, normAxis(int(attrs, 'axis'), x!.shape.length, 'CumSum'), int(attrs, 'exclusive') === 1, int(attrs, 'reverse') === 1),
+  cpu([x], attrs) {
+    const t = x!;
+    const axis = normAxis(int(attrs, 'axis'), t.shape.length, 'CumSum');
+    const exclusive = int(attrs, 'exclusive') === 1, reverse = int(attrs, 'reverse') === 1;
+    const dim = t.shape[axis]!;
+    const inner = t.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+    const outer = t.shape.slice(0, axis).reduce((a, b) => a * b, 1);
+    const out = tensor(t.dtype, t.shape);
+    for (let o = 0; o < outer; o++) {
+      for (let q = 0; q < inner; q++) {
+        let acc = 0;
+        for (let j = 0; j < dim; j++) {
+          const i = (o * dim + (reverse ? dim - 1 - j : j)) * inner + q;
+          if (exclusive) { out.data[i] = fixInt(t.dtype, acc); acc += t.data[i]!; } else { acc += t.data[i]!; out.data[i] = fixInt(t.dtype, acc); }
+        }
+      }
+    }
+    return [roundToDtype(out)];
+  },
+};
+
 export const MOVEMENT_OPS: OpDef[] = [
   reshape, transpose, flatten,
   shapeOnly('Squeeze', squeezeShape, [{ input: 1, attr: 'axes', type: 'ints', sinceInput: 13 }]),
   shapeOnly('Unsqueeze', unsqueezeShape, [{ input: 1, attr: 'axes', type: 'ints', sinceInput: 13 }]),
-  identity, concat, split, slice, gather, gatherElements, expand, tile, trilu, cast, dropout,
+  identity, concat, split, slice, gather, gatherElements, expand, tile, trilu, cast, dropout, pad, cumSum,
 ];

@@ -44,6 +44,8 @@ export interface LiftedInput extends AttrConstraints {
   readonly attr: string;
   readonly type: 'int' | 'ints' | 'float' | 'bool';
   readonly sinceInput: number;
+  /** As an input, its element type is that of IR input `like` (Clip's bounds, Pad's constant_value), not int64 or float32. */
+  readonly like?: number;
 }
 
 /** What shape inference and cost functions see of a node. */
@@ -182,6 +184,34 @@ export interface CudaDevice {
   /** Average pooling; with `padEnd` (trailing pads) the divisor counts the padding too (count_include_pad). */
   averagePool(x: DeviceTensor, y: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void;
   averagePoolGrad(g: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void;
+  /** RMSNormalization of the rows of x [rows, cols]: y = x / √(mean(x²) + ε) · scale[j mod |scale|]. */
+  rmsNorm(x: DeviceTensor, scale: DeviceTensor, out: DeviceTensor, epsilon: number): void;
+  /** Its input gradient over rows [rows, cols]. */
+  rmsNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, dx: DeviceTensor, epsilon: number): void;
+  /** dscale[j] = Σ over rows of g · x / √(mean(x²) + ε), for x and g [rows, cols] and dscale of cols elements. */
+  rmsNormGradParams(g: DeviceTensor, x: DeviceTensor, dscale: DeviceTensor, epsilon: number): void;
+  /** ONNX RotaryEmbedding of x (layout in `geo`); positions (int64 [B, S]) index the caches' rows, or null for caches [B, S, rd/2]. */
+  rotaryEmbedding(x: DeviceTensor, cos: DeviceTensor, sin: DeviceTensor, positions: DeviceTensor | null, out: DeviceTensor, geo: RotaryGeometry): void;
+  /** Cumulative sum along `axis` (exclusive: each element left out of its own sum; reverse: from the end). */
+  cumSum(x: DeviceTensor, out: DeviceTensor, axis: number, exclusive: boolean, reverse: boolean): void;
+  /** out = x padded by `begin` leading elements per dim (negative crops): mode 0 constant `value`, 1 reflect, 2 edge. */
+  pad(x: DeviceTensor, out: DeviceTensor, mode: number, begin: readonly number[], value: number): void;
+  /** The gradient of pad: dx gathers g of every output element that read it (padding read nothing under mode 0). */
+  padGrad(g: DeviceTensor, dx: DeviceTensor, mode: number, begin: readonly number[]): void;
+}
+
+/**
+ * Where RotaryEmbedding reads x: element (b, s, h, d) at b·strides[0] + s·strides[1] + h·strides[2] + d;
+ * the first `rotary` of each head's `head` elements rotate, in halves or interleaved pairs.
+ */
+export interface RotaryGeometry {
+  readonly batch: number;
+  readonly seq: number;
+  readonly heads: number;
+  readonly head: number;
+  readonly strides: readonly [number, number, number];
+  readonly rotary: number;
+  readonly interleaved: boolean;
 }
 
 /** A sliding window over the spatial dims, as src/ops/conv.ts's windowOf computes it. */
@@ -350,7 +380,7 @@ function specOf(def: OpDef, name: string): AttrSpec | undefined {
   if (own) return own;
   const l = def.lifted?.find((x) => x.attr === name);
   if (!l) return undefined;
-  const { input: _input, attr: _attr, type, sinceInput: _since, ...constraints } = l;
+  const { input: _input, attr: _attr, type, sinceInput: _since, like: _like, ...constraints } = l;
   return type === 'bool' ? { type: 'int', optional: true, oneOf: [0, 1] } : { type, optional: true, ...constraints };
 }
 

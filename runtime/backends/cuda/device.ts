@@ -2,7 +2,7 @@ import { CleaveError } from '../../../src/errors.js';
 import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/ir/tensor.js';
-import type { CudaDevice, DeviceTensor, MatMulEpilogue, WindowGeometry } from '../../../src/ops/registry.js';
+import type { CudaDevice, DeviceTensor, MatMulEpilogue, RotaryGeometry, WindowGeometry } from '../../../src/ops/registry.js';
 import { Arena } from './arena.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
@@ -698,6 +698,51 @@ export class Cuda implements CudaDevice {
 
   averagePoolGrad(g: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, padEnd: readonly number[] | null): void {
     this.n.avgPoolGrad(sameFloat([g, dx], 'AveragePoolGrad'), g.ptr, dx.ptr, dx.shape[0]! * dx.shape[1]!, window3(dx.shape.slice(2), win, padEnd), padEnd !== null);
+  }
+
+  rmsNorm(x: DeviceTensor, scale: DeviceTensor, out: DeviceTensor, epsilon: number): void {
+    const [rows, cols] = x.shape as [number, number];
+    this.n.rmsnorm(sameFloat([x, scale, out], 'RMSNormalization'), x.ptr, scale.ptr, out.ptr, rows, cols, numel(scale.shape), epsilon);
+  }
+
+  rmsNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, dx: DeviceTensor, epsilon: number): void {
+    const [rows, cols] = x.shape as [number, number];
+    this.n.rmsnormGradInput(sameFloat([g, x, scale, dx], 'RMSNormalizationGradInput'), g.ptr, x.ptr, scale.ptr, dx.ptr, rows, cols, numel(scale.shape), epsilon);
+  }
+
+  rmsNormGradParams(g: DeviceTensor, x: DeviceTensor, dscale: DeviceTensor, epsilon: number): void {
+    const [rows, cols] = x.shape as [number, number];
+    this.n.rmsnormGradParams(sameFloat([g, x, dscale], 'RMSNormalizationGradParams'), g.ptr, x.ptr, dscale.ptr, rows, cols, epsilon);
+  }
+
+  rotaryEmbedding(x: DeviceTensor, cos: DeviceTensor, sin: DeviceTensor, positions: DeviceTensor | null, out: DeviceTensor, geo: RotaryGeometry): void {
+    if (positions && positions.dtype !== 'int64') throw new CleaveError(`RotaryEmbedding on CUDA takes int64 position_ids, not ${positions.dtype}`);
+    const [sB, sS, sH] = geo.strides;
+    const cacheRows = positions ? cos.shape[0]! : geo.batch * geo.seq;
+    this.n.rotary(sameFloat([x, cos, sin, out], 'RotaryEmbedding'), x.ptr, cos.ptr, sin.ptr, positions?.ptr ?? 0n, out.ptr, geo.batch, geo.seq, geo.heads, geo.head,
+      sB, sS, sH, geo.rotary, geo.interleaved, cacheRows);
+  }
+
+  cumSum(x: DeviceTensor, out: DeviceTensor, axis: number, exclusive: boolean, reverse: boolean): void {
+    this.n.cumsum(sameFloat([x, out], 'CumSum'), x.ptr, out.ptr, numel(x.shape.slice(0, axis)), x.shape[axis]!, numel(x.shape.slice(axis + 1)), exclusive, reverse);
+  }
+
+  pad(x: DeviceTensor, out: DeviceTensor, mode: number, begin: readonly number[], value: number): void {
+    if (out.shape.length > 6) throw new CleaveError('Pad on CUDA takes tensors of rank 6 at most');
+    this.n.pad(sameFloat([x, out], 'Pad'), x.ptr, out.ptr, [...out.shape], [...x.shape], [...begin], mode, value);
+  }
+
+  padGrad(g: DeviceTensor, dx: DeviceTensor, mode: number, begin: readonly number[]): void {
+    if (g.shape.length > 6) throw new CleaveError('PadGrad on CUDA takes tensors of rank 6 at most');
+    const dt = sameFloat([g, dx], 'PadGrad');
+    // Atomic adds go to a float32 buffer, cast once into the output's dtype (as scatterAdd).
+    const acc = dx.dtype === 'float32' ? dx : this.alloc('float32', dx.shape);
+    this.n.fill(0, acc.ptr, numel(dx.shape), 0);
+    this.n.padGrad(dt, g.ptr, acc.ptr, [...g.shape], [...dx.shape], [...begin], mode);
+    if (acc !== dx) {
+      this.cast(acc, dx);
+      this.free(acc);
+    }
   }
 }
 

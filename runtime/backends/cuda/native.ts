@@ -109,6 +109,19 @@ export interface NativeCuda {
   maxPoolGrad(dtype: number, g: bigint, x: bigint, dx: bigint, planes: number, window: number[]): void;
   avgPool(dtype: number, x: bigint, y: bigint, planes: number, window: number[], includePad: boolean): void;
   avgPoolGrad(dtype: number, g: bigint, dx: bigint, planes: number, window: number[], includePad: boolean): void;
+  /** RMSNormalization over rows [rows, cols]; gamma read at j mod gammaLen. */
+  rmsnorm(dtype: number, x: bigint, gamma: bigint, y: bigint, rows: number, cols: number, gammaLen: number, eps: number): void;
+  rmsnormGradInput(dtype: number, g: bigint, x: bigint, gamma: bigint, dx: bigint, rows: number, cols: number, gammaLen: number, eps: number): void;
+  rmsnormGradParams(dtype: number, g: bigint, x: bigint, dgamma: bigint, rows: number, cols: number, eps: number): void;
+  /** Element (b, s, h, d) at b·sB + s·sS + h·sH + d; caches [cacheRows, rd/2]; pos int64 [B, S] or 0n (row b·S + s). */
+  rotary(dtype: number, x: bigint, cos: bigint, sin: bigint, pos: bigint, out: bigint, B: number, S: number, H: number, D: number,
+    sB: number, sS: number, sH: number, rd: number, interleaved: boolean, cacheRows: number): void;
+  /** Along dim of [outer, dim, inner]. */
+  cumsum(dtype: number, x: bigint, out: bigint, outer: number, dim: number, inner: number, exclusive: boolean, reverse: boolean): void;
+  /** mode 0 constant, 1 reflect, 2 edge; begin: leading pads per dim (negative crops). */
+  pad(dtype: number, x: bigint, out: bigint, outDims: number[], inDims: number[], begin: number[], mode: number, value: number): void;
+  /** acc float32 [inDims], zeroed by the caller. */
+  padGrad(dtype: number, g: bigint, acc: bigint, gDims: number[], inDims: number[], begin: number[], mode: number): void;
 }
 
 let cached: NativeCuda | null | undefined;
