@@ -134,6 +134,30 @@ export const KERNEL_CASES: KernelCase[] = [
   { op: 'GlobalAveragePool', inputs: [[2, 3, 11]] },
   { op: 'SliceGrad', inputs: [[2, 3]], attrs: { starts: [1, 7], ends: [5, 0], axes: [0, 1], steps: [2, -3], shape: [6, 8] } },
   { op: 'SliceGrad', inputs: [[2, 5, 4]], attrs: { starts: [1], ends: [6], axes: [1], shape: [2, 9, 4] } },
+  // RMSNormalization: rows narrower and wider than a warp's stride, a scale over two axes, and a
+  // parameter gradient over many row chunks.
+  { op: 'RMSNormalization', inputs: [[6, 7, 64], [64]] },
+  { op: 'RMSNormalization', inputs: [[3, 5000], [5000]], label: 'wide rows' },
+  { op: 'RMSNormalization', inputs: [[2, 3, 5, 6], [5, 6]], attrs: { axis: -2, epsilon: 1e-3 }, label: 'axis -2' },
+  { op: 'RMSNormalizationGradInput', inputs: [[6, 7, 64], [6, 7, 64], [64]] },
+  { op: 'RMSNormalizationGradInput', inputs: [[2, 3, 5, 6], [2, 3, 5, 6], [6]], attrs: { axis: 2 }, label: 'axis 2, trailing scale' },
+  { op: 'RMSNormalizationGradParams', inputs: [[6, 7, 64], [6, 7, 64]] },
+  { op: 'RMSNormalizationGradParams', inputs: [[2100, 96], [2100, 96]], label: 'many chunks' },
+  { op: 'Clip', inputs: [[7, 9]], attrs: { min: -0.5, max: 0.8 } },
+  { op: 'Clip', inputs: [[7, 9]], attrs: { max: 0.3 }, label: 'max only' },
+  { op: 'RotaryEmbedding', inputs: [[2, 3, 5, 8], [2, 5, 4], [2, 5, 4]] },
+  { op: 'RotaryEmbedding', inputs: [[2, 4, 12], [6, 2], [6, 2], { shape: [2, 4], value: [0, 1, 2, 3, 5, 4, 2, 0], dtype: 'int64' }], attrs: { num_heads: 2, rotary_embedding_dim: 4, interleaved: 1 }, label: 'position ids, partial, interleaved' },
+  { op: 'CumSum', inputs: [[3, 40, 5]], attrs: { axis: 1 } },
+  { op: 'CumSum', inputs: [[6, 7]], attrs: { axis: -1, exclusive: 1, reverse: 1 }, label: 'exclusive, reverse' },
+  { op: 'InstanceNormalization', inputs: [[2, 3, 5, 6], [3], [3]] },
+  { op: 'GroupNormalization', inputs: [[2, 6, 4, 3], [6], [6]], attrs: { num_groups: 3 } },
+  { op: 'GroupNormalization', inputs: [[2, 6, 9], [2], [2]], attrs: { num_groups: 2 }, label: 'per group' },
+  { op: 'Pad', inputs: [[2, 3, 4]], attrs: { pads: [0, 1, -1, 1, 2, 0], constant_value: 0.5 } },
+  { op: 'Pad', inputs: [[3, 5]], attrs: { pads: [2, 1, 1, 4], mode: 'reflect' }, label: 'reflect' },
+  { op: 'Pad', inputs: [[3, 4]], attrs: { pads: [2, 3, 1, 5], mode: 'edge' }, label: 'edge' },
+  { op: 'PadGrad', inputs: [[6, 8]], attrs: { pads: [1, 0, 2, 4], mode: 'constant', shape: [3, 4] } },
+  { op: 'PadGrad', inputs: [[6, 10]], attrs: { pads: [2, 1, 1, 4], mode: 'reflect', shape: [3, 5] }, label: 'reflect' },
+  { op: 'PadGrad', inputs: [[6, 12]], attrs: { pads: [2, 3, 1, 5], mode: 'edge', shape: [3, 4] }, label: 'edge' },
 ];
 
 export const caseName = (c: KernelCase): string => `${c.op}${c.label ? ` (${c.label})` : ''} ${JSON.stringify(c.attrs ?? {}, (_, v) => (v && typeof v === 'object' && 'data' in v ? `tensor [${v.shape}]` : v))}`;

@@ -273,6 +273,7 @@ export class HostCuda implements Partial<NativeCuda> {
         case 14: return v * Math.min(1, Math.max(0, v / 6 + 0.5));
         case 15: return Math.floor(v);
         case 16: return Math.ceil(v);
+        case 17: { const y = v < alpha ? alpha : v; return y > beta ? beta : y; }
         default: throw new Error(`unary code ${code} is not emulated`);
       }
     };
@@ -578,6 +579,112 @@ export class HostCuda implements Partial<NativeCuda> {
     for (let j = 0; j < cols; j++) {
       DG.set(j, a[j]!);
       DB.set(j, b[j]!);
+    }
+  }
+
+  // --- kernels_extra.cu: RMSNorm, RotaryEmbedding, CumSum, Pad ------------------------------
+
+  private static rmsInv(x: Floats, r: number, cols: number, eps: number): number {
+    let s = 0;
+    for (let j = 0; j < cols; j++) s += x.get(r * cols + j) ** 2;
+    return 1 / Math.sqrt(s / cols + eps);
+  }
+
+  rmsnorm(dtype: number, x: bigint, gamma: bigint, y: bigint, rows: number, cols: number, gl: number, eps: number): void {
+    const X = this.floats(dtype, x, rows * cols), Y = this.floats(dtype, y, rows * cols), G = this.floats(dtype, gamma, gl);
+    for (let r = 0; r < rows; r++) {
+      const inv = HostCuda.rmsInv(X, r, cols, eps);
+      for (let j = 0; j < cols; j++) Y.set(r * cols + j, X.get(r * cols + j) * inv * G.get(j % gl));
+    }
+  }
+
+  rmsnormGradInput(dtype: number, g: bigint, x: bigint, gamma: bigint, dx: bigint, rows: number, cols: number, gl: number, eps: number): void {
+    const Gv = this.floats(dtype, g, rows * cols), X = this.floats(dtype, x, rows * cols), W = this.floats(dtype, gamma, gl), D = this.floats(dtype, dx, rows * cols);
+    for (let r = 0; r < rows; r++) {
+      const inv = HostCuda.rmsInv(X, r, cols, eps);
+      let b = 0;
+      for (let j = 0; j < cols; j++) b += Gv.get(r * cols + j) * W.get(j % gl) * X.get(r * cols + j) * inv;
+      b /= cols;
+      for (let j = 0; j < cols; j++) D.set(r * cols + j, inv * (Gv.get(r * cols + j) * W.get(j % gl) - X.get(r * cols + j) * inv * b));
+    }
+  }
+
+  rmsnormGradParams(dtype: number, g: bigint, x: bigint, dgamma: bigint, rows: number, cols: number, eps: number): void {
+    const Gv = this.floats(dtype, g, rows * cols), X = this.floats(dtype, x, rows * cols), DG = this.floats(dtype, dgamma, cols);
+    const a = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) {
+      const inv = HostCuda.rmsInv(X, r, cols, eps);
+      for (let j = 0; j < cols; j++) a[j]! += Gv.get(r * cols + j) * X.get(r * cols + j) * inv;
+    }
+    for (let j = 0; j < cols; j++) DG.set(j, a[j]!);
+  }
+
+  rotary(dtype: number, x: bigint, cos: bigint, sin: bigint, pos: bigint, out: bigint, B: number, S: number, H: number, D: number,
+    sB: number, sS: number, sH: number, rd: number, interleaved: boolean, cacheRows: number): void {
+    const span = (B - 1) * sB + (S - 1) * sS + (H - 1) * sH + D;
+    const X = this.floats(dtype, x, span), O = this.floats(dtype, out, span);
+    const half = rd / 2;
+    const C = this.floats(dtype, cos, cacheRows * half), Sn = this.floats(dtype, sin, cacheRows * half);
+    const P = pos ? this.i64(pos, B * S) : undefined;
+    for (let b = 0; b < B; b++) for (let s = 0; s < S; s++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) {
+      const off = b * sB + s * sS + h * sH + d;
+      if (d >= rd) { O.set(off, X.get(off)); continue; }
+      const row = P ? P.get(b * S + s) : b * S + s;
+      if (row < 0 || row >= cacheRows) { O.set(off, 0); continue; }
+      const first = interleaved ? d % 2 === 0 : d < half;
+      const j = interleaved ? Math.floor(d / 2) : first ? d : d - half;
+      const partner = interleaved ? (first ? d + 1 : d - 1) : first ? d + half : d - half;
+      const c = C.get(row * half + j), sn = Sn.get(row * half + j), v = X.get(off), p = X.get(off - d + partner);
+      O.set(off, first ? c * v - sn * p : sn * p + c * v);
+    }
+  }
+
+  cumsum(dtype: number, x: bigint, out: bigint, outer: number, dim: number, inner: number, exclusive: boolean, reverse: boolean): void {
+    const n = outer * dim * inner;
+    const X = this.floats(dtype, x, n), O = this.floats(dtype, out, n);
+    for (let o = 0; o < outer; o++) for (let q = 0; q < inner; q++) {
+      let acc = 0;
+      for (let k = 0; k < dim; k++) {
+        const i = (o * dim + (reverse ? dim - 1 - k : k)) * inner + q;
+        const v = X.get(i);
+        if (exclusive) { O.set(i, Math.fround(acc)); acc = Math.fround(acc + v); } else { acc = Math.fround(acc + v); O.set(i, acc); }
+      }
+    }
+  }
+
+  /** Offset in the dense input that output index i reads (the kernels' pad_offset), or −1. */
+  private static padOffset(outDims: readonly number[], inDims: readonly number[], begin: readonly number[], i: number, mode: number): number {
+    let off = 0, stride = 1;
+    for (let d = outDims.length - 1; d >= 0; d--) {
+      const o = i % outDims[d]!;
+      i = Math.floor(i / outDims[d]!);
+      const n = inDims[d]!;
+      let p = o - begin[d]!;
+      if (p < 0 || p >= n) {
+        if (mode === 0 || n === 0) return -1;
+        p = mode === 2 ? (p < 0 ? 0 : n - 1) : p < 0 ? -p : 2 * (n - 1) - p;
+      }
+      off += p * stride;
+      stride *= n;
+    }
+    return off;
+  }
+
+  pad(dtype: number, x: bigint, out: bigint, outDims: number[], inDims: number[], begin: number[], mode: number, value: number): void {
+    const n = outDims.reduce((a, b) => a * b, 1), m = inDims.reduce((a, b) => a * b, 1);
+    const X = this.floats(dtype, x, Math.max(1, m)), O = this.floats(dtype, out, n);
+    for (let i = 0; i < n; i++) {
+      const off = HostCuda.padOffset(outDims, inDims, begin, i, mode);
+      O.set(i, off < 0 ? Math.fround(value) : X.get(off));
+    }
+  }
+
+  padGrad(dtype: number, g: bigint, acc: bigint, gDims: number[], inDims: number[], begin: number[], mode: number): void {
+    const n = gDims.reduce((a, b) => a * b, 1), m = inDims.reduce((a, b) => a * b, 1);
+    const Gv = this.floats(dtype, g, n), A = this.floats(0, acc, m);
+    for (let i = 0; i < n; i++) {
+      const off = HostCuda.padOffset(gDims, inDims, begin, i, mode);
+      if (off >= 0) A.set(off, A.get(off) + Gv.get(i));
     }
   }
 
