@@ -30,20 +30,10 @@ const NAMES = readdirSync(HF).filter((f) => f.endsWith('.onnx')).map((f) => f.sl
  * CleaveError naming one of its blockers; once one imports, its test fails: move it out of PENDING
  * (its forward is then checked against PyTorch like the others).
  */
-const RMSNORM = { what: 'RMSNormalization (opset 23)', error: /cannot be imported \(RMSNormalization\)/ };
-const MASKED_ATTENTION = { what: 'Attention with attn_mask (opset 23)', error: /'node_scaled_dot_product_attention': Attention's attn_mask is not supported/ };
-const PENDING: Record<string, (typeof RMSNORM)[]> = {
-  bert_dynamo23: [MASKED_ATTENTION],
-  gemma_dynamo23: [RMSNORM, MASKED_ATTENTION],
-  gpt2_dynamo23: [MASKED_ATTENTION],
-  gpt_neox_dynamo23: [MASKED_ATTENTION],
-  llama_dynamo23: [RMSNORM, MASKED_ATTENTION],
-  llama_eager_dynamo23: [RMSNORM],
-  mistral_dynamo23: [RMSNORM, MASKED_ATTENTION],
-  qwen2_dynamo23: [RMSNORM, MASKED_ATTENTION],
-  t5_dynamo23: [RMSNORM],
-  vit_dynamo23: [MASKED_ATTENTION],
-};
+/** What stops a fixture, and the error its import gives, e.g. { what: 'RMSNormalization (opset 23)', error: /cannot be imported \(RMSNormalization\)/ }. */
+interface Blocker { what: string; error: RegExp }
+// Empty since RMSNormalization and Attention's attn_mask landed: every fixture is checked against PyTorch.
+const PENDING: Record<string, Blocker[]> = {};
 
 interface Io { inputs: Record<string, { shape: number[]; dtype: DType; data: number[] }>; outputs: Record<string, { shape: number[]; dtype: 'float32'; npy: string }> }
 const io = (name: string): Io => JSON.parse(readFileSync(join(HF, `${name}.io.json`), 'utf8')) as Io;
