@@ -9,6 +9,9 @@ import { addLoss } from '../../compiler/autodiff/loss.js';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { frozenBuffers, importOnnx } from '../../compiler/onnx/import.js';
 import { attentionFusion } from '../../compiler/passes/attention.js';
+import { emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
+import { NORM_RULES } from '../../compiler/passes/norms.js';
+import { applyRules } from '../../compiler/passes/rewrite.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { readNpy } from '../../runtime/data/npy.js';
 import { ModelBuilder } from '../../src/api/builder.js';
@@ -28,18 +31,18 @@ const NAMES = readdirSync(HF).filter((f) => f.endsWith('.onnx')).map((f) => f.sl
 
 const ROTARY = ['rotary cos table', 'rotary sin table'];
 /** Per family: attentions fused (one per attention block), the reason the rest stay, the buffers kept constant by role. */
-const EXPECT: Record<string, { fused: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
+const EXPECT: Record<string, { fused: number; rms?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
   bert: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   vit: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   gpt2: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
-  llama: { fused: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  llama_eager: { fused: 2, frozen: () => [...ROTARY, 'attention mask'] },
-  gemma: { fused: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  qwen2: { fused: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  llama: { fused: 2, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  llama_eager: { fused: 2, rms: 5, frozen: () => [...ROTARY, 'attention mask'] },
+  gemma: { fused: 2, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  qwen2: { fused: 2, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   gpt_neox: { fused: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   // Sliding window and T5's relative position bias need kernel support first: said, not hidden.
-  mistral: { fused: 0, unfused: /sliding-window mask \(8 keys\): not fused yet/, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  t5: { fused: 0, unfused: /relative position bias|trained parameter \(a learned bias\)|cross-attention/, frozen: (t) => (t === 'ts17' ? [] : ['attention mask', 'attention mask', 'attention mask']) },
+  mistral: { fused: 0, rms: 5, unfused: /sliding-window mask \(8 keys\): not fused yet/, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  t5: { fused: 0, rms: 12, unfused: /relative position bias|trained parameter \(a learned bias\)|cross-attention/, frozen: (t) => (t === 'ts17' ? [] : ['attention mask', 'attention mask', 'attention mask']) },
 };
 
 const familyOf = (name: string): [string, string] => {
@@ -60,13 +63,18 @@ describe.each(NAMES)('%s', (name) => {
 
   it('has an expectation', () => expect(e, `no expectation for the family '${family}'`).toBeDefined());
 
-  it('fuses one attention per block, says why it leaves any, keeps folded buffers constant, and still computes PyTorch\'s output', () => {
+  it('fuses one attention per block and every RMSNorm, says why it leaves any attention, keeps folded buffers constant, and still computes PyTorch\'s output', () => {
     const g = importOnnx(join(HF, `${name}.onnx`), { batch: 2 });
     expect(frozenBuffers(g).map((f) => f.role).sort()).toEqual(e!.frozen(tag).sort());
     for (const f of frozenBuffers(g)) expect(g.values.get(f.name)?.kind, f.name).toBe('const');
     const f = cloneGraph(g);
     const rep = attentionFusion(f);
+    const norms = applyRules(f, NORM_RULES);
     validateGraph(f);
+    // Every RMSNorm is one RMSNormalization node: fused from its written-out form, or opset 23's own.
+    expect(f.nodes.filter((n) => n.op === 'RMSNormalization').length).toBe(e!.rms ?? 0);
+    expect(f.nodes.some((n) => n.op === 'ReduceMean')).toBe(false);
+    expect(norms.get('RMSNorm') ?? 0).toBe(g.nodes.some((n) => n.op === 'RMSNormalization') ? 0 : e!.rms ?? 0);
     expect(rep.fused).toBe(e!.fused);
     expect(f.nodes.filter((n) => n.op === 'FusedAttention').length).toBe(e!.fused);
     if (e!.unfused) {
@@ -84,13 +92,18 @@ describe.each(NAMES)('%s', (name) => {
   });
 });
 
-/** Loss and gradients of the training graph with and without attention fusion, on the same feeds. */
+/** Loss and gradients of the training graph with and without the forward fusions (attention, RMSNorm), on the same feeds. */
 function trainBoth(g: Graph, feeds: Record<string, Tensor>, fused: number): void {
   const spec = { loss: { kind: 'cross-entropy' as const } };
   const plain = buildTrainingGraph(g, spec);
   let n = 0;
-  const fusedT = buildTrainingGraph(g, { ...spec, rewrite: (x) => { n = attentionFusion(x).fused; } });
+  const report = emptyFusionReport();
+  const fusedT = buildTrainingGraph(g, { ...spec, rewrite: (x) => fuseForward(x, report) });
+  n = report.rules.find((r) => r.rule === 'attention')?.count ?? 0;
   expect(n).toBe(fused);
+  // RMSNorms train through their fused node too.
+  const rms = report.rules.find((r) => r.rule === 'RMSNorm')?.count ?? 0;
+  expect(fusedT.graph.nodes.filter((x) => x.op === 'RMSNormalizationGradInput').length).toBe(rms);
   expect(fusedT.graph.nodes.filter((x) => x.op === 'FusedAttentionGrad').length).toBe(fused);
   const [a, b] = [runGraph(plain.graph, feeds), runGraph(fusedT.graph, feeds)];
   expect(maxRelError(b.get(fusedT.loss.name)!, a.get(plain.loss.name)!)).toBeLessThanOrEqual(1e-6);
