@@ -173,6 +173,21 @@ describe('cleave compile on a real model', () => {
     expect(rep.frozen.map((f) => f.role)).toEqual(ROTARY);
   });
 
+  it('inspect --fusions says the same of the forward graph, as text and JSON', () => {
+    const t = cli(['inspect', join(HF, 't5_ts17.onnx'), '--batch', '2', '--fusions']);
+    expect(t.code, t.stderr).toBe(0);
+    expect(t.stdout).toMatch(/RMSNorm +12/);
+    expect(t.stdout).toMatch(/not fused: 6 attention-like softmaxes/);
+    expect(t.stdout).toMatch(/EncDecAttention\/Softmax +q, k and v heads differ: .*cross-attention/);
+    const j = cli(['inspect', join(HF, 'llama_dynamo18.onnx'), '--batch', '2', '--fusions', '--json']);
+    expect(j.code, j.stderr).toBe(0);
+    const f = (JSON.parse(j.stdout) as { fusions: { rules: { rule: string; count: number }[]; frozen: unknown[]; unfused: unknown[] } }).fusions;
+    expect(f.rules).toContainEqual({ rule: 'attention', count: 2 });
+    expect(f.rules).toContainEqual({ rule: 'RMSNorm', count: 5 });
+    expect(f.frozen).toHaveLength(3);
+    expect(f.unfused).toEqual([]);
+  });
+
   it('a --batch the fixed-batch export cannot take is refused, naming the input', () => {
     const out = cli(['compile', join(HF, 'llama_dynamo18.onnx'), '-p', '2', '-m', '2', '--batch', '2', '-o', join(tmp, 'x.plan')]);
     expect(out.code).toBe(2);
