@@ -2,8 +2,8 @@ import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { type Dim, shapesEqual } from '../../src/ir/shape.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { fusedAttrsOfOnnx, lseDtype } from '../../src/ops/attention.js';
-import { getOp } from '../../src/ops/index.js';
 import { MASKED } from './buffers.js';
+import { ConstEval } from './const_eval.js';
 import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropUnread, emitterBefore, op, scalar } from './rewrite.js';
 
 // Attention fusion as rule tables. The decomposed attention of a transformer block becomes one
@@ -23,46 +23,6 @@ import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropU
 // on the scores (or pulled out of q and k); the mask is a constant (or constant-computed) Where or
 // added tensor, causal or all-keep, its masked value very negative. ONNX Attention nodes are
 // rewritten too. What stays unfused is reported with the reason, per Softmax.
-
-/**
- * Values computable from constants alone, by the registry's CPU kernels (the causal mask of a graph
- * built in code is Trilu and Cast of constants until folding runs). Memoized per value, failures too.
- */
-class ConstEval {
-  private readonly memo = new Map<Value, Tensor | null>();
-
-  of(v: Value | null | undefined): Tensor | null {
-    if (!v) return null;
-    if (v.kind === 'const') return v.data ?? null;
-    if (v.kind !== 'node' || !v.producer) return null;
-    const known = this.memo.get(v);
-    if (known !== undefined) return known;
-    const n = v.producer;
-    const def = getOp(n.op, `node '${n.name}'`);
-    this.memo.set(v, null);
-    if (def.noFold || !def.cpu) return null;
-    const ins: (Tensor | null)[] = [];
-    for (const x of n.inputs) {
-      const t = x ? this.of(x) : null;
-      if (x && !t) return null;
-      ins.push(t);
-    }
-    let outs: Tensor[];
-    try {
-      outs = def.cpu(ins, n.attrs, n.outputs.length);
-    } catch {
-      // Not a constant this pass can use; whatever is wrong is reported where the graph runs.
-      return null;
-    }
-    n.outputs.forEach((o, i) => this.memo.set(o, outs[i] ?? null));
-    return this.memo.get(v) ?? null;
-  }
-
-  scalar(v: Value | null | undefined): number | null {
-    const t = this.of(v);
-    return t && t.data.length === 1 ? t.data[0]! : null;
-  }
-}
 
 function soleUser(g: Graph, v: Value | null | undefined): Node | null {
   return v && v.users.length === 1 && !g.outputs.includes(v) ? v.users[0]! : null;

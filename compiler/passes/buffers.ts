@@ -62,7 +62,7 @@ const half = (n: Node, from: 'start' | 'end'): boolean => {
 const slice = (from: 'start' | 'end'): Pat => op('Slice', undefined, { test: (v) => v.producer!.inputs.length === 1 && half(v.producer!, from), shared: true });
 
 /** rotate_half(x) = concat(−x[…, h:], x[…, :h]), as HF's Llama, Mistral, Gemma, Qwen2 and GPT-NeoX write it. */
-const rotateHalf: Pat = op('Concat', [op('Neg', [slice('end')]), slice('start')], {
+export const rotateHalf: Pat = op('Concat', [op('Neg', [slice('end')]), slice('start')], {
   test: (v, m) => {
     const n = v.producer!, ax = n.attrs['axis'] as number;
     const x = n.inputs[0]!.producer!.inputs[0]!.producer!.inputs[0];

@@ -2,6 +2,7 @@ import type { Graph } from '../../src/ir/graph.js';
 import { attentionFusion } from './attention.js';
 import { NORM_RULES } from './norms.js';
 import { applyRules } from './rewrite.js';
+import { rotaryRules } from './rotary.js';
 import type { Frozen } from './buffers.js';
 
 /** What a compile rewrote: each rule with its count, the buffers made constants, and what it left unfused. */
@@ -16,11 +17,12 @@ export interface FusionReport {
 
 export const emptyFusionReport = (frozen: readonly Frozen[] = []): FusionReport => ({ rules: [], frozen, unfused: [] });
 
-/** Runs the forward-graph fusions (attention, then RMSNorm) on `g`, adding what they did to `into`. */
+/** Runs the forward-graph fusions (attention, rotary embeddings, RMSNorm) on `g`, adding what they did to `into`. */
 export function fuseForward(g: Graph, into: FusionReport): void {
   const a = attentionFusion(g);
   for (const [rule, count] of a.rules) into.rules.push({ rule, count });
   into.unfused.push(...a.unfused);
+  for (const [rule, count] of applyRules(g, rotaryRules())) into.rules.push({ rule, count });
   for (const [rule, count] of applyRules(g, NORM_RULES)) into.rules.push({ rule, count });
   g.removeDeadCode();
 }

@@ -12,6 +12,7 @@ import { attentionFusion } from '../../compiler/passes/attention.js';
 import { emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
 import { NORM_RULES } from '../../compiler/passes/norms.js';
 import { applyRules } from '../../compiler/passes/rewrite.js';
+import { rotaryRules } from '../../compiler/passes/rotary.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { readNpy } from '../../runtime/data/npy.js';
 import { ModelBuilder } from '../../src/api/builder.js';
@@ -31,17 +32,17 @@ const NAMES = readdirSync(HF).filter((f) => f.endsWith('.onnx')).map((f) => f.sl
 
 const ROTARY = ['rotary cos table', 'rotary sin table'];
 /** Per family: attentions fused (one per attention block), the reason the rest stay, the buffers kept constant by role. */
-const EXPECT: Record<string, { fused: number; rms?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
+const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
   bert: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   vit: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   gpt2: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
-  llama: { fused: 2, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  llama_eager: { fused: 2, rms: 5, frozen: () => [...ROTARY, 'attention mask'] },
-  gemma: { fused: 2, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  qwen2: { fused: 2, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  gpt_neox: { fused: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  llama: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  llama_eager: { fused: 2, rope: 4, rms: 5, frozen: () => [...ROTARY, 'attention mask'] },
+  gemma: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  qwen2: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  gpt_neox: { fused: 2, rope: 4, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   // Sliding window and T5's relative position bias need kernel support first: said, not hidden.
-  mistral: { fused: 0, rms: 5, unfused: /sliding-window mask \(8 keys\): not fused yet/, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  mistral: { fused: 0, rope: 4, rms: 5, unfused: /sliding-window mask \(8 keys\): not fused yet/, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   t5: { fused: 0, rms: 12, unfused: /relative position bias|trained parameter \(a learned bias\)|cross-attention/, frozen: (t) => (t === 'ts17' ? [] : ['attention mask', 'attention mask', 'attention mask']) },
 };
 
@@ -63,12 +64,16 @@ describe.each(NAMES)('%s', (name) => {
 
   it('has an expectation', () => expect(e, `no expectation for the family '${family}'`).toBeDefined());
 
-  it('fuses one attention per block and every RMSNorm, says why it leaves any attention, keeps folded buffers constant, and still computes PyTorch\'s output', () => {
+  it('fuses one attention per block, every rotary embedding and RMSNorm, says why it leaves any attention, keeps folded buffers constant, and still computes PyTorch\'s output', () => {
     const g = importOnnx(join(HF, `${name}.onnx`), { batch: 2 });
     expect(frozenBuffers(g).map((f) => f.role).sort()).toEqual(e!.frozen(tag).sort());
     for (const f of frozenBuffers(g)) expect(g.values.get(f.name)?.kind, f.name).toBe('const');
     const f = cloneGraph(g);
     const rep = attentionFusion(f);
+    applyRules(f, rotaryRules());
+    // q and k of each layer: one RotaryEmbedding each, GPT-NeoX's partial one included.
+    expect(f.nodes.filter((n) => n.op === 'RotaryEmbedding').length).toBe(e!.rope ?? 0);
+    expect(f.nodes.some((n) => n.op === 'Neg')).toBe(false);
     const norms = applyRules(f, NORM_RULES);
     validateGraph(f);
     // Every RMSNorm is one RMSNormalization node: fused from its written-out form, or opset 23's own.

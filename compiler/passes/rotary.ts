@@ -1,0 +1,80 @@
+import type { Node, Value } from '../../src/ir/graph.js';
+import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import { rotateHalf } from './buffers.js';
+import { ConstEval } from './const_eval.js';
+import { type Rule, any, bound, op } from './rewrite.js';
+
+// Rotary embeddings written out, as HF's Llama, Mistral, Gemma, Qwen2 and GPT-NeoX write them:
+//   x · cos + rotate_half(x) · sin        (cos, sin: [.., S, D], each half the same angles)
+// becomes one RotaryEmbedding (ONNX opset 23) over x [B, H, S, D] with a [S, D/2] cache and
+// constant position ids: one pass over x instead of two slices, a Neg, a Concat, two products and
+// a sum. A second row takes GPT-NeoX's partial form, the rotated first rd features concatenated with
+// the rest, into the same node with rotary_embedding_dim rd. The tables must be constants (the
+// import keeps the exporter's folded ones constant); positions fed by the model stay as written.
+
+/** [S, D] of a table broadcast over x's leading dims (1s or, equal for each, the batch), or null. */
+function rows(t: Tensor, S: number, D: number): Float64Array | null {
+  const s = t.shape, r = s.length;
+  if (r < 2 || s[r - 1] !== D || s[r - 2] !== S) return null;
+  const per = S * D, n = t.data.length / per;
+  for (let k = 1; k < n; k++) for (let i = 0; i < per; i++) if (t.data[k * per + i] !== t.data[i]) return null;
+  return Float64Array.from(t.data.subarray(0, per));
+}
+
+/** The [S, D/2] cache when both halves of each row hold the same angles' values. */
+function halfCache(r: Float64Array, S: number, D: number): Float64Array | null {
+  const h = D / 2, out = new Float64Array(S * h);
+  for (let s = 0; s < S; s++) for (let j = 0; j < h; j++) {
+    const a = r[s * D + j]!, b = r[s * D + h + j]!;
+    if (Math.abs(a - b) > 1e-6 * Math.max(1, Math.abs(a))) return null;
+    out[s * h + j] = a;
+  }
+  return out;
+}
+
+const sliceOf = (n: Node | null): { start: number; end: number } | null => {
+  if (n?.op !== 'Slice' || n.inputs.length !== 1) return null;
+  const starts = n.attrs['starts'] as readonly number[] | undefined, ends = n.attrs['ends'] as readonly number[] | undefined;
+  const axes = n.attrs['axes'] as readonly number[] | undefined, steps = n.attrs['steps'] as readonly number[] | undefined;
+  const r = n.inputs[0]!.shape.length;
+  if (!starts || !ends || starts.length !== 1 || !axes || (axes[0] !== -1 && axes[0] !== r - 1) || (steps && steps[0] !== 1)) return null;
+  return { start: starts[0]!, end: ends[0]! };
+};
+
+export function rotaryRules(): Rule[] {
+  const consts = new ConstEval();
+  return [
+    {
+      name: 'rotary embedding',
+      pattern: op('Add', [op('Mul', [rotateHalf, any('sin', { shared: true })], { commute: true }), op('Mul', [any('x', { shared: true }), any('cos', { shared: true })], { commute: true })], { commute: true }),
+      rewrite(m, g, at) {
+        const x = bound(m, 'x'), out = m.root.outputs[0]!;
+        const [B, , S, D] = x.shape;
+        if (x.shape.length !== 4 || typeof B !== 'number' || typeof S !== 'number' || typeof D !== 'number' || D % 2) return null;
+        if (out.shape.length !== 4 || out.shape.some((d, i) => d !== x.shape[i])) return null;
+        const c = consts.of(bound(m, 'cos')), s = consts.of(bound(m, 'sin'));
+        const cr = c && rows(c, S, D), sr = s && rows(s, S, D);
+        const cc = cr && halfCache(cr, S, D), sc = sr && halfCache(sr, S, D);
+        if (!cc || !sc) return null;
+        const cache = (name: string, d: Float64Array): Value => g.addConst(g.uniqueName(`${out.name}__${name}`), tensor(x.dtype, [S, D / 2], d));
+        const pos = g.addConst(g.uniqueName(`${out.name}__positions`), tensor('int64', [B, S], Array.from({ length: B * S }, (_, i) => i % S)));
+        return at.value('RotaryEmbedding', [x, cache('cos', cc), cache('sin', sc), pos], { interleaved: 0, num_heads: 0, rotary_embedding_dim: 0 }, { dtype: x.dtype, shape: x.shape });
+      },
+    },
+    {
+      // GPT-NeoX's partial rotary: concat(rope(x[…, :rd]), x[…, rd:]) is one rope of rotary dim rd.
+      name: 'partial rotary embedding',
+      pattern: op('Concat', [op('RotaryEmbedding', [op('Slice', [any('x', { shared: true })]), any('cos'), any('sin'), any('pos')]), op('Slice', [any('x', { shared: true })], { shared: true })]),
+      rewrite(m, _g, at) {
+        const x = bound(m, 'x'), out = m.root.outputs[0]!, rope = m.nodes[1]!;
+        const ax = m.root.attrs['axis'] as number, D = x.shape[x.shape.length - 1];
+        const head = sliceOf(rope.inputs[0]!.producer), tail = sliceOf(m.root.inputs[1]!.producer);
+        if ((ax !== -1 && ax !== x.shape.length - 1) || typeof D !== 'number' || !head || !tail) return null;
+        const rd = head.end;
+        if (head.start !== 0 || tail.start !== rd || tail.end < D || rd >= D || (rope.attrs['rotary_embedding_dim'] ?? 0) !== 0 || rope.attrs['interleaved']) return null;
+        return at.value('RotaryEmbedding', [x, bound(m, 'cos'), bound(m, 'sin'), bound(m, 'pos')], { interleaved: 0, num_heads: 0, rotary_embedding_dim: rd }, { dtype: x.dtype, shape: out.shape });
+      },
+    },
+  ];
+}
+
