@@ -141,11 +141,13 @@ export function applyRules(g: Graph, rules: readonly Rule[], maxPasses = 32): Ru
     if (o === undefined) anyOp.push(r);
     else for (const x of typeof o === 'string' ? [o] : o) byOp.set(x, [...(byOp.get(x) ?? []), r]);
   }
+  // Rules of any op are tried in their place in the table, not after those of the node's op.
+  const order = new Map(rules.map((r, i) => [r, i]));
   for (let pass = 0; pass < maxPasses; pass++) {
     let changed = false;
     for (const n of [...g.nodes]) {
       if (!g.nodes.includes(n) || !n.outputs.length) continue;
-      for (const r of [...(byOp.get(n.op) ?? []), ...anyOp]) {
+      for (const r of [...(byOp.get(n.op) ?? []), ...anyOp].sort((a, b) => order.get(a)! - order.get(b)!)) {
         const m = matchAt(g, r.pattern, n);
         if (!m) continue;
         const out = n.outputs[0]!;
@@ -153,9 +155,15 @@ export function applyRules(g: Graph, rules: readonly Rule[], maxPasses = 32): Ru
         if (res === null) continue;
         if (res !== true && res !== out) {
           const name = out.name;
-          g.replaceAllUses(out, res);
+          // A graph output keeps its name, and so does the value replacing it where that is a graph
+          // output already: a copy takes the name where the value cannot (an input, a constant, another output).
+          const keeps = g.outputs.includes(res), copy = g.outputs.includes(out) && (keeps || res.kind !== 'node');
+          // An Identity of that value is such a copy already (a rule removing Identity would not settle).
+          if (copy && n.op === 'Identity' && n.inputs[0] === res) continue;
+          const to = copy ? emitterBefore(g, n).value('Identity', [res], {}, { dtype: res.dtype, shape: res.shape }) : res;
+          g.replaceAllUses(out, to);
           dropUnread(g, n);
-          if (!g.values.has(name) && res.kind === 'node') g.renameValue(res, name);
+          if (!g.values.has(name) && to.kind === 'node' && !(to === res && keeps)) g.renameValue(to, name);
         }
         counts.set(r.name, (counts.get(r.name) ?? 0) + 1);
         changed = true;
