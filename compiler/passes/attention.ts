@@ -246,8 +246,6 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
       if (!shapesEqual(chain.shape, x.shape)) return 'the scale broadcasts the scores to another shape';
       const f = n.op === 'Mul' ? s : 1 / s;
       scale *= f;
-      // A mask applied before this scale has its masked value scaled too.
-      if (maskedAt !== null) maskedAt *= f;
       nodes.push(n);
       x = chain;
     } else if (n.op === 'Mul' || n.op === 'Div') {
@@ -264,7 +262,9 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
       const kind = classifyKeep((i) => (m.data[i]! !== 0) === scoresFirst, m.shape, Tq, T);
       if (typeof kind === 'string') return kind;
       mask = kind;
-      maskedAt = scoresFirst ? tb! : ta!;
+      // Walking back from the softmax, `scale` is what the scores were scaled by after this mask:
+      // the masked value is scaled by it too (and not by any scale applied before the mask).
+      maskedAt = (scoresFirst ? tb! : ta!) * scale;
       nodes.push(n);
       x = chain;
     } else if (n.op === 'Add') {
@@ -285,7 +285,7 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
       const kind = classifyKeep((i) => m.data[i] === 0, m.shape, Tq, T);
       if (typeof kind === 'string') return kind;
       mask = kind;
-      maskedAt = worst === -Infinity ? -Infinity : worst;
+      maskedAt = (worst === -Infinity ? -Infinity : worst) * scale;
       nodes.push(n);
       x = chain;
     } else break;
