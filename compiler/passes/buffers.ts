@@ -84,12 +84,13 @@ export function bufferRules(frozen: Frozen[]): Rule[] {
   return [
     {
       name: 'attention mask initializer',
-      pattern: op('Add', [any('scores'), any('mask', { kind: 'param' })], { commute: true }),
+      // The mask read directly or through moves (a Slice to the sequence, an Unsqueeze of heads).
+      pattern: op('Add', [any('scores'), any('mask', { shared: true, test: (v) => sourceParam(v) !== null })], { commute: true }),
       rewrite(m, g) {
-        const mask = bound(m, 'mask');
+        const read = bound(m, 'mask'), mask = sourceParam(read)!;
         // All zeros is a mask too where it has the scores' batch axis (no learned tensor has one):
         // the exporter folded an attention_mask of ones.
-        const scores = bound(m, 'scores').shape, ms = mask.shape;
+        const scores = bound(m, 'scores').shape, ms = read.shape;
         const batched = ms.length === 4 && scores.length === 4 && typeof ms[0] === 'number' && ms[0] > 1 && ms[0] === scores[0];
         if (!mask.data || !isMaskValues(mask.data, batched) || !feedsSoftmax(m.root.outputs[0]!)) return null;
         freeze(g, mask, 'attention mask');

@@ -237,6 +237,20 @@ describe('freezeBuffers: attention masks', () => {
     expect(gradNames(f)).toEqual(['wq']);
   });
 
+  it('a mask read through moves: a longer table sliced to the sequence and given its heads axis', () => {
+    const b = new ModelBuilder('moved');
+    const q = b.input('q', 'float32', [B, H, T, Dh]), kt = b.input('kt', 'float32', [B, H, Dh, T]), v = b.input('v', 'float32', [B, H, T, Dh]);
+    const s = b.op('MatMul', [b.op('MatMul', [q, b.param('wq', [Dh, Dh], { normal: 0.5 })]), kt]);
+    const long = tensor('float32', [2 * T, 2 * T]);
+    for (let i = 0; i < long.data.length; i++) long.data[i] = i % (2 * T) <= Math.floor(i / (2 * T)) ? 0 : -Infinity;
+    const table = b.graph.addParam('mask', long);
+    const cut = b.op('Slice', [b.op('Slice', [table], { starts: [0], ends: [T], axes: [0] })], { starts: [0], ends: [T], axes: [1] });
+    const p = b.op('Softmax', [b.op('Add', [s, b.op('Unsqueeze', [b.op('Unsqueeze', [cut], { axes: [0] })], { axes: [0] })])], { axis: -1 });
+    b.output(b.op('MatMul', [p, v]), 'y');
+    const f = frozenCopy(b.finish(), MASK);
+    expect(gradNames(f)).toEqual(['wq']);
+  });
+
   it('stays a parameter: a zero-initialised learned bias [1, H, T, T] added before the softmax (no batch axis)', () => {
     const g = maskGraph(tensor('float32', [1, H, T, T]));
     frozenCopy(g, []);
