@@ -5,7 +5,7 @@ import { type OptimizerFamily, type ScheduleName, SCHEDULES } from './cost/memor
 import { type CostModel, type DtypePolicy, type MeasuredProfile, costModel } from './cost/model.js';
 import { deviceProfile } from './cost/profiles.js';
 import { readModelFile } from './onnx/codec.js';
-import { frozenBuffers, importModel } from './onnx/import.js';
+import { exporterMadeParams, frozenBuffers, importModel } from './onnx/import.js';
 import { type FusionReport, emptyFusionReport, fuseForward } from './passes/fusions.js';
 import { fuseEpilogues } from './passes/epilogue.js';
 import { fuseMatMuls } from './passes/matmul.js';
@@ -136,7 +136,7 @@ function prepare(given: CompileOptions): Prepared {
   microbatch = fixedBatch(g, microbatch, o.batch, m);
   const lossSpec = o.loss === 'auto' ? autoLoss(g) : o.loss;
   // Attention is fused on the training graph's own copy: a graph handed in by the caller stays as given.
-  const fusions = emptyFusionReport(frozenBuffers(g));
+  const fusions = emptyFusionReport(frozenBuffers(g), exporterMadeParams(g));
   const training = buildTrainingGraph(g, { loss: lossSpec, rewrite: o.fuse !== false ? (t) => fuseForward(t, fusions) : undefined });
   if (o.fuse !== false) fuseTraining(training, fusions);
   return { o, optimizerConfig, g, lossSpec, training, microbatch, fusions };

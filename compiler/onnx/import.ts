@@ -163,10 +163,29 @@ export function importModel(model: ModelP, src: TensorSource, opts: ImportOption
   const out = frozen.size ? buildGraph(model, src, opts, frozen) : g;
   // Buffers the exporter folded into initializers (rotary tables, causal masks) are known by role.
   FROZEN.set(out, freezeBuffers(out));
+  FOLDED.set(out, exporterMade(model, out));
   return out;
 }
 
 const FROZEN = new WeakMap<Graph, Frozen[]>();
+const FOLDED = new WeakMap<Graph, string[]>();
+
+/**
+ * Parameters that are not the PyTorch model's own but the exporter's: torch.onnx names what its
+ * constant folding made from parameters `onnx::…` (TorchScript) or with no module path (the dynamo
+ * exporter's `val_93`, `expand`, `add_4`), where the model's own parameters keep their dotted
+ * state_dict names. Training them is training the folded copy (a transposed weight: the same; a
+ * class token repeated per batch item or a sliced table: not the same model).
+ */
+function exporterMade(model: ModelP, g: Graph): string[] {
+  if (model.producerName !== 'pytorch') return [];
+  const params = g.params().map((p) => p.name);
+  if (!params.some((n) => n.includes('.') && !n.startsWith('onnx::'))) return [];
+  return params.filter((n) => n.startsWith('onnx::') || !n.includes('.'));
+}
+
+/** Parameters torch.onnx made by folding computations on the model's own (see exporterMade). */
+export const exporterMadeParams = (g: Graph): readonly string[] => FOLDED.get(g) ?? [];
 
 /** The initializers an import made constants because they are buffers (a rotary table, a mask), with their roles. */
 export const frozenBuffers = (g: Graph): readonly Frozen[] => FROZEN.get(g) ?? [];

@@ -13,9 +13,11 @@ export interface FusionReport {
   frozen: readonly Frozen[];
   /** Attention-like subgraphs (a Softmax over scores) left as written, with the reason. */
   unfused: { node: string; scope: string; reason: string }[];
+  /** Parameters the exporter made by folding computations on the model's own (trained as they are). */
+  folded: readonly string[];
 }
 
-export const emptyFusionReport = (frozen: readonly Frozen[] = []): FusionReport => ({ rules: [], frozen, unfused: [] });
+export const emptyFusionReport = (frozen: readonly Frozen[] = [], folded: readonly string[] = []): FusionReport => ({ rules: [], frozen, unfused: [], folded });
 
 /** Runs the forward-graph fusions (attention, rotary embeddings, RMSNorm) on `g`, adding what they did to `into`. */
 export function fuseForward(g: Graph, into: FusionReport): void {

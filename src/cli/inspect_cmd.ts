@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { frozenBuffers, importOnnx, unsupportedError } from '../../compiler/onnx/import.js';
+import { exporterMadeParams, frozenBuffers, importOnnx, unsupportedError } from '../../compiler/onnx/import.js';
 import { type FusionReport, emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
 import { printGraph } from '../ir/print.js';
 import { inspectModel, renderInspect } from './inspect.js';
@@ -9,7 +9,7 @@ import { dimBinding, positiveInt } from './options.js';
 /** What compile's forward fusions do to the model (the training-only folds into products come after autodiff). */
 function forwardFusions(model: string, batch: number, dims: Record<string, number> | undefined): FusionReport {
   const g = importOnnx(model, { batch, dims });
-  const r = emptyFusionReport(frozenBuffers(g));
+  const r = emptyFusionReport(frozenBuffers(g), exporterMadeParams(g));
   fuseForward(g, r);
   return r;
 }

@@ -193,6 +193,19 @@ describe('cleave compile on a real model', () => {
     expect(f.unfused).toEqual([]);
   });
 
+  it('names the parameters the exporter made by folding (ViT\'s class token per batch item among them), and says how to export for training', () => {
+    const t = cli(['inspect', join(HF, 'vit_dynamo18.onnx'), '--batch', '2', '--fusions', '--json']);
+    expect(t.code, t.stderr).toBe(0);
+    const folded = (JSON.parse(t.stdout) as { fusions: { folded: string[] } }).fusions.folded;
+    expect(folded).toContain('expand');
+    for (const n of folded) expect(n.includes('.'), n).toBe(false);
+    const txt = cli(['inspect', join(HF, 't5_ts17.onnx'), '--batch', '2', '--fusions']);
+    expect(txt.stdout).toMatch(/note: 33 parameters are not the model's own but the exporter's folding of them \(onnx::MatMul_708, .*do_constant_folding=False/);
+    // cleave's own exports name what they hold: nothing to say.
+    const own = cli(['inspect', join(FIXTURES, 'gpt.onnx'), '--fusions', '--json']);
+    expect((JSON.parse(own.stdout) as { fusions: { folded: string[] } }).fusions.folded).toEqual([]);
+  });
+
   it('a --batch the fixed-batch export cannot take is refused, naming the input', () => {
     const out = cli(['compile', join(HF, 'llama_dynamo18.onnx'), '-p', '2', '-m', '2', '--batch', '2', '-o', join(tmp, 'x.plan')]);
     expect(out.code).toBe(2);
