@@ -4,6 +4,7 @@ import { type TrainingGraph, buildTrainingGraph } from '../../compiler/autodiff/
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
+import { emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
 import { CleaveError, SymbolicDimError } from '../../src/errors.js';
 import { isFloat } from '../../src/ir/dtype.js';
 import type { Graph } from '../../src/ir/graph.js';
@@ -50,7 +51,9 @@ export function prepareJob(job: TrainJob): PreparedJob {
   const model = readModelFile(job.model);
   const graph = importModel(model, { baseDir: dirname(job.model), file: job.model }, { batch: microbatch, dims: job.dims });
   const lossSpec = job.loss === 'auto' ? autoLoss(graph) : job.loss.kind === 'auto' ? autoLoss(graph, job.loss) : job.loss;
-  const training = buildTrainingGraph(graph, { loss: lossSpec, trainingMode: job.trainingMode });
+  // The forward fusions compile runs: the same training graph, and the only one an ONNX Attention
+  // with a mask can train as (its own gradient takes no mask).
+  const training = buildTrainingGraph(graph, { loss: lossSpec, trainingMode: job.trainingMode, rewrite: (g) => fuseForward(g, emptyFusionReport()) });
   const trainer = new CpuTrainer(training, { optimizer: job.optimizer, schedule: job.schedule, clip: job.clip });
   const logits = graph.outputs.find((o) => isFloat(o.dtype));
   const classes = logits ? Number(logits.shape[logits.shape.length - 1]) : 2;
