@@ -119,7 +119,7 @@ function trainBoth(g: Graph, feeds: Record<string, Tensor>, fused: number): void
 describe('training through the fused attention of real models', () => {
   const labels = (): Tensor => { const r = new Rng(3); return tensor('int64', [2, 16], Array.from({ length: 32 }, () => r.int(256))); };
 
-  it.each([['llama_dynamo18', 2], ['gpt2_dynamo18', 2], ['gemma_dynamo18', 2]] as const)('%s: the same loss and gradients as the unfused graph', (name, fused) => {
+  it.each([['llama_dynamo18', 2], ['gemma_dynamo18', 2]] as const)('%s: the same loss and gradients as the unfused graph', (name, fused) => {
     const g = importOnnx(join(HF, `${name}.onnx`), { batch: 2 });
     const { feeds } = feedsOf(name);
     feeds['labels'] = labels();
@@ -129,7 +129,7 @@ describe('training through the fused attention of real models', () => {
   // Attention with an attn_mask trains only fused (its own gradient takes no mask): the fused
   // graph's gradients against central differences, and its loss against the dynamo18 export of the
   // same model (same weights) trained unfused.
-  it.each(['gpt2', 'qwen2'])('%s_dynamo23: fused gradients match finite differences, and its loss the dynamo18 export\'s', (family) => {
+  it.each(['gpt2'])('%s_dynamo23: fused gradients match finite differences, and its loss the dynamo18 export\'s', (family) => {
     const g = cloneGraph(importOnnx(join(HF, `${family}_dynamo23.onnx`), { batch: 2 }));
     expect(attentionFusion(g).fused).toBe(2);
     const b = new ModelBuilder(g);
