@@ -25,6 +25,7 @@ import { maxRelError } from '../helpers/compare.js';
 import { KERNEL_CASES, caseErrors, caseName, convCases, outShape } from '../helpers/cuda_cases.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
+import { lossesOnEmulatedCuda } from '../helpers/emulated_run.js';
 
 
 /**
@@ -124,11 +125,9 @@ describe('the CNN fixture on the CUDA rank backend (host emulation)', () => {
       const planFile = join(dir, `${policy}.plan`);
       writePlan(planFile, compile({ model: fixturePath('cnn'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 8, policy }).plan);
       if (policy === 'fp32') losses['cpu'] = (await runPlanCpu({ planFile, ...run })).steps.map((s) => s.loss);
-      const plan = readPlan(planFile);
-      const host = new HostCuda();
-      const backend = new CudaRankBackend(plan, 0, planWeights(plan), opt, new Cuda(host.native));
-      losses[policy] = (await runOnBackend(backend, { planFile, ...run })).steps.map((s) => s.loss);
-      expect(host.liveBlocks, `${policy}: device memory left allocated`).toBe(0);
+      const emulated = await lossesOnEmulatedCuda(planFile, batches, run.steps, opt);
+      losses[policy] = emulated.losses;
+      expect(emulated.liveBlocks, `${policy}: device memory left allocated`).toBe(0);
     }
     expectCpuLosses(losses);
     expect(losses['fp32']![2]!).toBeLessThan(losses['fp32']![0]!);
