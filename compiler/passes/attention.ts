@@ -69,6 +69,11 @@ export const CANONICAL: readonly Rule[] = [
     rewrite: (m) => (bound(m, 'x').dtype === m.root.outputs[0]!.dtype ? bound(m, 'x') : null),
   },
   {
+    name: 'cast to its own type',
+    pattern: op('CastLike', [any('x'), any()]),
+    rewrite: (m) => (bound(m, 'x').dtype === m.root.outputs[0]!.dtype ? bound(m, 'x') : null),
+  },
+  {
     // PyTorch's SDPA decomposition transposes K through [B·H, T, Dh] rows: Reshape, Transpose of the
     // last two axes, Reshape back to [B, H, Dh, T]. That is x's heads with the last two axes swapped.
     name: 'kᵀ through [B·H, T, Dh]',

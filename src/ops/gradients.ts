@@ -121,6 +121,7 @@ export const GRADIENTS: Record<string, GradRule | 'zero'> = {
     ];
   },
   Cast: ({ b, inputs: [x], gradOutputs: [g] }) => [b.op('Cast', [g!], { to: dtypeCode(x!) })],
+  CastLike: ({ b, inputs: [x], gradOutputs: [g] }) => [b.op('Cast', [g!], { to: dtypeCode(x!) }), null],
   Identity: ({ gradOutputs: [g] }) => [g!],
   Dropout: ({ b, attrs, outputs, gradOutputs: [g] }) => {
     if (!attrs['training_mode']) return [g!];

@@ -563,6 +563,24 @@ const cast: OpDef = {
   },
 };
 
+/** Cast to the element type of a second input (opset 15): the dynamo exporter's unoptimized spelling of `.to(y.dtype)`. */
+const castLike: OpDef = {
+  op: 'CastLike', since: 15, category: 'elementwise', arity: [2, 2],
+  attrs: { saturate: flagAttr(1) },
+  infer(ctx) {
+    return [{ dtype: input(ctx, 1).dtype, shape: input(ctx, 0).shape }];
+  },
+  cost: perOutput(1),
+  cuda: (dev, [x], [out]) => dev.cast(x!, out!),
+  cpu([x, like]) {
+    const to = like!.dtype;
+    const out = tensor(to, x!.shape);
+    const float = isFloat(to);
+    for (let i = 0; i < out.data.length; i++) out.data[i] = float ? x!.data[i]! : fixInt(to, x!.data[i]!);
+    return [roundToDtype(out)];
+  },
+};
+
 /** Masks of Dropout nodes without a seed; its state goes into checkpoints. */
 export const dropoutRng = new Rng(0x5eed);
 
@@ -736,5 +754,5 @@ export const MOVEMENT_OPS: OpDef[] = [
   reshape, transpose, flatten,
   shapeOnly('Squeeze', squeezeShape, [{ input: 1, attr: 'axes', type: 'ints', sinceInput: 13 }]),
   shapeOnly('Unsqueeze', unsqueezeShape, [{ input: 1, attr: 'axes', type: 'ints', sinceInput: 13 }]),
-  identity, concat, split, slice, gather, gatherElements, expand, tile, trilu, cast, dropout, pad, cumSum,
+  identity, concat, split, slice, gather, gatherElements, expand, tile, trilu, cast, castLike, dropout, pad, cumSum,
 ];

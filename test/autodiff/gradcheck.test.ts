@@ -65,6 +65,7 @@ const CASES: Case[] = [
   { op: 'Trilu', inputs: [f(2, 4, 5)], attrs: { upper: 0, k: 1 } },
   { op: 'Where', inputs: [{ shape: [3, 1], dtype: 'bool', values: [1, 0, 1], fixed: true }, f(3, 4), f(4)] },
   { op: 'Cast', inputs: [f(3, 2)], attrs: { to: 1 } },
+  { op: 'CastLike', inputs: [f(3, 2), { shape: [1], values: [0], fixed: true }] },
   { op: 'ReduceMean', inputs: [f(2, 3, 4)], attrs: { axes: [1], keepdims: 0 } },
   { op: 'ReduceSum', inputs: [f(2, 3, 4)], attrs: { axes: [0, 2] } },
   { op: 'ReduceMax', inputs: [f(2, 3, 4)], attrs: { axes: [1] } },

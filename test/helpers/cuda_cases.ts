@@ -60,6 +60,8 @@ export const KERNEL_CASES: KernelCase[] = [
   { op: 'Cast', inputs: [{ shape: [4, 9], int: 1000 }], attrs: { to: 1 }, label: 'int64 → float' },
   { op: 'Cast', inputs: [[3, 11]], attrs: { to: 7 }, label: 'float → int64' },
   { op: 'Cast', inputs: [[3, 11]], attrs: { to: 9 }, label: 'float → bool' },
+  { op: 'CastLike', inputs: [{ shape: [4, 9], int: 1000 }, [2]], label: 'int64 like float' },
+  { op: 'CastLike', inputs: [[3, 11], { shape: [1], int: 5 }], label: 'float like int64' },
   { op: 'Cast', inputs: [{ shape: [6, 5], int: 70000 }], attrs: { to: 6 }, label: 'int64 → int32' },
   { op: 'Cast', inputs: [{ shape: [4, 5], int: 5_000_000_000 }], attrs: { to: 6 }, label: 'int64 → int32, wrapping' },
   { op: 'Cast', inputs: [{ shape: [4, 5], int: 3 }], attrs: { to: 9 }, label: 'int64 → bool' },

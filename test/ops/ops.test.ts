@@ -66,6 +66,8 @@ const CASES: Case[] = [
   { op: 'IsNaN', inputs: [{ shape: [4], values: [0, NaN, 1, NaN] }] },
   { op: 'Cast', inputs: [{ shape: [5], values: [-1.7, 0, 2.5, 3.9, -0.2] }], attrs: { to: 7 } },
   { op: 'Cast', inputs: [idx(3, 4)], attrs: { to: 9 }, label: 'to bool' },
+  { op: 'CastLike', inputs: [{ shape: [5], values: [-1.7, 0, 2.5, 3.9, -0.2] }, idx(2, 4)], label: 'to int64' },
+  { op: 'CastLike', inputs: [idx(3, 4), f(2)], label: 'to float' },
   { op: 'ReduceMean', inputs: [f(2, 3, 4)], attrs: { axes: [1], keepdims: 0 } },
   { op: 'ReduceMean', inputs: [f(2, 3, 4)], attrs: { axes: [-1, 0] }, opset: 18, label: 'axes as input' },
   { op: 'ReduceSum', inputs: [f(2, 3, 4)], attrs: { axes: [0, 2] } },
