@@ -8,7 +8,7 @@ import { defaultWidth } from '../../src/cli/plan_print.js';
 import { writePlan } from '../../src/plan/io.js';
 import { MIN_WIDTH, fitTable, wrap } from '../../src/plan/render.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-print-width-'));
@@ -35,8 +35,10 @@ beforeAll(() => {
 
 const chars = (l: string) => [...l].length;
 const widest = (s: string) => Math.max(...s.split('\n').map(chars));
-const print = (file: string, ...args: string[]) => {
-  const r = cli(['plan', 'print', file, ...args]);
+// In this process (plan print starts no rank): one process start per print made this file slow.
+// Its stdout is the worker's pipe, not a terminal, as a child's is. Calls must not overlap.
+const print = async (file: string, ...args: string[]): Promise<string> => {
+  const r = await cliInProcess(['plan', 'print', file, ...args]);
   expect(r.code, r.stderr).toBe(0);
   return r.stdout;
 };
@@ -45,22 +47,22 @@ const chartRows = (out: string) => out.split('\n').filter((l) => /^(r\d+ *| {8})
 
 describe('cleave plan print fits its width', () => {
   for (const [name, file] of Object.entries(files)) {
-    it(`writes no line wider than --width: ${name}`, () => {
+    it(`writes no line wider than --width: ${name}`, async () => {
       for (const w of [40, 60, 80, 120]) {
-        const out = print(file!, '--width', String(w));
+        const out = await print(file!, '--width', String(w));
         expect(widest(out), `${name} at ${w}:\n${out}`).toBeLessThanOrEqual(w);
         // The timeline takes the whole width.
         for (const row of chartRows(out)) expect(chars(row)).toBe(w);
-        const rank = print(file!, '--width', String(w), '--rank', '1');
+        const rank = await print(file!, '--width', String(w), '--rank', '1');
         expect(widest(rank), `${name} --rank 1 at ${w}:\n${rank}`).toBeLessThanOrEqual(w);
       }
     });
   }
 
-  it('fits the measured comparison, host phases, measured timeline and messages too', () => {
+  it('fits the measured comparison, host phases, measured timeline and messages too', async () => {
     const svg = join(dir, 'long-name-of-a-timeline-picture-file.svg');
     for (const w of [40, 60, 80, 120]) {
-      const out = print(files['pp 2 × dp 2']!, '--width', String(w), '--measured', trace, '--svg', svg, '--trace', join(dir, 't.json'));
+      const out = await print(files['pp 2 × dp 2']!, '--width', String(w), '--measured', trace, '--svg', svg, '--trace', join(dir, 't.json'));
       expect(out).toMatch(/timeline \(measured\)/);
       expect(out).toMatch(/host phases of the same step/);
       expect(widest(out), `at ${w}:\n${out}`).toBeLessThanOrEqual(w);
@@ -82,7 +84,7 @@ describe('cleave plan print fits its width', () => {
     expect(wrap('x'.repeat(12), 5)).toEqual(['xxxxx', 'xxxxx', 'xx']);
   });
 
-  it('defaults to the terminal\'s width on a TTY, 96 otherwise; --width wins', () => {
+  it('defaults to the terminal\'s width on a TTY, 96 otherwise; --width wins', async () => {
     expect(defaultWidth({ isTTY: true, columns: 70 })).toBe(70);
     expect(defaultWidth({ isTTY: true, columns: 200 })).toBe(200);
     expect(defaultWidth({ isTTY: true, columns: 20 })).toBe(MIN_WIDTH);
@@ -91,7 +93,7 @@ describe('cleave plan print fits its width', () => {
     expect(defaultWidth({ isTTY: false, columns: 70 })).toBe(96);
     expect(defaultWidth({})).toBe(96);
     // Not a terminal (the test's pipe): 96.
-    const out = print(files['pp 2']!);
+    const out = await print(files['pp 2']!);
     expect(widest(out)).toBeLessThanOrEqual(96);
     for (const row of chartRows(out)) expect(chars(row)).toBe(96);
   });
@@ -144,10 +146,11 @@ describe('cleave plan print\'s legend', () => {
   }
   const names = (legend: string) => new Set([...legend.matchAll(/(?:^|\s{2})(\S+) [a-z]/g)].map((m) => m[1]!));
 
-  it('names every glyph its charts draw, predicted and measured, at every width', () => {
+  it('names every glyph its charts draw, predicted and measured, at every width', async () => {
     const seen = new Set<string>();
-    const outs = Object.values(files).flatMap((f) => [40, 96, 160].map((w) => print(f, '--width', String(w))));
-    outs.push(print(files['pp 2 × dp 2']!, '--measured', trace), print(files['pp 2 × dp 2']!, '--measured', trace, '--width', '40'));
+    const outs: string[] = [];
+    for (const f of Object.values(files)) for (const w of [40, 96, 160]) outs.push(await print(f, '--width', String(w)));
+    outs.push(await print(files['pp 2 × dp 2']!, '--measured', trace), await print(files['pp 2 × dp 2']!, '--measured', trace, '--width', '40'));
     for (const out of outs) {
       const cs = charts(out);
       expect(cs.length).toBeGreaterThan(0);
@@ -167,24 +170,24 @@ describe('cleave plan print\'s legend', () => {
     for (const g of ['F', 'B', 'W', 'O', '.', '>', '<', 'A', '0']) expect(seen.has(g), g).toBe(true);
   }, 60_000);
 
-  it('says what B is: the fused backward, or input grads where W is drawn apart', () => {
-    const fused = charts(print(files['pp 2']!))[0]!.legend;
+  it('says what B is: the fused backward, or input grads where W is drawn apart', async () => {
+    const fused = charts(await print(files['pp 2']!))[0]!.legend;
     expect(fused).toContain('B backward (input grads + weights)');
     expect(fused).not.toContain('W weight grads');
-    const split = charts(print(files.zbv!))[0]!.legend;
+    const split = charts(await print(files.zbv!))[0]!.legend;
     expect(split).toContain('B backward (input grads)');
     expect(split).toContain('W weight grads');
   });
 });
 
 describe('cleave plan print --json', () => {
-  it('prints the plan whatever the width, deterministically', () => {
-    const a = print(files['pp 2']!, '--json'), b = print(files['pp 2']!, '--json', '--width', '40');
+  it('prints the plan whatever the width, deterministically', async () => {
+    const a = await print(files['pp 2']!, '--json'), b = await print(files['pp 2']!, '--json', '--width', '40');
     expect(a).toBe(b);
     const plan = JSON.parse(a) as { ranks: unknown[]; schedule: { device: string } };
     expect(plan.ranks).toHaveLength(2);
     expect(plan.schedule.device).toBe('h100');
-    expect(print(files.zbv!, '--width', '72')).toBe(print(files.zbv!, '--width', '72'));
+    expect(await print(files.zbv!, '--width', '72')).toBe(await print(files.zbv!, '--width', '72'));
   });
 
   it('leaves errors errors: exit 2, the message on stderr, and on stdout only the CLI\'s JSON error (no plan)', () => {
