@@ -2,7 +2,7 @@ import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { type Dim, shapesEqual } from '../../src/ir/shape.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { fusedAttrsOfOnnx, lseDtype } from '../../src/ops/attention.js';
-import { MASKED } from './buffers.js';
+import { MASKED, feedsSoftmax } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropUnread, emitterBefore, op, scalar } from './rewrite.js';
 
@@ -40,12 +40,6 @@ const permIs = (n: Node, perm: readonly number[]): boolean => {
 const isStatic = (d: Dim | undefined): d is number => typeof d === 'number';
 
 // --- canonical rows ---------------------------------------------------------------------------
-
-/** Does `v` (attention scores) reach a Softmax through scalings, masks and casts only? */
-function scoresOfSoftmax(v: Value, depth = 0): boolean {
-  if (depth > 4 || v.shape.length !== 4) return false;
-  return v.users.some((u) => u.op === 'Softmax' || (['Mul', 'Div', 'Add', 'Where', 'Cast'].includes(u.op) && scoresOfSoftmax(u.outputs[0]!, depth + 1)));
-}
 
 const scaledBy = (name: string, s: string): ReturnType<typeof op> => op('Mul', [any(name), scalar(s)], { commute: true });
 
@@ -95,7 +89,7 @@ export const CANONICAL: readonly Rule[] = [
     // taken out of the product onto the scores, where the attention row reads it.
     name: 'scale out of the scores product',
     pattern: op('MatMul', [any('a'), any('b')], {
-      test: (v, m) => v.shape.length === 4 && scoresOfSoftmax(v) && [bound(m, 'a'), bound(m, 'b')].some((x) => x.producer?.op === 'Mul' && x.users.length === 1),
+      test: (v, m) => feedsSoftmax(v, 4) && [bound(m, 'a'), bound(m, 'b')].some((x) => x.producer?.op === 'Mul' && x.users.length === 1),
     }),
     rewrite(m, g, at) {
       let factor = 1;
@@ -134,6 +128,14 @@ function headSplit(g: Graph, x: Value, perm: readonly number[], reader: Node): O
   const [B, T, D] = base.shape;
   if (base.shape.length !== 3 || split.length !== 4 || split[0] !== B || split[1] !== T || !isStatic(D) || !isStatic(split[2]) || !isStatic(split[3]) || split[2] * split[3] !== D) return null;
   return { rows: base, drop: [t, r] };
+}
+
+/** The head merge after attention, read only by each other: y [B, H, T, Dh] transposed [0, 2, 1, 3] and reshaped to `rows` [B, T, H·Dh]. */
+function headMerge(g: Graph, y: Value, rows: readonly Dim[]): [Node, Node] | null {
+  const t = soleUser(g, y);
+  if (t?.op !== 'Transpose' || !permIs(t, [0, 2, 1, 3])) return null;
+  const r = soleUser(g, t.outputs[0]);
+  return r?.op === 'Reshape' && shapesEqual(r.outputs[0]!.shape, rows) ? [t, r] : null;
 }
 
 /** Is `v` K/V heads repeated for grouped-query attention (Unsqueeze, Expand, Reshape)? */
@@ -324,16 +326,9 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
   if (kt4.dtype !== dt || v4.dtype !== dt) return 'q, k and v differ in type';
 
   // After P·V: a head merge into [B, T, D] rows, or the result stays head-major.
-  let result = mm2.outputs[0]!, merged = false;
-  const t = soleUser(g, result);
-  if (t?.op === 'Transpose' && permIs(t, [0, 2, 1, 3])) {
-    const r = soleUser(g, t.outputs[0]);
-    if (r?.op === 'Reshape' && shapesEqual(r.outputs[0]!.shape, [B!, Tq, H * Dh])) {
-      nodes.push(t, r);
-      result = r.outputs[0]!;
-      merged = true;
-    }
-  }
+  const merge = headMerge(g, mm2.outputs[0]!, [B!, Tq, H * Dh]);
+  if (merge) nodes.push(...merge);
+  const result = merge ? merge[1].outputs[0]! : mm2.outputs[0]!, merged = !!merge;
   const all = [...nodes, ...q.drop, ...k.drop, ...v.drop];
   all.sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   return {
@@ -399,12 +394,9 @@ function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | str
   if (q0.shape.length === 3) return causalMask ? 'a 3-D Attention with a causal attn_mask: not fused yet' : 'packed';
   const [B, H, T, Dh] = q0.shape as [Dim, number, Dim, number];
   const nodes: Node[] = [n];
-  let result = n.outputs[0]!, merged = false;
-  const t = soleUser(g, result);
-  if (t?.op === 'Transpose' && permIs(t, [0, 2, 1, 3])) {
-    const r = soleUser(g, t.outputs[0]);
-    if (r?.op === 'Reshape' && shapesEqual(r.outputs[0]!.shape, [B, T, H * Dh])) { nodes.push(t, r); result = r.outputs[0]!; merged = true; }
-  }
+  const merge = headMerge(g, n.outputs[0]!, [B, T, H * Dh]);
+  if (merge) nodes.push(...merge);
+  const result = merge ? merge[1].outputs[0]! : n.outputs[0]!, merged = !!merge;
   const operand = (x: Value): Operand => headSplit(g, x, [0, 2, 1, 3], n) ?? { heads: x, drop: [] };
   const [q, k, v] = [operand(q0), operand(k0), operand(v0)];
   const all = [...nodes, ...q.drop, ...k.drop, ...v.drop].sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));

@@ -41,25 +41,32 @@ const isMaskValues = (t: Tensor, zerosToo: boolean): boolean => {
   return dropped;
 };
 
-/** Does `v` reach a Softmax's input through scalings, masks and casts only? */
-function feedsSoftmax(v: Value, depth = 0): boolean {
-  if (depth > 4) return false;
-  return v.users.some((u) => u.op === 'Softmax' || (['Mul', 'Div', 'Add', 'Where', 'Cast'].includes(u.op) && feedsSoftmax(u.outputs[0]!, depth + 1)));
+/** Does `v` reach a Softmax's input through scalings, masks and casts only (each value of rank `rank`, where given)? */
+export function feedsSoftmax(v: Value, rank?: number, depth = 0): boolean {
+  if (depth > 4 || (rank !== undefined && v.shape.length !== rank)) return false;
+  return v.users.some((u) => u.op === 'Softmax' || (['Mul', 'Div', 'Add', 'Where', 'Cast'].includes(u.op) && feedsSoftmax(u.outputs[0]!, rank, depth + 1)));
+}
+
+/** A one-input Slice of the last axis by step 1: its start and end, else null. */
+export function lastAxisSlice(n: Node | null | undefined): { start: number; end: number } | null {
+  if (n?.op !== 'Slice' || n.inputs.length !== 1) return null;
+  const starts = n.attrs['starts'] as readonly number[] | undefined, ends = n.attrs['ends'] as readonly number[] | undefined;
+  const axes = n.attrs['axes'] as readonly number[] | undefined, steps = n.attrs['steps'] as readonly number[] | undefined;
+  const r = n.inputs[0]!.shape.length;
+  if (!starts || !ends || starts.length !== 1) return null;
+  if (axes ? axes.length !== 1 || (axes[0] !== -1 && axes[0] !== r - 1) : r !== 1) return null;
+  if (steps && steps.some((x) => x !== 1)) return null;
+  return { start: starts[0]!, end: ends[0]! };
 }
 
 const half = (n: Node, from: 'start' | 'end'): boolean => {
-  const starts = n.attrs['starts'] as readonly number[] | undefined, ends = n.attrs['ends'] as readonly number[] | undefined;
-  const axes = n.attrs['axes'] as readonly number[] | undefined, steps = n.attrs['steps'] as readonly number[] | undefined;
-  const x = n.inputs[0]!, r = x.shape.length, last = x.shape[r - 1];
-  if (!starts || !ends || starts.length !== 1 || typeof last !== 'number' || last % 2) return false;
-  if (axes && axes.length === 1 && axes[0] !== -1 && axes[0] !== r - 1) return false;
-  if (!axes && r !== 1) return false;
-  if (steps && steps.some((s) => s !== 1)) return false;
+  const s = lastAxisSlice(n), last = n.inputs[0]!.shape[n.inputs[0]!.shape.length - 1];
+  if (!s || typeof last !== 'number' || last % 2) return false;
   const h = last / 2;
-  return from === 'start' ? starts[0] === 0 && ends[0] === h : starts[0] === h && ends[0]! >= last;
+  return from === 'start' ? s.start === 0 && s.end === h : s.start === h && s.end >= last;
 };
 
-const slice = (from: 'start' | 'end'): Pat => op('Slice', undefined, { test: (v) => v.producer!.inputs.length === 1 && half(v.producer!, from), shared: true });
+const slice = (from: 'start' | 'end'): Pat => op('Slice', undefined, { test: (v) => half(v.producer!, from), shared: true });
 
 /** rotate_half(x) = concat(−x[…, h:], x[…, :h]), as HF's Llama, Mistral, Gemma, Qwen2 and GPT-NeoX write it. */
 export const rotateHalf: Pat = op('Concat', [op('Neg', [slice('end')]), slice('start')], {

@@ -1,6 +1,6 @@
-import type { Node, Value } from '../../src/ir/graph.js';
+import type { Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { rotateHalf } from './buffers.js';
+import { lastAxisSlice, rotateHalf } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Rule, any, bound, op } from './rewrite.js';
 
@@ -32,15 +32,6 @@ function halfCache(r: Float64Array, S: number, D: number): Float64Array | null {
   return out;
 }
 
-const sliceOf = (n: Node | null): { start: number; end: number } | null => {
-  if (n?.op !== 'Slice' || n.inputs.length !== 1) return null;
-  const starts = n.attrs['starts'] as readonly number[] | undefined, ends = n.attrs['ends'] as readonly number[] | undefined;
-  const axes = n.attrs['axes'] as readonly number[] | undefined, steps = n.attrs['steps'] as readonly number[] | undefined;
-  const r = n.inputs[0]!.shape.length;
-  if (!starts || !ends || starts.length !== 1 || !axes || (axes[0] !== -1 && axes[0] !== r - 1) || (steps && steps[0] !== 1)) return null;
-  return { start: starts[0]!, end: ends[0]! };
-};
-
 export function rotaryRules(): Rule[] {
   const consts = new ConstEval();
   return [
@@ -68,7 +59,7 @@ export function rotaryRules(): Rule[] {
       rewrite(m, _g, at) {
         const x = bound(m, 'x'), out = m.root.outputs[0]!, rope = m.nodes[1]!;
         const ax = m.root.attrs['axis'] as number, D = x.shape[x.shape.length - 1];
-        const head = sliceOf(rope.inputs[0]!.producer), tail = sliceOf(m.root.inputs[1]!.producer);
+        const head = lastAxisSlice(rope.inputs[0]!.producer), tail = lastAxisSlice(m.root.inputs[1]!.producer);
         if ((ax !== -1 && ax !== x.shape.length - 1) || typeof D !== 'number' || !head || !tail) return null;
         const rd = head.end;
         if (head.start !== 0 || tail.start !== rd || tail.end < D || rd >= D || (rope.attrs['rotary_embedding_dim'] ?? 0) !== 0 || rope.attrs['interleaved']) return null;
