@@ -6,13 +6,14 @@
 // eager (SDPA, bf16 autocast, fused AdamW) and torch.compile. cleave compiles the ONNX file
 // (bf16 compute, float32 master weights, AdamW, 8 microbatches of 4 × 1024 tokens) and trains it.
 //
-//   node dist/bench/hf_models.js [--models gpt2,llama] [--layers N] [--steps 4] [--no-compile] [--no-torch]
+//   node dist/bench/hf_models.js [--models gpt2,llama] [--layers N] [--steps 4] [--no-compile] [--no-torch] [--no-builder]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compile } from '../compiler/compile.js';
+import { benchGpt, randomWeights } from './gpt_model.js';
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { planWeights, runWithWeights } from '../runtime/launch/cuda.js';
 import { table } from '../src/cli/format.js';
@@ -28,6 +29,7 @@ const layers = Number(argOf('layers') ?? 0);
 const steps = Number(argOf('steps') ?? 4);
 const withCompile = !process.argv.includes('--no-compile');
 const withTorch = !process.argv.includes('--no-torch');
+const withBuilder = !process.argv.includes('--no-builder');
 const SEQ = 1024, MICRO = 4, M = 8;
 const script = fileURLToPath(new URL('../../bench/hf_models.py', import.meta.url));
 if (!cudaAvailable()) {
@@ -41,6 +43,7 @@ const py = (args: string[], timeoutMs: number): { ok: boolean; out: string; err:
 };
 
 const rows: string[][] = [];
+const notes: string[] = [];
 for (const name of models) {
   const dir = mkdtempSync(join(tmpdir(), `cleave-hf-${name}-`));
   log(`${name}: exporting with torch.onnx (dynamo, external data)`);
@@ -66,6 +69,21 @@ for (const name of models) {
   const ms = steady.length ? steady.reduce((a, b) => a + b, 0) / steady.length : run.stepMs.at(-1)!;
   const row = (label: string, stepMs: number, peak: string): string[] => [name, label, stepMs.toFixed(1), (tokens / stepMs * 1000).toFixed(0), (flops / stepMs / 1e9).toFixed(1), peak];
   rows.push(row(`cleave (bf16, ${fused} fused attentions)`, ms, (run.peakBytes / 2 ** 30).toFixed(1)));
+  log(`${name} cleave steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
+  if (name === 'gpt2' && withBuilder) {
+    // The issue's yardstick: HF GPT-2 from its ONNX file against the GPT cleave's own builder makes at
+    // the same shape (untied head there, tied in HF: the same FLOPs, one matrix fewer to update).
+    const bg = benchGpt({ layers: L, dim, heads: 16, seq: SEQ, vocab: 50304, micro: MICRO });
+    const bplan = compile({ model: 'gpt-bench', graph: bg, loss: { kind: 'cross-entropy' }, partitions: 1, microbatches: M, schedule: '1f1b', batch: M * MICRO, policy: 'bf16', device: 'h100' }).plan;
+    const bfile = join(dir, 'builder.plan');
+    writePlan(bfile, bplan);
+    const br = await runWithWeights(bplan, randomWeights(bg), { planFile: bfile, data: { kind: 'default' }, steps: steps + 1, optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 }, launchLists: true },
+      (r) => log(`builder GPT step ${r.step}: loss ${r.loss.toFixed(3)}`));
+    const bs = br.stepMs.slice(2);
+    const bms = bs.length ? bs.reduce((a, b) => a + b, 0) / bs.length : br.stepMs.at(-1)!;
+    rows.push(row(`cleave, builder GPT of this shape`, bms, (br.peakBytes / 2 ** 30).toFixed(1)));
+    notes.push(`HF GPT-2 step / builder GPT step: ${(ms / bms).toFixed(3)}`);
+  }
   if (withTorch) {
     log(`${name}: PyTorch eager${withCompile ? ' and torch.compile' : ''}`);
     const t = py(['train', name, ...(withCompile ? [] : ['--no-compile'])], 1_500_000);
@@ -81,3 +99,4 @@ const info = nativeCuda()!.info()!;
 console.log(`Hugging Face models from their torch.onnx export, one GPU; step = ${M} microbatches × ${MICRO} × ${SEQ} tokens`);
 console.log(`card: ${info.name}, ${(info.memoryBytes / 2 ** 30).toFixed(0)} GiB\n`);
 console.log(table(['model', 'runtime', 'step ms', 'tokens/s', 'TFLOP/s', 'peak GiB'], rows));
+for (const n of notes) console.log(n);
