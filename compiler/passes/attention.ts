@@ -58,6 +58,20 @@ export const CANONICAL: readonly Rule[] = [
     },
   },
   {
+    // Reshape(Reshape(x)) is one Reshape of x: where the outer one copies no dimension of its input
+    // (a 0 in its shape reads the inner one's, not x's). Reshapes are views, but the pair hides
+    // what is around it from the other rows (a head merge, a product on flattened rows).
+    name: 'reshape of a reshape',
+    pattern: op('Reshape', [op('Reshape', [any('x')])]),
+    rewrite(m, _g, at) {
+      const x = bound(m, 'x'), out = m.root.outputs[0]!;
+      const shape = m.root.attrs['shape'] as readonly number[] | undefined;
+      const target = out.shape.every(isStatic) ? out.shape : shape && (m.root.attrs['allowzero'] === 1 || !shape.includes(0)) ? shape : null;
+      if (!target) return null;
+      return at.value('Reshape', [x], { shape: [...target], ...(target.includes(0) ? { allowzero: 1 } : {}) }, { dtype: x.dtype, shape: out.shape });
+    },
+  },
+  {
     name: 'cast to its own type',
     pattern: op('Cast', [any('x')]),
     rewrite: (m) => (bound(m, 'x').dtype === m.root.outputs[0]!.dtype ? bound(m, 'x') : null),

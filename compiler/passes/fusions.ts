@@ -1,5 +1,7 @@
 import type { Graph } from '../../src/ir/graph.js';
-import { attentionFusion } from './attention.js';
+import { CANONICAL, attentionFusion } from './attention.js';
+import { GELU_RULES } from './gelu.js';
+import { GEMM_ROWS } from './gemm.js';
 import { NORM_RULES } from './norms.js';
 import { applyRules } from './rewrite.js';
 import { rotaryRules } from './rotary.js';
@@ -19,12 +21,26 @@ export interface FusionReport {
 
 export const emptyFusionReport = (frozen: readonly Frozen[] = [], folded: readonly string[] = []): FusionReport => ({ rules: [], frozen, unfused: [], folded });
 
-/** Runs the forward-graph fusions (attention, rotary embeddings, RMSNorm) on `g`, adding what they did to `into`. */
+/**
+ * Runs the forward-graph fusions on `g`, adding what they did to `into`: attention first (its rows
+ * read the scores as exporters write them), then the canonical and product rows again over what
+ * the attention rows left (a head merge's transposes against the model's own), then rotary
+ * embeddings, RMSNorm and GELU.
+ */
 export function fuseForward(g: Graph, into: FusionReport): void {
   const a = attentionFusion(g);
-  for (const [rule, count] of a.rules) into.rules.push({ rule, count });
+  const add = (counts: ReadonlyMap<string, number>): void => {
+    for (const [rule, count] of counts) {
+      const had = into.rules.find((r) => r.rule === rule);
+      if (had) had.count += count;
+      else into.rules.push({ rule, count });
+    }
+  };
+  add(a.rules);
   into.unfused.push(...a.unfused);
-  for (const [rule, count] of applyRules(g, rotaryRules())) into.rules.push({ rule, count });
-  for (const [rule, count] of applyRules(g, NORM_RULES)) into.rules.push({ rule, count });
+  add(applyRules(g, [...CANONICAL, ...GEMM_ROWS]));
+  add(applyRules(g, rotaryRules()));
+  add(applyRules(g, NORM_RULES));
+  add(applyRules(g, GELU_RULES));
   g.removeDeadCode();
 }

@@ -34,6 +34,8 @@ __device__ __forceinline__ float apply_unary(int code, float x, float a, float b
     case 16: return ceilf(x);
     // Clip: below a gives a, then above b gives b (b wins where a > b); NaN stays NaN.
     case 17: { const float y = x < a ? a : x; return y > b ? b : y; }
+    case 18: return sinf(x);
+    case 19: return cosf(x);
     default: return x;
   }
 }

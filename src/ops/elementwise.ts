@@ -36,6 +36,8 @@ const UNARY: Record<string, UnaryRule> = {
   Floor: {cuda: () => ({ code: 15 }), f: () => Math.floor, flops: 1, accepts: 'float' },
   Ceil: {cuda: () => ({ code: 16 }), f: () => Math.ceil, flops: 1, accepts: 'float' },
   Erf: {cuda: () => ({ code: 12 }), f: () => erf, flops: 8, accepts: 'float' },
+  Sin: {cuda: () => ({ code: 18 }), f: () => Math.sin, flops: 8, accepts: 'float', since: 7 },
+  Cos: {cuda: () => ({ code: 19 }), f: () => Math.cos, flops: 8, accepts: 'float', since: 7 },
   Tanh: {cuda: () => ({ code: 6 }), f: () => Math.tanh, flops: 6, accepts: 'float', category: 'activation' },
   Sigmoid: {cuda: () => ({ code: 7 }), f: () => (x) => 1 / (1 + Math.exp(-x)), flops: 4, accepts: 'float', category: 'activation' },
   Relu: {cuda: () => ({ code: 8 }), f: () => (x) => (x > 0 ? x : 0), flops: 1, accepts: 'numeric', category: 'activation' },

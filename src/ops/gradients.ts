@@ -84,6 +84,8 @@ export const GRADIENTS: Record<string, GradRule | 'zero'> = {
   Floor: 'zero',
   Ceil: 'zero',
   Erf: pointwise((b, x) => mul(b, scalarLike(b, 2 / Math.sqrt(Math.PI), x), b.op('Exp', [b.op('Neg', [mul(b, x, x)])]))),
+  Sin: pointwise((b, x) => b.op('Cos', [x])),
+  Cos: pointwise((b, x) => b.op('Neg', [b.op('Sin', [x])])),
   Tanh: pointwise((b, _, y) => b.op('Sub', [scalarLike(b, 1, y), mul(b, y, y)])),
   Sigmoid: pointwise((b, _, y) => mul(b, y, b.op('Sub', [scalarLike(b, 1, y), y]))),
   Relu: ({ b, inputs: [x], gradOutputs: [g] }) => [where0(b, b.op('Greater', [x!, scalarLike(b, 0, x!)]), g!)],

@@ -31,7 +31,7 @@ const CASES: Case[] = [
   { op: 'Pow', inputs: [pos(3, 4), f(4)] },
   { op: 'Pow', inputs: [pos(3, 4), fixed({ shape: [], values: [2] })], label: 'constant exponent' },
   ...['Sqrt', 'Reciprocal', 'Log'].map((op) => ({ op, inputs: [pos(3, 5)] })),
-  ...['Neg', 'Exp', 'Abs', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Floor', 'Ceil', 'Identity'].map((op) => ({ op, inputs: [f(3, 5)] })),
+  ...['Neg', 'Exp', 'Abs', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Floor', 'Ceil', 'Identity', 'Sin', 'Cos'].map((op) => ({ op, inputs: [f(3, 5)] })),
   { op: 'LeakyRelu', inputs: [f(3, 5)], attrs: { alpha: 0.2 } },
   { op: 'HardSigmoid', inputs: [f(3, 5)] },
   { op: 'Gelu', inputs: [f(3, 5)], opset: 20 },

@@ -45,7 +45,7 @@ function rowAlone(g: Graph, r: Rule, times: number): Graph {
 
 describe('CANONICAL', () => {
   it('has its rows, in order (Cast and CastLike each a row of one name)', () => {
-    expect(CANONICAL.map((r) => r.name)).toEqual(['transpose of a transpose', 'cast to its own type', 'cast to its own type', 'kᵀ through [B·H, T, Dh]', 'scale out of the scores product']);
+    expect(CANONICAL.map((r) => r.name)).toEqual(['transpose of a transpose', 'reshape of a reshape', 'cast to its own type', 'cast to its own type', 'kᵀ through [B·H, T, Dh]', 'scale out of the scores product']);
   });
 
   describe('transpose of a transpose', () => {

@@ -8,8 +8,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { addLoss } from '../../compiler/autodiff/loss.js';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { frozenBuffers, importOnnx } from '../../compiler/onnx/import.js';
-import { attentionFusion } from '../../compiler/passes/attention.js';
+import { CANONICAL, attentionFusion } from '../../compiler/passes/attention.js';
 import { emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
+import { GELU_RULES } from '../../compiler/passes/gelu.js';
+import { GEMM_ROWS } from '../../compiler/passes/gemm.js';
 import { NORM_RULES } from '../../compiler/passes/norms.js';
 import { applyRules } from '../../compiler/passes/rewrite.js';
 import { rotaryRules } from '../../compiler/passes/rotary.js';
@@ -32,17 +34,17 @@ const NAMES = readdirSync(HF).filter((f) => f.endsWith('.onnx')).map((f) => f.sl
 
 const ROTARY = ['rotary cos table', 'rotary sin table'];
 /** Per family: attentions fused (one per attention block), the reason the rest stay, the buffers kept constant by role. */
-const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
-  bert: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
+const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; gelu?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
+  bert: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   // No attention: ConvNeXt's norms are LayerNormalization (dynamo) or written out over channels.
-  convnext: { fused: 0, frozen: () => [] },
-  vit: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
-  gpt2: { fused: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
+  convnext: { fused: 0, gelu: 4, frozen: () => [] },
+  vit: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
+  gpt2: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   llama: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   llama_eager: { fused: 2, rope: 4, rms: 5, frozen: () => [...ROTARY, 'attention mask'] },
-  gemma: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  gemma: { fused: 2, rope: 4, rms: 5, gelu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   qwen2: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  gpt_neox: { fused: 2, rope: 4, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  gpt_neox: { fused: 2, rope: 4, gelu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   // Sliding window and T5's relative position bias need kernel support first: said, not hidden.
   mistral: { fused: 0, rope: 4, rms: 5, unfused: /sliding-window mask \(8 keys\): not fused yet/, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   t5: { fused: 0, rms: 12, unfused: /relative position bias|trained parameter \(a learned bias\)|cross-attention/, frozen: (t) => (t === 'ts17' ? [] : ['attention mask', 'attention mask', 'attention mask']) },
@@ -77,7 +79,12 @@ describe.each(NAMES)('%s', (name) => {
     expect(f.nodes.filter((n) => n.op === 'RotaryEmbedding').length).toBe(e!.rope ?? 0);
     expect(f.nodes.some((n) => n.op === 'Neg')).toBe(false);
     const norms = applyRules(f, NORM_RULES);
+    // Products as MatMul (+ bias Add) on the model's own rows; every GELU written out one Gelu node.
+    applyRules(f, [...CANONICAL, ...GEMM_ROWS]);
+    applyRules(f, GELU_RULES);
     validateGraph(f);
+    expect(f.nodes.filter((n) => n.op === 'Gelu').length).toBe(e!.gelu ?? 0);
+    expect(f.nodes.filter((n) => ['Gemm', 'Erf', 'Pow'].includes(n.op)).map((n) => n.name)).toEqual([]);
     // Every RMSNorm is one RMSNormalization node: fused from its written-out form, or opset 23's own.
     expect(f.nodes.filter((n) => n.op === 'RMSNormalization').length).toBe(e!.rms ?? 0);
     if (e!.rms) expect(f.nodes.some((n) => n.op === 'ReduceMean')).toBe(false);

@@ -67,7 +67,7 @@ describe('the CUDA addon', () => {
 
 interface Case { op: string; inputs: (number[] | { shape: number[]; int?: number; bool?: boolean; positive?: boolean; asFloat?: boolean })[]; attrs?: Attrs; outputs?: number; tol?: number }
 const CASES: Case[] = [
-  ...['Neg', 'Abs', 'Exp', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Erf', 'Floor', 'Ceil'].map((op) => ({ op, inputs: [[33, 17]] })),
+  ...['Neg', 'Abs', 'Exp', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Erf', 'Floor', 'Ceil', 'Sin', 'Cos'].map((op) => ({ op, inputs: [[33, 17]] })),
   ...['Log', 'Sqrt', 'Reciprocal'].map((op) => ({ op, inputs: [{ shape: [9, 13], positive: true }] })),
   { op: 'LeakyRelu', inputs: [[5, 7]], attrs: { alpha: 0.1 } },
   { op: 'HardSigmoid', inputs: [[5, 7]] },

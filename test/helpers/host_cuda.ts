@@ -274,6 +274,8 @@ export class HostCuda implements Partial<NativeCuda> {
         case 15: return Math.floor(v);
         case 16: return Math.ceil(v);
         case 17: { const y = v < alpha ? alpha : v; return y > beta ? beta : y; }
+        case 18: return Math.sin(v);
+        case 19: return Math.cos(v);
         default: throw new Error(`unary code ${code} is not emulated`);
       }
     };

@@ -27,7 +27,7 @@ const CASES: Case[] = [
   { op: 'Div', inputs: [idx(50, 5), { shape: [5], dtype: 'int64', values: [3, -3, 7, 2, 5] }], label: 'int64 truncates' },
   { op: 'Pow', inputs: [pos(3, 4), f(4)] },
   ...['Sqrt', 'Reciprocal', 'Log'].map((op) => ({ op, inputs: [pos(3, 5)] })),
-  ...['Neg', 'Exp', 'Abs', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Floor', 'Ceil'].map((op) => ({ op, inputs: [f(3, 5)] })),
+  ...['Neg', 'Exp', 'Abs', 'Erf', 'Tanh', 'Sigmoid', 'Relu', 'HardSwish', 'Floor', 'Ceil', 'Sin', 'Cos'].map((op) => ({ op, inputs: [f(3, 5)] })),
   { op: 'LeakyRelu', inputs: [f(3, 5)], attrs: { alpha: 0.2 } },
   { op: 'HardSigmoid', inputs: [f(3, 5)], attrs: { alpha: 0.3, beta: 0.4 } },
   { op: 'Gelu', inputs: [f(3, 5)], opset: 20 },
