@@ -24,7 +24,7 @@ const transposed = (at: Emitter, v: Value, t: boolean): Value =>
   t ? at.value('Transpose', [v], { perm: [1, 0] }, { dtype: v.dtype, shape: [v.shape[1]!, v.shape[0]!] }) : v;
 
 /** b is one value per output column ([N], or 1s before it): it broadcasts the same over any rows. */
-const isRowBias = (b: Value, N: number): boolean => b.shape.length >= 1 && b.shape[b.shape.length - 1] === N && b.shape.slice(0, -1).every((d) => d === 1);
+const isRowBias = (b: Value, N: number, rank: number): boolean => b.shape.length >= 1 && b.shape.length <= rank && b.shape[b.shape.length - 1] === N && b.shape.slice(0, -1).every((d) => d === 1);
 
 /** Reshape(MatMul(Reshape(x), W) [+ b]) as MatMul(x, W) [+ b], where the reshapes only flatten and restore x's leading axes. */
 function throughRows(withBias: boolean): Rule {
@@ -41,7 +41,7 @@ function throughRows(withBias: boolean): Rule {
       if (rows.shape[1] !== K || w.shape[0] !== K || rows.shape[0] !== lead.reduce((a, b) => a * b, 1)) return null;
       if (out.shape.length !== x.shape.length || out.shape.some((d, i) => d !== (i < lead.length ? lead[i] : N))) return null;
       const b = withBias ? bound(m, 'b') : null;
-      if (b && (!isRowBias(b, N) || b.dtype !== out.dtype)) return null;
+      if (b && (!isRowBias(b, N, out.shape.length) || b.dtype !== out.dtype)) return null;
       const prod = at.value('MatMul', [x, w], {}, { dtype: out.dtype, shape: out.shape });
       return b ? at.value('Add', [prod, b], {}, { dtype: out.dtype, shape: out.shape }) : prod;
     },

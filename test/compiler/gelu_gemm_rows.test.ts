@@ -382,13 +382,10 @@ describe('GEMM_ROWS', () => {
       expect(ops(f)).toEqual(['Reshape', 'MatMul', 'Neg']);
     });
 
-    // BUG (compiler/passes/gemm.ts, isRowBias): a bias of more axes than the output, all but the
-    // last 1 ([1, 1, 1, N] under a rank-3 x), passes as a row bias. Before, Add([B·T, N], b) is
-    // [1, 1, B·T, N] and the outer Reshape gives [B, T, N] back; after, Add(MatMul(x, W), b) is
-    // [1, B, T, N], while the rewrite declares it [B, T, N] (validateGraph does not notice): the
-    // graph output y changes shape at run time. The row must refuse (or keep the shape) where
-    // b.shape.length > out.shape.length.
-    it.fails('a bias [1, 1, 1, N] of more axes than the output: y keeps its shape [2, 3, N]', () => {
+    // A bias of more axes than the output, all but the last 1 ([1, 1, 1, N] under a rank-3 x): on
+    // the flattened rows Add broadcasts it to [1, 1, B·T, N] and the outer Reshape restores [B, T, N];
+    // on x's own rows it would make [1, B, T, N]. The row refuses it.
+    it('a bias [1, 1, 1, N] of more axes than the output: y keeps its shape [2, 3, N]', () => {
       const g = rowsGraph([2, 3, K], { bias: [1, 1, 1, N] });
       expect(g.outputs[0]!.shape).toEqual([2, 3, N]);
       const f = cloneGraph(g);
