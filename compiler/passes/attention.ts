@@ -158,9 +158,10 @@ const isRepeatedHeads = (v: Value): boolean => {
   return !!e && !!producedBy(e.inputs[0], 'Unsqueeze');
 };
 
-type MaskKind = { kind: 'none' } | { kind: 'causal' };
+/** No mask, or causal (with a sliding window of `window` keys where one is given). */
+type MaskKind = { kind: 'none' } | { kind: 'causal'; window?: number };
 
-/** What a keep-pattern [.., Tq, Tk] is: the same for every leading index, and all-keep or causal. */
+/** What a keep-pattern [.., Tq, Tk] is: the same for every leading index, and all-keep, causal, or a causal sliding window. */
 function classifyKeep(keep: (i: number) => boolean, shape: readonly number[], Tq: number, Tk: number): MaskKind | string {
   const r = shape.length;
   if (r < 2 || shape[r - 1] !== Tk || (shape[r - 2] !== Tq && shape[r - 2] !== 1)) return `a mask of shape [${shape}] for scores of [${Tq}, ${Tk}]`;
@@ -180,15 +181,20 @@ function classifyKeep(keep: (i: number) => boolean, shape: readonly number[], Tq
   if (all) return { kind: 'none' };
   if (causal) return { kind: 'causal' };
   if (rowEmpty) return 'a mask that hides every key of some query';
-  // A band below the diagonal: keys i − w < j ≤ i.
-  let band = rows === Tq;
+  // A band below the diagonal, keys i − w < j ≤ i: its width w from the first row that drops a key,
+  // then every row checked against it (a band that narrows or widens is no window).
+  let band = rows === Tq && Tq === Tk;
   for (let i = 0; i < rows && band; i++) {
     let first = -1;
     for (let j = 0; j < Tk; j++) if (keep(i * Tk + j)) { first = j; break; }
+    if (first > 0 && window === Infinity) window = i - first + 1;
     for (let j = 0; j < Tk; j++) if (keep(i * Tk + j) !== (j >= first && j <= i)) band = false;
-    if (first > 0) window = Math.min(window, i - first + 1);
   }
-  return band ? `a sliding-window mask (${window} keys): not fused yet (the fused kernel has no window)` : 'a mask that is neither causal nor a sliding window';
+  if (band && window !== Infinity) {
+    for (let i = 0; i < rows && band; i++) for (let j = 0; j < Tk; j++) if (keep(i * Tk + j) !== (j <= i && j > i - window)) band = false;
+    if (band) return { kind: 'causal', window };
+  }
+  return 'a mask that is neither causal nor a sliding window';
 }
 
 /** The graph inputs a value is computed from (a mask made from `attention_mask`, say). */
@@ -219,6 +225,8 @@ function whyNotConstant(v: Value, what: string): string {
 interface Found {
   q: Operand; k: Operand; v: Operand;
   H: number; Dh: number; scale: number; causal: boolean; repeated: boolean;
+  /** A causal sliding window of this many keys; 0: none. */
+  window: number;
   /** Matched nodes, in graph order; the last one's output is what the fused result replaces. */
   nodes: Node[];
   /** The result [B, T, D] (a head merge followed) or [B, H, T, Dh]. */
@@ -346,7 +354,7 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
   const all = [...nodes, ...q.drop, ...k.drop, ...v.drop];
   all.sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   return {
-    q, k, v, H, Dh, scale, causal: mask.kind === 'causal', nodes: all, result, merged, lead: mm1,
+    q, k, v, H, Dh, scale, causal: mask.kind === 'causal', window: mask.kind === 'causal' ? mask.window ?? 0 : 0, nodes: all, result, merged, lead: mm1,
     repeated: isRepeatedHeads(v4) || (k4 !== null && isRepeatedHeads(k4)),
   };
 }
@@ -370,7 +378,7 @@ function replace(g: Graph, f: Found, scaleOverride?: number): void {
   const fused = at.emit({
     op: 'FusedAttention', name: `${scope}FusedAttention`, scope, meta: { ...meta },
     inputs: [q, k, v],
-    attrs: { heads: f.H, scale: scaleOverride ?? f.scale, causal: f.causal ? 1 : 0 },
+    attrs: { heads: f.H, scale: scaleOverride ?? f.scale, causal: f.causal ? 1 : 0, ...(f.window ? { window: f.window } : {}) },
     outputs: [
       { name: g.uniqueName(`${name}__fused`), dtype: q.dtype, shape: q.shape },
       { name: g.uniqueName(`${scope}FusedAttention_lse`), dtype: lseDtype(q.dtype), shape: [B, f.H, T] },
@@ -394,7 +402,7 @@ function replace(g: Graph, f: Found, scaleOverride?: number): void {
 function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | string {
   const [q0, k0, v0, maskV] = n.inputs as [Value, Value, Value, Value | null | undefined];
   // attn_mask: a constant causal or all-keep mask folds into the fused node's causal flag.
-  let causalMask = false;
+  let causalMask = false, window = 0;
   if (maskV) {
     const m = consts.of(maskV);
     if (!m) return whyNotConstant(maskV, 'attn_mask');
@@ -404,6 +412,7 @@ function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | str
     const kind = classifyKeep((i) => (m.dtype === 'bool' ? m.data[i] !== 0 : m.data[i] === 0), m.shape, T, T);
     if (typeof kind === 'string') return kind;
     causalMask = kind.kind === 'causal';
+    window = kind.kind === 'causal' ? kind.window ?? 0 : 0;
   }
   if (q0.shape.length === 3) return causalMask ? 'a 3-D Attention with a causal attn_mask: not fused yet' : 'packed';
   const [B, H, T, Dh] = q0.shape as [Dim, number, Dim, number];
@@ -415,7 +424,7 @@ function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | str
   const [q, k, v] = [operand(q0), operand(k0), operand(v0)];
   const all = [...nodes, ...q.drop, ...k.drop, ...v.drop].sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   const a = fusedAttrsOfOnnx(n.attrs, Dh, H);
-  return { q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1 || causalMask, nodes: all, result, merged, lead: n, repeated: isRepeatedHeads(k0) || isRepeatedHeads(v0) };
+  return { q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1 || causalMask, window, nodes: all, result, merged, lead: n, repeated: isRepeatedHeads(k0) || isRepeatedHeads(v0) };
 }
 
 /** What the attention rows did, and each Softmax they left with the reason. */

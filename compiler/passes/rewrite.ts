@@ -151,6 +151,7 @@ export function applyRules(g: Graph, rules: readonly Rule[], maxPasses = 32): Ru
         const m = matchAt(g, r.pattern, n);
         if (!m) continue;
         const out = n.outputs[0]!;
+        const before = new Set(g.nodes);
         const res = r.rewrite(m, g, emitterBefore(g, n));
         if (res === null) continue;
         if (res !== true && res !== out) {
@@ -164,6 +165,10 @@ export function applyRules(g: Graph, rules: readonly Rule[], maxPasses = 32): Ru
           g.replaceAllUses(out, to);
           dropUnread(g, n);
           if (!g.values.has(name) && to.kind === 'node' && !(to === res && keeps)) g.renameValue(to, name);
+          // The node now computing the root's output takes the root's name where it was made for it:
+          // people name nodes of their model (--assign, partition annotations) as the exporter wrote them.
+          const maker = to.producer;
+          if (maker && !before.has(maker) && !g.nodes.includes(n)) g.renameNode(maker, n.name);
         }
         counts.set(r.name, (counts.get(r.name) ?? 0) + 1);
         changed = true;

@@ -37,12 +37,15 @@ __device__ __forceinline__ float warp_max(float v) {
 // key and value rows they stream are mostly shared through L1.
 // ---------------------------------------------------------------------------------------------------
 
+/** The first key query i sees: i − window + 1 under a sliding window of `window` keys (0: no window). */
+__device__ __forceinline__ int first_key(int i, int window) { return window > 0 ? max(0, i - window + 1) : 0; }
+
 constexpr int GW = 8;                    // warps per block
 constexpr int GR = MAX_DH / 32;          // accumulator slots per lane
 
 template <typename T>
 __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, T* out,
-                                                       float* lse, int B, int Tn, int H, int Dh, float scale, bool causal) {
+                                                       float* lse, int B, int Tn, int H, int Dh, float scale, bool causal, int window) {
   __shared__ float sq[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
@@ -55,8 +58,8 @@ __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, c
 #pragma unroll
   for (int c = 0; c < GR; ++c) o[c] = 0.f;
   float m = -INFINITY, l = 0.f;
-  const int nkeys = causal ? i + 1 : Tn;
-  for (int j0 = 0; j0 < nkeys; j0 += 32) {
+  const int nkeys = causal ? i + 1 : Tn, jlo = first_key(i, window);
+  for (int j0 = jlo; j0 < nkeys; j0 += 32) {
     const int j = j0 + lane;
     float sc = -INFINITY;
     if (j < nkeys) {
@@ -105,7 +108,7 @@ __global__ void rowdot_kernel(const T* dout, const T* out, float* Dd, int Tn, in
 template <typename T>
 __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, const T* dout,
                                                       const float* lse, const float* Dd, T* dq, int B, int Tn, int H, int Dh,
-                                                      float scale, bool causal) {
+                                                      float scale, bool causal, int window) {
   __shared__ float sq[GW][MAX_DH], sdo[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
@@ -121,8 +124,8 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
   float acc[GR];
 #pragma unroll
   for (int c = 0; c < GR; ++c) acc[c] = 0.f;
-  const int nkeys = causal ? i + 1 : Tn;
-  for (int j0 = 0; j0 < nkeys; j0 += 32) {
+  const int nkeys = causal ? i + 1 : Tn, jlo = first_key(i, window);
+  for (int j0 = jlo; j0 < nkeys; j0 += 32) {
     const int j = j0 + lane;
     float ds = 0.f;
     if (j < nkeys) {
@@ -152,7 +155,7 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
 template <typename T>
 __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, const T* dout,
                                                         const float* lse, const float* Dd, T* dk, T* dv, int B, int Tn, int H,
-                                                        int Dh, float scale, bool causal) {
+                                                        int Dh, float scale, bool causal, int window) {
   __shared__ float sk[GW][MAX_DH], sv[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
@@ -170,10 +173,11 @@ __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, 
   float ak[GR], av[GR];
 #pragma unroll
   for (int c = 0; c < GR; ++c) ak[c] = av[c] = 0.f;
-  for (int i0 = causal ? j : 0; i0 < Tn; i0 += 32) {
+  const int iend = window > 0 ? min(Tn, j + window) : Tn;  // the last query that still sees key j, + 1
+  for (int i0 = causal ? j : 0; i0 < iend; i0 += 32) {
     const int i = i0 + lane;
     float p = 0.f, ds = 0.f;
-    if (i < Tn) {
+    if (i < iend) {
       const T* qr = q + base + (int64_t)i * sT;
       const T* gr = dout + obase + (int64_t)i * ostride;
       float sc = 0.f, dp = 0.f;
@@ -184,7 +188,7 @@ __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, 
       p = expf(sc * scale - Lrow[i]);
       ds = p * (dp - Drow[i]);
     }
-    const int nv = min(32, Tn - i0);
+    const int nv = min(32, iend - i0);
     for (int ii = 0; ii < nv; ++ii) {
       const float pi = __shfl_sync(0xffffffff, p, ii), dsi = __shfl_sync(0xffffffff, ds, ii);
       const T* qr = q + base + (int64_t)(i0 + ii) * sT;
@@ -324,7 +328,7 @@ struct Fwd {
 template <int D>
 __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
     fwd_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT,
-            bf16* __restrict__ out, float* __restrict__ lse, int Tn, int H, float sl2, bool causal) {
+            bf16* __restrict__ out, float* __restrict__ lse, int Tn, int H, float sl2, bool causal, int window) {
   using C = Fwd<D>;
   constexpr int BR = C::BR, BC = C::BC, SUB = C::SUB, LDS = C::LDS, NT = SUB / 8, DT = D / 8;
   extern __shared__ uint4 smem_raw[];
@@ -339,10 +343,11 @@ __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
   const int64_t base = (int64_t)b * sB + (int64_t)h * D;
   const int nkb_all = (Tn + BC - 1) / BC;
   const int nkb = causal ? min(nkb_all, (row0 + BR - 1) / BC + 1) : nkb_all;
+  const int kb0 = first_key(row0, window) / BC;  // a window: key tiles before the block's first row's keys are skipped
 
   load_tile<BR, D, C::THREADS>(sQ, q + base, sT, row0, Tn);
-  load_tile<BC, D, C::THREADS>(sK, k + base, sT, 0, Tn);
-  load_tile<BC, D, C::THREADS>(sV, v + base, sT, 0, Tn);
+  load_tile<BC, D, C::THREADS>(sK, k + base, sT, kb0 * BC, Tn);
+  load_tile<BC, D, C::THREADS>(sV, v + base, sT, kb0 * BC, Tn);
 
   float o[DT][4];
 #pragma unroll
@@ -350,22 +355,24 @@ __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const uint32_t qa = smem_addr(sQ + a_off<LDS>(lane, warp * 16, 0));
 
-  for (int kb = 0; kb < nkb; ++kb) {
+  for (int kb = kb0; kb < nkb; ++kb) {
     cp_async_wait_all();
     __syncthreads();  // tile kb visible to all; everyone is done with the buffer the next loads overwrite
+    const int cur = (kb - kb0) & 1;
     if (kb + 1 < nkb) {
-      const int nb = (kb + 1) & 1;
+      const int nb = cur ^ 1;
       load_tile<BC, D, C::THREADS>(sK + nb * BC * LDS, k + base, sT, (kb + 1) * BC, Tn);
       load_tile<BC, D, C::THREADS>(sV + nb * BC * LDS, v + base, sT, (kb + 1) * BC, Tn);
     }
     if (wrow >= Tn) continue;
-    const uint32_t kt = smem_addr(sK + (kb & 1) * BC * LDS), vt = smem_addr(sV + (kb & 1) * BC * LDS);
+    const uint32_t kt = smem_addr(sK + cur * BC * LDS), vt = smem_addr(sV + cur * BC * LDS);
     // The online softmax advances SUB keys at a time: 16 score registers instead of 32 keep the kernel
     // near 128 registers (two blocks per SM); ptxas reports 8 bytes of spill for D = 128, 0 for D = 64.
 #pragma unroll 1
     for (int sub = 0; sub < BC / SUB; ++sub) {
       const int key0 = kb * BC + sub * SUB;
       if (causal && key0 > wrow + 15) break;  // this and later sub-tiles are masked for all 16 rows
+      if (key0 + SUB <= first_key(wrow, window)) continue;  // below the window of all 16 rows
       float s[NT][4];
 #pragma unroll
       for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -382,7 +389,7 @@ __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
         }
       }
 
-      const bool masked = key0 + SUB > Tn || (causal && key0 + SUB - 1 > wrow);
+      const bool masked = key0 + SUB > Tn || (causal && key0 + SUB - 1 > wrow) || key0 < first_key(wrow + 15, window);
       float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
       for (int n = 0; n < NT; ++n)
@@ -391,7 +398,7 @@ __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
           float x = s[n][e] * sl2;
           if (masked) {
             const int key = key0 + n * 8 + tc * 2 + (e & 1), row = wrow + g + (e >> 1) * 8;
-            if (key >= Tn || (causal && key > row)) x = -INFINITY;
+            if (key >= Tn || (causal && key > row) || key < first_key(row, window)) x = -INFINITY;
           }
           s[n][e] = x;
           mx[e >> 1] = fmaxf(mx[e >> 1], x);
@@ -468,7 +475,7 @@ template <int D>
 __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
     dkdv_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT,
              const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dd, bf16* __restrict__ dk,
-             bf16* __restrict__ dv, int Tn, int H, float sl2, float scale, bool causal) {
+             bf16* __restrict__ dv, int Tn, int H, float sl2, float scale, bool causal, int window) {
   using C = Bwd<D>;
   constexpr int BK = C::BK, BQ = C::BQ, LDS = C::LDS, NT = BQ / 8, DT = D / 8;
   extern __shared__ uint4 smem_raw[];
@@ -486,7 +493,9 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
   const int64_t obase = (int64_t)b * Tn * H * D + (int64_t)h * D, ors = (int64_t)H * D;
   const float* lrow = lse + (int64_t)bh * Tn;
   const float* drow = Dd + (int64_t)bh * Tn;
-  const int qb0 = causal ? key0 / BQ : 0, nqb = (Tn + BQ - 1) / BQ;
+  const int qb0 = causal ? key0 / BQ : 0, nqb_all = (Tn + BQ - 1) / BQ;
+  // A window: the block's last key is seen by queries up to key0 + BK − 1 + window − 1, none later.
+  const int nqb = window > 0 ? min(nqb_all, (key0 + BK + window - 2) / BQ + 1) : nqb_all;
 
   auto load_q = [&](int qb, int buf) {
     load_tile<BQ, D, C::THREADS>(sQ + buf * BQ * LDS, q + base, sT, qb * BQ, Tn);
@@ -516,6 +525,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
     if (qb + 1 < nqb) load_q(qb + 1, buf ^ 1);
     const int q0 = qb * BQ;
     if (wkey >= Tn || (causal && wkey > q0 + BQ - 1)) continue;
+    if (window > 0 && q0 >= wkey + 15 + window) continue;  // past the window of all 16 keys
     const uint32_t qt = smem_addr(sQ + buf * BQ * LDS), ot = smem_addr(sO + buf * BQ * LDS);
     const float* Lb = sL + buf * BQ;
     const float* Db = sD + buf * BQ;
@@ -536,7 +546,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
         mma(p[2 * np + 1], a, bb[2], bb[3]);
       }
     }
-    const bool masked = q0 + BQ > Tn || (causal && wkey + 15 > q0);
+    const bool masked = q0 + BQ > Tn || (causal && wkey + 15 > q0) || (window > 0 && q0 + BQ - 1 >= wkey + window);
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -545,7 +555,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
         float x = ex2(p[n][e] * sl2 - Lb[qi] * LOG2E);
         if (masked) {
           const int key = wkey + g + (e >> 1) * 8;
-          if (q0 + qi >= Tn || (causal && key > q0 + qi)) x = 0.f;
+          if (q0 + qi >= Tn || (causal && key > q0 + qi) || key < first_key(q0 + qi, window)) x = 0.f;
         }
         p[n][e] = x;
       }
@@ -621,7 +631,7 @@ template <int D>
 __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
     dq_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT,
            const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dd, bf16* __restrict__ dq,
-           int Tn, int H, float sl2, float scale, bool causal) {
+           int Tn, int H, float sl2, float scale, bool causal, int window) {
   using C = Bwd<D>;
   constexpr int BK = C::BK, BQ = C::BQ, LDS = C::LDS, NT = BK / 8, DT = D / 8;
   extern __shared__ uint4 smem_raw[];
@@ -637,11 +647,12 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
   const int64_t obase = (int64_t)b * Tn * H * D + (int64_t)h * D, ors = (int64_t)H * D;
   const int nkb_all = (Tn + BK - 1) / BK;
   const int nkb = causal ? min(nkb_all, (q0 + BQ - 1) / BK + 1) : nkb_all;
+  const int kb0 = first_key(q0, window) / BK;
 
   load_tile<BQ, D, C::THREADS>(sQ, q + base, sT, q0, Tn);
   load_tile<BQ, D, C::THREADS>(sO, dout + obase, ors, q0, Tn);
-  load_tile<BK, D, C::THREADS>(sK, k + base, sT, 0, Tn);
-  load_tile<BK, D, C::THREADS>(sV, v + base, sT, 0, Tn);
+  load_tile<BK, D, C::THREADS>(sK, k + base, sT, kb0 * BK, Tn);
+  load_tile<BK, D, C::THREADS>(sV, v + base, sT, kb0 * BK, Tn);
 
   float L2[2], Dr[2];
 #pragma unroll
@@ -655,17 +666,18 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
   for (int n = 0; n < DT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
   const uint32_t qa = smem_addr(sQ + a_off<LDS>(lane, warp * 16, 0)), oa = smem_addr(sO + a_off<LDS>(lane, warp * 16, 0));
 
-  for (int kb = 0; kb < nkb; ++kb) {
+  for (int kb = kb0; kb < nkb; ++kb) {
     cp_async_wait_all();
     __syncthreads();
+    const int cur = (kb - kb0) & 1;
     if (kb + 1 < nkb) {
-      const int nb = (kb + 1) & 1;
+      const int nb = cur ^ 1;
       load_tile<BK, D, C::THREADS>(sK + nb * BK * LDS, k + base, sT, (kb + 1) * BK, Tn);
       load_tile<BK, D, C::THREADS>(sV + nb * BK * LDS, v + base, sT, (kb + 1) * BK, Tn);
     }
     const int key0 = kb * BK;
-    if (wrow >= Tn || (causal && key0 > wrow + 15)) continue;
-    const uint32_t kt = smem_addr(sK + (kb & 1) * BK * LDS), vt = smem_addr(sV + (kb & 1) * BK * LDS);
+    if (wrow >= Tn || (causal && key0 > wrow + 15) || key0 + BK <= first_key(wrow, window)) continue;
+    const uint32_t kt = smem_addr(sK + cur * BK * LDS), vt = smem_addr(sV + cur * BK * LDS);
 
     float p[NT][4], ds[NT][4];
 #pragma unroll
@@ -689,7 +701,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
         mma(ds[2 * np + 1], a2, bb[2], bb[3]);
       }
     }
-    const bool masked = key0 + BK > Tn || (causal && key0 + BK - 1 > wrow);
+    const bool masked = key0 + BK > Tn || (causal && key0 + BK - 1 > wrow) || key0 < first_key(wrow + 15, window);
 #pragma unroll
     for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -697,7 +709,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
         float x = ex2(p[n][e] * sl2 - L2[e >> 1]);
         if (masked) {
           const int key = key0 + n * 8 + tc * 2 + (e & 1), row = wrow + g + (e >> 1) * 8;
-          if (key >= Tn || (causal && key > row)) x = 0.f;
+          if (key >= Tn || (causal && key > row) || key < first_key(row, window)) x = 0.f;
         }
         ds[n][e] = x * (ds[n][e] - Dr[e >> 1]);
       }
@@ -729,7 +741,10 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
 
 // ---------------------------------------------------------------------------------------------------
 
-void check_args(const char* op, int B, int T, int H, int Dh) {
+void check_args(const char* op, int B, int T, int H, int Dh, bool causal, int window) {
+  // A window reaches back from each query to the keys before it: it has no meaning without causal.
+  if (window < 0 || (window > 0 && !causal))
+    throw std::runtime_error(std::string(op) + ": a sliding window (" + std::to_string(window) + " keys) needs a causal attention and a positive size");
   if (Dh < 1 || Dh > MAX_DH)
     throw std::runtime_error(std::string(op) + ": head size " + std::to_string(Dh) + " is outside 1.." + std::to_string(MAX_DH));
   if (T < 1) throw std::runtime_error(std::string(op) + ": sequence length " + std::to_string(T) + " must be at least 1");
@@ -761,28 +776,29 @@ void allow_smem(K kernel, size_t bytes) {
 
 template <int D>
 void forward_mma(const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse, int B, int T,
-                 int H, float scale, bool causal, cudaStream_t s) {
+                 int H, float scale, bool causal, int window, cudaStream_t s) {
   using C = Fwd<D>;
   allow_smem(fwd_mma<D>, C::SMEM);
   const dim3 grid((unsigned)(B * H), (unsigned)((T + C::BR - 1) / C::BR));
   fwd_mma<D><<<grid, C::THREADS, C::SMEM, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, (bf16*)out, lse, T, H,
-                                                 scale * LOG2E, causal);
+                                                 scale * LOG2E, causal, window);
   CHECK_LAUNCH();
 }
 
 template <int D>
 void backward_mma(const void* q, const void* k, const void* v, int64_t sB, int64_t sT, const void* dout, const float* lse,
-                  const float* Dd, void* dq, void* dk, void* dv, int B, int T, int H, float scale, bool causal, cudaStream_t s) {
+                  const float* Dd, void* dq, void* dk, void* dv, int B, int T, int H, float scale, bool causal, int window,
+                  cudaStream_t s) {
   using C = Bwd<D>;
   allow_smem(dkdv_mma<D>, C::SMEM_KV);
   allow_smem(dq_mma<D>, C::SMEM_Q);
   const dim3 gk((unsigned)(B * H), (unsigned)((T + C::BK - 1) / C::BK));
   dkdv_mma<D><<<gk, C::THREADS, C::SMEM_KV, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, (const bf16*)dout, lse,
-                                                  Dd, (bf16*)dk, (bf16*)dv, T, H, scale * LOG2E, scale, causal);
+                                                  Dd, (bf16*)dk, (bf16*)dv, T, H, scale * LOG2E, scale, causal, window);
   CHECK_LAUNCH();
   const dim3 gq((unsigned)(B * H), (unsigned)((T + C::BQ - 1) / C::BQ));
   dq_mma<D><<<gq, C::THREADS, C::SMEM_Q, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, (const bf16*)dout, lse, Dd,
-                                               (bf16*)dq, T, H, scale * LOG2E, scale, causal);
+                                               (bf16*)dq, T, H, scale * LOG2E, scale, causal, window);
   CHECK_LAUNCH();
 }
 
@@ -793,23 +809,23 @@ unsigned generic_blocks(int B, int T, int H) { return (unsigned)(((int64_t)B * H
 #define DISPATCH_ATTN(t, F) DISPATCH_FLOAT(t, E, F)
 
 void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse,
-                       int B, int T, int H, int Dh, float scale, bool causal, cudaStream_t s) {
-  check_args("attention_forward", B, T, H, Dh);
+                       int B, int T, int H, int Dh, float scale, bool causal, int window, cudaStream_t s) {
+  check_args("attention_forward", B, T, H, Dh, causal, window);
   if (B == 0 || H == 0) return;
   if (use_mma(t, T, Dh, sB, sT, {q, k, v}, {out})) {
-    if (Dh == 64) forward_mma<64>(q, k, v, sB, sT, out, lse, B, T, H, scale, causal, s);
-    else forward_mma<128>(q, k, v, sB, sT, out, lse, B, T, H, scale, causal, s);
+    if (Dh == 64) forward_mma<64>(q, k, v, sB, sT, out, lse, B, T, H, scale, causal, window, s);
+    else forward_mma<128>(q, k, v, sB, sT, out, lse, B, T, H, scale, causal, window, s);
     return;
   }
   DISPATCH_ATTN(t, (fwd_generic<E><<<generic_blocks(B, T, H), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT,
-                                                                               (E*)out, lse, B, T, H, Dh, scale, causal)));
+                                                                               (E*)out, lse, B, T, H, Dh, scale, causal, window)));
   CHECK_LAUNCH();
 }
 
 void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, const void* out,
                         const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H, int Dh,
-                        float scale, bool causal, cudaStream_t s) {
-  check_args("attention_backward", B, T, H, Dh);
+                        float scale, bool causal, int window, cudaStream_t s) {
+  check_args("attention_backward", B, T, H, Dh, causal, window);
   if (B == 0 || H == 0) return;
   const int64_t rows = (int64_t)B * T * H;
   float* Dd = nullptr;
@@ -818,15 +834,15 @@ void attention_backward(DType t, const void* q, const void* k, const void* v, in
   DISPATCH_ATTN(t, (rowdot_kernel<E><<<rblocks, 256, 0, s>>>((const E*)dout, (const E*)out, Dd, T, H, Dh, rows)));
   CHECK_LAUNCH();
   if (use_mma(t, T, Dh, sB, sT, {q, k, v, dout}, {dq, dk, dv})) {
-    if (Dh == 64) backward_mma<64>(q, k, v, sB, sT, dout, lse, Dd, dq, dk, dv, B, T, H, scale, causal, s);
-    else backward_mma<128>(q, k, v, sB, sT, dout, lse, Dd, dq, dk, dv, B, T, H, scale, causal, s);
+    if (Dh == 64) backward_mma<64>(q, k, v, sB, sT, dout, lse, Dd, dq, dk, dv, B, T, H, scale, causal, window, s);
+    else backward_mma<128>(q, k, v, sB, sT, dout, lse, Dd, dq, dk, dv, B, T, H, scale, causal, window, s);
   } else {
     const unsigned blocks = generic_blocks(B, T, H);
     DISPATCH_ATTN(t, (dq_generic<E><<<blocks, GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, (const E*)dout, lse,
-                                                              Dd, (E*)dq, B, T, H, Dh, scale, causal)));
+                                                              Dd, (E*)dq, B, T, H, Dh, scale, causal, window)));
     CHECK_LAUNCH();
     DISPATCH_ATTN(t, (dkdv_generic<E><<<blocks, GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, (const E*)dout,
-                                                                lse, Dd, (E*)dk, (E*)dv, B, T, H, Dh, scale, causal)));
+                                                                lse, Dd, (E*)dk, (E*)dv, B, T, H, Dh, scale, causal, window)));
     CHECK_LAUNCH();
   }
   CUDA_CHECK(cudaFreeAsync(Dd, s));

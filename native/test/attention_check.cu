@@ -22,13 +22,13 @@ namespace {
 
 // ---- naive reference, float32, contiguous [B, T, H, Dh] ------------------------------------------
 
-__global__ void ref_scores(const float* q, const float* k, float* S, int B, int T, int H, int Dh, float scale, bool causal) {
+__global__ void ref_scores(const float* q, const float* k, float* S, int B, int T, int H, int Dh, float scale, bool causal, int window = 0) {
   const int64_t n = (int64_t)B * H * T * T;
   for (int64_t x = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; x < n; x += (int64_t)gridDim.x * blockDim.x) {
     const int j = (int)(x % T), i = (int)((x / T) % T), bh = (int)(x / ((int64_t)T * T)), b = bh / H, h = bh % H;
     float a = 0.f;
     for (int d = 0; d < Dh; ++d) a += q[(((int64_t)b * T + i) * H + h) * Dh + d] * k[(((int64_t)b * T + j) * H + h) * Dh + d];
-    S[x] = causal && j > i ? -INFINITY : a * scale;
+    S[x] = (causal && j > i) || (window > 0 && j <= i - window) ? -INFINITY : a * scale;
   }
 }
 
@@ -75,7 +75,7 @@ struct Ref {
 };
 
 Ref reference(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v, const std::vector<float>& dout,
-              int B, int T, int H, int Dh, float scale, bool causal) {
+              int B, int T, int H, int Dh, float scale, bool causal, int window) {
   const int64_t n = (int64_t)B * T * H * Dh, nn = (int64_t)B * H * T * T;
   const int rows = B * H * T;
   float *dq_, *dk_, *dv_, *ddo, *S, *dP, *lse, *out, *gq, *gk, *gv;
@@ -88,7 +88,7 @@ Ref reference(const std::vector<float>& q, const std::vector<float>& k, const st
   CUDA_CHECK(cudaMemcpy(dv_, v.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(ddo, dout.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   const int G = 1024, TH = 256;
-  ref_scores<<<G, TH>>>(dq_, dk_, S, B, T, H, Dh, scale, causal);
+  ref_scores<<<G, TH>>>(dq_, dk_, S, B, T, H, Dh, scale, causal, window);
   ref_softmax<<<G, TH>>>(S, lse, rows, T);
   ref_pv<<<G, TH>>>(S, dv_, out, B, T, H, Dh, false, 1.f);
   ref_scores<<<G, TH>>>(ddo, dv_, dP, B, T, H, Dh, 1.f, false);  // dP = dO Vᵀ
@@ -185,6 +185,7 @@ struct Case {
   int B, T, H, Dh;
   bool causal, packed;
   bool shifted = false;  // q, k, v start one element past an aligned address: the generic fallback
+  int window = 0;        // a causal sliding window of this many keys (0: none)
 };
 
 bool run_case(const Case& c, uint64_t seed) {
@@ -249,13 +250,13 @@ bool run_case(const Case& c, uint64_t seed) {
 
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreate(&s));
-  cleave::attention_forward(t, qp, kp, vp, sB, sT, out, lse, B, T, H, Dh, scale, c.causal, s);
-  cleave::attention_backward(t, qp, kp, vp, sB, sT, out, ddo, lse, gq, gk, gv, B, T, H, Dh, scale, c.causal, s);
-  cleave::attention_backward(t, qp, kp, vp, sB, sT, out, ddo, lse, gq2, gk2, gv2, B, T, H, Dh, scale, c.causal, s);
+  cleave::attention_forward(t, qp, kp, vp, sB, sT, out, lse, B, T, H, Dh, scale, c.causal, c.window, s);
+  cleave::attention_backward(t, qp, kp, vp, sB, sT, out, ddo, lse, gq, gk, gv, B, T, H, Dh, scale, c.causal, c.window, s);
+  cleave::attention_backward(t, qp, kp, vp, sB, sT, out, ddo, lse, gq2, gk2, gv2, B, T, H, Dh, scale, c.causal, c.window, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
   CUDA_CHECK(cudaStreamDestroy(s));
 
-  const Ref r = reference(q, k, v, dout, B, T, H, Dh, scale, c.causal);
+  const Ref r = reference(q, k, v, dout, B, T, H, Dh, scale, c.causal, c.window);
   std::vector<float> lse_h((size_t)B * H * T);
   CUDA_CHECK(cudaMemcpy(lse_h.data(), lse, lse_h.size() * sizeof(float), cudaMemcpyDeviceToHost));
   const Err e[5] = {compare(download(t, out, n), r.out), compare(lse_h, r.lse), compare(download(t, gq, n), r.dq),
@@ -267,7 +268,7 @@ bool run_case(const Case& c, uint64_t seed) {
   for (const Err& x : e) ok = ok && x.finite && x.rel <= tol;
   const bool mma = t == BF16 && (Dh == 64 || Dh == 128) && !c.shifted;
   std::printf("%s %-4s B=%d T=%-4d H=%d Dh=%-3d %-6s %-7s %-11s", ok ? "PASS" : "FAIL", t == F32 ? "f32" : "bf16", B, T, H, Dh,
-              c.causal ? "causal" : "full", c.packed ? "packed" : c.shifted ? "shifted" : "", mma ? "tensor-core" : "generic");
+              c.window ? "window" : c.causal ? "causal" : "full", c.packed ? "packed" : c.shifted ? "shifted" : "", mma ? "tensor-core" : "generic");
   const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
   for (int i = 0; i < 5; ++i)
     std::printf(" | %s %.1e/%.1e%s", names[i], e[i].abs, e[i].rel, e[i].finite ? "" : " NaN");
@@ -280,7 +281,7 @@ bool run_case(const Case& c, uint64_t seed) {
 
 bool expect_throw(const char* what, int T, int Dh) {
   try {
-    cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, nullptr, nullptr, 1, T, 1, Dh, 1.f, false, 0);
+    cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, nullptr, nullptr, 1, T, 1, Dh, 1.f, false, 0, 0);
   } catch (const std::runtime_error& e) {
     std::printf("PASS rejects %s: %s\n", what, e.what());
     return true;
@@ -317,8 +318,8 @@ void bench(int B, int T, int H, int Dh, bool causal) {
   cudaEvent_t e0, e1;
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
-  auto fwd = [&] { cleave::attention_forward(BF16, q, k, v, sB, sT, out, lse, B, T, H, Dh, scale, causal, s); };
-  auto bwd = [&] { cleave::attention_backward(BF16, q, k, v, sB, sT, out, dout, lse, dq, dk, dv, B, T, H, Dh, scale, causal, s); };
+  auto fwd = [&] { cleave::attention_forward(BF16, q, k, v, sB, sT, out, lse, B, T, H, Dh, scale, causal, 0, s); };
+  auto bwd = [&] { cleave::attention_backward(BF16, q, k, v, sB, sT, out, dout, lse, dq, dk, dv, B, T, H, Dh, scale, causal, 0, s); };
   const int iters = 20;
   const double flops = 4.0 * B * H * (double)T * T * Dh * (causal ? 0.5 : 1.0);
   float ms_f = 0, ms_b = 0;
@@ -379,6 +380,13 @@ int main() {
       {BF16, 2, 257, 2, 128, true, true},
       {BF16, 1, 200, 2, 64, false, true},
       {BF16, 1, 77, 2, 64, true, false, true},
+      // causal sliding windows: shorter than a tile, a tile, across tiles; both paths
+      {F32, 1, 257, 2, 64, true, false, false, 33},
+      {BF16, 1, 65, 2, 96, true, false, false, 10},
+      {BF16, 2, 257, 2, 64, true, false, false, 64},
+      {BF16, 1, 300, 2, 128, true, false, false, 17},
+      {BF16, 1, 1024, 2, 128, true, false, false, 200},
+      {BF16, 1, 1024, 2, 64, true, true, false, 129},
   };
   int failed = 0;
   try {

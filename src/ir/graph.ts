@@ -174,6 +174,15 @@ export class Graph {
     return node;
   }
 
+  /** Gives `node` a name no other node has (the name of one just removed, say). */
+  renameNode(node: Node, name: string): void {
+    if (node.name === name) return;
+    if (this.nodeNames.has(name)) throw new CleaveError(`node name '${name}' is taken`);
+    this.nodeNames.delete(node.name);
+    node.name = name;
+    this.nodeNames.add(name);
+  }
+
   renameValue(v: Value, name: string): void {
     if (v.name === name) return;
     if (this.values.has(name)) throw new CleaveError(`value name '${name}' is taken`);

@@ -33,12 +33,16 @@ const packed = (B: number, T: number, H: number, Dh: number): Layout => ({ B, H,
 /** Heads as their own axis: [B, H, T, Dh]. */
 const headMajor = (B: number, H: number, T: number, Dh: number): Layout => ({ B, H, T, Dh, sB: H * T * Dh, sH: T * Dh, sT: Dh });
 
+/** The first key query i sees: under a causal sliding window of `window` keys, i − window + 1. */
+const firstKey = (i: number, window: number): number => (window > 0 ? Math.max(0, i - window + 1) : 0);
+
 /**
- * Softmax(scale · q kᵀ, masked above the diagonal when causal) · v per batch and head, in float64.
+ * Softmax(scale · q kᵀ, masked above the diagonal when causal, and below the last `window` keys
+ * when a window is given) · v per batch and head, in float64.
  * The masked scores are left out rather than set to a large negative number: both give exactly
  * zero weight, and no row is ever fully masked (the diagonal stays).
  */
-function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean, mask?: Mask): { out: Float64Array; lse: Float64Array } {
+function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean, mask?: Mask, window = 0): { out: Float64Array; lse: Float64Array } {
   const { B, H, T, Dh, sB, sH, sT } = L;
   const out = new Float64Array(q.data.length), lse = new Float64Array(B * H * T);
   const s = new Float64Array(T), acc = new Float64Array(Dh);
@@ -47,10 +51,10 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
     for (let h = 0; h < H; h++) {
       const base = b * sB + h * sH;
       for (let i = 0; i < T; i++) {
-        const n = causal ? i + 1 : T;
+        const n = causal ? i + 1 : T, j0 = firstKey(i, window);
         const qi = base + i * sT;
         let mx = -Infinity;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const kj = base + j * sT;
           let dot = 0;
           for (let d = 0; d < Dh; d++) dot += qd[qi + d]! * kd[kj + d]!;
@@ -58,10 +62,10 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
           if (s[j]! > mx) mx = s[j]!;
         }
         let sum = 0;
-        for (let j = 0; j < n; j++) sum += Math.exp(s[j]! - mx);
+        for (let j = j0; j < n; j++) sum += Math.exp(s[j]! - mx);
         lse[(b * H + h) * T + i] = mx + Math.log(sum);
         acc.fill(0);
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           // exp(z)/sum, as the Softmax kernel divides: the fused result matches the unfused graph.
           const p = Math.exp(s[j]! - mx) / sum;
           const vj = base + j * sT;
@@ -80,7 +84,7 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
  * come from the forward). That is how a flash-attention backward gets δ without a T × T pass, and
  * this kernel is the definition device kernels are checked against, on any inputs.
  */
-function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean, window = 0): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const { B, H, T, Dh, sB, sH, sT } = L;
   const dq = new Float64Array(q.data.length), dk = new Float64Array(q.data.length), dv = new Float64Array(q.data.length);
   const p = new Float64Array(T), dp = new Float64Array(T);
@@ -89,12 +93,12 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
     for (let h = 0; h < H; h++) {
       const base = b * sB + h * sH;
       for (let i = 0; i < T; i++) {
-        const n = causal ? i + 1 : T;
+        const n = causal ? i + 1 : T, j0 = firstKey(i, window);
         const qi = base + i * sT;
         const l = lse.data[(b * H + h) * T + i]!;
         let rowDot = 0;
         for (let d = 0; d < Dh; d++) rowDot += gd[qi + d]! * od[qi + d]!;
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const kj = base + j * sT;
           let dot = 0, dpj = 0;
           for (let d = 0; d < Dh; d++) {
@@ -104,7 +108,7 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
           p[j] = Math.exp(scale * dot - l);
           dp[j] = dpj;
         }
-        for (let j = 0; j < n; j++) {
+        for (let j = j0; j < n; j++) {
           const kj = base + j * sT;
           const ds = scale * p[j]! * (dp[j]! - rowDot);
           for (let d = 0; d < Dh; d++) {
@@ -138,6 +142,8 @@ const fusedAttrs: Record<string, AttrSpec> = {
   heads: { type: 'int' },
   scale: { type: 'float', optional: true },
   causal: { type: 'int', default: 0 },
+  // A causal sliding window (Mistral's): each query sees its last `window` keys; 0 is none.
+  window: { type: 'int', default: 0 },
 };
 
 /** heads and causal in the words the shape check uses (a row size of 0 heads would loop without end). */
@@ -146,6 +152,12 @@ function checkFusedAttrs(attrs: Attrs): string | undefined {
   if (!(H >= 1)) return `heads ${H} does not divide the row size of q (heads must be a positive integer)`;
   const causal = attrs['causal'] ?? 0;
   if (causal !== 0 && causal !== 1) return `causal must be 0 or 1, got ${String(causal)}`;
+  return windowProblem(attrs['window'] ?? 0, causal);
+}
+
+function windowProblem(window: unknown, causal: unknown): string | undefined {
+  if (!Number.isInteger(window) || (window as number) < 0) return `window must be a whole number of keys (0: none), got ${String(window)}`;
+  if ((window as number) > 0 && causal !== 1) return `a sliding window (${String(window)} keys) needs causal = 1`;
   return undefined;
 }
 
@@ -167,14 +179,25 @@ function packedGeometry(ctx: OpContext, idx: readonly number[], names: readonly 
   if (!Number.isInteger(H) || H < 1 || D % H) throw new CleaveError(`${at(ctx)}: heads ${H} does not divide the row size ${D} of ${names[0]} ${formatShape(shape)}`);
   const causal = int(ctx.attrs, 'causal');
   if (causal !== 0 && causal !== 1) throw new CleaveError(`${at(ctx)}: causal must be 0 or 1, got ${causal}`);
+  const windowWrong = windowProblem(ctx.attrs['window'] ?? 0, causal);
+  if (windowWrong) throw new CleaveError(`${at(ctx)}: ${windowWrong}`);
   const scale = ctx.attrs['scale'];
   if (scale !== undefined && !Number.isFinite(scale as number)) throw new CleaveError(`${at(ctx)}: scale must be a finite number, got ${String(scale)}`);
   return { dtype, shape, B: shape[0]!, T: shape[1]!, D, H, Dh: D / H };
 }
 
-/** FLOPs of the two T × T products of attention (forward: q kᵀ and P v), halved when causal. */
+/** The share of the T × T scores computed: all, the lower triangle when causal, a band under a window. */
+function scoreShare(T: number, attrs: Attrs): number {
+  const w = int(attrs, 'window') ?? 0;
+  if (!int(attrs, 'causal')) return 1;
+  if (!(w > 0) || w >= T) return 0.5;
+  // Σᵢ min(i + 1, w) keys over T² scores.
+  return (w * (w + 1) / 2 + (T - w) * w) / (T * T);
+}
+
+/** FLOPs of the two T × T products of attention (forward: q kᵀ and P v), over the scores computed. */
 const attentionFlops = (g: Geometry, attrs: Attrs, products: number): number =>
-  2 * products * num(g.B) * num(g.T) * num(g.T) * g.D * (int(attrs, 'causal') ? 0.5 : 1);
+  2 * products * num(g.B) * num(g.T) * num(g.T) * g.D * scoreShare(num(g.T), attrs);
 
 const layoutOf = (x: Tensor, heads: number): Layout => packed(x.shape[0]!, x.shape[1]!, heads, x.shape[2]! / heads);
 
@@ -187,11 +210,11 @@ const fusedAttention: OpDef = {
   cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [0, 1, 2], ['q', 'k', 'v']), ctx.attrs, 2), bytes: moved(ctx, outs) }),
   cuda(dev, [q, k, v], [out, lse], attrs) {
     const H = int(attrs, 'heads');
-    dev.attention(q!, k!, v!, out!, lse!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1);
+    dev.attention(q!, k!, v!, out!, lse!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
   },
   cpu([q, k, v], attrs) {
     const L = layoutOf(q!, int(attrs, 'heads'));
-    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1);
+    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, undefined, int(attrs, 'window') ?? 0);
     return [asTensor(q!, out), roundToDtype(tensor(lseDtype(q!.dtype), [L.B, L.H, L.T], lse))];
   },
   // Second derivatives are not supported: FusedAttentionGrad has no rule, so autodiff names it.
@@ -220,11 +243,11 @@ const fusedAttentionGrad: OpDef = {
   cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [1, 2, 3, 0, 4], ['q', 'k', 'v', 'dout', 'out']), ctx.attrs, 5), bytes: moved(ctx, outs) }),
   cuda(dev, [dout, q, k, v, out, lse], [dq, dk, dv], attrs) {
     const H = int(attrs, 'heads');
-    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1);
+    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
   },
   cpu([dout, q, k, v, out, lse], attrs) {
     const L = layoutOf(q!, int(attrs, 'heads'));
-    const { dq, dk, dv } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1);
+    const { dq, dk, dv } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
     return [asTensor(q!, dq), asTensor(k!, dk), asTensor(v!, dv)];
   },
 };

@@ -374,16 +374,27 @@ describe('attentionFusion on hand-built spellings', () => {
     else expect(rep.unfused[0]!.reason).toMatch(reason);
   }
 
+  it('a causal sliding-window mask, as Where or as an added constant, becomes the fused node\'s window', () => {
+    const band = tensor('bool', [T, T], Array.from({ length: T * T }, (_, i) => {
+      const r = Math.floor(i / T), c = i % T;
+      return c <= r && c > r - 2 ? 1 : 0;
+    }));
+    const add = tensor('float32', [1, 1, T, T], [...band.data].map((k) => (k ? 0 : -Infinity)));
+    for (const sp of [{ scores: (b: ModelBuilder, s: Value) => b.op('Where', [b.constant(band, 'window'), s, b.scalar(-1e9)]) }, { scores: addConst(add) }]) {
+      const { f } = fusion(attn(sp), 1);
+      const n = f.nodes.find((x) => x.op === 'FusedAttention')!;
+      expect([n.attrs['causal'], n.attrs['window']]).toEqual([1, 2]);
+    }
+  });
+
   describe('the reasons attentions stay unfused', () => {
-    it('a sliding-window mask', () => {
-      const band = tensor('bool', [T, T], Array.from({ length: T * T }, (_, i) => {
+    it('a band that is not one window wide (it narrows further down)', () => {
+      // Row i keeps keys i − 1 ≤ j ≤ i in the first rows, only j = i in the last: no single window.
+      const narrowing = tensor('bool', [T, T], Array.from({ length: T * T }, (_, i) => {
         const r = Math.floor(i / T), c = i % T;
-        return c <= r && c > r - 2 ? 1 : 0;
+        return c <= r && c > r - (r < T - 1 ? 2 : 1) ? 1 : 0;
       }));
-      unfused({ scores: (b, s) => b.op('Where', [b.constant(band, 'window'), s, b.scalar(-1e9)]) }, 'a sliding-window mask (2 keys): not fused yet (the fused kernel has no window)');
-      // The same as an additive mask.
-      const add = tensor('float32', [1, 1, T, T], [...band.data].map((k) => (k ? 0 : -Infinity)));
-      unfused({ scores: addConst(add) }, 'a sliding-window mask (2 keys): not fused yet (the fused kernel has no window)');
+      unfused({ scores: (b, s) => b.op('Where', [b.constant(narrowing, 'window'), s, b.scalar(-1e9)]) }, 'a mask that is neither causal nor a sliding window');
     });
 
     it('an additive bias that is not a mask', () => {

@@ -194,11 +194,13 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
 });
 
 describe.runIf(gpu)('fused attention on CUDA', () => {
-  const shapes: [number, number, number, number, number][] = [[2, 64, 128, 2, 1], [2, 37, 64, 2, 0], [1, 130, 256, 2, 1], [2, 200, 512, 4, 1], [1, 33, 48, 3, 1]];
-  it.each(shapes)('forward and gradient of B %i, T %i, D %i, %i heads, causal %i match the CPU kernels', (B, T, D, H, causal) => {
+  // The last column is a causal sliding window (0: none): on both head sizes of the tensor-core path and the generic one.
+  const shapes: [number, number, number, number, number, number][] = [[2, 64, 128, 2, 1, 0], [2, 37, 64, 2, 0, 0], [1, 130, 256, 2, 1, 0], [2, 200, 512, 4, 1, 0], [1, 33, 48, 3, 1, 0],
+    [1, 300, 256, 2, 1, 17], [2, 257, 128, 2, 1, 64], [1, 65, 192, 2, 1, 10], [1, 200, 64, 2, 1, 33]];
+  it.each(shapes)('forward and gradient of B %i, T %i, D %i, %i heads, causal %i, window %i match the CPU kernels', (B, T, D, H, causal, window) => {
     const b = new ModelBuilder('attn');
     const [q, k, v, dout] = ['q', 'k', 'v', 'dout'].map((n) => b.input(n, 'float32', [B, T, D])) as [Value, Value, Value, Value];
-    const attrs = { heads: H, scale: 1 / Math.sqrt(D / H), causal };
+    const attrs = { heads: H, scale: 1 / Math.sqrt(D / H), causal, window };
     const [o, lse] = b.ops('FusedAttention', [q, k, v], attrs, 2) as [Value, Value];
     const grads = b.ops('FusedAttentionGrad', [dout, q, k, v, o, lse], attrs, 3);
     [o, lse, ...grads].forEach((x, i) => b.output(x, `y${i}`));

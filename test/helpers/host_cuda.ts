@@ -718,33 +718,39 @@ export class HostCuda implements Partial<NativeCuda> {
   }
 
   /** Softmax rows of scale·q·kᵀ for (b, h), as probabilities with their log-sum-exp (the attention kernels' contract). */
-  private attentionRows(q: Floats, k: Floats, sB: number, sT: number, b: number, h: number, T: number, Dh: number, scale: number, causal: boolean): { p: Float64Array[]; lse: number[] } {
+  private attentionRows(q: Floats, k: Floats, sB: number, sT: number, b: number, h: number, T: number, Dh: number, scale: number, causal: boolean, window: number): { p: Float64Array[]; lse: number[] } {
     const p: Float64Array[] = [], lse: number[] = [];
     for (let i = 0; i < T; i++) {
-      const n = causal ? i + 1 : T;
+      const n = causal ? i + 1 : T, j0 = window > 0 ? Math.max(0, i - window + 1) : 0;
       const s = new Float64Array(T).fill(-Infinity);
-      for (let j = 0; j < n; j++) {
+      for (let j = j0; j < n; j++) {
         let dot = 0;
         for (let d = 0; d < Dh; d++) dot += q.get(b * sB + i * sT + h * Dh + d) * k.get(b * sB + j * sT + h * Dh + d);
         s[j] = scale * dot;
       }
       const mx = Math.max(...s);
       let sum = 0;
-      for (let j = 0; j < n; j++) sum += Math.exp(s[j]! - mx);
+      for (let j = j0; j < n; j++) sum += Math.exp(s[j]! - mx);
       const row = new Float64Array(T);
-      for (let j = 0; j < n; j++) row[j] = Math.exp(s[j]! - mx) / sum;
+      for (let j = j0; j < n; j++) row[j] = Math.exp(s[j]! - mx) / sum;
       p.push(row);
       lse.push(mx + Math.log(sum));
     }
     return { p, lse };
   }
 
-  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void {
+  /** The native check_args refusal of a window without causal. */
+  private checkWindow(causal: boolean, window: number): void {
+    if (window < 0 || (window > 0 && !causal)) throw new Error(`attention: a sliding window (${window} keys) needs a causal attention and a positive size`);
+  }
+
+  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Dh: number, scale: number, causal: boolean, window: number): void {
+    this.checkWindow(causal, window);
     const span = (B - 1) * sB + (T - 1) * sT + H * Dh;
     const Q = this.floats(dtype, q, span), K = this.floats(dtype, k, span), V = this.floats(dtype, v, span);
     const O = this.floats(dtype, out, B * T * H * Dh), L = this.floats(0, lse, B * H * T);
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const { p, lse: l } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal);
+      const { p, lse: l } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal, window);
       for (let i = 0; i < T; i++) {
         L.set((b * H + h) * T + i, l[i]!);
         for (let d = 0; d < Dh; d++) {
@@ -757,7 +763,8 @@ export class HostCuda implements Partial<NativeCuda> {
   }
 
   attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, dout: bigint, lse: bigint, dq: bigint, dk: bigint, dv: bigint,
-    B: number, T: number, H: number, Dh: number, scale: number, causal: boolean): void {
+    B: number, T: number, H: number, Dh: number, scale: number, causal: boolean, window: number): void {
+    this.checkWindow(causal, window);
     const span = (B - 1) * sB + (T - 1) * sT + H * Dh, n = B * T * H * Dh;
     const Q = this.floats(dtype, q, span), K = this.floats(dtype, k, span), V = this.floats(dtype, v, span);
     const O = this.floats(dtype, out, n), G = this.floats(dtype, dout, n);
@@ -765,7 +772,7 @@ export class HostCuda implements Partial<NativeCuda> {
     this.floats(0, lse, B * H * T);
     const at = (b: number, t: number, h: number, d: number) => ((b * T + t) * H + h) * Dh + d;
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const { p } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal);
+      const { p } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal, window);
       const gq = new Float64Array(T * Dh), gk = new Float64Array(T * Dh), gv = new Float64Array(T * Dh);
       for (let i = 0; i < T; i++) {
         // D_i = rowsum(dout ∘ out): the flash backward's per-row term.

@@ -109,6 +109,49 @@ describe.each([['causal', true], ['non-causal', false]] as const)('FusedAttentio
   });
 });
 
+describe('FusedAttention with a sliding window (Mistral)', () => {
+  const Tw = 9, W = 3;
+  const data = (seed: number): Record<'q' | 'k' | 'v', Tensor> => {
+    const rng = new Rng(seed);
+    return { q: randn([B, Tw, D], rng), k: randn([B, Tw, D], rng), v: randn([B, Tw, D], rng) };
+  };
+  const make = (fused: boolean, window: number, asParams: Record<'q' | 'k' | 'v', Tensor> | null, R?: Tensor): Graph => {
+    const b = new ModelBuilder(fused ? 'fused' : 'ref');
+    const [q, k, v] = (['q', 'k', 'v'] as const).map((n) => (asParams ? b.graph.addParam(n, asParams[n]) : b.input(n, 'float32', [B, Tw, D]))) as [Value, Value, Value];
+    const out = fused ? b.ops('FusedAttention', [q, k, v], { heads: H, scale: 1 / Math.sqrt(Dh), causal: 1, window }, 2)[0]! : decomposedAttention(b, q, k, v, H, true, window);
+    if (R) b.output(b.op('ReduceSum', [b.op('Mul', [out, b.constant(R, 'R')])], { keepdims: 0 }), 'loss');
+    else b.output(out, 'out');
+    return b.finish();
+  };
+
+  it('computes what the band-masked decomposed graph computes, and differs from plain causal', () => {
+    const feeds = data(31);
+    const f = runGraph(make(true, W, null), feeds).get('out')!;
+    expect(maxRelError(f, runGraph(make(false, W, null), feeds).get('out')!)).toBeLessThanOrEqual(1e-6);
+    expect(maxRelError(f, runGraph(make(false, 0, null), feeds).get('out')!)).toBeGreaterThan(1e-2);
+    // A window as long as the sequence is plain causal attention.
+    expect(maxRelError(runGraph(make(true, Tw, null), feeds).get('out')!, runGraph(make(false, 0, null), feeds).get('out')!)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('has gradients that match finite differences and autodiff of the decomposed graph', () => {
+    const p = data(32), R = randn([B, Tw, D], new Rng(33));
+    const r = gradCheck(make(true, W, p, R), {}, { samples: 30 });
+    expect(r.f64).toBeLessThanOrEqual(1e-6);
+    const spec = { loss: { kind: 'output' as const } };
+    const [tf, tr] = [make(true, W, p, R), make(false, W, p, R)].map((g) => buildTrainingGraph(toFloat64(g), spec));
+    const rf = runGraph(tf!.graph, {}), rr = runGraph(tr!.graph, {});
+    for (const n of ['q', 'k', 'v']) expect(maxRelError(rf.get(tf!.grads.get(n)!.name)!, rr.get(tr!.grads.get(n)!.name)!), `d${n}`).toBeLessThanOrEqual(1e-10);
+  });
+
+  it('refuses a window without causal, and a negative or fractional one, naming the node', () => {
+    for (const [attrs, msg] of [[{ causal: 0, window: 4 }, /a sliding window \(4 keys\) needs causal = 1/], [{ causal: 1, window: -1 }, /window must be a whole number of keys/], [{ causal: 1, window: 1.5 }, /node '\/FusedAttention': attribute 'window'/]] as const) {
+      const b = new ModelBuilder('bad');
+      const [q, k, v] = ['q', 'k', 'v'].map((n) => b.input(n, 'float32', [B, Tw, D])) as [Value, Value, Value];
+      expect(() => b.ops('FusedAttention', [q, k, v], { heads: H, ...attrs }, 2)).toThrow(msg);
+    }
+  });
+});
+
 it('FusedAttentionGrad on its own: dv is Pᵀ·dout, δ is dout·out', () => {
   // One head, T = 2, causal: row 0 attends only to key 0, so dv₀ gets all of dout₀ plus P₁₀·dout₁.
   const rng = new Rng(3);

@@ -401,16 +401,16 @@ export class Cuda implements CudaDevice {
     return [B, T, D];
   }
 
-  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, scale: number, causal: boolean): void {
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, scale: number, causal: boolean, window: number): void {
     const [B, T, D] = this.attentionDims(q, k, v, lse, heads);
-    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, lse.ptr, B, T, heads, D / heads, scale, causal);
+    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, lse.ptr, B, T, heads, D / heads, scale, causal, window);
   }
 
   attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
-    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean): void {
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean, window: number): void {
     const [B, T, D] = this.attentionDims(q, k, v, lse, heads);
     this.n.attentionBackward(floatCode(q, 'FusedAttentionGrad'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
-      B, T, heads, D / heads, scale, causal);
+      B, T, heads, D / heads, scale, causal, window);
   }
 
   /** Per-row losses and weights in float32, then their sum (and the count for a mean). */
