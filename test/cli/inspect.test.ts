@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { BUILT_FIXTURES } from '../../fixtures/models.js';
 import { parameterStats } from '../../src/ir/stats.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { TORCH, fixturePath, torchParamCounts } from '../helpers/fixtures.js';
 
 interface Report { parameters: { count: number }; inputs: { shape: (number | string)[] }[]; ops: { op: string; count: number; flops: number }[]; scopes: { scope: string }[]; flops: number; unsupported: unknown[] }
@@ -42,8 +42,8 @@ describe('cleave inspect', () => {
     expect(one.scopes.map((s) => s.scope)).toEqual(expect.arrayContaining(['/h.0/', '/h.1/', '/ln_f/']));
   });
 
-  it('prints aligned tables with units', () => {
-    const r = cli(['inspect', fixturePath('cnn'), '--batch', '2']);
+  it('prints aligned tables with units', async () => {
+    const r = await cliInProcess(['inspect', fixturePath('cnn'), '--batch', '2']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/parameters\s+[\d,]+ \([\d.]+ KiB\) in \d+ tensors/);
     expect(r.stdout).toMatch(/state\s+/);
@@ -51,8 +51,8 @@ describe('cleave inspect', () => {
     expect(r.stdout).toMatch(/unsupported ops: none/);
   });
 
-  it('prints the imported graph with --graph', () => {
-    const r = cli(['inspect', fixturePath('mlp'), '--graph']);
+  it('prints the imported graph with --graph', async () => {
+    const r = await cliInProcess(['inspect', fixturePath('mlp'), '--graph']);
     expect(r.stdout).toMatch(/graph mlp \(opset 13\)/);
     expect(r.stdout).toMatch(/%y = Gemm\(%\/fc1\/Relu_output_0, %fc2\.weight, %fc2\.bias\)/);
   });

@@ -9,7 +9,7 @@ import { deviceProfile } from '../../compiler/cost/profiles.js';
 import { cudaAvailable } from '../../runtime/backends/cuda/native.js';
 import { attrsFromJson } from '../../src/plan/attrs.js';
 import { writePlan } from '../../src/plan/io.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-profile-'));
@@ -41,21 +41,21 @@ describe('cleave profile (errors)', () => {
   writePlan(plan, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4 }).plan);
   writePlan(two, compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4 }).plan);
 
-  it('needs --out', () => {
-    const r = cli(['profile', plan]);
+  it('needs --out', async () => {
+    const r = await cliInProcess(['profile', plan]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--out/);
   });
 
-  it('names a missing output folder before any GPU work', () => {
-    const r = cli(['profile', plan, '--out', join(dir, 'no', 'such', 'p.json')]);
+  it('names a missing output folder before any GPU work', async () => {
+    const r = await cliInProcess(['profile', plan, '--out', join(dir, 'no', 'such', 'p.json')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/--out .*p\.json: folder .* does not exist/);
   });
 
-  it('refuses a folder as --out, and a negative --warmup', () => {
-    expect(cli(['profile', plan, '--out', dir]).stderr).toMatch(/is a folder; give a file name/);
-    expect(cli(['profile', plan, '--out', join(dir, 'p.json'), '--warmup', '-1']).stderr).toMatch(/--warmup must be a whole number ≥ 0, got '-1'/);
+  it('refuses a folder as --out, and a negative --warmup', async () => {
+    expect((await cliInProcess(['profile', plan, '--out', dir])).stderr).toMatch(/is a folder; give a file name/);
+    expect((await cliInProcess(['profile', plan, '--out', join(dir, 'p.json'), '--warmup', '-1'])).stderr).toMatch(/--warmup must be a whole number ≥ 0, got '-1'/);
   });
 
   it.skipIf(cudaAvailable())('says a GPU is needed, and writes nothing', () => {
@@ -66,15 +66,15 @@ describe('cleave profile (errors)', () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  it('refuses a plan of several ranks, naming it', () => {
-    const r = cli(['profile', two, '--out', join(dir, 'p2.json')]);
+  it('refuses a plan of several ranks, naming it', async () => {
+    const r = await cliInProcess(['profile', two, '--out', join(dir, 'p2.json')]);
     expect(r.stderr).toMatch(/gpt2\.plan: cleave profile measures one-rank plans .* 2 ranks/);
   });
 
-  it('reports an unreadable plan file by name', () => {
+  it('reports an unreadable plan file by name', async () => {
     const bad = join(dir, 'bad.plan');
     writeFileSync(bad, 'not a plan');
-    const r = cli(['profile', bad, '--out', join(dir, 'p3.json')]);
+    const r = await cliInProcess(['profile', bad, '--out', join(dir, 'p3.json')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/bad\.plan/);
     expect(existsSync(join(dir, 'p3.json'))).toBe(false);

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { writePlan } from '../../src/plan/io.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-run-gpus-'));
@@ -21,11 +21,11 @@ describe('cleave run on several GPUs (errors)', () => {
     expect(r.stderr).toMatch(/has 2 ranks: run it with --gpus 2 on one host, or start one process per GPU with torchrun, Slurm or mpirun/);
   });
 
-  it('refuses --gpus without the cuda backend, a count that is not the plan\'s, and --log-dir alone', () => {
-    expect(cli(['run', two, '--gpus', '2']).stderr).toMatch(/--gpus needs --backend cuda/);
-    expect(cli(['run', two, '--backend', 'cuda', '--gpus', '3']).stderr).toMatch(/has 2 ranks; --gpus 3 starts 3 processes/);
-    expect(cli(['run', two, '--log-dir', dir]).stderr).toMatch(/--log-dir goes with --gpus/);
-    expect(cli(['run', two, '--backend', 'cuda', '--gpus', '0']).stderr).toMatch(/--gpus/);
+  it('refuses --gpus without the cuda backend, a count that is not the plan\'s, and --log-dir alone', async () => {
+    expect((await cliInProcess(['run', two, '--gpus', '2'])).stderr).toMatch(/--gpus needs --backend cuda/);
+    expect((await cliInProcess(['run', two, '--backend', 'cuda', '--gpus', '3'])).stderr).toMatch(/has 2 ranks; --gpus 3 starts 3 processes/);
+    expect((await cliInProcess(['run', two, '--log-dir', dir])).stderr).toMatch(/--log-dir goes with --gpus/);
+    expect((await cliInProcess(['run', two, '--backend', 'cuda', '--gpus', '0'])).stderr).toMatch(/--gpus/);
   });
 
   it('names a process count that does not match the plan, from the launcher\'s variables', () => {

@@ -253,9 +253,14 @@ export class Fuzzer {
     return undefined;
   }
 
-  private async setupCli(args: string[], cwd: string, bounds = RUN): Promise<ExecResult> {
-    const r = await execCli(args, bounds, cwd);
-    if (r.code !== 0) throw new Error(`fuzz set-up failed: cleave ${args.join(' ')} (in ${cwd}) exited ${r.code}: ${r.stderr}`);
+  /**
+   * A set-up command (the unmutated compiles, runs, resumes and exports the cases are checked
+   * against), run through the CLI's own `main` in the in-process worker: the same code as a child
+   * process without a process start for each of them.
+   */
+  private async setupCli(args: string[], cwd: string, bounds = RUN): Promise<RunRecord> {
+    const r = await this.poolLock.run(() => this.pool.run(args, bounds.timeoutMs, cwd));
+    if (r.code !== 0) throw new Error(`fuzz set-up failed: cleave ${args.join(' ')} (in ${cwd}) exited ${r.code}: ${r.stderr}${r.threw ? `\n${r.threw}` : ''}`);
     return r;
   }
 

@@ -24,7 +24,7 @@ import { exportCheckpoint } from '../../src/cli/export.js';
 import { temporaryName } from '../../src/util/fs.js';
 import { readPlan, writePlan } from '../../src/plan/io.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-integrity-'));
@@ -173,13 +173,13 @@ describe('a damaged shard', () => {
     expect(() => openCheckpoint(ck)).toThrow(`${file}: holds ${data - 10} bytes of data, its header says ${data} (the checkpoint is truncated): refusing to resume`);
   });
 
-  it('export refuses it too, naming the shard, in one line', () => {
+  it('export refuses it too, naming the shard, in one line', async () => {
     const ck = copy(step(ckA, 2));
     const file = join(ck, shardName(1));
     flipBit(file, 100);
     const out = join(dir, 'damaged.onnx');
     expect(() => exportCheckpoint(ck, out)).toThrow(`${file}: its checksum does not match its bytes (the file is damaged): refusing to export`);
-    const r = cli(['export', ck, '-o', out]);
+    const r = await cliInProcess(['export', ck, '-o', out]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toContain(`${file}: its checksum does not match its bytes (the file is damaged): refusing to export`);
@@ -334,7 +334,7 @@ describe('checkpoints of the previous version (no checksums, no run id)', () => 
     const { result, stderr } = await withStderr(() => runPlanCpu(opts({ resume: ck, returnWeights: true })));
     expect(stderr).toBe(`warning: ${warning}\n`);
     expect(result.steps.map((s) => s.losses)).toEqual(unbroken.steps.slice(1).map((s) => s.losses));
-    const r = cli(['export', ck, '-o', join(dir, 'older.onnx')]);
+    const r = await cliInProcess(['export', ck, '-o', join(dir, 'older.onnx')]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toBe(`warning: ${warning}\n`);
   }, 30_000);

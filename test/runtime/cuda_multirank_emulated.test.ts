@@ -2,7 +2,7 @@
 // of the addon, joined by an in-process stand-in for NCCL (test/helpers/host_nccl.ts) and message
 // ports for the host numbers: the losses of the CPU ranks for the same plan. The real thing runs in
 // test/gpu/multi_gpu.test.ts.
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { compile, type CompileOptions } from '../../compiler/compile.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
@@ -14,6 +14,7 @@ import { rows } from '../../runtime/launch/data.js';
 import { prepareJob } from '../../runtime/train/job.js';
 import { PortTransport, pairwisePorts } from '../../runtime/transport/ports.js';
 import { writePlan } from '../../src/plan/io.js';
+import type { Plan } from '../../src/plan/types.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,15 +26,37 @@ import { HostFabric } from '../helpers/host_nccl.js';
 const STEPS = 4;
 const opt = { kind: 'adamw' as const, lr: 1e-2 };
 
+const dir = mkdtempSync(join(tmpdir(), 'cleave-multirank-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/**
+ * The plan of these compile options, its batches and the CPU ranks' losses on them: computed once
+ * per shape and shared by the tests of that shape (with and without launch lists, with and
+ * without the preload), which compare the emulated CUDA ranks against the same reference.
+ */
+const references = new Map<string, Promise<{ plan: Plan; batches: Feeds[]; cpu: number[] }>>();
+function reference(o: Partial<CompileOptions>): Promise<{ plan: Plan; batches: Feeds[]; cpu: number[] }> {
+  const key = JSON.stringify(o);
+  let r = references.get(key);
+  if (!r) {
+    r = (async () => {
+      const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4, ...o } as CompileOptions).plan;
+      const planFile = join(dir, `p${references.size}.plan`);
+      writePlan(planFile, plan);
+      const B = plan.schedule.microbatches * plan.model.microbatchSize, dp = plan.world.dp;
+      const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: STEPS, batch: B * dp, microbatches: 1, optimizer: opt, seed: 2 });
+      const batches = Array.from({ length: STEPS }, () => job.data.next(B * dp));
+      const cpu = (await runPlanCpu({ planFile, data: { kind: 'batches', batches }, steps: STEPS, optimizer: opt })).steps.map((s) => s.loss);
+      return { plan, batches, cpu };
+    })();
+    references.set(key, r);
+  }
+  return r;
+}
+
 async function compare(o: Partial<CompileOptions>, lists = true, preload = false): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'cleave-multirank-'));
-  const plan = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4, ...o } as CompileOptions).plan;
-  const planFile = join(dir, 'p.plan');
-  writePlan(planFile, plan);
-  const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb, dp = plan.world.dp;
-  const job = prepareJob({ model: fixturePath('gpt'), loss: 'auto', steps: STEPS, batch: B * dp, microbatches: 1, optimizer: opt, seed: 2 });
-  const batches = Array.from({ length: STEPS }, () => job.data.next(B * dp));
-  const cpu = (await runPlanCpu({ planFile, data: { kind: 'batches', batches }, steps: STEPS, optimizer: opt })).steps.map((s) => s.loss);
+  const { plan, batches, cpu } = await reference(o);
+  const m = plan.schedule.microbatches, mb = plan.model.microbatchSize, B = m * mb;
 
   const fabric = new HostFabric(plan);
   const ports = pairwisePorts(plan.world.size);
@@ -69,7 +92,6 @@ async function compare(o: Partial<CompileOptions>, lists = true, preload = false
   for (const p of ports) for (const port of Object.values(p)) port.close();
   for (const h of hosts) expect(h.liveBlocks, 'device memory left allocated').toBe(0);
   cpu.forEach((l, i) => expect(Math.abs(gpu[i]! - l) / l, `step ${i + 1}`).toBeLessThanOrEqual(1e-5));
-  rmSync(dir, { recursive: true, force: true });
 }
 
 describe('multi-rank plans on the CUDA rank backend (host emulation)', () => {

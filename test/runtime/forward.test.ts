@@ -8,7 +8,7 @@ import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { decodeNpy, encodeNpy, readNpy, writeNpy } from '../../runtime/data/npy.js';
 import { tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { BUILT, TORCH, fixturePath } from '../helpers/fixtures.js';
 import { randomFeeds } from '../helpers/inputs.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
@@ -88,16 +88,16 @@ describe('cleave forward', () => {
     expect(maxRelError(ours, ref['output']!)).toBeLessThanOrEqual(1e-5);
   });
 
-  it('names a missing input, a wrong dtype and a wrong shape', () => {
+  it('names a missing input, a wrong dtype and a wrong shape', async () => {
     writeNpy(join(dir, 'f.npy'), tensor('float32', [2, 16], new Array(32).fill(0)));
     writeNpy(join(dir, 'x.npy'), tensor('float32', [2, 15], new Array(30).fill(0)));
-    expect(cli(['forward', fixturePath('mlp')]).stderr).toMatch(/input 'x' \(float32\[N, 16\]\) is not given/);
-    expect(cli(['forward', fixturePath('gpt'), '--input', `input_ids=${join(dir, 'f.npy')}`]).stderr).toMatch(/input 'input_ids' must be int64, got float32/);
-    const r = cli(['forward', fixturePath('mlp'), '--input', `x=${join(dir, 'x.npy')}`]);
+    expect((await cliInProcess(['forward', fixturePath('mlp')])).stderr).toMatch(/input 'x' \(float32\[N, 16\]\) is not given/);
+    expect((await cliInProcess(['forward', fixturePath('gpt'), '--input', `input_ids=${join(dir, 'f.npy')}`])).stderr).toMatch(/input 'input_ids' must be int64, got float32/);
+    const r = await cliInProcess(['forward', fixturePath('mlp'), '--input', `x=${join(dir, 'x.npy')}`]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/input 'x' must have shape \[2, 16\], got \[2, 15\]/);
     writeFileSync(join(dir, 'junk.npy'), 'junk');
-    expect(cli(['forward', fixturePath('mlp'), '--input', `x=${join(dir, 'junk.npy')}`]).stderr).toMatch(/junk\.npy: is not a \.npy file/);
+    expect((await cliInProcess(['forward', fixturePath('mlp'), '--input', `x=${join(dir, 'junk.npy')}`])).stderr).toMatch(/junk\.npy: is not a \.npy file/);
     expect(readFileSync(join(dir, 'f.npy')).length).toBeGreaterThan(0);
   });
 });

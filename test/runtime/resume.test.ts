@@ -26,7 +26,7 @@ import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { readPlan, writePlan } from '../../src/plan/io.js';
 import type { Plan } from '../../src/plan/types.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 
@@ -483,21 +483,21 @@ describe('export', () => {
 });
 
 describe('the CLI', () => {
-  it('export DIR --json says what it wrote, from which step; -o is checked before anything is read', () => {
+  it('export DIR --json says what it wrote, from which step; -o is checked before anything is read', async () => {
     const out = join(dir, 'cli.onnx');
-    const r = cli(['export', ckA, '-o', out, '--json']);
+    const r = await cliInProcess(['export', ckA, '-o', out, '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ out, checkpoint: step(ckA, N), step: N, tensors: unbroken.weights!.size, note: `using ${step(ckA, N)}, the newest complete of 4 steps found` });
     exportCheckpoint(step(ckA, N), join(dir, 'same.onnx'));
     expect(readFileSync(out).equals(readFileSync(join(dir, 'same.onnx')))).toBe(true);
     // A checkpoint that is not there: the error is -o's, so it came first.
-    const bad = cli(['export', join(dir, 'no-checkpoint'), '-o', '/nonexistent/x.onnx', '--json']);
+    const bad = await cliInProcess(['export', join(dir, 'no-checkpoint'), '-o', '/nonexistent/x.onnx', '--json']);
     expect(bad.code).toBe(2);
     expect(JSON.parse(bad.stdout)).toMatchObject({ error: { message: '-o /nonexistent/x.onnx: the folder /nonexistent does not exist', exitCode: 2 } });
     expect(existsSync('/nonexistent')).toBe(false);
   });
 
-  it('run --resume DIR says the step it takes and runs a plan of another split; a checkpoint at --steps is refused', () => {
+  it('run --resume DIR says the step it takes and runs a plan of another split; a checkpoint at --steps is refused', async () => {
     const r = cli(['run', P1.file, '--resume', ckA, '--steps', String(N + 1), '--seed', String(SEED)]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`resuming at step ${N}`);
@@ -506,7 +506,7 @@ describe('the CLI', () => {
     expect(r.stdout).toMatch(/in 1 steps/);
     expect(r.stderr).toContain(`note: ${step(ckA, N)} was written with plan ${A.file}\n`);
     expect(r.stderr).toContain(`note: ${step(ckA, N)} was written under pp 2 × dp 1; this plan is pp 1 × dp 1: each rank gathers`);
-    const at = cli(['run', A.file, '--resume', ckA, '--steps', String(N)]);
+    const at = await cliInProcess(['run', A.file, '--resume', ckA, '--steps', String(N)]);
     expect(at.code).toBe(2);
     expect(at.stderr).toContain(`${step(ckA, N)} is at step ${N} already; ask for more --steps`);
   }, 30_000);

@@ -10,7 +10,7 @@ import { prepareJob } from '../../runtime/train/job.js';
 import { writePlan } from '../../src/plan/io.js';
 import '../../src/ops/index.js';
 import { exportCheckpoint } from '../../src/cli/export.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-run-'));
@@ -79,7 +79,7 @@ describe('failures', () => {
 });
 
 describe('cleave run', () => {
-  it('streams progress and writes checkpoints; cleave export gathers one', () => {
+  it('streams progress and writes checkpoints; cleave export gathers one', async () => {
     const ck = join(dir, 'cli-ck');
     const r = cli(['run', gptPlan, '--steps', '4', '--save-every', '2', '--checkpoint-dir', ck]);
     expect(r.code, r.stderr).toBe(0);
@@ -88,12 +88,12 @@ describe('cleave run', () => {
     expect(r.stdout).toMatch(/checkpoint .*step-4/);
     const resumed = cli(['run', gptPlan, '--steps', '5', '--resume', join(ck, 'step-4')]);
     expect(resumed.stdout).toMatch(/resuming at step 4[\s\S]*step 5\/5/);
-    const e = cli(['export', join(ck, 'step-4'), '-o', join(dir, 'cli.onnx')]);
+    const e = await cliInProcess(['export', join(ck, 'step-4'), '-o', join(dir, 'cli.onnx')]);
     expect(e.stdout).toMatch(/wrote .*cli\.onnx: \d+ tensors at step 4/);
-    expect(cli(['run', gptPlan, '--steps', '3', '--resume', join(ck, 'step-4')]).stderr).toMatch(/is at step 4 already; ask for more --steps/);
-    expect(cli(['run', gptPlan, '--backend', 'tpu']).stderr).toMatch(/--backend must be cpu or cuda; got 'tpu'/);
-    expect(cli(['run', gptPlan, '--cuda-graph']).stderr).toMatch(/--cuda-graph needs --backend cuda/);
-    expect(cli(['run', gptPlan, '--loss-scale', '1024']).stderr).toMatch(/--loss-scale needs --backend cuda \(and an fp16 plan\)/);
-    expect(cli(['run', gptPlan, '--backend', 'cuda']).stderr).toMatch(/has 4 ranks: run it with --gpus 4 on one host/);
+    expect((await cliInProcess(['run', gptPlan, '--steps', '3', '--resume', join(ck, 'step-4')])).stderr).toMatch(/is at step 4 already; ask for more --steps/);
+    expect((await cliInProcess(['run', gptPlan, '--backend', 'tpu'])).stderr).toMatch(/--backend must be cpu or cuda; got 'tpu'/);
+    expect((await cliInProcess(['run', gptPlan, '--cuda-graph'])).stderr).toMatch(/--cuda-graph needs --backend cuda/);
+    expect((await cliInProcess(['run', gptPlan, '--loss-scale', '1024'])).stderr).toMatch(/--loss-scale needs --backend cuda \(and an fp16 plan\)/);
+    expect((await cliInProcess(['run', gptPlan, '--backend', 'cuda'])).stderr).toMatch(/has 4 ranks: run it with --gpus 4 on one host/);
   }, 60_000);
 });

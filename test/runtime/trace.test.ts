@@ -7,7 +7,7 @@ import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { measuredPlan, readHostPhases, readMeasured } from '../../src/plan/measured.js';
 import { writePlan } from '../../src/plan/io.js';
 import { planTrace } from '../../src/plan/visual.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-trace-'));
@@ -58,12 +58,12 @@ describe('measured timelines', () => {
     }
   }, 60_000);
 
-  it('print predicted and measured side by side, from the CLI', () => {
+  it('print predicted and measured side by side, from the CLI', async () => {
     const trace = join(dir, 'cli.json');
     const r = cli(['run', planFile, '--steps', '2', '--trace', trace]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/wrote the last step's measured timeline to .*cli\.json/);
-    const p = cli(['plan', 'print', planFile, '--measured', trace]);
+    const p = await cliInProcess(['plan', 'print', planFile, '--measured', trace]);
     expect(p.code, p.stderr).toBe(0);
     expect(p.stdout).toMatch(/predicted and measured \(one step\)/);
     expect(p.stdout).toMatch(/rank +predicted ms +measured ms +Δ/);
@@ -80,12 +80,12 @@ describe('measured timelines', () => {
     }
   }, 60_000);
 
-  it('name what is wrong with a trace that does not fit the plan', () => {
+  it('name what is wrong with a trace that does not fit the plan', async () => {
     const notJson = join(dir, 'bad.json');
     writeFileSync(notJson, '{ nope');
     expect(() => readMeasured(notJson, plan)).toThrow(/bad\.json: not a trace cleave run --trace wrote/);
     const predicted = join(dir, 'predicted.json');
-    expect(cli(['plan', 'print', planFile, '--trace', predicted]).code).toBe(0);
+    expect((await cliInProcess(['plan', 'print', planFile, '--trace', predicted])).code).toBe(0);
     expect(() => readMeasured(predicted, plan)).toThrow(/predicted\.json: not a measured trace \(write one with cleave run --trace\)/);
     const other = compile({ model: fixturePath('mlp'), loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', batch: 4 }).plan;
     const otherTrace = join(dir, 'other.json');

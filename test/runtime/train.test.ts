@@ -8,7 +8,7 @@ import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/t
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 
@@ -28,10 +28,12 @@ function split(feeds: Record<string, Tensor>, m: number): Record<string, Tensor>
 }
 
 describe('CPU training', () => {
-  it('at least halves the GPT fixture\'s loss in 200 steps on the bundled task', () => {
-    const p = prepareJob(job({ steps: 200, batch: 8, microbatches: 2 }));
+  // 120 steps: the last five average 0.40 of the first five there (0.26 at 200 steps, which took
+  // half a minute of the suite on two cores); halving is asked of the shorter run.
+  it('at least halves the GPT fixture\'s loss in 120 steps on the bundled task', () => {
+    const p = prepareJob(job({ steps: 120, batch: 8, microbatches: 2 }));
     const losses: number[] = [];
-    for (let s = 0; s < 200; s++) losses.push(runStep(p).loss);
+    for (let s = 0; s < 120; s++) losses.push(runStep(p).loss);
     const first = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
     const last = losses.slice(-5).reduce((a, b) => a + b) / 5;
     expect(last).toBeLessThan(first / 2);
@@ -118,7 +120,7 @@ describe('data', () => {
 });
 
 describe('cleave train', () => {
-  it('trains with a progress line, reports the loss and writes the model', () => {
+  it('trains with a progress line, reports the loss and writes the model', async () => {
     const out = join(dir, 'cli.onnx');
     const r = cli(['train', fixturePath('gpt'), '--steps', '20', '--batch', '4', '--microbatches', '2', '--lr', '1e-2', '-o', out]);
     expect(r.code, r.stderr).toBe(0);
@@ -126,21 +128,21 @@ describe('cleave train', () => {
     expect(r.stdout).toMatch(/step 20\/20  loss [\d.]+  [\d.]+ samples\/s  ETA 0\.0 s/);
     expect(r.stdout).toMatch(/loss 4\.\d+ → [\d.]+ in 20 steps/);
     expect(r.stdout).toMatch(/wrote .*cli\.onnx/);
-    expect(cli(['inspect', out]).code).toBe(0);
+    expect((await cliInProcess(['inspect', out])).code).toBe(0);
   });
 
-  it('prints JSON per step', () => {
-    const r = cli(['train', fixturePath('mlp'), '--steps', '3', '--batch', '2', '--json', '--optimizer', 'sgd', '--lr', '0.1']);
+  it('prints JSON per step', async () => {
+    const r = await cliInProcess(['train', fixturePath('mlp'), '--steps', '3', '--batch', '2', '--json', '--optimizer', 'sgd', '--lr', '0.1']);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
     expect(lines.slice(0, 3).map((l) => l.step)).toEqual([1, 2, 3]);
     expect(lines[3].summary.steps).toBe(3);
   });
 
-  it('rejects bad flags with a message', () => {
-    expect(cli(['train', fixturePath('gpt'), '--loss', 'hinge']).stderr).toMatch(/--loss must be one of auto, output, cross-entropy, mse; got 'hinge'/);
-    expect(cli(['train', fixturePath('gpt'), '--optimizer', 'lamb']).stderr).toMatch(/--optimizer must be one of sgd, sgd-momentum, adam, adamw; got 'lamb'/);
-    expect(cli(['train', fixturePath('gpt'), '--lr', 'fast']).stderr).toMatch(/--lr must be a number > 0, got 'fast'/);
-    const r = cli(['train', fixturePath('gpt'), '--loss', 'output']);
+  it('rejects bad flags with a message', async () => {
+    expect((await cliInProcess(['train', fixturePath('gpt'), '--loss', 'hinge'])).stderr).toMatch(/--loss must be one of auto, output, cross-entropy, mse; got 'hinge'/);
+    expect((await cliInProcess(['train', fixturePath('gpt'), '--optimizer', 'lamb'])).stderr).toMatch(/--optimizer must be one of sgd, sgd-momentum, adam, adamw; got 'lamb'/);
+    expect((await cliInProcess(['train', fixturePath('gpt'), '--lr', 'fast'])).stderr).toMatch(/--lr must be a number > 0, got 'fast'/);
+    const r = await cliInProcess(['train', fixturePath('gpt'), '--loss', 'output']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/a loss output must be a floating-point scalar/);
   });
