@@ -83,12 +83,39 @@ export const rotateHalf: Pat = op('Concat', [op('Neg', [slice('end')]), slice('s
 
 const isUnit = (c: Tensor, s: Tensor): boolean => c.data.length === s.data.length && c.data.every((x, i) => Math.abs(x * x + s.data[i]! * s.data[i]! - 1) < 1e-4);
 
+/**
+ * Rotary angles [.., S, D] as rotate-half layouts hold them: position s times one frequency per
+ * feature, both halves the same (row 0 all zeros, row s = s · row 1). An exporter that folds
+ * positions ⊗ inv_freq but not the cos and sin after it leaves this initializer.
+ */
+function isAngleTable(t: Tensor): boolean {
+  const r = t.shape.length, S = t.shape[r - 2] ?? 0, D = t.shape[r - 1] ?? 0, h = D / 2;
+  if (r < 2 || S < 2 || D < 2 || D % 2 || t.data.length !== S * D) return false;
+  const at = (s: number, j: number): number => t.data[s * D + j]!;
+  for (let j = 0; j < h; j++) if (at(0, j) !== 0 || at(0, h + j) !== 0 || !(at(1, j) > 0)) return false;
+  for (let s = 1; s < S; s++) for (let j = 0; j < h; j++) {
+    const want = s * at(1, j), tol = 1e-5 * Math.max(1, Math.abs(want));
+    if (Math.abs(at(s, j) - want) > tol || Math.abs(at(s, h + j) - want) > tol) return false;
+  }
+  return true;
+}
+
 export function bufferRules(frozen: Frozen[]): Rule[] {
   const freeze = (g: Graph, p: Value, role: string): void => {
     frozen.push({ name: p.name, role });
     freezeParam(g, p);
   };
   return [
+    {
+      name: 'rotary angle initializer',
+      pattern: op('Cos', [any('angles', { shared: true, test: (v) => sourceParam(v) !== null })]),
+      rewrite(m, g) {
+        const p = sourceParam(bound(m, 'angles'))!;
+        if (!p.data || !isAngleTable(p.data)) return null;
+        freeze(g, p, 'rotary angles');
+        return true;
+      },
+    },
     {
       name: 'attention mask initializer',
       // The mask read directly or through moves (a Slice to the sequence, an Unsqueeze of heads).

@@ -211,6 +211,37 @@ function maskGraph(mask: Tensor, o: MaskOpts = {}): Graph {
 
 const MASK: [string, string][] = [['mask', 'attention mask']];
 
+describe('freezeBuffers: rotary angles (positions ⊗ inv_freq folded, cos and sin not)', () => {
+  const S = 6, half = 3;
+  /** angles [1, S, 2·half]: s · 10000^(−j/half) in both halves, as HF's rotary embedding makes them. */
+  const angles = (f: (s: number, j: number) => number = (s, j) => s * 10000 ** (-j / half)): Tensor =>
+    tensor('float32', [1, S, 2 * half], Array.from({ length: S * 2 * half }, (_, i) => f(Math.floor(i / (2 * half)), i % half)));
+  const graph = (a: Tensor): Graph => {
+    const b = new ModelBuilder('angles');
+    const x = b.op('Mul', [b.input('x', 'float32', [B, S, 2 * half]), b.graph.addParam('w', tensor('float32', [2 * half], [0.5, 1, 1.5, 2, 2.5, 3]))]);
+    const ang = b.graph.addParam('cat_1', a);
+    b.output(b.op('Add', [b.op('Mul', [x, b.op('Cos', [ang])]), b.op('Mul', [x, b.op('Sin', [ang])])]), 'y');
+    return b.finish();
+  };
+
+  it('an angle table read by Cos is frozen, named by its role, and gets no gradient', () => {
+    const f = frozenCopy(graph(angles()), [['cat_1', 'rotary angles']]);
+    expect(gradNames(f)).toEqual(['w']);
+  });
+
+  it('stay parameters: a table with a nonzero first row, halves that differ, rows not linear in the position', () => {
+    for (const a of [
+      angles((s, j) => (s + 1) * 10000 ** (-j / half)),
+      tensor('float32', [1, S, 2 * half], Array.from({ length: S * 2 * half }, (_, i) => Math.floor(i / (2 * half)) * (i % (2 * half) + 1))),
+      angles((s, j) => s * s * 10000 ** (-j / half)),
+    ]) {
+      const g = graph(a);
+      frozenCopy(g, []);
+      expect(gradNames(g)).toEqual(['cat_1', 'w']);
+    }
+  });
+});
+
 describe('freezeBuffers: attention masks', () => {
   it.each([
     ['−inf', -Infinity],

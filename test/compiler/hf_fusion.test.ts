@@ -41,6 +41,8 @@ const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; gelu?
   vit: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   gpt2: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   llama: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  // At 1024 positions the exporter folds positions ⊗ inv_freq into an initializer but not cos and sin after it.
+  llama_long: { fused: 2, rope: 4, rms: 5, frozen: () => ['rotary angles'] },
   llama_eager: { fused: 2, rope: 4, rms: 5, frozen: () => [...ROTARY, 'attention mask'] },
   gemma: { fused: 2, rope: 4, rms: 5, gelu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   qwen2: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
