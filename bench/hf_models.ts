@@ -6,7 +6,7 @@
 // eager (SDPA, bf16 autocast, fused AdamW) and torch.compile. cleave compiles the ONNX file
 // (bf16 compute, float32 master weights, AdamW, 8 microbatches of 4 × 1024 tokens) and trains it.
 //
-//   node dist/bench/hf_models.js [--models gpt2,llama] [--layers N] [--steps 4] [--no-compile] [--no-torch] [--no-builder]
+//   node dist/bench/hf_models.js [--models gpt2,llama] [--layers N] [--steps 4] [--no-compile] [--no-torch] [--no-builder] [--profile]
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,6 +30,7 @@ const steps = Number(argOf('steps') ?? 4);
 const withCompile = !process.argv.includes('--no-compile');
 const withTorch = !process.argv.includes('--no-torch');
 const withBuilder = !process.argv.includes('--no-builder');
+const profile = process.argv.includes('--profile');
 const SEQ = 1024, MICRO = 4, M = 8;
 const script = fileURLToPath(new URL('../../bench/hf_models.py', import.meta.url));
 if (!cudaAvailable()) {
@@ -70,6 +71,14 @@ for (const name of models) {
   const row = (label: string, stepMs: number, peak: string): string[] => [name, label, stepMs.toFixed(1), (tokens / stepMs * 1000).toFixed(0), (flops / stepMs / 1e9).toFixed(1), peak];
   rows.push(row(`cleave (bf16, ${fused} fused attentions)`, ms, (run.peakBytes / 2 ** 30).toFixed(1)));
   log(`${name} cleave steps (ms): ${run.stepMs.map((x) => x.toFixed(0)).join(', ')}`);
+  if (profile) {
+    // Where the step goes, per op (every node synchronized and timed, one step after one warm-up).
+    const { profileWithWeights } = await import('../runtime/launch/profile.js');
+    const { byOp } = await profileWithWeights(plan, weights, { steps: 1, warmup: 1 });
+    const total = byOp.reduce((a, b) => a + b.ms, 0);
+    notes.push(`${name}: where a step's time goes (each node synchronized and timed, ${total.toFixed(0)} ms in all)\n` + table(['op', 'launches', 'ms', 'share'],
+      byOp.slice(0, 24).map((x) => [x.op, String(x.launches), x.ms.toFixed(1), `${((100 * x.ms) / total).toFixed(1)}%`])));
+  }
   if (name === 'gpt2' && withBuilder) {
     // The issue's yardstick: HF GPT-2 from its ONNX file against the GPT cleave's own builder makes at
     // the same shape (untied head there, tied in HF: the same FLOPs, one matrix fewer to update).
