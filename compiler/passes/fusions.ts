@@ -22,12 +22,14 @@ export interface FusionReport {
 export const emptyFusionReport = (frozen: readonly Frozen[] = [], folded: readonly string[] = []): FusionReport => ({ rules: [], frozen, unfused: [], folded });
 
 /**
- * Runs the forward-graph fusions on `g`, adding what they did to `into`: attention first (its rows
- * read the scores as exporters write them), then the canonical and product rows again over what
- * the attention rows left (a head merge's transposes against the model's own), then rotary
- * embeddings, RMSNorm and GELU.
+ * Runs the forward-graph fusions on `g`, adding what they did to `into`: rotary embeddings first
+ * (moved onto the rows before the head split), then attention (its rows read the scores as
+ * exporters write them), the canonical and product rows again over what the attention rows left
+ * (a head merge's transposes against the model's own), then RMSNorm and GELU.
  */
 export function fuseForward(g: Graph, into: FusionReport): void {
+  // Rotary first: moved before the head split, it leaves q and k rows the attention reads in place.
+  const rope = applyRules(g, rotaryRules());
   const a = attentionFusion(g);
   const add = (counts: ReadonlyMap<string, number>): void => {
     for (const [rule, count] of counts) {
@@ -36,10 +38,10 @@ export function fuseForward(g: Graph, into: FusionReport): void {
       else into.rules.push({ rule, count });
     }
   };
+  add(rope);
   add(a.rules);
   into.unfused.push(...a.unfused);
   add(applyRules(g, [...CANONICAL, ...GEMM_ROWS]));
-  add(applyRules(g, rotaryRules()));
   add(applyRules(g, NORM_RULES));
   add(applyRules(g, GELU_RULES));
   g.removeDeadCode();

@@ -66,6 +66,23 @@ export function rotaryRules(): Rule[] {
         return at.value('RotaryEmbedding', [x, bound(m, 'cos'), bound(m, 'sin'), bound(m, 'pos')], { interleaved: 0, num_heads: 0, rotary_embedding_dim: rd }, { dtype: x.dtype, shape: out.shape });
       },
     },
+    {
+      // HF applies rotary after the head split, to [B, H, S, D]: the same rotation on the rows
+      // [B, S, H·D] before the split (ONNX RotaryEmbedding's 3-D form) leaves the split a plain
+      // view of rows, which the fused attention reads as they are instead of copying the heads back.
+      name: 'rotary before the head split',
+      pattern: op('RotaryEmbedding', [op('Transpose', [op('Reshape', [any('rows')])]), any('cos'), any('sin'), any('pos')]),
+      rewrite(m, _g, at) {
+        const rows = bound(m, 'rows'), tr = m.nodes[1]!, split = m.nodes[2]!.outputs[0]!, out = m.root.outputs[0]!;
+        const [B, S, HD] = rows.shape, [B2, S2, H, D] = split.shape;
+        const perm = tr.attrs['perm'] as readonly number[] | undefined;
+        if (rows.shape.length !== 3 || split.shape.length !== 4 || !perm || perm.join() !== '0,2,1,3' || m.root.attrs['num_heads']) return null;
+        if (typeof H !== 'number' || typeof D !== 'number' || B2 !== B || S2 !== S || HD !== H * D) return null;
+        const r3 = at.value('RotaryEmbedding', [rows, bound(m, 'cos'), bound(m, 'sin'), bound(m, 'pos')], { ...m.root.attrs, num_heads: H }, { dtype: rows.dtype, shape: rows.shape });
+        const heads = at.value('Reshape', [r3], { shape: [0, 0, H, D] }, { dtype: rows.dtype, shape: split.shape });
+        return at.value('Transpose', [heads], { perm: [0, 2, 1, 3] }, { dtype: rows.dtype, shape: out.shape });
+      },
+    },
   ];
 }
 

@@ -117,8 +117,10 @@ function trainBoth(g: Graph, feeds: Record<string, Tensor>, fused: number): void
   const fusedT = buildTrainingGraph(g, { ...spec, rewrite: (x) => fuseForward(x, report) });
   n = report.rules.find((r) => r.rule === 'attention')?.count ?? 0;
   expect(n).toBe(fused);
-  // RMSNorms train through their fused node too.
+  // RMSNorms train through their fused node too; rotary runs on the rows before the head split (q and k of each layer).
   const rms = report.rules.find((r) => r.rule === 'RMSNorm')?.count ?? 0;
+  expect(report.rules.find((r) => r.rule === 'rotary before the head split')?.count).toBe(2 * fused);
+  expect(fusedT.graph.nodes.filter((x) => x.op === 'RotaryEmbedding' && x.attrs['num_heads']).length).toBe(4 * fused);
   expect(fusedT.graph.nodes.filter((x) => x.op === 'RMSNormalizationGradInput').length).toBe(rms);
   expect(fusedT.graph.nodes.filter((x) => x.op === 'FusedAttentionGrad').length).toBe(fused);
   const [a, b] = [runGraph(plain.graph, feeds), runGraph(fusedT.graph, feeds)];
