@@ -677,6 +677,22 @@ Napi::Value RmsNormGradParams(const Napi::CallbackInfo& i) {
   });
 }
 
+// gatedUnit(dtype, gate, up, y, n, act)
+Napi::Value GatedUnit(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    gated_unit(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), dtype_of(i[5]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// gatedUnitGrad(dtype, dy, gate, up, dgate, dup, n, act)
+Napi::Value GatedUnitGrad(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    gated_unit_grad(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), ptr(i[4]), ptr(i[5]), i64(i[6]), dtype_of(i[7]), stream());
+    return i.Env().Undefined();
+  });
+}
+
 // rotary(dtype, x, cos, sin, pos|0n, out, B, S, H, D, sB, sS, sH, rd, interleaved, cacheRows)
 Napi::Value Rotary(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
@@ -1002,6 +1018,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cumsum", Napi::Function::New(env, CumSum));
   exports.Set("pad", Napi::Function::New(env, Pad));
   exports.Set("padGrad", Napi::Function::New(env, PadGrad));
+  exports.Set("gatedUnit", Napi::Function::New(env, GatedUnit));
+  exports.Set("gatedUnitGrad", Napi::Function::New(env, GatedUnitGrad));
   return exports;
 }
 

@@ -577,6 +577,48 @@ __global__ void pad_grad_kernel(const T* g, float* acc, Shape sh, int mode, int6
   }
 }
 
+// --- GatedUnit --------------------------------------------------------------------------------
+// y = act(gate) · up, and its gradient (dgate = dy · up · act'(gate), dup = dy · act(gate)) in one
+// pass each; the activation is a template argument (0 silu, 1 gelu_tanh, 2 gelu), float32 inside.
+
+constexpr float GATED_SQRT_2_PI = 0.7978845608028654f;  // √(2/π)
+constexpr float GATED_GELU_C = 0.044715f;
+
+/** act(x) and, where `slope` is given, act'(x). */
+template <int ACT>
+__device__ __forceinline__ float gated_act(float x, float* slope) {
+  if (ACT == 0) {
+    const float sg = 1.f / (1.f + expf(-x));
+    if (slope) *slope = sg * (1.f + x * (1.f - sg));
+    return x * sg;
+  } else if (ACT == 1) {
+    const float t = tanhf(GATED_SQRT_2_PI * (x + GATED_GELU_C * x * x * x));
+    if (slope) *slope = 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * GATED_SQRT_2_PI * (1.f + 3.f * GATED_GELU_C * x * x);
+    return 0.5f * x * (1.f + t);
+  } else {
+    const float c = 0.5f * (1.f + erff(x * 0.7071067811865476f));
+    if (slope) *slope = c + x * expf(-0.5f * x * x) * 0.3989422804014327f;
+    return x * c;
+  }
+}
+
+template <typename T, typename I, int ACT>
+__global__ void gated_unit_kernel(const T* gate, const T* up, T* y, I n) {
+  GRID_LOOP(I, i, n) st(y, i, gated_act<ACT>(ld(gate, i), nullptr) * ld(up, i));
+}
+
+/** Every element read before either is written: dgate or dup may be the buffer of an input. */
+template <typename T, typename I, int ACT>
+__global__ void gated_unit_grad_kernel(const T* dy, const T* gate, const T* up, T* dgate, T* dup, I n) {
+  GRID_LOOP(I, i, n) {
+    const float g = ld(dy, i), u = ld(up, i);
+    float slope;
+    const float a = gated_act<ACT>(ld(gate, i), &slope);
+    st(dup, i, g * a);
+    st(dgate, i, g * u * slope);
+  }
+}
+
 inline int grid_for(int64_t n, int threads = 256) {
   const int64_t blocks = (n + threads - 1) / threads;
   return (int)(blocks < 65535 * 8 ? (blocks < 1 ? 1 : blocks) : 65535 * 8);
@@ -832,6 +874,26 @@ void pad(DType t, const void* x, void* out, const Shape& sh, int mode, float val
 void pad_grad(DType t, const void* g, float* acc, const Shape& sh, int mode, int64_t n, cudaStream_t s) {
   if (n < 1) return;
   XDISPATCH(t, (pad_grad_kernel<T><<<grid_for(n), 256, 0, s>>>((const T*)g, acc, sh, mode, n)));
+  CHECK_LAUNCH();
+}
+
+#define GATED_DISPATCH_ACT(act, F)                  \
+  if ((act) == 0) { constexpr int A = 0; F; }        \
+  else if ((act) == 1) { constexpr int A = 1; F; }   \
+  else if ((act) == 2) { constexpr int A = 2; F; }   \
+  else throw std::invalid_argument("GatedUnit: activation code must be 0 (silu), 1 (gelu_tanh) or 2 (gelu)");
+
+void gated_unit(DType t, const void* gate, const void* up, void* y, int64_t n, int act, cudaStream_t s) {
+  if (n < 1) return;
+  GATED_DISPATCH_ACT(act, XDISPATCH_INDEX(n < I32_LIMIT, XDISPATCH(t, (gated_unit_kernel<T, I, A><<<grid_for(n), 256, 0, s>>>(
+                                                                        (const T*)gate, (const T*)up, (T*)y, (I)n)))));
+  CHECK_LAUNCH();
+}
+
+void gated_unit_grad(DType t, const void* dy, const void* gate, const void* up, void* dgate, void* dup, int64_t n, int act, cudaStream_t s) {
+  if (n < 1) return;
+  GATED_DISPATCH_ACT(act, XDISPATCH_INDEX(n < I32_LIMIT, XDISPATCH(t, (gated_unit_grad_kernel<T, I, A><<<grid_for(n), 256, 0, s>>>(
+                                                                        (const T*)dy, (const T*)gate, (const T*)up, (T*)dgate, (T*)dup, (I)n)))));
   CHECK_LAUNCH();
 }
 

@@ -112,4 +112,11 @@ void pad(DType t, const void* x, void* out, const Shape& sh, int mode, float val
 /** acc (float32, zeroed by the caller, the input's dims sh.a) += g (dims sh.dims) at each element's source. */
 void pad_grad(DType t, const void* g, float* acc, const Shape& sh, int mode, int64_t n, cudaStream_t s);
 
+// GatedUnit (SwiGLU/GeGLU's gate), elementwise over n elements of one shape; act 0 silu, 1 gelu_tanh, 2 gelu.
+
+/** y = act(gate) · up. */
+void gated_unit(DType t, const void* gate, const void* up, void* y, int64_t n, int act, cudaStream_t s);
+/** dup = dy · act(gate), dgate = dy · up · act'(gate), in one pass (each element read before either output is written). */
+void gated_unit_grad(DType t, const void* dy, const void* gate, const void* up, void* dgate, void* dup, int64_t n, int act, cudaStream_t s);
+
 }  // namespace cleave

@@ -199,6 +199,10 @@ export interface CudaDevice {
   pad(x: DeviceTensor, out: DeviceTensor, mode: number, begin: readonly number[], value: number): void;
   /** The gradient of pad: dx gathers g of every output element that read it (padding read nothing under mode 0). */
   padGrad(g: DeviceTensor, dx: DeviceTensor, mode: number, begin: readonly number[]): void;
+  /** out = act(gate) · up elementwise (one shape, one float type); activation 0 silu, 1 gelu_tanh, 2 gelu. */
+  gatedUnit(gate: DeviceTensor, up: DeviceTensor, out: DeviceTensor, activation: number): void;
+  /** Its gradient in one pass: dup = dy · act(gate), dgate = dy · up · act′(gate). */
+  gatedUnitGrad(dy: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, dgate: DeviceTensor, dup: DeviceTensor, activation: number): void;
 }
 
 /**

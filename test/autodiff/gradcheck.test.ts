@@ -94,6 +94,9 @@ const CASES: Case[] = [
   { op: 'Pad', inputs: [f(3, 4)], attrs: { pads: [2, 3, 1, 5], mode: 'edge' }, label: 'edge' },
   { op: 'Attention', inputs: [f(2, 3, 8), f(2, 3, 8), f(2, 3, 8)], attrs: { q_num_heads: 2, kv_num_heads: 2, is_causal: 1 }, opset: 23, label: '3-D causal' },
   { op: 'Attention', inputs: [f(1, 2, 3, 4), f(1, 2, 3, 4), f(1, 2, 3, 4)], attrs: { scale: 0.8 }, opset: 23, label: '4-D' },
+  // cleave's GatedUnit (SwiGLU/GeGLU gate): both inputs, each activation; and a gate alone (up fixed).
+  ...['silu', 'gelu_tanh', 'gelu'].map((activation) => ({ op: 'GatedUnit', inputs: [f(3, 2, 5), f(3, 2, 5)], attrs: { activation }, label: activation })),
+  { op: 'GatedUnit', inputs: [f(4, 6), fixed(f(4, 6))], label: 'default silu, up fixed' },
 ];
 
 function build(c: Case): { g: ReturnType<ModelBuilder['finish']>; feeds: Record<string, Tensor> } {

@@ -132,6 +132,12 @@ const CASES: Case[] = [
   { op: 'FusedAttention', inputs: [[2, 64, 128], [2, 64, 128], [2, 64, 128]], attrs: { heads: 2, scale: 0.125, causal: 1 }, outputs: 2, tol: 1e-4 },
   { op: 'FusedAttention', inputs: [[2, 37, 64], [2, 37, 64], [2, 37, 64]], attrs: { heads: 2, scale: 0.17, causal: 0 }, outputs: 2, tol: 1e-4 },
   { op: 'FusedAttention', inputs: [[1, 130, 256], [1, 130, 256], [1, 130, 256]], attrs: { heads: 2, scale: 0.09, causal: 1 }, outputs: 2, tol: 1e-4 },
+  // GatedUnit over a Llama-sized MLP row block (many grid blocks), each activation, and its gradient.
+  ...['silu', 'gelu_tanh', 'gelu'].flatMap((activation): Case[] => [
+    { op: 'GatedUnit', inputs: [[2, 64, 1376], [2, 64, 1376]], attrs: { activation } },
+    { op: 'GatedUnitGrad', inputs: [[2, 64, 1376], [2, 64, 1376], [2, 64, 1376]], attrs: { activation }, outputs: 2 },
+  ]),
+  { op: 'GatedUnit', inputs: [[1], [1]] },
 ];
 
 function makeInputs(c: Case, rng: Rng): Tensor[] {

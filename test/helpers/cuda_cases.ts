@@ -160,6 +160,12 @@ export const KERNEL_CASES: KernelCase[] = [
   { op: 'PadGrad', inputs: [[6, 8]], attrs: { pads: [1, 0, 2, 4], mode: 'constant', shape: [3, 4] } },
   { op: 'PadGrad', inputs: [[6, 10]], attrs: { pads: [2, 1, 1, 4], mode: 'reflect', shape: [3, 5] }, label: 'reflect' },
   { op: 'PadGrad', inputs: [[6, 12]], attrs: { pads: [2, 3, 1, 5], mode: 'edge', shape: [3, 4] }, label: 'edge' },
+  // GatedUnit (SwiGLU/GeGLU gate) and its one-pass gradient, each activation; an odd element count.
+  ...['silu', 'gelu_tanh', 'gelu'].flatMap((activation): KernelCase[] => [
+    { op: 'GatedUnit', inputs: [[6, 7, 33], [6, 7, 33]], attrs: { activation }, label: activation },
+    { op: 'GatedUnitGrad', inputs: [[6, 7, 33], [6, 7, 33], [6, 7, 33]], attrs: { activation }, outputs: 2, label: activation },
+  ]),
+  { op: 'GatedUnit', inputs: [[5, 3], [5, 3]], label: 'default activation' },
 ];
 
 export const caseName = (c: KernelCase): string => `${c.op}${c.label ? ` (${c.label})` : ''} ${JSON.stringify(c.attrs ?? {}, (_, v) => (v && typeof v === 'object' && 'data' in v ? `tensor [${v.shape}]` : v))}`;

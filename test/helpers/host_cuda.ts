@@ -690,6 +690,47 @@ export class HostCuda implements Partial<NativeCuda> {
     }
   }
 
+  // --- kernels_extra.cu: GatedUnit ------------------------------------------------------------
+
+  /** gated_act of kernels_extra.cu: act(x) and act′(x) for code 0 silu, 1 gelu_tanh, 2 gelu. */
+  private static gatedAct(act: number, x: number): [number, number] {
+    switch (act) {
+      case 0: {
+        const s = 1 / (1 + Math.exp(-x));
+        return [x * s, s * (1 + x * (1 - s))];
+      }
+      case 1: {
+        const c = Math.sqrt(2 / Math.PI), k = 0.044715;
+        const t = Math.tanh(c * (x + k * x * x * x));
+        return [0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * k * x * x)];
+      }
+      case 2: {
+        const c = 0.5 * (1 + erf(x / Math.SQRT2));
+        return [x * c, c + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI)];
+      }
+      default: throw new Error('GatedUnit: activation code must be 0 (silu), 1 (gelu_tanh) or 2 (gelu)');
+    }
+  }
+
+  gatedUnit(dtype: number, gate: bigint, up: bigint, y: bigint, n: number, act: number): void {
+    if (![0, 1, 2].includes(act)) HostCuda.gatedAct(act, 0);
+    const Gt = this.floats(dtype, gate, n), U = this.floats(dtype, up, n), Y = this.floats(dtype, y, n);
+    for (let i = 0; i < n; i++) Y.set(i, HostCuda.gatedAct(act, Gt.get(i))[0] * U.get(i));
+  }
+
+  gatedUnitGrad(dtype: number, dy: bigint, gate: bigint, up: bigint, dgate: bigint, dup: bigint, n: number, act: number): void {
+    if (![0, 1, 2].includes(act)) HostCuda.gatedAct(act, 0);
+    const D = this.floats(dtype, dy, n), Gt = this.floats(dtype, gate, n), U = this.floats(dtype, up, n);
+    const DG = this.floats(dtype, dgate, n), DU = this.floats(dtype, dup, n);
+    for (let i = 0; i < n; i++) {
+      // Every element read before either is written, as the kernel does.
+      const g = D.get(i), u = U.get(i);
+      const [a, slope] = HostCuda.gatedAct(act, Gt.get(i));
+      DU.set(i, g * a);
+      DG.set(i, g * u * slope);
+    }
+  }
+
   softmax(dtype: number, x: bigint, out: bigint, rows: number, cols: number, log: boolean): void {
     const X = this.floats(dtype, x, rows * cols), Y = this.floats(dtype, out, rows * cols);
     for (let r = 0; r < rows; r++) {

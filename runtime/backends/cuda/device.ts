@@ -744,6 +744,29 @@ export class Cuda implements CudaDevice {
       this.free(acc);
     }
   }
+
+  gatedUnit(gate: DeviceTensor, up: DeviceTensor, out: DeviceTensor, activation: number): void {
+    const n = sameElements([gate, up, out], 'GatedUnit');
+    this.n.gatedUnit(sameFloat([gate, up, out], 'GatedUnit'), gate.ptr, up.ptr, out.ptr, n, gatedCode(activation));
+  }
+
+  gatedUnitGrad(dy: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, dgate: DeviceTensor, dup: DeviceTensor, activation: number): void {
+    const n = sameElements([dy, gate, up, dgate, dup], 'GatedUnitGrad');
+    this.n.gatedUnitGrad(sameFloat([dy, gate, up, dgate, dup], 'GatedUnitGrad'), dy.ptr, gate.ptr, up.ptr, dgate.ptr, dup.ptr, n, gatedCode(activation));
+  }
+}
+
+/** The element count of tensors an elementwise kernel reads and writes as one shape. */
+function sameElements(ts: readonly DeviceTensor[], what: string): number {
+  const n = numel(ts[0]!.shape);
+  if (ts.some((t) => numel(t.shape) !== n)) throw new CleaveError(`${what} on CUDA takes tensors of one shape, not ${ts.map((t) => `[${t.shape.join(', ')}]`).join(', ')}`);
+  return n;
+}
+
+/** A GatedUnit activation code the kernels know: 0 silu, 1 gelu_tanh, 2 gelu. */
+function gatedCode(activation: number): number {
+  if (activation !== 0 && activation !== 1 && activation !== 2) throw new CleaveError(`GatedUnit on CUDA takes activation code 0 (silu), 1 (gelu_tanh) or 2 (gelu), not ${activation}`);
+  return activation;
 }
 
 interface ConvDims {

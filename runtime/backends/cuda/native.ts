@@ -122,6 +122,10 @@ export interface NativeCuda {
   pad(dtype: number, x: bigint, out: bigint, outDims: number[], inDims: number[], begin: number[], mode: number, value: number): void;
   /** acc float32 [inDims], zeroed by the caller. */
   padGrad(dtype: number, g: bigint, acc: bigint, gDims: number[], inDims: number[], begin: number[], mode: number): void;
+  /** y = act(gate) · up over n elements; act 0 silu, 1 gelu_tanh, 2 gelu. */
+  gatedUnit(dtype: number, gate: bigint, up: bigint, y: bigint, n: number, act: number): void;
+  /** dup = dy · act(gate), dgate = dy · up · act′(gate) over n elements, in one pass. */
+  gatedUnitGrad(dtype: number, dy: bigint, gate: bigint, up: bigint, dgate: bigint, dup: bigint, n: number, act: number): void;
 }
 
 let cached: NativeCuda | null | undefined;
