@@ -158,6 +158,22 @@ const isRepeatedHeads = (v: Value): boolean => {
   return !!e && !!producedBy(e.inputs[0], 'Unsqueeze');
 };
 
+/**
+ * The K/V heads [B, Hkv, T, Dh] that `v` [B, Hkv·r, T, Dh] repeats r times each (HF's repeat_kv:
+ * Unsqueeze at axis 2, Expand to [B, Hkv, r, T, Dh], Reshape), and the Unsqueeze reading them; or
+ * null. The fused kernel reads such heads shared instead of their copies.
+ */
+function sharedHeads(g: Graph, v: Value): { src: Value; reader: Node; Hkv: number } | null {
+  const r = producedBy(v, 'Reshape'), e = producedBy(r?.inputs[0], 'Expand'), u = producedBy(e?.inputs[0], 'Unsqueeze');
+  if (!r || !e || !u || soleUser(g, u.outputs[0]) !== e || soleUser(g, e.outputs[0]) !== r) return null;
+  const axes = u.attrs['axes'] as readonly number[] | undefined;
+  const src = u.inputs[0]!, [B, Hkv, T, Dh] = src.shape, [B2, H, T2, Dh2] = v.shape, ex = e.outputs[0]!.shape;
+  if (!axes || axes.length !== 1 || axes[0] !== 2 || src.shape.length !== 4 || v.shape.length !== 4 || ex.length !== 5) return null;
+  if (!isStatic(Hkv) || !isStatic(H) || H % Hkv || B2 !== B || T2 !== T || Dh2 !== Dh) return null;
+  if (ex[0] !== B || ex[1] !== Hkv || ex[2] !== H / Hkv || ex[3] !== T || ex[4] !== Dh) return null;
+  return { src, reader: u, Hkv };
+}
+
 /** No mask, or causal (with a sliding window of `window` keys where one is given). */
 type MaskKind = { kind: 'none' } | { kind: 'causal'; window?: number };
 
@@ -225,6 +241,8 @@ function whyNotConstant(v: Value, what: string): string {
 interface Found {
   q: Operand; k: Operand; v: Operand;
   H: number; Dh: number; scale: number; causal: boolean; repeated: boolean;
+  /** Set by replace: the K/V heads the fused node reads shared (0: K/V as given, repeated or not). */
+  sharedKv?: number;
   /** A causal sliding window of this many keys; 0: none. */
   window: number;
   /** Matched nodes, in graph order; the last one's output is what the fused result replaces. */
@@ -372,13 +390,19 @@ function replace(g: Graph, f: Found, scaleOverride?: number): void {
   const last = f.nodes[f.nodes.length - 1]!;
   const at = emitterBefore(g, last);
   const { scope, meta } = f.lead;
-  const [q, k, v] = [f.q, f.k, f.v].map((o) => rowsOf(at, o, f.H, f.Dh)) as [Value, Value, Value];
+  // Grouped-query K/V: the heads before their repetition, read shared by the kernel (kv_heads).
+  const sk = 'heads' in f.k ? sharedHeads(g, f.k.heads) : null, sv = 'heads' in f.v ? sharedHeads(g, f.v.heads) : null;
+  const shared = sk && sv && sk.Hkv === sv.Hkv ? sk.Hkv : 0;
+  const kvOperand = (x: { src: Value; reader: Node }): Operand => headSplit(g, x.src, [0, 2, 1, 3], x.reader) ?? { heads: x.src, drop: [] };
+  const q = rowsOf(at, f.q, f.H, f.Dh);
+  const [k, v] = shared ? [rowsOf(at, kvOperand(sk!), shared, f.Dh), rowsOf(at, kvOperand(sv!), shared, f.Dh)] : [rowsOf(at, f.k, f.H, f.Dh), rowsOf(at, f.v, f.H, f.Dh)];
+  f.sharedKv = shared;
   const [B, T] = q.shape as [Dim, Dim];
   const name = f.result.name;
   const fused = at.emit({
     op: 'FusedAttention', name: `${scope}FusedAttention`, scope, meta: { ...meta },
     inputs: [q, k, v],
-    attrs: { heads: f.H, scale: scaleOverride ?? f.scale, causal: f.causal ? 1 : 0, ...(f.window ? { window: f.window } : {}) },
+    attrs: { heads: f.H, scale: scaleOverride ?? f.scale, causal: f.causal ? 1 : 0, ...(f.window ? { window: f.window } : {}), ...(shared ? { kv_heads: shared } : {}) },
     outputs: [
       { name: g.uniqueName(`${name}__fused`), dtype: q.dtype, shape: q.shape },
       { name: g.uniqueName(`${scope}FusedAttention_lse`), dtype: lseDtype(q.dtype), shape: [B, f.H, T] },
@@ -434,8 +458,12 @@ export interface AttentionReport {
   unfused: { node: string; scope: string; reason: string }[];
 }
 
-function attentionRules(why: Map<Node, string>, repeated: { n: number }): Rule[] {
+function attentionRules(why: Map<Node, string>, repeated: { copied: number; shared: number }): Rule[] {
   const consts = new ConstEval();
+  const count = (f: Found): void => {
+    if (f.sharedKv) repeated.shared++;
+    else if (f.repeated) repeated.copied++;
+  };
   return [
     {
       name: 'attention',
@@ -443,8 +471,8 @@ function attentionRules(why: Map<Node, string>, repeated: { n: number }): Rule[]
       rewrite(m, g) {
         const f = analyse(g, m.root, consts);
         if (typeof f === 'string') { why.set(m.root, f); return null; }
-        if (f.repeated) repeated.n++;
         replace(g, f);
+        count(f);
         return true;
       },
     },
@@ -454,7 +482,7 @@ function attentionRules(why: Map<Node, string>, repeated: { n: number }): Rule[]
       rewrite(m, g, at) {
         const f = onnxFound(g, m.root, consts);
         if (typeof f === 'string' && f !== 'packed') { why.set(m.root, f); return null; }
-        if (f !== 'packed') { if (f.repeated) repeated.n++; replace(g, f); return true; }
+        if (f !== 'packed') { replace(g, f); count(f); return true; }
         const n = m.root, [q, k, v] = n.inputs as [Value, Value, Value];
         const H = n.attrs['q_num_heads'] as number;
         const a = fusedAttrsOfOnnx(n.attrs, (q.shape[2] as number) / H, H);
@@ -477,10 +505,11 @@ function attentionRules(why: Map<Node, string>, repeated: { n: number }): Rule[]
  */
 export function attentionFusion(g: Graph): AttentionReport {
   const rules = applyRules(g, CANONICAL);
-  const why = new Map<Node, string>(), repeated = { n: 0 };
+  const why = new Map<Node, string>(), repeated = { copied: 0, shared: 0 };
   for (const [k, v] of applyRules(g, attentionRules(why, repeated))) rules.set(k, v);
-  // Grouped-query K/V heads are copied repeated into rows until the kernel reads them shared.
-  if (repeated.n) rules.set('attention with repeated K/V heads (copied)', repeated.n);
+  // Grouped-query K/V heads are read shared by the kernel; repeated ones it cannot trace are copied.
+  if (repeated.shared) rules.set('grouped-query K/V heads read shared', repeated.shared);
+  if (repeated.copied) rules.set('attention with repeated K/V heads (copied)', repeated.copied);
   g.removeDeadCode();
   const unfused = g.nodes.filter((n) => (n.op === 'Softmax' || n.op === 'Attention') && why.has(n)).map((n) => ({ node: n.name, scope: n.scope, reason: why.get(n)! }));
   const fused = (rules.get('attention') ?? 0) + (rules.get('ONNX Attention') ?? 0);

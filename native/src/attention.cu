@@ -44,14 +44,15 @@ constexpr int GW = 8;                    // warps per block
 constexpr int GR = MAX_DH / 32;          // accumulator slots per lane
 
 template <typename T>
-__global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, T* out,
-                                                       float* lse, int B, int Tn, int H, int Dh, float scale, bool causal, int window) {
+__global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, int64_t kB,
+                                                       int64_t kT, T* out, float* lse, int B, int Tn, int H, int G, int Dh,
+                                                       float scale, bool causal, int window) {
   __shared__ float sq[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
   if (r >= (int64_t)B * H * Tn) return;  // whole warps only; no block-wide barrier below
   const int i = (int)(r % Tn), bh = (int)(r / Tn), b = bh / H, h = bh % H;
-  const int64_t base = (int64_t)b * sB + (int64_t)h * Dh;
+  const int64_t base = (int64_t)b * sB + (int64_t)h * Dh, kbase = (int64_t)b * kB + (int64_t)(h / G) * Dh;
   for (int d = lane; d < Dh; d += 32) sq[warp][d] = ld(q, base + (int64_t)i * sT + d) * scale;
   __syncwarp();
   float o[GR];
@@ -63,7 +64,7 @@ __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, c
     const int j = j0 + lane;
     float sc = -INFINITY;
     if (j < nkeys) {
-      const T* kr = k + base + (int64_t)j * sT;
+      const T* kr = k + kbase + (int64_t)j * kT;
       float a = 0.f;
       for (int d = 0; d < Dh; ++d) a += sq[warp][d] * ld(kr, d);
       sc = a;
@@ -77,7 +78,7 @@ __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, c
     const int nv = min(32, nkeys - j0);
     for (int jj = 0; jj < nv; ++jj) {
       const float pj = __shfl_sync(0xffffffff, p, jj);
-      const T* vr = v + base + (int64_t)(j0 + jj) * sT;
+      const T* vr = v + kbase + (int64_t)(j0 + jj) * kT;
 #pragma unroll
       for (int c = 0; c < GR; ++c)
         if (lane + 32 * c < Dh) o[c] += pj * ld(vr, lane + 32 * c);
@@ -106,15 +107,16 @@ __global__ void rowdot_kernel(const T* dout, const T* out, float* Dd, int Tn, in
 }
 
 template <typename T>
-__global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, const T* dout,
-                                                      const float* lse, const float* Dd, T* dq, int B, int Tn, int H, int Dh,
-                                                      float scale, bool causal, int window) {
+__global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, int64_t kB,
+                                                      int64_t kT, const T* dout, const float* lse, const float* Dd, T* dq, int B,
+                                                      int Tn, int H, int G, int Dh, float scale, bool causal, int window) {
   __shared__ float sq[GW][MAX_DH], sdo[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
   if (r >= (int64_t)B * H * Tn) return;
   const int i = (int)(r % Tn), bh = (int)(r / Tn), b = bh / H, h = bh % H;
   const int64_t base = (int64_t)b * sB + (int64_t)h * Dh, orow = (((int64_t)b * Tn + i) * H + h) * Dh;
+  const int64_t kbase = (int64_t)b * kB + (int64_t)(h / G) * Dh;
   for (int d = lane; d < Dh; d += 32) {
     sq[warp][d] = ld(q, base + (int64_t)i * sT + d);
     sdo[warp][d] = ld(dout, orow + d);
@@ -129,8 +131,8 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
     const int j = j0 + lane;
     float ds = 0.f;
     if (j < nkeys) {
-      const T* kr = k + base + (int64_t)j * sT;
-      const T* vr = v + base + (int64_t)j * sT;
+      const T* kr = k + kbase + (int64_t)j * kT;
+      const T* vr = v + kbase + (int64_t)j * kT;
       float sc = 0.f, dp = 0.f;
       for (int d = 0; d < Dh; ++d) {
         sc += sq[warp][d] * ld(kr, d);
@@ -141,7 +143,7 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
     const int nv = min(32, nkeys - j0);
     for (int jj = 0; jj < nv; ++jj) {
       const float dsj = __shfl_sync(0xffffffff, ds, jj);
-      const T* kr = k + base + (int64_t)(j0 + jj) * sT;
+      const T* kr = k + kbase + (int64_t)(j0 + jj) * kT;
 #pragma unroll
       for (int c = 0; c < GR; ++c)
         if (lane + 32 * c < Dh) acc[c] += dsj * ld(kr, lane + 32 * c);
@@ -152,56 +154,62 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
     if (lane + 32 * c < Dh) st(dq, orow + lane + 32 * c, acc[c] * scale);
 }
 
+/** dK, dV of one key row per warp; a KV head shared by G query heads sums their contributions. */
 template <typename T>
-__global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, const T* dout,
-                                                        const float* lse, const float* Dd, T* dk, T* dv, int B, int Tn, int H,
-                                                        int Dh, float scale, bool causal, int window) {
+__global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, int64_t kB,
+                                                        int64_t kT, const T* dout, const float* lse, const float* Dd, T* dk, T* dv,
+                                                        int B, int Tn, int H, int G, int Dh, float scale, bool causal, int window) {
   __shared__ float sk[GW][MAX_DH], sv[GW][MAX_DH];
+  const int Hk = H / G;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
-  if (r >= (int64_t)B * H * Tn) return;
-  const int j = (int)(r % Tn), bh = (int)(r / Tn), b = bh / H, h = bh % H;
-  const int64_t base = (int64_t)b * sB + (int64_t)h * Dh, obase = (int64_t)b * Tn * H * Dh + (int64_t)h * Dh;
+  if (r >= (int64_t)B * Hk * Tn) return;
+  const int j = (int)(r % Tn), bhk = (int)(r / Tn), b = bhk / Hk, hk = bhk % Hk;
+  const int64_t kbase = (int64_t)b * kB + (int64_t)hk * Dh;
   const int64_t ostride = (int64_t)H * Dh;
   for (int d = lane; d < Dh; d += 32) {
-    sk[warp][d] = ld(k, base + (int64_t)j * sT + d);
-    sv[warp][d] = ld(v, base + (int64_t)j * sT + d);
+    sk[warp][d] = ld(k, kbase + (int64_t)j * kT + d);
+    sv[warp][d] = ld(v, kbase + (int64_t)j * kT + d);
   }
   __syncwarp();
-  const float* Lrow = lse + (int64_t)bh * Tn;
-  const float* Drow = Dd + (int64_t)bh * Tn;
   float ak[GR], av[GR];
 #pragma unroll
   for (int c = 0; c < GR; ++c) ak[c] = av[c] = 0.f;
   const int iend = window > 0 ? min(Tn, j + window) : Tn;  // the last query that still sees key j, + 1
-  for (int i0 = causal ? j : 0; i0 < iend; i0 += 32) {
-    const int i = i0 + lane;
-    float p = 0.f, ds = 0.f;
-    if (i < iend) {
-      const T* qr = q + base + (int64_t)i * sT;
-      const T* gr = dout + obase + (int64_t)i * ostride;
-      float sc = 0.f, dp = 0.f;
-      for (int d = 0; d < Dh; ++d) {
-        sc += ld(qr, d) * sk[warp][d];
-        dp += ld(gr, d) * sv[warp][d];
-      }
-      p = expf(sc * scale - Lrow[i]);
-      ds = p * (dp - Drow[i]);
-    }
-    const int nv = min(32, iend - i0);
-    for (int ii = 0; ii < nv; ++ii) {
-      const float pi = __shfl_sync(0xffffffff, p, ii), dsi = __shfl_sync(0xffffffff, ds, ii);
-      const T* qr = q + base + (int64_t)(i0 + ii) * sT;
-      const T* gr = dout + obase + (int64_t)(i0 + ii) * ostride;
-#pragma unroll
-      for (int c = 0; c < GR; ++c)
-        if (lane + 32 * c < Dh) {
-          av[c] += pi * ld(gr, lane + 32 * c);
-          ak[c] += dsi * ld(qr, lane + 32 * c);
+  for (int gi = 0; gi < G; ++gi) {
+    const int h = hk * G + gi;
+    const int64_t base = (int64_t)b * sB + (int64_t)h * Dh, obase = (int64_t)b * Tn * H * Dh + (int64_t)h * Dh;
+    const float* Lrow = lse + ((int64_t)b * H + h) * Tn;
+    const float* Drow = Dd + ((int64_t)b * H + h) * Tn;
+    for (int i0 = causal ? j : 0; i0 < iend; i0 += 32) {
+      const int i = i0 + lane;
+      float p = 0.f, ds = 0.f;
+      if (i < iend) {
+        const T* qr = q + base + (int64_t)i * sT;
+        const T* gr = dout + obase + (int64_t)i * ostride;
+        float sc = 0.f, dp = 0.f;
+        for (int d = 0; d < Dh; ++d) {
+          sc += ld(qr, d) * sk[warp][d];
+          dp += ld(gr, d) * sv[warp][d];
         }
+        p = expf(sc * scale - Lrow[i]);
+        ds = p * (dp - Drow[i]);
+      }
+      const int nv = min(32, iend - i0);
+      for (int ii = 0; ii < nv; ++ii) {
+        const float pi = __shfl_sync(0xffffffff, p, ii), dsi = __shfl_sync(0xffffffff, ds, ii);
+        const T* qr = q + base + (int64_t)(i0 + ii) * sT;
+        const T* gr = dout + obase + (int64_t)(i0 + ii) * ostride;
+#pragma unroll
+        for (int c = 0; c < GR; ++c)
+          if (lane + 32 * c < Dh) {
+            av[c] += pi * ld(gr, lane + 32 * c);
+            ak[c] += dsi * ld(qr, lane + 32 * c);
+          }
+      }
     }
   }
-  const int64_t orow = obase + (int64_t)j * ostride;
+  const int64_t orow = (((int64_t)b * Tn + j) * Hk + hk) * Dh;
 #pragma unroll
   for (int c = 0; c < GR; ++c)
     if (lane + 32 * c < Dh) {
@@ -327,8 +335,8 @@ struct Fwd {
 
 template <int D>
 __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
-    fwd_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT,
-            bf16* __restrict__ out, float* __restrict__ lse, int Tn, int H, float sl2, bool causal, int window) {
+    fwd_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT, int64_t kB,
+            int64_t kT, bf16* __restrict__ out, float* __restrict__ lse, int Tn, int H, int G, float sl2, bool causal, int window) {
   using C = Fwd<D>;
   constexpr int BR = C::BR, BC = C::BC, SUB = C::SUB, LDS = C::LDS, NT = SUB / 8, DT = D / 8;
   extern __shared__ uint4 smem_raw[];
@@ -340,14 +348,14 @@ __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
   const int row0 = qb * BR;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tc = lane & 3;
   const int wrow = row0 + warp * 16;
-  const int64_t base = (int64_t)b * sB + (int64_t)h * D;
+  const int64_t base = (int64_t)b * sB + (int64_t)h * D, kbase = (int64_t)b * kB + (int64_t)(h / G) * D;
   const int nkb_all = (Tn + BC - 1) / BC;
   const int nkb = causal ? min(nkb_all, (row0 + BR - 1) / BC + 1) : nkb_all;
   const int kb0 = first_key(row0, window) / BC;  // a window: key tiles before the block's first row's keys are skipped
 
   load_tile<BR, D, C::THREADS>(sQ, q + base, sT, row0, Tn);
-  load_tile<BC, D, C::THREADS>(sK, k + base, sT, kb0 * BC, Tn);
-  load_tile<BC, D, C::THREADS>(sV, v + base, sT, kb0 * BC, Tn);
+  load_tile<BC, D, C::THREADS>(sK, k + kbase, kT, kb0 * BC, Tn);
+  load_tile<BC, D, C::THREADS>(sV, v + kbase, kT, kb0 * BC, Tn);
 
   float o[DT][4];
 #pragma unroll
@@ -361,8 +369,8 @@ __global__ void __launch_bounds__(Fwd<D>::THREADS, 2)
     const int cur = (kb - kb0) & 1;
     if (kb + 1 < nkb) {
       const int nb = cur ^ 1;
-      load_tile<BC, D, C::THREADS>(sK + nb * BC * LDS, k + base, sT, (kb + 1) * BC, Tn);
-      load_tile<BC, D, C::THREADS>(sV + nb * BC * LDS, v + base, sT, (kb + 1) * BC, Tn);
+      load_tile<BC, D, C::THREADS>(sK + nb * BC * LDS, k + kbase, kT, (kb + 1) * BC, Tn);
+      load_tile<BC, D, C::THREADS>(sV + nb * BC * LDS, v + kbase, kT, (kb + 1) * BC, Tn);
     }
     if (wrow >= Tn) continue;
     const uint32_t kt = smem_addr(sK + cur * BC * LDS), vt = smem_addr(sV + cur * BC * LDS);
@@ -473,9 +481,9 @@ struct Bwd {
 
 template <int D>
 __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
-    dkdv_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT,
-             const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dd, bf16* __restrict__ dk,
-             bf16* __restrict__ dv, int Tn, int H, float sl2, float scale, bool causal, int window) {
+    dkdv_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT, int64_t kB,
+             int64_t kT, const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dd,
+             bf16* __restrict__ dk, bf16* __restrict__ dv, int Tn, int H, int G, float sl2, float scale, bool causal, int window) {
   using C = Bwd<D>;
   constexpr int BK = C::BK, BQ = C::BQ, LDS = C::LDS, NT = BQ / 8, DT = D / 8;
   extern __shared__ uint4 smem_raw[];
@@ -485,19 +493,22 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
   bf16* sO = sQ + 2 * BQ * LDS;  // dO, two buffers of BQ rows
   float* sL = reinterpret_cast<float*>(sO + 2 * BQ * LDS);  // lse, two buffers
   float* sD = sL + 2 * BQ;                                  // rowsum(dO∘O), two buffers
-  const int bh = blockIdx.x, b = bh / H, h = bh % H;
+  // A block owns keys of one KV head, which G query heads read: it runs the query tiles of each in turn.
+  const int Hk = H / G, bhk = blockIdx.x, b = bhk / Hk, hk = bhk % Hk;
   const int key0 = blockIdx.y * BK;  // causal: low key blocks see the most queries and go first
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tc = lane & 3;
   const int wkey = key0 + warp * 16;
-  const int64_t base = (int64_t)b * sB + (int64_t)h * D;
-  const int64_t obase = (int64_t)b * Tn * H * D + (int64_t)h * D, ors = (int64_t)H * D;
-  const float* lrow = lse + (int64_t)bh * Tn;
-  const float* drow = Dd + (int64_t)bh * Tn;
+  const int64_t kbase = (int64_t)b * kB + (int64_t)hk * D, ors = (int64_t)H * D;
   const int qb0 = causal ? key0 / BQ : 0, nqb_all = (Tn + BQ - 1) / BQ;
   // A window: the block's last key is seen by queries up to key0 + BK − 1 + window − 1, none later.
   const int nqb = window > 0 ? min(nqb_all, (key0 + BK + window - 2) / BQ + 1) : nqb_all;
 
-  auto load_q = [&](int qb, int buf) {
+  const int nq = nqb - qb0, steps = G * nq;  // (query head, query tile) pairs, head-major
+  auto load_q = [&](int t, int buf) {
+    const int h = hk * G + t / nq, qb = qb0 + t % nq;
+    const int64_t base = (int64_t)b * sB + (int64_t)h * D, obase = (int64_t)b * Tn * H * D + (int64_t)h * D;
+    const float* lrow = lse + ((int64_t)b * H + h) * Tn;
+    const float* drow = Dd + ((int64_t)b * H + h) * Tn;
     load_tile<BQ, D, C::THREADS>(sQ + buf * BQ * LDS, q + base, sT, qb * BQ, Tn);
     load_tile<BQ, D, C::THREADS>(sO + buf * BQ * LDS, dout + obase, ors, qb * BQ, Tn);
     for (int c = threadIdx.x; c < 2 * BQ; c += C::THREADS) {
@@ -507,9 +518,9 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
       else cp_async4(sD + buf * BQ + (c - BQ), drow + (ok ? r : 0), ok);
     }
   };
-  load_tile<BK, D, C::THREADS>(sK, k + base, sT, key0, Tn);
-  load_tile<BK, D, C::THREADS>(sV, v + base, sT, key0, Tn);
-  load_q(qb0, 0);
+  load_tile<BK, D, C::THREADS>(sK, k + kbase, kT, key0, Tn);
+  load_tile<BK, D, C::THREADS>(sV, v + kbase, kT, key0, Tn);
+  if (steps > 0) load_q(0, 0);
 
   float ak[DT][4], av[DT][4];
 #pragma unroll
@@ -518,11 +529,11 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
     for (int e = 0; e < 4; ++e) ak[n][e] = av[n][e] = 0.f;
   const uint32_t ka = smem_addr(sK + a_off<LDS>(lane, warp * 16, 0)), va = smem_addr(sV + a_off<LDS>(lane, warp * 16, 0));
 
-  for (int qb = qb0; qb < nqb; ++qb) {
-    const int buf = (qb - qb0) & 1;
+  for (int t = 0; t < steps; ++t) {
+    const int buf = t & 1, qb = qb0 + t % nq;
     cp_async_wait_all();
     __syncthreads();
-    if (qb + 1 < nqb) load_q(qb + 1, buf ^ 1);
+    if (t + 1 < steps) load_q(t + 1, buf ^ 1);
     const int q0 = qb * BQ;
     if (wkey >= Tn || (causal && wkey > q0 + BQ - 1)) continue;
     if (window > 0 && q0 >= wkey + 15 + window) continue;  // past the window of all 16 keys
@@ -614,7 +625,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
   for (int i = 0; i < 2; ++i) {
     const int key = wkey + g + i * 8;
     if (key >= Tn) continue;
-    const int64_t off = obase + (int64_t)key * ors + tc * 2;
+    const int64_t off = (((int64_t)b * Tn + key) * Hk + hk) * D + tc * 2;
     __nv_bfloat162* krow = reinterpret_cast<__nv_bfloat162*>(dk + off);
     __nv_bfloat162* vrow = reinterpret_cast<__nv_bfloat162*>(dv + off);
 #pragma unroll
@@ -629,9 +640,9 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
 // recomputing P and dP to accumulate dQ = scale · dS K.
 template <int D>
 __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
-    dq_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT,
-           const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dd, bf16* __restrict__ dq,
-           int Tn, int H, float sl2, float scale, bool causal, int window) {
+    dq_mma(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, int64_t sB, int64_t sT, int64_t kB,
+           int64_t kT, const bf16* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ Dd,
+           bf16* __restrict__ dq, int Tn, int H, int G, float sl2, float scale, bool causal, int window) {
   using C = Bwd<D>;
   constexpr int BK = C::BK, BQ = C::BQ, LDS = C::LDS, NT = BK / 8, DT = D / 8;
   extern __shared__ uint4 smem_raw[];
@@ -643,7 +654,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
   const int q0 = (gridDim.y - 1 - blockIdx.y) * BQ;  // causal: the longest rows go first
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tc = lane & 3;
   const int wrow = q0 + warp * 16;
-  const int64_t base = (int64_t)b * sB + (int64_t)h * D;
+  const int64_t base = (int64_t)b * sB + (int64_t)h * D, kbase = (int64_t)b * kB + (int64_t)(h / G) * D;
   const int64_t obase = (int64_t)b * Tn * H * D + (int64_t)h * D, ors = (int64_t)H * D;
   const int nkb_all = (Tn + BK - 1) / BK;
   const int nkb = causal ? min(nkb_all, (q0 + BQ - 1) / BK + 1) : nkb_all;
@@ -651,8 +662,8 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
 
   load_tile<BQ, D, C::THREADS>(sQ, q + base, sT, q0, Tn);
   load_tile<BQ, D, C::THREADS>(sO, dout + obase, ors, q0, Tn);
-  load_tile<BK, D, C::THREADS>(sK, k + base, sT, kb0 * BK, Tn);
-  load_tile<BK, D, C::THREADS>(sV, v + base, sT, kb0 * BK, Tn);
+  load_tile<BK, D, C::THREADS>(sK, k + kbase, kT, kb0 * BK, Tn);
+  load_tile<BK, D, C::THREADS>(sV, v + kbase, kT, kb0 * BK, Tn);
 
   float L2[2], Dr[2];
 #pragma unroll
@@ -672,8 +683,8 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
     const int cur = (kb - kb0) & 1;
     if (kb + 1 < nkb) {
       const int nb = cur ^ 1;
-      load_tile<BK, D, C::THREADS>(sK + nb * BK * LDS, k + base, sT, (kb + 1) * BK, Tn);
-      load_tile<BK, D, C::THREADS>(sV + nb * BK * LDS, v + base, sT, (kb + 1) * BK, Tn);
+      load_tile<BK, D, C::THREADS>(sK + nb * BK * LDS, k + kbase, kT, (kb + 1) * BK, Tn);
+      load_tile<BK, D, C::THREADS>(sV + nb * BK * LDS, v + kbase, kT, (kb + 1) * BK, Tn);
     }
     const int key0 = kb * BK;
     if (wrow >= Tn || (causal && key0 > wrow + 15) || key0 + BK <= first_key(wrow, window)) continue;
@@ -741,7 +752,7 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
 
 // ---------------------------------------------------------------------------------------------------
 
-void check_args(const char* op, int B, int T, int H, int Dh, bool causal, int window) {
+void check_args(const char* op, int B, int T, int H, int Hkv, int Dh, bool causal, int window) {
   // A window reaches back from each query to the keys before it: it has no meaning without causal.
   if (window < 0 || (window > 0 && !causal))
     throw std::runtime_error(std::string(op) + ": a sliding window (" + std::to_string(window) + " keys) needs a causal attention and a positive size");
@@ -750,15 +761,19 @@ void check_args(const char* op, int B, int T, int H, int Dh, bool causal, int wi
   if (T < 1) throw std::runtime_error(std::string(op) + ": sequence length " + std::to_string(T) + " must be at least 1");
   if (B < 0 || H < 0)
     throw std::runtime_error(std::string(op) + ": batch " + std::to_string(B) + " and heads " + std::to_string(H) + " must not be negative");
+  if (H > 0 && (Hkv < 1 || H % Hkv != 0))
+    throw std::runtime_error(std::string(op) + ": " + std::to_string(Hkv) + " key/value heads do not divide " + std::to_string(H) + " query heads");
 }
 
 bool aligned(const void* p, int bytes) { return ((uintptr_t)p & (uintptr_t)(bytes - 1)) == 0; }
 
 /** The tensor-core kernels need 16-byte aligned rows (cp.async), bf16x2 output stores, a grid.y within
  * limits and an sm_80+ device; anything else takes the generic path. */
-bool use_mma(DType t, int T, int Dh, int64_t sB, int64_t sT, std::initializer_list<const void*> rows16,
+bool use_mma(DType t, int T, int Dh, std::initializer_list<int64_t> strides, std::initializer_list<const void*> rows16,
              std::initializer_list<const void*> out4) {
-  if (t != BF16 || (Dh != 64 && Dh != 128) || sB % 8 != 0 || sT % 8 != 0 || T > 65535 * 64) return false;
+  if (t != BF16 || (Dh != 64 && Dh != 128) || T > 65535 * 64) return false;
+  for (int64_t st : strides)
+    if (st % 8 != 0) return false;
   for (const void* p : rows16)
     if (!aligned(p, 16)) return false;
   for (const void* p : out4)
@@ -775,30 +790,30 @@ void allow_smem(K kernel, size_t bytes) {
 }
 
 template <int D>
-void forward_mma(const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse, int B, int T,
-                 int H, float scale, bool causal, int window, cudaStream_t s) {
+void forward_mma(const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT, void* out, float* lse,
+                 int B, int T, int H, int G, float scale, bool causal, int window, cudaStream_t s) {
   using C = Fwd<D>;
   allow_smem(fwd_mma<D>, C::SMEM);
   const dim3 grid((unsigned)(B * H), (unsigned)((T + C::BR - 1) / C::BR));
-  fwd_mma<D><<<grid, C::THREADS, C::SMEM, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, (bf16*)out, lse, T, H,
-                                                 scale * LOG2E, causal, window);
+  fwd_mma<D><<<grid, C::THREADS, C::SMEM, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, kB, kT, (bf16*)out, lse, T, H,
+                                                 G, scale * LOG2E, causal, window);
   CHECK_LAUNCH();
 }
 
 template <int D>
-void backward_mma(const void* q, const void* k, const void* v, int64_t sB, int64_t sT, const void* dout, const float* lse,
-                  const float* Dd, void* dq, void* dk, void* dv, int B, int T, int H, float scale, bool causal, int window,
-                  cudaStream_t s) {
+void backward_mma(const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT, const void* dout,
+                  const float* lse, const float* Dd, void* dq, void* dk, void* dv, int B, int T, int H, int G, float scale, bool causal,
+                  int window, cudaStream_t s) {
   using C = Bwd<D>;
   allow_smem(dkdv_mma<D>, C::SMEM_KV);
   allow_smem(dq_mma<D>, C::SMEM_Q);
-  const dim3 gk((unsigned)(B * H), (unsigned)((T + C::BK - 1) / C::BK));
-  dkdv_mma<D><<<gk, C::THREADS, C::SMEM_KV, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, (const bf16*)dout, lse,
-                                                  Dd, (bf16*)dk, (bf16*)dv, T, H, scale * LOG2E, scale, causal, window);
+  const dim3 gk((unsigned)(B * (H / G)), (unsigned)((T + C::BK - 1) / C::BK));
+  dkdv_mma<D><<<gk, C::THREADS, C::SMEM_KV, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, kB, kT, (const bf16*)dout,
+                                                  lse, Dd, (bf16*)dk, (bf16*)dv, T, H, G, scale * LOG2E, scale, causal, window);
   CHECK_LAUNCH();
   const dim3 gq((unsigned)(B * H), (unsigned)((T + C::BQ - 1) / C::BQ));
-  dq_mma<D><<<gq, C::THREADS, C::SMEM_Q, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, (const bf16*)dout, lse, Dd,
-                                               (bf16*)dq, T, H, scale * LOG2E, scale, causal, window);
+  dq_mma<D><<<gq, C::THREADS, C::SMEM_Q, s>>>((const bf16*)q, (const bf16*)k, (const bf16*)v, sB, sT, kB, kT, (const bf16*)dout, lse,
+                                               Dd, (bf16*)dq, T, H, G, scale * LOG2E, scale, causal, window);
   CHECK_LAUNCH();
 }
 
@@ -808,41 +823,45 @@ unsigned generic_blocks(int B, int T, int H) { return (unsigned)(((int64_t)B * H
 
 #define DISPATCH_ATTN(t, F) DISPATCH_FLOAT(t, E, F)
 
-void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse,
-                       int B, int T, int H, int Dh, float scale, bool causal, int window, cudaStream_t s) {
-  check_args("attention_forward", B, T, H, Dh, causal, window);
+void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT,
+                       void* out, float* lse, int B, int T, int H, int Hkv, int Dh, float scale, bool causal, int window,
+                       cudaStream_t s) {
+  check_args("attention_forward", B, T, H, Hkv, Dh, causal, window);
   if (B == 0 || H == 0) return;
-  if (use_mma(t, T, Dh, sB, sT, {q, k, v}, {out})) {
-    if (Dh == 64) forward_mma<64>(q, k, v, sB, sT, out, lse, B, T, H, scale, causal, window, s);
-    else forward_mma<128>(q, k, v, sB, sT, out, lse, B, T, H, scale, causal, window, s);
+  const int G = H / Hkv;
+  if (use_mma(t, T, Dh, {sB, sT, kB, kT}, {q, k, v}, {out})) {
+    if (Dh == 64) forward_mma<64>(q, k, v, sB, sT, kB, kT, out, lse, B, T, H, G, scale, causal, window, s);
+    else forward_mma<128>(q, k, v, sB, sT, kB, kT, out, lse, B, T, H, G, scale, causal, window, s);
     return;
   }
-  DISPATCH_ATTN(t, (fwd_generic<E><<<generic_blocks(B, T, H), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT,
-                                                                               (E*)out, lse, B, T, H, Dh, scale, causal, window)));
+  DISPATCH_ATTN(t, (fwd_generic<E><<<generic_blocks(B, T, H), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB, kT,
+                                                                               (E*)out, lse, B, T, H, G, Dh, scale, causal, window)));
   CHECK_LAUNCH();
 }
 
-void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, const void* out,
-                        const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H, int Dh,
-                        float scale, bool causal, int window, cudaStream_t s) {
-  check_args("attention_backward", B, T, H, Dh, causal, window);
+void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT,
+                        const void* out, const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H,
+                        int Hkv, int Dh, float scale, bool causal, int window, cudaStream_t s) {
+  check_args("attention_backward", B, T, H, Hkv, Dh, causal, window);
   if (B == 0 || H == 0) return;
+  const int G = H / Hkv;
   const int64_t rows = (int64_t)B * T * H;
   float* Dd = nullptr;
   CUDA_CHECK(cudaMallocAsync(&Dd, rows * sizeof(float), s));
   const unsigned rblocks = (unsigned)((rows * 32 + 255) / 256);
   DISPATCH_ATTN(t, (rowdot_kernel<E><<<rblocks, 256, 0, s>>>((const E*)dout, (const E*)out, Dd, T, H, Dh, rows)));
   CHECK_LAUNCH();
-  if (use_mma(t, T, Dh, sB, sT, {q, k, v, dout}, {dq, dk, dv})) {
-    if (Dh == 64) backward_mma<64>(q, k, v, sB, sT, dout, lse, Dd, dq, dk, dv, B, T, H, scale, causal, window, s);
-    else backward_mma<128>(q, k, v, sB, sT, dout, lse, Dd, dq, dk, dv, B, T, H, scale, causal, window, s);
+  if (use_mma(t, T, Dh, {sB, sT, kB, kT}, {q, k, v, dout}, {dq, dk, dv})) {
+    if (Dh == 64) backward_mma<64>(q, k, v, sB, sT, kB, kT, dout, lse, Dd, dq, dk, dv, B, T, H, G, scale, causal, window, s);
+    else backward_mma<128>(q, k, v, sB, sT, kB, kT, dout, lse, Dd, dq, dk, dv, B, T, H, G, scale, causal, window, s);
   } else {
-    const unsigned blocks = generic_blocks(B, T, H);
-    DISPATCH_ATTN(t, (dq_generic<E><<<blocks, GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, (const E*)dout, lse,
-                                                              Dd, (E*)dq, B, T, H, Dh, scale, causal, window)));
+    DISPATCH_ATTN(t, (dq_generic<E><<<generic_blocks(B, T, H), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB, kT,
+                                                                               (const E*)dout, lse, Dd, (E*)dq, B, T, H, G, Dh, scale,
+                                                                               causal, window)));
     CHECK_LAUNCH();
-    DISPATCH_ATTN(t, (dkdv_generic<E><<<blocks, GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, (const E*)dout,
-                                                                lse, Dd, (E*)dk, (E*)dv, B, T, H, Dh, scale, causal, window)));
+    DISPATCH_ATTN(t, (dkdv_generic<E><<<generic_blocks(B, T, Hkv), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB,
+                                                                                   kT, (const E*)dout, lse, Dd, (E*)dk, (E*)dv, B, T,
+                                                                                   H, G, Dh, scale, causal, window)));
     CHECK_LAUNCH();
   }
   CUDA_CHECK(cudaFreeAsync(Dd, s));

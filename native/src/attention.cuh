@@ -13,22 +13,26 @@ namespace cleave {
 /**
  * out = softmax(scale · Q Kᵀ, causal: key j > query i masked; window > 0 (causal only): also every key
  * j ≤ i − window, so each query sees its last `window` keys) V, per batch b and head h.
- * q, k, v: element (b, t, h, d) at ptr[b·sB + t·sT + h·Dh + d] (element strides; heads side by side in a
- * row, so q, k and v may point into one packed qkv buffer). out: contiguous [B, T, H, Dh].
+ * q: element (b, t, h, d) at ptr[b·sB + t·sT + h·Dh + d]; k, v: (b, t, g, d) at ptr[b·kB + t·kT + g·Dh + d]
+ * for Hkv key/value heads, each read by H / Hkv consecutive query heads (grouped-query attention; Hkv = H
+ * is plain multi-head). Element strides, heads side by side in a row: q, k and v may point into one
+ * packed qkv buffer. out: contiguous [B, T, H, Dh].
  * lse: float32 [B, H, T], log Σ_j exp(scale · q_i · k_j) of each row, kept for the backward pass.
- * Throws std::runtime_error on Dh outside 1..256, T < 1, B or H negative, or a window that is negative or
- * without causal; B or H of 0 does nothing.
+ * Throws std::runtime_error on Dh outside 1..256, T < 1, B or H negative, Hkv not dividing H, or a window
+ * that is negative or without causal; B or H of 0 does nothing.
  */
-void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, void* out, float* lse,
-                       int B, int T, int H, int Dh, float scale, bool causal, int window, cudaStream_t s);
+void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT,
+                       void* out, float* lse, int B, int T, int H, int Hkv, int Dh, float scale, bool causal, int window,
+                       cudaStream_t s);
 
 /**
- * Gradients of attention_forward: dq, dk, dv (contiguous [B, T, H, Dh], overwritten) from dout and out
+ * Gradients of attention_forward: dq (contiguous [B, T, H, Dh]) and dk, dv (contiguous [B, T, Hkv, Dh], each
+ * the sum over the query heads that read it), all overwritten, from dout and out
  * (contiguous [B, T, H, Dh]) and the forward's lse. Deterministic: no atomics; float32 scratch
  * (rowsum(dout ∘ out), B·H·T floats) comes from and returns to the stream's memory pool.
  */
-void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, const void* out,
-                        const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H, int Dh,
-                        float scale, bool causal, int window, cudaStream_t s);
+void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT,
+                        const void* out, const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H,
+                        int Hkv, int Dh, float scale, bool causal, int window, cudaStream_t s);
 
 }  // namespace cleave

@@ -186,39 +186,51 @@ struct Case {
   bool causal, packed;
   bool shifted = false;  // q, k, v start one element past an aligned address: the generic fallback
   int window = 0;        // a causal sliding window of this many keys (0: none)
+  int Hkv = 0;           // key/value heads, each read by H / Hkv query heads (0: H, plain multi-head)
 };
 
 bool run_case(const Case& c, uint64_t seed) {
-  const int B = c.B, T = c.T, H = c.H, Dh = c.Dh;
+  const int B = c.B, T = c.T, H = c.H, Dh = c.Dh, Hkv = c.Hkv ? c.Hkv : c.H, G = H / Hkv;
   const DType t = c.t;
   const float scale = 1.f / std::sqrt((float)Dh);
-  const int64_t rowsz = (int64_t)H * Dh, n = (int64_t)B * T * rowsz;
+  const int64_t rowsz = (int64_t)H * Dh, n = (int64_t)B * T * rowsz, krowsz = (int64_t)Hkv * Dh, nk = (int64_t)B * T * krowsz;
   const int64_t sT = c.packed ? 3 * rowsz : rowsz, sB = (int64_t)T * sT;
+  const int64_t kT = c.packed ? sT : krowsz, kB = (int64_t)T * kT;
   const size_t es = esize(t);
 
   Rng rng(seed);
-  std::vector<float> q(n), k(n), v(n), dout(n);
+  std::vector<float> q(n), k(nk), v(nk), dout(n);
   for (std::vector<float>* a : {&q, &k, &v, &dout})
     for (float& x : *a) x = round_to(t, rng.normal());
+  // The reference sees every query head with its own copy of the key/value head it reads.
+  std::vector<float> kf(n), vf(n);
+  for (int64_t bt = 0; bt < (int64_t)B * T; ++bt)
+    for (int h = 0; h < H; ++h)
+      for (int d = 0; d < Dh; ++d) {
+        kf[bt * rowsz + h * Dh + d] = k[bt * krowsz + (h / G) * Dh + d];
+        vf[bt * rowsz + h * Dh + d] = v[bt * krowsz + (h / G) * Dh + d];
+      }
 
   // q, k, v in device layout: separate contiguous buffers, or interleaved rows of one packed qkv buffer.
   const int64_t in_elems = c.packed ? B * (int64_t)T * 3 * rowsz : n;
   std::vector<uint8_t> hq(in_elems * es), hk, hv, hdo(n * es);
   if (!c.packed) {
-    hk.resize(n * es);
-    hv.resize(n * es);
+    hk.resize(nk * es);
+    hv.resize(nk * es);
   }
   for (int64_t bt = 0; bt < (int64_t)B * T; ++bt)
     for (int64_t e = 0; e < rowsz; ++e) {
       const int64_t src = bt * rowsz + e;
-      if (c.packed) {
+      if (c.packed) {  // packed cases are plain multi-head: k and v rows are as wide as q's
         put(t, hq, bt * sT + e, q[src]);
         put(t, hq, bt * sT + rowsz + e, k[src]);
         put(t, hq, bt * sT + 2 * rowsz + e, v[src]);
       } else {
         put(t, hq, src, q[src]);
-        put(t, hk, src, k[src]);
-        put(t, hv, src, v[src]);
+        if (e < krowsz) {
+          put(t, hk, bt * krowsz + e, k[bt * krowsz + e]);
+          put(t, hv, bt * krowsz + e, v[bt * krowsz + e]);
+        }
       }
       put(t, hdo, src, dout[src]);
     }
@@ -242,32 +254,43 @@ bool run_case(const Case& c, uint64_t seed) {
   void *out, *gq, *gk, *gv, *gq2, *gk2, *gv2;
   float* lse;
   for (void** p : {&out, &gq, &gk, &gv, &gq2, &gk2, &gv2}) {
-    CUDA_CHECK(cudaMalloc(p, n * es));
-    CUDA_CHECK(cudaMemset(*p, 0xff, n * es));
+    const int64_t m = (p == &gk || p == &gv || p == &gk2 || p == &gv2) ? nk : n;
+    CUDA_CHECK(cudaMalloc(p, m * es));
+    CUDA_CHECK(cudaMemset(*p, 0xff, m * es));
   }
   CUDA_CHECK(cudaMalloc(&lse, (size_t)B * H * T * sizeof(float)));
   CUDA_CHECK(cudaMemset(lse, 0xff, (size_t)B * H * T * sizeof(float)));
 
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreate(&s));
-  cleave::attention_forward(t, qp, kp, vp, sB, sT, out, lse, B, T, H, Dh, scale, c.causal, c.window, s);
-  cleave::attention_backward(t, qp, kp, vp, sB, sT, out, ddo, lse, gq, gk, gv, B, T, H, Dh, scale, c.causal, c.window, s);
-  cleave::attention_backward(t, qp, kp, vp, sB, sT, out, ddo, lse, gq2, gk2, gv2, B, T, H, Dh, scale, c.causal, c.window, s);
+  cleave::attention_forward(t, qp, kp, vp, sB, sT, kB, kT, out, lse, B, T, H, Hkv, Dh, scale, c.causal, c.window, s);
+  cleave::attention_backward(t, qp, kp, vp, sB, sT, kB, kT, out, ddo, lse, gq, gk, gv, B, T, H, Hkv, Dh, scale, c.causal, c.window, s);
+  cleave::attention_backward(t, qp, kp, vp, sB, sT, kB, kT, out, ddo, lse, gq2, gk2, gv2, B, T, H, Hkv, Dh, scale, c.causal, c.window, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
   CUDA_CHECK(cudaStreamDestroy(s));
 
-  const Ref r = reference(q, k, v, dout, B, T, H, Dh, scale, c.causal, c.window);
+  Ref r = reference(q, kf, vf, dout, B, T, H, Dh, scale, c.causal, c.window);
+  // dK, dV of a shared head: the sum over the query heads that read it.
+  std::vector<float> rdk(nk, 0.f), rdv(nk, 0.f);
+  for (int64_t bt = 0; bt < (int64_t)B * T; ++bt)
+    for (int h = 0; h < H; ++h)
+      for (int d = 0; d < Dh; ++d) {
+        rdk[bt * krowsz + (h / G) * Dh + d] += r.dk[bt * rowsz + h * Dh + d];
+        rdv[bt * krowsz + (h / G) * Dh + d] += r.dv[bt * rowsz + h * Dh + d];
+      }
+  r.dk = rdk;
+  r.dv = rdv;
   std::vector<float> lse_h((size_t)B * H * T);
   CUDA_CHECK(cudaMemcpy(lse_h.data(), lse, lse_h.size() * sizeof(float), cudaMemcpyDeviceToHost));
   const Err e[5] = {compare(download(t, out, n), r.out), compare(lse_h, r.lse), compare(download(t, gq, n), r.dq),
-                    compare(download(t, gk, n), r.dk), compare(download(t, gv, n), r.dv)};
-  const bool det = same_bytes(gq, gq2, n * es) && same_bytes(gk, gk2, n * es) && same_bytes(gv, gv2, n * es);
+                    compare(download(t, gk, nk), r.dk), compare(download(t, gv, nk), r.dv)};
+  const bool det = same_bytes(gq, gq2, n * es) && same_bytes(gk, gk2, nk * es) && same_bytes(gv, gv2, nk * es);
 
   const double tol = t == F32 ? 1e-4 : 2e-2;
   bool ok = det;
   for (const Err& x : e) ok = ok && x.finite && x.rel <= tol;
   const bool mma = t == BF16 && (Dh == 64 || Dh == 128) && !c.shifted;
-  std::printf("%s %-4s B=%d T=%-4d H=%d Dh=%-3d %-6s %-7s %-11s", ok ? "PASS" : "FAIL", t == F32 ? "f32" : "bf16", B, T, H, Dh,
+  std::printf("%s %-4s B=%d T=%-4d H=%d/%d Dh=%-3d %-6s %-7s %-11s", ok ? "PASS" : "FAIL", t == F32 ? "f32" : "bf16", B, T, H, Hkv, Dh,
               c.window ? "window" : c.causal ? "causal" : "full", c.packed ? "packed" : c.shifted ? "shifted" : "", mma ? "tensor-core" : "generic");
   const char* names[5] = {"out", "lse", "dq", "dk", "dv"};
   for (int i = 0; i < 5; ++i)
@@ -281,7 +304,7 @@ bool run_case(const Case& c, uint64_t seed) {
 
 bool expect_throw(const char* what, int T, int Dh) {
   try {
-    cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, nullptr, nullptr, 1, T, 1, Dh, 1.f, false, 0, 0);
+    cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, 1, T, 1, 1, Dh, 1.f, false, 0, 0);
   } catch (const std::runtime_error& e) {
     std::printf("PASS rejects %s: %s\n", what, e.what());
     return true;
@@ -318,8 +341,8 @@ void bench(int B, int T, int H, int Dh, bool causal) {
   cudaEvent_t e0, e1;
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
-  auto fwd = [&] { cleave::attention_forward(BF16, q, k, v, sB, sT, out, lse, B, T, H, Dh, scale, causal, 0, s); };
-  auto bwd = [&] { cleave::attention_backward(BF16, q, k, v, sB, sT, out, dout, lse, dq, dk, dv, B, T, H, Dh, scale, causal, 0, s); };
+  auto fwd = [&] { cleave::attention_forward(BF16, q, k, v, sB, sT, sB, sT, out, lse, B, T, H, H, Dh, scale, causal, 0, s); };
+  auto bwd = [&] { cleave::attention_backward(BF16, q, k, v, sB, sT, sB, sT, out, dout, lse, dq, dk, dv, B, T, H, H, Dh, scale, causal, 0, s); };
   const int iters = 20;
   const double flops = 4.0 * B * H * (double)T * T * Dh * (causal ? 0.5 : 1.0);
   float ms_f = 0, ms_b = 0;
@@ -387,6 +410,14 @@ int main() {
       {BF16, 1, 300, 2, 128, true, false, false, 17},
       {BF16, 1, 1024, 2, 128, true, false, false, 200},
       {BF16, 1, 1024, 2, 64, true, true, false, 129},
+      // grouped-query and multi-query attention: key/value heads shared by 2, 4 and 8 query heads
+      {F32, 2, 37, 4, 16, true, false, false, 0, 2},
+      {F32, 1, 65, 8, 64, false, false, false, 0, 1},
+      {BF16, 1, 33, 4, 96, true, false, false, 0, 1},
+      {BF16, 2, 257, 8, 64, true, false, false, 0, 2},
+      {BF16, 1, 300, 8, 128, true, false, false, 0, 4},
+      {BF16, 1, 1024, 4, 128, false, false, false, 0, 2},
+      {BF16, 1, 1024, 8, 64, true, false, false, 100, 1},
   };
   int failed = 0;
   try {
@@ -399,6 +430,13 @@ int main() {
     failed += expect_throw("head size 257", 16, 257) ? 0 : 1;
     failed += expect_throw("head size 0", 16, 0) ? 0 : 1;
     failed += expect_throw("sequence length 0", 0, 64) ? 0 : 1;
+    try {
+      cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, 1, 16, 6, 4, 64, 1.f, false, 0, 0);
+      std::printf("FAIL accepted 4 key/value heads for 6 query heads\n");
+      ++failed;
+    } catch (const std::runtime_error& e) {
+      std::printf("PASS rejects 4 key/value heads for 6 query heads: %s\n", e.what());
+    }
     bench(4, 1024, 16, 128, true);
     bench(4, 1024, 16, 128, false);
   } catch (const std::exception& e) {

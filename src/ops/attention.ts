@@ -42,20 +42,20 @@ const firstKey = (i: number, window: number): number => (window > 0 ? Math.max(0
  * The masked scores are left out rather than set to a large negative number: both give exactly
  * zero weight, and no row is ever fully masked (the diagonal stays).
  */
-function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean, mask?: Mask, window = 0): { out: Float64Array; lse: Float64Array } {
-  const { B, H, T, Dh, sB, sH, sT } = L;
+function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean, mask?: Mask, window = 0, Lk: Layout = L): { out: Float64Array; lse: Float64Array } {
+  const { B, H, T, Dh, sB, sH, sT } = L, G = H / Lk.H;
   const out = new Float64Array(q.data.length), lse = new Float64Array(B * H * T);
   const s = new Float64Array(T), acc = new Float64Array(Dh);
   const qd = q.data, kd = k.data, vd = v.data;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
-      const base = b * sB + h * sH;
+      const base = b * sB + h * sH, kbase = b * Lk.sB + Math.floor(h / G) * Lk.sH;
       for (let i = 0; i < T; i++) {
         const n = causal ? i + 1 : T, j0 = firstKey(i, window);
         const qi = base + i * sT;
         let mx = -Infinity;
         for (let j = j0; j < n; j++) {
-          const kj = base + j * sT;
+          const kj = kbase + j * Lk.sT;
           let dot = 0;
           for (let d = 0; d < Dh; d++) dot += qd[qi + d]! * kd[kj + d]!;
           s[j] = scale * dot + (mask ? mask(b, h, i, j) : 0);
@@ -68,7 +68,7 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
         for (let j = j0; j < n; j++) {
           // exp(z)/sum, as the Softmax kernel divides: the fused result matches the unfused graph.
           const p = Math.exp(s[j]! - mx) / sum;
-          const vj = base + j * sT;
+          const vj = kbase + j * Lk.sT;
           for (let d = 0; d < Dh; d++) acc[d]! += p * vd[vj + d]!;
         }
         out.set(acc, qi);
@@ -84,14 +84,15 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
  * come from the forward). That is how a flash-attention backward gets δ without a T × T pass, and
  * this kernel is the definition device kernels are checked against, on any inputs.
  */
-function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean, window = 0): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
-  const { B, H, T, Dh, sB, sH, sT } = L;
-  const dq = new Float64Array(q.data.length), dk = new Float64Array(q.data.length), dv = new Float64Array(q.data.length);
+function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean, window = 0, Lk: Layout = L): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { B, H, T, Dh, sB, sH, sT } = L, G = H / Lk.H;
+  // A key/value head read by G query heads gets the sum of their gradients.
+  const dq = new Float64Array(q.data.length), dk = new Float64Array(k.data.length), dv = new Float64Array(v.data.length);
   const p = new Float64Array(T), dp = new Float64Array(T);
   const qd = q.data, kd = k.data, vd = v.data, gd = dout.data, od = out.data;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
-      const base = b * sB + h * sH;
+      const base = b * sB + h * sH, kbase = b * Lk.sB + Math.floor(h / G) * Lk.sH;
       for (let i = 0; i < T; i++) {
         const n = causal ? i + 1 : T, j0 = firstKey(i, window);
         const qi = base + i * sT;
@@ -99,7 +100,7 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
         let rowDot = 0;
         for (let d = 0; d < Dh; d++) rowDot += gd[qi + d]! * od[qi + d]!;
         for (let j = j0; j < n; j++) {
-          const kj = base + j * sT;
+          const kj = kbase + j * Lk.sT;
           let dot = 0, dpj = 0;
           for (let d = 0; d < Dh; d++) {
             dot += qd[qi + d]! * kd[kj + d]!;
@@ -109,7 +110,7 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
           dp[j] = dpj;
         }
         for (let j = j0; j < n; j++) {
-          const kj = base + j * sT;
+          const kj = kbase + j * Lk.sT;
           const ds = scale * p[j]! * (dp[j]! - rowDot);
           for (let d = 0; d < Dh; d++) {
             dv[kj + d]! += p[j]! * gd[qi + d]!;
@@ -144,6 +145,8 @@ const fusedAttrs: Record<string, AttrSpec> = {
   causal: { type: 'int', default: 0 },
   // A causal sliding window (Mistral's): each query sees its last `window` keys; 0 is none.
   window: { type: 'int', default: 0 },
+  // Grouped-query attention: k and v hold kv_heads heads, each read by heads / kv_heads query heads; 0 is heads.
+  kv_heads: { type: 'int', default: 0 },
 };
 
 /** heads and causal in the words the shape check uses (a row size of 0 heads would loop without end). */
@@ -152,6 +155,8 @@ function checkFusedAttrs(attrs: Attrs): string | undefined {
   if (!(H >= 1)) return `heads ${H} does not divide the row size of q (heads must be a positive integer)`;
   const causal = attrs['causal'] ?? 0;
   if (causal !== 0 && causal !== 1) return `causal must be 0 or 1, got ${String(causal)}`;
+  const kv = attrs['kv_heads'] ?? 0;
+  if (!Number.isInteger(kv) || (kv as number) < 0 || ((kv as number) > 0 && H % (kv as number))) return `kv_heads ${String(kv)} must divide heads ${H} (0: as many as heads)`;
   return windowProblem(attrs['window'] ?? 0, causal);
 }
 
@@ -161,29 +166,37 @@ function windowProblem(window: unknown, causal: unknown): string | undefined {
   return undefined;
 }
 
-interface Geometry { dtype: DType; shape: Shape; B: Dim; T: Dim; D: number; H: number; Dh: number }
+interface Geometry { dtype: DType; shape: Shape; kvShape: Shape; B: Dim; T: Dim; D: number; H: number; Hkv: number; Dh: number }
 
-/** Checks that inputs `idx` are all [B, T, H·Dh] of one float type, and the attributes; names the node. */
-function packedGeometry(ctx: OpContext, idx: readonly number[], names: readonly string[]): Geometry {
+/**
+ * Checks that inputs `qIdx` are [B, T, H·Dh] and inputs `kvIdx` [B, T, Hkv·Dh] (Hkv = kv_heads, or
+ * H), all of one float type, and the attributes; names the node.
+ */
+function packedGeometry(ctx: OpContext, qIdx: readonly number[], kvIdx: readonly number[], names: readonly string[]): Geometry {
+  const idx = [...qIdx, ...kvIdx];
   idx.forEach((i) => requireRank(ctx, i, [3]));
   const dtype = sameDtype(ctx, idx);
   requireFloat(ctx, dtype);
-  const shape = input(ctx, idx[0]!).shape;
-  for (let j = 1; j < idx.length; j++) {
-    const s = input(ctx, idx[j]!).shape;
-    s.forEach((d, a) => requireDim(ctx, `shapes of ${names[0]} and ${names[j]}`, shape[a]!, d, shape, s));
-  }
+  const shape = input(ctx, qIdx[0]!).shape;
   const D = shape[2]!;
   if (typeof D !== 'number') throw new CleaveError(`${at(ctx)}: the row size of ${names[0]} ${formatShape(shape)} must be static`);
   const H = int(ctx.attrs, 'heads');
   if (!Number.isInteger(H) || H < 1 || D % H) throw new CleaveError(`${at(ctx)}: heads ${H} does not divide the row size ${D} of ${names[0]} ${formatShape(shape)}`);
+  const kv = int(ctx.attrs, 'kv_heads') ?? 0;
+  if (!Number.isInteger(kv) || kv < 0 || (kv > 0 && H % kv)) throw new CleaveError(`${at(ctx)}: kv_heads ${kv} must divide heads ${H} (0: as many as heads)`);
+  const Hkv = kv || H, kvShape: Shape = [shape[0]!, shape[1]!, Hkv * (D / H)];
+  idx.forEach((i, j) => {
+    if (j === 0) return;
+    const s = input(ctx, i).shape, want = j < qIdx.length ? shape : kvShape;
+    s.forEach((d, a) => requireDim(ctx, `shapes of ${names[0]} and ${names[j]}`, want[a]!, d, want, s));
+  });
   const causal = int(ctx.attrs, 'causal');
   if (causal !== 0 && causal !== 1) throw new CleaveError(`${at(ctx)}: causal must be 0 or 1, got ${causal}`);
   const windowWrong = windowProblem(ctx.attrs['window'] ?? 0, causal);
   if (windowWrong) throw new CleaveError(`${at(ctx)}: ${windowWrong}`);
   const scale = ctx.attrs['scale'];
   if (scale !== undefined && !Number.isFinite(scale as number)) throw new CleaveError(`${at(ctx)}: scale must be a finite number, got ${String(scale)}`);
-  return { dtype, shape, B: shape[0]!, T: shape[1]!, D, H, Dh: D / H };
+  return { dtype, shape, kvShape, B: shape[0]!, T: shape[1]!, D, H, Hkv, Dh: D / H };
 }
 
 /** The share of the T × T scores computed: all, the lower triangle when causal, a band under a window. */
@@ -201,20 +214,23 @@ const attentionFlops = (g: Geometry, attrs: Attrs, products: number): number =>
 
 const layoutOf = (x: Tensor, heads: number): Layout => packed(x.shape[0]!, x.shape[1]!, heads, x.shape[2]! / heads);
 
+/** The key/value heads of a fused attention: kv_heads, or as many as the query heads. */
+const kvHeads = (attrs: Attrs): number => (int(attrs, 'kv_heads') || int(attrs, 'heads'));
+
 const fusedAttention: OpDef = {
   op: 'FusedAttention', since: 13, domain: 'cleave', category: 'linalg', arity: [3, 3], outputs: [2, 2], attrs: fusedAttrs, validate: checkFusedAttrs, keepDtype: [1],
   infer(ctx) {
-    const g = packedGeometry(ctx, [0, 1, 2], ['q', 'k', 'v']);
+    const g = packedGeometry(ctx, [0], [1, 2], ['q', 'k', 'v']);
     return [{ dtype: g.dtype, shape: g.shape }, { dtype: lseDtype(g.dtype), shape: [g.B, g.H, g.T] }];
   },
-  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [0, 1, 2], ['q', 'k', 'v']), ctx.attrs, 2), bytes: moved(ctx, outs) }),
+  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [0], [1, 2], ['q', 'k', 'v']), ctx.attrs, 2), bytes: moved(ctx, outs) }),
   cuda(dev, [q, k, v], [out, lse], attrs) {
     const H = int(attrs, 'heads');
-    dev.attention(q!, k!, v!, out!, lse!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
+    dev.attention(q!, k!, v!, out!, lse!, H, kvHeads(attrs), scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
   },
   cpu([q, k, v], attrs) {
-    const L = layoutOf(q!, int(attrs, 'heads'));
-    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, undefined, int(attrs, 'window') ?? 0);
+    const L = layoutOf(q!, int(attrs, 'heads')), Lk = layoutOf(k!, kvHeads(attrs));
+    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, undefined, int(attrs, 'window') ?? 0, Lk);
     return [asTensor(q!, out), roundToDtype(tensor(lseDtype(q!.dtype), [L.B, L.H, L.T], lse))];
   },
   // Second derivatives are not supported: FusedAttentionGrad has no rule, so autodiff names it.
@@ -229,25 +245,25 @@ const fusedAttention: OpDef = {
 const fusedAttentionGrad: OpDef = {
   op: 'FusedAttentionGrad', since: 13, domain: 'cleave', category: 'linalg', arity: [6, 6], outputs: [3, 3], attrs: fusedAttrs, validate: checkFusedAttrs,
   infer(ctx) {
-    const g = packedGeometry(ctx, [1, 2, 3, 0, 4], ['q', 'k', 'v', 'dout', 'out']);
+    const g = packedGeometry(ctx, [1, 0, 4], [2, 3], ['q', 'dout', 'out', 'k', 'v']);
     const lse = input(ctx, 5);
     const want: Shape = [g.B, g.H, g.T];
     if (lse.dtype !== lseDtype(g.dtype) || lse.shape.length !== 3) {
       throw new CleaveError(`${at(ctx)}: lse must be ${lseDtype(g.dtype)}${formatShape(want)} (batch, heads, rows), got ${lse.dtype}${formatShape(lse.shape)}`);
     }
     lse.shape.forEach((d, a) => requireDim(ctx, 'shapes of lse and [batch, heads, rows] of q', d, want[a]!, lse.shape, want));
-    const t: ValueType = { dtype: g.dtype, shape: g.shape };
-    return [t, t, t];
+    const t: ValueType = { dtype: g.dtype, shape: g.shape }, kv: ValueType = { dtype: g.dtype, shape: g.kvShape };
+    return [t, kv, kv];
   },
   // Recomputing S, then dV, dP, dQ and dK: five T × T products.
-  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [1, 2, 3, 0, 4], ['q', 'k', 'v', 'dout', 'out']), ctx.attrs, 5), bytes: moved(ctx, outs) }),
+  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [1, 0, 4], [2, 3], ['q', 'dout', 'out', 'k', 'v']), ctx.attrs, 5), bytes: moved(ctx, outs) }),
   cuda(dev, [dout, q, k, v, out, lse], [dq, dk, dv], attrs) {
     const H = int(attrs, 'heads');
-    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
+    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, kvHeads(attrs), scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
   },
   cpu([dout, q, k, v, out, lse], attrs) {
-    const L = layoutOf(q!, int(attrs, 'heads'));
-    const { dq, dk, dv } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
+    const L = layoutOf(q!, int(attrs, 'heads')), Lk = layoutOf(k!, kvHeads(attrs));
+    const { dq, dk, dv } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0, Lk);
     return [asTensor(q!, dq), asTensor(k!, dk), asTensor(v!, dv)];
   },
 };

@@ -135,12 +135,13 @@ export interface CudaDevice {
   /**
    * Fused (flash-style) attention over q, k, v of [B, T, H·Dh] (heads side by side in each row):
    * out [B, T, H·Dh] and the softmax's log-sum-exp per row, lse [B, H, T] float32; no T × T matrix.
-   * window > 0 (causal only): each query sees its last `window` keys.
+   * window > 0 (causal only): each query sees its last `window` keys. k and v are [B, T, kvHeads·Dh]:
+   * each of their heads is read by heads / kvHeads consecutive query heads (grouped-query attention).
    */
-  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, scale: number, causal: boolean, window: number): void;
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void;
   /** Its gradient: dq, dk, dv (each [B, T, H·Dh]) from dout, the inputs, out and lse. */
   attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
-    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean, window: number): void;
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void;
   /** Host data into a device tensor of its size, converted to the tensor's dtype (waits for the copy). */
   write(out: DeviceTensor, t: Tensor): void;
   /** Device → host (waits for the queued work). */

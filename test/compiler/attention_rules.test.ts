@@ -220,7 +220,8 @@ const rulesOf = (rep: AttentionReport): Record<string, number> => Object.fromEnt
 describe('attentionFusion: the SDPA decomposition with grouped-query K/V and rotary after the head split', () => {
   const B = 2, T = 5, H = 4, Hkv = 2, Dh = 4, D = H * Dh, r = H / Hkv;
 
-  function sdpa(mask?: 'causal'): Graph {
+  /** `vAlsoRead`: the Unsqueeze of v's heads is a graph output too, so the repetition cannot be dropped. */
+  function sdpa(mask?: 'causal', vAlsoRead = false): Graph {
     const b = new ModelBuilder('sdpa', { seed: 1 });
     const x = b.input('x', 'float32', [B, T, D]);
     const proj = (name: string, out: number) => b.op('MatMul', [x, b.param(name, [D, out], { normal: 0.3 })]);
@@ -239,9 +240,13 @@ describe('attentionFusion: the SDPA decomposition with grouped-query K/V and rot
     };
     const q = rope(heads(proj('wq', D), H)), k = rope(heads(proj('wk', Hkv * Dh), Hkv)), v = heads(proj('wv', Hkv * Dh), Hkv);
     // repeat_kv: Unsqueeze, Expand to [B, Hkv, r, T, Dh]; K goes to [B·H, T, Dh] rows straight from the expand.
-    const expand = (t: Value) => b.op('Expand', [b.op('Unsqueeze', [t], { axes: [2] })], { shape: [B, Hkv, r, T, Dh] });
+    const expand = (t: Value, read = false) => {
+      const u = b.op('Unsqueeze', [t], { axes: [2] });
+      if (read) b.output(u, 'v_unsqueezed');
+      return b.op('Expand', [u], { shape: [B, Hkv, r, T, Dh] });
+    };
     const kt = b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [expand(k)], { shape: [B * H, T, Dh] })], { perm: [0, 2, 1] })], { shape: [B, H, Dh, T] });
-    const vh = b.op('Reshape', [expand(v)], { shape: [B, H, T, Dh] });
+    const vh = b.op('Reshape', [expand(v, vAlsoRead)], { shape: [B, H, T, Dh] });
     const sq = Math.sqrt(1 / Math.sqrt(Dh));
     let scores = b.op('MatMul', [b.op('Mul', [q, b.scalar(sq)]), b.op('Mul', [kt, b.scalar(sq)])]);
     if (mask) scores = b.op('Add', [scores, b.constant(causalAdd(T, -Infinity), 'mask')]);
@@ -251,20 +256,30 @@ describe('attentionFusion: the SDPA decomposition with grouped-query K/V and rot
     return b.finish();
   }
 
-  it('fuses, with the canonical rows it took and the repeated heads reported', () => {
+  it('fuses, with the canonical rows it took, reading the K/V heads shared instead of their repetition', () => {
     const { f, rep } = fusion(sdpa(), 1);
     expect(rulesOf(rep)).toEqual({
       'kᵀ through [B·H, T, Dh]': 1,
       'scale out of the scores product': 1,
       attention: 1,
-      'attention with repeated K/V heads (copied)': 1,
+      'grouped-query K/V heads read shared': 1,
     });
     const n = f.nodes.find((x) => x.op === 'FusedAttention')!;
-    expect(n.attrs['heads']).toBe(H);
+    expect([n.attrs['heads'], n.attrs['kv_heads']]).toEqual([H, Hkv]);
     expect(n.attrs['causal']).toBe(0);
     expect(n.attrs['scale'] as number).toBeCloseTo(1 / Math.sqrt(Dh), 6);
+    expect(n.inputs.map((x) => x!.shape)).toEqual([[B, T, D], [B, T, Hkv * Dh], [B, T, Hkv * Dh]]);
+    // No repetition left: neither the Expand nor the Unsqueeze before it.
+    expect(count(f, 'Softmax') + count(f, 'Expand') + count(f, 'Unsqueeze')).toBe(0);
+  });
+
+  it('copies the repeated heads where the repetition is read elsewhere too, and says so', () => {
+    const { f, rep } = fusion(sdpa(undefined, true), 1);
+    expect(rulesOf(rep)['attention with repeated K/V heads (copied)']).toBe(1);
+    expect(rulesOf(rep)['grouped-query K/V heads read shared']).toBeUndefined();
+    const n = f.nodes.find((x) => x.op === 'FusedAttention')!;
+    expect(n.attrs['kv_heads']).toBeUndefined();
     expect(n.inputs.map((x) => x!.shape)).toEqual([[B, T, D], [B, T, D], [B, T, D]]);
-    expect(count(f, 'Softmax')).toBe(0);
   });
 
   it('fuses causal with an additive −inf mask too', () => {

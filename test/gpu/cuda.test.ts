@@ -201,18 +201,26 @@ describe.runIf(gpu)('CUDA kernels match the CPU kernels', () => {
 
 describe.runIf(gpu)('fused attention on CUDA', () => {
   // The last column is a causal sliding window (0: none): on both head sizes of the tensor-core path and the generic one.
-  const shapes: [number, number, number, number, number, number][] = [[2, 64, 128, 2, 1, 0], [2, 37, 64, 2, 0, 0], [1, 130, 256, 2, 1, 0], [2, 200, 512, 4, 1, 0], [1, 33, 48, 3, 1, 0],
-    [1, 300, 256, 2, 1, 17], [2, 257, 128, 2, 1, 64], [1, 65, 192, 2, 1, 10], [1, 200, 64, 2, 1, 33]];
-  it.each(shapes)('forward and gradient of B %i, T %i, D %i, %i heads, causal %i, window %i match the CPU kernels', (B, T, D, H, causal, window) => {
+  // Then a causal sliding window (0: none) and the key/value heads (0: as many as the query heads), on
+  // both head sizes of the tensor-core path and the generic one.
+  const shapes: [number, number, number, number, number, number, number][] = [[2, 64, 128, 2, 1, 0, 0], [2, 37, 64, 2, 0, 0, 0], [1, 130, 256, 2, 1, 0, 0], [2, 200, 512, 4, 1, 0, 0], [1, 33, 48, 3, 1, 0, 0],
+    [1, 300, 256, 2, 1, 17, 0], [2, 257, 128, 2, 1, 64, 0], [1, 65, 192, 2, 1, 10, 0], [1, 200, 64, 2, 1, 33, 0],
+    [2, 129, 512, 8, 1, 0, 2], [1, 200, 1024, 8, 0, 0, 4], [1, 70, 384, 4, 1, 0, 1], [1, 257, 512, 8, 1, 40, 2]];
+  it.each(shapes)('forward and gradient of B %i, T %i, D %i, %i heads, causal %i, window %i, kv heads %i match the CPU kernels', (B, T, D, H, causal, window, kvHeads) => {
     const b = new ModelBuilder('attn');
-    const [q, k, v, dout] = ['q', 'k', 'v', 'dout'].map((n) => b.input(n, 'float32', [B, T, D])) as [Value, Value, Value, Value];
-    const attrs = { heads: H, scale: 1 / Math.sqrt(D / H), causal, window };
+    const Dk = kvHeads ? (D / H) * kvHeads : D;
+    const [q, dout] = ['q', 'dout'].map((n) => b.input(n, 'float32', [B, T, D])) as [Value, Value];
+    const [k, v] = ['k', 'v'].map((n) => b.input(n, 'float32', [B, T, Dk])) as [Value, Value];
+    const attrs = { heads: H, scale: 1 / Math.sqrt(D / H), causal, window, kv_heads: kvHeads };
     const [o, lse] = b.ops('FusedAttention', [q, k, v], attrs, 2) as [Value, Value];
     const grads = b.ops('FusedAttentionGrad', [dout, q, k, v, o, lse], attrs, 3);
     [o, lse, ...grads].forEach((x, i) => b.output(x, `y${i}`));
     const g = b.finish();
     const rng = new Rng(11);
-    const feeds = Object.fromEntries(['q', 'k', 'v', 'dout'].map((n) => [n, tensor('float32', [B, T, D], Array.from({ length: B * T * D }, () => rng.normal()))]));
+    const feeds = Object.fromEntries(['q', 'k', 'v', 'dout'].map((n) => {
+      const w = n === 'k' || n === 'v' ? Dk : D;
+      return [n, tensor('float32', [B, T, w], Array.from({ length: B * T * w }, () => rng.normal()))];
+    }));
     const cpu = runGraph(g, feeds);
     const rounded = Object.fromEntries(Object.entries(feeds).map(([n, t]) => [n, tensor('float32', t.shape, Array.from(t.data, (x) => bf16ToFloat(floatToBf16(x))))]));
     const cpuBf16 = runGraph(g, rounded);

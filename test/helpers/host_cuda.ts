@@ -25,6 +25,9 @@ const BF16_VALUES = Float64Array.from({ length: 65536 }, (_, h) => bf16ToFloat(h
 const HALF_VALUES = Float64Array.from({ length: 65536 }, (_, h) => halfToFloat(h));
 const WIDTH_BYTES = [4, 2, 8, 1];
 
+/** Element strides of q (sB, sT) and of k, v (kB, kT); G query heads per key/value head. */
+interface AttnStrides { sB: number; sT: number; kB: number; kT: number; G: number }
+
 export class HostCuda implements Partial<NativeCuda> {
   private readonly blocks: Block[] = [];
   private next = 1n << 20n;
@@ -759,62 +762,70 @@ export class HostCuda implements Partial<NativeCuda> {
   }
 
   /** Softmax rows of scale·q·kᵀ for (b, h), as probabilities with their log-sum-exp (the attention kernels' contract). */
-  private attentionRows(q: Floats, k: Floats, sB: number, sT: number, b: number, h: number, T: number, Dh: number, scale: number, causal: boolean, window: number): { p: Float64Array[]; lse: number[] } {
+  private attentionRows(q: Floats, k: Floats, s: AttnStrides, b: number, h: number, T: number, Dh: number, scale: number, causal: boolean, window: number): { p: Float64Array[]; lse: number[] } {
     const p: Float64Array[] = [], lse: number[] = [];
+    const kh = Math.floor(h / s.G);
     for (let i = 0; i < T; i++) {
       const n = causal ? i + 1 : T, j0 = window > 0 ? Math.max(0, i - window + 1) : 0;
-      const s = new Float64Array(T).fill(-Infinity);
+      const sc = new Float64Array(T).fill(-Infinity);
       for (let j = j0; j < n; j++) {
         let dot = 0;
-        for (let d = 0; d < Dh; d++) dot += q.get(b * sB + i * sT + h * Dh + d) * k.get(b * sB + j * sT + h * Dh + d);
-        s[j] = scale * dot;
+        for (let d = 0; d < Dh; d++) dot += q.get(b * s.sB + i * s.sT + h * Dh + d) * k.get(b * s.kB + j * s.kT + kh * Dh + d);
+        sc[j] = scale * dot;
       }
-      const mx = Math.max(...s);
+      const mx = Math.max(...sc);
       let sum = 0;
-      for (let j = j0; j < n; j++) sum += Math.exp(s[j]! - mx);
+      for (let j = j0; j < n; j++) sum += Math.exp(sc[j]! - mx);
       const row = new Float64Array(T);
-      for (let j = j0; j < n; j++) row[j] = Math.exp(s[j]! - mx) / sum;
+      for (let j = j0; j < n; j++) row[j] = Math.exp(sc[j]! - mx) / sum;
       p.push(row);
       lse.push(mx + Math.log(sum));
     }
     return { p, lse };
   }
 
-  /** The native check_args refusal of a window without causal. */
-  private checkWindow(causal: boolean, window: number): void {
+  /** The native check_args refusals: a window without causal, key/value heads not dividing the query heads. */
+  private checkAttention(causal: boolean, window: number, H: number, Hkv: number): void {
     if (window < 0 || (window > 0 && !causal)) throw new Error(`attention: a sliding window (${window} keys) needs a causal attention and a positive size`);
+    if (H > 0 && (Hkv < 1 || H % Hkv)) throw new Error(`attention: ${Hkv} key/value heads do not divide ${H} query heads`);
   }
 
-  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Dh: number, scale: number, causal: boolean, window: number): void {
-    this.checkWindow(causal, window);
-    const span = (B - 1) * sB + (T - 1) * sT + H * Dh;
-    const Q = this.floats(dtype, q, span), K = this.floats(dtype, k, span), V = this.floats(dtype, v, span);
+  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number): void {
+    this.checkAttention(causal, window, H, Hkv);
+    const st: AttnStrides = { sB, sT, kB, kT, G: H / Hkv };
+    const Q = this.floats(dtype, q, (B - 1) * sB + (T - 1) * sT + H * Dh), K = this.floats(dtype, k, (B - 1) * kB + (T - 1) * kT + Hkv * Dh), V = this.floats(dtype, v, (B - 1) * kB + (T - 1) * kT + Hkv * Dh);
     const O = this.floats(dtype, out, B * T * H * Dh), L = this.floats(0, lse, B * H * T);
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const { p, lse: l } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal, window);
+      const { p, lse: l } = this.attentionRows(Q, K, st, b, h, T, Dh, scale, causal, window);
+      const kh = Math.floor(h / st.G);
       for (let i = 0; i < T; i++) {
         L.set((b * H + h) * T + i, l[i]!);
         for (let d = 0; d < Dh; d++) {
           let acc = 0;
-          for (let j = 0; j < T; j++) acc += p[i]![j]! * V.get(b * sB + j * sT + h * Dh + d);
+          for (let j = 0; j < T; j++) acc += p[i]![j]! * V.get(b * kB + j * kT + kh * Dh + d);
           O.set(((b * T + i) * H + h) * Dh + d, acc);
         }
       }
     }
   }
 
-  attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, out: bigint, dout: bigint, lse: bigint, dq: bigint, dk: bigint, dv: bigint,
-    B: number, T: number, H: number, Dh: number, scale: number, causal: boolean, window: number): void {
-    this.checkWindow(causal, window);
-    const span = (B - 1) * sB + (T - 1) * sT + H * Dh, n = B * T * H * Dh;
-    const Q = this.floats(dtype, q, span), K = this.floats(dtype, k, span), V = this.floats(dtype, v, span);
+  attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, dout: bigint, lse: bigint, dq: bigint, dk: bigint, dv: bigint,
+    B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number): void {
+    this.checkAttention(causal, window, H, Hkv);
+    const st: AttnStrides = { sB, sT, kB, kT, G: H / Hkv };
+    const n = B * T * H * Dh, nk = B * T * Hkv * Dh, kspan = (B - 1) * kB + (T - 1) * kT + Hkv * Dh;
+    const Q = this.floats(dtype, q, (B - 1) * sB + (T - 1) * sT + H * Dh), K = this.floats(dtype, k, kspan), V = this.floats(dtype, v, kspan);
     const O = this.floats(dtype, out, n), G = this.floats(dtype, dout, n);
-    const DQ = this.floats(dtype, dq, n), DK = this.floats(dtype, dk, n), DV = this.floats(dtype, dv, n);
+    const DQ = this.floats(dtype, dq, n), DK = this.floats(dtype, dk, nk), DV = this.floats(dtype, dv, nk);
     this.floats(0, lse, B * H * T);
     const at = (b: number, t: number, h: number, d: number) => ((b * T + t) * H + h) * Dh + d;
+    // dK, dV of a shared head: the sum over its query heads, written once at the end.
+    const gk = new Float64Array(nk), gv = new Float64Array(nk);
+    const kat = (b: number, t: number, kh: number, d: number) => ((b * T + t) * Hkv + kh) * Dh + d;
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const { p } = this.attentionRows(Q, K, sB, sT, b, h, T, Dh, scale, causal, window);
-      const gq = new Float64Array(T * Dh), gk = new Float64Array(T * Dh), gv = new Float64Array(T * Dh);
+      const { p } = this.attentionRows(Q, K, st, b, h, T, Dh, scale, causal, window);
+      const kh = Math.floor(h / st.G);
+      const gq = new Float64Array(T * Dh);
       for (let i = 0; i < T; i++) {
         // D_i = rowsum(dout ∘ out): the flash backward's per-row term.
         let Di = 0;
@@ -824,21 +835,21 @@ export class HostCuda implements Partial<NativeCuda> {
           if (!pij) continue;
           let dp = 0;
           for (let d = 0; d < Dh; d++) {
-            dp += G.get(at(b, i, h, d)) * V.get(b * sB + j * sT + h * Dh + d);
-            gv[j * Dh + d]! += pij * G.get(at(b, i, h, d));
+            dp += G.get(at(b, i, h, d)) * V.get(b * kB + j * kT + kh * Dh + d);
+            gv[kat(b, j, kh, d)]! += pij * G.get(at(b, i, h, d));
           }
           const ds = pij * (dp - Di) * scale;
           for (let d = 0; d < Dh; d++) {
-            gq[i * Dh + d]! += ds * K.get(b * sB + j * sT + h * Dh + d);
-            gk[j * Dh + d]! += ds * Q.get(b * sB + i * sT + h * Dh + d);
+            gq[i * Dh + d]! += ds * K.get(b * kB + j * kT + kh * Dh + d);
+            gk[kat(b, j, kh, d)]! += ds * Q.get(b * sB + i * sT + h * Dh + d);
           }
         }
       }
-      for (let t = 0; t < T; t++) for (let d = 0; d < Dh; d++) {
-        DQ.set(at(b, t, h, d), gq[t * Dh + d]!);
-        DK.set(at(b, t, h, d), gk[t * Dh + d]!);
-        DV.set(at(b, t, h, d), gv[t * Dh + d]!);
-      }
+      for (let t = 0; t < T; t++) for (let d = 0; d < Dh; d++) DQ.set(at(b, t, h, d), gq[t * Dh + d]!);
+    }
+    for (let i = 0; i < nk; i++) {
+      DK.set(i, gk[i]!);
+      DV.set(i, gv[i]!);
     }
   }
 

@@ -152,6 +152,63 @@ describe('FusedAttention with a sliding window (Mistral)', () => {
   });
 });
 
+describe('FusedAttention with grouped-query K/V heads (kv_heads)', () => {
+  const Hq = 4, Hkv = 2, G = Hq / Hkv, Tg = 6, Dk = Hkv * Dh, Dq = Hq * Dh;
+  /** k/v [B, T, Hkv·Dh] with each head repeated for its G query heads: [B, T, Hq·Dh]. */
+  const repeat = (t: Tensor): Tensor => {
+    const out = tensor('float32', [B, Tg, Dq]);
+    for (let bt = 0; bt < B * Tg; bt++) for (let h = 0; h < Hq; h++) for (let d = 0; d < Dh; d++) out.data[bt * Dq + h * Dh + d] = t.data[bt * Dk + Math.floor(h / G) * Dh + d]!;
+    return out;
+  };
+  const data = (seed: number): Record<'q' | 'k' | 'v', Tensor> => {
+    const rng = new Rng(seed);
+    return { q: randn([B, Tg, Dq], rng), k: randn([B, Tg, Dk], rng), v: randn([B, Tg, Dk], rng) };
+  };
+  const lossGraph = (p: Record<'q' | 'k' | 'v', Tensor>, R: Tensor, shared: boolean): Graph => {
+    const b = new ModelBuilder(shared ? 'gqa' : 'repeated');
+    const q = b.graph.addParam('q', p.q);
+    const [k, v] = (['k', 'v'] as const).map((n) => b.graph.addParam(n, shared ? p[n] : repeat(p[n])));
+    const out = shared
+      ? b.ops('FusedAttention', [q, k!, v!], { heads: Hq, kv_heads: Hkv, scale: 0.6, causal: 1 }, 2)[0]!
+      : decomposedAttention(b, q, k!, v!, Hq, true);
+    b.output(b.op('ReduceSum', [b.op('Mul', [out, b.constant(R, 'R')])], { keepdims: 0 }), 'loss');
+    return b.finish();
+  };
+
+  it('computes what attention over repeated K/V computes, and dK, dV are the sums over each group', () => {
+    const p = data(41), R = randn([B, Tg, Dq], new Rng(42));
+    // The reference: the written-out attention over the repeated copies, scaled by 1/√Dh, so use that scale.
+    const ref = lossGraph(p, R, false);
+    const shared = lossGraph(p, R, true);
+    shared.nodes.find((n) => n.op === 'FusedAttention')!.attrs['scale'] = 1 / Math.sqrt(Dh);
+    const spec = { loss: { kind: 'output' as const } };
+    const [ts, tr] = [shared, ref].map((g) => buildTrainingGraph(toFloat64(g), spec));
+    const rs = runGraph(ts!.graph, {}), rr = runGraph(tr!.graph, {});
+    expect(maxRelError(rs.get(ts!.loss.name)!, rr.get(tr!.loss.name)!)).toBeLessThanOrEqual(1e-12);
+    expect(maxRelError(rs.get(ts!.grads.get('q')!.name)!, rr.get(tr!.grads.get('q')!.name)!)).toBeLessThanOrEqual(1e-10);
+    for (const n of ['k', 'v']) {
+      const full = rr.get(tr!.grads.get(n)!.name)!, got = rs.get(ts!.grads.get(n)!.name)!;
+      expect(got.shape).toEqual([B, Tg, Dk]);
+      const want = tensor('float64', [B, Tg, Dk]);
+      for (let bt = 0; bt < B * Tg; bt++) for (let h = 0; h < Hq; h++) for (let d = 0; d < Dh; d++) want.data[bt * Dk + Math.floor(h / G) * Dh + d]! += full.data[bt * Dq + h * Dh + d]!;
+      expect(maxRelError(got, want), `d${n}`).toBeLessThanOrEqual(1e-10);
+    }
+  });
+
+  it('has gradients that match finite differences', () => {
+    const r = gradCheck(lossGraph(data(43), randn([B, Tg, Dq], new Rng(44)), true), {}, { samples: 30 });
+    expect(r.f64).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('refuses kv_heads that do not divide heads, and k, v of the wrong row size, naming the node', () => {
+    const b = new ModelBuilder('bad');
+    const q = b.input('q', 'float32', [B, Tg, Dq]), k = b.input('k', 'float32', [B, Tg, Dk]), v = b.input('v', 'float32', [B, Tg, Dk]);
+    expect(() => b.ops('FusedAttention', [q, k, v], { heads: Hq, kv_heads: 3 }, 2)).toThrow(/node '\/FusedAttention': kv_heads 3 must divide heads 4/);
+    expect(() => b.ops('FusedAttention', [q, k, v], { heads: Hq }, 2)).toThrow(/shapes of q and k do not match: \[2, 6, 16\] and \[2, 6, 8\]/);
+    expect(() => b.ops('FusedAttention', [q, q, v], { heads: Hq, kv_heads: Hkv }, 2)).toThrow(/shapes of q and k do not match: \[2, 6, 8\] and \[2, 6, 16\]/);
+  });
+});
+
 it('FusedAttentionGrad on its own: dv is Pᵀ·dout, δ is dout·out', () => {
   // One head, T = 2, causal: row 0 attends only to key 0, so dv₀ gets all of dout₀ plus P₁₀·dout₁.
   const rng = new Rng(3);

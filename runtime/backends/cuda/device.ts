@@ -393,24 +393,27 @@ export class Cuda implements CudaDevice {
   }
 
   /** Shapes of a fused attention's q, k, v ([B, T, H·Dh], all alike) and lse ([B, H, T] float32). */
-  private attentionDims(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, lse: DeviceTensor, heads: number): [number, number, number] {
+  private attentionDims(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number): [number, number, number, number] {
     const [B, T, D] = q.shape as [number, number, number];
-    const same = (t: DeviceTensor) => t.shape.length === 3 && t.shape.every((d, i) => d === q.shape[i]) && t.dtype === q.dtype;
-    if (q.shape.length !== 3 || !same(k) || !same(v) || D % heads) throw new CleaveError(`fused attention on CUDA takes q, k, v of one shape [B, T, H·Dh]; got [${q.shape}], [${k.shape}], [${v.shape}] with ${heads} heads`);
+    const Dk = (D / heads) * kvHeads;
+    const kvLike = (t: DeviceTensor) => t.shape.length === 3 && t.shape[0] === B && t.shape[1] === T && t.shape[2] === Dk && t.dtype === q.dtype;
+    if (q.shape.length !== 3 || D % heads || !(kvHeads >= 1) || heads % kvHeads || !kvLike(k) || !kvLike(v)) {
+      throw new CleaveError(`fused attention on CUDA takes q [B, T, H·Dh] and k, v [B, T, Hkv·Dh] of one type; got [${q.shape}], [${k.shape}], [${v.shape}] with ${heads} heads and ${kvHeads} key/value heads`);
+    }
     if (lse.dtype !== 'float32') throw new CleaveError(`fused attention's log-sum-exp is float32 on CUDA, not ${lse.dtype}`);
-    return [B, T, D];
+    return [B, T, D, Dk];
   }
 
-  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, scale: number, causal: boolean, window: number): void {
-    const [B, T, D] = this.attentionDims(q, k, v, lse, heads);
-    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, lse.ptr, B, T, heads, D / heads, scale, causal, window);
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void {
+    const [B, T, D, Dk] = this.attentionDims(q, k, v, lse, heads, kvHeads);
+    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, T * D, D, T * Dk, Dk, out.ptr, lse.ptr, B, T, heads, kvHeads, D / heads, scale, causal, window);
   }
 
   attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
-    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, scale: number, causal: boolean, window: number): void {
-    const [B, T, D] = this.attentionDims(q, k, v, lse, heads);
-    this.n.attentionBackward(floatCode(q, 'FusedAttentionGrad'), q.ptr, k.ptr, v.ptr, T * D, D, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
-      B, T, heads, D / heads, scale, causal, window);
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void {
+    const [B, T, D, Dk] = this.attentionDims(q, k, v, lse, heads, kvHeads);
+    this.n.attentionBackward(floatCode(q, 'FusedAttentionGrad'), q.ptr, k.ptr, v.ptr, T * D, D, T * Dk, Dk, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
+      B, T, heads, kvHeads, D / heads, scale, causal, window);
   }
 
   /** Per-row losses and weights in float32, then their sum (and the count for a mean). */
