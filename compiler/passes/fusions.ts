@@ -2,6 +2,7 @@ import type { Graph } from '../../src/ir/graph.js';
 import { CANONICAL, attentionFusion } from './attention.js';
 import { GELU_RULES } from './gelu.js';
 import { GEMM_ROWS } from './gemm.js';
+import { GLU_RULES } from './glu.js';
 import { NORM_RULES } from './norms.js';
 import { applyRules } from './rewrite.js';
 import { rotaryRules } from './rotary.js';
@@ -25,7 +26,7 @@ export const emptyFusionReport = (frozen: readonly Frozen[] = [], folded: readon
  * Runs the forward-graph fusions on `g`, adding what they did to `into`: rotary embeddings first
  * (moved onto the rows before the head split), then attention (its rows read the scores as
  * exporters write them), the canonical and product rows again over what the attention rows left
- * (a head merge's transposes against the model's own), then RMSNorm and GELU.
+ * (a head merge's transposes against the model's own), then RMSNorm, GELU and the gated MLP units.
  */
 export function fuseForward(g: Graph, into: FusionReport): void {
   // Rotary first: moved before the head split, it leaves q and k rows the attention reads in place.
@@ -44,5 +45,6 @@ export function fuseForward(g: Graph, into: FusionReport): void {
   add(applyRules(g, [...CANONICAL, ...GEMM_ROWS]));
   add(applyRules(g, NORM_RULES));
   add(applyRules(g, GELU_RULES));
+  add(applyRules(g, GLU_RULES));
   g.removeDeadCode();
 }

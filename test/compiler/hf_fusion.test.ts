@@ -12,6 +12,7 @@ import { CANONICAL, attentionFusion } from '../../compiler/passes/attention.js';
 import { emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
 import { GELU_RULES } from '../../compiler/passes/gelu.js';
 import { GEMM_ROWS } from '../../compiler/passes/gemm.js';
+import { GLU_RULES } from '../../compiler/passes/glu.js';
 import { NORM_RULES } from '../../compiler/passes/norms.js';
 import { applyRules } from '../../compiler/passes/rewrite.js';
 import { rotaryRules } from '../../compiler/passes/rotary.js';
@@ -34,21 +35,21 @@ const NAMES = readdirSync(HF).filter((f) => f.endsWith('.onnx')).map((f) => f.sl
 
 const ROTARY = ['rotary cos table', 'rotary sin table'];
 /** Per family: attentions fused (one per attention block), the reason the rest stay, the buffers kept constant by role. */
-const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; gelu?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
+const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; gelu?: number; glu?: number; unfused?: RegExp; frozen: (tag: string) => string[] }> = {
   bert: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   // No attention: ConvNeXt's norms are LayerNormalization (dynamo) or written out over channels.
   convnext: { fused: 0, gelu: 4, frozen: () => [] },
   vit: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   gpt2: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
-  llama: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  llama: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   // At 1024 positions the exporter folds positions ⊗ inv_freq into an initializer but not cos and sin after it.
-  llama_long: { fused: 2, rope: 4, rms: 5, frozen: () => ['rotary angles'] },
-  llama_eager: { fused: 2, rope: 4, rms: 5, frozen: () => [...ROTARY, 'attention mask'] },
-  gemma: { fused: 2, rope: 4, rms: 5, gelu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
-  qwen2: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  llama_long: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: () => ['rotary angles'] },
+  llama_eager: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: () => [...ROTARY, 'attention mask'] },
+  gemma: { fused: 2, rope: 4, rms: 5, gelu: 2, glu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  qwen2: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   gpt_neox: { fused: 2, rope: 4, gelu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   // Mistral's sliding window is the fused kernel's window; T5's relative position bias needs kernel support first: said, not hidden.
-  mistral: { fused: 2, rope: 4, rms: 5, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  mistral: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
   t5: { fused: 0, rms: 12, unfused: /relative position bias|trained parameter \(a learned bias\)|cross-attention/, frozen: (t) => (t === 'ts17' ? [] : ['attention mask', 'attention mask', 'attention mask']) },
 };
 
@@ -84,8 +85,12 @@ describe.each(NAMES)('%s', (name) => {
     // Products as MatMul (+ bias Add) on the model's own rows; every GELU written out one Gelu node.
     applyRules(f, [...CANONICAL, ...GEMM_ROWS]);
     applyRules(f, GELU_RULES);
+    // Gated MLPs (SwiGLU, GeGLU) as one GatedUnit each; the Gelu of a GeGLU goes into it.
+    applyRules(f, GLU_RULES);
     validateGraph(f);
-    expect(f.nodes.filter((n) => n.op === 'Gelu').length).toBe(e!.gelu ?? 0);
+    expect(f.nodes.filter((n) => n.op === 'GatedUnit').length).toBe(e!.glu ?? 0);
+    expect(f.nodes.filter((n) => n.op === 'Gelu').length).toBe((e!.gelu ?? 0) - (family === 'gemma' ? e!.glu! : 0));
+    if (e!.glu) expect(f.nodes.some((n) => n.op === 'Sigmoid')).toBe(false);
     expect(f.nodes.filter((n) => ['Gemm', 'Erf', 'Pow'].includes(n.op)).map((n) => n.name)).toEqual([]);
     // Every RMSNorm is one RMSNormalization node: fused from its written-out form, or opset 23's own.
     expect(f.nodes.filter((n) => n.op === 'RMSNormalization').length).toBe(e!.rms ?? 0);
