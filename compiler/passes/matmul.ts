@@ -1,5 +1,5 @@
 import type { Graph, Node, Value } from '../../src/ir/graph.js';
-import { int } from '../../src/ops/util.js';
+import { int, str } from '../../src/ops/util.js';
 import { redirectGradOf } from './grad_of.js';
 
 /**
@@ -24,12 +24,13 @@ export function fuseMatMuls(g: Graph, keep: ReadonlySet<Value> = new Set()): num
     let alpha = fused ? Number(n.attrs['alpha'] ?? 1) : 1;
     const inputs = [n.inputs[0]!, n.inputs[1]!];
     const folded: string[] = [];
+    // Each operand through every swap before it: autodiff's Wᵀ of a tied weight that was a Transpose already.
     ([0, 1] as const).forEach((i) => {
-      const t = swapOfLast(g, inputs[i]!);
-      if (!t) return;
-      folded.push(inputs[i]!.producer!.name);
-      inputs[i] = t;
-      flags[i === 0 ? 'transA' : 'transB'] ^= 1;
+      for (let t = swapOfLast(g, inputs[i]!); t; t = swapOfLast(g, inputs[i]!)) {
+        folded.push(inputs[i]!.producer!.name);
+        inputs[i] = t;
+        flags[i === 0 ? 'transA' : 'transB'] ^= 1;
+      }
     });
     // The product scaled by a scalar, where nothing else reads the unscaled product.
     const out = n.outputs[0]!;
@@ -49,20 +50,37 @@ export function fuseMatMuls(g: Graph, keep: ReadonlySet<Value> = new Set()): num
       g.replaceNode(n, { op: 'FusedMatMul', inputs, outputs: [spec(out)], attrs: { ...flags, alpha }, meta: n.meta, scope: n.scope });
     }
   }
+  // (A·B)ᵀ = Bᵀ·Aᵀ: a product read only by a swap of its last two axes (a tied weight's gradient,
+  // dW = (xᵀ·dY)ᵀ) is the product of the swapped operands, which the GEMM reads transposed for free.
+  for (const t of [...g.nodes]) {
+    const x = t.op === 'Transpose' && swapsLastTwo(t) ? t.inputs[0]! : undefined;
+    const mm = x?.producer;
+    if (!x || !mm || mm.op !== 'FusedMatMul' || str(mm.attrs, 'epilogue') || x.users.length !== 1 || g.outputs.includes(x)) continue;
+    const [a, b] = mm.inputs as [Value, Value];
+    if (a.shape.length !== 2 || b.shape.length !== 2) continue;
+    const out = t.outputs[0]!;
+    const attrs = { transA: 1 - (int(mm.attrs, 'transB') ?? 0), transB: 1 - (int(mm.attrs, 'transA') ?? 0), alpha: Number(mm.attrs['alpha'] ?? 1) };
+    g.replaceNode(t, { op: 'FusedMatMul', inputs: [b, a], outputs: [{ name: out.name, dtype: out.dtype, shape: out.shape }], attrs, meta: mm.meta, scope: mm.scope });
+    g.removeNode(mm);
+    into.set(mm.name, t.name);
+  }
   g.removeDeadCode();
   redirectGradOf(g, into);
   return before - g.nodes.length;
 }
 
+/** Does Transpose node `t` swap only the last two axes? */
+function swapsLastTwo(t: Node): boolean {
+  const perm = t.attrs['perm'] as readonly number[] | undefined;
+  const r = t.outputs[0]!.shape.length;
+  return !!perm && r >= 2 && perm.length === r && perm.every((p, i) => (i === r - 2 ? p === r - 1 : i === r - 1 ? p === r - 2 : p === i));
+}
+
 /** x when v = Transpose(x) swaps only the last two axes, else undefined. */
 function swapOfLast(g: Graph, v: Value): Value | undefined {
   const t = v.producer;
-  if (!t || t.op !== 'Transpose' || g.outputs.includes(v)) return undefined;
-  const perm = t.attrs['perm'] as readonly number[] | undefined;
-  const r = v.shape.length;
-  if (!perm || r < 2 || perm.length !== r) return undefined;
-  const ok = perm.every((p, i) => (i === r - 2 ? p === r - 1 : i === r - 1 ? p === r - 2 : p === i));
-  return ok ? t.inputs[0]! : undefined;
+  if (!t || t.op !== 'Transpose' || g.outputs.includes(v) || !swapsLastTwo(t)) return undefined;
+  return t.inputs[0]!;
 }
 
 /** The constant scalar f when `n` computes `v · f`, `f · v` or `v / f`. */

@@ -50,6 +50,38 @@ describe('fuseMatMuls', () => {
     for (const n of g.nodes) if (typeof n.meta['gradOf'] === 'string') expect(live.has(n.meta['gradOf']), `${n.name} → ${n.meta['gradOf']}`).toBe(true);
   });
 
+  it('a tied weight (logits = x·Wᵀ): no Transpose left, dX reads W through two swaps, dW is (xᵀ·dY)ᵀ as one product', () => {
+    const t = buildTrainingGraph(buildGpt({ vocab: 32, seq: 8, dim: 16, heads: 2, layers: 1, tied: true, seed: 4, batch: 2 }), { loss: { kind: 'cross-entropy' } });
+    const g = t.graph, feeds = randomFeeds(g, 2, 6, 32);
+    const before = runGraph(g, feeds);
+    fuseMatMuls(g);
+    expect(g.nodes.filter((n) => n.op === 'Transpose' && swapsLast(n.attrs['perm'] as number[])).map((n) => n.name)).toEqual([]);
+    const after = runGraph(g, feeds);
+    for (const [k, v] of before) expect(maxRelError(after.get(k)!, v), k).toBeLessThan(1e-6);
+    const live = new Set(g.nodes.map((n) => n.name));
+    for (const n of g.nodes) if (typeof n.meta['gradOf'] === 'string') expect(live.has(n.meta['gradOf']), `${n.name} → ${n.meta['gradOf']}`).toBe(true);
+  });
+
+  it('(A·B)ᵀ becomes Bᵀ·Aᵀ only where the product is read by the swap alone', () => {
+    const b = new ModelBuilder('tp', { opset: 17 });
+    const x = b.input('x', 'float32', [3, 4]), y = b.input('y', 'float32', [4, 5]);
+    const p = b.op('MatMul', [b.op('Transpose', [b.op('Relu', [x])], { perm: [1, 0] }), b.op('Relu', [b.input('z', 'float32', [3, 5])])]);
+    b.output(b.op('Transpose', [p], { perm: [1, 0] }), 'pt');
+    const q = b.op('MatMul', [x, y]);
+    b.output(b.op('Transpose', [q], { perm: [1, 0] }), 'qt');
+    b.output(q, 'q');
+    const g = b.finish();
+    const feeds = randomFeeds(g, 1);
+    const want = runGraph(g, feeds);
+    fuseMatMuls(g);
+    const pt = g.outputs.find((o) => o.name === 'pt')!.producer!;
+    // (relu(x)ᵀ·relu(z))ᵀ = relu(z)ᵀ·relu(x): the operands swapped, each read as the GEMM needs.
+    expect([pt.op, pt.attrs['transA'], pt.attrs['transB'], pt.inputs.map((v) => v!.shape)]).toEqual(['FusedMatMul', 1, 0, [[3, 5], [3, 4]]]);
+    expect(g.outputs.find((o) => o.name === 'qt')!.producer!.op).toBe('Transpose');
+    const got = runGraph(g, feeds);
+    for (const [k, v] of want) expect(maxRelError(got.get(k)!, v), k).toBeLessThan(1e-7);
+  });
+
   it('leaves a product alone where its Transpose is a graph output and its result is read twice', () => {
     const b = new ModelBuilder('t', { opset: 17 });
     const x = b.input('x', 'float32', [3, 4]);
