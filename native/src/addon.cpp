@@ -547,6 +547,26 @@ Napi::Value ScatterElementsAdd(const Napi::CallbackInfo& i) {
   });
 }
 
+// gatherND(width, data, idx, idx32, out, batch, tuples, slice, batchStride, dims[], strides[])
+Napi::Value GatherND(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = strided(i[9], i[10], &n);
+    gather_nd(dtype_of(i[0]), ptr(i[1]), ptr(i[2]), flag(i[3]), ptr(i[4]), sh, i64(i[5]), i64(i[6]), i64(i[7]), i64(i[8]), stream());
+    return i.Env().Undefined();
+  });
+}
+
+// gatherNDAdd(dtype, g, idx, idx32, accF32, batch, tuples, slice, batchStride, dims[], strides[])
+Napi::Value GatherNDAdd(const Napi::CallbackInfo& i) {
+  return guard(i, [&]() -> Napi::Value {
+    int64_t n;
+    Shape sh = strided(i[9], i[10], &n);
+    gather_nd_add(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), flag(i[3]), (float*)ptr(i[4]), sh, i64(i[5]), i64(i[6]), i64(i[7]), i64(i[8]), stream());
+    return i.Env().Undefined();
+  });
+}
+
 // trilu(width, x, out, n, rows, cols, k, upper)
 Napi::Value Trilu(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
@@ -1022,6 +1042,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("padGrad", Napi::Function::New(env, PadGrad));
   exports.Set("gatedUnit", Napi::Function::New(env, GatedUnit));
   exports.Set("gatedUnitGrad", Napi::Function::New(env, GatedUnitGrad));
+  exports.Set("gatherND", Napi::Function::New(env, GatherND));
+  exports.Set("gatherNDAdd", Napi::Function::New(env, GatherNDAdd));
   return exports;
 }
 

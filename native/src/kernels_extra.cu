@@ -63,6 +63,46 @@ __global__ void scatter_elements_add_kernel(const T* g, const int64_t* idx, floa
   }
 }
 
+// --- GatherND and its gradient ------------------------------------------------------------------
+
+/**
+ * Data offset of output element (r = b·tuples + j, q): b·batchStride + Σ_a wrap(t[a])·sh.a[a] + q over
+ * the tuple t = idx + r·k (k = sh.rank), or −1 where an index is out of range for its axis.
+ */
+template <typename X, typename I>
+__device__ __forceinline__ int64_t gather_nd_offset(const X* idx, const Shape& sh, I r, I tuples, I batchStride, I q) {
+  const X* t = idx + (int64_t)r * sh.rank;
+  int64_t off = (int64_t)(r / tuples) * (int64_t)batchStride + (int64_t)q;
+  for (int a = 0; a < sh.rank; ++a) {
+    int64_t v = (int64_t)t[a];
+    if (v < 0) v += sh.dims[a];
+    if (v < 0 || v >= sh.dims[a]) return -1;
+    off += v * sh.a[a];
+  }
+  return off;
+}
+
+/** One output element per thread: element (b, j, q) copies the data element its tuple picks (0 out of range). */
+template <typename T, typename X, typename I>
+__global__ void gather_nd_kernel(const T* data, const X* idx, T* out, Shape sh, I tuples, I slice, I batchStride, I n) {
+  GRID_LOOP(I, i, n) {
+    const int64_t off = gather_nd_offset<X, I>(idx, sh, i / slice, tuples, batchStride, i % slice);
+    out[i] = off >= 0 ? data[(I)off] : T(0);
+  }
+}
+
+/**
+ * One dy element per thread, added into the float32 accumulator with atomicAdd: the existing Gather
+ * gradient (scatter_add_kernel) is atomic too, so repeated tuples sum in an unspecified order.
+ */
+template <typename T, typename X, typename I>
+__global__ void gather_nd_add_kernel(const T* g, const X* idx, float* acc, Shape sh, I tuples, I slice, I batchStride, I n) {
+  GRID_LOOP(I, i, n) {
+    const int64_t off = gather_nd_offset<X, I>(idx, sh, i / slice, tuples, batchStride, i % slice);
+    if (off >= 0) atomicAdd(acc + off, ld(g, i));
+  }
+}
+
 // --- Trilu, Dropout ----------------------------------------------------------------------------
 
 template <typename T, typename I>
@@ -677,6 +717,29 @@ void scatter_elements_add(DType t, const void* g, const int64_t* idx, float* acc
   const bool small = n < I32_LIMIT && reach(sh, sh.a) + (axisDim - 1) * axisStride < I32_LIMIT;
   XDISPATCH_INDEX(small, XDISPATCH(t, (scatter_elements_add_kernel<T, I><<<grid_for(n), 256, 0, s>>>(
                                           (const T*)g, idx, acc, sh, (I)axisStride, axisDim, (I)n))));
+  CHECK_LAUNCH();
+}
+
+#define GATHER_ND_DISPATCH_IDX(idx32, F) \
+  if (idx32) { using X = int32_t; F; } else { using X = int64_t; F; }
+
+void gather_nd(int width, const void* data, const void* idx, bool idx32, void* out, const Shape& sh, int64_t batch, int64_t tuples,
+               int64_t slice, int64_t batchStride, cudaStream_t s) {
+  const int64_t n = batch * tuples * slice;
+  if (n < 1) return;
+  const bool small = n < I32_LIMIT && batch * batchStride < I32_LIMIT;
+  GATHER_ND_DISPATCH_IDX(idx32, XDISPATCH_INDEX(small, XDISPATCH_WIDTH(width, (gather_nd_kernel<T, X, I><<<grid_for(n), 256, 0, s>>>(
+                                                    (const T*)data, (const X*)idx, (T*)out, sh, (I)tuples, (I)slice, (I)batchStride, (I)n)))));
+  CHECK_LAUNCH();
+}
+
+void gather_nd_add(DType t, const void* g, const void* idx, bool idx32, float* acc, const Shape& sh, int64_t batch, int64_t tuples,
+                   int64_t slice, int64_t batchStride, cudaStream_t s) {
+  const int64_t n = batch * tuples * slice;
+  if (n < 1) return;
+  const bool small = n < I32_LIMIT && batch * batchStride < I32_LIMIT;
+  GATHER_ND_DISPATCH_IDX(idx32, XDISPATCH_INDEX(small, XDISPATCH(t, (gather_nd_add_kernel<T, X, I><<<grid_for(n), 256, 0, s>>>(
+                                                    (const T*)g, (const X*)idx, acc, sh, (I)tuples, (I)slice, (I)batchStride, (I)n)))));
   CHECK_LAUNCH();
 }
 

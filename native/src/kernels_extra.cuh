@@ -34,6 +34,18 @@ void gather_elements(int width, const void* data, const int64_t* idx, void* out,
 void scatter_elements_add(DType t, const void* g, const int64_t* idx, float* acc, const Shape& sh, int64_t axisStride,
                           int64_t axisDim, int64_t n, cudaStream_t s);
 
+/**
+ * ONNX GatherND over batch · tuples · slice output elements: element (b, j, q) reads
+ * data[b·batchStride + Σ_a wrap(idx[(b·tuples + j)·k + a])·sh.a[a] + q], k = sh.rank index axes of
+ * sizes sh.dims (idx int32 where idx32, else int64; negative indices count from the end; a tuple
+ * out of range gives 0, as gather_elements does). Elements move by width.
+ */
+void gather_nd(int width, const void* data, const void* idx, bool idx32, void* out, const Shape& sh, int64_t batch, int64_t tuples,
+               int64_t slice, int64_t batchStride, cudaStream_t s);
+/** acc (float32, zeroed by the caller) at that offset += g[(b·tuples + j)·slice + q], atomically; out-of-range tuples are skipped. */
+void gather_nd_add(DType t, const void* g, const void* idx, bool idx32, float* acc, const Shape& sh, int64_t batch, int64_t tuples,
+                   int64_t slice, int64_t batchStride, cudaStream_t s);
+
 /** Matrices [rows, cols] stacked: keeps column − row ≥ k (upper) or ≤ k (lower), zeroes the rest. */
 void trilu(int width, const void* x, void* out, int64_t n, int64_t rows, int64_t cols, int64_t k, bool upper, cudaStream_t s);
 

@@ -204,6 +204,13 @@ export interface CudaDevice {
   gatedUnit(gate: DeviceTensor, up: DeviceTensor, out: DeviceTensor, activation: number): void;
   /** Its gradient in one pass: dup = dy · act(gate), dgate = dy · up · act′(gate). */
   gatedUnitGrad(dy: DeviceTensor, gate: DeviceTensor, up: DeviceTensor, dgate: DeviceTensor, dup: DeviceTensor, activation: number): void;
+  /**
+   * ONNX GatherND: out[b, j, q] = data[b, indices[b, j, :], q] (int64 or int32 indices, any element
+   * type; negative indices wrap, out-of-range tuples give 0 as gatherElements does).
+   */
+  gatherND(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, batchDims: number): void;
+  /** Its gradient: out = 0 (unless accumulate, float32 out); out[b, indices[b, j, :], q] += dy[b, j, q]. */
+  gatherNDGrad(dy: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, batchDims: number, accumulate?: boolean): void;
 }
 
 /**

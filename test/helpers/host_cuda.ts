@@ -734,6 +734,47 @@ export class HostCuda implements Partial<NativeCuda> {
     }
   }
 
+  /** Data offset of GatherND output element (r = b·tuples + j, q), or −1 where an index is out of range (gather_nd_offset). */
+  private static gatherNDOffset(ind: { get(i: number): number }, r: number, q: number, tuples: number, batchStride: number, dims: number[], strides: number[]): number {
+    let off = Math.floor(r / tuples) * batchStride + q;
+    for (let a = 0; a < dims.length; a++) {
+      let v = ind.get(r * dims.length + a);
+      if (v < 0) v += dims[a]!;
+      if (v < 0 || v >= dims[a]!) return -1;
+      off += v * strides[a]!;
+    }
+    return off;
+  }
+
+  private indices(idx: bigint, idx32: boolean, n: number): { get(i: number): number } {
+    if (!idx32) return this.i64(idx, n);
+    const b = this.bytes(idx, 4 * n);
+    const a = new Int32Array(b.buffer, b.byteOffset, n);
+    return { get: (i) => at(a, i, n) };
+  }
+
+  gatherND(width: number, data: bigint, idx: bigint, idx32: boolean, out: bigint, batch: number, tuples: number, slice: number, batchStride: number,
+    dims: number[], strides: number[]): void {
+    const n = batch * tuples * slice;
+    if (n < 1) return;
+    const src = this.raw(width, data, batch * batchStride), ind = this.indices(idx, idx32, batch * tuples * dims.length), dst = this.raw(width, out, n);
+    for (let i = 0; i < n; i++) {
+      const off = HostCuda.gatherNDOffset(ind, Math.floor(i / slice), i % slice, tuples, batchStride, dims, strides);
+      dst.set(i, off >= 0 ? src.get(off) : width === 2 ? 0n : 0);
+    }
+  }
+
+  gatherNDAdd(dtype: number, g: bigint, idx: bigint, idx32: boolean, acc: bigint, batch: number, tuples: number, slice: number, batchStride: number,
+    dims: number[], strides: number[]): void {
+    const n = batch * tuples * slice;
+    if (n < 1) return;
+    const gv = this.floats(dtype, g, n), ind = this.indices(idx, idx32, batch * tuples * dims.length), a = this.floats(0, acc, batch * batchStride);
+    for (let i = 0; i < n; i++) {
+      const off = HostCuda.gatherNDOffset(ind, Math.floor(i / slice), i % slice, tuples, batchStride, dims, strides);
+      if (off >= 0) a.set(off, a.get(off) + gv.get(i));
+    }
+  }
+
   softmax(dtype: number, x: bigint, out: bigint, rows: number, cols: number, log: boolean): void {
     const X = this.floats(dtype, x, rows * cols), Y = this.floats(dtype, out, rows * cols);
     for (let r = 0; r < rows; r++) {

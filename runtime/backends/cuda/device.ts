@@ -757,6 +757,40 @@ export class Cuda implements CudaDevice {
     const n = sameElements([dy, gate, up, dgate, dup], 'GatedUnitGrad');
     this.n.gatedUnitGrad(sameFloat([dy, gate, up, dgate, dup], 'GatedUnitGrad'), dy.ptr, gate.ptr, up.ptr, dgate.ptr, dup.ptr, n, gatedCode(activation));
   }
+
+  /** GatherND's walk over data of `shape`: batch × tuples × slice, each tuple indexing k axes (k ≤ 6). */
+  private gatherNDWalk(shape: readonly number[], indices: DeviceTensor, batchDims: number, what: string) {
+    if (indices.dtype !== 'int64' && indices.dtype !== 'int32') throw new CleaveError(`${what} on CUDA takes int64 or int32 indices, not ${indices.dtype}`);
+    const q = indices.shape.length, k = indices.shape[q - 1] ?? 0, b = batchDims;
+    if (q < 1 || b >= Math.min(q, shape.length) || k < 1 || k > shape.length - b || indices.shape.slice(0, b).some((d, i) => d !== shape[i])) {
+      throw new CleaveError(`${what}: indices [${indices.shape.join(', ')}] do not index data [${shape.join(', ')}] with batch_dims ${b}`);
+    }
+    if (k > 6) throw new CleaveError(`${what} on CUDA takes index tuples of 6 elements at most, not ${k}`);
+    const st = stridesOf(shape);
+    return {
+      batch: numel(shape.slice(0, b)), tuples: numel(indices.shape.slice(b, q - 1)), slice: numel(shape.slice(b + k)), batchStride: numel(shape.slice(b)),
+      dims: shape.slice(b, b + k), strides: st.slice(b, b + k), idx32: indices.dtype === 'int32',
+    };
+  }
+
+  gatherND(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, batchDims: number): void {
+    const w = this.gatherNDWalk(data.shape, indices, batchDims, 'GatherND');
+    this.n.gatherND(copyCode(data), data.ptr, indices.ptr, w.idx32, out.ptr, w.batch, w.tuples, w.slice, w.batchStride, w.dims, w.strides);
+  }
+
+  gatherNDGrad(dy: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, batchDims: number, accumulate = false): void {
+    const w = this.gatherNDWalk(out.shape, indices, batchDims, 'GatherNDGrad');
+    if (accumulate && out.dtype !== 'float32') throw new CleaveError(`GatherNDGrad accumulates into float32 on CUDA, not ${out.dtype}`);
+    // Atomic adds go to a float32 buffer, cast once into the output's dtype (as scatterAdd, whose
+    // atomics make GatherGrad's sums order-dependent too: repeated tuples may sum in any order).
+    const acc = out.dtype === 'float32' ? out : this.alloc('float32', out.shape);
+    if (!accumulate) this.n.fill(0, acc.ptr, numel(out.shape), 0);
+    this.n.gatherNDAdd(floatCode(dy, 'GatherNDGrad'), dy.ptr, indices.ptr, w.idx32, acc.ptr, w.batch, w.tuples, w.slice, w.batchStride, w.dims, w.strides);
+    if (acc !== out) {
+      this.cast(acc, out);
+      this.free(acc);
+    }
+  }
 }
 
 /** The element count of tensors an elementwise kernel reads and writes as one shape. */

@@ -127,6 +127,16 @@ export interface NativeCuda {
   gatedUnit(dtype: number, gate: bigint, up: bigint, y: bigint, n: number, act: number): void;
   /** dup = dy · act(gate), dgate = dy · up · act′(gate) over n elements, in one pass. */
   gatedUnitGrad(dtype: number, dy: bigint, gate: bigint, up: bigint, dgate: bigint, dup: bigint, n: number, act: number): void;
+  /**
+   * GatherND over batch × tuples × slice output elements: element (b, j, q) reads data at
+   * b·batchStride + Σ_a wrap(idx[(b·tuples + j)·k + a])·strides[a] + q (k = dims.length ≤ 6; idx
+   * int32 where idx32, else int64); a tuple out of range gives 0.
+   */
+  gatherND(width: number, data: bigint, idx: bigint, idx32: boolean, out: bigint, batch: number, tuples: number, slice: number, batchStride: number,
+    dims: number[], strides: number[]): void;
+  /** Its scatter: acc (float32, zeroed by the caller) at that offset += g (b, j, q); tuples out of range are skipped. */
+  gatherNDAdd(dtype: number, g: bigint, idx: bigint, idx32: boolean, acc: bigint, batch: number, tuples: number, slice: number, batchStride: number,
+    dims: number[], strides: number[]): void;
 }
 
 let cached: NativeCuda | null | undefined;
