@@ -7,7 +7,9 @@ import { type Pat, type Rule, any, applyRules, bound, freezeParam, op } from './
 // parameters. Training those would change the model: PyTorch never trains a buffer. These rules
 // find initializers by the role they play and by their values, and make them constants:
 //   - an attention mask: added to the scores before a softmax, every value 0 or very negative;
-//   - rotary tables: x·cos + rotate_half(x)·sin, with cos² + sin² = 1 everywhere.
+//   - rotary tables: x·cos + rotate_half(x)·sin, with cos² + sin² = 1 everywhere; the angles
+//     before the Cos and Sin (position s · one frequency per feature); the inverse frequencies
+//     (base^(−2i/d)) where the angles are computed in the graph and only Cos and Sin read them.
 // A parameter that only looks the part (a learned bias added before a softmax, initialised to
 // zero) has no very negative value and stays trained.
 
@@ -100,12 +102,54 @@ function isAngleTable(t: Tensor): boolean {
   return true;
 }
 
+/**
+ * Rotary inverse frequencies: one value per feature pair, base^(−2i/d): the first 1, each next the
+ * last times one ratio in (0, 1). HF's rotary embedding keeps them as the inv_freq buffer, and an
+ * export that folds nothing of it computes the angles from it in the graph.
+ */
+function isInverseFrequencies(t: Tensor): boolean {
+  const d = t.data, n = d.length;
+  if (n < 2 || t.shape.filter((x) => x !== 1).length > 1 || Math.abs(d[0]! - 1) > 1e-6) return false;
+  const r = d[1]! / d[0]!;
+  if (!(r > 0 && r < 1)) return false;
+  for (let i = 1; i < n; i++) if (Math.abs(d[i]! - d[i - 1]! * r) > 1e-5 * d[i - 1]!) return false;
+  return true;
+}
+
+/** Does every path from `v` end in a Cos or a Sin (never a graph output or anything else that reads it uncomputed)? */
+function onlyFeedsCosSin(g: Graph, v: Value, seen = new Set<Value>()): boolean {
+  if (seen.has(v)) return true;
+  seen.add(v);
+  if (g.outputs.includes(v) || !v.users.length) return false;
+  return v.users.every((u) => u.op === 'Cos' || u.op === 'Sin' || (u.outputs.length > 0 && u.outputs.every((o) => onlyFeedsCosSin(g, o, seen))));
+}
+
+/** The parameters a value is computed from (any ops), at most `limit` of them. */
+function paramsBehind(v: Value, out = new Set<Value>(), seen = new Set<Value>(), limit = 4): Set<Value> {
+  if (seen.has(v) || out.size > limit) return out;
+  seen.add(v);
+  if (v.kind === 'param') out.add(v);
+  else for (const x of v.producer?.inputs ?? []) if (x) paramsBehind(x, out, seen, limit);
+  return out;
+}
+
 export function bufferRules(frozen: Frozen[]): Rule[] {
   const freeze = (g: Graph, p: Value, role: string): void => {
     frozen.push({ name: p.name, role });
     freezeParam(g, p);
   };
   return [
+    {
+      // inv_freq ⊗ positions computed in the graph, then Cos and Sin: the frequencies are the buffer.
+      name: 'rotary inverse frequencies',
+      pattern: op(['Cos', 'Sin'], [any('angles', { shared: true })]),
+      rewrite(m, g) {
+        const ps = [...paramsBehind(bound(m, 'angles'))].filter((p) => p.data && isInverseFrequencies(p.data) && onlyFeedsCosSin(g, p));
+        if (!ps.length) return null;
+        for (const p of ps) freeze(g, p, 'rotary inverse frequencies');
+        return true;
+      },
+    },
     {
       name: 'rotary angle initializer',
       pattern: op('Cos', [any('angles', { shared: true, test: (v) => sourceParam(v) !== null })]),

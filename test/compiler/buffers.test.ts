@@ -4,6 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { MASKED, freezeBuffers, sourceParam } from '../../compiler/passes/buffers.js';
+import { applyRules } from '../../compiler/passes/rewrite.js';
+import { rotaryRules } from '../../compiler/passes/rotary.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { ModelBuilder } from '../../src/api/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
@@ -238,6 +240,43 @@ describe('freezeBuffers: rotary angles (positions ⊗ inv_freq folded, cos and s
       const g = graph(a);
       frozenCopy(g, []);
       expect(gradNames(g)).toEqual(['cat_1', 'w']);
+    }
+  });
+});
+
+describe('freezeBuffers: rotary inverse frequencies (angles computed in the graph)', () => {
+  const S = 5, Dh = 8, h = Dh / 2;
+  /** HF's rotary: inv_freq [h] ⊗ positions, both halves, cos and sin, applied to x [B, H, S, Dh] heads. */
+  const graph = (inv: number[], alsoRead = false): Graph => {
+    const b = new ModelBuilder('rope');
+    const x = b.op('Mul', [b.input('x', 'float32', [B, H, S, Dh]), b.graph.addParam('w', tensor('float32', [Dh], Array.from({ length: Dh }, (_, i) => 1 + i / 10)))]);
+    const f = b.graph.addParam('rotary_emb.inv_freq', tensor('float32', [h], inv));
+    const pos = b.constant(tensor('float32', [1, 1, S], Array.from({ length: S }, (_, i) => i)), 'positions');
+    const freqs = b.op('Transpose', [b.op('MatMul', [b.op('Reshape', [f], { shape: [1, h, 1] }), pos])], { perm: [0, 2, 1] });
+    const emb = b.op('Concat', [freqs, freqs], { axis: -1 });
+    const cos = b.op('Unsqueeze', [b.op('Cos', [emb])], { axes: [1] }), sin = b.op('Unsqueeze', [b.op('Sin', [emb])], { axes: [1] });
+    const x1 = b.op('Slice', [x], { starts: [0], ends: [h], axes: [-1] }), x2 = b.op('Slice', [x], { starts: [h], ends: [END], axes: [-1] });
+    const rot = b.op('Concat', [b.op('Neg', [x2]), x1], { axis: -1 });
+    let y = b.op('Add', [b.op('Mul', [x, cos]), b.op('Mul', [rot, sin])]);
+    if (alsoRead) y = b.op('Mul', [y, b.op('ReduceSum', [f], { keepdims: 0 })]);
+    b.output(y, 'y');
+    return b.finish();
+  };
+  const geometric = Array.from({ length: h }, (_, i) => 10000 ** (-(2 * i) / Dh));
+
+  it('frequencies only Cos and Sin read are frozen; the rotary row then sees constant tables and fuses', () => {
+    const f = frozenCopy(graph(geometric), [['rotary_emb.inv_freq', 'rotary inverse frequencies']]);
+    expect(gradNames(f)).toEqual(['w']);
+    const fused = cloneGraph(f);
+    expect(applyRules(fused, rotaryRules()).get('rotary embedding')).toBe(1);
+    const feeds = randomFeeds(f, B, 9);
+    expect(maxRelError(runGraph(fused, feeds).get('y')!, runGraph(f, feeds).get('y')!)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('stay parameters: frequencies also read by anything but Cos and Sin, values that are not one geometric series', () => {
+    for (const g of [graph(geometric, true), graph([1, 0.5, 0.3, 0.1]), graph([2, 1, 0.5, 0.25])]) {
+      frozenCopy(g, []);
+      expect(gradNames(g)).toContain('rotary_emb.inv_freq');
     }
   });
 });
