@@ -97,6 +97,27 @@ const CASES: Case[] = [
   // cleave's GatedUnit (SwiGLU/GeGLU gate): both inputs, each activation; and a gate alone (up fixed).
   ...['silu', 'gelu_tanh', 'gelu'].map((activation) => ({ op: 'GatedUnit', inputs: [f(3, 2, 5), f(3, 2, 5)], attrs: { activation }, label: activation })),
   { op: 'GatedUnit', inputs: [f(4, 6), fixed(f(4, 6))], label: 'default silu, up fixed' },
+  // Einsum: each operand's gradient is an Einsum of the output gradient with the others; letters
+  // summed by one operand alone come back through Expand, broadcast ellipsis axes through ReduceSum.
+  ...([
+    ['ij,jk->ik', [f(3, 4), f(4, 5)]],
+    ['bhqd,bhkd->bhqk', [f(2, 2, 3, 4), f(2, 2, 5, 4)]],
+    ['bhqk,bhkd->bhqd', [f(1, 2, 3, 4), f(1, 2, 4, 3)]],
+    ['ij->ji', [f(3, 4)]],
+    ['ij->i', [f(3, 4)]],
+    ['i,i->', [f(6), f(6)]],
+    ['i,j->ij', [f(3), f(4)]],
+    ['...ij,...jk->...ik', [f(2, 1, 3, 4), f(1, 3, 4, 2)]],
+    ['ij,jk', [f(3, 4), f(4, 2)]],
+    ['ij,jk,kl->il', [f(2, 3), f(3, 4), f(4, 2)]],
+    ['ij,kj->k', [f(3, 4), f(5, 4)]],
+    ['bi...,b...->...i', [f(2, 3, 2, 2), f(2, 1, 2)]],
+  ] as const).map(([equation, inputs]): Case => ({ op: 'Einsum', inputs: [...inputs], attrs: { equation }, label: equation })),
+  // GatherND: slices and single elements, repeated tuples (their gradients add), negative indices, batch_dims 1.
+  { op: 'GatherND', inputs: [f(4, 3, 2), labels([1, 3, 1, -3], [4, 1])], label: 'slices, repeated tuples' },
+  { op: 'GatherND', inputs: [f(3, 4), labels([0, 0, 2, -1, 0, 0, 1, 2, 2, 3], [5, 2])], label: 'single elements, repeated tuples' },
+  { op: 'GatherND', inputs: [f(2, 3, 4), labels([2, 2, -1, 0, 1, 1], [2, 3, 1])], attrs: { batch_dims: 1 }, label: 'batch_dims 1, repeats' },
+  { op: 'GatherND', inputs: [f(2, 3, 4), { shape: [2, 2, 2], dtype: 'int32', values: [1, 3, 1, 3, -1, 0, 0, -4], fixed: true }], attrs: { batch_dims: 1 }, label: 'batch_dims 1, int32 elements' },
 ];
 
 function build(c: Case): { g: ReturnType<ModelBuilder['finish']>; feeds: Record<string, Tensor> } {

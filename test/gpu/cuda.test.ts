@@ -138,6 +138,22 @@ const CASES: Case[] = [
     { op: 'GatedUnitGrad', inputs: [[2, 64, 1376], [2, 64, 1376], [2, 64, 1376]], attrs: { activation }, outputs: 2 },
   ]),
   { op: 'GatedUnit', inputs: [[1], [1]] },
+  // Einsum at attention sizes (one batched GEMM each, B read transposed for the scores), heads in
+  // the middle (both operands permuted), a broadcast ellipsis and a three-operand chain.
+  { op: 'Einsum', inputs: [[2, 8, 64, 64], [2, 8, 96, 64]], attrs: { equation: 'bhqd,bhkd->bhqk' } },
+  { op: 'Einsum', inputs: [[2, 8, 64, 96], [2, 8, 96, 64]], attrs: { equation: 'bhqk,bhkd->bhqd' } },
+  { op: 'Einsum', inputs: [[2, 48, 4, 32], [2, 40, 4, 32]], attrs: { equation: 'bqhd,bkhd->bhqk' } },
+  { op: 'Einsum', inputs: [[4, 1, 32, 48], [1, 3, 48, 40]], attrs: { equation: '...ij,...jk->...ik' } },
+  { op: 'Einsum', inputs: [[64, 96], [96, 80], [80, 48]], attrs: { equation: 'ij,jk,kl->il' } },
+  { op: 'Einsum', inputs: [[33, 257]], attrs: { equation: 'ij->ji' } },
+  { op: 'Einsum', inputs: [[33, 257]], attrs: { equation: 'ij->i' } },
+  // GatherND over an embedding-sized table (rows, single elements, batch_dims 1) and its scatter-add
+  // gradient with repeated rows (atomics: sums within float rounding of the CPU's).
+  { op: 'GatherND', inputs: [[512, 96], { shape: [4, 64, 1], int: 512 }] },
+  { op: 'GatherND', inputs: [[64, 32, 8], { shape: [300, 3], int: 8 }] },
+  { op: 'GatherND', inputs: [[4, 128, 64], { shape: [4, 33, 1], int: 128 }], attrs: { batch_dims: 1 } },
+  { op: 'GatherNDGrad', inputs: [[4, 64, 96], { shape: [4, 64, 1], int: 16 }], attrs: { shape: [16, 96] } },
+  { op: 'GatherNDGrad', inputs: [[4, 33, 64], { shape: [4, 33, 1], int: 8 }], attrs: { batch_dims: 1, shape: [4, 128, 64] } },
 ];
 
 function makeInputs(c: Case, rng: Rng): Tensor[] {

@@ -8,6 +8,7 @@ import type { Attrs, Graph, Value } from '../../src/ir/graph.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/ir/tensor.js';
 import { Rng } from '../../src/util/random.js';
 import { maxRelError } from './compare.js';
+import { EINSUM_KERNEL_CASES } from './einsum_cases.js';
 
 /**
  * An input: a float shape (normal values), or integers below `int` (int64, or floats with
@@ -166,6 +167,17 @@ export const KERNEL_CASES: KernelCase[] = [
     { op: 'GatedUnitGrad', inputs: [[6, 7, 33], [6, 7, 33], [6, 7, 33]], attrs: { activation }, outputs: 2, label: activation },
   ]),
   { op: 'GatedUnit', inputs: [[5, 3], [5, 3]], label: 'default activation' },
+  ...EINSUM_KERNEL_CASES,
+  // GatherND (elements moved by width) and GatherNDGrad (float32 atomics, cast once): slices, single
+  // elements, negative and repeated tuples, int32 indices, batch_dims 1, and an int64 data copy.
+  { op: 'GatherND', inputs: [[6, 5, 7], { shape: [4, 3, 1], int: 6 }], label: 'slices' },
+  { op: 'GatherND', inputs: [[4, 5, 3], { shape: [5, 2], value: [0, 4, -1, -5, 3, 2, 0, 4, 1, 1], dtype: 'int64' }], label: 'rows, negative and repeated' },
+  { op: 'GatherND', inputs: [[4, 5, 3], { shape: [2, 3, 3], value: [0, 0, 0, 3, 4, 2, -1, -1, -1, 1, 2, 1, 0, 0, 0, 2, -3, 1], dtype: 'int32' }], label: 'single elements, int32' },
+  { op: 'GatherND', inputs: [[3, 6, 4, 5], { shape: [3, 7, 2], int: 4 }], attrs: { batch_dims: 1 }, label: 'batch_dims 1' },
+  { op: 'GatherND', inputs: [{ shape: [5, 4], int: 1000 }, { shape: [3, 1], value: [4, -5, 2], dtype: 'int64' }], label: 'int64 data' },
+  { op: 'GatherNDGrad', inputs: [[4, 3, 5, 7], { shape: [4, 3, 1], int: 6 }], attrs: { shape: [6, 5, 7] }, label: 'slices, repeats' },
+  { op: 'GatherNDGrad', inputs: [[2, 3], { shape: [2, 3, 3], value: [0, 0, 0, 3, 4, 2, -1, -1, -1, 0, 0, 0, 3, 4, 2, 1, 2, 1], dtype: 'int32' }], attrs: { shape: [4, 5, 3] }, label: 'single elements, int32, repeats' },
+  { op: 'GatherNDGrad', inputs: [[3, 7, 5], { shape: [3, 7, 2], int: 4 }], attrs: { batch_dims: 1, shape: [3, 6, 4, 5] }, label: 'batch_dims 1' },
 ];
 
 export const caseName = (c: KernelCase): string => `${c.op}${c.label ? ` (${c.label})` : ''} ${JSON.stringify(c.attrs ?? {}, (_, v) => (v && typeof v === 'object' && 'data' in v ? `tensor [${v.shape}]` : v))}`;

@@ -60,6 +60,14 @@ const CASES: Case[] = [
   { op: 'Gather', inputs: [f(5, 4), { shape: [2, 3], dtype: 'int64', values: [0, 4, -1, 2, 2, 1] }] },
   { op: 'Gather', inputs: [f(3, 5, 2), idx(5, 4)], attrs: { axis: 1 }, label: 'axis 1' },
   { op: 'GatherElements', inputs: [f(3, 4), { shape: [3, 2], dtype: 'int64', values: [0, 3, 1, 1, -1, 2] }], attrs: { axis: 1 } },
+  // GatherND (int64 indices, as ONNX types them; int32 ones are checked in test/ops/gathernd.test.ts).
+  { op: 'GatherND', inputs: [f(4, 3, 2), { shape: [3, 1], dtype: 'int64', values: [1, 3, -1] }], label: 'whole slices, negative index' },
+  { op: 'GatherND', inputs: [f(3, 4), { shape: [2, 2, 2], dtype: 'int64', values: [0, 0, 2, -1, -3, 3, 1, 2] }], label: 'single elements' },
+  { op: 'GatherND', inputs: [f(3, 4, 5), { shape: [2, 2], dtype: 'int64', values: [2, 1, -2, -4] }], label: 'rows of a 3-D tensor' },
+  { op: 'GatherND', inputs: [f(2, 3, 4), { shape: [2, 2, 1], dtype: 'int64', values: [2, 0, -1, 1] }], attrs: { batch_dims: 1 }, label: 'batch_dims 1, slices' },
+  { op: 'GatherND', inputs: [f(2, 3, 4), { shape: [2, 2], dtype: 'int64', values: [1, 3, -3, -1] }], attrs: { batch_dims: 1 }, label: 'batch_dims 1, single elements' },
+  { op: 'GatherND', inputs: [f(2, 3, 4, 5), { shape: [2, 3, 2, 1], dtype: 'int64', values: [0, 3, 1, 2, -1, 0, 2, 2, 1, -4, 3, 0] }], attrs: { batch_dims: 2 }, label: 'batch_dims 2' },
+  { op: 'GatherND', inputs: [idx(9, 3, 4), { shape: [2, 1], dtype: 'int64', values: [2, 0] }], label: 'int64 data' },
   { op: 'Expand', inputs: [f(3, 1)], attrs: { shape: [2, 1, 4] } },
   { op: 'Where', inputs: [{ shape: [3, 1], dtype: 'bool', values: [1, 0, 1] }, f(3, 4), f(4)] },
   { op: 'Equal', inputs: [idx(3, 4, 3), idx(3, 3)] },
@@ -118,6 +126,26 @@ const CASES: Case[] = [
   { op: 'Pad', inputs: [idx(9, 2, 3)], attrs: { pads: [1, 1, 0, 0], constant_value: 7 }, label: 'int64' },
   { op: 'Attention', inputs: [f(2, 5, 8), f(2, 5, 8), f(2, 5, 8)], attrs: { q_num_heads: 2, kv_num_heads: 2, is_causal: 1 }, opset: 23, label: '3-D causal' },
   { op: 'Attention', inputs: [f(2, 3, 4, 5), f(2, 3, 4, 5), f(2, 3, 4, 5)], attrs: { scale: 0.3 }, opset: 23, label: '4-D, scale' },
+  // Einsum (torch.einsum's export): products, attention scores, transposes, sums, dot and outer
+  // products, ellipsis broadcasting, the implicit form, spaces, and a chain of three operands.
+  ...([
+    ['ij,jk->ik', [f(3, 4), f(4, 5)]],
+    ['bij,bjk->bik', [f(2, 3, 4), f(2, 4, 5)]],
+    ['bhqd,bhkd->bhqk', [f(2, 3, 4, 5), f(2, 3, 6, 5)]],
+    ['bhqk,bhkd->bhqd', [f(2, 3, 4, 6), f(2, 3, 6, 5)]],
+    ['ij->ji', [f(3, 4)]],
+    ['ij->i', [f(3, 4)]],
+    ['i,i->', [f(7), f(7)]],
+    ['i,j->ij', [f(3), f(5)]],
+    ['...ij,...jk->...ik', [f(2, 3, 4, 5), f(2, 3, 5, 2)]],
+    ['...ij,...jk->...ik', [f(2, 1, 4, 5), f(1, 3, 5, 2)]],
+    ['ij,jk', [f(3, 4), f(4, 5)]],
+    ['ij,jk,kl->il', [f(2, 3), f(3, 4), f(4, 5)]],
+    ['bn,anm,bm->ba', [f(2, 3), f(4, 3, 5), f(2, 5)]],
+    ['ij , jk -> ki', [f(3, 4), f(4, 5)]],
+    ['bi...,b...->...i', [f(2, 3, 4, 5), f(2, 4, 5)]],
+    ['ba', [f(3, 4)]],
+  ] as const).map(([equation, inputs], k): Case => ({ op: 'Einsum', inputs: [...inputs], attrs: { equation }, label: `${equation}${k === 9 ? ', size-1 broadcast' : ''}`, tol: 1e-5 })),
 ];
 
 function makeInput(spec: In, rng: Rng): Tensor {
