@@ -101,24 +101,25 @@ describe('a damaged plan is refused naming its first inconsistency', () => {
   });
   it('an op\'s attributes changed', () => {
     const p = copy(base);
-    const t = p.nodes.findIndex((n) => n.op === 'Transpose' && JSON.parse(n.attrs).perm);
-    const perm = JSON.parse(p.nodes[t]!.attrs).perm as number[];
-    p.nodes[t]!.attrs = JSON.stringify({ perm: [...perm].reverse() });
-    refuse(p, new RegExp(`node ${t} \\('.*', Transpose\\) makes output 0 of shape \\[.*\\] but the plan has`));
+    // A Reshape to its shape reversed (two different sizes, so the reversed shape is another one).
+    const t = p.nodes.findIndex((n) => n.op === 'Reshape' && (({ shape }: { shape?: number[] }) => !!shape && shape.length === 2 && shape.every((d) => d > 0) && shape[0] !== shape[1])(JSON.parse(n.attrs)));
+    const shape = JSON.parse(p.nodes[t]!.attrs).shape as number[];
+    p.nodes[t]!.attrs = JSON.stringify({ ...JSON.parse(p.nodes[t]!.attrs), shape: [...shape].reverse() });
+    refuse(p, new RegExp(`node ${t} \\('.*', Reshape\\) makes output 0 of shape \\[.*\\] but the plan has`));
     const q = copy(base);
-    q.nodes[t]!.attrs = '{"perm": [0, 1';
-    refuse(q, /Transpose\): its attributes are not readable/);
+    q.nodes[t]!.attrs = '{"shape": [0, 1';
+    refuse(q, /Reshape\): its attributes are not readable/);
     for (const [json, why] of [['[]', 'an array'], ['null', 'null'], ['42', 'number']] as const) {
       const a = copy(base);
       a.nodes[t]!.attrs = json;
-      refuse(a, new RegExp(`Transpose\\): its attributes are not readable \\(attributes must be a JSON object, got ${why}\\)`));
+      refuse(a, new RegExp(`Reshape\\): its attributes are not readable \\(attributes must be a JSON object, got ${why}\\)`));
     }
     const o = copy(base);
-    o.nodes[t]!.attrs = JSON.stringify({ perm: { x: 1 } });
-    refuse(o, /attribute 'perm' is an object but not a tensor/);
+    o.nodes[t]!.attrs = JSON.stringify({ shape: { x: 1 } });
+    refuse(o, /attribute 'shape' is an object but not a tensor/);
     const u = copy(base);
-    u.nodes[t]!.attrs = JSON.stringify({ perm, stride: 2 });
-    refuse(u, /Transpose has no attribute 'stride'/);
+    u.nodes[t]!.attrs = JSON.stringify({ shape, stride: 2 });
+    refuse(u, /Reshape has no attribute 'stride'/);
     // Shape-preserving changes the shapes cannot catch, the attribute's declared range does.
     const v = copy(base);
     const g = v.nodes.findIndex((n) => n.op === 'Softmax' || n.op === 'LayerNormalization');
