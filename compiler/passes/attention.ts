@@ -2,6 +2,7 @@ import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { type Dim, shapesEqual } from '../../src/ir/shape.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { fusedAttrsOfOnnx, lseDtype } from '../../src/ops/attention.js';
+import { getOp } from '../../src/ops/index.js';
 import { MASKED, feedsSoftmax } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropUnread, emitterBefore, op, scalar } from './rewrite.js';
@@ -44,6 +45,23 @@ const isStatic = (d: Dim | undefined): d is number => typeof d === 'number';
 const scaledBy = (name: string, s: string): ReturnType<typeof op> => op('Mul', [any(name), scalar(s)], { commute: true });
 
 export const CANONICAL: readonly Rule[] = [
+  {
+    // A scalar computed from constants alone (an unoptimized export's Sqrt(0.25) scale on q
+    // and k) is that constant: the rows below read scales and masks as constants.
+    name: 'constant computation',
+    pattern: any('c', {
+      test: (v) => {
+        const n = v.producer;
+        return !!n && n.outputs.length === 1 && n.inputs.length > 0 && n.inputs.every((x) => !x || x.kind === 'const') && v.shape.every(isStatic) && v.shape.reduce<number>((a, d) => a * (d as number), 1) === 1;
+      },
+    }),
+    rewrite(m, g) {
+      const n = m.root, def = getOp(n.op, `node '${n.name}'`), out = n.outputs[0]!;
+      if (def.noFold || !def.cpu) return null;
+      const [t] = def.cpu(n.inputs.map((x) => x?.data ?? null), n.attrs, 1);
+      return t ? g.addConst(g.uniqueName(`${out.name}__const`), t) : null;
+    },
+  },
   {
     // Transpose(Transpose(x, p), r) = Transpose(x, p∘r); the identity permutation is x itself.
     name: 'transpose of a transpose',

@@ -45,7 +45,24 @@ function rowAlone(g: Graph, r: Rule, times: number): Graph {
 
 describe('CANONICAL', () => {
   it('has its rows, in order (Cast and CastLike each a row of one name)', () => {
-    expect(CANONICAL.map((r) => r.name)).toEqual(['transpose of a transpose', 'reshape of a reshape', 'cast to its own type', 'cast to its own type', 'kᵀ through [B·H, T, Dh]', 'scale out of the scores product']);
+    expect(CANONICAL.map((r) => r.name)).toEqual(['constant computation', 'transpose of a transpose', 'reshape of a reshape', 'cast to its own type', 'cast to its own type', 'kᵀ through [B·H, T, Dh]', 'scale out of the scores product']);
+  });
+
+  describe('constant computation', () => {
+    const CC = row('constant computation');
+    it('a scalar computed from constants alone becomes that constant (an unoptimized export\'s Sqrt(0.25) scale)', () => {
+      const b = new ModelBuilder('cc');
+      const x = b.input('x', 'float32', [2, 3]);
+      b.output(b.op('Mul', [x, b.op('Sqrt', [b.scalar(0.25)])]), 'y');
+      // More than one element (what the author wrote stays, as foldConstants keeps it), and a node with an input: both stay.
+      b.output(b.op('Add', [x, b.op('Neg', [b.op('Relu', [x])])]), 'z');
+      b.output(b.op('Exp', [b.constant(tensor('float32', [2], [0.5, 1]), 'pair')]), 'w');
+      const g = b.finish();
+      const f = rowAlone(g, CC, 1);
+      expect(ops(f)).toEqual(['Mul', 'Relu', 'Neg', 'Add', 'Exp']);
+      const scale = f.nodes[0]!.inputs[1]!;
+      expect([scale.kind, scale.data!.data[0]]).toEqual(['const', 0.5]);
+    });
   });
 
   describe('transpose of a transpose', () => {

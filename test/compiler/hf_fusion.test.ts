@@ -41,7 +41,8 @@ const EXPECT: Record<string, { fused: number; rms?: number; rope?: number; gelu?
   convnext: { fused: 0, gelu: 4, frozen: () => [] },
   vit: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
   gpt2: { fused: 2, gelu: 2, frozen: (t) => (t === 'dynamo18' ? ['attention mask'] : []) },
-  llama: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: (t) => [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])] },
+  // Unoptimized (dynamo18raw): nothing folded, the angles computed from inv_freq in the graph.
+  llama: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: (t) => (t === 'dynamo18raw' ? ['rotary inverse frequencies'] : [...ROTARY, ...(t === 'dynamo18' ? ['attention mask'] : [])]) },
   // At 1024 positions the exporter folds positions ⊗ inv_freq into an initializer but not cos and sin after it.
   llama_long: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: () => ['rotary angles'] },
   llama_eager: { fused: 2, rope: 4, rms: 5, glu: 2, frozen: () => [...ROTARY, 'attention mask'] },
