@@ -12,6 +12,7 @@ import { type OpContext, type OpDef, findOp, normalizeAttrs } from '../../src/op
 import { decodeAttr } from './attributes.js';
 import { readModelFile } from './codec.js';
 import { inlineFunctions } from './functions.js';
+import { SEQUENCE_OPS, lowerSequenceNode } from './sequences.js';
 import type { ModelP, NodeP, ValueInfoP } from './proto.js';
 import { type TensorSource, tensorFromProto } from './tensors.js';
 
@@ -63,6 +64,7 @@ export function findUnsupported(nodes: readonly NodeP[], opset: number): Unsuppo
   for (const n of nodes) {
     const u = { node: n.name || '(unnamed)', op: n.opType ?? '', domain: n.domain ?? '' };
     if (!DEFAULT_DOMAINS.has(u.domain)) out.push({ ...u, reason: `domain '${u.domain}' is not supported` });
+    else if (SEQUENCE_OPS.has(u.op)) continue;
     else {
       const def = findOp(u.op);
       if (!def || def.domain) out.push({ ...u, reason: `op ${u.op} is not supported` });
@@ -256,7 +258,12 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   const live = liveNodes(nodesP, producer, (gp.output ?? []).map((o) => o.name ?? ''));
 
   const state: ImportState = { g, env, src, opset, declared, binder, live, skipped: new Set() };
-  for (const n of ordered) importNode(state, n);
+  const parts = new Map<string, Value[]>();
+  const seqHost = { g, env, importNode: (m: NodeP) => importNode(state, m), where: (m: NodeP) => `${file}: node '${m.name}' (${m.opType})` };
+  for (const n of ordered) {
+    if (SEQUENCE_OPS.has(n.opType ?? '') && DEFAULT_DOMAINS.has(n.domain ?? '')) lowerSequenceNode(seqHost, n, parts);
+    else importNode(state, n);
+  }
 
   for (const vi of gp.output ?? []) {
     const v = env.get(vi.name ?? '');

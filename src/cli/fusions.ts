@@ -17,7 +17,7 @@ export function renderFusions(r: FusionReport): string[] {
   } else out.push('not fused: nothing attention-like left');
   if (r.folded.length) {
     const shown = r.folded.slice(0, 6).join(', ') + (r.folded.length > 6 ? `, … (${r.folded.length - 6} more)` : '');
-    out.push(`note: ${r.folded.length} parameter${r.folded.length > 1 ? 's are' : ' is'} not the model's own but the exporter's folding of them (${shown}); cleave trains them as they are, which is the model's training only where the fold was a transpose or a cast. An export with torch.onnx.export(..., dynamo=True, optimize=False), or do_constant_folding=False for the TorchScript exporter, keeps the model's own parameters (cleave does not import every op of such exports yet: SplitToSequence, in GPT-2's)`);
+    out.push(`note: ${r.folded.length} parameter${r.folded.length > 1 ? 's are' : ' is'} not the model's own but the exporter's folding of them (${shown}); cleave trains them as they are, which is the model's training only where the fold was a transpose or a cast. An export with torch.onnx.export(..., dynamo=True, optimize=False), or do_constant_folding=False for the TorchScript exporter, keeps the model's own parameters`);
   }
   return out;
 }
