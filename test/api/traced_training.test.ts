@@ -7,7 +7,7 @@ import { importOnnx } from '../../compiler/onnx/import.js';
 import { init } from '../../src/api/smp.js';
 import { readPlan } from '../../src/plan/io.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliEach } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-traced-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -68,16 +68,18 @@ describe('cleave compile of a model written in TypeScript', () => {
   }, 60_000);
 
   it('says what to do with a module without a model, or blocks out of order', () => {
-    expect(cli(['compile', join(dir, 'none.mjs'), '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/none\.mjs: no such file/);
     const empty = join(dir, 'empty.mjs');
     writeFileSync(empty, 'export const x = 1;\n');
-    expect(cli(['compile', empty, '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/empty\.mjs: the module's default export must be the model and its inputs: export default \{ model: new MyModel\(\)/);
     const noInputs = join(dir, 'noinputs.mjs');
     writeFileSync(noInputs, `import { nn } from ${api};\nexport default { model: new nn.Linear(2, 2) };\n`);
-    expect(cli(['compile', noInputs, '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/noinputs\.mjs: the default export names no inputs/);
     const broken = join(dir, 'broken.mjs');
     writeFileSync(broken, 'throw new Error("no weights here");\n');
-    expect(cli(['compile', broken, '-m', '2', '-o', join(dir, 'x.plan')]).stderr).toMatch(/broken\.mjs:1:7: loading the model module failed: Error: no weights here/);
+    // One process of the built CLI for the four refusals (each its own main, in order).
+    const [none, emptyOut, noInputsOut, brokenOut] = cliEach([join(dir, 'none.mjs'), empty, noInputs, broken].map((m) => ['compile', m, '-m', '2', '-o', join(dir, 'x.plan')]));
+    expect(none!.stderr).toMatch(/none\.mjs: no such file/);
+    expect(emptyOut!.stderr).toMatch(/empty\.mjs: the module's default export must be the model and its inputs: export default \{ model: new MyModel\(\)/);
+    expect(noInputsOut!.stderr).toMatch(/noinputs\.mjs: the default export names no inputs/);
+    expect(brokenOut!.stderr).toMatch(/broken\.mjs:1:7: loading the model module failed: Error: no weights here/);
     const backward = join(dir, 'backward.mjs');
     writeFileSync(backward, `import { nn } from ${api};
 class Net extends nn.Module {

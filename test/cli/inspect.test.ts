@@ -2,34 +2,34 @@ import { describe, expect, it } from 'vitest';
 import { BUILT_FIXTURES } from '../../fixtures/models.js';
 import { parameterStats } from '../../src/ir/stats.js';
 import '../../src/ops/index.js';
-import { cli, cliInProcess } from '../helpers/cli.js';
+import { cliInProcess } from '../helpers/cli.js';
 import { TORCH, fixturePath, torchParamCounts } from '../helpers/fixtures.js';
 
 interface Report { parameters: { count: number }; inputs: { shape: (number | string)[] }[]; ops: { op: string; count: number; flops: number }[]; scopes: { scope: string }[]; flops: number; unsupported: unknown[] }
 
-const inspectJson = (file: string, ...flags: string[]): Report => {
-  const r = cli(['inspect', file, '--json', ...flags]);
+const inspectJson = async (file: string, ...flags: string[]): Promise<Report> => {
+  const r = await cliInProcess(['inspect', file, '--json', ...flags]);
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as Report;
 };
 
 describe('cleave inspect', () => {
-  it.each(Object.keys(BUILT_FIXTURES))('counts the parameters of built fixture %s as the builder does', (name) => {
+  it.each(Object.keys(BUILT_FIXTURES))('counts the parameters of built fixture %s as the builder does', async (name) => {
     const built = BUILT_FIXTURES[name as keyof typeof BUILT_FIXTURES]();
-    expect(inspectJson(fixturePath(name)).parameters.count).toBe(parameterStats(built).count);
+    expect((await inspectJson(fixturePath(name))).parameters.count).toBe(parameterStats(built).count);
   });
 
-  it('counts the external-data GPT like the inline one', () => {
-    expect(inspectJson(fixturePath('gpt_external')).parameters.count).toBe(parameterStats(BUILT_FIXTURES.gpt()).count);
+  it('counts the external-data GPT like the inline one', async () => {
+    expect((await inspectJson(fixturePath('gpt_external'))).parameters.count).toBe(parameterStats(BUILT_FIXTURES.gpt()).count);
   });
 
-  it.each(TORCH)('counts the parameters of %s as PyTorch does', (name) => {
-    expect(inspectJson(fixturePath(name)).parameters.count).toBe(torchParamCounts()[name]);
+  it.each(TORCH)('counts the parameters of %s as PyTorch does', async (name) => {
+    expect((await inspectJson(fixturePath(name))).parameters.count).toBe(torchParamCounts()[name]);
   });
 
-  it('reports FLOPs that scale with the batch, and per-block scopes', () => {
-    const one = inspectJson(fixturePath('gpt'));
-    const four = inspectJson(fixturePath('gpt'), '--batch', '4');
+  it('reports FLOPs that scale with the batch, and per-block scopes', async () => {
+    const one = await inspectJson(fixturePath('gpt'));
+    const four = await inspectJson(fixturePath('gpt'), '--batch', '4');
     expect(four.inputs[0]!.shape).toEqual([4, 16]);
     // The LM head's transposed weight does not scale with the batch; everything else does.
     expect(four.flops / one.flops).toBeGreaterThan(3.9);
@@ -57,7 +57,7 @@ describe('cleave inspect', () => {
     expect(r.stdout).toMatch(/%y = Gemm\(%\/fc1\/Relu_output_0, %fc2\.weight, %fc2\.bias\)/);
   });
 
-  it('binds named dims with --dim', () => {
-    expect(inspectJson(fixturePath('torch_gpt'), '--dim', 'batch=3').inputs[0]!.shape).toEqual([3, 16]);
+  it('binds named dims with --dim', async () => {
+    expect((await inspectJson(fixturePath('torch_gpt'), '--dim', 'batch=3')).inputs[0]!.shape).toEqual([3, 16]);
   });
 });

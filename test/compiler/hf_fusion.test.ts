@@ -25,7 +25,7 @@ import type { Graph } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { validateGraph } from '../../src/ir/validate.js';
 import { Rng } from '../../src/util/random.js';
-import { cli } from '../helpers/cli.js';
+import { cliInProcess } from '../helpers/cli.js';
 import { maxRelError } from '../helpers/compare.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { gradCheck } from '../helpers/gradcheck.js';
@@ -181,19 +181,19 @@ describe('cleave compile on a real model', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'cleave-hf-fusion-'));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-  it('prints the fusions, the kept buffers and what stays unfused, and the same in --json', () => {
-    const out = cli(['compile', join(HF, 'mistral_dynamo18.onnx'), '-p', '2', '-m', '2', '-o', join(tmp, 'mistral.plan')]);
+  it('prints the fusions, the kept buffers and what stays unfused, and the same in --json', async () => {
+    const out = await cliInProcess(['compile', join(HF, 'mistral_dynamo18.onnx'), '-p', '2', '-m', '2', '-o', join(tmp, 'mistral.plan')]);
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toMatch(/2 microbatches of 2/);
     expect(out.stdout).toMatch(/buffers: 3 initializers the exporter folded from buffers, kept constant \(not trained\)/);
     expect(out.stdout).toMatch(/unsqueeze_16 +rotary cos table/);
     expect(out.stdout).toMatch(/not fused: nothing attention-like left/);
     // T5's relative position bias is a trained parameter added to the scores: said per softmax.
-    const t5 = cli(['compile', join(HF, 't5_dynamo18.onnx'), '-p', '2', '-m', '2', '-o', join(tmp, 't5.plan')]);
+    const t5 = await cliInProcess(['compile', join(HF, 't5_dynamo18.onnx'), '-p', '2', '-m', '2', '-o', join(tmp, 't5.plan')]);
     expect(t5.code, t5.stderr).toBe(0);
     expect(t5.stdout).toMatch(/not fused: 6 attention-like softmaxes/);
     expect(t5.stdout).toMatch(/node_softmax +the mask or bias added to the scores 'unsqueeze_14' is a trained parameter \(a learned bias\)/);
-    const j = cli(['compile', join(HF, 'llama_dynamo23.onnx'), '-p', '2', '-m', '2', '--json', '-o', join(tmp, 'llama.plan')]);
+    const j = await cliInProcess(['compile', join(HF, 'llama_dynamo23.onnx'), '-p', '2', '-m', '2', '--json', '-o', join(tmp, 'llama.plan')]);
     expect(j.code, j.stderr).toBe(0);
     const rep = (JSON.parse(j.stdout) as { fusions: { rules: { rule: string; count: number }[]; unfused: unknown[]; frozen: { role: string }[] } }).fusions;
     expect(rep.rules).toContainEqual({ rule: 'ONNX Attention', count: 2 });
@@ -201,13 +201,13 @@ describe('cleave compile on a real model', () => {
     expect(rep.frozen.map((f) => f.role)).toEqual(ROTARY);
   });
 
-  it('inspect --fusions says the same of the forward graph, as text and JSON', () => {
-    const t = cli(['inspect', join(HF, 't5_ts17.onnx'), '--batch', '2', '--fusions']);
+  it('inspect --fusions says the same of the forward graph, as text and JSON', async () => {
+    const t = await cliInProcess(['inspect', join(HF, 't5_ts17.onnx'), '--batch', '2', '--fusions']);
     expect(t.code, t.stderr).toBe(0);
     expect(t.stdout).toMatch(/RMSNorm +12/);
     expect(t.stdout).toMatch(/not fused: 6 attention-like softmaxes/);
     expect(t.stdout).toMatch(/EncDecAttention\/Softmax +q, k and v heads differ: .*cross-attention/);
-    const j = cli(['inspect', join(HF, 'llama_dynamo18.onnx'), '--batch', '2', '--fusions', '--json']);
+    const j = await cliInProcess(['inspect', join(HF, 'llama_dynamo18.onnx'), '--batch', '2', '--fusions', '--json']);
     expect(j.code, j.stderr).toBe(0);
     const f = (JSON.parse(j.stdout) as { fusions: { rules: { rule: string; count: number }[]; frozen: unknown[]; unfused: unknown[] } }).fusions;
     expect(f.rules).toContainEqual({ rule: 'attention', count: 2 });
@@ -216,21 +216,21 @@ describe('cleave compile on a real model', () => {
     expect(f.unfused).toEqual([]);
   });
 
-  it('names the parameters the exporter made by folding (ViT\'s class token per batch item among them), and what an unoptimized export keeps', () => {
-    const t = cli(['inspect', join(HF, 'vit_dynamo18.onnx'), '--batch', '2', '--fusions', '--json']);
+  it('names the parameters the exporter made by folding (ViT\'s class token per batch item among them), and what an unoptimized export keeps', async () => {
+    const t = await cliInProcess(['inspect', join(HF, 'vit_dynamo18.onnx'), '--batch', '2', '--fusions', '--json']);
     expect(t.code, t.stderr).toBe(0);
     const folded = (JSON.parse(t.stdout) as { fusions: { folded: string[] } }).fusions.folded;
     expect(folded).toContain('expand');
     for (const n of folded) expect(n.includes('.'), n).toBe(false);
-    const txt = cli(['inspect', join(HF, 't5_ts17.onnx'), '--batch', '2', '--fusions']);
+    const txt = await cliInProcess(['inspect', join(HF, 't5_ts17.onnx'), '--batch', '2', '--fusions']);
     expect(txt.stdout).toMatch(/note: 33 parameters are not the model's own but the exporter's folding of them \(onnx::MatMul_708, .*do_constant_folding=False/);
     // cleave's own exports name what they hold: nothing to say.
-    const own = cli(['inspect', join(FIXTURES, 'gpt.onnx'), '--fusions', '--json']);
+    const own = await cliInProcess(['inspect', join(FIXTURES, 'gpt.onnx'), '--fusions', '--json']);
     expect((JSON.parse(own.stdout) as { fusions: { folded: string[] } }).fusions.folded).toEqual([]);
   });
 
-  it('a --batch the fixed-batch export cannot take is refused, naming the input', () => {
-    const out = cli(['compile', join(HF, 'llama_dynamo18.onnx'), '-p', '2', '-m', '2', '--batch', '2', '-o', join(tmp, 'x.plan')]);
+  it('a --batch the fixed-batch export cannot take is refused, naming the input', async () => {
+    const out = await cliInProcess(['compile', join(HF, 'llama_dynamo18.onnx'), '-p', '2', '-m', '2', '--batch', '2', '-o', join(tmp, 'x.plan')]);
     expect(out.code).toBe(2);
     expect(out.stderr).toMatch(/--batch 2 makes microbatches of 1, but the model's input 'input_ids' has a fixed batch of 2 \(\[2,16\]\): use --batch 4/);
   });

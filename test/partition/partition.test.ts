@@ -10,7 +10,7 @@ import { type PartitionOptions, partitionTraining } from '../../compiler/partiti
 import { GPT_DEFAULT, buildGpt } from '../../fixtures/models.js';
 import { decodeModel } from '../../compiler/onnx/codec.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-partition-'));
@@ -136,8 +136,8 @@ describe('validation', () => {
 });
 
 describe('cleave partition', () => {
-  it('prints a per-stage table', () => {
-    const r = cli(['partition', fixturePath('gpt'), '-p', '2', '--batch', '4']);
+  it('prints a per-stage table', async () => {
+    const r = await cliInProcess(['partition', fixturePath('gpt'), '-p', '2', '--batch', '4']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/auto partition into 2 stages on h100 \(79 GiB per stage\)/);
     expect(r.stdout).toMatch(/stage\s+rank\s+nodes\s+first → last node\s+params\s+fwd ms\s+bwd ms\s+comm ms\s+memory\s+sends/);
@@ -146,18 +146,18 @@ describe('cleave partition', () => {
     expect(r.stdout).toMatch(/tied parameters \(a copy per stage, gradients all-reduced\): wte\.weight on stages 0, 1/);
   });
 
-  it('reads an SMP config and prints JSON', () => {
+  it('reads an SMP config and prints JSON', async () => {
     const cfg = join(dir, 'smp.json');
     writeFileSync(cfg, JSON.stringify({ partitions: 2, microbatches: 4, pipeline: 'interleaved', auto_partition: true, memory_weight: 0.5 }));
-    const r = cli(['partition', fixturePath('gpt'), '--config', cfg, '--json']);
+    const r = await cliInProcess(['partition', fixturePath('gpt'), '--config', cfg, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(r.stdout);
     expect(j.stages.length).toBe(2);
     expect(j.stages[0].first).toBe('/Gather');
     expect(j.stages[0].sends[0].to).toEqual([1]);
     writeFileSync(cfg, JSON.stringify({ partitions: 2, pipeline_parallel_degree: 2 }));
-    expect(cli(['partition', fixturePath('gpt'), '--config', cfg]).stderr).toMatch(/smp\.json: unknown parameter 'pipeline_parallel_degree' \(known: partitions, microbatches/);
-    expect(cli(['partition', fixturePath('gpt')]).stderr).toMatch(/give the number of pipeline stages with -p N/);
-    expect(cli(['partition', fixturePath('gpt'), '-p', '2', '--schedule', 'wave']).stderr).toMatch(/unknown schedule 'wave'/);
+    expect((await cliInProcess(['partition', fixturePath('gpt'), '--config', cfg])).stderr).toMatch(/smp\.json: unknown parameter 'pipeline_parallel_degree' \(known: partitions, microbatches/);
+    expect((await cliInProcess(['partition', fixturePath('gpt')])).stderr).toMatch(/give the number of pipeline stages with -p N/);
+    expect((await cliInProcess(['partition', fixturePath('gpt'), '-p', '2', '--schedule', 'wave'])).stderr).toMatch(/unknown schedule 'wave'/);
   });
 });

@@ -8,7 +8,7 @@ import { type TraceDevice, deviceNote, deviceProfileName, measuredTrace, readMea
 import type { Plan } from '../../src/plan/types.js';
 import '../../src/ops/index.js';
 import { PROFILE_NAMES as names } from '../../compiler/cost/profiles.js';
-import { cli } from '../helpers/cli.js';
+import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-measured-device-'));
@@ -31,8 +31,8 @@ function trace(plan: Plan, ranOn?: TraceDevice): string {
   writeFileSync(file, JSON.stringify(measuredTrace(plan, times, [], ranOn)));
   return file;
 }
-const printed = (plan: string, t: string, ...args: string[]) => {
-  const r = cli(['plan', 'print', plan, '--measured', t, ...args]);
+const printed = async (plan: string, t: string, ...args: string[]) => {
+  const r = await cliInProcess(['plan', 'print', plan, '--measured', t, ...args]);
   expect(r.code, r.stderr).toBe(0);
   return r.stdout;
 };
@@ -80,39 +80,39 @@ describe('the device a measured trace ran on', () => {
     expect(() => readMeasured(t, h100.plan)).toThrow(/is not a backend cpu or cuda/);
   });
 
-  it('prints a note when the plan was costed for another device than the trace ran on', () => {
-    const out = printed(h100.file, trace(h100.plan, { backend: 'cpu', device: 'cpu' }));
+  it('prints a note when the plan was costed for another device than the trace ran on', async () => {
+    const out = await printed(h100.file, trace(h100.plan, { backend: 'cpu', device: 'cpu' }));
     expect(noteOf(out)).toBe("note: the plan was costed for h100; this trace ran on cpu (CPU ranks): its predictions are h100's — compile with --device cpu to compare like with like");
     // It comes with the comparison, before the table.
     expect(out.indexOf('note: ')).toBeGreaterThan(out.indexOf('predicted and measured (one step)'));
     expect(out.indexOf('note: ')).toBeLessThan(out.indexOf('rank  predicted ms'));
-    const a100 = noteOf(printed(h100.file, trace(h100.plan, { backend: 'cuda', device: 'NVIDIA A100-SXM4-80GB' })));
+    const a100 = noteOf(await printed(h100.file, trace(h100.plan, { backend: 'cuda', device: 'NVIDIA A100-SXM4-80GB' })));
     expect(a100).toBe("note: the plan was costed for h100; this trace ran on NVIDIA A100-SXM4-80GB (a100): its predictions are h100's — compile with --device a100 to compare like with like");
-    const cpuPlanOnGpu = noteOf(printed(cpu.file, trace(cpu.plan, { backend: 'cuda', device: 'NVIDIA H100 80GB HBM3' })));
+    const cpuPlanOnGpu = noteOf(await printed(cpu.file, trace(cpu.plan, { backend: 'cuda', device: 'NVIDIA H100 80GB HBM3' })));
     expect(cpuPlanOnGpu).toMatch(/costed for cpu; this trace ran on NVIDIA H100 80GB HBM3 \(h100\): .* compile with --device h100 /);
   });
 
-  it('says plainly when the device has no cost profile', () => {
-    const note = noteOf(printed(h100.file, trace(h100.plan, { backend: 'cuda', device: 'NVIDIA L4' })));
+  it('says plainly when the device has no cost profile', async () => {
+    const note = noteOf(await printed(h100.file, trace(h100.plan, { backend: 'cuda', device: 'NVIDIA L4' })));
     expect(note).toBe("note: the plan was costed for h100; this trace ran on NVIDIA L4, a device cleave has no cost profile for (it has h100, h200, a100, cpu): its predictions are h100's, not this device's — to predict for it, measure its op times with cleave profile and compile with --profile");
     expect(deviceNote(h100.plan, { backend: 'cuda', device: 'NVIDIA GH200 480GB' }, names)).toMatch(/no cost profile/);
   });
 
-  it('prints no note where the devices match or the trace does not say', () => {
+  it('prints no note where the devices match or the trace does not say', async () => {
     for (const [plan, ranOn] of [[cpu, { backend: 'cpu', device: 'cpu' }], [h100, { backend: 'cuda', device: 'NVIDIA H100 80GB HBM3' }], [h100, undefined]] as const) {
-      const out = printed(plan.file, trace(plan.plan, ranOn));
+      const out = await printed(plan.file, trace(plan.plan, ranOn));
       expect(out).toMatch(/predicted and measured \(one step\)\n +rank +predicted ms +measured ms/);
       expect(out).not.toMatch(/note:|costed for|ran on/);
     }
     expect(deviceNote(h100.plan, undefined, names)).toBeUndefined();
   });
 
-  it('prints nothing wrong for a trace cleave run wrote before traces recorded the device', () => {
+  it('prints nothing wrong for a trace cleave run wrote before traces recorded the device', async () => {
     const t = join(dir, 'run.json');
     const r = cli(['run', cpu.file, '--steps', '2', '--trace', t]);
     expect(r.code, r.stderr).toBe(0);
     for (const plan of [cpu, h100]) {
-      const out = printed(plan.file, t);
+      const out = await printed(plan.file, t);
       expect(out).toMatch(/timeline \(measured\)/);
       expect(out).toMatch(/step: predicted [\d.]+ ms, measured [\d.]+ ms/);
       // Whether or not the runtime records where it ran, what it prints is true: no note unless it does.
@@ -123,8 +123,8 @@ describe('the device a measured trace ran on', () => {
     }
   }, 60_000);
 
-  it('wraps the note to the width', () => {
-    const out = printed(h100.file, trace(h100.plan, { backend: 'cuda', device: 'NVIDIA L4' }), '--width', '40');
+  it('wraps the note to the width', async () => {
+    const out = await printed(h100.file, trace(h100.plan, { backend: 'cuda', device: 'NVIDIA L4' }), '--width', '40');
     expect(Math.max(...out.split('\n').map((l) => [...l].length))).toBeLessThanOrEqual(40);
     expect(noteOf(out)).toMatch(/^note: the plan was costed for h100; this trace ran on NVIDIA L4/);
   });

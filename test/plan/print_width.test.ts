@@ -117,14 +117,14 @@ describe('cleave plan print fits its width', () => {
     for (const row of chartRows(wide)) expect(chars(row)).toBe(120);
   });
 
-  it('refuses a --width too narrow to draw, naming the flag and the minimum', () => {
+  it('refuses a --width too narrow to draw, naming the flag and the minimum', async () => {
     for (const w of ['39', '10', '0', '-5', '60.5', 'wide']) {
-      const r = cli(['plan', 'print', files['pp 2']!, '--width', w]);
+      const r = await cliInProcess(['plan', 'print', files['pp 2']!, '--width', w]);
       expect(r.code).toBe(2);
       expect(r.stdout).toBe('');
       expect(r.stderr).toContain(`cleave: --width must be a whole number of columns, at least 40 (narrower, the timeline and tables cannot be drawn readably), got '${w}'`);
     }
-    expect(cli(['plan', 'print', files['pp 2']!, '--width', '40']).code).toBe(0);
+    expect((await cliInProcess(['plan', 'print', files['pp 2']!, '--width', '40'])).code).toBe(0);
   });
 });
 

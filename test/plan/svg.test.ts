@@ -9,7 +9,7 @@ import { measuredTrace } from '../../src/plan/measured.js';
 import type { Plan } from '../../src/plan/types.js';
 import { axisTicks } from '../../src/plan/visual.js';
 import '../../src/ops/index.js';
-import { cli } from '../helpers/cli.js';
+import { cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-svg-'));
@@ -36,9 +36,9 @@ function fakeTrace(name: string, plan: Plan, ranOn?: Parameters<typeof measuredT
 
 type El = Record<string, unknown> & { '#text'?: string | number };
 const all = (x: unknown): El[] => (x === undefined ? [] : ([x].flat() as El[]));
-function svgOf(file: string, ...args: string[]): { root: El; gs: El[] } {
+async function svgOf(file: string, ...args: string[]): Promise<{ root: El; gs: El[] }> {
   const svg = join(dir, `${Math.random().toString(36).slice(2)}.svg`);
-  const r = cli(['plan', 'print', file, '--svg', svg, ...args]);
+  const r = await cliInProcess(['plan', 'print', file, '--svg', svg, ...args]);
   expect(r.code, r.stderr).toBe(0);
   const text = readFileSync(svg, 'utf8');
   expect(XMLValidator.validate(text)).toBe(true);
@@ -76,7 +76,7 @@ function expectRound(values: number[], span: number): void {
 }
 
 describe('plan print --svg', () => {
-  it('puts the time axis on round ticks', () => {
+  it('puts the time axis on round ticks', async () => {
     for (const span of [0.883, 1, 7, 12.5, 1419.572, 0.0042, 3.3e-7, 52_000]) {
       const { values, decimals } = axisTicks(span);
       expectRound(values, span);
@@ -86,12 +86,12 @@ describe('plan print --svg', () => {
     }
     expect(axisTicks(0.883).values).toEqual([0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]);
     expect(axisTicks(22).values).toEqual([0, 2.5, 5, 7.5, 10, 12.5, 15, 17.5, 20, 22.5]);
-    const { gs } = svgOf(dp2.file);
+    const { gs } = await svgOf(dp2.file);
     expectRound(ticks(gs, 'predicted'), dp2.plan.prediction.stepMs);
   });
 
-  it('names each lane by its world rank and its pipeline and data-parallel ranks', () => {
-    const { gs } = svgOf(dp2.file);
+  it('names each lane by its world rank and its pipeline and data-parallel ranks', async () => {
+    const { gs } = await svgOf(dp2.file);
     const ls = lanes(gs, 'predicted');
     expect(ls.map((g) => g['@_data-rank'])).toEqual(['0', '1', '2', '3']);
     const labels = ls.map((g) => text(all(g.text).find((t) => t['@_class'] === 'lane-label')!));
@@ -101,8 +101,8 @@ describe('plan print --svg', () => {
   });
 
   for (const [name, { file, plan }, stagesOfRank0] of [['interleaved', interleaved, ['0', '2']], ['zbv', zbv, ['0', '3']]] as const) {
-    it(`tells a rank's virtual stages apart: ${name}`, () => {
-      const { gs } = svgOf(file);
+    it(`tells a rank's virtual stages apart: ${name}`, async () => {
+      const { gs } = await svgOf(file);
       const lane0 = lanes(gs, 'predicted').find((g) => g['@_data-rank'] === '0')!;
       const blocks = all(lane0.rect).filter((r) => r['@_class'] === 'block' && r['@_data-kind'] === 'FORWARD');
       const fillByStage = new Map<string, Set<string>>();
@@ -127,8 +127,8 @@ describe('plan print --svg', () => {
     });
   }
 
-  it('has a legend of every colour drawn', () => {
-    const { gs } = svgOf(zbv.file);
+  it('has a legend of every colour drawn', async () => {
+    const { gs } = await svgOf(zbv.file);
     const legend = gs.find((g) => g['@_class'] === 'legend')!;
     const legendFills = new Set(all(legend.g).map((e) => String(all(e.rect)[0]!['@_fill'])));
     const drawn = new Set(lanes(gs, 'predicted').flatMap((l) => all(l.rect).filter((r) => r['@_class'] === 'block').map((r) => String(r['@_fill']))));
@@ -136,9 +136,9 @@ describe('plan print --svg', () => {
     expect(all(legend.g).map((e) => e['@_data-kind'])).toContain('idle');
   });
 
-  it('draws the measured timeline too with --measured', () => {
+  it('draws the measured timeline too with --measured', async () => {
     const trace = fakeTrace('dp2', dp2.plan, { backend: 'cpu', device: 'cpu' });
-    const { gs, root } = svgOf(dp2.file, '--measured', trace);
+    const { gs, root } = await svgOf(dp2.file, '--measured', trace);
     expect(lanes(gs, 'predicted').map((g) => g['@_data-rank'])).toEqual(['0', '1', '2', '3']);
     const measured = lanes(gs, 'measured');
     expect(measured.map((g) => g['@_data-rank'])).toEqual(['0', '1', '2', '3']);

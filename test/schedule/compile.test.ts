@@ -11,7 +11,7 @@ import { stageRank } from '../../compiler/schedule/pipeline.js';
 import type { Plan } from '../../src/plan/types.js';
 import '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';
-import { cli } from '../helpers/cli.js';
+import { cliInProcess } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-compile-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -154,8 +154,8 @@ describe('plan files', () => {
 describe('cleave compile and cleave plan print', () => {
   const planFile = join(dir, 'gpt.plan');
 
-  it('compiles with a one-screen summary', () => {
-    const r = cli(['compile', GPT, '-p', '2', '-m', '4', '--schedule', '1f1b', '-o', planFile]);
+  it('compiles with a one-screen summary', async () => {
+    const r = await cliInProcess(['compile', GPT, '-p', '2', '-m', '4', '--schedule', '1f1b', '-o', planFile]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/compiled fixtures\/gpt\.onnx → .*gpt\.plan in [\d.]+ s/);
     expect(r.stdout).toMatch(/predicted step [\d.]+ ms on h100; worst bubble [\d.]+%/);
@@ -163,23 +163,23 @@ describe('cleave compile and cleave plan print', () => {
   });
 
   it('prints the plan as the golden file has it', async () => {
-    const r = cli(['plan', 'print', planFile]);
+    const r = await cliInProcess(['plan', 'print', planFile]);
     expect(r.code, r.stderr).toBe(0);
     await expect(r.stdout).toMatchFileSnapshot('../golden/gpt_1f1b_p2_m4.txt');
   });
 
-  it('lists one rank\'s instructions', () => {
-    const r = cli(['plan', 'print', planFile, '--rank', '1']);
+  it('lists one rank\'s instructions', async () => {
+    const r = await cliInProcess(['plan', 'print', planFile, '--rank', '1']);
     expect(r.stdout).toMatch(/rank 1 \(pipeline rank 1, replica 0\): \d+ instructions/);
     expect(r.stdout).toMatch(/RECV\s+1\s+0\s+[\d.]+\s+[\d.]+\s+\S+ \(activation, 2\.0 KiB\) ← rank 0/);
-    expect(cli(['plan', 'print', planFile, '--rank', '7']).stderr).toMatch(/--rank 7 is not a rank of this plan \(0–1\)/);
+    expect((await cliInProcess(['plan', 'print', planFile, '--rank', '7'])).stderr).toMatch(/--rank 7 is not a rank of this plan \(0–1\)/);
   });
 
-  it('writes an SVG with one lane per rank, and a Perfetto trace', () => {
+  it('writes an SVG with one lane per rank, and a Perfetto trace', async () => {
     const svg = join(dir, 't.svg'), trace = join(dir, 't.json');
     const p4 = join(dir, 'p4.plan');
-    expect(cli(['compile', GPT, '-p', '2', '-m', '4', '--dp', '2', '--schedule', 'zb-h1', '-o', p4]).code).toBe(0);
-    const r = cli(['plan', 'print', p4, '--svg', svg, '--trace', trace]);
+    expect((await cliInProcess(['compile', GPT, '-p', '2', '-m', '4', '--dp', '2', '--schedule', 'zb-h1', '-o', p4])).code).toBe(0);
+    const r = await cliInProcess(['plan', 'print', p4, '--svg', svg, '--trace', trace]);
     expect(r.code, r.stderr).toBe(0);
     const text = readFileSync(svg, 'utf8');
     expect(XMLValidator.validate(text)).toBe(true);
@@ -191,22 +191,22 @@ describe('cleave compile and cleave plan print', () => {
     expect(new Set(events.filter((e) => e.ph === 'X').map((e) => e.pid))).toEqual(new Set([0, 1, 2, 3]));
   });
 
-  it('reads SMP config names and rejects bad combinations', () => {
+  it('reads SMP config names and rejects bad combinations', async () => {
     const cfg = join(dir, 'smp.json');
     writeFileSync(cfg, JSON.stringify({ partitions: 2, microbatches: 4, pipeline: 'simple', placement_strategy: 'spread', ddp: true, dp: 2 }));
     const out = join(dir, 'cfg.plan');
-    const r = cli(['compile', GPT, '--config', cfg, '-o', out]);
+    const r = await cliInProcess(['compile', GPT, '--config', cfg, '-o', out]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/world 4 = 2 pipeline × 2 data parallel \(spread\); gpipe/);
-    expect(cli(['compile', GPT, '-p', '2', '-m', '3', '--schedule', 'interleaved-1f1b', '--virtual-stages', '2', '-o', out]).stderr).toMatch(/3 microbatches is not a multiple of 2/);
-    expect(cli(['compile', GPT, '-p', '2', '-o', out]).stderr).toMatch(/give the number of microbatches with -m M/);
+    expect((await cliInProcess(['compile', GPT, '-p', '2', '-m', '3', '--schedule', 'interleaved-1f1b', '--virtual-stages', '2', '-o', out])).stderr).toMatch(/3 microbatches is not a multiple of 2/);
+    expect((await cliInProcess(['compile', GPT, '-p', '2', '-o', out])).stderr).toMatch(/give the number of microbatches with -m M/);
     writeFileSync(cfg, JSON.stringify({ partitions: 2, microbatches: 4, ddp: true }));
-    expect(cli(['compile', GPT, '--config', cfg, '-o', out]).stderr).toMatch(/"ddp" in .* is true: give the data-parallel degree with --dp D/);
+    expect((await cliInProcess(['compile', GPT, '--config', cfg, '-o', out])).stderr).toMatch(/"ddp" in .* is true: give the data-parallel degree with --dp D/);
   });
 
-  it('picks the fastest schedule that fits with --schedule auto', () => {
+  it('picks the fastest schedule that fits with --schedule auto', async () => {
     const out = join(dir, 'auto.plan');
-    const r = cli(['compile', GPT, '-p', '2', '-m', '4', '--schedule', 'auto', '-o', out]);
+    const r = await cliInProcess(['compile', GPT, '-p', '2', '-m', '4', '--schedule', 'auto', '-o', out]);
     expect(r.code, r.stderr).toBe(0);
     const { plan } = compile(opts({ schedule: 'auto' }));
     const others = SCHEDULES.map(([s, v]) => compile(opts({ schedule: s, virtualStages: v })).plan.prediction.stepMs);
