@@ -107,11 +107,12 @@ export function matchAt(g: Graph, p: Pat, n: Node): Match | null {
   return matchValue(g, p, n.outputs[0] ?? null, m, true) ? m : null;
 }
 
-/** Adds nodes just before `root`, in the order they are emitted. */
-export function emitterBefore(g: Graph, root: Node): Emitter {
+/** Adds nodes just before `root`, in the order they are emitted (each also into `made`, where given). */
+export function emitterBefore(g: Graph, root: Node, made?: Set<Node>): Emitter {
   const at: Emitter = {
     emit(spec) {
       const node = g.addNode({ scope: root.scope, meta: { ...root.meta }, ...spec });
+      made?.add(node);
       // addNode appends; the new node belongs before the root that will read it (directly or not).
       g.nodes.splice(g.nodes.indexOf(node), 1);
       g.nodes.splice(g.nodes.indexOf(root), 0, node);
@@ -151,8 +152,8 @@ export function applyRules(g: Graph, rules: readonly Rule[], maxPasses = 32): Ru
         const m = matchAt(g, r.pattern, n);
         if (!m) continue;
         const out = n.outputs[0]!;
-        const before = new Set(g.nodes);
-        const res = r.rewrite(m, g, emitterBefore(g, n));
+        const made = new Set<Node>();
+        const res = r.rewrite(m, g, emitterBefore(g, n, made));
         if (res === null) continue;
         if (res !== true && res !== out) {
           const name = out.name;
@@ -161,14 +162,14 @@ export function applyRules(g: Graph, rules: readonly Rule[], maxPasses = 32): Ru
           const keeps = g.outputs.includes(res), copy = g.outputs.includes(out) && (keeps || res.kind !== 'node');
           // An Identity of that value is such a copy already (a rule removing Identity would not settle).
           if (copy && n.op === 'Identity' && n.inputs[0] === res) continue;
-          const to = copy ? emitterBefore(g, n).value('Identity', [res], {}, { dtype: res.dtype, shape: res.shape }) : res;
+          const to = copy ? emitterBefore(g, n, made).value('Identity', [res], {}, { dtype: res.dtype, shape: res.shape }) : res;
           g.replaceAllUses(out, to);
           dropUnread(g, n);
           if (!g.values.has(name) && to.kind === 'node' && !(to === res && keeps)) g.renameValue(to, name);
           // The node now computing the root's output takes the root's name where it was made for it:
           // people name nodes of their model (--assign, partition annotations) as the exporter wrote them.
           const maker = to.producer;
-          if (maker && !before.has(maker) && !g.nodes.includes(n)) g.renameNode(maker, n.name);
+          if (maker && made.has(maker) && !g.nodes.includes(n)) g.renameNode(maker, n.name);
         }
         counts.set(r.name, (counts.get(r.name) ?? 0) + 1);
         changed = true;
