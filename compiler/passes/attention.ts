@@ -3,7 +3,7 @@ import { type Dim, shapesEqual } from '../../src/ir/shape.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { fusedAttrsOfOnnx, lseDtype } from '../../src/ops/attention.js';
 import { getOp } from '../../src/ops/index.js';
-import { MASKED, feedsSoftmax } from './buffers.js';
+import { MASKED, feedsSoftmax, valuesBehind } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropUnread, emitterBefore, op, scalar } from './rewrite.js';
 
@@ -231,27 +231,12 @@ function classifyKeep(keep: (i: number) => boolean, shape: readonly number[], Tq
   return 'a mask that is neither causal nor a sliding window';
 }
 
-/** The graph inputs a value is computed from (a mask made from `attention_mask`, say). */
-function inputsBehind(v: Value, seen = new Set<Value>()): string[] {
-  if (seen.has(v)) return [];
-  seen.add(v);
-  if (v.kind === 'input') return [v.name];
-  return (v.producer?.inputs ?? []).flatMap((x) => (x ? inputsBehind(x, seen) : []));
-}
-
-/** The parameters a value is computed from. */
-function paramsBehind(v: Value, seen = new Set<Value>()): string[] {
-  if (seen.has(v)) return [];
-  seen.add(v);
-  if (v.kind === 'param') return [v.name];
-  return (v.producer?.inputs ?? []).flatMap((x) => (x ? paramsBehind(x, seen) : []));
-}
-
 function whyNotConstant(v: Value, what: string): string {
-  const ins = [...new Set(inputsBehind(v))];
+  // The graph inputs it is computed from (a mask made from `attention_mask`, say), else the parameters.
+  const ins = [...valuesBehind(v, 'input')].map((x) => x.name);
   if (ins.length) return `the ${what} is computed from the model input${ins.length > 1 ? 's' : ''} ${ins.map((n) => `'${n}'`).join(', ')} (a key-padding mask?): not fused yet`;
   if (v.kind === 'param') return `the ${what} '${v.name}' is a trained parameter (a learned bias): not fused yet (the fused kernel takes no bias)`;
-  const ps = [...new Set(paramsBehind(v))];
+  const ps = [...valuesBehind(v, 'param')].map((x) => x.name);
   if (ps.length) return `the ${what} is computed from the parameter${ps.length > 1 ? 's' : ''} ${ps.slice(0, 2).map((n) => `'${n}'`).join(', ')} (a relative position bias): not fused yet (the fused kernel takes no bias)`;
   return `the ${what} is not a constant`;
 }

@@ -124,12 +124,12 @@ function onlyFeedsCosSin(g: Graph, v: Value, seen = new Set<Value>()): boolean {
   return v.users.every((u) => u.op === 'Cos' || u.op === 'Sin' || (u.outputs.length > 0 && u.outputs.every((o) => onlyFeedsCosSin(g, o, seen))));
 }
 
-/** The parameters a value is computed from (any ops), at most `limit` of them. */
-function paramsBehind(v: Value, out = new Set<Value>(), seen = new Set<Value>(), limit = 4): Set<Value> {
-  if (seen.has(v) || out.size > limit) return out;
+/** The values of one kind (parameters, model inputs) a value is computed from, through any ops, each once, nearest input first. */
+export function valuesBehind(v: Value, kind: 'param' | 'input', out = new Set<Value>(), seen = new Set<Value>()): Set<Value> {
+  if (seen.has(v)) return out;
   seen.add(v);
-  if (v.kind === 'param') out.add(v);
-  else for (const x of v.producer?.inputs ?? []) if (x) paramsBehind(x, out, seen, limit);
+  if (v.kind === kind) out.add(v);
+  else for (const x of v.producer?.inputs ?? []) if (x) valuesBehind(x, kind, out, seen);
   return out;
 }
 
@@ -144,7 +144,7 @@ export function bufferRules(frozen: Frozen[]): Rule[] {
       name: 'rotary inverse frequencies',
       pattern: op(['Cos', 'Sin'], [any('angles', { shared: true })]),
       rewrite(m, g) {
-        const ps = [...paramsBehind(bound(m, 'angles'))].filter((p) => p.data && isInverseFrequencies(p.data) && onlyFeedsCosSin(g, p));
+        const ps = [...valuesBehind(bound(m, 'angles'), 'param')].filter((p) => p.data && isInverseFrequencies(p.data) && onlyFeedsCosSin(g, p));
         if (!ps.length) return null;
         for (const p of ps) freeze(g, p, 'rotary inverse frequencies');
         return true;
