@@ -1,3 +1,4 @@
+import { shapesEqual } from '../../src/ir/shape.js';
 import { type Match, type Pat, type Rule, any, bound, op, scalar } from './rewrite.js';
 
 // GELU written out, as GPT-2's `gelu_new`, BERT's `gelu` and torch.onnx's own decompositions of
@@ -47,7 +48,7 @@ const geluRow = (name: string, approximate: 'tanh' | 'none') => (pattern: Pat): 
   pattern,
   rewrite(m, _g, at) {
     const xv = bound(m, 'x'), out = m.root.outputs[0]!;
-    if (!constantsHold(m) || out.dtype !== xv.dtype || out.shape.length !== xv.shape.length || out.shape.some((d, k) => d !== xv.shape[k])) return null;
+    if (!constantsHold(m) || out.dtype !== xv.dtype || !shapesEqual(out.shape, xv.shape)) return null;
     return at.value('Gelu', [xv], { approximate }, { dtype: xv.dtype, shape: xv.shape });
   },
 });

@@ -1,3 +1,5 @@
+import type { Value } from '../../src/ir/graph.js';
+import { shapesEqual } from '../../src/ir/shape.js';
 import { type Pat, type Rule, any, bound, op } from './rewrite.js';
 
 // Gated MLPs written out, as Llama's, Mistral's and Qwen2's (SwiGLU: silu(gate) · up, silu(x) =
@@ -11,8 +13,7 @@ const gate = (): Pat => any('gate', { shared: true });
 /** silu(gate) as gate · σ(gate), either way round. */
 const SILU: Pat = op('Mul', [gate(), op('Sigmoid', [gate()])], { commute: true });
 
-const sameAs = (a: { dtype: string; shape: readonly unknown[] }, b: { dtype: string; shape: readonly unknown[] }): boolean =>
-  a.dtype === b.dtype && a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+const sameAs = (a: Value, b: Value): boolean => a.dtype === b.dtype && shapesEqual(a.shape, b.shape);
 
 const row = (name: string, act: Pat, activation: (m: Parameters<Rule['rewrite']>[0]) => string | null): Rule => ({
   name,
