@@ -156,4 +156,9 @@ if (status !== 0) {
 }
 if (text) process.stdout.write(text);
 renameSync(tmpOut, out);
+// Stamped by this process's clock, the one the objects' times came from: the file system's own
+// (coarser) stamp of a link that ends within milliseconds can fall before the last object's,
+// which the next build would read as objects newer than the addon.
+const linked = Date.now() / 1000;
+utimesSync(out, linked, linked);
 console.log(`cleave: built ${shown} in ${secs(performance.now() - started)} (link ${secs(performance.now() - t)})`);
