@@ -444,23 +444,24 @@ Napi::Value AdamWMulti(const Napi::CallbackInfo& i) {
   });
 }
 
-// attentionForward(dtype, q, k, v, sB, sT, kB, kT, out, lseF32, B, T, H, Hkv, Dh, scale, causal, window)
+// attentionForward(dtype, q, k, v, sB, sT, kB, kT, out, lseF32, B, T, H, Hkv, Dh, scale, causal, window, Tk, bias, bB, bH)
 Napi::Value AttentionForward(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
     attention_forward(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), ptr(i[8]),
                       (float*)ptr(i[9]), (int)i64(i[10]), (int)i64(i[11]), (int)i64(i[12]), (int)i64(i[13]), (int)i64(i[14]), f32(i[15]),
-                      i[16].As<Napi::Boolean>().Value(), (int)i64(i[17]), stream());
+                      i[16].As<Napi::Boolean>().Value(), (int)i64(i[17]), (int)i64(i[18]), ptr(i[19]), i64(i[20]), i64(i[21]), stream());
     return i.Env().Undefined();
   });
 }
 
-// attentionBackward(dtype, q, k, v, sB, sT, kB, kT, out, dout, lseF32, dq, dk, dv, B, T, H, Hkv, Dh, scale, causal, window)
+// attentionBackward(dtype, q, k, v, sB, sT, kB, kT, out, dout, lseF32, dq, dk, dv, B, T, H, Hkv, Dh, scale, causal, window,
+//                   Tk, bias, bB, bH, dscores)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
     attention_backward(DType(dtype_of(i[0])), ptr(i[1]), ptr(i[2]), ptr(i[3]), i64(i[4]), i64(i[5]), i64(i[6]), i64(i[7]), ptr(i[8]),
                        ptr(i[9]), (const float*)ptr(i[10]), ptr(i[11]), ptr(i[12]), ptr(i[13]), (int)i64(i[14]), (int)i64(i[15]),
                        (int)i64(i[16]), (int)i64(i[17]), (int)i64(i[18]), f32(i[19]), i[20].As<Napi::Boolean>().Value(), (int)i64(i[21]),
-                       stream());
+                       (int)i64(i[22]), ptr(i[23]), i64(i[24]), i64(i[25]), ptr(i[26]), stream());
     return i.Env().Undefined();
   });
 }

@@ -43,10 +43,21 @@ __device__ __forceinline__ int first_key(int i, int window) { return window > 0 
 constexpr int GW = 8;                    // warps per block
 constexpr int GR = MAX_DH / 32;          // accumulator slots per lane
 
+/** The bias on the scores, where one is given: row i of (b, h) at bias + b·bB + h·bH + i·Tk (strides 0 broadcast). */
+struct Bias {
+  const void* p;
+  int64_t bB, bH;
+  int Tk;
+  template <typename T>
+  __device__ __forceinline__ const T* row(int b, int h, int i) const {
+    return p ? (const T*)p + (int64_t)b * bB + (int64_t)h * bH + (int64_t)i * Tk : nullptr;
+  }
+};
+
 template <typename T>
 __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, int64_t kB,
-                                                       int64_t kT, T* out, float* lse, int B, int Tn, int H, int G, int Dh,
-                                                       float scale, bool causal, int window) {
+                                                       int64_t kT, T* out, float* lse, int B, int Tn, int Tk, int H, int G, int Dh,
+                                                       float scale, bool causal, int window, Bias bias) {
   __shared__ float sq[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
@@ -59,7 +70,8 @@ __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, c
 #pragma unroll
   for (int c = 0; c < GR; ++c) o[c] = 0.f;
   float m = -INFINITY, l = 0.f;
-  const int nkeys = causal ? i + 1 : Tn, jlo = first_key(i, window);
+  const T* brow = bias.row<T>(b, h, i);
+  const int nkeys = causal ? i + 1 : Tk, jlo = first_key(i, window);
   for (int j0 = jlo; j0 < nkeys; j0 += 32) {
     const int j = j0 + lane;
     float sc = -INFINITY;
@@ -67,10 +79,11 @@ __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, c
       const T* kr = k + kbase + (int64_t)j * kT;
       float a = 0.f;
       for (int d = 0; d < Dh; ++d) a += sq[warp][d] * ld(kr, d);
-      sc = a;
+      sc = brow ? a + ld(brow, j) : a;
     }
-    const float mn = fmaxf(m, warp_max(sc));  // finite: lane 0's key is always in range
-    const float p = expf(sc - mn), alpha = expf(m - mn);
+    // Finite without a bias (lane 0's key is in range); a bias of −∞ on every key so far leaves it −∞.
+    const float mn = fmaxf(m, warp_max(sc));
+    const float p = mn == -INFINITY ? 0.f : expf(sc - mn), alpha = mn == -INFINITY ? 1.f : expf(m - mn);
     l = l * alpha + warp_sum(p);
     m = mn;
 #pragma unroll
@@ -84,12 +97,12 @@ __global__ void __launch_bounds__(GW * 32) fwd_generic(const T* q, const T* k, c
         if (lane + 32 * c < Dh) o[c] += pj * ld(vr, lane + 32 * c);
     }
   }
-  const float inv = 1.f / l;
+  const float inv = l > 0.f ? 1.f / l : 0.f;  // a row without weights gives zeros
   T* orow = out + (((int64_t)b * Tn + i) * H + h) * Dh;
 #pragma unroll
   for (int c = 0; c < GR; ++c)
     if (lane + 32 * c < Dh) st(orow, lane + 32 * c, o[c] * inv);
-  if (lane == 0) lse[r] = m + logf(l);
+  if (lane == 0) lse[r] = l > 0.f ? m + logf(l) : -INFINITY;
 }
 
 /** Dd[b, h, t] = Σ_d dout[b, t, h, d] · out[b, t, h, d] (one warp per row). */
@@ -109,7 +122,8 @@ __global__ void rowdot_kernel(const T* dout, const T* out, float* Dd, int Tn, in
 template <typename T>
 __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, int64_t kB,
                                                       int64_t kT, const T* dout, const float* lse, const float* Dd, T* dq, int B,
-                                                      int Tn, int H, int G, int Dh, float scale, bool causal, int window) {
+                                                      int Tn, int Tk, int H, int G, int Dh, float scale, bool causal, int window,
+                                                      Bias bias, T* dscores) {
   __shared__ float sq[GW][MAX_DH], sdo[GW][MAX_DH];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
@@ -126,7 +140,10 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
   float acc[GR];
 #pragma unroll
   for (int c = 0; c < GR; ++c) acc[c] = 0.f;
-  const int nkeys = causal ? i + 1 : Tn, jlo = first_key(i, window);
+  const T* brow = bias.row<T>(b, h, i);
+  // dscores of this row, zero-filled before: written here for the keys the row sees (dq's pass owns the rows).
+  T* dsrow = dscores ? dscores + ((int64_t)bh * Tn + i) * Tk : nullptr;
+  const int nkeys = L == -INFINITY ? 0 : causal ? i + 1 : Tk, jlo = first_key(i, window);
   for (int j0 = jlo; j0 < nkeys; j0 += 32) {
     const int j = j0 + lane;
     float ds = 0.f;
@@ -138,7 +155,8 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
         sc += sq[warp][d] * ld(kr, d);
         dp += sdo[warp][d] * ld(vr, d);
       }
-      ds = expf(sc * scale - L) * (dp - Di);
+      ds = expf(sc * scale + (brow ? ld(brow, j) : 0.f) - L) * (dp - Di);
+      if (dsrow) st(dsrow, j, ds);
     }
     const int nv = min(32, nkeys - j0);
     for (int jj = 0; jj < nv; ++jj) {
@@ -158,13 +176,14 @@ __global__ void __launch_bounds__(GW * 32) dq_generic(const T* q, const T* k, co
 template <typename T>
 __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, const T* v, int64_t sB, int64_t sT, int64_t kB,
                                                         int64_t kT, const T* dout, const float* lse, const float* Dd, T* dk, T* dv,
-                                                        int B, int Tn, int H, int G, int Dh, float scale, bool causal, int window) {
+                                                        int B, int Tn, int Tk, int H, int G, int Dh, float scale, bool causal,
+                                                        int window, Bias bias) {
   __shared__ float sk[GW][MAX_DH], sv[GW][MAX_DH];
   const int Hk = H / G;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t r = (int64_t)blockIdx.x * GW + warp;
-  if (r >= (int64_t)B * Hk * Tn) return;
-  const int j = (int)(r % Tn), bhk = (int)(r / Tn), b = bhk / Hk, hk = bhk % Hk;
+  if (r >= (int64_t)B * Hk * Tk) return;
+  const int j = (int)(r % Tk), bhk = (int)(r / Tk), b = bhk / Hk, hk = bhk % Hk;
   const int64_t kbase = (int64_t)b * kB + (int64_t)hk * Dh;
   const int64_t ostride = (int64_t)H * Dh;
   for (int d = lane; d < Dh; d += 32) {
@@ -181,10 +200,11 @@ __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, 
     const int64_t base = (int64_t)b * sB + (int64_t)h * Dh, obase = (int64_t)b * Tn * H * Dh + (int64_t)h * Dh;
     const float* Lrow = lse + ((int64_t)b * H + h) * Tn;
     const float* Drow = Dd + ((int64_t)b * H + h) * Tn;
+    const T* bcol = bias.row<T>(b, h, 0);  // column j of the bias: bcol[i·Tk + j]
     for (int i0 = causal ? j : 0; i0 < iend; i0 += 32) {
       const int i = i0 + lane;
       float p = 0.f, ds = 0.f;
-      if (i < iend) {
+      if (i < iend && Lrow[i] != -INFINITY) {
         const T* qr = q + base + (int64_t)i * sT;
         const T* gr = dout + obase + (int64_t)i * ostride;
         float sc = 0.f, dp = 0.f;
@@ -192,7 +212,7 @@ __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, 
           sc += ld(qr, d) * sk[warp][d];
           dp += ld(gr, d) * sv[warp][d];
         }
-        p = expf(sc * scale - Lrow[i]);
+        p = expf(sc * scale + (bcol ? ld(bcol, (int64_t)i * Tk + j) : 0.f) - Lrow[i]);
         ds = p * (dp - Drow[i]);
       }
       const int nv = min(32, iend - i0);
@@ -209,7 +229,7 @@ __global__ void __launch_bounds__(GW * 32) dkdv_generic(const T* q, const T* k, 
       }
     }
   }
-  const int64_t orow = (((int64_t)b * Tn + j) * Hk + hk) * Dh;
+  const int64_t orow = (((int64_t)b * Tk + j) * Hk + hk) * Dh;
 #pragma unroll
   for (int c = 0; c < GR; ++c)
     if (lane + 32 * c < Dh) {
@@ -752,13 +772,16 @@ __global__ void __launch_bounds__(Bwd<D>::THREADS, 2)
 
 // ---------------------------------------------------------------------------------------------------
 
-void check_args(const char* op, int B, int T, int H, int Hkv, int Dh, bool causal, int window) {
+void check_args(const char* op, int B, int T, int Tk, int H, int Hkv, int Dh, bool causal, int window) {
   // A window reaches back from each query to the keys before it: it has no meaning without causal.
   if (window < 0 || (window > 0 && !causal))
     throw std::runtime_error(std::string(op) + ": a sliding window (" + std::to_string(window) + " keys) needs a causal attention and a positive size");
   if (Dh < 1 || Dh > MAX_DH)
     throw std::runtime_error(std::string(op) + ": head size " + std::to_string(Dh) + " is outside 1.." + std::to_string(MAX_DH));
-  if (T < 1) throw std::runtime_error(std::string(op) + ": sequence length " + std::to_string(T) + " must be at least 1");
+  if (T < 1 || Tk < 1)
+    throw std::runtime_error(std::string(op) + ": " + std::to_string(T) + " queries and " + std::to_string(Tk) + " keys: both must be at least 1");
+  if (causal && Tk != T)
+    throw std::runtime_error(std::string(op) + ": causal attention needs as many keys (" + std::to_string(Tk) + ") as queries (" + std::to_string(T) + ")");
   if (B < 0 || H < 0)
     throw std::runtime_error(std::string(op) + ": batch " + std::to_string(B) + " and heads " + std::to_string(H) + " must not be negative");
   if (H > 0 && (Hkv < 1 || H % Hkv != 0))
@@ -825,24 +848,29 @@ unsigned generic_blocks(int B, int T, int H) { return (unsigned)(((int64_t)B * H
 
 void attention_forward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT,
                        void* out, float* lse, int B, int T, int H, int Hkv, int Dh, float scale, bool causal, int window,
-                       cudaStream_t s) {
-  check_args("attention_forward", B, T, H, Hkv, Dh, causal, window);
+                       int Tk, const void* bias, int64_t bB, int64_t bH, cudaStream_t s) {
+  check_args("attention_forward", B, T, Tk, H, Hkv, Dh, causal, window);
   if (B == 0 || H == 0) return;
   const int G = H / Hkv;
-  if (use_mma(t, T, Dh, {sB, sT, kB, kT}, {q, k, v}, {out})) {
+  // The tensor-core kernels take self-attention without a bias; a bias or cross-attention runs generic.
+  if (!bias && Tk == T && use_mma(t, T, Dh, {sB, sT, kB, kT}, {q, k, v}, {out})) {
     if (Dh == 64) forward_mma<64>(q, k, v, sB, sT, kB, kT, out, lse, B, T, H, G, scale, causal, window, s);
     else forward_mma<128>(q, k, v, sB, sT, kB, kT, out, lse, B, T, H, G, scale, causal, window, s);
     return;
   }
+  const Bias b{bias, bB, bH, Tk};
   DISPATCH_ATTN(t, (fwd_generic<E><<<generic_blocks(B, T, H), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB, kT,
-                                                                               (E*)out, lse, B, T, H, G, Dh, scale, causal, window)));
+                                                                               (E*)out, lse, B, T, Tk, H, G, Dh, scale, causal, window,
+                                                                               b)));
   CHECK_LAUNCH();
 }
 
 void attention_backward(DType t, const void* q, const void* k, const void* v, int64_t sB, int64_t sT, int64_t kB, int64_t kT,
                         const void* out, const void* dout, const float* lse, void* dq, void* dk, void* dv, int B, int T, int H,
-                        int Hkv, int Dh, float scale, bool causal, int window, cudaStream_t s) {
-  check_args("attention_backward", B, T, H, Hkv, Dh, causal, window);
+                        int Hkv, int Dh, float scale, bool causal, int window, int Tk, const void* bias, int64_t bB, int64_t bH,
+                        void* dscores, cudaStream_t s) {
+  check_args("attention_backward", B, T, Tk, H, Hkv, Dh, causal, window);
+  if (!bias != !dscores) throw std::runtime_error("attention_backward: a bias and its dscores output go together");
   if (B == 0 || H == 0) return;
   const int G = H / Hkv;
   const int64_t rows = (int64_t)B * T * H;
@@ -851,17 +879,20 @@ void attention_backward(DType t, const void* q, const void* k, const void* v, in
   const unsigned rblocks = (unsigned)((rows * 32 + 255) / 256);
   DISPATCH_ATTN(t, (rowdot_kernel<E><<<rblocks, 256, 0, s>>>((const E*)dout, (const E*)out, Dd, T, H, Dh, rows)));
   CHECK_LAUNCH();
-  if (use_mma(t, T, Dh, {sB, sT, kB, kT}, {q, k, v, dout}, {dq, dk, dv})) {
+  if (!bias && Tk == T && use_mma(t, T, Dh, {sB, sT, kB, kT}, {q, k, v, dout}, {dq, dk, dv})) {
     if (Dh == 64) backward_mma<64>(q, k, v, sB, sT, kB, kT, dout, lse, Dd, dq, dk, dv, B, T, H, G, scale, causal, window, s);
     else backward_mma<128>(q, k, v, sB, sT, kB, kT, dout, lse, Dd, dq, dk, dv, B, T, H, G, scale, causal, window, s);
   } else {
+    const Bias b{bias, bB, bH, Tk};
+    // Masked scores (outside causal or the window) get no write from the kernels: zero first.
+    if (dscores) CUDA_CHECK(cudaMemsetAsync(dscores, 0, (size_t)B * H * T * Tk * (t == F32 ? 4 : 2), s));
     DISPATCH_ATTN(t, (dq_generic<E><<<generic_blocks(B, T, H), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB, kT,
-                                                                               (const E*)dout, lse, Dd, (E*)dq, B, T, H, G, Dh, scale,
-                                                                               causal, window)));
+                                                                               (const E*)dout, lse, Dd, (E*)dq, B, T, Tk, H, G, Dh, scale,
+                                                                               causal, window, b, (E*)dscores)));
     CHECK_LAUNCH();
-    DISPATCH_ATTN(t, (dkdv_generic<E><<<generic_blocks(B, T, Hkv), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB,
-                                                                                   kT, (const E*)dout, lse, Dd, (E*)dk, (E*)dv, B, T,
-                                                                                   H, G, Dh, scale, causal, window)));
+    DISPATCH_ATTN(t, (dkdv_generic<E><<<generic_blocks(B, Tk, Hkv), GW * 32, 0, s>>>((const E*)q, (const E*)k, (const E*)v, sB, sT, kB,
+                                                                                    kT, (const E*)dout, lse, Dd, (E*)dk, (E*)dv, B, T,
+                                                                                    Tk, H, G, Dh, scale, causal, window, b)));
     CHECK_LAUNCH();
   }
   CUDA_CHECK(cudaFreeAsync(Dd, s));

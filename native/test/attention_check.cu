@@ -263,9 +263,9 @@ bool run_case(const Case& c, uint64_t seed) {
 
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreate(&s));
-  cleave::attention_forward(t, qp, kp, vp, sB, sT, kB, kT, out, lse, B, T, H, Hkv, Dh, scale, c.causal, c.window, s);
-  cleave::attention_backward(t, qp, kp, vp, sB, sT, kB, kT, out, ddo, lse, gq, gk, gv, B, T, H, Hkv, Dh, scale, c.causal, c.window, s);
-  cleave::attention_backward(t, qp, kp, vp, sB, sT, kB, kT, out, ddo, lse, gq2, gk2, gv2, B, T, H, Hkv, Dh, scale, c.causal, c.window, s);
+  cleave::attention_forward(t, qp, kp, vp, sB, sT, kB, kT, out, lse, B, T, H, Hkv, Dh, scale, c.causal, c.window, T, nullptr, 0, 0, s);
+  cleave::attention_backward(t, qp, kp, vp, sB, sT, kB, kT, out, ddo, lse, gq, gk, gv, B, T, H, Hkv, Dh, scale, c.causal, c.window, T, nullptr, 0, 0, nullptr, s);
+  cleave::attention_backward(t, qp, kp, vp, sB, sT, kB, kT, out, ddo, lse, gq2, gk2, gv2, B, T, H, Hkv, Dh, scale, c.causal, c.window, T, nullptr, 0, 0, nullptr, s);
   CUDA_CHECK(cudaStreamSynchronize(s));
   CUDA_CHECK(cudaStreamDestroy(s));
 
@@ -304,7 +304,7 @@ bool run_case(const Case& c, uint64_t seed) {
 
 bool expect_throw(const char* what, int T, int Dh) {
   try {
-    cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, 1, T, 1, 1, Dh, 1.f, false, 0, 0);
+    cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, 1, T, 1, 1, Dh, 1.f, false, 0, T, nullptr, 0, 0, 0);
   } catch (const std::runtime_error& e) {
     std::printf("PASS rejects %s: %s\n", what, e.what());
     return true;
@@ -341,8 +341,8 @@ void bench(int B, int T, int H, int Dh, bool causal) {
   cudaEvent_t e0, e1;
   CUDA_CHECK(cudaEventCreate(&e0));
   CUDA_CHECK(cudaEventCreate(&e1));
-  auto fwd = [&] { cleave::attention_forward(BF16, q, k, v, sB, sT, sB, sT, out, lse, B, T, H, H, Dh, scale, causal, 0, s); };
-  auto bwd = [&] { cleave::attention_backward(BF16, q, k, v, sB, sT, sB, sT, out, dout, lse, dq, dk, dv, B, T, H, H, Dh, scale, causal, 0, s); };
+  auto fwd = [&] { cleave::attention_forward(BF16, q, k, v, sB, sT, sB, sT, out, lse, B, T, H, H, Dh, scale, causal, 0, T, nullptr, 0, 0, s); };
+  auto bwd = [&] { cleave::attention_backward(BF16, q, k, v, sB, sT, sB, sT, out, dout, lse, dq, dk, dv, B, T, H, H, Dh, scale, causal, 0, T, nullptr, 0, 0, nullptr, s); };
   const int iters = 20;
   const double flops = 4.0 * B * H * (double)T * T * Dh * (causal ? 0.5 : 1.0);
   float ms_f = 0, ms_b = 0;
@@ -431,7 +431,7 @@ int main() {
     failed += expect_throw("head size 0", 16, 0) ? 0 : 1;
     failed += expect_throw("sequence length 0", 0, 64) ? 0 : 1;
     try {
-      cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, 1, 16, 6, 4, 64, 1.f, false, 0, 0);
+      cleave::attention_forward(BF16, nullptr, nullptr, nullptr, 0, 0, 0, 0, nullptr, nullptr, 1, 16, 6, 4, 64, 1.f, false, 0, 16, nullptr, 0, 0, 0);
       std::printf("FAIL accepted 4 key/value heads for 6 query heads\n");
       ++failed;
     } catch (const std::runtime_error& e) {

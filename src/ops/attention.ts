@@ -9,6 +9,7 @@ import type { Attrs, Value, ValueType } from '../ir/graph.js';
 import { type Dim, type Shape, formatShape } from '../ir/shape.js';
 import { type Tensor, roundToDtype, tensor } from '../ir/tensor.js';
 import { type AttrSpec, type Cost, type GradRule, type OpContext, type OpDef, flagAttr } from './registry.js';
+import { sumTo } from './gradients.js';
 import { input, int, moved, requireDim, requireFloat, requireRank, sameDtype } from './util.js';
 
 const at = (ctx: OpContext): string => `node '${ctx.node}'`;
@@ -43,15 +44,15 @@ const firstKey = (i: number, window: number): number => (window > 0 ? Math.max(0
  * zero weight, and no row is ever fully masked (the diagonal stays).
  */
 function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: number, causal: boolean, mask?: Mask, window = 0, Lk: Layout = L): { out: Float64Array; lse: Float64Array } {
-  const { B, H, T, Dh, sB, sH, sT } = L, G = H / Lk.H;
+  const { B, H, T, Dh, sB, sH, sT } = L, G = H / Lk.H, Tk = Lk.T;
   const out = new Float64Array(q.data.length), lse = new Float64Array(B * H * T);
-  const s = new Float64Array(T), acc = new Float64Array(Dh);
+  const s = new Float64Array(Tk), acc = new Float64Array(Dh);
   const qd = q.data, kd = k.data, vd = v.data;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const base = b * sB + h * sH, kbase = b * Lk.sB + Math.floor(h / G) * Lk.sH;
       for (let i = 0; i < T; i++) {
-        const n = causal ? i + 1 : T, j0 = firstKey(i, window);
+        const n = causal ? i + 1 : Tk, j0 = firstKey(i, window);
         const qi = base + i * sT;
         let mx = -Infinity;
         for (let j = j0; j < n; j++) {
@@ -61,6 +62,8 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
           s[j] = scale * dot + (mask ? mask(b, h, i, j) : 0);
           if (s[j]! > mx) mx = s[j]!;
         }
+        // A bias or mask of −∞ on every key leaves the row without weights: zeros, as the kernels give.
+        if (mx === -Infinity) { lse[(b * H + h) * T + i] = -Infinity; out.fill(0, qi, qi + Dh); continue; }
         let sum = 0;
         for (let j = j0; j < n; j++) sum += Math.exp(s[j]! - mx);
         lse[(b * H + h) * T + i] = mx + Math.log(sum);
@@ -84,19 +87,22 @@ function attentionForward(q: Tensor, k: Tensor, v: Tensor, L: Layout, scale: num
  * come from the forward). That is how a flash-attention backward gets δ without a T × T pass, and
  * this kernel is the definition device kernels are checked against, on any inputs.
  */
-function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean, window = 0, Lk: Layout = L): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
-  const { B, H, T, Dh, sB, sH, sT } = L, G = H / Lk.H;
+function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, L: Layout, scale: number, causal: boolean, window = 0, Lk: Layout = L, bias?: Mask): { dq: Float64Array; dk: Float64Array; dv: Float64Array; dscores: Float64Array | null } {
+  const { B, H, T, Dh, sB, sH, sT } = L, G = H / Lk.H, Tk = Lk.T;
   // A key/value head read by G query heads gets the sum of their gradients.
   const dq = new Float64Array(q.data.length), dk = new Float64Array(k.data.length), dv = new Float64Array(v.data.length);
-  const p = new Float64Array(T), dp = new Float64Array(T);
+  // With a bias, the gradient of the scores themselves ([B, H, Tq, Tk]): the bias's, before any sum over broadcast axes.
+  const dscores = bias ? new Float64Array(B * H * T * Tk) : null;
+  const p = new Float64Array(Tk), dp = new Float64Array(Tk);
   const qd = q.data, kd = k.data, vd = v.data, gd = dout.data, od = out.data;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const base = b * sB + h * sH, kbase = b * Lk.sB + Math.floor(h / G) * Lk.sH;
       for (let i = 0; i < T; i++) {
-        const n = causal ? i + 1 : T, j0 = firstKey(i, window);
+        const n = causal ? i + 1 : Tk, j0 = firstKey(i, window);
         const qi = base + i * sT;
         const l = lse.data[(b * H + h) * T + i]!;
+        if (l === -Infinity) continue;
         let rowDot = 0;
         for (let d = 0; d < Dh; d++) rowDot += gd[qi + d]! * od[qi + d]!;
         for (let j = j0; j < n; j++) {
@@ -106,12 +112,13 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
             dot += qd[qi + d]! * kd[kj + d]!;
             dpj += gd[qi + d]! * vd[kj + d]!;
           }
-          p[j] = Math.exp(scale * dot - l);
+          p[j] = Math.exp(scale * dot + (bias ? bias(b, h, i, j) : 0) - l);
           dp[j] = dpj;
         }
         for (let j = j0; j < n; j++) {
           const kj = kbase + j * Lk.sT;
-          const ds = scale * p[j]! * (dp[j]! - rowDot);
+          const dsRaw = p[j]! * (dp[j]! - rowDot), ds = scale * dsRaw;
+          if (dscores) dscores[((b * H + h) * T + i) * Tk + j] = dsRaw;
           for (let d = 0; d < Dh; d++) {
             dv[kj + d]! += p[j]! * gd[qi + d]!;
             dq[qi + d]! += ds * kd[kj + d]!;
@@ -121,7 +128,7 @@ function attentionBackward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: T
       }
     }
   }
-  return { dq, dk, dv };
+  return { dq, dk, dv, dscores };
 }
 
 const asTensor = (like: Tensor, data: Float64Array): Tensor => roundToDtype(tensor(like.dtype, like.shape, data));
@@ -166,13 +173,14 @@ function windowProblem(window: unknown, causal: unknown): string | undefined {
   return undefined;
 }
 
-interface Geometry { dtype: DType; shape: Shape; kvShape: Shape; B: Dim; T: Dim; D: number; H: number; Hkv: number; Dh: number }
+interface Geometry { dtype: DType; shape: Shape; kvShape: Shape; B: Dim; T: Dim; Tk: Dim; D: number; H: number; Hkv: number; Dh: number; bias: boolean }
 
 /**
- * Checks that inputs `qIdx` are [B, T, H·Dh] and inputs `kvIdx` [B, T, Hkv·Dh] (Hkv = kv_heads, or
- * H), all of one float type, and the attributes; names the node.
+ * Checks that inputs `qIdx` are [B, Tq, H·Dh] and inputs `kvIdx` [B, Tk, Hkv·Dh] (Hkv = kv_heads, or
+ * H; Tk = Tq unless cross-attention), all of one float type, the bias at `biasIdx` where one is
+ * given, and the attributes; names the node.
  */
-function packedGeometry(ctx: OpContext, qIdx: readonly number[], kvIdx: readonly number[], names: readonly string[]): Geometry {
+function packedGeometry(ctx: OpContext, qIdx: readonly number[], kvIdx: readonly number[], names: readonly string[], biasIdx: number): Geometry {
   const idx = [...qIdx, ...kvIdx];
   idx.forEach((i) => requireRank(ctx, i, [3]));
   const dtype = sameDtype(ctx, idx);
@@ -184,19 +192,45 @@ function packedGeometry(ctx: OpContext, qIdx: readonly number[], kvIdx: readonly
   if (!Number.isInteger(H) || H < 1 || D % H) throw new CleaveError(`${at(ctx)}: heads ${H} does not divide the row size ${D} of ${names[0]} ${formatShape(shape)}`);
   const kv = int(ctx.attrs, 'kv_heads') ?? 0;
   if (!Number.isInteger(kv) || kv < 0 || (kv > 0 && H % kv)) throw new CleaveError(`${at(ctx)}: kv_heads ${kv} must divide heads ${H} (0: as many as heads)`);
-  const Hkv = kv || H, kvShape: Shape = [shape[0]!, shape[1]!, Hkv * (D / H)];
+  const Hkv = kv || H, kvShape: Shape = [shape[0]!, input(ctx, kvIdx[0]!).shape[1]!, Hkv * (D / H)];
+  // q-like inputs are q's shape; k is [B, Tk, Hkv·Dh] for its own Tk (cross-attention), and v is k's shape.
   idx.forEach((i, j) => {
     if (j === 0) return;
     const s = input(ctx, i).shape, want = j < qIdx.length ? shape : kvShape;
-    s.forEach((d, a) => requireDim(ctx, `shapes of ${names[0]} and ${names[j]}`, want[a]!, d, want, s));
+    const ref = j > qIdx.length ? names[qIdx.length] : names[0];
+    s.forEach((d, a) => requireDim(ctx, `shapes of ${ref} and ${names[j]}`, want[a]!, d, want, s));
   });
   const causal = int(ctx.attrs, 'causal');
   if (causal !== 0 && causal !== 1) throw new CleaveError(`${at(ctx)}: causal must be 0 or 1, got ${causal}`);
+  const [B, T] = shape as [Dim, Dim], Tk = kvShape[1]!;
+  if (causal && Tk !== T) throw new CleaveError(`${at(ctx)}: causal attention needs as many keys as queries; k ${formatShape(input(ctx, kvIdx[0]!).shape)} has ${String(Tk)} for ${String(T)} queries`);
+  const bias = !!ctx.inputs[biasIdx];
+  if (bias) checkBias(ctx, biasIdx, dtype, [B, H, T, Tk]);
   const windowWrong = windowProblem(ctx.attrs['window'] ?? 0, causal);
   if (windowWrong) throw new CleaveError(`${at(ctx)}: ${windowWrong}`);
   const scale = ctx.attrs['scale'];
   if (scale !== undefined && !Number.isFinite(scale as number)) throw new CleaveError(`${at(ctx)}: scale must be a finite number, got ${String(scale)}`);
-  return { dtype, shape, kvShape, B: shape[0]!, T: shape[1]!, D, H, Hkv, Dh: D / H };
+  return { dtype, shape, kvShape, B, T, Tk, D, H, Hkv, Dh: D / H, bias };
+}
+
+/**
+ * The additive bias on the scores (T5's relative position bias, ALiBi): [Bb, Hb, Tq, Tk] of q's type,
+ * Bb 1 or the batch, Hb 1 or the heads: broadcast over batch or heads, never over queries or keys.
+ */
+function checkBias(ctx: OpContext, i: number, dtype: DType, want: readonly Dim[]): void {
+  const t = input(ctx, i);
+  const wrong = (): CleaveError => new CleaveError(`${at(ctx)}: the bias ${t.dtype}${formatShape(t.shape)} must be ${dtype}[batch or 1, heads or 1, ${String(want[2])}, ${String(want[3])}] for scores of ${formatShape(want)}`);
+  if (t.dtype !== dtype || t.shape.length !== 4) throw wrong();
+  t.shape.forEach((d, a) => {
+    if (d === want[a] || (a < 2 && d === 1)) return;
+    if (typeof d === 'number' && typeof want[a] === 'number') throw wrong();
+  });
+}
+
+/** Element strides of a contiguous bias [Bb, Hb, Tq, Tk] over batch and heads: 0 where it broadcasts. */
+export function biasStrides(shape: readonly number[]): { bB: number; bH: number } {
+  const [Bb, Hb, Tq, Tk] = shape as [number, number, number, number];
+  return { bB: Bb === 1 ? 0 : Hb * Tq * Tk, bH: Hb === 1 ? 0 : Tq * Tk };
 }
 
 /** The share of the T × T scores computed: all, the lower triangle when causal, a band under a window. */
@@ -210,7 +244,7 @@ function scoreShare(T: number, attrs: Attrs): number {
 
 /** FLOPs of the two T × T products of attention (forward: q kᵀ and P v), over the scores computed. */
 const attentionFlops = (g: Geometry, attrs: Attrs, products: number): number =>
-  2 * products * num(g.B) * num(g.T) * num(g.T) * g.D * scoreShare(num(g.T), attrs);
+  2 * products * num(g.B) * num(g.T) * num(g.Tk) * g.D * scoreShare(num(g.T), attrs);
 
 const layoutOf = (x: Tensor, heads: number): Layout => packed(x.shape[0]!, x.shape[1]!, heads, x.shape[2]! / heads);
 
@@ -218,34 +252,40 @@ const layoutOf = (x: Tensor, heads: number): Layout => packed(x.shape[0]!, x.sha
 const kvHeads = (attrs: Attrs): number => (int(attrs, 'kv_heads') || int(attrs, 'heads'));
 
 const fusedAttention: OpDef = {
-  op: 'FusedAttention', since: 13, domain: 'cleave', category: 'linalg', arity: [3, 3], outputs: [2, 2], attrs: fusedAttrs, validate: checkFusedAttrs, keepDtype: [1],
+  // Inputs q, k, v and an optional bias added to the scale · q kᵀ scores (see checkBias).
+  op: 'FusedAttention', since: 13, domain: 'cleave', category: 'linalg', arity: [3, 4], outputs: [2, 2], attrs: fusedAttrs, validate: checkFusedAttrs, keepDtype: [1],
   infer(ctx) {
-    const g = packedGeometry(ctx, [0], [1, 2], ['q', 'k', 'v']);
+    const g = packedGeometry(ctx, [0], [1, 2], ['q', 'k', 'v'], 3);
     return [{ dtype: g.dtype, shape: g.shape }, { dtype: lseDtype(g.dtype), shape: [g.B, g.H, g.T] }];
   },
-  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [0], [1, 2], ['q', 'k', 'v']), ctx.attrs, 2), bytes: moved(ctx, outs) }),
-  cuda(dev, [q, k, v], [out, lse], attrs) {
+  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [0], [1, 2], ['q', 'k', 'v'], 3), ctx.attrs, 2), bytes: moved(ctx, outs) }),
+  cuda(dev, [q, k, v, bias], [out, lse], attrs) {
     const H = int(attrs, 'heads');
-    dev.attention(q!, k!, v!, out!, lse!, H, kvHeads(attrs), scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
+    dev.attention(q!, k!, v!, out!, lse!, H, kvHeads(attrs), scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0, bias ?? null);
   },
-  cpu([q, k, v], attrs) {
+  cpu([q, k, v, bias], attrs) {
     const L = layoutOf(q!, int(attrs, 'heads')), Lk = layoutOf(k!, kvHeads(attrs));
-    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, undefined, int(attrs, 'window') ?? 0, Lk);
+    const { out, lse } = attentionForward(q!, k!, v!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, bias ? maskOf(bias) : undefined, int(attrs, 'window') ?? 0, Lk);
     return [asTensor(q!, out), roundToDtype(tensor(lseDtype(q!.dtype), [L.B, L.H, L.T], lse))];
   },
   // Second derivatives are not supported: FusedAttentionGrad has no rule, so autodiff names it.
   grad: (ctx) => {
-    const { b, inputs: [q, k, v], outputs: [out, lse], attrs, gradOutputs: [g, glse] } = ctx;
+    const { b, inputs: [q, k, v, bias], outputs: [out, lse], attrs, gradOutputs: [g, glse] } = ctx;
     if (glse) throw new CleaveError(`node '${ctx.node}': gradients through FusedAttention's lse output are not supported`);
-    const [dq, dk, dv] = b.ops('FusedAttentionGrad', [g!, q!, k!, v!, out!, lse!], attrs, 3);
-    return [ctx.needsGrad[0] ? dq! : null, ctx.needsGrad[1] ? dk! : null, ctx.needsGrad[2] ? dv! : null];
+    const [dq, dk, dv, ds] = b.ops('FusedAttentionGrad', [g!, q!, k!, v!, out!, lse!, ...(bias ? [bias] : [])], attrs, bias ? 4 : 3);
+    // The bias's gradient is the scores' (dS before the scale), summed over the axes it broadcasts.
+    const dbias = bias && ctx.needsGrad[3] ? sumTo(b, ds!, bias.shape as number[]) : null;
+    return [ctx.needsGrad[0] ? dq! : null, ctx.needsGrad[1] ? dk! : null, ctx.needsGrad[2] ? dv! : null, ...(bias ? [dbias] : [])];
   },
 };
 
 const fusedAttentionGrad: OpDef = {
-  op: 'FusedAttentionGrad', since: 13, domain: 'cleave', category: 'linalg', arity: [6, 6], outputs: [3, 3], attrs: fusedAttrs, validate: checkFusedAttrs,
+  // Inputs dout, q, k, v, out, lse and the forward's bias where it had one; then a fourth output,
+  // dscores [B, H, Tq, Tk], the gradient of the biased scores.
+  op: 'FusedAttentionGrad', since: 13, domain: 'cleave', category: 'linalg', arity: [6, 7], outputs: [3, 4], attrs: fusedAttrs, validate: checkFusedAttrs,
   infer(ctx) {
-    const g = packedGeometry(ctx, [1, 0, 4], [2, 3], ['q', 'dout', 'out', 'k', 'v']);
+    const g = packedGeometry(ctx, [1, 0, 4], [2, 3], ['q', 'dout', 'out', 'k', 'v'], 6);
+    if (ctx.numOutputs !== (g.bias ? 4 : 3)) throw new CleaveError(`${at(ctx)}: FusedAttentionGrad has ${g.bias ? 'a bias, so 4 outputs (dq, dk, dv, dscores)' : 'no bias, so 3 outputs (dq, dk, dv)'}, not ${ctx.numOutputs}`);
     const lse = input(ctx, 5);
     const want: Shape = [g.B, g.H, g.T];
     if (lse.dtype !== lseDtype(g.dtype) || lse.shape.length !== 3) {
@@ -253,18 +293,19 @@ const fusedAttentionGrad: OpDef = {
     }
     lse.shape.forEach((d, a) => requireDim(ctx, 'shapes of lse and [batch, heads, rows] of q', d, want[a]!, lse.shape, want));
     const t: ValueType = { dtype: g.dtype, shape: g.shape }, kv: ValueType = { dtype: g.dtype, shape: g.kvShape };
-    return [t, kv, kv];
+    return g.bias ? [t, kv, kv, { dtype: g.dtype, shape: [g.B, g.H, g.T, g.Tk] }] : [t, kv, kv];
   },
   // Recomputing S, then dV, dP, dQ and dK: five T × T products.
-  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [1, 0, 4], [2, 3], ['q', 'dout', 'out', 'k', 'v']), ctx.attrs, 5), bytes: moved(ctx, outs) }),
-  cuda(dev, [dout, q, k, v, out, lse], [dq, dk, dv], attrs) {
+  cost: (ctx, outs): Cost => ({ flops: attentionFlops(packedGeometry(ctx, [1, 0, 4], [2, 3], ['q', 'dout', 'out', 'k', 'v'], 6), ctx.attrs, 5), bytes: moved(ctx, outs) }),
+  cuda(dev, [dout, q, k, v, out, lse, bias], [dq, dk, dv, ds], attrs) {
     const H = int(attrs, 'heads');
-    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, kvHeads(attrs), scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0);
+    dev.attentionGrad(dout!, q!, k!, v!, out!, lse!, dq!, dk!, dv!, H, kvHeads(attrs), scaleOf(attrs, q!.shape[2]! / H), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0, bias ?? null, ds ?? null);
   },
-  cpu([dout, q, k, v, out, lse], attrs) {
+  cpu([dout, q, k, v, out, lse, bias], attrs) {
     const L = layoutOf(q!, int(attrs, 'heads')), Lk = layoutOf(k!, kvHeads(attrs));
-    const { dq, dk, dv } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0, Lk);
-    return [asTensor(q!, dq), asTensor(k!, dk), asTensor(v!, dv)];
+    const { dq, dk, dv, dscores } = attentionBackward(dout!, q!, k!, v!, out!, lse!, L, scaleOf(attrs, L.Dh), int(attrs, 'causal') === 1, int(attrs, 'window') ?? 0, Lk, bias ? maskOf(bias) : undefined);
+    const grads = [asTensor(q!, dq), asTensor(k!, dk), asTensor(v!, dv)];
+    return dscores ? [...grads, roundToDtype(tensor(q!.dtype, [L.B, L.H, L.T, Lk.T], dscores))] : grads;
   },
 };
 

@@ -137,11 +137,17 @@ export interface CudaDevice {
    * out [B, T, H·Dh] and the softmax's log-sum-exp per row, lse [B, H, T] float32; no T × T matrix.
    * window > 0 (causal only): each query sees its last `window` keys. k and v are [B, T, kvHeads·Dh]:
    * each of their heads is read by heads / kvHeads consecutive query heads (grouped-query attention).
+   * k and v may have another length Tk than q's Tq (cross-attention; not with causal). A bias
+   * [B or 1, H or 1, Tq, Tk] of q's type is added to the scaled scores before the softmax.
    */
-  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void;
-  /** Its gradient: dq, dk, dv (each [B, T, H·Dh]) from dout, the inputs, out and lse. */
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number, bias: DeviceTensor | null): void;
+  /**
+   * Its gradient: dq [B, Tq, H·Dh], dk, dv [B, Tk, Hkv·Dh] from dout, the inputs, out and lse; with a
+   * bias, also dscores [B, H, Tq, Tk], the gradient of the biased scores (zero where masked).
+   */
   attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
-    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void;
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number,
+    bias: DeviceTensor | null, dscores: DeviceTensor | null): void;
   /** Host data into a device tensor of its size, converted to the tensor's dtype (waits for the copy). */
   write(out: DeviceTensor, t: Tensor): void;
   /** Device → host (waits for the queued work). */

@@ -26,6 +26,7 @@ const HALF_VALUES = Float64Array.from({ length: 65536 }, (_, h) => halfToFloat(h
 const WIDTH_BYTES = [4, 2, 8, 1];
 
 /** Element strides of q (sB, sT) and of k, v (kB, kT); G query heads per key/value head. */
+interface AttnBias { v: Floats; bB: number; bH: number }
 interface AttnStrides { sB: number; sT: number; kB: number; kT: number; G: number }
 
 export class HostCuda implements Partial<NativeCuda> {
@@ -802,22 +803,24 @@ export class HostCuda implements Partial<NativeCuda> {
     }
   }
 
-  /** Softmax rows of scale·q·kᵀ for (b, h), as probabilities with their log-sum-exp (the attention kernels' contract). */
-  private attentionRows(q: Floats, k: Floats, s: AttnStrides, b: number, h: number, T: number, Dh: number, scale: number, causal: boolean, window: number): { p: Float64Array[]; lse: number[] } {
+  /** Softmax rows of scale·q·kᵀ (+ bias) for (b, h), as probabilities with their log-sum-exp (the attention kernels' contract). */
+  private attentionRows(q: Floats, k: Floats, s: AttnStrides, b: number, h: number, T: number, Tk: number, Dh: number, scale: number, causal: boolean, window: number, bias: AttnBias | null): { p: Float64Array[]; lse: number[] } {
     const p: Float64Array[] = [], lse: number[] = [];
     const kh = Math.floor(h / s.G);
     for (let i = 0; i < T; i++) {
-      const n = causal ? i + 1 : T, j0 = window > 0 ? Math.max(0, i - window + 1) : 0;
-      const sc = new Float64Array(T).fill(-Infinity);
+      const n = causal ? i + 1 : Tk, j0 = window > 0 ? Math.max(0, i - window + 1) : 0;
+      const sc = new Float64Array(Tk).fill(-Infinity);
       for (let j = j0; j < n; j++) {
         let dot = 0;
         for (let d = 0; d < Dh; d++) dot += q.get(b * s.sB + i * s.sT + h * Dh + d) * k.get(b * s.kB + j * s.kT + kh * Dh + d);
-        sc[j] = scale * dot;
+        sc[j] = scale * dot + (bias ? bias.v.get(b * bias.bB + h * bias.bH + i * Tk + j) : 0);
       }
       const mx = Math.max(...sc);
+      const row = new Float64Array(Tk);
+      // Every key masked (a bias of −∞): no weights and an lse of −∞, as the kernels give.
+      if (mx === -Infinity) { p.push(row); lse.push(-Infinity); continue; }
       let sum = 0;
       for (let j = j0; j < n; j++) sum += Math.exp(sc[j]! - mx);
-      const row = new Float64Array(T);
       for (let j = j0; j < n; j++) row[j] = Math.exp(sc[j]! - mx) / sum;
       p.push(row);
       lse.push(mx + Math.log(sum));
@@ -825,25 +828,32 @@ export class HostCuda implements Partial<NativeCuda> {
     return { p, lse };
   }
 
-  /** The native check_args refusals: a window without causal, key/value heads not dividing the query heads. */
-  private checkAttention(causal: boolean, window: number, H: number, Hkv: number): void {
+  /** The native check_args refusals: a window without causal, key/value heads not dividing the query heads, causal cross-attention. */
+  private checkAttention(causal: boolean, window: number, H: number, Hkv: number, T: number, Tk: number): void {
     if (window < 0 || (window > 0 && !causal)) throw new Error(`attention: a sliding window (${window} keys) needs a causal attention and a positive size`);
     if (H > 0 && (Hkv < 1 || H % Hkv)) throw new Error(`attention: ${Hkv} key/value heads do not divide ${H} query heads`);
+    if (causal && T !== Tk) throw new Error(`attention: causal attention needs as many keys (${Tk}) as queries (${T})`);
   }
 
-  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number): void {
-    this.checkAttention(causal, window, H, Hkv);
+  private attnBias(dtype: number, bias: bigint, B: number, H: number, T: number, Tk: number, bB: number, bH: number): AttnBias | null {
+    return bias ? { v: this.floats(dtype, bias, (B - 1) * bB + (H - 1) * bH + T * Tk), bB, bH } : null;
+  }
+
+  attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, lse: bigint, B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number,
+    Tk: number, bias: bigint, bB: number, bH: number): void {
+    this.checkAttention(causal, window, H, Hkv, T, Tk);
     const st: AttnStrides = { sB, sT, kB, kT, G: H / Hkv };
-    const Q = this.floats(dtype, q, (B - 1) * sB + (T - 1) * sT + H * Dh), K = this.floats(dtype, k, (B - 1) * kB + (T - 1) * kT + Hkv * Dh), V = this.floats(dtype, v, (B - 1) * kB + (T - 1) * kT + Hkv * Dh);
+    const Q = this.floats(dtype, q, (B - 1) * sB + (T - 1) * sT + H * Dh), K = this.floats(dtype, k, (B - 1) * kB + (Tk - 1) * kT + Hkv * Dh), V = this.floats(dtype, v, (B - 1) * kB + (Tk - 1) * kT + Hkv * Dh);
     const O = this.floats(dtype, out, B * T * H * Dh), L = this.floats(0, lse, B * H * T);
+    const bs = this.attnBias(dtype, bias, B, H, T, Tk, bB, bH);
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const { p, lse: l } = this.attentionRows(Q, K, st, b, h, T, Dh, scale, causal, window);
+      const { p, lse: l } = this.attentionRows(Q, K, st, b, h, T, Tk, Dh, scale, causal, window, bs);
       const kh = Math.floor(h / st.G);
       for (let i = 0; i < T; i++) {
         L.set((b * H + h) * T + i, l[i]!);
         for (let d = 0; d < Dh; d++) {
           let acc = 0;
-          for (let j = 0; j < T; j++) acc += p[i]![j]! * V.get(b * kB + j * kT + kh * Dh + d);
+          for (let j = 0; j < Tk; j++) acc += p[i]![j]! * V.get(b * kB + j * kT + kh * Dh + d);
           O.set(((b * T + i) * H + h) * Dh + d, acc);
         }
       }
@@ -851,34 +861,38 @@ export class HostCuda implements Partial<NativeCuda> {
   }
 
   attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, dout: bigint, lse: bigint, dq: bigint, dk: bigint, dv: bigint,
-    B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number): void {
-    this.checkAttention(causal, window, H, Hkv);
+    B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number, Tk: number, bias: bigint, bB: number, bH: number, dscores: bigint): void {
+    this.checkAttention(causal, window, H, Hkv, T, Tk);
     const st: AttnStrides = { sB, sT, kB, kT, G: H / Hkv };
-    const n = B * T * H * Dh, nk = B * T * Hkv * Dh, kspan = (B - 1) * kB + (T - 1) * kT + Hkv * Dh;
+    const n = B * T * H * Dh, nk = B * Tk * Hkv * Dh, kspan = (B - 1) * kB + (Tk - 1) * kT + Hkv * Dh;
     const Q = this.floats(dtype, q, (B - 1) * sB + (T - 1) * sT + H * Dh), K = this.floats(dtype, k, kspan), V = this.floats(dtype, v, kspan);
     const O = this.floats(dtype, out, n), G = this.floats(dtype, dout, n);
     const DQ = this.floats(dtype, dq, n), DK = this.floats(dtype, dk, nk), DV = this.floats(dtype, dv, nk);
+    const bs = this.attnBias(dtype, bias, B, H, T, Tk, bB, bH);
+    const DS = bs ? this.floats(dtype, dscores, B * H * T * Tk) : null;
     this.floats(0, lse, B * H * T);
     const at = (b: number, t: number, h: number, d: number) => ((b * T + t) * H + h) * Dh + d;
     // dK, dV of a shared head: the sum over its query heads, written once at the end.
     const gk = new Float64Array(nk), gv = new Float64Array(nk);
-    const kat = (b: number, t: number, kh: number, d: number) => ((b * T + t) * Hkv + kh) * Dh + d;
+    const kat = (b: number, t: number, kh: number, d: number) => ((b * Tk + t) * Hkv + kh) * Dh + d;
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const { p } = this.attentionRows(Q, K, st, b, h, T, Dh, scale, causal, window);
+      const { p } = this.attentionRows(Q, K, st, b, h, T, Tk, Dh, scale, causal, window, bs);
       const kh = Math.floor(h / st.G);
       const gq = new Float64Array(T * Dh);
       for (let i = 0; i < T; i++) {
         // D_i = rowsum(dout ∘ out): the flash backward's per-row term.
         let Di = 0;
         for (let d = 0; d < Dh; d++) Di += G.get(at(b, i, h, d)) * O.get(at(b, i, h, d));
-        for (let j = 0; j < T; j++) {
+        for (let j = 0; j < Tk; j++) {
           const pij = p[i]![j]!;
+          DS?.set(((b * H + h) * T + i) * Tk + j, 0);
           if (!pij) continue;
           let dp = 0;
           for (let d = 0; d < Dh; d++) {
             dp += G.get(at(b, i, h, d)) * V.get(b * kB + j * kT + kh * Dh + d);
             gv[kat(b, j, kh, d)]! += pij * G.get(at(b, i, h, d));
           }
+          DS?.set(((b * H + h) * T + i) * Tk + j, pij * (dp - Di));
           const ds = pij * (dp - Di) * scale;
           for (let d = 0; d < Dh; d++) {
             gq[i * Dh + d]! += ds * K.get(b * kB + j * kT + kh * Dh + d);

@@ -310,8 +310,10 @@ const HA = { heads: 2 };
 const ERRORS: Row[] = [
   ['rank', 'FusedAttention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4)], HA, /node '\/FusedAttention': input 2 has shape \[2, 4\]; expected rank 3/, 2],
   ['rank 4', 'FusedAttention', [f32(2, 2, 4, 4), f32(2, 2, 4, 4), f32(2, 2, 4, 4)], HA, /node '\/FusedAttention': input 0 has shape \[2, 2, 4, 4\]; expected rank 3/, 2],
-  ['mismatched k', 'FusedAttention', [f32(2, 4, 8), f32(2, 5, 8), f32(2, 4, 8)], HA, /node '\/FusedAttention': shapes of q and k do not match: \[2, 4, 8\] and \[2, 5, 8\]/, 2],
-  ['mismatched v', 'FusedAttention', [f32(2, 4, 8), f32(2, 4, 8), f32(3, 4, 8)], HA, /shapes of q and v do not match: \[2, 4, 8\] and \[3, 4, 8\]/, 2],
+  ['mismatched k', 'FusedAttention', [f32(2, 4, 8), f32(2, 5, 6), f32(2, 5, 6)], HA, /node '\/FusedAttention': shapes of q and k do not match: \[2, 5, 8\] and \[2, 5, 6\]/, 2],
+  ['k of another batch', 'FusedAttention', [f32(2, 4, 8), f32(3, 4, 8), f32(3, 4, 8)], HA, /shapes of q and k do not match: \[2, 4, 8\] and \[3, 4, 8\]/, 2],
+  ['mismatched v', 'FusedAttention', [f32(2, 4, 8), f32(2, 4, 8), f32(3, 4, 8)], HA, /shapes of k and v do not match: \[2, 4, 8\] and \[3, 4, 8\]/, 2],
+  ['v of another length than k', 'FusedAttention', [f32(2, 4, 8), f32(2, 5, 8), f32(2, 4, 8)], HA, /shapes of k and v do not match: \[2, 5, 8\] and \[2, 4, 8\]/, 2],
   ['heads not dividing', 'FusedAttention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], { heads: 3 }, /node '\/FusedAttention': heads 3 does not divide the row size 8 of q \[2, 4, 8\]/, 2],
   ['zero heads', 'FusedAttention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], { heads: 0 }, /heads 0 does not divide/, 2],
   ['missing heads', 'FusedAttention', [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], {}, /node '\/FusedAttention': FusedAttention needs the attribute 'heads'/, 2],

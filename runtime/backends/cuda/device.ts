@@ -2,6 +2,7 @@ import { CleaveError } from '../../../src/errors.js';
 import type { DType } from '../../../src/ir/dtype.js';
 import { broadcast, stridesOf } from '../../../src/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/ir/tensor.js';
+import { biasStrides } from '../../../src/ops/attention.js';
 import type { CudaDevice, DeviceTensor, MatMulEpilogue, RotaryGeometry, WindowGeometry } from '../../../src/ops/registry.js';
 import { Arena } from './arena.js';
 import { collapseDims } from './layout.js';
@@ -392,28 +393,36 @@ export class Cuda implements CudaDevice {
     this.n.layernormGradParams(floatCode(x, 'LayerNormalizationGradParams'), g.ptr, x.ptr, dscale.ptr, dbias.ptr, numel(x.shape) / cols, cols, epsilon);
   }
 
-  /** Shapes of a fused attention's q, k, v ([B, T, H·Dh], all alike) and lse ([B, H, T] float32). */
-  private attentionDims(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number): [number, number, number, number] {
+  /** Shapes of a fused attention's q [B, Tq, H·Dh], k and v ([B, Tk, Hkv·Dh], alike), lse ([B, H, Tq] float32) and bias. */
+  private attentionDims(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, bias: DeviceTensor | null): { B: number; T: number; Tk: number; D: number; Dk: number; bias: bigint; bB: number; bH: number } {
     const [B, T, D] = q.shape as [number, number, number];
-    const Dk = (D / heads) * kvHeads;
-    const kvLike = (t: DeviceTensor) => t.shape.length === 3 && t.shape[0] === B && t.shape[1] === T && t.shape[2] === Dk && t.dtype === q.dtype;
+    const Tk = k.shape[1]!, Dk = (D / heads) * kvHeads;
+    const kvLike = (t: DeviceTensor) => t.shape.length === 3 && t.shape[0] === B && t.shape[1] === Tk && t.shape[2] === Dk && t.dtype === q.dtype;
     if (q.shape.length !== 3 || D % heads || !(kvHeads >= 1) || heads % kvHeads || !kvLike(k) || !kvLike(v)) {
-      throw new CleaveError(`fused attention on CUDA takes q [B, T, H·Dh] and k, v [B, T, Hkv·Dh] of one type; got [${q.shape}], [${k.shape}], [${v.shape}] with ${heads} heads and ${kvHeads} key/value heads`);
+      throw new CleaveError(`fused attention on CUDA takes q [B, Tq, H·Dh] and k, v [B, Tk, Hkv·Dh] of one type; got [${q.shape}], [${k.shape}], [${v.shape}] with ${heads} heads and ${kvHeads} key/value heads`);
     }
     if (lse.dtype !== 'float32') throw new CleaveError(`fused attention's log-sum-exp is float32 on CUDA, not ${lse.dtype}`);
-    return [B, T, D, Dk];
+    if (!bias) return { B, T, Tk, D, Dk, bias: 0n, bB: 0, bH: 0 };
+    const [Bb, Hb, Tq2, Tk2] = bias.shape;
+    if (bias.shape.length !== 4 || bias.dtype !== q.dtype || (Bb !== 1 && Bb !== B) || (Hb !== 1 && Hb !== heads) || Tq2 !== T || Tk2 !== Tk) {
+      throw new CleaveError(`fused attention on CUDA takes a bias [${B} or 1, ${heads} or 1, ${T}, ${Tk}] of q's type; got ${bias.dtype}[${bias.shape}]`);
+    }
+    return { B, T, Tk, D, Dk, bias: bias.ptr, ...biasStrides(bias.shape as number[]) };
   }
 
-  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void {
-    const [B, T, D, Dk] = this.attentionDims(q, k, v, lse, heads, kvHeads);
-    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, T * D, D, T * Dk, Dk, out.ptr, lse.ptr, B, T, heads, kvHeads, D / heads, scale, causal, window);
+  attention(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number, bias: DeviceTensor | null): void {
+    const a = this.attentionDims(q, k, v, lse, heads, kvHeads, bias);
+    this.n.attentionForward(floatCode(q, 'FusedAttention'), q.ptr, k.ptr, v.ptr, a.T * a.D, a.D, a.Tk * a.Dk, a.Dk, out.ptr, lse.ptr, a.B, a.T, heads, kvHeads, a.D / heads, scale, causal, window,
+      a.Tk, a.bias, a.bB, a.bH);
   }
 
   attentionGrad(dout: DeviceTensor, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor,
-    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number): void {
-    const [B, T, D, Dk] = this.attentionDims(q, k, v, lse, heads, kvHeads);
-    this.n.attentionBackward(floatCode(q, 'FusedAttentionGrad'), q.ptr, k.ptr, v.ptr, T * D, D, T * Dk, Dk, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
-      B, T, heads, kvHeads, D / heads, scale, causal, window);
+    dq: DeviceTensor, dk: DeviceTensor, dv: DeviceTensor, heads: number, kvHeads: number, scale: number, causal: boolean, window: number,
+    bias: DeviceTensor | null, dscores: DeviceTensor | null): void {
+    const a = this.attentionDims(q, k, v, lse, heads, kvHeads, bias);
+    if (!bias !== !dscores) throw new CleaveError('fused attention gradient on CUDA: a bias and its dscores output go together');
+    this.n.attentionBackward(floatCode(q, 'FusedAttentionGrad'), q.ptr, k.ptr, v.ptr, a.T * a.D, a.D, a.Tk * a.Dk, a.Dk, out.ptr, dout.ptr, lse.ptr, dq.ptr, dk.ptr, dv.ptr,
+      a.B, a.T, heads, kvHeads, a.D / heads, scale, causal, window, a.Tk, a.bias, a.bB, a.bH, dscores?.ptr ?? 0n);
   }
 
   /** Per-row losses and weights in float32, then their sum (and the count for a mean). */

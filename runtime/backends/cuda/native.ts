@@ -82,10 +82,13 @@ export interface NativeCuda {
   sceBackward(dtype: number, scores: bigint, labels: bigint, up: bigint, wsum: bigint, ds: bigint, rows: number, cols: number, ignore: number, mean: boolean): void;
   /** q, k, v: element (b, t, h, d) at ptr + b·sB + t·sT + h·Dh + d; out contiguous [B, T, H, Dh]; lse float32 [B, H, T]. */
   /** q strides sB, sT; k and v strides kB, kT; Hkv key/value heads, each read by H / Hkv query heads. */
+  /** Tk keys (T queries); bias 0n or [Bb, Hb, T, Tk] contiguous, bB/bH its batch and head strides (0: broadcast). */
   attentionForward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, lse: bigint,
-    B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number): void;
+    B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number, Tk: number, bias: bigint, bB: number, bH: number): void;
+  /** With a bias, dscores: contiguous [B, H, T, Tk], the gradient of the biased scores. */
   attentionBackward(dtype: number, q: bigint, k: bigint, v: bigint, sB: number, sT: number, kB: number, kT: number, out: bigint, dout: bigint, lse: bigint,
-    dq: bigint, dk: bigint, dv: bigint, B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number): void;
+    dq: bigint, dk: bigint, dv: bigint, B: number, T: number, H: number, Hkv: number, Dh: number, scale: number, causal: boolean, window: number,
+    Tk: number, bias: bigint, bB: number, bH: number, dscores: bigint): void;
   // kernels_extra.cu. `width` codes are copy codes (element bytes 4, 2, 8, 1 → 0, 1, 2, 3); a null pointer is 0n.
   /** Bool bytes: 0 and, 1 or (broadcast by the strides), 2 not (b unused). */
   logic(code: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void;
