@@ -1,3 +1,4 @@
+import { dtypeToOnnx } from '../../src/ir/dtype.js';
 import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { type Dim, shapesEqual } from '../../src/ir/shape.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
@@ -244,6 +245,8 @@ function whyNotConstant(v: Value, what: string): string {
 interface Found {
   q: Operand; k: Operand; v: Operand;
   H: number; Dh: number; scale: number; causal: boolean; repeated: boolean;
+  /** What is added to the scores (T5's relative bias, ALiBi, an additive padding mask), times `biasScale`, the scale applied after it. */
+  bias?: { value: Value; scale: number };
   /** Set by replace: the K/V heads the fused node reads shared (0: K/V as given, repeated or not). */
   sharedKv?: number;
   /** A causal sliding window of this many keys; 0: none. */
@@ -281,6 +284,7 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
 
   // Before it: an upcast, then at most one scale and one mask, in either order.
   let x = x0, reader: Node = sm, scale = 1, maskedAt: number | null = null, mask: MaskKind = { kind: 'none' };
+  let bias: Found['bias'];
   cast = producedBy(x, 'Cast');
   if (cast && soleUser(g, x) === sm) { nodes.push(cast); reader = cast; x = cast.inputs[0]!; }
   const T = x.shape[3], Tq = x.shape[2];
@@ -320,19 +324,33 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
     } else if (n.op === 'Add') {
       const ca = consts.of(a), cb = consts.of(b);
       const m = cb && !ca ? cb : ca && !cb ? ca : null;
-      if (!m) return whyNotConstant(!ca ? (!cb ? b! : a!) : b!, 'mask or bias added to the scores');
-      const chain = m === cb ? a! : b!;
-      if (!shapesEqual(chain.shape, x.shape)) return 'the added mask broadcasts the scores to another shape';
+      // Which side is the scores: the one a constant is not, else the one the product q·kᵀ (through a scale or cast) made.
+      const chain = m ? (m === cb ? a! : b!) : scoresSide(a!, b!, n, consts);
+      if (!chain) return 'an Add on the scores of two values neither of which is the scores product alone';
+      if (!shapesEqual(chain.shape, x.shape)) return 'the added mask or bias broadcasts the scores to another shape';
+      const other = chain === a ? b! : a!;
       // An all-zero mask (an attention_mask of ones, folded) adds nothing.
-      if (m.data.every((d) => d === 0)) { nodes.push(n); x = chain; reader = n; continue; }
+      if (m && m.data.every((d) => d === 0)) { nodes.push(n); x = chain; reader = n; continue; }
+      const maskValued = !!m && m.dtype !== 'bool' && m.data.every((d) => d === 0 || d <= MASKED);
+      if (!maskValued) {
+        // A bias: added as it is, with the scale applied after it; a constant causal mask folded
+        // into it (T5's decoder adds its mask to the position bias once for every layer) is taken out.
+        if (bias) return 'two biases added to the scores';
+        const peeled = peelMask(other, consts, Tq, T);
+        if (peeled && maskedAt === null) {
+          mask = peeled.kind;
+          maskedAt = peeled.maskedAt * scale;
+        }
+        bias = { value: peeled?.rest ?? other, scale };
+        nodes.push(n);
+        x = chain;
+        reader = n;
+        continue;
+      }
       if (maskedAt !== null) return 'two masks on the scores';
       let worst = -Infinity;
-      for (const d of m.data) {
-        if (d === 0) continue;
-        if (!(d <= MASKED)) return "an additive bias (T5's relative bias, ALiBi) on the scores: not fused yet (the fused kernel takes no bias)";
-        worst = Math.max(worst, d);
-      }
-      const kind = classifyKeep((i) => m.data[i] === 0, m.shape, Tq, T);
+      for (const d of m!.data) if (d !== 0) worst = Math.max(worst, d);
+      const kind = classifyKeep((i) => m!.data[i] === 0, m!.shape, Tq, T);
       if (typeof kind === 'string') return kind;
       mask = kind;
       maskedAt = (worst === -Infinity ? -Infinity : worst) * scale;
@@ -364,7 +382,13 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
   const q = operand(q4, mm1), v = operand(v4, mm2);
   const shapeOf = (o: Operand): readonly Dim[] => ('rows' in o ? [o.rows.shape[0]!, H, o.rows.shape[1]!, Dh] : o.heads.shape);
   const [qs, ks, vs] = [shapeOf(q), shapeOf(k), shapeOf(v)];
-  if (!shapesEqual(qs, ks) || !shapesEqual(qs, vs)) return `q, k and v heads differ: [${qs}], [${ks}], [${vs}] (cross-attention or unequal sizes: not fused yet)`;
+  // Self-attention, or cross-attention: k and v alike, with as many batch entries, heads and head dims as q.
+  if (!shapesEqual(ks, vs) || qs[0] !== ks[0] || qs[1] !== ks[1] || qs[3] !== ks[3] || qs[2] !== Tq || ks[2] !== T) return `q, k and v heads do not fit one attention: [${qs}], [${ks}], [${vs}]`;
+  if (mask.kind === 'causal' && Tq !== T) return `a causal mask on cross-attention (${Tq} queries, ${T} keys): not fused`;
+  if (bias) {
+    const why = biasProblem(bias.value, [B!, H, Tq, T]);
+    if (why) return why;
+  }
   const dt = q4.dtype;
   if (kt4.dtype !== dt || v4.dtype !== dt) return 'q, k and v differ in type';
 
@@ -376,8 +400,60 @@ function analyse(g: Graph, sm: Node, consts: ConstEval): Found | string {
   all.sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   return {
     q, k, v, H, Dh, scale, causal: mask.kind === 'causal', window: mask.kind === 'causal' ? mask.window ?? 0 : 0, nodes: all, result, merged, lead: mm1,
-    repeated: isRepeatedHeads(v4) || (k4 !== null && isRepeatedHeads(k4)),
+    repeated: isRepeatedHeads(v4) || (k4 !== null && isRepeatedHeads(k4)), ...(bias ? { bias } : {}),
   };
+}
+
+/** Does `x` come from a product of 4-D values through only scales, casts and masks (each with one non-constant input on the way)? */
+function reachesProduct(x: Value, consts: ConstEval): boolean {
+  let v: Value | null | undefined = x;
+  for (let step = 0; step < 6 && v?.kind === 'node'; step++) {
+    const n: Node = v.producer!;
+    if (n.op === 'MatMul') return n.inputs.every((i) => i?.shape.length === 4);
+    if (!['Mul', 'Div', 'Cast', 'Where'].includes(n.op)) return false;
+    const open = (n.op === 'Where' ? n.inputs.slice(1) : n.inputs).filter((i) => i && !consts.of(i));
+    if (open.length !== 1) return false;
+    v = open[0];
+  }
+  return false;
+}
+
+/** Of two non-constant values added on the way to a softmax, the scores: the one read only by the Add that comes from the q·kᵀ product. */
+function scoresSide(a: Value, b: Value, add: Node, consts: ConstEval): Value | null {
+  const isScores = (x: Value): boolean => x.users.length === 1 && x.users[0] === add && reachesProduct(x, consts);
+  const [sa, sb] = [isScores(a), isScores(b)];
+  return sa === sb ? null : sa ? a : b;
+}
+
+/** A bias that is x + a constant causal (or sliding-window) mask: x and the mask, else null. */
+function peelMask(v: Value, consts: ConstEval, Tq: number, Tk: number): { rest: Value; kind: MaskKind; maskedAt: number } | null {
+  const n = producedBy(v, 'Add');
+  if (!n) return null;
+  const [a, b] = n.inputs as [Value, Value];
+  const ca = consts.of(a), cb = consts.of(b);
+  const m = cb && !ca ? cb : ca && !cb ? ca : null;
+  if (!m || m.dtype === 'bool' || !m.data.every((d) => d === 0 || d <= MASKED)) return null;
+  const rest = m === cb ? a : b;
+  // The sum's shape must be the rest's own (the mask broadcasts into it, not it into the mask), unless
+  // the mask only adds batch or head axes the kernel broadcasts over anyway.
+  const kind = classifyKeep((i) => m.data[i] === 0, m.shape, Tq, Tk);
+  if (typeof kind === 'string' || kind.kind === 'none' || Tq !== Tk) return null;
+  let worst = -Infinity;
+  for (const d of m.data) if (d !== 0) worst = Math.max(worst, d);
+  return { rest, kind, maskedAt: worst };
+}
+
+/** Why a value added to the scores [B, H, Tq, Tk] is not a bias the fused kernel takes, or null. */
+function biasProblem(v: Value, scores: readonly Dim[]): string | null {
+  const s = v.shape;
+  if (s.length > 4) return `a bias of ${s.length} dims on 4-D scores`;
+  if (v.dtype === 'bool' || !['float32', 'float16', 'bfloat16', 'float64'].includes(v.dtype)) return `a bias of type ${v.dtype} on the scores`;
+  const pad = [...Array(4 - s.length).fill(1), ...s] as Dim[];
+  for (let a = 0; a < 4; a++) {
+    const d = pad[a]!;
+    if (d !== 1 && d !== scores[a]) return `a bias of shape [${s}] that does not broadcast to the scores [${scores}]`;
+  }
+  return null;
 }
 
 /** Rows [B, T, H·Dh] of an operand: the head split's source, or a copy of the heads. */
@@ -386,6 +462,24 @@ function rowsOf(at: Emitter, o: Operand, H: number, Dh: number): Value {
   const x = o.heads, [B, , T] = x.shape;
   const t = at.value('Transpose', [x], { perm: [0, 2, 1, 3] }, { dtype: x.dtype, shape: [B!, T!, H, Dh], name: `${x.name}__t` });
   return at.value('Reshape', [t], { shape: [0, 0, H * Dh] }, { dtype: x.dtype, shape: [B!, T!, H * Dh], name: `${x.name}__rows` });
+}
+
+/**
+ * The bias as the fused kernel reads it, [B or 1, H or 1, Tq, Tk] of q's type: scaled by what the
+ * scores were scaled by after it, cast, given leading axes, and expanded over queries or keys where
+ * it broadcasts over them (a key-padding mask [B, 1, 1, Tk]).
+ */
+function biasInput(g: Graph, at: Emitter, v: Value, scale: number, dtype: Value['dtype'], scores: readonly [number, number, number, number]): Value {
+  let x = v;
+  if (scale !== 1) x = at.value('Mul', [x, g.addConst(g.uniqueName(`${v.name}__scale`), tensor(x.dtype, [], [scale]))], {}, { dtype: x.dtype, shape: x.shape });
+  if (x.dtype !== dtype) x = at.value('Cast', [x], { to: dtypeToOnnx(dtype) }, { dtype, shape: x.shape });
+  const s4 = [...Array(4 - x.shape.length).fill(1), ...x.shape] as number[];
+  if (x.shape.length !== 4) x = at.value('Reshape', [x], { shape: s4 }, { dtype, shape: s4 });
+  if (s4[2] !== scores[2] || s4[3] !== scores[3]) {
+    const full = [s4[0]!, s4[1]!, scores[2], scores[3]];
+    x = at.value('Expand', [x], { shape: full }, { dtype, shape: full });
+  }
+  return x;
 }
 
 /** Puts FusedAttention where the match's last node stood; the matched nodes and what only they read go. */
@@ -402,9 +496,10 @@ function replace(g: Graph, f: Found, scaleOverride?: number): void {
   f.sharedKv = shared;
   const [B, T] = q.shape as [Dim, Dim];
   const name = f.result.name;
+  const bias = f.bias ? biasInput(g, at, f.bias.value, f.bias.scale, q.dtype, [B as number, f.H, T as number, k.shape[1] as number]) : null;
   const fused = at.emit({
     op: 'FusedAttention', name: `${scope}FusedAttention`, scope, meta: { ...meta },
-    inputs: [q, k, v],
+    inputs: bias ? [q, k, v, bias] : [q, k, v],
     attrs: { heads: f.H, scale: scaleOverride ?? f.scale, causal: f.causal ? 1 : 0, ...(f.window ? { window: f.window } : {}), ...(shared ? { kv_heads: shared } : {}) },
     outputs: [
       { name: g.uniqueName(`${name}__fused`), dtype: q.dtype, shape: q.shape },
@@ -429,20 +524,23 @@ function replace(g: Graph, f: Found, scaleOverride?: number): void {
 function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | string {
   const [q0, k0, v0, maskV] = n.inputs as [Value, Value, Value, Value | null | undefined];
   // attn_mask: a constant causal or all-keep mask folds into the fused node's causal flag.
-  let causalMask = false, window = 0;
-  if (maskV) {
-    const m = consts.of(maskV);
+  let causalMask = false, window = 0, bias: Value | null = null;
+  const m = maskV ? consts.of(maskV) : null;
+  // A float attn_mask that is not a constant of masked values alone is added to the scores: the fused node's bias.
+  if (maskV && maskV.dtype !== 'bool' && (!m || m.data.some((d) => d !== 0 && !(d <= MASKED)))) bias = maskV;
+  else if (maskV) {
     if (!m) return whyNotConstant(maskV, 'attn_mask');
     const T = q0.shape[q0.shape.length === 4 ? 2 : 1];
     if (!isStatic(T)) return 'the number of queries is not static';
-    if (m.dtype !== 'bool') for (const d of m.data) if (d !== 0 && !(d <= MASKED)) return "an additive bias as attn_mask (T5's relative bias, ALiBi): not fused yet (the fused kernel takes no bias)";
     const kind = classifyKeep((i) => (m.dtype === 'bool' ? m.data[i] !== 0 : m.data[i] === 0), m.shape, T, T);
     if (typeof kind === 'string') return kind;
     causalMask = kind.kind === 'causal';
     window = kind.kind === 'causal' ? kind.window ?? 0 : 0;
   }
-  if (q0.shape.length === 3) return causalMask ? 'a 3-D Attention with a causal attn_mask: not fused yet' : 'packed';
+  if (q0.shape.length === 3) return causalMask || bias ? `a 3-D Attention with a ${bias ? 'float' : 'causal'} attn_mask: not fused yet` : 'packed';
   const [B, H, T, Dh] = q0.shape as [Dim, number, Dim, number];
+  const biasWrong = bias ? biasProblem(bias, [B, H, T, T]) : null;
+  if (biasWrong) return biasWrong;
   const nodes: Node[] = [n];
   const merge = headMerge(g, n.outputs[0]!, [B, T, H * Dh]);
   if (merge) nodes.push(...merge);
@@ -451,7 +549,10 @@ function onnxFound(g: Graph, n: Node, consts: ConstEval): Found | 'packed' | str
   const [q, k, v] = [operand(q0), operand(k0), operand(v0)];
   const all = [...nodes, ...q.drop, ...k.drop, ...v.drop].sort((a, b) => g.nodes.indexOf(a) - g.nodes.indexOf(b));
   const a = fusedAttrsOfOnnx(n.attrs, Dh, H);
-  return { q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1 || causalMask, window, nodes: all, result, merged, lead: n, repeated: isRepeatedHeads(k0) || isRepeatedHeads(v0) };
+  return {
+    q, k, v, H, Dh, scale: a['scale'] as number, causal: a['causal'] === 1 || causalMask, window, nodes: all, result, merged, lead: n,
+    repeated: isRepeatedHeads(k0) || isRepeatedHeads(v0), ...(bias ? { bias: { value: bias, scale: 1 } } : {}),
+  };
 }
 
 /** What the attention rows did, and each Softmax they left with the reason. */

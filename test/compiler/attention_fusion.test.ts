@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
-import { fuseAttention } from '../../compiler/passes/attention.js';
+import { attentionFusion, fuseAttention } from '../../compiler/passes/attention.js';
 import { GPT_DEFAULT, buildGpt } from '../../fixtures/models.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { ModelBuilder } from '../../src/api/builder.js';
@@ -175,6 +175,22 @@ describe('fuseAttention on ONNX Attention', () => {
     expect(fused.map((n) => [n.scope, n.attrs['causal'], n.attrs['scale']])).toEqual([['/a3/', 1, 0.3], ['/a4/', 1, 0.5], ['/bare/', 0, 0.5]]);
     expect(fused[1]!.inputs.slice(1).map((v) => v!.producer!.op)).toEqual(['Split', 'Split']);
     expect(f.outputs.map((o) => o.name)).toEqual(['y', 'bare']);
+  });
+
+  it('a float attn_mask of bias values (a trained relative bias, ALiBi) becomes the fused node\'s bias; a 3-D one stays, with the reason', () => {
+    const b = new ModelBuilder('onnx', { opset: 23 });
+    const h = b.input('h', 'float32', [B, H, T, Dh]);
+    const rel = b.param('rel', [1, H, T, T], { normal: 1 });
+    b.output(b.scope('biased', () => b.op('Attention', [h, h, h, rel], {})), 'y');
+    const g = b.finish();
+    const f = fusedMatches(g, randomFeeds(g, B, 4), 1);
+    expect(f.nodes.find((n) => n.op === 'FusedAttention')!.inputs[3]!.name).toBe('rel');
+    const b3 = new ModelBuilder('onnx3', { opset: 23 });
+    const x = b3.input('x', 'float32', [B, T, D]);
+    b3.output(b3.op('Attention', [x, x, x, b3.param('rel', [1, H, T, T], { normal: 1 })], { q_num_heads: H, kv_num_heads: H }), 'y');
+    const rep = attentionFusion(b3.finish());
+    expect(rep.fused).toBe(0);
+    expect(rep.unfused.map((u) => u.reason)).toEqual(['a 3-D Attention with a float attn_mask: not fused yet']);
   });
 
   it('training through fused ONNX Attention gives the gradients of the unfused graph', () => {

@@ -419,6 +419,48 @@ describe('attentionFusion on hand-built spellings', () => {
     }
   });
 
+  describe('a bias added to the scores becomes the fused node\'s bias input', () => {
+    /** The fused node's bias input, and the ops between it and what the model added. */
+    const biasOf = (f: Graph): Value => f.nodes.find((n) => n.op === 'FusedAttention')!.inputs[3]!;
+
+    it('a constant that is not a mask (ALiBi), and a mask value not very negative', () => {
+      const alibi = tensor('float32', [1, H, T, T], Array.from({ length: H * T * T }, (_, i) => ((i % 7) - 3) / 10));
+      const { f } = fusion(attn({ scores: addConst(alibi, 'alibi') }), 1);
+      expect(biasOf(f).name).toBe('/attn/alibi');
+      expect(fusedAttrs(f)['causal']).toBe(0);
+      // −100 gives weight e^-100 ≈ 4e-44, not zero: it is a bias, computed as the model computes it.
+      expect(biasOf(fusion(attn({ scores: addConst(causalAdd(T, -100)) }), 1).f).name).toBe('/attn/mask');
+    });
+
+    it('a trained parameter (T5\'s relative position bias, as the exporter folds it), with its gradient', () => {
+      const { f } = fusion(attn({ scores: (b, s) => b.op('Add', [s, b.param('rel_bias', [1, H, T, T], { normal: 1 })]) }), 1);
+      expect(biasOf(f).kind).toBe('param');
+    });
+
+    it('a parameter plus a causal mask (T5\'s decoder): the mask becomes causal, the parameter the bias', () => {
+      const g = attn({ scores: (b, s) => b.op('Add', [s, b.op('Add', [b.param('rel_bias', [1, H, T, T], { normal: 1 }), b.constant(causalAdd(T, FINFO_MIN), 'causal')])]) });
+      const { f } = fusion(g, 1);
+      expect(biasOf(f).kind).toBe('param');
+      expect(fusedAttrs(f)['causal']).toBe(1);
+    });
+
+    it('a bias added before the scale is scaled by it; a lower-rank one gets leading axes', () => {
+      const g = attn({ unscaled: true, scores: (b, s) => b.op('Mul', [b.op('Add', [s, b.param('rel_bias', [H, T, T], { normal: 1 })]), b.scalar(0.25)]) });
+      const { f } = fusion(g, 1);
+      expect(fusedAttrs(f)['scale']).toBe(0.25);
+      const reshape = biasOf(f).producer!;
+      expect([reshape.op, reshape.inputs[0]!.producer!.op]).toEqual(['Reshape', 'Mul']);
+      expect(biasOf(f).shape).toEqual([1, H, T, T]);
+    });
+
+    it('an additive key-padding mask computed from a model input, expanded over the queries', () => {
+      const fromInput = (b: ModelBuilder, s: Value) => b.op('Add', [s, b.op('Mul', [b.op('Sub', [b.scalar(1), b.graph.values.get('attention_mask')!]), b.scalar(-1e9)])]);
+      const { f } = fusion(attn({ inputs: { attention_mask: [B, 1, 1, T] }, scores: fromInput }), 1);
+      expect(biasOf(f).producer!.op).toBe('Expand');
+      expect(biasOf(f).shape).toEqual([B, 1, T, T]);
+    });
+  });
+
   describe('the reasons attentions stay unfused', () => {
     it('a band that is not one window wide (it narrows further down)', () => {
       // Row i keeps keys i − 1 ≤ j ≤ i in the first rows, only j = i in the last: no single window.
@@ -427,13 +469,6 @@ describe('attentionFusion on hand-built spellings', () => {
         return c <= r && c > r - (r < T - 1 ? 2 : 1) ? 1 : 0;
       }));
       unfused({ scores: (b, s) => b.op('Where', [b.constant(narrowing, 'window'), s, b.scalar(-1e9)]) }, 'a mask that is neither causal nor a sliding window');
-    });
-
-    it('an additive bias that is not a mask', () => {
-      const bias = tensor('float32', [1, H, T, T], Array.from({ length: H * T * T }, (_, i) => ((i % 7) - 3) / 10));
-      unfused({ scores: addConst(bias, 'bias') }, "an additive bias (T5's relative bias, ALiBi) on the scores: not fused yet (the fused kernel takes no bias)");
-      // A mask whose masked value is not very negative.
-      unfused({ scores: addConst(causalAdd(T, -100)) }, "an additive bias (T5's relative bias, ALiBi) on the scores: not fused yet (the fused kernel takes no bias)");
     });
 
     it('a mask whose masked value a later scale brings close to the other scores', () => {
@@ -447,12 +482,7 @@ describe('attentionFusion on hand-built spellings', () => {
       expect(attentionFusion(cloneGraph(where)).unfused[0]!.reason).toMatch(/^masked scores of -10(\.\d+)? are not far enough/);
     });
 
-    it('a mask computed from a model input names the input', () => {
-      const fromInput = (b: ModelBuilder, s: Value) => {
-        const am = b.graph.values.get('attention_mask')!;
-        return b.op('Add', [s, b.op('Mul', [b.op('Sub', [b.scalar(1), am]), b.scalar(-1e9)])]);
-      };
-      unfused({ inputs: { attention_mask: [B, 1, 1, T] }, scores: fromInput }, "the mask or bias added to the scores is computed from the model input 'attention_mask' (a key-padding mask?): not fused yet");
+    it('a bool mask computed from a model input names the input', () => {
       const asWhere = (b: ModelBuilder, s: Value) => b.op('Where', [b.op('Cast', [b.graph.values.get('attention_mask')!], { to: 9 }), s, b.scalar(-1e9)]);
       unfused({ inputs: { attention_mask: [B, 1, 1, T] }, scores: asWhere }, "the mask is computed from the model input 'attention_mask' (a key-padding mask?): not fused yet");
     });
