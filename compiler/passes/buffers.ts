@@ -83,6 +83,40 @@ export const rotateHalf: Pat = op('Concat', [op('Neg', [slice('end')]), slice('s
   },
 });
 
+/** x[…, off::2] (a one-input Slice of the last axis from `off` by step 2 to its end) of a last axis of even size. */
+function everyOther(n: Node | null | undefined, off: number): boolean {
+  if (n?.op !== 'Slice' || n.inputs.length !== 1) return false;
+  const starts = n.attrs['starts'] as readonly number[] | undefined, ends = n.attrs['ends'] as readonly number[] | undefined;
+  const axes = n.attrs['axes'] as readonly number[] | undefined, steps = n.attrs['steps'] as readonly number[] | undefined;
+  const r = n.inputs[0]!.shape.length, last = n.inputs[0]!.shape[r - 1];
+  if (!starts || !ends || !steps || starts.length !== 1 || typeof last !== 'number' || last % 2) return false;
+  if (axes ? axes.length !== 1 || (axes[0] !== -1 && axes[0] !== r - 1) : r !== 1) return false;
+  return steps[0] === 2 && starts[0] === off && ends[0]! >= last;
+}
+
+const unsqueezedLast = (n: Node | null | undefined): boolean => {
+  const axes = n?.attrs['axes'] as readonly number[] | undefined, r = n?.outputs[0]!.shape.length;
+  return n?.op === 'Unsqueeze' && !!axes && axes.length === 1 && (axes[0] === -1 || axes[0] === r! - 1);
+};
+
+/**
+ * rotate_every_two(x) = stack((−x[…, 1::2], x[…, ::2]), −1).flatten(−2), as GPT-J and Meta's Llama
+ * (complex rotation) write the interleaved rotary: Unsqueezes, a Concat on the new last axis and a
+ * Reshape back to x's shape.
+ */
+export const rotateEveryTwo: Pat = op('Reshape', [op('Concat', [op('Unsqueeze', [op('Neg', [op('Slice', undefined, { test: (v) => everyOther(v.producer, 1), shared: true })])]), op('Unsqueeze', [op('Slice', undefined, { test: (v) => everyOther(v.producer, 0), shared: true })])])], {
+  test: (v, m) => {
+    const cat = v.producer!.inputs[0]!.producer!, [u1, u2] = cat.inputs.map((i) => i!.producer);
+    const odd = u1!.inputs[0]!.producer!.inputs[0]!.producer!, even = u2!.inputs[0]!.producer!;
+    const x = odd.inputs[0]!, ax = cat.attrs['axis'] as number, r = cat.outputs[0]!.shape.length;
+    const was = m.values.get('x');
+    if (even.inputs[0] !== x || (was && was !== x) || (ax !== -1 && ax !== r - 1) || !unsqueezedLast(u1) || !unsqueezedLast(u2)) return false;
+    if (v.shape.length !== x.shape.length || v.shape.some((d, i) => d !== x.shape[i])) return false;
+    m.values.set('x', x);
+    return true;
+  },
+});
+
 const isUnit = (c: Tensor, s: Tensor): boolean => c.data.length === s.data.length && c.data.every((x, i) => Math.abs(x * x + s.data[i]! * s.data[i]! - 1) < 1e-4);
 
 /**
@@ -175,10 +209,10 @@ export function bufferRules(frozen: Frozen[]): Rule[] {
         return true;
       },
     },
-    {
+    // rotate_half(x)·sin (or rotate_every_two(x)·sin) first: it binds x, which the other product must then read.
+    ...[rotateHalf, rotateEveryTwo].map((rotate): Rule => ({
       name: 'rotary table initializers',
-      // rotate_half(x)·sin first: it binds x, which the other product must then read.
-      pattern: op('Add', [op('Mul', [rotateHalf, any('sin', { shared: true })], { commute: true }), op('Mul', [any('x', { shared: true }), any('cos', { shared: true })], { commute: true })], { commute: true }),
+      pattern: op('Add', [op('Mul', [rotate, any('sin', { shared: true })], { commute: true }), op('Mul', [any('x', { shared: true }), any('cos', { shared: true })], { commute: true })], { commute: true }),
       rewrite(m, g) {
         const c = sourceParam(bound(m, 'cos')), s = sourceParam(bound(m, 'sin'));
         if (!c?.data || !s?.data || c === s || !isUnit(c.data, s.data)) return null;
@@ -186,7 +220,7 @@ export function bufferRules(frozen: Frozen[]): Rule[] {
         freeze(g, s, 'rotary sin table');
         return true;
       },
-    },
+    })),
   ];
 }
 

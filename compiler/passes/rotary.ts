@@ -1,6 +1,6 @@
 import type { Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { lastAxisSlice, rotateHalf } from './buffers.js';
+import { lastAxisSlice, rotateEveryTwo, rotateHalf } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Rule, any, bound, op } from './rewrite.js';
 
@@ -8,7 +8,8 @@ import { type Rule, any, bound, op } from './rewrite.js';
 //   x · cos + rotate_half(x) · sin        (cos, sin: [.., S, D], each half the same angles)
 // becomes one RotaryEmbedding (ONNX opset 23) over x [B, H, S, D] with a [S, D/2] cache and
 // constant position ids: one pass over x instead of two slices, a Neg, a Concat, two products and
-// a sum. A second row takes GPT-NeoX's partial form, the rotated first rd features concatenated with
+// a sum; GPT-J's interleaved form (rotate_every_two, the tables repeated per pair) the same with
+// interleaved = 1. Another row takes GPT-NeoX's partial form, the rotated first rd features concatenated with
 // the rest, into the same node with rotary_embedding_dim rd. The tables must be constants (the
 // import keeps the exporter's folded ones constant); positions fed by the model stay as written.
 
@@ -21,11 +22,14 @@ function rows(t: Tensor, S: number, D: number): Float64Array | null {
   return Float64Array.from(t.data.subarray(0, per));
 }
 
-/** The [S, D/2] cache when both halves of each row hold the same angles' values. */
-function halfCache(r: Float64Array, S: number, D: number): Float64Array | null {
+/**
+ * The [S, D/2] cache when both halves of each row hold the same angles' values (rotate-half), or
+ * each pair of neighbours does (interleaved).
+ */
+function halfCache(r: Float64Array, S: number, D: number, interleaved = false): Float64Array | null {
   const h = D / 2, out = new Float64Array(S * h);
   for (let s = 0; s < S; s++) for (let j = 0; j < h; j++) {
-    const a = r[s * D + j]!, b = r[s * D + h + j]!;
+    const a = r[s * D + (interleaved ? 2 * j : j)]!, b = r[s * D + (interleaved ? 2 * j + 1 : h + j)]!;
     if (Math.abs(a - b) > 1e-6 * Math.max(1, Math.abs(a))) return null;
     out[s * h + j] = a;
   }
@@ -35,9 +39,9 @@ function halfCache(r: Float64Array, S: number, D: number): Float64Array | null {
 export function rotaryRules(): Rule[] {
   const consts = new ConstEval();
   return [
-    {
-      name: 'rotary embedding',
-      pattern: op('Add', [op('Mul', [rotateHalf, any('sin', { shared: true })], { commute: true }), op('Mul', [any('x', { shared: true }), any('cos', { shared: true })], { commute: true })], { commute: true }),
+    ...([[rotateHalf, 0], [rotateEveryTwo, 1]] as const).map(([rotate, interleaved]): Rule => ({
+      name: interleaved ? 'interleaved rotary embedding' : 'rotary embedding',
+      pattern: op('Add', [op('Mul', [rotate, any('sin', { shared: true })], { commute: true }), op('Mul', [any('x', { shared: true }), any('cos', { shared: true })], { commute: true })], { commute: true }),
       rewrite(m, g, at) {
         const x = bound(m, 'x'), out = m.root.outputs[0]!;
         const [B, , S, D] = x.shape;
@@ -45,13 +49,13 @@ export function rotaryRules(): Rule[] {
         if (out.shape.length !== 4 || out.shape.some((d, i) => d !== x.shape[i])) return null;
         const c = consts.of(bound(m, 'cos')), s = consts.of(bound(m, 'sin'));
         const cr = c && rows(c, S, D), sr = s && rows(s, S, D);
-        const cc = cr && halfCache(cr, S, D), sc = sr && halfCache(sr, S, D);
+        const cc = cr && halfCache(cr, S, D, interleaved === 1), sc = sr && halfCache(sr, S, D, interleaved === 1);
         if (!cc || !sc) return null;
         const cache = (name: string, d: Float64Array): Value => g.addConst(g.uniqueName(`${out.name}__${name}`), tensor(x.dtype, [S, D / 2], d));
         const pos = g.addConst(g.uniqueName(`${out.name}__positions`), tensor('int64', [B, S], Array.from({ length: B * S }, (_, i) => i % S)));
-        return at.value('RotaryEmbedding', [x, cache('cos', cc), cache('sin', sc), pos], { interleaved: 0, num_heads: 0, rotary_embedding_dim: 0 }, { dtype: x.dtype, shape: x.shape });
+        return at.value('RotaryEmbedding', [x, cache('cos', cc), cache('sin', sc), pos], { interleaved, num_heads: 0, rotary_embedding_dim: 0 }, { dtype: x.dtype, shape: x.shape });
       },
-    },
+    })),
     {
       // GPT-NeoX's partial rotary: concat(rope(x[…, :rd]), x[…, rd:]) is one rope of rotary dim rd.
       name: 'partial rotary embedding',

@@ -281,6 +281,39 @@ describe('freezeBuffers: rotary inverse frequencies (angles computed in the grap
   });
 });
 
+describe('interleaved rotary (GPT-J\'s rotate_every_two)', () => {
+  const S = 5, Dh = 8, h = Dh / 2;
+  /** x·cos + rotate_every_two(x)·sin with cos and sin [1, 1, S, Dh] parameters, each angle repeated for its pair (or not). */
+  const graph = (pairs = true): Graph => {
+    const b = new ModelBuilder('gptj');
+    const x = b.op('Mul', [b.input('x', 'float32', [B, H, S, Dh]), b.graph.addParam('w', tensor('float32', [Dh], Array.from({ length: Dh }, (_, i) => 1 + i / 10)))]);
+    const angle = (s: number, d: number): number => s * 10000 ** (-(2 * (pairs ? Math.floor(d / 2) : d % h)) / Dh);
+    const table = (f: (a: number) => number): Tensor => tensor('float32', [1, 1, S, Dh], Array.from({ length: S * Dh }, (_, i) => f(angle(Math.floor(i / Dh), i % Dh))));
+    const cos = b.graph.addParam('cos', table(Math.cos)), sin = b.graph.addParam('sin', table(Math.sin));
+    const odd = b.op('Slice', [x], { starts: [1], ends: [END], axes: [-1], steps: [2] }), even = b.op('Slice', [x], { starts: [0], ends: [END], axes: [-1], steps: [2] });
+    const stacked = b.op('Concat', [b.op('Unsqueeze', [b.op('Neg', [odd])], { axes: [-1] }), b.op('Unsqueeze', [even], { axes: [-1] })], { axis: -1 });
+    const rot = b.op('Reshape', [stacked], { shape: [B, H, S, Dh] });
+    b.output(b.op('Add', [b.op('Mul', [x, cos]), b.op('Mul', [rot, sin])]), 'y');
+    return b.finish();
+  };
+
+  it('its tables are frozen and it becomes one RotaryEmbedding with interleaved = 1, computing the same', () => {
+    const f = frozenCopy(graph(), [['cos', 'rotary cos table'], ['sin', 'rotary sin table']]);
+    const fused = cloneGraph(f);
+    expect(applyRules(fused, rotaryRules()).get('interleaved rotary embedding')).toBe(1);
+    const rope = fused.nodes.filter((n) => n.op === 'RotaryEmbedding');
+    expect(rope.map((n) => n.attrs['interleaved'])).toEqual([1]);
+    expect(fused.nodes.some((n) => n.op === 'Neg' || n.op === 'Slice')).toBe(false);
+    const feeds = randomFeeds(f, B, 9);
+    expect(maxRelError(runGraph(fused, feeds).get('y')!, runGraph(f, feeds).get('y')!)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('tables whose neighbours hold different angles (the rotate-half layout) do not fuse interleaved', () => {
+    const f = frozenCopy(graph(false), [['cos', 'rotary cos table'], ['sin', 'rotary sin table']]);
+    expect(applyRules(f, rotaryRules()).get('interleaved rotary embedding') ?? 0).toBe(0);
+  });
+});
+
 describe('freezeBuffers: attention masks', () => {
   it.each([
     ['−inf', -Infinity],
