@@ -93,6 +93,92 @@ export function slide(w: Window, spatial: readonly number[], visit: (outIdx: num
   }
 }
 
+/** `slide`'s visits as arrays, in its order (by output position, then kernel position). */
+export interface WindowTable { outIdx: Int32Array; inIdx: Int32Array; kIdx: Int32Array; length: number }
+
+/** Above this many (output, kernel) pairs the convolution kernels slide instead of building a table. */
+const TABLE_LIMIT = 1 << 22;
+
+/**
+ * The in-bounds (output, input, kernel) index triples `slide` visits, in the same order, so a kernel
+ * loops over them without recomputing the window geometry for every channel; null when the window
+ * has more than TABLE_LIMIT pairs (then the caller slides).
+ */
+export function windowTable(w: Window, spatial: readonly number[]): WindowTable | null {
+  const pairs = w.out.reduce((a, b) => a * b, 1) * w.kernel.reduce((a, b) => a * b, 1);
+  if (pairs > TABLE_LIMIT) return null;
+  const outIdx = new Int32Array(pairs), inIdx = new Int32Array(pairs), kIdx = new Int32Array(pairs);
+  let length = 0;
+  slide(w, spatial, (oi, ii, ki) => { outIdx[length] = oi; inIdx[length] = ii; kIdx[length] = ki; length++; });
+  return { outIdx, inIdx, kIdx, length };
+}
+
+/**
+ * acc[o] += Σ x[xo + i]·w[wo + k] over one channel's 2-D window pairs, row by row: the pairs `slide`
+ * visits, and for each output in the same order (kernel row, then column), so sums round as the
+ * table's do; only the geometry is worked out per row instead of per pair.
+ */
+function conv2dChannel(acc: Float64Array, xd: ArrayLike<number>, xo: number, wd: ArrayLike<number>, wo: number, w: Window, H: number, W: number): void {
+  const [OH, OW] = w.out as [number, number], [KH, KW] = w.kernel as [number, number];
+  const [sy, sx] = w.strides as [number, number], [dy, dx] = w.dilations as [number, number];
+  const [py, px] = w.padBegin as [number, number];
+  for (let oy = 0; oy < OH; oy++) {
+    const ao = oy * OW;
+    for (let ky = 0; ky < KH; ky++) {
+      const iy = oy * sy - py + ky * dy;
+      if (iy < 0 || iy >= H) continue;
+      const xr = xo + iy * W;
+      for (let kx = 0; kx < KW; kx++) {
+        const wv = wd[wo + ky * KW + kx]!;
+        const off = kx * dx - px;
+        // Outputs whose input column ox·sx + off lies in [0, W).
+        const lo = Math.max(0, Math.ceil(-off / sx)), hi = Math.min(OW - 1, Math.floor((W - 1 - off) / sx));
+        for (let ox = lo; ox <= hi; ox++) acc[ao + ox]! += xd[xr + ox * sx + off]! * wv;
+      }
+    }
+  }
+}
+
+/**
+ * The gradient kernels' 2-D loops, row by row over one channel pair (output channel m, input
+ * channel c), visiting for each accumulated entry the pairs `slide` visits in its order:
+ * ConvGradWeight's dw[k] sums over outputs in order; ConvGradInput's dx[i] over outputs in order,
+ * which is kernel columns from the last (for one output row and kernel row, a later output column
+ * reads input column i through an earlier kernel column).
+ */
+export function conv2dGradChannel(kind: 'input' | 'weight', acc: Float64Array, ao: number, gd: ArrayLike<number>, go: number, od: ArrayLike<number>, oo: number, w: Window, H: number, W: number): void {
+  const [OH, OW] = w.out as [number, number], [KH, KW] = w.kernel as [number, number];
+  const [sy, sx] = w.strides as [number, number], [dy, dx] = w.dilations as [number, number];
+  const [py, px] = w.padBegin as [number, number];
+  for (let oy = 0; oy < OH; oy++) {
+    const gr = go + oy * OW;
+    for (let ky = 0; ky < KH; ky++) {
+      const iy = oy * sy - py + ky * dy;
+      if (iy < 0 || iy >= H) continue;
+      const xr = iy * W;
+      if (kind === 'weight') {
+        // acc = dw of (m, c) at ao; od = x, oo its channel's offset.
+        for (let kx = 0; kx < KW; kx++) {
+          const off = kx * dx - px;
+          const lo = Math.max(0, Math.ceil(-off / sx)), hi = Math.min(OW - 1, Math.floor((W - 1 - off) / sx));
+          const k = ao + ky * KW + kx;
+          let s = acc[k]!;
+          for (let ox = lo; ox <= hi; ox++) s += gd[gr + ox]! * od[oo + xr + ox * sx + off]!;
+          acc[k] = s;
+        }
+      } else {
+        // acc = dx of channel c at ao; od = w, oo the offset of its (m, c) kernel.
+        for (let kx = KW - 1; kx >= 0; kx--) {
+          const wv = od[oo + ky * KW + kx]!;
+          const off = kx * dx - px;
+          const lo = Math.max(0, Math.ceil(-off / sx)), hi = Math.min(OW - 1, Math.floor((W - 1 - off) / sx));
+          for (let ox = lo; ox <= hi; ox++) acc[ao + xr + ox * sx + off]! += gd[gr + ox]! * wv;
+        }
+      }
+    }
+  }
+}
+
 const conv: OpDef = {
   op: 'Conv', since: 13, category: 'conv', arity: [2, 3],
   attrs: { ...windowAttrs, group: { type: 'int', default: 1, min: 1 } },
@@ -137,13 +223,24 @@ const conv: OpDef = {
     const kSize = kernel.reduce((a, c) => a * c, 1);
     const y = tensor(x!.dtype, [N, M, ...win.out]);
     const acc = new Float64Array(outSize);
+    const table = spatial.length === 2 ? null : windowTable(win, spatial);
+    const xd = x!.data, wd = w!.data;
     for (let n = 0; n < N; n++) {
       for (let m = 0; m < M; m++) {
         acc.fill(b ? b.data[m]! : 0);
         const g = Math.floor(m / mg);
         for (let c = 0; c < cg; c++) {
           const xo = (n * C + g * cg + c) * inSize, wo = (m * cg + c) * kSize;
-          slide(win, spatial, (oi, ii, ki) => { acc[oi]! += x!.data[xo + ii]! * w!.data[wo + ki]!; });
+          if (spatial.length === 2) {
+            conv2dChannel(acc, xd, xo, wd, wo, win, spatial[0]!, spatial[1]!);
+            continue;
+          }
+          if (!table) {
+            slide(win, spatial, (oi, ii, ki) => { acc[oi]! += xd[xo + ii]! * wd[wo + ki]!; });
+            continue;
+          }
+          const { outIdx, inIdx, kIdx, length } = table;
+          for (let e = 0; e < length; e++) acc[outIdx[e]!]! += xd[xo + inIdx[e]!]! * wd[wo + kIdx[e]!]!;
         }
         y.data.set(acc, (n * M + m) * outSize);
       }

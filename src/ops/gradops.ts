@@ -5,7 +5,7 @@ import { CleaveError } from '../errors.js';
 import type { Attrs } from '../ir/graph.js';
 import { normAxis, stridesOf } from '../ir/shape.js';
 import { type Tensor, roundToDtype, sizeOf, tensor } from '../ir/tensor.js';
-import { type Window, padCounts, padEnds, poolAttrs, slide, windowAttrs, windowOf } from './conv.js';
+import { type Window, conv2dGradChannel, padCounts, padEnds, poolAttrs, slide, windowAttrs, windowOf, windowTable } from './conv.js';
 import { erf, geluTanhGrad } from './math.js';
 import { PAD_MODES, padSource, sliceAxes, sliceStrides } from './movement.js';
 import { paramIndex, rmsStats, rowParamFits, rowStats, rowsOf } from './norm.js';
@@ -314,6 +314,8 @@ const convGradInput = internal({
     const kSize = w!.shape.slice(2).reduce((a, b) => a * b, 1);
     const dx = tensor(g!.dtype, xShape);
     const acc = new Float64Array(inSize);
+    const table = spatial.length === 2 ? null : windowTable(win, spatial);
+    const gd = g!.data, wd = w!.data;
     for (let n = 0; n < N; n++) {
       for (let ci = 0; ci < Cin; ci++) {
         acc.fill(0);
@@ -321,7 +323,16 @@ const convGradInput = internal({
         for (let mm = 0; mm < mg; mm++) {
           const m = grp * mg + mm;
           const go = (n * M + m) * outSize, wo = (m * cg + c) * kSize;
-          slide(win, spatial, (oi, ii, ki) => { acc[ii]! += g!.data[go + oi]! * w!.data[wo + ki]!; });
+          if (spatial.length === 2) {
+            conv2dGradChannel('input', acc, 0, gd, go, wd, wo, win, spatial[0]!, spatial[1]!);
+            continue;
+          }
+          if (!table) {
+            slide(win, spatial, (oi, ii, ki) => { acc[ii]! += gd[go + oi]! * wd[wo + ki]!; });
+            continue;
+          }
+          const { outIdx, inIdx, kIdx, length } = table;
+          for (let e = 0; e < length; e++) acc[inIdx[e]!]! += gd[go + outIdx[e]!]! * wd[wo + kIdx[e]!]!;
         }
         dx.data.set(acc, (n * Cin + ci) * inSize);
       }
@@ -349,13 +360,24 @@ const convGradWeight = internal({
     const inSize = spatial.reduce((a, b) => a * b, 1), outSize = win.out.reduce((a, b) => a * b, 1);
     const kSize = wShape.slice(2).reduce((a, b) => a * b, 1);
     const acc = new Float64Array(sizeOf({ shape: wShape }));
+    const table = spatial.length === 2 ? null : windowTable(win, spatial);
+    const gd = g!.data, xd = x!.data;
     for (let n = 0; n < N; n++) {
       for (let m = 0; m < M; m++) {
         const grp = Math.floor(m / mg);
         const go = (n * M + m) * outSize;
         for (let c = 0; c < cg; c++) {
           const xo = (n * Cin + grp * cg + c) * inSize, wo = (m * cg + c) * kSize;
-          slide(win, spatial, (oi, ii, ki) => { acc[wo + ki]! += g!.data[go + oi]! * x!.data[xo + ii]!; });
+          if (spatial.length === 2) {
+            conv2dGradChannel('weight', acc, wo, gd, go, xd, xo, win, spatial[0]!, spatial[1]!);
+            continue;
+          }
+          if (!table) {
+            slide(win, spatial, (oi, ii, ki) => { acc[wo + ki]! += gd[go + oi]! * xd[xo + ii]!; });
+            continue;
+          }
+          const { outIdx, inIdx, kIdx, length } = table;
+          for (let e = 0; e < length; e++) acc[wo + kIdx[e]!]! += gd[go + outIdx[e]!]! * xd[xo + inIdx[e]!]!;
         }
       }
     }
