@@ -9,7 +9,7 @@ import { runGraph } from '../runtime/backends/cpu/interpreter.js';
 import { tensor } from '../src/ir/tensor.js';
 import '../src/ops/index.js';
 import { Rng } from '../src/util/random.js';
-import { table } from '../src/cli/format.js';
+import { table } from '../src/util/format.js';
 
 const [name = 'gpt', batchArg = '8', repeatsArg = '30'] = process.argv.slice(2);
 const batch = Number(batchArg), repeats = Number(repeatsArg);

@@ -13,7 +13,7 @@ import { compile } from '../compiler/compile.js';
 import { benchGpt, randomWeights } from './gpt_model.js';
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
-import { table } from '../src/cli/format.js';
+import { table } from '../src/util/format.js';
 import { parameterStats } from '../src/ir/stats.js';
 import '../src/ops/index.js';
 

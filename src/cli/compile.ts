@@ -9,7 +9,7 @@ import type { Graph } from '../ir/graph.js';
 import { writePlan } from '../plan/io.js';
 import { describeOptimizer } from '../plan/optimizer.js';
 import { type CompileFlags, compileOptions, partitionFlags } from './compile_flags.js';
-import { formatBytes, formatCount, table } from './format.js';
+import { formatBytes, formatCount, table } from '../util/format.js';
 import { renderFusions } from './fusions.js';
 import { optimizerOptions } from './optimizer_flags.js';
 import { checkOutputFile } from './paths.js';

@@ -15,7 +15,7 @@ import { getOp } from '../ops/index.js';
 import { readPlan, writePlan } from '../plan/io.js';
 import { renderPlan } from '../plan/render.js';
 import { exportCheckpoint } from './export.js';
-import { formatFlops, table } from './format.js';
+import { formatFlops, table } from '../util/format.js';
 import { inspectModel, renderInspect } from './inspect.js';
 import { positiveInt } from './options.js';
 import { Progress } from './progress.js';

@@ -9,7 +9,7 @@ import { CleaveError } from '../errors.js';
 import type { Tensor } from '../ir/tensor.js';
 import { dirname } from 'node:path';
 import { formatShape } from '../ir/shape.js';
-import { table } from './format.js';
+import { table } from '../util/format.js';
 import { dimBinding } from './options.js';
 import { checkOutputDir } from './paths.js';
 

@@ -1,5 +1,5 @@
 import type { FusionReport } from '../../compiler/passes/fusions.js';
-import { table } from './format.js';
+import { table } from '../util/format.js';
 
 /** The fusion report as lines: what each rule did, the buffers made constants, what stayed unfused and why. */
 export function renderFusions(r: FusionReport): string[] {

@@ -7,7 +7,7 @@ import type { Graph, Value } from '../ir/graph.js';
 import { formatShape } from '../ir/shape.js';
 import { parameterStats, tensorStats } from '../ir/stats.js';
 import { getOp } from '../ops/index.js';
-import { formatBytes, formatCount, formatFlops, formatPercent, table } from './format.js';
+import { formatBytes, formatCount, formatFlops, formatPercent, table } from '../util/format.js';
 
 export interface InspectOptions {
   batch?: number;

@@ -3,7 +3,7 @@ import { partitionModel } from '../../compiler/compile.js';
 import type { ScheduleName } from '../../compiler/cost/memory.js';
 import type { Partition } from '../../compiler/partition/partition.js';
 import { type CompileFlags, compileOptions, partitionFlags } from './compile_flags.js';
-import { formatBytes, formatCount, table } from './format.js';
+import { formatBytes, formatCount, table } from '../util/format.js';
 
 function short(name: string, width = 28): string {
   return name.length <= width ? name : `…${name.slice(name.length - width + 1)}`;

@@ -3,7 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { profilePlan, writeMeasuredProfile } from '../../runtime/launch/profile.js';
 import { CleaveError } from '../errors.js';
-import { formatCount, formatPercent, table } from './format.js';
+import { formatCount, formatPercent, table } from '../util/format.js';
 import { positiveInt } from './options.js';
 
 interface ProfileFlags { out: string; steps: number; warmup: string; weights?: string; json?: boolean }

@@ -5,7 +5,7 @@ import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/t
 import { CleaveError } from '../errors.js';
 import { parameterStats } from '../ir/stats.js';
 import { describeOptimizer } from '../plan/optimizer.js';
-import { formatCount } from './format.js';
+import { formatCount } from '../util/format.js';
 import { dataFlags } from './data_flags.js';
 import { dimBinding, numberFlag, positiveInt } from './options.js';
 import { type OptimizerFlags, optimizerFromFlags, optimizerOptions } from './optimizer_flags.js';

@@ -1,6 +1,6 @@
 import { isAbsolute, relative } from 'node:path';
 import { formatShape } from '../ir/shape.js';
-import { formatBytes, formatCount, table } from '../cli/format.js';
+import { formatBytes, formatCount, table } from '../util/format.js';
 import type { Instruction, Plan } from './types.js';
 
 /** The narrowest output `cleave plan print` draws: below it the timeline has too few columns to read. */
