@@ -1,4 +1,4 @@
-import type { ModelBuilder } from '../../src/api/builder.js';
+import type { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import { isFloat } from '../../src/ir/dtype.js';
 import type { Graph, Node, Value } from '../../src/ir/graph.js';

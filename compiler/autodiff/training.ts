@@ -1,4 +1,4 @@
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph, Value } from '../../src/ir/graph.js';

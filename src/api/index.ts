@@ -1,6 +1,6 @@
 // cleave's public API: SMP's training-script flow, the nn module library, and the model builder.
 export * from './smp.js';
-export { ModelBuilder } from './builder.js';
+export { ModelBuilder } from '../ir/builder.js';
 export { tensor } from '../ir/tensor.js';
 export type { Tensor } from '../ir/tensor.js';
 export * as nn from './nn/index.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { addLoss, type LossSpec } from '../../compiler/autodiff/loss.js';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import { tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

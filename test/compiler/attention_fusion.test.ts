@@ -4,7 +4,7 @@ import { importOnnx } from '../../compiler/onnx/import.js';
 import { attentionFusion, fuseAttention } from '../../compiler/passes/attention.js';
 import { GPT_DEFAULT, buildGpt } from '../../fixtures/models.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

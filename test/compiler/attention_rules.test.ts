@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { CANONICAL, type AttentionReport, attentionFusion } from '../../compiler/passes/attention.js';
 import { type Rule, applyRules } from '../../compiler/passes/rewrite.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

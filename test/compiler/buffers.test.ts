@@ -7,7 +7,7 @@ import { MASKED, freezeBuffers, sourceParam } from '../../compiler/passes/buffer
 import { applyRules } from '../../compiler/passes/rewrite.js';
 import { rotaryRules } from '../../compiler/passes/rotary.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

@@ -5,7 +5,7 @@ import { fuseEpilogues } from '../../compiler/passes/epilogue.js';
 import { fuseMatMuls } from '../../compiler/passes/matmul.js';
 import { buildGpt } from '../../fixtures/models.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Graph } from '../../src/ir/graph.js';
 import { tensor } from '../../src/ir/tensor.js';

@@ -9,7 +9,7 @@ import { GELU_RULES } from '../../compiler/passes/gelu.js';
 import { GEMM_ROWS } from '../../compiler/passes/gemm.js';
 import { type Rule, applyRules } from '../../compiler/passes/rewrite.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

@@ -19,7 +19,7 @@ import { applyRules } from '../../compiler/passes/rewrite.js';
 import { rotaryRules } from '../../compiler/passes/rotary.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { readNpy } from '../../runtime/data/npy.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Graph, Value } from '../../src/ir/graph.js';

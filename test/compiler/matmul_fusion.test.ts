@@ -4,7 +4,7 @@ import { compile } from '../../compiler/compile.js';
 import { fuseMatMuls } from '../../compiler/passes/matmul.js';
 import { buildGpt } from '../../fixtures/models.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Graph } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

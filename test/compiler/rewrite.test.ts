@@ -7,7 +7,7 @@ import {
   type Match, type Pat, type Rule, any, applyRules, bound, dropUnread, emitterBefore, freezeParam, matchAt, op, scalar,
 } from '../../compiler/passes/rewrite.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph, Node, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

@@ -13,7 +13,7 @@ import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
 import { cudaAvailable, nativeCuda, requireCuda } from '../../runtime/backends/cuda/native.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import type { Attrs, Value } from '../../src/ir/graph.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/ir/tensor.js';
 import { allOps } from '../../src/ops/index.js';

@@ -1,4 +1,4 @@
-import type { ModelBuilder } from '../../src/api/builder.js';
+import type { ModelBuilder } from '../../src/ir/builder.js';
 import type { Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { Rng } from '../../src/util/random.js';

@@ -6,7 +6,7 @@ import { addLoss } from '../../compiler/autodiff/loss.js';
 import { readModelFile } from '../../compiler/onnx/codec.js';
 import { importOnnx, modelNodes } from '../../compiler/onnx/import.js';
 import { readNpy, writeNpy } from '../../runtime/data/npy.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { forwardModel } from '../../src/cli/forward.js';
 import { CleaveError } from '../../src/errors.js';
 import { cloneGraph } from '../../src/ir/clone.js';

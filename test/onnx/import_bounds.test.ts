@@ -8,7 +8,7 @@ import { encodeModel } from '../../compiler/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import type { ModelP, TensorP } from '../../compiler/onnx/proto.js';
 import { tensorToProto } from '../../compiler/onnx/tensors.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Graph } from '../../src/ir/graph.js';
 import { MAX_FOLD_BYTES, materialize } from '../../src/ir/materialize.js';

@@ -10,7 +10,7 @@ import { toFloat64 } from '../../compiler/passes/precision.js';
 import { readNpy } from '../../runtime/data/npy.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { cloneGraph } from '../../src/ir/clone.js';
 import type { Graph } from '../../src/ir/graph.js';
 import type { DType } from '../../src/ir/dtype.js';

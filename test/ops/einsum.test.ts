@@ -18,7 +18,7 @@ import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import { writePlan } from '../../src/plan/io.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Dim } from '../../src/ir/shape.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

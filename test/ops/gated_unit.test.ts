@@ -9,7 +9,7 @@ import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { toFloat64 } from '../../compiler/passes/precision.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs, Graph, Value, ValueType } from '../../src/ir/graph.js';

@@ -11,7 +11,7 @@ import { encodeModel } from '../../compiler/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs, ValueType } from '../../src/ir/graph.js';

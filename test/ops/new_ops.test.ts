@@ -9,7 +9,7 @@ import { importModel } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs, Value } from '../../src/ir/graph.js';

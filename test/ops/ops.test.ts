@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { encodeModel } from '../../compiler/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs, Value } from '../../src/ir/graph.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';

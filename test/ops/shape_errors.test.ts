@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { DType } from '../../src/ir/dtype.js';
 import type { Attrs } from '../../src/ir/graph.js';

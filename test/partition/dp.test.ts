@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { type SplitProblem, optimalSplit, stageCost, totals } from '../../compiler/partition/dp.js';
 import { preparePartition } from '../../compiler/partition/partition.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import type { Value } from '../../src/ir/graph.js';
 import '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';

@@ -11,7 +11,7 @@ import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import { prepareJob } from '../../runtime/train/job.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { halfToFloat, tensor } from '../../src/ir/tensor.js';
 import type { Graph, Value } from '../../src/ir/graph.js';
 import type { Plan } from '../../src/plan/types.js';

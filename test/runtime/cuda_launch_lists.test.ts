@@ -11,7 +11,7 @@ import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import { prepareJob } from '../../runtime/train/job.js';
-import { ModelBuilder } from '../../src/api/builder.js';
+import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import { writePlan } from '../../src/plan/io.js';
 import { readMeasured } from '../../src/plan/measured.js';

@@ -1,6 +1,6 @@
 import { CleaveError } from '../../errors.js';
 import { tensor } from '../../ir/tensor.js';
-import type { Init } from '../builder.js';
+import type { Init } from '../../ir/builder.js';
 import { positive, requireRank } from './checks.js';
 import { Linear } from './linear.js';
 import { Module } from './module.js';

@@ -1,4 +1,4 @@
-import type { Init } from '../builder.js';
+import type { Init } from '../../ir/builder.js';
 import { positive } from './checks.js';
 import { Module } from './module.js';
 import { Parameter, type SymTensor, op } from './tensor.js';

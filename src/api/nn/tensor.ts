@@ -3,7 +3,7 @@ import { type DType, dtypeToOnnx, isFloat } from '../../ir/dtype.js';
 import type { AttrValue, Value } from '../../ir/graph.js';
 import { type Shape, formatShape } from '../../ir/shape.js';
 import type { Tensor } from '../../ir/tensor.js';
-import type { Init } from '../builder.js';
+import type { Init } from '../../ir/builder.js';
 import { type Tracer, activeTracer } from './tracer.js';
 
 /** What an op takes: a tensor of the trace, a parameter or state of the model, or a plain number. */

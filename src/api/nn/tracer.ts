@@ -3,7 +3,7 @@ import { ALL_DTYPES, type DType } from '../../ir/dtype.js';
 import type { AttrValue, Value } from '../../ir/graph.js';
 import { type Shape, formatShape } from '../../ir/shape.js';
 import type { Tensor } from '../../ir/tensor.js';
-import { ModelBuilder } from '../builder.js';
+import { ModelBuilder } from '../../ir/builder.js';
 import { type Module, type ModuleTree, moduleTree } from './module.js';
 import { currentPartition, within } from './partition.js';
 import { type Parameter, type State, SymTensor } from './tensor.js';

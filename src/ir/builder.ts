@@ -1,9 +1,9 @@
 import { CleaveError } from '../errors.js';
-import type { DType } from '../ir/dtype.js';
-import { type Attrs, Graph, type LazyInit, type NodeMeta, type Value } from '../ir/graph.js';
-import { type Shape } from '../ir/shape.js';
-import { type Tensor, tensor } from '../ir/tensor.js';
-import { validateGraph } from '../ir/validate.js';
+import type { DType } from './dtype.js';
+import { type Attrs, Graph, type LazyInit, type NodeMeta, type Value } from './graph.js';
+import { type Shape } from './shape.js';
+import { type Tensor, tensor } from './tensor.js';
+import { validateGraph } from './validate.js';
 import { getOp, normalizeAttrs } from '../ops/index.js';
 import { Rng } from '../util/random.js';
 
