@@ -1,5 +1,5 @@
 import { renameSync, writeFileSync } from 'node:fs';
-import type { MeasuredProfile } from '../../compiler/cost/model.js';
+import type { MeasuredProfile } from '../../src/plan/signature.js';
 import { CleaveError } from '../../src/errors.js';
 import { readPlan } from '../../src/plan/io.js';
 import { requireCuda } from '../backends/cuda/native.js';

@@ -5,7 +5,7 @@ import { numel } from '../../../src/ir/shape.js';
 import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
 import { type OpDef, getOp } from '../../../src/ops/index.js';
 import type { DeviceTensor } from '../../../src/ops/registry.js';
-import { planNodeSignature, policyDtype } from '../../../compiler/cost/model.js';
+import { planNodeSignature, policyDtype } from '../../../src/plan/signature.js';
 import { attrsFromJson } from '../../../src/plan/attrs.js';
 import { PROGRAMS, type StageProgram, readsBoundary } from '../../../src/plan/programs.js';
 import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
