@@ -4,7 +4,7 @@ import { type TrainingGraph, buildTrainingGraph } from './autodiff/training.js';
 import { type OptimizerFamily, type ScheduleName, SCHEDULES } from './cost/memory.js';
 import { type CostModel, type DtypePolicy, type MeasuredProfile, costModel } from './cost/model.js';
 import { deviceProfile } from './cost/profiles.js';
-import { readModelFile } from './onnx/codec.js';
+import { readModelFile } from '../src/onnx/codec.js';
 import { exporterMadeParams, frozenBuffers, importModel } from './onnx/import.js';
 import { type FusionReport, emptyFusionReport, fuseForward } from './passes/fusions.js';
 import { fuseEpilogues } from './passes/epilogue.js';

@@ -2,9 +2,9 @@ import { CleaveError } from '../../src/errors.js';
 import type { AttrValue } from '../../src/ir/graph.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import type { AttrType } from '../../src/ops/index.js';
-import type { AttributeP } from './proto.js';
-import { ATTR } from './schema.js';
-import { type TensorSource, tensorFromProto, tensorToProto } from './tensors.js';
+import type { AttributeP } from '../../src/onnx/proto.js';
+import { ATTR } from '../../src/onnx/schema.js';
+import { type TensorSource, tensorFromProto, tensorToProto } from '../../src/onnx/tensors.js';
 
 const utf8 = new TextDecoder();
 const toUtf8 = new TextEncoder();

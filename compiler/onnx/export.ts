@@ -6,11 +6,11 @@ import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { materialize } from '../../src/ir/materialize.js';
 import { type LiftedInput, getOp } from '../../src/ops/index.js';
 import { attrEquals, encodeAttr } from './attributes.js';
-import { encodeModel } from './codec.js';
+import { encodeModel } from '../../src/onnx/codec.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
 import { MAX_OPSET, MIN_OPSET } from './import.js';
-import type { AttributeP, ModelP, NodeP, TensorP, ValueInfoP } from './proto.js';
-import { tensorToProto } from './tensors.js';
+import type { AttributeP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
+import { tensorToProto } from '../../src/onnx/tensors.js';
 
 export interface ExportOptions {
   /** Default-domain opset to write; at least what the graph's ops need. */

@@ -10,11 +10,11 @@ import { foldTooLarge } from '../../src/ir/materialize.js';
 import { validateGraph } from '../../src/ir/validate.js';
 import { type OpContext, type OpDef, findOp, normalizeAttrs } from '../../src/ops/index.js';
 import { decodeAttr } from './attributes.js';
-import { readModelFile } from './codec.js';
+import { readModelFile } from '../../src/onnx/codec.js';
 import { inlineFunctions } from './functions.js';
 import { SEQUENCE_OPS, lowerSequenceNode } from './sequences.js';
-import type { ModelP, NodeP, ValueInfoP } from './proto.js';
-import { type TensorSource, tensorFromProto } from './tensors.js';
+import type { ModelP, NodeP, ValueInfoP } from '../../src/onnx/proto.js';
+import { type TensorSource, tensorFromProto } from '../../src/onnx/tensors.js';
 
 export const MIN_OPSET = 13;
 export const MAX_OPSET = 23;

@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { type HostPhases, type RankTimes, measuredTrace } from '../../src/plan/measured.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
 import { pairwisePorts } from '../transport/ports.js';
-import { readModelFile } from '../../compiler/onnx/codec.js';
+import { readModelFile } from '../../src/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { CleaveError } from '../../src/errors.js';
 import { materializeAll } from '../../src/ir/materialize.js';

@@ -1,5 +1,5 @@
 import { dirname } from 'node:path';
-import { readModelFile } from '../../compiler/onnx/codec.js';
+import { readModelFile } from '../../src/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { CleaveError } from '../../src/errors.js';
 import { materializeAll } from '../../src/ir/materialize.js';

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   else if (initial) weights = new Map(initial);
   else {
     // Only a rank started without weights reads the ONNX file itself.
-    const { readModelFile } = await import('../../compiler/onnx/codec.js');
+    const { readModelFile } = await import('../../src/onnx/codec.js');
     const { importModel } = await import('../../compiler/onnx/import.js');
     const file = o.weights ?? plan.model.source;
     const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: mbSize });

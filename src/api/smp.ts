@@ -8,7 +8,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import { type MessagePort, Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { readModelFile } from '../../compiler/onnx/codec.js';
+import { readModelFile } from '../onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { CpuRankBackend } from '../../runtime/backends/cpu/rank_backend.js';
 import { type DataSource, defaultTask } from '../../runtime/data/sources.js';

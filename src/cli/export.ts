@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { dirname } from 'node:path';
-import { readModelFile } from '../../compiler/onnx/codec.js';
+import { readModelFile } from '../onnx/codec.js';
 import { writeOnnx } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { openCheckpoint, resolveCheckpoint } from '../../runtime/checkpoint/resume.js';

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { importModel } from '../../compiler/onnx/import.js';
-import { readModelFile } from '../../compiler/onnx/codec.js';
+import { readModelFile } from '../onnx/codec.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { readNpy, writeNpy } from '../../runtime/data/npy.js';
 import { CleaveError } from '../errors.js';

@@ -1,7 +1,7 @@
 import { dirname } from 'node:path';
 import { modelNodes, findUnsupported, importModel, type Unsupported } from '../../compiler/onnx/import.js';
-import { readModelFile } from '../../compiler/onnx/codec.js';
-import type { ModelP } from '../../compiler/onnx/proto.js';
+import { readModelFile } from '../onnx/codec.js';
+import type { ModelP } from '../onnx/proto.js';
 import { onnxTypeName } from '../ir/dtype.js';
 import type { Graph, Value } from '../ir/graph.js';
 import { formatShape } from '../ir/shape.js';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { LOSS_KINDS } from '../../compiler/autodiff/loss.js';
 import { optimizerConfig } from '../../runtime/optim/optimizer.js';
-import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
+import { type TrainJob, prepareJob, runStep, saveTrained } from '../api/train/job.js';
 import { CleaveError } from '../errors.js';
 import { parameterStats } from '../ir/stats.js';
 import { describeOptimizer } from '../plan/optimizer.js';

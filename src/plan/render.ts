@@ -55,7 +55,7 @@ const labelled = (label: string, text: string, width: number, pad = 10): string[
 const NUMERIC = /^[-+]?[\d,.]+(\s?\S+)?%?$|^—$/;
 
 /**
- * `table` (src/cli/format.ts) made to fit `width` columns. As it is where it fits; otherwise the
+ * `table` (src/util/format.ts) made to fit `width` columns. As it is where it fits; otherwise the
  * widest text column (not the first) moves onto a line of its own under each row (wrapped), and
  * where the rest is still too wide its columns go in groups, one table each, every group led by
  * the first column (the key), the moved column under the first group's rows. Where even that

@@ -19,8 +19,8 @@ import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor
 import { allOps } from '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';
 import { fixturePath } from '../helpers/fixtures.js';
-import { prepareJob } from '../../runtime/train/job.js';
-import { CpuTrainer } from '../../runtime/train/trainer.js';
+import { prepareJob } from '../../src/api/train/job.js';
+import { CpuTrainer } from '../../src/api/train/trainer.js';
 import { randomFeeds } from '../helpers/inputs.js';
 import { biasedAttentionCase } from '../helpers/attention.js';
 import { maxRelError } from '../helpers/compare.js';

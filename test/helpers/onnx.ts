@@ -1,9 +1,9 @@
 // Hand-written ONNX models for tests that need what the builder will not make (bad files, functions,
 // foreign domains, old opsets).
-import { encodeModel } from '../../compiler/onnx/codec.js';
-import type { AttributeP, FunctionP, ModelP, NodeP, TensorP, ValueInfoP } from '../../compiler/onnx/proto.js';
-import { ATTR } from '../../compiler/onnx/schema.js';
-import { tensorToProto } from '../../compiler/onnx/tensors.js';
+import { encodeModel } from '../../src/onnx/codec.js';
+import type { AttributeP, FunctionP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
+import { ATTR } from '../../src/onnx/schema.js';
+import { tensorToProto } from '../../src/onnx/tensors.js';
 import { tensor } from '../../src/ir/tensor.js';
 
 export const vi = (name: string, elemType: number, dims: (number | string)[]): ValueInfoP => ({

@@ -4,9 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { AttributeP, TensorP, ValueInfoP } from '../../compiler/onnx/proto.js';
-import { ATTR } from '../../compiler/onnx/schema.js';
-import { tensorToProto } from '../../compiler/onnx/tensors.js';
+import type { AttributeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
+import { ATTR } from '../../src/onnx/schema.js';
+import { tensorToProto } from '../../src/onnx/tensors.js';
 import { CleaveError } from '../../src/errors.js';
 import type { AttrValue, Attrs } from '../../src/ir/graph.js';
 import { tensor } from '../../src/ir/tensor.js';

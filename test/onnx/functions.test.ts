@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { decodeModel, encodeModel } from '../../compiler/onnx/codec.js';
+import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { FunctionP, ModelP } from '../../compiler/onnx/proto.js';
-import { ATTR } from '../../compiler/onnx/schema.js';
+import type { FunctionP, ModelP } from '../../src/onnx/proto.js';
+import { ATTR } from '../../src/onnx/schema.js';
 import '../../src/ops/index.js';
 import { tensor } from '../../src/ir/tensor.js';
 import { bytesOf, floatInit, intAttr, model, node, vi } from '../helpers/onnx.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { addLoss } from '../../compiler/autodiff/loss.js';
-import { readModelFile } from '../../compiler/onnx/codec.js';
+import { readModelFile } from '../../src/onnx/codec.js';
 import { importOnnx, modelNodes } from '../../compiler/onnx/import.js';
 import { readNpy, writeNpy } from '../../runtime/data/npy.js';
 import { ModelBuilder } from '../../src/ir/builder.js';

@@ -4,10 +4,10 @@
 // the allocator that no tensor can have.
 import { describe, expect, it } from 'vitest';
 import { foldConstants } from '../../compiler/passes/fold.js';
-import { encodeModel } from '../../compiler/onnx/codec.js';
+import { encodeModel } from '../../src/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { ModelP, TensorP } from '../../compiler/onnx/proto.js';
-import { tensorToProto } from '../../compiler/onnx/tensors.js';
+import type { ModelP, TensorP } from '../../src/onnx/proto.js';
+import { tensorToProto } from '../../src/onnx/tensors.js';
 import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import type { Graph } from '../../src/ir/graph.js';

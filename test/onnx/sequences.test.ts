@@ -3,8 +3,8 @@
 // naming the node.
 import { describe, expect, it } from 'vitest';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { NodeP, TensorP } from '../../compiler/onnx/proto.js';
-import { tensorToProto } from '../../compiler/onnx/tensors.js';
+import type { NodeP, TensorP } from '../../src/onnx/proto.js';
+import { tensorToProto } from '../../src/onnx/tensors.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';

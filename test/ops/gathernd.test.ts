@@ -7,7 +7,7 @@
 // test/gpu/cuda.test.ts.
 import { describe, expect, it } from 'vitest';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
-import { encodeModel } from '../../compiler/onnx/codec.js';
+import { encodeModel } from '../../src/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';

@@ -3,7 +3,7 @@
 // references written here from the ONNX definitions, every error path of their attributes and
 // shapes, the lifted inputs through an ONNX round trip, and what their CUDA kernels refuse.
 import { describe, expect, it } from 'vitest';
-import { decodeModel, encodeModel } from '../../compiler/onnx/codec.js';
+import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { encodeModel } from '../../compiler/onnx/codec.js';
+import { encodeModel } from '../../src/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { ModelBuilder } from '../../src/ir/builder.js';
 import type { DType } from '../../src/ir/dtype.js';

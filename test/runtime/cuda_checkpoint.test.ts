@@ -11,7 +11,7 @@ import { readManifest, readShard } from '../../runtime/checkpoint/checkpoint.js'
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import type { RunOptions } from '../../runtime/launch/options.js';
-import { prepareJob } from '../../runtime/train/job.js';
+import { prepareJob } from '../../src/api/train/job.js';
 import { writePlan } from '../../src/plan/io.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';

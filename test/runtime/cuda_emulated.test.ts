@@ -10,7 +10,7 @@ import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
-import { prepareJob } from '../../runtime/train/job.js';
+import { prepareJob } from '../../src/api/train/job.js';
 import { ModelBuilder } from '../../src/ir/builder.js';
 import { halfToFloat, tensor } from '../../src/ir/tensor.js';
 import type { Graph, Value } from '../../src/ir/graph.js';

@@ -10,7 +10,7 @@ import { Arena } from '../../runtime/backends/cuda/arena.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
-import { prepareJob } from '../../runtime/train/job.js';
+import { prepareJob } from '../../src/api/train/job.js';
 import { ModelBuilder } from '../../src/ir/builder.js';
 import { CleaveError } from '../../src/errors.js';
 import { writePlan } from '../../src/plan/io.js';

@@ -11,7 +11,7 @@ import { Executor } from '../../runtime/executor/executor.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights } from '../../runtime/launch/cuda.js';
 import { rows } from '../../runtime/launch/data.js';
-import { prepareJob } from '../../runtime/train/job.js';
+import { prepareJob } from '../../src/api/train/job.js';
 import { PortTransport, pairwisePorts } from '../../runtime/transport/ports.js';
 import { writePlan } from '../../src/plan/io.js';
 import type { Plan } from '../../src/plan/types.js';

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import type { ScheduleName } from '../../compiler/cost/memory.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { prepareJob } from '../../runtime/train/job.js';
+import { prepareJob } from '../../src/api/train/job.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import { writePlan } from '../../src/plan/io.js';
 import '../../src/ops/index.js';

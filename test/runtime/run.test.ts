@@ -6,7 +6,7 @@ import { compile } from '../../compiler/compile.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { prepareJob } from '../../runtime/train/job.js';
+import { prepareJob } from '../../src/api/train/job.js';
 import { writePlan } from '../../src/plan/io.js';
 import '../../src/ops/index.js';
 import { exportCheckpoint } from '../../src/cli/export.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeNpy } from '../../runtime/data/npy.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { type TrainJob, prepareJob, runStep, saveTrained } from '../../runtime/train/job.js';
+import { type TrainJob, prepareJob, runStep, saveTrained } from '../../src/api/train/job.js';
 import { type Tensor, tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';
 import { Rng } from '../../src/util/random.js';

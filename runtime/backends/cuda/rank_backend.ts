@@ -17,7 +17,7 @@ import type { RankComm } from './comm.js';
 import { runCudaNode } from './graph.js';
 import { dropoutRng } from '../../../src/ops/movement.js';
 
-/** A plan node ready to launch; `signature` keys its measured time (compiler/cost/model.ts). */
+/** A plan node ready to launch; `signature` keys its measured time (src/plan/signature.ts). */
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[]; signature: string }
 /** Elements per block of the multi-tensor AdamW. */
 const ADAM_CHUNK = 65536;

@@ -1,10 +1,10 @@
-import type { TrainingGraph } from '../../compiler/autodiff/training.js';
-import { CleaveError } from '../../src/errors.js';
-import type { Value } from '../../src/ir/graph.js';
-import { materializeAll } from '../../src/ir/materialize.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { runGraph } from '../backends/cpu/interpreter.js';
-import { type OptimizerConfig, Optimizer, type ParamSlot, type Schedule, clipGradNorm, learningRate } from '../optim/optimizer.js';
+import type { TrainingGraph } from '../../../compiler/autodiff/training.js';
+import { CleaveError } from '../../errors.js';
+import type { Value } from '../../ir/graph.js';
+import { materializeAll } from '../../ir/materialize.js';
+import type { Tensor } from '../../ir/tensor.js';
+import { runGraph } from '../../../runtime/backends/cpu/interpreter.js';
+import { type OptimizerConfig, Optimizer, type ParamSlot, type Schedule, clipGradNorm, learningRate } from '../../../runtime/optim/optimizer.js';
 
 export interface TrainerOptions {
   optimizer: OptimizerConfig;

@@ -1,8 +1,8 @@
 import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, normalize, relative } from 'node:path';
-import { CleaveError } from '../../src/errors.js';
-import { dtypeFromOnnx, dtypeToOnnx } from '../../src/ir/dtype.js';
-import { type Tensor, bf16ToFloat, elementCount, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
+import { CleaveError } from '../errors.js';
+import { dtypeFromOnnx, dtypeToOnnx } from '../ir/dtype.js';
+import { type Tensor, bf16ToFloat, elementCount, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../ir/tensor.js';
 import type { TensorP } from './proto.js';
 
 /** Where external data lives: the model file's folder. */

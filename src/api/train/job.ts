@@ -1,16 +1,16 @@
 import { dirname } from 'node:path';
-import { type LossHints, type LossSpec, autoLoss } from '../../compiler/autodiff/loss.js';
-import { type TrainingGraph, buildTrainingGraph } from '../../compiler/autodiff/training.js';
-import { readModelFile } from '../../compiler/onnx/codec.js';
-import { writeOnnx } from '../../compiler/onnx/export.js';
-import { importModel } from '../../compiler/onnx/import.js';
-import { emptyFusionReport, fuseForward } from '../../compiler/passes/fusions.js';
-import { CleaveError, SymbolicDimError } from '../../src/errors.js';
-import { isFloat } from '../../src/ir/dtype.js';
-import type { Graph } from '../../src/ir/graph.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { type DataSource, defaultTask, openData } from '../data/sources.js';
-import type { OptimizerConfig, Schedule } from '../optim/optimizer.js';
+import { type LossHints, type LossSpec, autoLoss } from '../../../compiler/autodiff/loss.js';
+import { type TrainingGraph, buildTrainingGraph } from '../../../compiler/autodiff/training.js';
+import { readModelFile } from '../../onnx/codec.js';
+import { writeOnnx } from '../../../compiler/onnx/export.js';
+import { importModel } from '../../../compiler/onnx/import.js';
+import { emptyFusionReport, fuseForward } from '../../../compiler/passes/fusions.js';
+import { CleaveError, SymbolicDimError } from '../../errors.js';
+import { isFloat } from '../../ir/dtype.js';
+import type { Graph } from '../../ir/graph.js';
+import type { Tensor } from '../../ir/tensor.js';
+import { type DataSource, defaultTask, openData } from '../../../runtime/data/sources.js';
+import type { OptimizerConfig, Schedule } from '../../../runtime/optim/optimizer.js';
 import { CpuTrainer, type StepResult } from './trainer.js';
 
 export interface TrainJob {

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../errors.js';
 import type { ModelP } from './proto.js';
 import { ModelProtoType } from './schema.js';
 
