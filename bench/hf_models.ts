@@ -63,7 +63,7 @@ for (const name of models) {
   const dim = 2048;
   // Training FLOPs: 6 per parameter per token, plus attention's 12·L·T·d per token (forward and backward).
   const flops = 6 * params * tokens + 12 * L * SEQ * dim * tokens;
-  const weights = planWeights(plan, file);
+  const weights = planWeights(plan, { planFile });
   const run = await runWithWeights(plan, weights, { planFile, data: { kind: 'default' }, steps: steps + 1, optimizer: { kind: 'adamw', lr: 1e-4, weightDecay: 0.1 }, launchLists: true },
     (r) => log(`${name} cleave step ${r.step}: loss ${r.loss.toFixed(3)}`));
   const steady = run.stepMs.slice(2);

@@ -22,7 +22,7 @@ import { numel } from '../src/ir/shape.js';
 import { parameterStats } from '../src/ir/stats.js';
 import { tensorToBytes } from '../src/ir/tensor.js';
 import { getOp } from '../src/ops/index.js';
-import { type Plan, type PlanOptimizer, PLAN_VERSION, type PlanNode, type PlanValue, type Workspace } from '../src/plan/types.js';
+import { type Plan, type PlanOptimizer, PLAN_VERSION, type PlanNode, type PlanValue, type WeightRef, type Workspace } from '../src/plan/types.js';
 import { attrsToJson } from '../src/plan/attrs.js';
 import { optimizerFamily, planOptimizer, stateBuffers } from '../src/plan/optimizer.js';
 
@@ -192,6 +192,7 @@ function compileWith(prepared: Prepared, schedule: ScheduleName): Compiled {
     values.push({
       name: val.name, dtype: dtypeToOnnx(val.dtype), shape: val.shape.map((d) => Number(d)), kind: val.kind,
       ...(val.kind === 'const' && val.data ? { data: tensorToBytes(val.data) } : {}),
+      ...(val.kind === 'param' || val.kind === 'state' ? weightRef(g.values.get(val.name) ?? val) : {}),
     });
   }
   const nodes: PlanNode[] = [];
@@ -264,6 +265,14 @@ function compileWith(prepared: Prepared, schedule: ScheduleName): Compiled {
     prediction: { stepMs: sim.stepMs, pipelineMs: pipeline.makespan },
   };
   return { plan, training, partition, pipeline, fusions: prepared.fusions };
+}
+
+/** Where an imported parameter's bytes lie, for the plan (none for a graph built in memory). */
+function weightRef(v: Value): { weight?: WeightRef } {
+  const o = v.origin;
+  if (!o) return {};
+  if (o.kind === 'initializer') return { weight: { kind: 'initializer', name: o.name } };
+  return { weight: { ...o, dtype: dtypeToOnnx(v.dtype), shape: v.shape.map(Number) } };
 }
 
 function workspaceOf(progs: Programs, stage: number, kind: ProgramKind, vIndex: Map<Value, number>): Workspace {

@@ -10,11 +10,12 @@ import { foldTooLarge } from '../../src/ir/materialize.js';
 import { validateGraph } from '../../src/ir/validate.js';
 import { type OpContext, type OpDef, findOp, normalizeAttrs } from '../../src/ops/index.js';
 import { decodeAttr } from './attributes.js';
-import { readModelFile } from '../../src/onnx/codec.js';
+import { offsetInSource, readModelFile } from '../../src/onnx/codec.js';
 import { inlineFunctions } from './functions.js';
 import { SEQUENCE_OPS, lowerSequenceNode } from './sequences.js';
 import type { ModelP, NodeP, ValueInfoP } from '../../src/onnx/proto.js';
-import { type TensorSource, tensorFromProto } from '../../src/onnx/tensors.js';
+import type { TensorP } from '../../src/onnx/proto.js';
+import { type TensorSource, tensorWithOrigin } from '../../src/onnx/tensors.js';
 
 export const MIN_OPSET = 13;
 export const MAX_OPSET = 23;
@@ -157,12 +158,19 @@ function liftValue(t: Tensor, type: 'int' | 'ints' | 'float' | 'bool'): AttrValu
 }
 
 export function importModel(model: ModelP, src: TensorSource, opts: ImportOptions = {}): Graph {
-  const g = buildGraph(model, src, opts, new Set());
+  // Initializers are decoded (and their bytes hashed) once, though the graph may be built twice.
+  const decoded = new Map<TensorP, ReturnType<typeof tensorWithOrigin>>();
+  const initializer = (t: TensorP, what: string) => {
+    let d = decoded.get(t);
+    if (!d) decoded.set(t, (d = tensorWithOrigin(t, src, what, (view) => offsetInSource(model, view))));
+    return d;
+  };
+  const g = buildGraph(model, src, opts, new Set(), initializer);
   // ONNX does not say which initializers are trained. A float initializer no gradient can reach
   // (an attention mask compared into a bool, say) is a buffer: import again with those as constants,
   // which also lets the computations on them fold away.
   const frozen = unreachableByGradient(g);
-  const out = frozen.size ? buildGraph(model, src, opts, frozen) : g;
+  const out = frozen.size ? buildGraph(model, src, opts, frozen, initializer) : g;
   // Buffers the exporter folded into initializers (rotary tables, causal masks) are known by role.
   FROZEN.set(out, freezeBuffers(out));
   FOLDED.set(out, exporterMade(model, out));
@@ -203,7 +211,9 @@ function unreachableByGradient(g: Graph): Set<string> {
   return new Set(g.params().filter((p) => !live.has(p)).map((p) => p.name));
 }
 
-function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, constants: ReadonlySet<string>): Graph {
+type Initializer = (t: TensorP, what: string) => ReturnType<typeof tensorWithOrigin>;
+
+function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, constants: ReadonlySet<string>, initializer: Initializer): Graph {
   const file = src.file;
   const { nodes: nodesP, opset } = modelNodes(model, file);
   const gp = model.graph!;
@@ -222,10 +232,11 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   for (const t of gp.initializer ?? []) {
     const name = t.name ?? '';
     if (env.has(name)) throw new CleaveError(`${file}: initializer '${name}' is defined twice`);
-    const data = tensorFromProto(t, src, `initializer '${name}'`);
+    const { tensor: data, origin } = initializer(t, `initializer '${name}'`);
     const float = data.dtype === 'float32' || data.dtype === 'float16' || data.dtype === 'bfloat16' || data.dtype === 'float64';
     const trainable = float && data.shape.length > 0 && !constants.has(name);
     const v = stateNames.has(name) ? g.addState(name, data) : trainable ? g.addParam(name, data) : g.addConst(name, data);
+    if (v.kind !== 'const') v.origin = origin;
     env.set(name, v);
   }
   for (const vi of gp.input ?? []) {

@@ -5,10 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { type HostPhases, type RankTimes, measuredTrace } from '../../src/plan/measured.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
 import { pairwisePorts } from '../transport/ports.js';
-import { readModelFile } from '../../src/onnx/codec.js';
-import { importModel } from '../../compiler/onnx/import.js';
 import { CleaveError } from '../../src/errors.js';
-import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
 import { randomUUID } from 'node:crypto';
@@ -39,13 +36,6 @@ export interface RunResult {
   steps: StepReport[];
   weights?: Map<string, Tensor>;
   checkpoints: string[];
-}
-
-/** Parameters and state of an ONNX model, by name. */
-function loadWeights(file: string, batch: number): [string, Tensor][] {
-  const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch });
-  materializeAll(g);
-  return [...g.params(), ...g.states()].map((v) => [v.name, v.data!]);
 }
 
 /** What each rank resumes from, its part of `dir` gathered by name; says once what cannot continue exactly. */
@@ -84,9 +74,9 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   const ports = pairwisePorts(N);
   const script = workerScript();
   const absolute = { ...o, planFile: resolve(o.planFile) };
-  // The model's weights are read once here, not once per rank; so is each shard of a checkpoint,
-  // from which every rank's tensors, optimizer state and generators are gathered by name.
-  const weights = o.resume ? undefined : loadWeights(o.weights ?? plan.model.source, plan.model.microbatchSize);
+  // Each rank reads its own parameters' bytes from the model (the plan says where they lie). Each
+  // shard of a checkpoint is read once here, and every rank's tensors, optimizer state and
+  // generators gathered from them by name.
   const resumed = o.resume ? resumeAll(o.resume, plan) : undefined;
   // Every shard of this run says which run and plan wrote it (one id for all ranks, new each launch).
   const identity: RunIdentity = { run: o.runId ?? randomUUID(), planSha256: planSha256(o.planFile) };
@@ -94,7 +84,7 @@ export function runPlanCpu(o: RunOptions, onStep?: (r: StepReport) => void): Pro
   if (o.checkpointDir) cleanCheckpointDir(o.checkpointDir);
   const board = ProgressBoard.create(N);
   const workers = Array.from({ length: N }, (_, rank) => new Worker(script, {
-    workerData: { rank, ports: ports[rank], options: absolute, weights, resume: resumed?.[rank], identity, board: { buffer: board.buffer, epoch: board.epoch } },
+    workerData: { rank, ports: ports[rank], options: absolute, resume: resumed?.[rank], identity, board: { buffer: board.buffer, epoch: board.epoch } },
     transferList: Object.values(ports[rank]!),
   }));
   const byStep = new Map<number, Map<number, Extract<WorkerMessage, { type: 'step' }>>>();

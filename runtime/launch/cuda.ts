@@ -1,10 +1,7 @@
-import { dirname } from 'node:path';
-import { readModelFile } from '../../src/onnx/codec.js';
-import { importModel } from '../../compiler/onnx/import.js';
 import { CleaveError } from '../../src/errors.js';
-import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import { readPlan } from '../../src/plan/io.js';
+import { type WeightSource, allWeightNames, readPlanWeights } from '../../src/plan/weights.js';
 import type { Plan } from '../../src/plan/types.js';
 import { type HostPhases, type RankTimes, measuredTrace } from '../../src/plan/measured.js';
 import { writeFileAtomic } from '../../src/util/fs.js';
@@ -31,14 +28,12 @@ export async function runPlanCuda(o: RunOptions, onStep?: (r: StepReport) => voi
   // its weights here, its optimizer state, generators and step below.
   const shard = o.resume ? gatherCheckpoint(o.resume, plan, 0) : undefined;
   if (shard) announceResume(shard);
-  return runWithWeights(plan, shard?.tensors ?? planWeights(plan, o.weights), o, onStep, shard);
+  return runWithWeights(plan, shard?.tensors ?? planWeights(plan, { planFile: o.planFile, from: o.weights }), o, onStep, shard);
 }
 
-/** A plan's initial weights: from `file`, else from the model it was compiled from. */
-export function planWeights(plan: Plan, file = plan.model.source): Map<string, Tensor> {
-  const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: plan.model.microbatchSize });
-  materializeAll(g);
-  return new Map<string, Tensor>([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
+/** A plan's initial weights (`names`, default all): where the plan references them, or from `source.from`. */
+export function planWeights(plan: Plan, source: WeightSource = {}, names: readonly string[] = allWeightNames(plan)): Map<string, Tensor> {
+  return readPlanWeights(plan, names, source);
 }
 
 export function runWithWeights(plan: Plan, weights: ReadonlyMap<string, Tensor>, o: RunOptions, onStep?: (r: StepReport) => void, shard?: ResumeState): Promise<RunResult & { stepMs: number[]; peakBytes: number }> {

@@ -3,6 +3,7 @@ import type { Tensor } from '../../src/ir/tensor.js';
 import type { Plan } from '../../src/plan/types.js';
 import type { HostPhases } from '../../src/plan/measured.js';
 import { readPlan } from '../../src/plan/io.js';
+import { rankWeightNames } from '../../src/plan/weights.js';
 import { CudaComm } from '../backends/cuda/comm.js';
 import { Cuda } from '../backends/cuda/device.js';
 import { requireCuda } from '../backends/cuda/native.js';
@@ -103,7 +104,7 @@ export async function runCudaRank(o: RunOptions, world: WorldEnv, onStep?: (r: S
     // that hold them (each read once), under whatever split wrote the checkpoint.
     const shard = o.resume ? gatherCheckpoint(o.resume, plan, world.rank) : undefined;
     if (shard && world.rank === 0) announceResume(shard);
-    const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, o.weights));
+    const weights = shard?.tensors ?? (initialWeights ? initialWeights(plan) : planWeights(plan, { planFile: o.planFile, from: o.weights }, rankWeightNames(plan, world.rank)));
     backend = new CudaRankBackend(plan, world.rank, weights, o.optimizer, new Cuda(n), { comm, transport });
     backend.launchLists = o.launchLists !== false;
     backend.cudaGraph = !!o.cudaGraph;

@@ -34,7 +34,7 @@ export async function profilePlan(planFile: string, o: ProfileOptions): Promise<
   const plan = readPlan(planFile);
   if (plan.world.size !== 1) throw new CleaveError(`${planFile}: cleave profile measures one-rank plans (compile with --partitions 1); this plan has ${plan.world.size} ranks`);
   requireCuda(); // before reading weights, which can take a while
-  return profileWithWeights(plan, planWeights(plan, o.weights), o);
+  return profileWithWeights(plan, planWeights(plan, { planFile, from: o.weights }), o);
 }
 
 /** As profilePlan, for a plan and weights already in memory (benchmarks). */

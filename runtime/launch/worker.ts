@@ -1,12 +1,11 @@
 // One rank of a CPU run: a worker thread started by launch/cpu.ts.
 import { CleaveError } from '../../src/errors.js';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { dirname } from 'node:path';
-import { materializeAll } from '../../src/ir/materialize.js';
 import type { Tensor } from '../../src/ir/tensor.js';
 import '../../src/ops/index.js';
 import { dropoutRng } from '../../src/ops/movement.js';
 import { readPlan } from '../../src/plan/io.js';
+import { rankWeightNames, readPlanWeights } from '../../src/plan/weights.js';
 import { CpuRankBackend } from '../backends/cpu/rank_backend.js';
 import { type RunIdentity, writeShard } from '../checkpoint/checkpoint.js';
 import { ProgressBoard, rankProgress } from '../executor/progress.js';
@@ -18,7 +17,7 @@ import type { RunOptions, WorkerMessage } from './options.js';
 import { stepFeeds } from './data.js';
 
 interface Init {
-  rank: number; ports: Record<number, MessagePort>; options: RunOptions; weights?: [string, Tensor][];
+  rank: number; ports: Record<number, MessagePort>; options: RunOptions;
   /** `options.resume`'s part for this rank, gathered by the launcher. */
   resume?: PortableResume;
   /** The run's identity, recorded in every shard this rank writes. */
@@ -30,7 +29,7 @@ interface Init {
 const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
 
 async function main(): Promise<void> {
-  const { rank, ports, options: o, weights: initial, resume, identity, board: shared } = workerData as Init;
+  const { rank, ports, options: o, resume, identity, board: shared } = workerData as Init;
   const board = new ProgressBoard(shared.buffer, shared.epoch);
   const stopBeating = board.startHeartbeat(rank);
   const plan = readPlan(o.planFile);
@@ -39,22 +38,13 @@ async function main(): Promise<void> {
   const m = plan.schedule.microbatches, mbSize = plan.model.microbatchSize;
   const B = m * mbSize;
 
-  // Weights: the checkpoint's (gathered by the launcher, else here), or the ONNX model.
+  // Weights: the checkpoint's (gathered by the launcher, else here), or this rank's own from the model.
   let weights: Map<string, Tensor>;
   let shard: ResumeState | undefined;
   if (resume) shard = { ...resume, tensors: new Map(resume.tensors) };
   else if (o.resume) shard = gatherCheckpoint(o.resume, plan, rank);
   if (shard) weights = new Map(shard.tensors);
-  else if (initial) weights = new Map(initial);
-  else {
-    // Only a rank started without weights reads the ONNX file itself.
-    const { readModelFile } = await import('../../src/onnx/codec.js');
-    const { importModel } = await import('../../compiler/onnx/import.js');
-    const file = o.weights ?? plan.model.source;
-    const g = importModel(readModelFile(file), { baseDir: dirname(file), file }, { batch: mbSize });
-    materializeAll(g);
-    weights = new Map([...g.params(), ...g.states()].map((v) => [v.name, v.data!]));
-  }
+  else weights = readPlanWeights(plan, rankWeightNames(plan, rank), { planFile: o.planFile, from: o.weights });
   const backend = new CpuRankBackend(plan, rank, transport, weights, o.optimizer);
   const failing = o.failAt?.rank === rank ? o.failAt : undefined;
   const exec = new Executor(plan, rank, backend, transport, failing && !failing.step && !failing.hang ? failing.instruction : undefined);

@@ -129,6 +129,8 @@ export function registerRun(program: Command): void {
         start = m.step;
         if (start >= o.steps) throw new CleaveError(`${found.dir} is at step ${start} already; ask for more --steps`);
       }
+      // Where the run's weights come from, said at the start: the plan's own model (each rank reads
+      // its parameters' byte ranges there), or --weights (read by initializer name).
       const weights = o.resume ? undefined : (o.weights ?? planModelPath(plan, planFile));
       const dataOptions: DataOptions = data.path ? { kind: 'path', path: data.path, tokenType: data.tokenType } : { kind: 'default' };
       const w = plan.world;
@@ -157,7 +159,7 @@ export function registerRun(program: Command): void {
       });
       const run = world ? (x: RunOptions, f: (r: StepReport) => void) => runCudaRank(x, world, f) : o.backend === 'cuda' ? runPlanCuda : runPlanCpu;
       const result = await run({
-        planFile, weights, resume, data: dataOptions, steps: o.steps, optimizer: optimizerConfig(opt), clip: opt.clip || undefined,
+        planFile, weights: o.resume ? undefined : o.weights, resume, data: dataOptions, steps: o.steps, optimizer: optimizerConfig(opt), clip: opt.clip || undefined,
         failAt: failAtFromEnv(),
         seed, saveEvery: o.saveEvery, checkpointDir: o.checkpointDir, timeoutSeconds: o.timeout, cudaGraph: !!o.cudaGraph, launchLists: o.launchLists !== false, lossScale: numberFlag('--loss-scale', o.lossScale, 1), trace: o.trace,
       }, (r) => {

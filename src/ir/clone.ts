@@ -21,6 +21,8 @@ export function cloneGraph(g: Graph, hooks: CloneHooks = {}): Graph {
     else if (v.kind === 'param') c = data ? out.addParam(v.name, data) : out.addLazyParam(v.name, dt(v.dtype), v.shape as number[], v.init!);
     else if (v.kind === 'state') c = out.addState(v.name, data!);
     else c = out.addConst(v.name, data!);
+    // Data a hook replaced no longer matches the file's bytes.
+    if (v.origin && (!hooks.data || data === v.data) && c.dtype === v.dtype) c.origin = v.origin;
     map.set(v, c);
   }
   // Keep input order as declared, not as the values map happens to hold them.

@@ -15,6 +15,17 @@ export type ValueKind = 'input' | 'param' | 'state' | 'const' | 'node';
 /** How a parameter is filled when it has no data yet (large benchmark models are built without weights). */
 export type LazyInit = { kind: 'zeros' } | { kind: 'ones' } | { kind: 'normal'; std: number; seed: number } | { kind: 'uniform'; bound: number; seed: number };
 
+/**
+ * Where an imported parameter's or state's bytes lie in the files it came from: a byte range of the
+ * model file (`file` '') or of one of its external data files (`file` the location, relative to the
+ * model's folder), with the SHA-256 of those bytes; or, where an initializer holds its values in
+ * typed fields rather than raw bytes, just its name. The plan carries this so a rank reads only its
+ * own parameters' bytes, without importing the model.
+ */
+export type WeightOrigin =
+  | { readonly kind: 'bytes'; readonly file: string; readonly offset: number; readonly length: number; readonly sha256: string }
+  | { readonly kind: 'initializer'; readonly name: string };
+
 export interface ValueType {
   readonly dtype: DType;
   readonly shape: Shape;
@@ -39,6 +50,9 @@ export class Value implements ValueType {
     /** For a parameter without data: how to make it. */
     public init?: LazyInit,
   ) {}
+
+  /** For a parameter or state imported from a file: where its bytes lie there. */
+  origin?: WeightOrigin;
 
   get type(): string {
     return `${this.dtype}${formatShape(this.shape)}`;

@@ -17,6 +17,17 @@ export function readModelFile(file: string): ModelP {
   return decodeModel(bytes, file);
 }
 
+/** The bytes each decoded model was decoded from: its initializers' raw_data are views into them. */
+const SOURCE = new WeakMap<ModelP, Uint8Array>();
+
+/** Where `view` lies in the bytes `model` was decoded from (a byte range of its file), if it lies there. */
+export function offsetInSource(model: ModelP, view: Uint8Array): number | undefined {
+  const src = SOURCE.get(model);
+  if (!src || view.buffer !== src.buffer) return undefined;
+  const at = view.byteOffset - src.byteOffset;
+  return at >= 0 && at + view.byteLength <= src.byteLength ? at : undefined;
+}
+
 export function decodeModel(bytes: Uint8Array, file: string): ModelP {
   if (bytes.byteLength === 0) throw new CleaveError(`${file}: is empty, not an ONNX model`);
   let model: ModelP;
@@ -32,6 +43,7 @@ export function decodeModel(bytes: Uint8Array, file: string): ModelP {
   if (!model.graph || !model.irVersion) {
     throw new CleaveError(`${file}: is not an ONNX model (no ${model.graph ? 'ir_version' : 'graph'} field)`);
   }
+  SOURCE.set(model, bytes);
   return model;
 }
 

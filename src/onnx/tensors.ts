@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, normalize, relative } from 'node:path';
 import { CleaveError } from '../errors.js';
 import { dtypeFromOnnx, dtypeToOnnx } from '../ir/dtype.js';
+import type { WeightOrigin } from '../ir/graph.js';
 import { type Tensor, bf16ToFloat, elementCount, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../ir/tensor.js';
 import type { TensorP } from './proto.js';
 
@@ -11,7 +13,10 @@ export interface TensorSource {
   readonly file: string;
 }
 
-function readExternal(t: TensorP, src: TensorSource, where: string): Uint8Array {
+/** An external data range: the bytes, and where they lie (location relative to the model's folder). */
+interface External { bytes: Uint8Array; location: string; offset: number }
+
+function readExternal(t: TensorP, src: TensorSource, where: string): External {
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const location = kv.get('location');
   if (!location) throw new CleaveError(`${where}: external data has no location`);
@@ -48,11 +53,28 @@ function readExternal(t: TensorP, src: TensorSource, where: string): Uint8Array 
   } finally {
     closeSync(fd);
   }
-  return buf;
+  return { bytes: buf, location, offset };
 }
 
 /** Decodes a TensorProto from raw_data, the typed data fields or external data. */
 export function tensorFromProto(t: TensorP, src: TensorSource, what: string): Tensor {
+  return decodeTensor(t, src, what).tensor;
+}
+
+/**
+ * As tensorFromProto, and where the tensor's bytes lie: a byte range of an external data file, or of
+ * the model file (`rawOffset` finds raw_data there), with their SHA-256; else (values in typed
+ * fields, or raw bytes not from the file) the initializer's name.
+ */
+export function tensorWithOrigin(t: TensorP, src: TensorSource, what: string, rawOffset: (view: Uint8Array) => number | undefined): { tensor: Tensor; origin: WeightOrigin } {
+  const { tensor, external } = decodeTensor(t, src, what);
+  if (external) return { tensor, origin: { kind: 'bytes', file: normalize(external.location), offset: external.offset, length: external.bytes.byteLength, sha256: sha256(external.bytes) } };
+  const at = t.rawData && t.rawData.byteLength ? rawOffset(t.rawData) : undefined;
+  if (at !== undefined) return { tensor, origin: { kind: 'bytes', file: '', offset: at, length: t.rawData!.byteLength, sha256: sha256(t.rawData!) } };
+  return { tensor, origin: { kind: 'initializer', name: t.name ?? '' } };
+}
+
+function decodeTensor(t: TensorP, src: TensorSource, what: string): { tensor: Tensor; external?: External } {
   const where = `${src.file}: ${what}`;
   const dtype = dtypeFromOnnx(t.dataType ?? 0, where);
   const shape = (t.dims ?? []).map(Number);
@@ -60,8 +82,11 @@ export function tensorFromProto(t: TensorP, src: TensorSource, what: string): Te
   // Dims that claim more elements than the data holds are refused below before anything is
   // allocated; a count no host array can hold is refused here, whatever the data.
   elementCount(dtype, shape, where);
-  if (t.dataLocation === 1) return tensorFromBytes(dtype, shape, readExternal(t, src, where), where);
-  if (t.rawData && t.rawData.byteLength) return tensorFromBytes(dtype, shape, t.rawData, where);
+  if (t.dataLocation === 1) {
+    const external = readExternal(t, src, where);
+    return { tensor: tensorFromBytes(dtype, shape, external.bytes, where), external };
+  }
+  if (t.rawData && t.rawData.byteLength) return { tensor: tensorFromBytes(dtype, shape, t.rawData, where) };
   const n = shape.reduce((a, b) => a * b, 1);
   let values: ArrayLike<number>;
   switch (dtype) {
@@ -74,8 +99,10 @@ export function tensorFromProto(t: TensorP, src: TensorSource, what: string): Te
     default: values = t.int32Data ?? [];
   }
   if (values.length !== n) throw new CleaveError(`${where}: ${dtype} tensor of shape [${shape.join(', ')}] needs ${n} values, found ${values.length}`);
-  return tensor(dtype, shape, values);
+  return { tensor: tensor(dtype, shape, values) };
 }
+
+export const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
 export function tensorToProto(name: string, t: Tensor): TensorP {
   return { name, dims: [...t.shape], dataType: dtypeToOnnx(t.dtype), rawData: tensorToBytes(t) };

@@ -5,7 +5,7 @@ import { CleaveError } from '../errors.js';
 import { planOptimizer } from './optimizer.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { PLAN_MAGIC, PlanProto } from './schema.js';
-import { INSTR_KINDS, PLAN_VERSION, type Plan, type Workspace } from './types.js';
+import { INSTR_KINDS, PLAN_VERSION, type Plan, type WeightRef, type Workspace } from './types.js';
 
 type Wire = Record<string, unknown>;
 
@@ -39,7 +39,10 @@ function fromWire(w: Wire): Plan {
       sourceFromPlan: Number(w['version']) >= 4 ? String(p.model.sourceFromPlan ?? '') : '',
       optimizerConfig: Number(w['version']) >= 4 && p.model.optimizerConfig?.kind ? { ...p.model.optimizerConfig } : planOptimizer(p.model.optimizer || 'adamw'),
     },
-    values: arr<Plan['values'][number]>(w['values']).map((v) => ({ ...v, shape: arr<number>(v.shape).map(Number), ...(v.data && v.data.length ? { data: v.data } : { data: undefined }) })),
+    values: arr<Plan['values'][number] & { weight?: Wire | null }>(w['values']).map(({ weight, ...v }) => ({
+      ...v, shape: arr<number>(v.shape).map(Number), ...(v.data && v.data.length ? { data: v.data } : { data: undefined }),
+      ...(weight?.['kind'] ? { weight: weightFromWire(weight) } : {}),
+    })),
     nodes: arr<Plan['nodes'][number]>(w['nodes']).map((n) => ({ ...n, inputs: arr<number>(n.inputs), outputs: arr<number>(n.outputs), stage: n.stage ?? 0 })),
     stages: arr<Wire>(w['stages']).map((s) => ({
       index: Number(s['index'] ?? 0), ppRank: Number(s['ppRank'] ?? 0), forward: arr<number>(s['forward']), backwardB: arr<number>(s['backwardB']), backwardW: arr<number>(s['backwardW']),
@@ -60,6 +63,16 @@ function fromWire(w: Wire): Plan {
         peer: Number(i['peer'] ?? 0), bucket: Number(i['bucket'] ?? 0), group: Number(i['group'] ?? 0), startMs: Number(i['startMs'] ?? 0), endMs: Number(i['endMs'] ?? 0),
       })),
     })),
+  };
+}
+
+function weightFromWire(w: Wire): WeightRef {
+  const kind = String(w['kind']);
+  if (kind === 'initializer') return { kind, name: String(w['name'] ?? '') };
+  if (kind !== 'bytes') throw new Error(`a weight reference of unknown kind '${kind}'`);
+  return {
+    kind, file: String(w['file'] ?? ''), offset: Number(w['offset'] ?? 0), length: Number(w['length'] ?? 0), sha256: String(w['sha256'] ?? ''),
+    dtype: Number(w['dtype'] ?? 0), shape: ((w['shape'] as unknown[] | undefined) ?? []).map(Number),
   };
 }
 

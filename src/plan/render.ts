@@ -203,6 +203,24 @@ function shownPath(file: string): string {
   return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : file;
 }
 
+/** Where the plan's parameters and states are read from: byte ranges per file, and what is read by name. */
+function weightsLine(plan: Plan): string {
+  const held = plan.values.filter((v) => v.kind === 'param' || v.kind === 'state');
+  const files = new Map<string, { n: number; bytes: number }>();
+  let byName = 0, none = 0;
+  for (const v of held) {
+    if (!v.weight && plan.version >= 6) { none++; continue; }
+    if (v.weight?.kind !== 'bytes') { byName++; continue; }
+    const f = files.get(v.weight.file) ?? { n: 0, bytes: 0 };
+    files.set(v.weight.file, { n: f.n + 1, bytes: f.bytes + v.weight.length });
+  }
+  const model = plan.model.source.split(/[\\/]/).at(-1)!;
+  const parts = [...files].map(([f, x]) => `${x.n} by byte range from ${f || model} (${formatBytes(x.bytes)}, SHA-256 checked)`);
+  if (byName) parts.push(`${byName} by initializer name${plan.version < 6 ? ' (a plan before weight references)' : ''}`);
+  if (none) parts.push(`${none} not referenced (compiled from a graph in memory: the caller gives them)`);
+  return parts.length ? parts.join(', ') : 'none (the model has no parameters)';
+}
+
 /** The plan as `cleave plan print` shows it, every line at most `width` (≥ MIN_WIDTH) columns. */
 export function renderPlan(plan: Plan, width = DEFAULT_WIDTH): string {
   const W = Math.max(MIN_WIDTH, Math.floor(width));
@@ -213,6 +231,7 @@ export function renderPlan(plan: Plan, width = DEFAULT_WIDTH): string {
   out.push(...labelled('world', `${w.size} ranks = ${w.pp} pipeline × ${w.dp} data parallel (${w.placement}), ${w.virtualStages} stage${w.virtualStages > 1 ? 's' : ''} per rank`, W));
   out.push(...labelled('schedule', `${plan.schedule.name}, ${plan.schedule.microbatches} microbatches of ${plan.model.microbatchSize}${plan.schedule.activeMicrobatches ? `, at most ${plan.schedule.activeMicrobatches} active` : ''}; costs for ${plan.schedule.device}`, W));
   out.push(...labelled('dtypes', `${plan.model.dtypePolicy}, optimizer ${plan.model.optimizer}`, W));
+  out.push(...labelled('weights', weightsLine(plan), W));
   out.push('', 'stages');
   out.push(fitTable(['stage', 'rank', 'F nodes', 'B nodes', 'W nodes', 'params', 'F ms', 'B ms', 'W ms', 'first → last node'], plan.stages.map((s) => {
     const first = plan.nodes[s.forward[0]!]?.name ?? '—', last = plan.nodes[s.forward[s.forward.length - 1]!]?.name ?? '—';

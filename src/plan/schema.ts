@@ -34,7 +34,11 @@ const descriptor = {
           name: { type: 'string', id: 1 }, microbatches: { type: 'int32', id: 2 }, activeMicrobatches: { type: 'int32', id: 3 },
           device: { type: 'string', id: 4 }, split: { type: 'bool', id: 5 },
         }),
-        ValueDef: msg({ name: { type: 'string', id: 1 }, dtype: { type: 'int32', id: 2 }, shape: rep('int64', 3), kind: { type: 'string', id: 4 }, data: { type: 'bytes', id: 5 } }),
+        ValueDef: msg({ name: { type: 'string', id: 1 }, dtype: { type: 'int32', id: 2 }, shape: rep('int64', 3), kind: { type: 'string', id: 4 }, data: { type: 'bytes', id: 5 }, weight: { type: 'WeightDef', id: 6 } }),
+        WeightDef: msg({
+          kind: { type: 'string', id: 1 }, file: { type: 'string', id: 2 }, offset: { type: 'int64', id: 3 }, length: { type: 'int64', id: 4 },
+          sha256: { type: 'string', id: 5 }, dtype: { type: 'int32', id: 6 }, shape: rep('int64', 7), name: { type: 'string', id: 8 },
+        }),
         NodeDef: msg({
           name: { type: 'string', id: 1 }, op: { type: 'string', id: 2 }, inputs: rep('sint32', 3), outputs: rep('int32', 4),
           attrs: { type: 'string', id: 5 }, phase: { type: 'string', id: 6 }, stage: { type: 'int32', id: 7 },

@@ -1,9 +1,10 @@
 /**
  * The plan: everything a runtime needs to run one training step on every rank, decided ahead of
- * time. Weights are not in it; they come from the ONNX file or a checkpoint. The protobuf schema in
- * schema.ts mirrors these types field for field.
+ * time. Weights are not in it, but where they lie is (since version 6): each parameter's and state's
+ * byte range in the ONNX file or its external data, so a rank reads its own and nothing else. The
+ * protobuf schema in schema.ts mirrors these types field for field.
  */
-export const PLAN_VERSION = 5;
+export const PLAN_VERSION = 6;
 
 export type InstrKind = 'FORWARD' | 'BACKWARD_B' | 'BACKWARD_W' | 'BACKWARD' | 'SEND' | 'RECV' | 'ALLREDUCE' | 'OPTIMIZER_STEP';
 export const INSTR_KINDS: readonly InstrKind[] = ['FORWARD', 'BACKWARD_B', 'BACKWARD_W', 'BACKWARD', 'SEND', 'RECV', 'ALLREDUCE', 'OPTIMIZER_STEP'];
@@ -17,7 +18,20 @@ export interface PlanValue {
   kind: 'input' | 'param' | 'state' | 'const' | 'node';
   /** Constants only: little-endian bytes. */
   data?: Uint8Array;
+  /** Parameters and states (plans since version 6): where the initial bytes lie. */
+  weight?: WeightRef;
 }
+
+/**
+ * Where a parameter's or state's initial value lies, relative to the plan's model: a byte range of
+ * the model file (`file` '') or of one of its external data files (`file` a location in the model's
+ * folder), little-endian elements of `dtype` (an ONNX code) and `shape`, with the SHA-256 of those
+ * bytes (a model changed since compile is refused, not read); or, for values ONNX keeps in typed
+ * fields, the initializer to decode by name.
+ */
+export type WeightRef =
+  | { kind: 'bytes'; file: string; offset: number; length: number; sha256: string; dtype: number; shape: number[] }
+  | { kind: 'initializer'; name: string };
 
 export interface PlanNode {
   name: string;

@@ -218,11 +218,11 @@ describe('plan files carry a checksum', () => {
     expect(() => decodePlan(bad, 'line.plan')).toThrow(/line\.plan: the plan's checksum line is damaged/);
     expect(() => decodePlan(bytes.subarray(0, bytes.length - 10), 'cut.plan')).toThrow(/cut\.plan: the plan's checksum does not match/);
   });
-  it('a version 5 plan without the line is refused; a version 4 plan (before checksums) still reads', () => {
-    const v5 = encodePlan(plan);
+  it('a version 6 plan without the line is refused; a version 4 plan (before checksums) still reads', () => {
+    const v6 = encodePlan(plan);
     const magic = 'CLEAVEPLAN\n'.length;
-    const stripped = new Uint8Array([...v5.subarray(0, magic), ...v5.subarray(magic + 72)]);
-    expect(() => decodePlan(stripped, 'strip.plan')).toThrow(/strip\.plan: a version 5 plan without its checksum line/);
+    const stripped = new Uint8Array([...v6.subarray(0, magic), ...v6.subarray(magic + 72)]);
+    expect(() => decodePlan(stripped, 'strip.plan')).toThrow(/strip\.plan: a version 6 plan without its checksum line/);
     const v4 = decodePlan(encodePlan({ ...plan, version: 4 }), 'v4.plan');
     expect(v4.checksum).toBe('');
     expect(() => checkPlan(v4, 'v4.plan')).not.toThrow();
