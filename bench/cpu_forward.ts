@@ -6,10 +6,10 @@ import ort from 'onnxruntime-node';
 import { importOnnx } from '../compiler/onnx/import.js';
 import { fixturesDir } from '../fixtures/generate.js';
 import { runGraph } from '../runtime/backends/cpu/interpreter.js';
-import { tensor } from '../src/ir/tensor.js';
-import '../src/ops/index.js';
-import { Rng } from '../src/util/random.js';
-import { table } from '../src/util/format.js';
+import { tensor } from '../src/core/ir/tensor.js';
+import '../src/core/ops/index.js';
+import { Rng } from '../src/core/util/random.js';
+import { table } from '../src/core/util/format.js';
 
 const [name = 'gpt', batchArg = '8', repeatsArg = '30'] = process.argv.slice(2);
 const batch = Number(batchArg), repeats = Number(repeatsArg);

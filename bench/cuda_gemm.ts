@@ -2,8 +2,8 @@
 // card, same shapes. Run on a GPU host: node dist/bench/cuda_gemm.js [size]
 import { spawnSync } from 'node:child_process';
 import { Cuda } from '../runtime/backends/cuda/device.js';
-import { tensor } from '../src/ir/tensor.js';
-import type { DeviceTensor } from '../src/ops/registry.js';
+import { tensor } from '../src/core/ir/tensor.js';
+import type { DeviceTensor } from '../src/core/ops/registry.js';
 
 const N = Number(process.argv[2] ?? 4096);
 const dev = new Cuda();

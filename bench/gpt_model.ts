@@ -3,9 +3,9 @@
 // and the pipeline benchmarks so that both train the same model from the same numbers.
 import { foldConstants } from '../compiler/passes/fold.js';
 import { buildGpt } from '../fixtures/models.js';
-import type { Graph } from '../src/ir/graph.js';
-import type { Tensor } from '../src/ir/tensor.js';
-import '../src/ops/index.js';
+import type { Graph } from '../src/core/ir/graph.js';
+import type { Tensor } from '../src/core/ir/tensor.js';
+import '../src/core/ops/index.js';
 
 export interface GptConfig { layers: number; dim: number; heads: number; seq: number; vocab: number; micro: number }
 

@@ -31,10 +31,10 @@ import { compile } from '../compiler/compile.js';
 import { type MeasuredProfile, readMeasuredProfile } from '../compiler/cost/model.js';
 import { type ScheduleName, SCHEDULES } from '../compiler/cost/memory.js';
 import { launchProcesses } from '../runtime/launch/processes.js';
-import { table } from '../src/util/format.js';
-import { parameterStats } from '../src/ir/stats.js';
-import { writePlan } from '../src/plan/io.js';
-import type { Plan } from '../src/plan/types.js';
+import { table } from '../src/core/util/format.js';
+import { parameterStats } from '../src/core/ir/stats.js';
+import { writePlan } from '../src/core/plan/io.js';
+import type { Plan } from '../src/core/plan/types.js';
 import { benchGpt } from './gpt_model.js';
 
 const arg = (k: string, d: number): number => {

@@ -8,7 +8,7 @@ import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
 import { cudaEnvironment, runCudaRank } from '../runtime/launch/cuda_rank.js';
 import { worldFromEnv } from '../runtime/launch/world.js';
-import { readPlan } from '../src/plan/io.js';
+import { readPlan } from '../src/core/plan/io.js';
 import { type GptConfig, benchGpt, randomWeights } from './gpt_model.js';
 
 const [planFile, cfgJson, flag, profileFile] = process.argv.slice(2);

@@ -13,9 +13,9 @@ import { compile } from '../compiler/compile.js';
 import { benchGpt, randomWeights } from './gpt_model.js';
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { runWithWeights } from '../runtime/launch/cuda.js';
-import { table } from '../src/util/format.js';
-import { parameterStats } from '../src/ir/stats.js';
-import '../src/ops/index.js';
+import { table } from '../src/core/util/format.js';
+import { parameterStats } from '../src/core/ir/stats.js';
+import '../src/core/ops/index.js';
 
 const arg = (k: string, d: number): number => {
   const i = process.argv.indexOf(`--${k}`);
@@ -40,7 +40,7 @@ log(`weights ready: ${(params / 1e9).toFixed(2)} B parameters`);
 const dir = mkdtempSync(join(tmpdir(), 'cleave-bench-'));
 const { plan } = compile({ model: 'gpt-bench', graph: g, loss: { kind: 'cross-entropy' }, partitions: 1, microbatches: cfg.m, schedule: '1f1b', batch: cfg.m * cfg.micro, policy: 'bf16', device: 'h200' });
 const planFile = join(dir, 'gpt.plan');
-const { writePlan } = await import('../src/plan/io.js');
+const { writePlan } = await import('../src/core/plan/io.js');
 writePlan(planFile, plan);
 const fused = plan.nodes.filter((n) => n.op === 'FusedAttention').length;
 log(`plan compiled: ${plan.nodes.length} nodes, ${fused} fused attentions`);

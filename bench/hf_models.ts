@@ -16,9 +16,9 @@ import { compile } from '../compiler/compile.js';
 import { benchGpt, randomWeights } from './gpt_model.js';
 import { cudaAvailable } from '../runtime/backends/cuda/native.js';
 import { planWeights, runWithWeights } from '../runtime/launch/cuda.js';
-import { table } from '../src/util/format.js';
-import { writePlan } from '../src/plan/io.js';
-import '../src/ops/index.js';
+import { table } from '../src/core/util/format.js';
+import { writePlan } from '../src/core/plan/io.js';
+import '../src/core/ops/index.js';
 
 const argOf = (k: string): string | undefined => {
   const i = process.argv.indexOf(`--${k}`);

@@ -5,9 +5,9 @@ import { cpus } from 'node:os';
 import { buildTrainingGraph } from '../compiler/autodiff/training.js';
 import { partitionTraining } from '../compiler/partition/partition.js';
 import { buildGpt } from '../fixtures/models.js';
-import { renderPartition } from '../src/cli/partition.js';
-import { parameterStats } from '../src/ir/stats.js';
-import '../src/ops/index.js';
+import { renderPartition } from '../src/app/cli/partition.js';
+import { parameterStats } from '../src/core/ir/stats.js';
+import '../src/core/ops/index.js';
 
 const [stagesArg = '8', layersArg = '48'] = process.argv.slice(2);
 const stages = Number(stagesArg), layers = Number(layersArg);

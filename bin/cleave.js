@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The CLI is compiled by `npm ci` (the prepare script); this shim only points at the build.
-import { main } from '../dist/src/cli/main.js';
+import { main } from '../dist/src/app/cli/main.js';
 
 let settled = false;
 // A command whose work still awaits something no one will do (a rank waiting on a closed channel)

@@ -5,7 +5,7 @@
 //
 // This file is also a model file for the CLI: its default export is the model and its inputs.
 //   npx tsc -p tsconfig.json && npx cleave compile dist/examples/mnist_model.js -m 4 --batch 16 -o mnist.plan
-import { nn } from '../src/api/index.js'; // in a project of your own: import { nn } from 'cleave';
+import { nn } from '../src/app/api/index.js'; // in a project of your own: import { nn } from 'cleave';
 
 type SymTensor = nn.SymTensor;
 

@@ -6,7 +6,7 @@
 //   npx tsc -p tsconfig.json
 //   node dist/examples/mnist_smp.js manual 30   # the partition blocks: convolutions on stage 0, classifier on stage 1
 //   node dist/examples/mnist_smp.js auto 30     # the same net without blocks, split by the auto partitioner
-import * as smp from '../src/api/index.js'; // in a project of your own: import * as smp from 'cleave';
+import * as smp from '../src/app/api/index.js'; // in a project of your own: import * as smp from 'cleave';
 import { Net } from './mnist_model.js';
 import { syntheticDigits } from './synthetic_digits.js';
 

@@ -5,7 +5,7 @@
 //   node examples/smp_train.mjs gpt.plan
 //
 // Every rank runs this script (init() starts them as worker threads of this process).
-import * as smp from '../dist/src/api/index.js';
+import * as smp from '../dist/src/app/api/index.js';
 
 const planFile = process.argv[2] ?? 'gpt.plan';
 const steps = Number(process.argv[3] ?? 30);

@@ -1,7 +1,7 @@
 // A stand-in for MNIST that needs no download: ten fixed random 12 × 12 "digits", each sample one
 // of them plus noise. The prototypes are the same on every rank (the task is one task); the
 // samples differ per data-parallel replica, as shards of a real data set would.
-import { type Tensor, tensor } from '../src/api/index.js'; // in a project of your own: from 'cleave'
+import { type Tensor, tensor } from '../src/app/api/index.js'; // in a project of your own: from 'cleave'
 import { CLASSES, IMAGE } from './mnist_model.js';
 
 /** Uniform numbers in [0, 1) from a 32-bit seed (mulberry32), and normals by Box–Muller. */

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { expect, it } from 'vitest';
 import { generateFixtures } from '../fixtures/generate.js';
-import '../src/ops/index.js';
+import '../src/core/ops/index.js';
 import { FIXTURES } from './helpers/fixtures.js';
 
 it('`npm run fixtures` regenerates the committed built fixtures byte for byte', () => {

@@ -2,8 +2,8 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-// The floors of docs/architecture.md: the core imports only itself; the compiler and the runtime
-// only the core (and themselves); the app (api, cli) whatever it needs.
+// The floors of docs/architecture.md: the core (src/core) imports only itself; the compiler and the
+// runtime only the core (and themselves); the app (src/app: api, cli) whatever it needs.
 
 const ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
 
@@ -11,8 +11,8 @@ type Floor = 'core' | 'compiler' | 'runtime' | 'app';
 
 export function floorOf(path: string): Floor | undefined {
   const p = path.replace(/\\/g, '/');
-  if (p.startsWith('src/api/') || p.startsWith('src/cli/')) return 'app';
-  if (p.startsWith('src/')) return 'core';
+  if (p.startsWith('src/app/')) return 'app';
+  if (p.startsWith('src/core/')) return 'core';
   if (p.startsWith('compiler/')) return 'compiler';
   if (p.startsWith('runtime/')) return 'runtime';
   return undefined;
@@ -74,15 +74,19 @@ describe('floors', () => {
     expect(gone, `no longer crossing, remove from KNOWN: ${gone.join(', ')}`).toEqual([]);
   });
 
+  it('every source file lies on a floor: src/ holds only the core (src/core) and the app (src/app)', () => {
+    expect(Object.keys(tree).filter((f) => !floorOf(f))).toEqual([]);
+  });
+
   it('reads static, dynamic and re-exporting imports, and names the file and line of a crossing', () => {
     const files = {
-      'src/plan/x.ts': "import { a } from '../cli/format.js';\nexport { b } from './y.js';\n",
+      'src/core/plan/x.ts': "import { a } from '../../app/cli/format.js';\nexport { b } from './y.js';\n",
       'compiler/p.ts': "const m = await import('../runtime/launch/cpu.js');\n",
-      'runtime/q.ts': "\n\nexport * from '../compiler/compile.js';\nimport '../src/ops/index.js';\n",
-      'src/cli/r.ts': "import { c } from '../../compiler/compile.js';\nimport { d } from '../../runtime/launch/cpu.js';\n",
+      'runtime/q.ts': "\n\nexport * from '../compiler/compile.js';\nimport '../src/core/ops/index.js';\n",
+      'src/app/cli/r.ts': "import { c } from '../../../compiler/compile.js';\nimport { d } from '../../../runtime/launch/cpu.js';\n",
     };
     expect(crossings(files).map((c) => `${c.file}:${c.line} ${c.from}->${c.to}`)).toEqual([
-      'src/plan/x.ts:1 core->app',
+      'src/core/plan/x.ts:1 core->app',
       'compiler/p.ts:1 compiler->runtime',
       'runtime/q.ts:3 runtime->compiler',
     ]);

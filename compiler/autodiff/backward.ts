@@ -1,9 +1,9 @@
-import type { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import { isFloat } from '../../src/ir/dtype.js';
-import type { Graph, Node, Value } from '../../src/ir/graph.js';
-import { tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
+import type { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { isFloat } from '../../src/core/ir/dtype.js';
+import type { Graph, Node, Value } from '../../src/core/ir/graph.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
 
 /** Values that depend on a parameter through floating-point data: the ones gradients reach. */
 function differentiable(g: Graph, params: readonly Value[]): Set<Value> {

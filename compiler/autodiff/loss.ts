@@ -1,8 +1,8 @@
-import type { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import { isFloat } from '../../src/ir/dtype.js';
-import type { Attrs, Graph, Value } from '../../src/ir/graph.js';
-import { formatShape, numel } from '../../src/ir/shape.js';
+import type { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { isFloat } from '../../src/core/ir/dtype.js';
+import type { Attrs, Graph, Value } from '../../src/core/ir/graph.js';
+import { formatShape, numel } from '../../src/core/ir/shape.js';
 
 /**
  * What to minimize: a scalar output of the model itself, softmax cross-entropy of a logits output

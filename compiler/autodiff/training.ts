@@ -1,9 +1,9 @@
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import { cloneGraph } from '../../src/ir/clone.js';
-import type { Graph, Value } from '../../src/ir/graph.js';
-import { validateGraph } from '../../src/ir/validate.js';
-import { getOp } from '../../src/ops/index.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { cloneGraph } from '../../src/core/ir/clone.js';
+import type { Graph, Value } from '../../src/core/ir/graph.js';
+import { validateGraph } from '../../src/core/ir/validate.js';
+import { getOp } from '../../src/core/ops/index.js';
 import { backward, markInputAndWeightWork } from './backward.js';
 import { type LossSpec, addLoss } from './loss.js';
 

@@ -1,4 +1,4 @@
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 import type { DtypePolicy } from './model.js';
 
 export type OptimizerFamily = 'sgd' | 'sgd-momentum' | 'adam' | 'adamw';

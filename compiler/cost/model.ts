@@ -1,10 +1,10 @@
-import { type DType, dtypeBytes, isFloat } from '../../src/ir/dtype.js';
-import type { Node } from '../../src/ir/graph.js';
-import { getOp } from '../../src/ops/index.js';
+import { type DType, dtypeBytes, isFloat } from '../../src/core/ir/dtype.js';
+import type { Node } from '../../src/core/ir/graph.js';
+import { getOp } from '../../src/core/ops/index.js';
 import type { DeviceProfile } from './profiles.js';
 
-export { DTYPE_POLICIES, type DtypePolicy, type MeasuredProfile, opSignature, planNodeSignature, policyDtype, readMeasuredProfile, signatureOf } from '../../src/plan/signature.js';
-import { type DtypePolicy, type MeasuredProfile, opSignature, policyDtype } from '../../src/plan/signature.js';
+export { DTYPE_POLICIES, type DtypePolicy, type MeasuredProfile, opSignature, planNodeSignature, policyDtype, readMeasuredProfile, signatureOf } from '../../src/core/plan/signature.js';
+import { type DtypePolicy, type MeasuredProfile, opSignature, policyDtype } from '../../src/core/plan/signature.js';
 
 export interface CostModel {
   readonly device: DeviceProfile;

@@ -1,4 +1,4 @@
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 
 /**
  * What the cost model knows of a device: achievable (not peak) rates, measured the way training

@@ -1,10 +1,10 @@
-import { CleaveError } from '../../src/errors.js';
-import type { AttrValue } from '../../src/ir/graph.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import type { AttrType } from '../../src/ops/index.js';
-import type { AttributeP } from '../../src/onnx/proto.js';
-import { ATTR } from '../../src/onnx/schema.js';
-import { type TensorSource, tensorFromProto, tensorToProto } from '../../src/onnx/tensors.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { AttrValue } from '../../src/core/ir/graph.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import type { AttrType } from '../../src/core/ops/index.js';
+import type { AttributeP } from '../../src/core/onnx/proto.js';
+import { ATTR } from '../../src/core/onnx/schema.js';
+import { type TensorSource, tensorFromProto, tensorToProto } from '../../src/core/onnx/tensors.js';
 
 const utf8 = new TextDecoder();
 const toUtf8 = new TextEncoder();

@@ -1,16 +1,16 @@
 import { basename } from 'node:path';
-import { CleaveError } from '../../src/errors.js';
-import { type DType, dtypeToOnnx } from '../../src/ir/dtype.js';
-import type { Graph, Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { materialize } from '../../src/ir/materialize.js';
-import { type LiftedInput, getOp } from '../../src/ops/index.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { type DType, dtypeToOnnx } from '../../src/core/ir/dtype.js';
+import type { Graph, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { materialize } from '../../src/core/ir/materialize.js';
+import { type LiftedInput, getOp } from '../../src/core/ops/index.js';
 import { attrEquals, encodeAttr } from './attributes.js';
-import { encodeModel } from '../../src/onnx/codec.js';
-import { writeFileAtomic } from '../../src/util/fs.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
+import { writeFileAtomic } from '../../src/core/util/fs.js';
 import { MAX_OPSET, MIN_OPSET } from './import.js';
-import type { AttributeP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
-import { tensorToProto } from '../../src/onnx/tensors.js';
+import type { AttributeP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/core/onnx/proto.js';
+import { tensorToProto } from '../../src/core/onnx/tensors.js';
 
 export interface ExportOptions {
   /** Default-domain opset to write; at least what the graph's ops need. */

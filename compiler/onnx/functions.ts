@@ -1,5 +1,5 @@
-import { CleaveError } from '../../src/errors.js';
-import type { AttributeP, FunctionP, NodeP } from '../../src/onnx/proto.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { AttributeP, FunctionP, NodeP } from '../../src/core/onnx/proto.js';
 
 const key = (domain: string | undefined, name: string | undefined): string => `${domain ?? ''}:${name ?? ''}`;
 

@@ -1,7 +1,7 @@
-import { CleaveError } from '../../src/errors.js';
-import type { Graph, Value } from '../../src/ir/graph.js';
-import { tensor } from '../../src/ir/tensor.js';
-import type { NodeP } from '../../src/onnx/proto.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Graph, Value } from '../../src/core/ir/graph.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import type { NodeP } from '../../src/core/onnx/proto.js';
 
 // ONNX sequences have no place in cleave's IR (a value is one tensor). The one use exporters make of
 // them in the models people train is a split read back element by element: torch.onnx's dynamo

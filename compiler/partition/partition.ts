@@ -1,6 +1,6 @@
-import { CleaveError } from '../../src/errors.js';
-import type { Node, Value } from '../../src/ir/graph.js';
-import { numel } from '../../src/ir/shape.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Node, Value } from '../../src/core/ir/graph.js';
+import { numel } from '../../src/core/ir/shape.js';
 import type { TrainingGraph } from '../autodiff/training.js';
 import { type OptimizerFamily, type ScheduleName, bytesPerParam, inFlight } from '../cost/memory.js';
 import { type DtypePolicy, type MeasuredProfile, costModel } from '../cost/model.js';

@@ -1,7 +1,7 @@
 import type { TrainingGraph } from '../autodiff/training.js';
-import type { Node, Value } from '../../src/ir/graph.js';
-import { numel } from '../../src/ir/shape.js';
-import { isFloat } from '../../src/ir/dtype.js';
+import type { Node, Value } from '../../src/core/ir/graph.js';
+import { numel } from '../../src/core/ir/shape.js';
+import { isFloat } from '../../src/core/ir/dtype.js';
 import type { CostModel } from '../cost/model.js';
 
 /**

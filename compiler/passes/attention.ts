@@ -1,9 +1,9 @@
-import { dtypeToOnnx } from '../../src/ir/dtype.js';
-import type { Graph, Node, Value } from '../../src/ir/graph.js';
-import { type Dim, shapesEqual } from '../../src/ir/shape.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { fusedAttrsOfOnnx, lseDtype } from '../../src/ops/attention.js';
-import { getOp } from '../../src/ops/index.js';
+import { dtypeToOnnx } from '../../src/core/ir/dtype.js';
+import type { Graph, Node, Value } from '../../src/core/ir/graph.js';
+import { type Dim, shapesEqual } from '../../src/core/ir/shape.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { fusedAttrsOfOnnx, lseDtype } from '../../src/core/ops/attention.js';
+import { getOp } from '../../src/core/ops/index.js';
 import { MASKED, feedsSoftmax, valuesBehind } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Emitter, type Rule, type RuleCounts, any, applyRules, bound, dropUnread, emitterBefore, op, scalar } from './rewrite.js';

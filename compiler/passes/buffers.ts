@@ -1,5 +1,5 @@
-import type { Graph, Node, Value } from '../../src/ir/graph.js';
-import type { Tensor } from '../../src/ir/tensor.js';
+import type { Graph, Node, Value } from '../../src/core/ir/graph.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
 import { type Pat, type Rule, any, applyRules, bound, freezeParam, op } from './rewrite.js';
 
 // ONNX does not say which initializers are trained, and exporters fold a model's buffers (its

@@ -1,6 +1,6 @@
-import type { Value } from '../../src/ir/graph.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
 
 /**
  * Values computable from constants alone, by the registry's CPU kernels (the causal mask of a graph

@@ -1,5 +1,5 @@
-import type { Graph, Node, Value } from '../../src/ir/graph.js';
-import { int, str } from '../../src/ops/util.js';
+import type { Graph, Node, Value } from '../../src/core/ir/graph.js';
+import { int, str } from '../../src/core/ops/util.js';
 import { redirectGradOf } from './grad_of.js';
 
 /**

@@ -1,6 +1,6 @@
-import type { Graph } from '../../src/ir/graph.js';
-import { foldTooLarge } from '../../src/ir/materialize.js';
-import { getOp } from '../../src/ops/index.js';
+import type { Graph } from '../../src/core/ir/graph.js';
+import { foldTooLarge } from '../../src/core/ir/materialize.js';
+import { getOp } from '../../src/core/ops/index.js';
 
 /**
  * Evaluates every node whose inputs are all constants (and whose op may be folded) on its CPU

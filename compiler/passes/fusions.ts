@@ -1,4 +1,4 @@
-import type { Graph } from '../../src/ir/graph.js';
+import type { Graph } from '../../src/core/ir/graph.js';
 import { CANONICAL, attentionFusion } from './attention.js';
 import { GELU_RULES } from './gelu.js';
 import { GEMM_ROWS } from './gemm.js';

@@ -1,4 +1,4 @@
-import { shapesEqual } from '../../src/ir/shape.js';
+import { shapesEqual } from '../../src/core/ir/shape.js';
 import { type Match, type Pat, type Rule, any, bound, op, scalar } from './rewrite.js';
 
 // GELU written out, as GPT-2's `gelu_new`, BERT's `gelu` and torch.onnx's own decompositions of

@@ -1,5 +1,5 @@
-import type { Value } from '../../src/ir/graph.js';
-import { tensor } from '../../src/ir/tensor.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import { tensor } from '../../src/core/ir/tensor.js';
 import { type Emitter, type Rule, any, bound, op } from './rewrite.js';
 
 // Products as exporters write them, made into the one spelling the training passes fold into

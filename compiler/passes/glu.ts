@@ -1,5 +1,5 @@
-import type { Value } from '../../src/ir/graph.js';
-import { shapesEqual } from '../../src/ir/shape.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import { shapesEqual } from '../../src/core/ir/shape.js';
 import { type Pat, type Rule, any, bound, op } from './rewrite.js';
 
 // Gated MLPs written out, as Llama's, Mistral's and Qwen2's (SwiGLU: silu(gate) · up, silu(x) =

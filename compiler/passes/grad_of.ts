@@ -1,4 +1,4 @@
-import type { Graph } from '../../src/ir/graph.js';
+import type { Graph } from '../../src/core/ir/graph.js';
 
 /**
  * After a fusion pass: backward nodes that named a folded node as what they differentiate

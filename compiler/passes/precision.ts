@@ -1,8 +1,8 @@
-import { dtypeFromOnnx, dtypeToOnnx, isFloat } from '../../src/ir/dtype.js';
-import { cloneGraph } from '../../src/ir/clone.js';
-import type { Graph } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
+import { dtypeFromOnnx, dtypeToOnnx, isFloat } from '../../src/core/ir/dtype.js';
+import { cloneGraph } from '../../src/core/ir/clone.js';
+import type { Graph } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
 
 
 /**

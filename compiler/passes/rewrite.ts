@@ -1,5 +1,5 @@
-import type { Graph, Node, NodeSpec, Value, ValueKind } from '../../src/ir/graph.js';
-import type { Shape } from '../../src/ir/shape.js';
+import type { Graph, Node, NodeSpec, Value, ValueKind } from '../../src/core/ir/graph.js';
+import type { Shape } from '../../src/core/ir/shape.js';
 
 // Graph rewrites as rule tables, after tinygrad's PatternMatcher: a rule is a pattern over the
 // values that produce a node's output, and a rewrite of what it matched. A table's rules run over

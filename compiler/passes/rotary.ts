@@ -1,5 +1,5 @@
-import type { Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
 import { lastAxisSlice, rotateEveryTwo, rotateHalf } from './buffers.js';
 import { ConstEval } from './const_eval.js';
 import { type Rule, any, bound, op } from './rewrite.js';

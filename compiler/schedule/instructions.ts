@@ -1,5 +1,5 @@
-import type { Value } from '../../src/ir/graph.js';
-import type { Bucket, CommGroup, InstrKind, Instruction } from '../../src/plan/types.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import type { Bucket, CommGroup, InstrKind, Instruction } from '../../src/core/plan/types.js';
 import type { PipelineSchedule, Timed } from './pipeline.js';
 import { type Boundary, type ProgramKind, type Programs, valueBytes } from './programs.js';
 

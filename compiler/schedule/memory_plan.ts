@@ -1,6 +1,6 @@
-import { CleaveError } from '../../src/errors.js';
-import type { Node, Value } from '../../src/ir/graph.js';
-import type { Allocation, Instruction, Workspace } from '../../src/plan/types.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Node, Value } from '../../src/core/ir/graph.js';
+import type { Allocation, Instruction, Workspace } from '../../src/core/plan/types.js';
 import type { OptimizerFamily } from '../cost/memory.js';
 import { type ProgramKind, type Programs, valueBytes } from './programs.js';
 

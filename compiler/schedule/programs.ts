@@ -1,7 +1,7 @@
-import { CleaveError } from '../../src/errors.js';
-import { dtypeBytes } from '../../src/ir/dtype.js';
-import type { Graph, Node, Value } from '../../src/ir/graph.js';
-import { numel } from '../../src/ir/shape.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { dtypeBytes } from '../../src/core/ir/dtype.js';
+import type { Graph, Node, Value } from '../../src/core/ir/graph.js';
+import { numel } from '../../src/core/ir/shape.js';
 import type { TrainingGraph } from '../autodiff/training.js';
 import type { Partition } from '../partition/partition.js';
 

@@ -12,7 +12,7 @@ struct Strides6 { int64_t v[MAX_RANK]; };
 
 constexpr float SQRT_2_PI = 0.7978845608028654f;
 
-// Codes agree with the registry's cuda descriptors (src/ops/elementwise.ts).
+// Codes agree with the registry's cuda descriptors (src/core/ops/elementwise.ts).
 __device__ __forceinline__ float apply_unary(int code, float x, float a, float b) {
   switch (code) {
     case 0: return -x;

@@ -113,7 +113,7 @@ __global__ void trilu_kernel(const T* x, T* out, I n, I rows, I cols, int64_t k,
   }
 }
 
-/** mulberry32's output for the generator state t (src/util/random.ts, Rng.next). */
+/** mulberry32's output for the generator state t (src/core/util/random.ts, Rng.next). */
 __device__ __forceinline__ uint32_t mulberry32(uint32_t t) {
   t = (t ^ (t >> 15)) * (t | 1u);
   t ^= t + (t ^ (t >> 7)) * (t | 61u);

@@ -50,7 +50,7 @@ void gather_nd_add(DType t, const void* g, const void* idx, bool idx32, float* a
 void trilu(int width, const void* x, void* out, int64_t n, int64_t rows, int64_t cols, int64_t k, bool upper, cudaStream_t s);
 
 /**
- * Dropout with src/util/random.ts's generator (mulberry32): element i draws the (i+1)-th number after
+ * Dropout with src/core/util/random.ts's generator (mulberry32): element i draws the (i+1)-th number after
  * `state` and is kept when that 32-bit draw is ≥ `threshold` (⌈ratio · 2³²⌉); kept elements are
  * scaled by `scale`, the others are 0. mask (bool bytes) may be null.
  */

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { planModelPath } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
-import { CleaveError } from '../../src/errors.js';
-import { ALL_DTYPES, type DType, dtypeBytes } from '../../src/ir/dtype.js';
-import { type Tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
-import { removeStaleTemporaries, writeFileAtomic } from '../../src/util/fs.js';
+import { planModelPath } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { ALL_DTYPES, type DType, dtypeBytes } from '../../src/core/ir/dtype.js';
+import { type Tensor, tensorFromBytes, tensorToBytes } from '../../src/core/ir/tensor.js';
+import { removeStaleTemporaries, writeFileAtomic } from '../../src/core/util/fs.js';
 import type { OptimizerState } from '../optim/optimizer.js';
 
 /**

@@ -2,10 +2,10 @@
 // rank, and read by parameter name.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { CleaveError } from '../../src/errors.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { readPlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import type { DataSource } from '../data/sources.js';
 import { replicaSource } from '../launch/data.js';
 import type { RunOptions } from '../launch/options.js';

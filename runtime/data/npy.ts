@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { CleaveError } from '../../src/errors.js';
-import type { DType } from '../../src/ir/dtype.js';
-import { type Tensor, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
-import { writeFileAtomic } from '../../src/util/fs.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import { type Tensor, tensor, tensorFromBytes, tensorToBytes } from '../../src/core/ir/tensor.js';
+import { writeFileAtomic } from '../../src/core/util/fs.js';
 
 // NumPy's .npy format, version 1.0–3.0: magic, header length, a Python dict literal, raw data.
 const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59];

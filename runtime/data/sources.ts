@@ -1,10 +1,10 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { CleaveError } from '../../src/errors.js';
-import { isFloat } from '../../src/ir/dtype.js';
-import type { Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { Rng } from '../../src/util/random.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { isFloat } from '../../src/core/ir/dtype.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { Rng } from '../../src/core/util/random.js';
 import { readNpy } from './npy.js';
 
 /** Feeds for every input of a training graph (model inputs and labels), one batch at a time. */

@@ -1,5 +1,5 @@
-import type { Instruction } from '../../src/plan/types.js';
-import type { Tensor } from '../../src/ir/tensor.js';
+import type { Instruction } from '../../src/core/plan/types.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
 
 /** A microbatch's data: every graph input a stage may read (model inputs and labels), by name. */
 export type Feeds = Readonly<Record<string, Tensor>>;

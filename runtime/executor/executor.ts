@@ -1,7 +1,7 @@
-import { CleaveError } from '../../src/errors.js';
-import { PROGRAMS, instructionLabel, readsBoundary } from '../../src/plan/programs.js';
-import type { HostPhases } from '../../src/plan/measured.js';
-import type { Instruction, Plan } from '../../src/plan/types.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { PROGRAMS, instructionLabel, readsBoundary } from '../../src/core/plan/programs.js';
+import type { HostPhases } from '../../src/core/plan/measured.js';
+import type { Instruction, Plan } from '../../src/core/plan/types.js';
 import type { Transport } from '../transport/transport.js';
 import type { Backend, Feeds, OptimizerOptions } from './backend.js';
 import type { StepProgress } from './progress.js';

@@ -1,10 +1,10 @@
-import { CleaveError } from '../../src/errors.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { readPlan } from '../../src/plan/io.js';
-import { type WeightSource, allWeightNames, readPlanWeights } from '../../src/plan/weights.js';
-import type { Plan } from '../../src/plan/types.js';
-import { type HostPhases, type RankTimes, measuredTrace } from '../../src/plan/measured.js';
-import { writeFileAtomic } from '../../src/util/fs.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import { type WeightSource, allWeightNames, readPlanWeights } from '../../src/core/plan/weights.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import { type HostPhases, type RankTimes, measuredTrace } from '../../src/core/plan/measured.js';
+import { writeFileAtomic } from '../../src/core/util/fs.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { Executor } from '../executor/executor.js';
 import { learningRate } from '../optim/optimizer.js';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { dropoutRng } from '../../src/ops/movement.js';
-import type { Plan } from '../../src/plan/types.js';
+import { dropoutRng } from '../../src/core/ops/movement.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import type { CudaRankBackend } from '../backends/cuda/rank_backend.js';
 import { type RunIdentity, manifestFor, planSha256, writeManifest, writeShard } from '../checkpoint/checkpoint.js';
 import type { ResumeState } from '../checkpoint/resume.js';

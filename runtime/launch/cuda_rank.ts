@@ -1,9 +1,9 @@
-import { CleaveError } from '../../src/errors.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import type { Plan } from '../../src/plan/types.js';
-import type { HostPhases } from '../../src/plan/measured.js';
-import { readPlan } from '../../src/plan/io.js';
-import { rankWeightNames } from '../../src/plan/weights.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import type { HostPhases } from '../../src/core/plan/measured.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import { rankWeightNames } from '../../src/core/plan/weights.js';
 import { CudaComm } from '../backends/cuda/comm.js';
 import { Cuda } from '../backends/cuda/device.js';
 import { requireCuda } from '../backends/cuda/native.js';

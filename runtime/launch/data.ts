@@ -1,8 +1,8 @@
-import { dtypeFromOnnx } from '../../src/ir/dtype.js';
-import { Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import type { Plan } from '../../src/plan/types.js';
-import { CleaveError } from '../../src/errors.js';
+import { dtypeFromOnnx } from '../../src/core/ir/dtype.js';
+import { Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import { CleaveError } from '../../src/core/errors.js';
 import { type DataSource, type DataSpec, defaultTask, openData } from '../data/sources.js';
 import type { Feeds } from '../executor/backend.js';
 import type { RunOptions } from './options.js';

@@ -1,5 +1,5 @@
-import type { Tensor } from '../../src/ir/tensor.js';
-import type { HostPhases } from '../../src/plan/measured.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import type { HostPhases } from '../../src/core/plan/measured.js';
 import type { OptimizerConfig, Schedule } from '../optim/optimizer.js';
 
 /** Where a run's data comes from; each data-parallel replica draws its own shard. */

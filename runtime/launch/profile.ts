@@ -1,11 +1,11 @@
 import { renameSync, writeFileSync } from 'node:fs';
-import type { MeasuredProfile } from '../../src/plan/signature.js';
-import { CleaveError } from '../../src/errors.js';
-import { readPlan } from '../../src/plan/io.js';
+import type { MeasuredProfile } from '../../src/core/plan/signature.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { readPlan } from '../../src/core/plan/io.js';
 import { requireCuda } from '../backends/cuda/native.js';
 import { CudaRankBackend } from '../backends/cuda/rank_backend.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import type { Plan } from '../../src/plan/types.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { planWeights, runOnBackend } from './cuda.js';
 
 export interface ProfileOptions {

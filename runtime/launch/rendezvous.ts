@@ -1,5 +1,5 @@
 import { type Server, type Socket, createConnection, createServer } from 'node:net';
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 import type { WorldEnv } from './world.js';
 
 /**

@@ -1,11 +1,11 @@
 // One rank of a CPU run: a worker thread started by launch/cpu.ts.
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import type { Tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
-import { dropoutRng } from '../../src/ops/movement.js';
-import { readPlan } from '../../src/plan/io.js';
-import { rankWeightNames, readPlanWeights } from '../../src/plan/weights.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
+import { dropoutRng } from '../../src/core/ops/movement.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import { rankWeightNames, readPlanWeights } from '../../src/core/plan/weights.js';
 import { CpuRankBackend } from '../backends/cpu/rank_backend.js';
 import { type RunIdentity, writeShard } from '../checkpoint/checkpoint.js';
 import { ProgressBoard, rankProgress } from '../executor/progress.js';

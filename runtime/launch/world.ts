@@ -1,4 +1,4 @@
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 
 /** Where this process sits in a multi-process run, and how the processes find each other. */
 export interface WorldEnv {

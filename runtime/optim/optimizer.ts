@@ -1,5 +1,5 @@
-import { CleaveError } from '../../src/errors.js';
-import type { PlanOptimizer } from '../../src/plan/types.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { PlanOptimizer } from '../../src/core/plan/types.js';
 
 type Floats = Float32Array | Float64Array;
 

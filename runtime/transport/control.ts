@@ -1,4 +1,4 @@
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 import type { Rendezvous } from '../launch/rendezvous.js';
 import type { Transport } from './transport.js';
 

@@ -1,4 +1,4 @@
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 import type { Transport } from './transport.js';
 
 /** The transport of a one-rank run: collectives over one rank are no-ops; there is no one to message. */

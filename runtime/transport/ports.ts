@@ -1,5 +1,5 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
-import { CleaveError } from '../../src/errors.js';
+import { CleaveError } from '../../src/core/errors.js';
 import type { Transport } from './transport.js';
 
 interface Message { tag: string; kind: 'p2p' | 'coll'; buffer: SharedArrayBuffer; type: 'f64' | 'f32' | 'i32' | 'u8'; length: number }

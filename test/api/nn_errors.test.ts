@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { compileOnFirstStep } from '../../src/api/first_step.js';
-import { compileOptionsOf } from '../../src/api/config.js';
-import { nn } from '../../src/api/index.js';
-import { tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
+import { compileOnFirstStep } from '../../src/app/api/first_step.js';
+import { compileOptionsOf } from '../../src/app/api/config.js';
+import { nn } from '../../src/app/api/index.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
 
 const { Module, Linear, Parameter, partition, trace } = nn;
 type SymTensor = nn.SymTensor;

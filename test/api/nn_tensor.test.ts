@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { nn } from '../../src/api/index.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
+import { nn } from '../../src/app/api/index.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
 
 type SymTensor = nn.SymTensor;
 

@@ -5,11 +5,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type Compiled, compile } from '../../compiler/compile.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { compileOnFirstStep } from '../../src/api/first_step.js';
-import { nn } from '../../src/api/index.js';
-import type { Graph } from '../../src/ir/graph.js';
-import { tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
+import { compileOnFirstStep } from '../../src/app/api/first_step.js';
+import { nn } from '../../src/app/api/index.js';
+import type { Graph } from '../../src/core/ir/graph.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
 import { maxRelError } from '../helpers/compare.js';
 
 const { Module, Linear, Embedding, LayerNorm, TransformerBlock, Sequential, partition, trace } = nn;

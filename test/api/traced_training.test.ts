@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { importOnnx } from '../../compiler/onnx/import.js';
-import { init } from '../../src/api/smp.js';
-import { readPlan } from '../../src/plan/io.js';
-import '../../src/ops/index.js';
+import { init } from '../../src/app/api/smp.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import '../../src/core/ops/index.js';
 import { cli, cliEach } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-traced-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const api = JSON.stringify(resolve('dist/src/api/index.js'));
+const api = JSON.stringify(resolve('dist/src/app/api/index.js'));
 const example = resolve('dist/examples/mnist_smp.js');
 const modelFile = resolve('dist/examples/mnist_model.js');
 

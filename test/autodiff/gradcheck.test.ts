@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import type { DType } from '../../src/ir/dtype.js';
-import type { Attrs, Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { allOps } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import type { Attrs, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { allOps } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { gradCheck } from '../helpers/gradcheck.js';
 
 interface In { shape: number[]; dtype?: DType; values?: number[]; positive?: boolean; ints?: number; fixed?: boolean }

@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type CompileFlags, compileOptions } from '../../src/cli/compile_flags.js';
-import '../../src/ops/index.js';
-import { readPlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
+import { type CompileFlags, compileOptions } from '../../src/app/cli/compile_flags.js';
+import '../../src/core/ops/index.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { cliInProcess } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-config-'));

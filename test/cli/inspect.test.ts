@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BUILT_FIXTURES } from '../../fixtures/models.js';
-import { parameterStats } from '../../src/ir/stats.js';
-import '../../src/ops/index.js';
+import { parameterStats } from '../../src/core/ir/stats.js';
+import '../../src/core/ops/index.js';
 import { cliInProcess } from '../helpers/cli.js';
 import { TORCH, fixturePath, torchParamCounts } from '../helpers/fixtures.js';
 

@@ -7,8 +7,8 @@ import { compile } from '../../compiler/compile.js';
 import { costModel, opSignature, planNodeSignature } from '../../compiler/cost/model.js';
 import { deviceProfile } from '../../compiler/cost/profiles.js';
 import { cudaAvailable } from '../../runtime/backends/cuda/native.js';
-import { attrsFromJson } from '../../src/plan/attrs.js';
-import { writePlan } from '../../src/plan/io.js';
+import { attrsFromJson } from '../../src/core/plan/attrs.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
-import { writePlan } from '../../src/plan/io.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

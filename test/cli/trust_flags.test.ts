@@ -5,21 +5,21 @@
 // CLI end to end (runs, moved folders, demo); checks that end before any rank starts run `main` in
 // process (`cliInProcess`), the same code without a process start.
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { exportCheckpoint } from '../../src/cli/export.js';
+import { exportCheckpoint } from '../../src/app/cli/export.js';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compile, partitionModel } from '../../compiler/compile.js';
 import type { ScheduleName } from '../../compiler/cost/memory.js';
 import { writeNpy } from '../../runtime/data/npy.js';
-import { type CompileFlags, compileOptions } from '../../src/cli/compile_flags.js';
-import { optimizerForRun, optimizerFromFlags } from '../../src/cli/optimizer_flags.js';
-import { checkOutputDir, checkOutputFile } from '../../src/cli/paths.js';
-import { tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
-import { planModelPath, readPlan } from '../../src/plan/io.js';
-import { planOptimizer } from '../../src/plan/optimizer.js';
-import type { Plan } from '../../src/plan/types.js';
+import { type CompileFlags, compileOptions } from '../../src/app/cli/compile_flags.js';
+import { optimizerForRun, optimizerFromFlags } from '../../src/app/cli/optimizer_flags.js';
+import { checkOutputDir, checkOutputFile } from '../../src/app/cli/paths.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
+import { planModelPath, readPlan } from '../../src/core/plan/io.js';
+import { planOptimizer } from '../../src/core/plan/optimizer.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { type CliResult, cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

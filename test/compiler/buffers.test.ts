@@ -7,11 +7,11 @@ import { MASKED, freezeBuffers, sourceParam } from '../../compiler/passes/buffer
 import { applyRules } from '../../compiler/passes/rewrite.js';
 import { rotaryRules } from '../../compiler/passes/rotary.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { cloneGraph } from '../../src/ir/clone.js';
-import type { Graph, Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { validateGraph } from '../../src/ir/validate.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { cloneGraph } from '../../src/core/ir/clone.js';
+import type { Graph, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { validateGraph } from '../../src/core/ir/validate.js';
 import { maxRelError } from '../helpers/compare.js';
 import { randomFeeds } from '../helpers/inputs.js';
 

@@ -5,12 +5,12 @@ import { fuseEpilogues } from '../../compiler/passes/epilogue.js';
 import { fuseMatMuls } from '../../compiler/passes/matmul.js';
 import { buildGpt } from '../../fixtures/models.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import type { Graph } from '../../src/ir/graph.js';
-import { tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Graph } from '../../src/core/ir/graph.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { maxRelError } from '../helpers/compare.js';
 import { randomFeeds } from '../helpers/inputs.js';
 

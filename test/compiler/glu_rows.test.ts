@@ -5,10 +5,10 @@ import { GELU_RULES } from '../../compiler/passes/gelu.js';
 import { GLU_RULES } from '../../compiler/passes/glu.js';
 import { applyRules } from '../../compiler/passes/rewrite.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { cloneGraph } from '../../src/ir/clone.js';
-import type { Graph, Value } from '../../src/ir/graph.js';
-import { validateGraph } from '../../src/ir/validate.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { cloneGraph } from '../../src/core/ir/clone.js';
+import type { Graph, Value } from '../../src/core/ir/graph.js';
+import { validateGraph } from '../../src/core/ir/validate.js';
 import { maxRelError } from '../helpers/compare.js';
 import { randomFeeds } from '../helpers/inputs.js';
 

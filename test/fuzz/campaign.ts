@@ -3,9 +3,9 @@
 // mutation on every run with that seed (see prng.ts), so a finding is reproduced by its folder.
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { decodeModel } from '../../src/onnx/codec.js';
-import { decodePlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
+import { decodeModel } from '../../src/core/onnx/codec.js';
+import { decodePlan } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { type Bounds, execCli, type ExecResult, repoRoot, shellLine } from './exec.js';
 import { damageCheckpoint, type CkptLayout } from './mutate_ckpt.js';
 import { type BaseModel, mutateModel } from './mutate_model.js';

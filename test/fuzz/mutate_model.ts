@@ -2,9 +2,9 @@
 // edges, cycles, opsets, huge shape computations, external data, local functions, partition
 // annotations) and byte-level ones on the encoded file (bit flips, truncation, splices). Each
 // returns the files of one case and a one-line description of what was changed.
-import { encodeModel } from '../../src/onnx/codec.js';
-import type { AttributeP, Dimension, GraphP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
-import { ATTR } from '../../src/onnx/schema.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
+import type { AttributeP, Dimension, GraphP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/core/onnx/proto.js';
+import { ATTR } from '../../src/core/onnx/schema.js';
 import { EDGE_FLOATS, EDGE_INTS, type Rng } from './prng.js';
 
 export interface BaseModel {

@@ -5,10 +5,10 @@
 // (a re-encoded plan carries a new, valid checksum: only mutations no valid plan can hold are
 // re-encoded; a constant's bit flip keeps the old checksum, as damage on disk does): a run of it
 // must fail cleanly or train exactly as the original does.
-import { checkAttrs, getOp } from '../../src/ops/index.js';
-import { attrsFromJson } from '../../src/plan/attrs.js';
-import { encodePlan } from '../../src/plan/io.js';
-import { INSTR_KINDS, type Instruction, type Plan } from '../../src/plan/types.js';
+import { checkAttrs, getOp } from '../../src/core/ops/index.js';
+import { attrsFromJson } from '../../src/core/plan/attrs.js';
+import { encodePlan } from '../../src/core/plan/io.js';
+import { INSTR_KINDS, type Instruction, type Plan } from '../../src/core/plan/types.js';
 import { EDGE_FLOATS, EDGE_INTS, type Rng } from './prng.js';
 
 export interface PlanCase { desc: string; family: string; bytes: Uint8Array }

@@ -15,7 +15,7 @@ const KEEP = 64 * 1024;
 const clip = (s: string): string => (s.length > 2 * KEEP ? `${s.slice(0, KEEP)}\n…[${s.length - 2 * KEEP} characters left out]…\n${s.slice(-KEEP)}` : s);
 
 async function serve(): Promise<void> {
-  const { main } = await import('../../src/cli/main.js');
+  const { main } = await import('../../src/app/cli/main.js');
   const home = process.cwd();
   let queue = Promise.resolve();
   process.on('message', (m: WorkerRequest) => {

@@ -6,21 +6,21 @@ import { join } from 'node:path';
 import { compile } from '../../compiler/compile.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { runPlanCuda } from '../../runtime/launch/cuda.js';
-import { writePlan } from '../../src/plan/io.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { describe, expect, it } from 'vitest';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
 import { cudaAvailable, nativeCuda, requireCuda } from '../../runtime/backends/cuda/native.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import type { Attrs, Value } from '../../src/ir/graph.js';
-import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/ir/tensor.js';
-import { allOps } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import type { Attrs, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/core/ir/tensor.js';
+import { allOps } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { fixturePath } from '../helpers/fixtures.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { CpuTrainer } from '../../src/api/train/trainer.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { CpuTrainer } from '../../src/app/api/train/trainer.js';
 import { randomFeeds } from '../helpers/inputs.js';
 import { biasedAttentionCase } from '../helpers/attention.js';
 import { maxRelError } from '../helpers/compare.js';
@@ -373,7 +373,7 @@ describe.runIf(gpu)('cleave profile on the GPU', () => {
   it('times every signature of a one-rank plan, and partition --profile reads the result', async () => {
     const { profilePlan, writeMeasuredProfile } = await import('../../runtime/launch/profile.js');
     const { readMeasuredProfile, planNodeSignature } = await import('../../compiler/cost/model.js');
-    const { attrsFromJson } = await import('../../src/plan/attrs.js');
+    const { attrsFromJson } = await import('../../src/core/plan/attrs.js');
     const dir = mkdtempSync(join(tmpdir(), 'cleave-gpu-profile-'));
     const { plan } = compile({ model: fixturePath('gpt'), loss: 'auto', partitions: 1, microbatches: 2, schedule: '1f1b', batch: 4 });
     const planFile = join(dir, 'gpt.plan');
@@ -423,7 +423,7 @@ describe.runIf(gpu)('CUDA kernels of convolution, pooling, BatchNorm and the sma
   });
 
   it('draw Dropout masks the CPU kernel draws, from the shared generator', async () => {
-    const { dropoutRng } = await import('../../src/ops/movement.js');
+    const { dropoutRng } = await import('../../src/core/ops/movement.js');
     const b = new ModelBuilder('drop');
     const x = b.input('x', 'float32', [7, 1000]);
     b.ops('Dropout', [x], { ratio: 0.25, training_mode: 1 }, 2).forEach((o, i) => b.output(o, ['y', 'mask'][i]));

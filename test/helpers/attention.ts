@@ -1,7 +1,7 @@
-import type { ModelBuilder } from '../../src/ir/builder.js';
-import type { Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { Rng } from '../../src/util/random.js';
+import type { ModelBuilder } from '../../src/core/ir/builder.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { Rng } from '../../src/core/util/random.js';
 
 /** The T × T causal mask as buildGpt computes it: true on and below the diagonal. */
 export function lowerTriangle(T: number): Tensor {

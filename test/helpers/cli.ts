@@ -19,13 +19,13 @@ export function cli(args: string[], cwd?: string): CliResult {
  * so an interrupt of the test worker is not caught by them.
  */
 export async function cliInProcess(args: string[]): Promise<CliResult> {
-  const { main } = await import('../../src/cli/main.js');
+  const { main } = await import('../../src/app/cli/main.js');
   const r = await captureMain(() => main(args));
   if (r.error !== undefined) throw r.error;
   return { code: r.code!, stdout: r.stdout, stderr: r.stderr };
 }
 
-const MAIN = new URL('../../dist/src/cli/main.js', import.meta.url).href;
+const MAIN = new URL('../../dist/src/app/cli/main.js', import.meta.url).href;
 const EACH = `import { main } from ${JSON.stringify(MAIN)};
 const results = [];
 const out = process.stdout.write.bind(process.stdout), err = process.stderr.write.bind(process.stderr);

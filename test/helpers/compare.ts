@@ -1,4 +1,4 @@
-import type { Tensor } from '../../src/ir/tensor.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
 
 /**
  * Normwise relative error max|a − b| / max|b|: element-wise ratios blow up where the reference is

@@ -2,11 +2,11 @@
 // against the CPU kernels: on a GPU by test/gpu/cuda.test.ts, on the host emulation of the addon by
 // test/runtime/cuda_emulated.test.ts.
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import type { DType } from '../../src/ir/dtype.js';
-import type { Attrs, Graph, Value } from '../../src/ir/graph.js';
-import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/ir/tensor.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import type { Attrs, Graph, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../src/core/ir/tensor.js';
+import { Rng } from '../../src/core/util/random.js';
 import { maxRelError } from './compare.js';
 import { EINSUM_KERNEL_CASES } from './einsum_cases.js';
 

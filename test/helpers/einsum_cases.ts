@@ -1,6 +1,6 @@
 // Einsum rows for the CUDA kernel (composed from strided copies, reductions and batched GEMMs):
 // spread into test/helpers/cuda_cases.ts's KERNEL_CASES (emulated CUDA and test/gpu) and run on
-// the host emulation by test/ops/einsum.test.ts. Each covers one path of src/ops/einsum.ts's kernel.
+// the host emulation by test/ops/einsum.test.ts. Each covers one path of src/core/ops/einsum.ts's kernel.
 import type { KernelCase } from './cuda_cases.js';
 
 const e = (equation: string, inputs: number[][], label?: string): KernelCase => ({ op: 'Einsum', inputs, attrs: { equation }, label: label ?? equation });

@@ -2,8 +2,8 @@ import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import type { OptimizerConfig } from '../../runtime/optim/optimizer.js';
-import { readPlan } from '../../src/plan/io.js';
-import type { Tensor } from '../../src/ir/tensor.js';
+import { readPlan } from '../../src/core/plan/io.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
 import { HostCuda } from './host_cuda.js';
 
 /**

@@ -1,9 +1,9 @@
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { toFloat64 } from '../../compiler/passes/precision.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { Graph, type Node, type Value } from '../../src/ir/graph.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { Rng } from '../../src/util/random.js';
+import { Graph, type Node, type Value } from '../../src/core/ir/graph.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import { Rng } from '../../src/core/util/random.js';
 
 export interface GradCheckResult {
   /** Worst normwise relative error over parameters: max|analytic − numeric| / max|numeric|. */

@@ -6,8 +6,8 @@
 // or bfloat16 rounded to nearest even) and computed in doubles. What this cannot check is the CUDA
 // code itself: the GPU tests in test/gpu do.
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
-import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/ir/tensor.js';
-import { erf, geluTanh, geluTanhGrad } from '../../src/ops/math.js';
+import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/core/ir/tensor.js';
+import { erf, geluTanh, geluTanhGrad } from '../../src/core/ops/math.js';
 
 interface Block { base: bigint; bytes: Uint8Array }
 

@@ -4,8 +4,8 @@
 // the same call. Each pair of ranks is a FIFO, as a pair's communicator is.
 import type { RankComm } from '../../runtime/backends/cuda/comm.js';
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
-import type { DeviceTensor } from '../../src/ops/registry.js';
-import type { Plan } from '../../src/plan/types.js';
+import type { DeviceTensor } from '../../src/core/ops/registry.js';
+import type { Plan } from '../../src/core/plan/types.js';
 
 const BYTES: Record<string, number> = { float32: 4, bfloat16: 2, float16: 2, int64: 8, int32: 4, bool: 1 };
 const bytesOf = (t: DeviceTensor): number => t.shape.reduce((a, b) => a * b, 1) * BYTES[t.dtype]!;

@@ -1,7 +1,7 @@
-import type { Graph } from '../../src/ir/graph.js';
-import { type Shape } from '../../src/ir/shape.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { Rng } from '../../src/util/random.js';
+import type { Graph } from '../../src/core/ir/graph.js';
+import { type Shape } from '../../src/core/ir/shape.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { Rng } from '../../src/core/util/random.js';
 
 /** Random feeds for every graph input; symbolic dims take `batch`; int64 inputs are token ids below `vocab`. */
 export function randomFeeds(g: Graph, batch: number, seed = 7, vocab = 64): Record<string, Tensor> {

@@ -1,10 +1,10 @@
 // Hand-written ONNX models for tests that need what the builder will not make (bad files, functions,
 // foreign domains, old opsets).
-import { encodeModel } from '../../src/onnx/codec.js';
-import type { AttributeP, FunctionP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
-import { ATTR } from '../../src/onnx/schema.js';
-import { tensorToProto } from '../../src/onnx/tensors.js';
-import { tensor } from '../../src/ir/tensor.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
+import type { AttributeP, FunctionP, ModelP, NodeP, TensorP, ValueInfoP } from '../../src/core/onnx/proto.js';
+import { ATTR } from '../../src/core/onnx/schema.js';
+import { tensorToProto } from '../../src/core/onnx/tensors.js';
+import { tensor } from '../../src/core/ir/tensor.js';
 
 export const vi = (name: string, elemType: number, dims: (number | string)[]): ValueInfoP => ({
   name,

@@ -1,6 +1,6 @@
 import ort from 'onnxruntime-node';
-import type { DType } from '../../src/ir/dtype.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
 
 const ORT_TYPE: Partial<Record<DType, ort.Tensor.Type>> = {
   float32: 'float32', float64: 'float64', int64: 'int64', int32: 'int32', bool: 'bool', int8: 'int8', uint8: 'uint8',

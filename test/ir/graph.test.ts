@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import { Graph } from '../../src/ir/graph.js';
-import { printGraph } from '../../src/ir/print.js';
-import { broadcast } from '../../src/ir/shape.js';
-import { validateGraph } from '../../src/ir/validate.js';
-import { tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { Graph } from '../../src/core/ir/graph.js';
+import { printGraph } from '../../src/core/ir/print.js';
+import { broadcast } from '../../src/core/ir/shape.js';
+import { validateGraph } from '../../src/core/ir/validate.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
 
 function small(): { g: Graph; b: ModelBuilder } {
   const b = new ModelBuilder('small');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/ir/tensor.js';
-import { erf } from '../../src/ops/math.js';
+import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor, tensorFromBytes, tensorToBytes } from '../../src/core/ir/tensor.js';
+import { erf } from '../../src/core/ops/math.js';
 
 describe('half precision', () => {
   it('converts float16 exactly for representable values and rounds to nearest even', () => {

@@ -4,14 +4,14 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { AttributeP, TensorP, ValueInfoP } from '../../src/onnx/proto.js';
-import { ATTR } from '../../src/onnx/schema.js';
-import { tensorToProto } from '../../src/onnx/tensors.js';
-import { CleaveError } from '../../src/errors.js';
-import type { AttrValue, Attrs } from '../../src/ir/graph.js';
-import { tensor } from '../../src/ir/tensor.js';
-import { type AttrSpec, type OpDef, allOps, checkAttrs, getOp, normalizeAttrs } from '../../src/ops/index.js';
-import { attrsFromJson, attrsToJson } from '../../src/plan/attrs.js';
+import type { AttributeP, TensorP, ValueInfoP } from '../../src/core/onnx/proto.js';
+import { ATTR } from '../../src/core/onnx/schema.js';
+import { tensorToProto } from '../../src/core/onnx/tensors.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { AttrValue, Attrs } from '../../src/core/ir/graph.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import { type AttrSpec, type OpDef, allOps, checkAttrs, getOp, normalizeAttrs } from '../../src/core/ops/index.js';
+import { attrsFromJson, attrsToJson } from '../../src/core/plan/attrs.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { floatAttr, floatInit, int64Init, intAttr, intsAttr, model, node, vi } from '../helpers/onnx.js';
 
@@ -191,7 +191,7 @@ function specsOf(def: OpDef): [string, AttrSpec][] {
 describe('every op entry declares checkable attributes', () => {
   const ops = allOps();
 
-  it('covers the ops of every src/ops file', () => {
+  it('covers the ops of every src/core/ops file', () => {
     for (const op of ['Conv', 'MaxPool', 'AveragePool', 'Transpose', 'Split', 'Gather', 'Concat', 'Softmax', 'Cast', 'Gemm', 'Slice', 'Range', 'FusedAttention', 'ConvGradInput', 'SliceGrad']) {
       expect(ops.map((d) => d.op)).toContain(op);
     }

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
+import { decodeModel, encodeModel } from '../../src/core/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { FunctionP, ModelP } from '../../src/onnx/proto.js';
-import { ATTR } from '../../src/onnx/schema.js';
-import '../../src/ops/index.js';
-import { tensor } from '../../src/ir/tensor.js';
+import type { FunctionP, ModelP } from '../../src/core/onnx/proto.js';
+import { ATTR } from '../../src/core/onnx/schema.js';
+import '../../src/core/ops/index.js';
+import { tensor } from '../../src/core/ir/tensor.js';
 import { bytesOf, floatInit, intAttr, model, node, vi } from '../helpers/onnx.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 

@@ -4,16 +4,16 @@
 // the allocator that no tensor can have.
 import { describe, expect, it } from 'vitest';
 import { foldConstants } from '../../compiler/passes/fold.js';
-import { encodeModel } from '../../src/onnx/codec.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { ModelP, TensorP } from '../../src/onnx/proto.js';
-import { tensorToProto } from '../../src/onnx/tensors.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import type { Graph } from '../../src/ir/graph.js';
-import { MAX_FOLD_BYTES, materialize } from '../../src/ir/materialize.js';
-import { MAX_HOST_ELEMENTS, tensor, tensorFromBytes } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
+import type { ModelP, TensorP } from '../../src/core/onnx/proto.js';
+import { tensorToProto } from '../../src/core/onnx/tensors.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { Graph } from '../../src/core/ir/graph.js';
+import { MAX_FOLD_BYTES, materialize } from '../../src/core/ir/materialize.js';
+import { MAX_HOST_ELEMENTS, tensor, tensorFromBytes } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
 import { floatInit, int64Init, intsAttr, model, node, vi } from '../helpers/onnx.js';
 
 const F = 1; // ONNX FLOAT

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { encodeModel } from '../../src/onnx/codec.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { importModel, importOnnx } from '../../compiler/onnx/import.js';
-import { parameterStats } from '../../src/ir/stats.js';
-import '../../src/ops/index.js';
+import { parameterStats } from '../../src/core/ir/stats.js';
+import '../../src/core/ops/index.js';
 import { BUILT, TORCH, fixturePath } from '../helpers/fixtures.js';
 import { randomFeeds } from '../helpers/inputs.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
-import { decodeModel } from '../../src/onnx/codec.js';
+import { decodeModel } from '../../src/core/onnx/codec.js';
 
 describe.each([...BUILT, ...TORCH])('fixture %s', (name) => {
   const file = fixturePath(name);

@@ -3,11 +3,11 @@
 // naming the node.
 import { describe, expect, it } from 'vitest';
 import { importModel } from '../../compiler/onnx/import.js';
-import type { NodeP, TensorP } from '../../src/onnx/proto.js';
-import { tensorToProto } from '../../src/onnx/tensors.js';
+import type { NodeP, TensorP } from '../../src/core/onnx/proto.js';
+import { tensorToProto } from '../../src/core/onnx/tensors.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
-import { tensor } from '../../src/ir/tensor.js';
-import '../../src/ops/index.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import '../../src/core/ops/index.js';
 import { bytesOf, int64Init, intAttr, model, node, vi } from '../helpers/onnx.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 

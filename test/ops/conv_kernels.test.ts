@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { Attrs } from '../../src/ir/graph.js';
-import { type Tensor, roundToDtype, tensor } from '../../src/ir/tensor.js';
-import { slide, windowOf } from '../../src/ops/conv.js';
-import { getOp } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import type { Attrs } from '../../src/core/ir/graph.js';
+import { type Tensor, roundToDtype, tensor } from '../../src/core/ir/tensor.js';
+import { slide, windowOf } from '../../src/core/ops/conv.js';
+import { getOp } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 
 // The CPU kernels of Conv, ConvGradInput and ConvGradWeight loop over a precomputed window table
 // (1-D, 3-D) or row by row (2-D) instead of calling `slide` for every channel pair. They must give

@@ -7,17 +7,17 @@
 // test/gpu/cuda.test.ts.
 import { describe, expect, it } from 'vitest';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
-import { encodeModel } from '../../src/onnx/codec.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import type { DType } from '../../src/ir/dtype.js';
-import type { Attrs, ValueType } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import type { Attrs, ValueType } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 

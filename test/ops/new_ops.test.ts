@@ -3,19 +3,19 @@
 // references written here from the ONNX definitions, every error path of their attributes and
 // shapes, the lifted inputs through an ONNX round trip, and what their CUDA kernels refuse.
 import { describe, expect, it } from 'vitest';
-import { decodeModel, encodeModel } from '../../src/onnx/codec.js';
+import { decodeModel, encodeModel } from '../../src/core/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { importModel } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { runGraphCuda } from '../../runtime/backends/cuda/graph.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import type { DType } from '../../src/ir/dtype.js';
-import type { Attrs, Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import type { Attrs, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { maxRelError } from '../helpers/compare.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 import { runOrt } from '../helpers/ort.js';

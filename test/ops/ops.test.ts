@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { encodeModel } from '../../src/onnx/codec.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import type { DType } from '../../src/ir/dtype.js';
-import type { Attrs, Value } from '../../src/ir/graph.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { allOps, getOp } from '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import type { Attrs, Value } from '../../src/core/ir/graph.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { allOps, getOp } from '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 
 interface In { shape: number[]; dtype?: DType; values?: number[]; positive?: boolean; ints?: number; const?: boolean }

@@ -1,9 +1,9 @@
 import { expect, it } from 'vitest';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import type { DType } from '../../src/ir/dtype.js';
-import type { Attrs } from '../../src/ir/graph.js';
-import '../../src/ops/index.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import type { DType } from '../../src/core/ir/dtype.js';
+import type { Attrs } from '../../src/core/ir/graph.js';
+import '../../src/core/ops/index.js';
 
 type Row = [string, [number[], DType?][], Attrs, RegExp, number?];
 

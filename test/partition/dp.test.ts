@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { buildTrainingGraph } from '../../compiler/autodiff/training.js';
 import { type SplitProblem, optimalSplit, stageCost, totals } from '../../compiler/partition/dp.js';
 import { preparePartition } from '../../compiler/partition/partition.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import type { Value } from '../../src/ir/graph.js';
-import '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import type { Value } from '../../src/core/ir/graph.js';
+import '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 
 /** Every split of N units into S non-empty contiguous stages. */
 function* compositions(N: number, S: number, start = 0): Generator<number[]> {

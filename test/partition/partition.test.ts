@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildTrainingGraph, type TrainingGraph } from '../../compiler/autodiff/training.js';
-import { encodeModel } from '../../src/onnx/codec.js';
+import { encodeModel } from '../../src/core/onnx/codec.js';
 import { exportModel } from '../../compiler/onnx/export.js';
 import { importModel, importOnnx } from '../../compiler/onnx/import.js';
 import { type PartitionOptions, partitionTraining } from '../../compiler/partition/partition.js';
 import { GPT_DEFAULT, buildGpt } from '../../fixtures/models.js';
-import { decodeModel } from '../../src/onnx/codec.js';
-import '../../src/ops/index.js';
+import { decodeModel } from '../../src/core/onnx/codec.js';
+import '../../src/core/ops/index.js';
 import { cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

@@ -6,7 +6,7 @@ import { type SplitProblem, optimalSplit, stageCost, totals } from '../../compil
 import { type Prepared, partitionTraining, preparePartition } from '../../compiler/partition/partition.js';
 import { refineSplit } from '../../compiler/partition/refine.js';
 import { schedulePipeline, stageRank } from '../../compiler/schedule/pipeline.js';
-import '../../src/ops/index.js';
+import '../../src/core/ops/index.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const t = buildTrainingGraph(importOnnx(fixturePath('gpt'), { batch: 2 }), { loss: { kind: 'cross-entropy' } });

@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type CompileOptions, compile } from '../../compiler/compile.js';
-import '../../src/ops/index.js';
-import { PLAN_LIMITS, checkPlan } from '../../src/plan/check.js';
-import { decodePlan, encodePlan, readPlan, writePlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
+import '../../src/core/ops/index.js';
+import { PLAN_LIMITS, checkPlan } from '../../src/core/plan/check.js';
+import { decodePlan, encodePlan, readPlan, writePlan } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { cli } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-check-'));

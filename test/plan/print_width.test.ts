@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CompileOptions, compile } from '../../compiler/compile.js';
-import { defaultWidth } from '../../src/cli/plan_print.js';
-import { writePlan } from '../../src/plan/io.js';
-import { MIN_WIDTH, fitTable, wrap } from '../../src/plan/render.js';
-import '../../src/ops/index.js';
+import { defaultWidth } from '../../src/app/cli/plan_print.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import { MIN_WIDTH, fitTable, wrap } from '../../src/core/plan/render.js';
+import '../../src/core/ops/index.js';
 import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
@@ -202,7 +202,7 @@ describe('cleave plan print --json', () => {
       const r = cli(['plan', 'print', files['pp 2']!, ...args]);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(msg);
-      // --json's errors (src/cli/main.ts): one JSON line, the error alone, nothing of the plan before it.
+      // --json's errors (src/app/cli/main.ts): one JSON line, the error alone, nothing of the plan before it.
       expect(r.stdout.trim().split('\n')).toHaveLength(1);
       const err = (JSON.parse(r.stdout) as { error: { message: string; exitCode: number; internal: boolean } }).error;
       expect(err.message).toMatch(msg);

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type CompileOptions, compile } from '../../compiler/compile.js';
-import { writePlan } from '../../src/plan/io.js';
-import { measuredTrace } from '../../src/plan/measured.js';
-import type { Plan } from '../../src/plan/types.js';
-import { axisTicks } from '../../src/plan/visual.js';
-import '../../src/ops/index.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import { measuredTrace } from '../../src/core/plan/measured.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import { axisTicks } from '../../src/core/plan/visual.js';
+import '../../src/core/ops/index.js';
 import { cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
-import type { Tensor } from '../../src/ir/tensor.js';
-import { decodePlan, encodePlan, readPlan, writePlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
-import { type WeightReadStats, allWeightNames, rankWeightNames, readPlanWeights } from '../../src/plan/weights.js';
+import type { Tensor } from '../../src/core/ir/tensor.js';
+import { decodePlan, encodePlan, readPlan, writePlan } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import { type WeightReadStats, allWeightNames, rankWeightNames, readPlanWeights } from '../../src/core/plan/weights.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { bytesOf, model, node, vi } from '../helpers/onnx.js';
-import '../../src/ops/index.js';
+import '../../src/core/ops/index.js';
 
 // The plan's weight references against the importer: a rank reads its parameters' bytes where the
 // plan says they lie and gets what importing the whole model gives, bit for bit.

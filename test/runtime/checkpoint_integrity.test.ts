@@ -20,10 +20,10 @@ import type { RunOptions } from '../../runtime/launch/options.js';
 import { gatherShardSums, shareIdentity } from '../../runtime/launch/cuda_checkpoint.js';
 import { rendezvous } from '../../runtime/launch/rendezvous.js';
 import { ControlTransport } from '../../runtime/transport/control.js';
-import { exportCheckpoint } from '../../src/cli/export.js';
-import { temporaryName } from '../../src/util/fs.js';
-import { readPlan, writePlan } from '../../src/plan/io.js';
-import '../../src/ops/index.js';
+import { exportCheckpoint } from '../../src/app/cli/export.js';
+import { temporaryName } from '../../src/core/util/fs.js';
+import { readPlan, writePlan } from '../../src/core/plan/io.js';
+import '../../src/core/ops/index.js';
 import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

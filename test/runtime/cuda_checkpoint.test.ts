@@ -11,8 +11,8 @@ import { readManifest, readShard } from '../../runtime/checkpoint/checkpoint.js'
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
 import type { RunOptions } from '../../runtime/launch/options.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { writePlan } from '../../src/plan/io.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 

@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { CudaComm } from '../../runtime/backends/cuda/comm.js';
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
-import type { DeviceTensor } from '../../src/ops/registry.js';
-import type { Plan } from '../../src/plan/types.js';
+import type { DeviceTensor } from '../../src/core/ops/registry.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 /** Records every call; communicators and streams are numbered handles; events complete when told. */

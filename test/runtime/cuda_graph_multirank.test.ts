@@ -11,7 +11,7 @@ import type { Feeds } from '../../runtime/executor/backend.js';
 import { Executor } from '../../runtime/executor/executor.js';
 import { planWeights } from '../../runtime/launch/cuda.js';
 import { rows } from '../../runtime/launch/data.js';
-import { prepareJob } from '../../src/api/train/job.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
 import { PortTransport, pairwisePorts } from '../../runtime/transport/ports.js';
 import { captureCheckedNccl } from '../helpers/capture_check.js';
 import { fixturePath } from '../helpers/fixtures.js';

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { writePlan } from '../../src/plan/io.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { FIXTURES } from '../helpers/fixtures.js';
 import { lossesOnEmulatedCuda } from '../helpers/emulated_run.js';
 

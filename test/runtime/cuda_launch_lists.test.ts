@@ -10,11 +10,11 @@ import { Arena } from '../../runtime/backends/cuda/arena.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { ModelBuilder } from '../../src/ir/builder.js';
-import { CleaveError } from '../../src/errors.js';
-import { writePlan } from '../../src/plan/io.js';
-import { readMeasured } from '../../src/plan/measured.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { ModelBuilder } from '../../src/core/ir/builder.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import { readMeasured } from '../../src/core/plan/measured.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 

@@ -9,8 +9,8 @@ import { compile } from '../../compiler/compile.js';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { CudaRankBackend } from '../../runtime/backends/cuda/rank_backend.js';
 import { planWeights, runOnBackend } from '../../runtime/launch/cuda.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { writePlan } from '../../src/plan/io.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { fixturePath } from '../helpers/fixtures.js';
 import { HostCuda } from '../helpers/host_cuda.js';
 

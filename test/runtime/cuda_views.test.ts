@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { Cuda } from '../../runtime/backends/cuda/device.js';
 import { runCudaNode } from '../../runtime/backends/cuda/graph.js';
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
-import { tensor } from '../../src/ir/tensor.js';
-import { getOp } from '../../src/ops/index.js';
+import { tensor } from '../../src/core/ir/tensor.js';
+import { getOp } from '../../src/core/ops/index.js';
 
 /** Memory calls kept in a map, so leaks and double frees show; any kernel call fails. */
 function hostMemory(): { native: NativeCuda; freed: bigint[] } {

@@ -5,10 +5,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import type { ScheduleName } from '../../compiler/cost/memory.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { type Tensor, tensor } from '../../src/ir/tensor.js';
-import { writePlan } from '../../src/plan/io.js';
-import '../../src/ops/index.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { type Tensor, tensor } from '../../src/core/ir/tensor.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import '../../src/core/ops/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-dist-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

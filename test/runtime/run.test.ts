@@ -6,10 +6,10 @@ import { compile } from '../../compiler/compile.js';
 import { importOnnx } from '../../compiler/onnx/import.js';
 import { runGraph } from '../../runtime/backends/cpu/interpreter.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { prepareJob } from '../../src/api/train/job.js';
-import { writePlan } from '../../src/plan/io.js';
-import '../../src/ops/index.js';
-import { exportCheckpoint } from '../../src/cli/export.js';
+import { prepareJob } from '../../src/app/api/train/job.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import '../../src/core/ops/index.js';
+import { exportCheckpoint } from '../../src/app/cli/export.js';
 import { cli, cliInProcess } from '../helpers/cli.js';
 import { maxRelError, runOrt } from '../helpers/ort.js';
 

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { CleaveError } from '../../src/errors.js';
-import { writePlan } from '../../src/plan/io.js';
+import { CleaveError } from '../../src/core/errors.js';
+import { writePlan } from '../../src/core/plan/io.js';
 import { cli } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

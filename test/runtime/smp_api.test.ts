@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
-import { writePlan } from '../../src/plan/io.js';
-import '../../src/ops/index.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import '../../src/core/ops/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-smp-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const plan = join(dir, 'gpt.plan');
 writePlan(plan, compile({ model: 'fixtures/gpt.onnx', loss: 'auto', partitions: 2, microbatches: 2, schedule: '1f1b', dp: 2, batch: 4 }).plan);
-const api = resolve('dist/src/api/index.js');
+const api = resolve('dist/src/app/api/index.js');
 
 const node = (file: string, ...args: string[]) => spawnSync(process.execPath, [file, ...args], { encoding: 'utf8', timeout: 60_000 });
 

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compile } from '../../compiler/compile.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
-import { measuredPlan, readHostPhases, readMeasured } from '../../src/plan/measured.js';
-import { writePlan } from '../../src/plan/io.js';
-import { planTrace } from '../../src/plan/visual.js';
+import { measuredPlan, readHostPhases, readMeasured } from '../../src/core/plan/measured.js';
+import { writePlan } from '../../src/core/plan/io.js';
+import { planTrace } from '../../src/core/plan/visual.js';
 import { cli, cliInProcess } from '../helpers/cli.js';
 import { fixturePath } from '../helpers/fixtures.js';
 

@@ -11,8 +11,8 @@ import { instructionLabel } from '../../runtime/executor/executor.js';
 import { BUSY_MS, ProgressBoard } from '../../runtime/executor/progress.js';
 import { runPlanCpu } from '../../runtime/launch/cpu.js';
 import type { RunOptions } from '../../runtime/launch/options.js';
-import { readPlan, writePlan } from '../../src/plan/io.js';
-import type { Plan } from '../../src/plan/types.js';
+import { readPlan, writePlan } from '../../src/core/plan/io.js';
+import type { Plan } from '../../src/core/plan/types.js';
 import { fixturePath } from '../helpers/fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-watchdog-'));

@@ -5,12 +5,12 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type CompileOptions, compile } from '../../compiler/compile.js';
 import type { ScheduleName } from '../../compiler/cost/memory.js';
-import { simulate } from '../../src/plan/simulate.js';
-import { decodePlan, encodePlan } from '../../src/plan/io.js';
+import { simulate } from '../../src/core/plan/simulate.js';
+import { decodePlan, encodePlan } from '../../src/core/plan/io.js';
 import { stageRank } from '../../compiler/schedule/pipeline.js';
-import type { Plan } from '../../src/plan/types.js';
-import '../../src/ops/index.js';
-import { Rng } from '../../src/util/random.js';
+import type { Plan } from '../../src/core/plan/types.js';
+import '../../src/core/ops/index.js';
+import { Rng } from '../../src/core/util/random.js';
 import { cliInProcess } from '../helpers/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cleave-compile-'));

@@ -1,8 +1,8 @@
-import { CleaveError } from '../../../src/errors.js';
-import type { Graph, Value } from '../../../src/ir/graph.js';
-import { formatShape } from '../../../src/ir/shape.js';
-import type { Tensor } from '../../../src/ir/tensor.js';
-import { getOp } from '../../../src/ops/index.js';
+import { CleaveError } from '../../../src/core/errors.js';
+import type { Graph, Value } from '../../../src/core/ir/graph.js';
+import { formatShape } from '../../../src/core/ir/shape.js';
+import type { Tensor } from '../../../src/core/ir/tensor.js';
+import { getOp } from '../../../src/core/ops/index.js';
 
 export interface RunOptions {
   /** Also return these values (by name), besides the graph outputs. */

@@ -1,4 +1,4 @@
-import { CleaveError } from '../../../src/errors.js';
+import { CleaveError } from '../../../src/core/errors.js';
 
 /** Every block starts on 256 bytes: what cuBLASLt and the 16-byte vector kernels like best. */
 const ALIGN = 256;

@@ -1,7 +1,7 @@
-import { CleaveError } from '../../../src/errors.js';
-import { dtypeFromOnnx } from '../../../src/ir/dtype.js';
-import type { DeviceTensor } from '../../../src/ops/registry.js';
-import type { Plan } from '../../../src/plan/types.js';
+import { CleaveError } from '../../../src/core/errors.js';
+import { dtypeFromOnnx } from '../../../src/core/ir/dtype.js';
+import type { DeviceTensor } from '../../../src/core/ops/registry.js';
+import type { Plan } from '../../../src/core/plan/types.js';
 import type { NativeCuda } from './native.js';
 
 /** A communicator with its own stream, and the two events that order it with the compute stream. */

@@ -1,9 +1,9 @@
-import { CleaveError } from '../../../src/errors.js';
-import type { DType } from '../../../src/ir/dtype.js';
-import { broadcast, stridesOf } from '../../../src/ir/shape.js';
-import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/ir/tensor.js';
-import { biasStrides } from '../../../src/ops/attention.js';
-import type { CudaDevice, DeviceTensor, MatMulEpilogue, RotaryGeometry, WindowGeometry } from '../../../src/ops/registry.js';
+import { CleaveError } from '../../../src/core/errors.js';
+import type { DType } from '../../../src/core/ir/dtype.js';
+import { broadcast, stridesOf } from '../../../src/core/ir/shape.js';
+import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/core/ir/tensor.js';
+import { biasStrides } from '../../../src/core/ops/attention.js';
+import type { CudaDevice, DeviceTensor, MatMulEpilogue, RotaryGeometry, WindowGeometry } from '../../../src/core/ops/registry.js';
 import { Arena } from './arena.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';

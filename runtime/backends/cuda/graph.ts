@@ -1,11 +1,11 @@
-import { CleaveError } from '../../../src/errors.js';
-import type { DType } from '../../../src/ir/dtype.js';
-import { isFloat } from '../../../src/ir/dtype.js';
-import type { Graph, Value } from '../../../src/ir/graph.js';
-import type { Tensor } from '../../../src/ir/tensor.js';
-import { getOp } from '../../../src/ops/index.js';
-import type { DeviceTensor, OpDef } from '../../../src/ops/registry.js';
-import type { Attrs } from '../../../src/ir/graph.js';
+import { CleaveError } from '../../../src/core/errors.js';
+import type { DType } from '../../../src/core/ir/dtype.js';
+import { isFloat } from '../../../src/core/ir/dtype.js';
+import type { Graph, Value } from '../../../src/core/ir/graph.js';
+import type { Tensor } from '../../../src/core/ir/tensor.js';
+import { getOp } from '../../../src/core/ops/index.js';
+import type { DeviceTensor, OpDef } from '../../../src/core/ops/registry.js';
+import type { Attrs } from '../../../src/core/ir/graph.js';
 import { checkFeeds } from '../cpu/interpreter.js';
 import { Cuda } from './device.js';
 

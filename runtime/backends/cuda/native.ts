@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CleaveError } from '../../../src/errors.js';
+import { CleaveError } from '../../../src/core/errors.js';
 
 /** The addon's functions (native/src/addon.cpp); pointers are BigInts. */
 export interface NativeCuda {
@@ -97,7 +97,7 @@ export interface NativeCuda {
   gatherElements(width: number, data: bigint, idx: bigint, out: bigint, dims: number[], dataStrides: number[], axisStride: number, axisDim: number): void;
   scatterElementsAdd(dtype: number, g: bigint, idx: bigint, acc: bigint, dims: number[], accStrides: number[], axisStride: number, axisDim: number): void;
   trilu(width: number, x: bigint, out: bigint, n: number, rows: number, cols: number, k: number, upper: boolean): void;
-  /** Element i keeps when draw i+1 of src/util/random.ts's generator from `state` is ≥ threshold (of 2³²). */
+  /** Element i keeps when draw i+1 of src/core/util/random.ts's generator from `state` is ≥ threshold (of 2³²). */
   dropout(dtype: number, x: bigint, y: bigint, mask: bigint, n: number, state: number, threshold: number, scale: number): void;
   /** BatchNorm over [N, C, inner]; mean, var and the sums are float32 [C]. */
   bnStats(dtype: number, x: bigint, mean: bigint, variance: bigint, N: number, C: number, inner: number): void;

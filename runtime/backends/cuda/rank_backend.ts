@@ -1,23 +1,23 @@
-import { CleaveError } from '../../../src/errors.js';
-import { type DType, dtypeFromOnnx, isFloat } from '../../../src/ir/dtype.js';
-import type { Attrs } from '../../../src/ir/graph.js';
-import { numel } from '../../../src/ir/shape.js';
-import { type Tensor, tensor, tensorFromBytes } from '../../../src/ir/tensor.js';
-import { type OpDef, getOp } from '../../../src/ops/index.js';
-import type { DeviceTensor } from '../../../src/ops/registry.js';
-import { planNodeSignature, policyDtype } from '../../../src/plan/signature.js';
-import { attrsFromJson } from '../../../src/plan/attrs.js';
-import { PROGRAMS, type StageProgram, readsBoundary } from '../../../src/plan/programs.js';
-import type { Instruction, Plan, PlanStage } from '../../../src/plan/types.js';
+import { CleaveError } from '../../../src/core/errors.js';
+import { type DType, dtypeFromOnnx, isFloat } from '../../../src/core/ir/dtype.js';
+import type { Attrs } from '../../../src/core/ir/graph.js';
+import { numel } from '../../../src/core/ir/shape.js';
+import { type Tensor, tensor, tensorFromBytes } from '../../../src/core/ir/tensor.js';
+import { type OpDef, getOp } from '../../../src/core/ops/index.js';
+import type { DeviceTensor } from '../../../src/core/ops/registry.js';
+import { planNodeSignature, policyDtype } from '../../../src/core/plan/signature.js';
+import { attrsFromJson } from '../../../src/core/plan/attrs.js';
+import { PROGRAMS, type StageProgram, readsBoundary } from '../../../src/core/plan/programs.js';
+import type { Instruction, Plan, PlanStage } from '../../../src/core/plan/types.js';
 import type { Backend, Feeds, OptimizerOptions } from '../../executor/backend.js';
 import type { Transport } from '../../transport/transport.js';
 import { type OptimizerConfig, type OptimizerState, Optimizer } from '../../optim/optimizer.js';
 import { Cuda, deviceBytes, hostBytes } from './device.js';
 import type { RankComm } from './comm.js';
 import { runCudaNode } from './graph.js';
-import { dropoutRng } from '../../../src/ops/movement.js';
+import { dropoutRng } from '../../../src/core/ops/movement.js';
 
-/** A plan node ready to launch; `signature` keys its measured time (src/plan/signature.ts). */
+/** A plan node ready to launch; `signature` keys its measured time (src/core/plan/signature.ts). */
 interface Op { def: OpDef; name: string; attrs: Attrs; inputs: number[]; outputs: number[]; signature: string }
 /** Elements per block of the multi-tensor AdamW. */
 const ADAM_CHUNK = 65536;
