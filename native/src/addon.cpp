@@ -13,6 +13,7 @@
 #include "kernels.cuh"
 #include "nccl_api.h"
 #include "kernels_extra.cuh"
+#include "op_codes.h"
 
 namespace cleave {
 namespace {
@@ -232,10 +233,23 @@ Napi::Value FreeStatic(const Napi::CallbackInfo& info) {
   });
 }
 
+/**
+ * A kernel family's op code, refused unless the registry defines it (op_codes.h, generated from
+ * src/core/ops/native_codes.ts): an unknown code would otherwise run some other op, or none.
+ */
+int op_code(const Napi::Value& v, const char* family, int count) {
+  const int code = v.As<Napi::Number>().Int32Value();
+  if (code < 0 || code >= count) {
+    throw std::runtime_error(std::string(family) + ": unknown op code " + std::to_string(code) + " (the registry's " + family + " codes are 0-" +
+                             std::to_string(count - 1) + "): the addon and the TypeScript build disagree; rebuild with npm run build");
+  }
+  return code;
+}
+
 // unary(code, dtype, in, out, n, alpha, beta)
 Napi::Value Unary(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
-    unary(i[0].As<Napi::Number>().Int32Value(), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), stream());
+    unary(op_code(i[0], "unary", UNARY_CODE_COUNT), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), i64(i[4]), f32(i[5]), f32(i[6]), stream());
     return i.Env().Undefined();
   });
 }
@@ -254,7 +268,7 @@ Napi::Value Binary(const Napi::CallbackInfo& i) {
       sh.b[d] = i64(sb.Get(d));
       n *= sh.dims[d];
     }
-    binary(i[0].As<Napi::Number>().Int32Value(), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), ptr(i[4]), sh, n, stream());
+    binary(op_code(i[0], "binary", BINARY_CODE_COUNT), DType(i[1].As<Napi::Number>().Int32Value()), ptr(i[2]), ptr(i[3]), ptr(i[4]), sh, n, stream());
     return i.Env().Undefined();
   });
 }
@@ -349,12 +363,12 @@ Napi::Value Fill(const Napi::CallbackInfo& i) {
   });
 }
 
-// reduce(op, dtype, in, out, outDims[], outStrides[], redDims[], redStrides[])  op: 0 sum, 1 mean, 2 max
+// reduce(op, dtype, in, out, outDims[], outStrides[], redDims[], redStrides[])  op: a ReduceCode
 Napi::Value Reduce(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
     int64_t nout, nred;
     Shape outer = strided(i[4], i[5], &nout), red = strided(i[6], i[7], &nred);
-    reduce(dtype_of(i[0]), DType(dtype_of(i[1])), ptr(i[2]), ptr(i[3]), outer, red, nout, nred, stream());
+    reduce(op_code(i[0], "reduce", REDUCE_CODE_COUNT), DType(dtype_of(i[1])), ptr(i[2]), ptr(i[3]), outer, red, nout, nred, stream());
     return i.Env().Undefined();
   });
 }
@@ -364,7 +378,7 @@ Napi::Value Compare(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
     int64_t n;
     Shape sh = shape_of(i[5], i[6], i[7], &n);
-    compare(dtype_of(i[0]), DType(dtype_of(i[1])), ptr(i[2]), ptr(i[3]), (uint8_t*)ptr(i[4]), sh, n, stream());
+    compare(op_code(i[0], "compare", COMPARE_CODE_COUNT), DType(dtype_of(i[1])), ptr(i[2]), ptr(i[3]), (uint8_t*)ptr(i[4]), sh, n, stream());
     return i.Env().Undefined();
   });
 }
@@ -510,12 +524,12 @@ Window3 window_of(const Napi::Value& v) {
 
 bool flag(const Napi::Value& v) { return v.As<Napi::Boolean>().Value(); }
 
-// logic(code, a, b|0n, out, dims[], aStrides[], bStrides[])  code: 0 and, 1 or, 2 not
+// logic(code, a, b|0n, out, dims[], aStrides[], bStrides[])  code: a LogicCode
 Napi::Value Logic(const Napi::CallbackInfo& i) {
   return guard(i, [&]() -> Napi::Value {
     int64_t n;
     Shape sh = shape_of(i[4], i[5], i[6], &n);
-    logic(dtype_of(i[0]), (const uint8_t*)ptr(i[1]), (const uint8_t*)ptr(i[2]), (uint8_t*)ptr(i[3]), sh, n, stream());
+    logic(op_code(i[0], "logic", LOGIC_CODE_COUNT), (const uint8_t*)ptr(i[1]), (const uint8_t*)ptr(i[2]), (uint8_t*)ptr(i[3]), sh, n, stream());
     return i.Env().Undefined();
   });
 }

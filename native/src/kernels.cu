@@ -3,6 +3,7 @@
 #include <type_traits>
 
 #include "kernels.cuh"
+#include "op_codes.h"
 
 namespace cleave {
 
@@ -12,44 +13,45 @@ struct Strides6 { int64_t v[MAX_RANK]; };
 
 constexpr float SQRT_2_PI = 0.7978845608028654f;
 
-// Codes agree with the registry's cuda descriptors (src/core/ops/elementwise.ts).
+// Codes are the registry's (src/core/ops/native_codes.ts, generated into op_codes.h); the host
+// bindings refuse any other, so no default case is ever taken.
 __device__ __forceinline__ float apply_unary(int code, float x, float a, float b) {
   switch (code) {
-    case 0: return -x;
-    case 1: return fabsf(x);
-    case 2: return expf(x);
-    case 3: return logf(x);
-    case 4: return sqrtf(x);
-    case 5: return 1.f / x;
-    case 6: return tanhf(x);
-    case 7: return 1.f / (1.f + expf(-x));
-    case 8: return x > 0.f ? x : 0.f;
-    case 9: return x >= 0.f ? x : a * x;
-    case 10: return 0.5f * x * (1.f + erff(x * 0.7071067811865476f));
-    case 11: return 0.5f * x * (1.f + tanhf(SQRT_2_PI * (x + 0.044715f * x * x * x)));
-    case 12: return erff(x);
-    case 13: return fminf(1.f, fmaxf(0.f, a * x + b));
-    case 14: return x * fminf(1.f, fmaxf(0.f, x / 6.f + 0.5f));
-    case 15: return floorf(x);
-    case 16: return ceilf(x);
+    case UNARY_NEG: return -x;
+    case UNARY_ABS: return fabsf(x);
+    case UNARY_EXP: return expf(x);
+    case UNARY_LOG: return logf(x);
+    case UNARY_SQRT: return sqrtf(x);
+    case UNARY_RECIPROCAL: return 1.f / x;
+    case UNARY_TANH: return tanhf(x);
+    case UNARY_SIGMOID: return 1.f / (1.f + expf(-x));
+    case UNARY_RELU: return x > 0.f ? x : 0.f;
+    case UNARY_LEAKY_RELU: return x >= 0.f ? x : a * x;
+    case UNARY_GELU: return 0.5f * x * (1.f + erff(x * 0.7071067811865476f));
+    case UNARY_GELU_TANH: return 0.5f * x * (1.f + tanhf(SQRT_2_PI * (x + 0.044715f * x * x * x)));
+    case UNARY_ERF: return erff(x);
+    case UNARY_HARD_SIGMOID: return fminf(1.f, fmaxf(0.f, a * x + b));
+    case UNARY_HARD_SWISH: return x * fminf(1.f, fmaxf(0.f, x / 6.f + 0.5f));
+    case UNARY_FLOOR: return floorf(x);
+    case UNARY_CEIL: return ceilf(x);
     // Clip: below a gives a, then above b gives b (b wins where a > b); NaN stays NaN.
-    case 17: { const float y = x < a ? a : x; return y > b ? b : y; }
-    case 18: return sinf(x);
-    case 19: return cosf(x);
-    default: return x;
+    case UNARY_CLIP: { const float y = x < a ? a : x; return y > b ? b : y; }
+    case UNARY_SIN: return sinf(x);
+    case UNARY_COS: return cosf(x);
+    default: return NAN;
   }
 }
 
 __device__ __forceinline__ float apply_binary(int code, float x, float y) {
   switch (code) {
-    case 0: return x + y;
-    case 1: return x - y;
-    case 2: return x * y;
-    case 3: return x / y;
-    case 4: return powf(x, y);
-    case 5: return fminf(x, y);
-    case 6: return fmaxf(x, y);
-    default: return x;
+    case BINARY_ADD: return x + y;
+    case BINARY_SUB: return x - y;
+    case BINARY_MUL: return x * y;
+    case BINARY_DIV: return x / y;
+    case BINARY_POW: return powf(x, y);
+    case BINARY_MIN: return fminf(x, y);
+    case BINARY_MAX: return fmaxf(x, y);
+    default: return NAN;
   }
 }
 
@@ -367,7 +369,7 @@ __global__ void reduce_kernel(int op, const T* in, T* out, Shape outer, Shape re
       base += (rem % outer.dims[d]) * outer.a[d];
       rem /= outer.dims[d];
     }
-    float acc = op == 2 ? -INFINITY : 0.f;
+    float acc = op == REDUCE_MAX ? -INFINITY : 0.f;
     for (int64_t r = threadIdx.x; r < nred; r += blockDim.x) {
       int64_t q = r, off = base;
       for (int d = red.rank - 1; d >= 0; --d) {
@@ -375,10 +377,10 @@ __global__ void reduce_kernel(int op, const T* in, T* out, Shape outer, Shape re
         q /= red.dims[d];
       }
       const float v = ld(in, off);
-      acc = op == 2 ? fmaxf(acc, v) : acc + v;
+      acc = op == REDUCE_MAX ? fmaxf(acc, v) : acc + v;
     }
-    acc = op == 2 ? block_reduce<true>(acc) : block_reduce<false>(acc);
-    if (threadIdx.x == 0) st(out, j, op == 1 ? acc / nred : acc);
+    acc = op == REDUCE_MAX ? block_reduce<true>(acc) : block_reduce<false>(acc);
+    if (threadIdx.x == 0) st(out, j, op == REDUCE_MEAN ? acc / nred : acc);
   }
 }
 
@@ -391,13 +393,14 @@ __global__ void compare_kernel(int code, const T* a, const T* b, uint8_t* out, S
     const float x = ld(a, ia), y = ld(b, ib);
     bool r;
     switch (code) {
-      case 0: r = x == y; break;
-      case 1: r = x < y; break;
-      case 2: r = x > y; break;
-      case 3: r = x <= y; break;
-      case 4: r = x >= y; break;
-      case 5: r = x != 0.f && y != 0.f; break;
-      default: r = x != 0.f || y != 0.f;
+      case COMPARE_EQUAL: r = x == y; break;
+      case COMPARE_LESS: r = x < y; break;
+      case COMPARE_GREATER: r = x > y; break;
+      case COMPARE_LESS_EQUAL: r = x <= y; break;
+      case COMPARE_GREATER_EQUAL: r = x >= y; break;
+      case COMPARE_AND: r = x != 0.f && y != 0.f; break;
+      case COMPARE_OR: r = x != 0.f || y != 0.f; break;
+      default: r = false;
     }
     out[i] = r ? 1 : 0;
   }
@@ -485,17 +488,17 @@ __global__ void column_reduce_kernel(int op, const T* in, float* partial, int64_
   const int64_t c = blockIdx.x * (int64_t)COL_TILE + threadIdx.x;
   const int64_t a = blockIdx.z;
   const int64_t r0 = blockIdx.y * chunk, r1 = min(R, r0 + chunk);
-  float acc = op == 2 ? -INFINITY : 0.f;
+  float acc = op == REDUCE_MAX ? -INFINITY : 0.f;
   if (c < C)
     for (int64_t r = r0 + threadIdx.y; r < r1; r += COL_ROWS) {
       const float v = ld(in, (a * R + r) * C + c);
-      acc = op == 2 ? fmaxf(acc, v) : acc + v;
+      acc = op == REDUCE_MAX ? fmaxf(acc, v) : acc + v;
     }
   __shared__ float sh[COL_ROWS][COL_TILE];
   sh[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && c < C) {
-    for (int k = 1; k < COL_ROWS; ++k) acc = op == 2 ? fmaxf(acc, sh[k][threadIdx.x]) : acc + sh[k][threadIdx.x];
+    for (int k = 1; k < COL_ROWS; ++k) acc = op == REDUCE_MAX ? fmaxf(acc, sh[k][threadIdx.x]) : acc + sh[k][threadIdx.x];
     partial[(a * gridDim.y + blockIdx.y) * C + c] = acc;
   }
 }
@@ -510,10 +513,10 @@ __global__ void sum_chunks_kernel(int op, const float* partial, T* out, int64_t 
   const int64_t total = lists * n;
   for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < total; j += (int64_t)gridDim.x * blockDim.x) {
     const int64_t l = j / n, c = j % n;
-    float acc = op == 2 ? -INFINITY : 0.f;
+    float acc = op == REDUCE_MAX ? -INFINITY : 0.f;
     for (int64_t k = 0; k < chunks; ++k) {
       const float v = partial[l * lstride + k * kstride + c];
-      acc = op == 2 ? fmaxf(acc, v) : acc + v;
+      acc = op == REDUCE_MAX ? fmaxf(acc, v) : acc + v;
     }
     st(out, j, acc * scale);
   }
@@ -820,7 +823,7 @@ void reduce(int op, DType t, const void* in, void* out, const Shape& outer, cons
     CUDA_CHECK(cudaMallocAsync(&partial, A * chunks * C * sizeof(float), s));
     DISPATCH(t, (column_reduce_kernel<T><<<dim3((unsigned)bx, (unsigned)chunks, (unsigned)A), dim3(COL_TILE, COL_ROWS), 0, s>>>(op, (const T*)in, partial, R, C, chunk)));
     CHECK_LAUNCH();
-    DISPATCH(t, (sum_chunks_kernel<T><<<grid_for(A * C), 256, 0, s>>>(op, partial, (T*)out, A, C, chunks, chunks * C, C, op == 1 ? 1.f / R : 1.f)));
+    DISPATCH(t, (sum_chunks_kernel<T><<<grid_for(A * C), 256, 0, s>>>(op, partial, (T*)out, A, C, chunks, chunks * C, C, op == REDUCE_MEAN ? 1.f / R : 1.f)));
     CHECK_LAUNCH();
     CUDA_CHECK(cudaFreeAsync(partial, s));
     return;

@@ -3,6 +3,7 @@
 #include "check.h"
 #include "elem.cuh"
 #include "kernels_extra.cuh"
+#include "op_codes.h"
 
 namespace cleave {
 
@@ -19,8 +20,8 @@ __global__ void logic_kernel(int code, const uint8_t* a, const uint8_t* b, uint8
     operand_offsets(sh, i, ia, ib);
     const bool x = a[ia] != 0;
     bool r;
-    if (code == 0) r = x && b[ib] != 0;
-    else if (code == 1) r = x || b[ib] != 0;
+    if (code == LOGIC_AND) r = x && b[ib] != 0;
+    else if (code == LOGIC_OR) r = x || b[ib] != 0;
     else r = !x;
     out[i] = r ? 1 : 0;
   }

@@ -8,6 +8,7 @@
 import type { NativeCuda } from '../../runtime/backends/cuda/native.js';
 import { bf16ToFloat, floatToBf16, floatToHalf, halfToFloat } from '../../src/core/ir/tensor.js';
 import { erf, geluTanh, geluTanhGrad } from '../../src/core/ops/math.js';
+import { type BinaryOp, type CompareOp, nativeName } from '../../src/core/ops/native_codes.js';
 
 interface Block { base: bigint; bytes: Uint8Array }
 
@@ -258,29 +259,29 @@ export class HostCuda implements Partial<NativeCuda> {
 
   unary(code: number, dtype: number, x: bigint, out: bigint, n: number, alpha: number, beta: number): void {
     const a = this.floats(dtype, x, n), o = this.floats(dtype, out, n);
+    const op = nativeName('unary', code);
     const f = (v: number): number => {
-      switch (code) {
-        case 0: return -v;
-        case 1: return Math.abs(v);
-        case 2: return Math.exp(v);
-        case 3: return Math.log(v);
-        case 4: return Math.sqrt(v);
-        case 5: return 1 / v;
-        case 6: return Math.tanh(v);
-        case 7: return 1 / (1 + Math.exp(-v));
-        case 8: return v > 0 ? v : 0;
-        case 9: return v >= 0 ? v : alpha * v;
-        case 10: return 0.5 * v * (1 + erf(v / Math.SQRT2));
-        case 11: return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-        case 12: return erf(v);
-        case 13: return Math.min(1, Math.max(0, alpha * v + beta));
-        case 14: return v * Math.min(1, Math.max(0, v / 6 + 0.5));
-        case 15: return Math.floor(v);
-        case 16: return Math.ceil(v);
-        case 17: { const y = v < alpha ? alpha : v; return y > beta ? beta : y; }
-        case 18: return Math.sin(v);
-        case 19: return Math.cos(v);
-        default: throw new Error(`unary code ${code} is not emulated`);
+      switch (op) {
+        case 'neg': return -v;
+        case 'abs': return Math.abs(v);
+        case 'exp': return Math.exp(v);
+        case 'log': return Math.log(v);
+        case 'sqrt': return Math.sqrt(v);
+        case 'reciprocal': return 1 / v;
+        case 'tanh': return Math.tanh(v);
+        case 'sigmoid': return 1 / (1 + Math.exp(-v));
+        case 'relu': return v > 0 ? v : 0;
+        case 'leaky_relu': return v >= 0 ? v : alpha * v;
+        case 'gelu': return 0.5 * v * (1 + erf(v / Math.SQRT2));
+        case 'gelu_tanh': return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+        case 'erf': return erf(v);
+        case 'hard_sigmoid': return Math.min(1, Math.max(0, alpha * v + beta));
+        case 'hard_swish': return v * Math.min(1, Math.max(0, v / 6 + 0.5));
+        case 'floor': return Math.floor(v);
+        case 'ceil': return Math.ceil(v);
+        case 'clip': { const y = v < alpha ? alpha : v; return y > beta ? beta : y; }
+        case 'sin': return Math.sin(v);
+        case 'cos': return Math.cos(v);
       }
     };
     for (let i = 0; i < n; i++) o.set(i, f(a.get(i)));
@@ -304,8 +305,8 @@ export class HostCuda implements Partial<NativeCuda> {
   binary(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
     const n = dims.reduce((p, q) => p * q, 1);
     const x = this.floats(dtype, a, HostCuda.span(dims, sa)), y = this.floats(dtype, b, HostCuda.span(dims, sb)), o = this.floats(dtype, out, n);
-    const f = [(p: number, q: number) => p + q, (p: number, q: number) => p - q, (p: number, q: number) => p * q, (p: number, q: number) => p / q,
-      (p: number, q: number) => p ** q, fminf, fmaxf][code]!;
+    const fs: Record<BinaryOp, (p: number, q: number) => number> = { add: (p, q) => p + q, sub: (p, q) => p - q, mul: (p, q) => p * q, div: (p, q) => p / q, pow: (p, q) => p ** q, min: fminf, max: fmaxf };
+    const f = fs[nativeName('binary', code)];
     // Reads first, then writes: an output that is also an input (in-place folds) reads old values, as each CUDA thread does.
     const vals: number[] = [];
     HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => (vals[i] = f(x.get(ia!), y.get(ib!))));
@@ -315,9 +316,11 @@ export class HostCuda implements Partial<NativeCuda> {
   compare(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
     const n = dims.reduce((p, q) => p * q, 1);
     const x = this.floats(dtype, a, HostCuda.span(dims, sa)), y = this.floats(dtype, b, HostCuda.span(dims, sb)), o = this.u8(out, n);
+    const op = nativeName('compare', code);
     HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => {
       const p = x.get(ia!), q = y.get(ib!);
-      o[i] = [p === q, p < q, p > q, p <= q, p >= q, p !== 0 && q !== 0, p !== 0 || q !== 0][code] ? 1 : 0;
+      const r: Record<CompareOp, boolean> = { equal: p === q, less: p < q, greater: p > q, less_equal: p <= q, greater_equal: p >= q, and: p !== 0 && q !== 0, or: p !== 0 || q !== 0 };
+      o[i] = r[op] ? 1 : 0;
     });
   }
 
@@ -363,13 +366,14 @@ export class HostCuda implements Partial<NativeCuda> {
   reduce(op: number, dtype: number, x: bigint, out: bigint, outDims: number[], outStrides: number[], redDims: number[], redStrides: number[]): void {
     const nout = outDims.reduce((p, q) => p * q, 1), nred = redDims.reduce((p, q) => p * q, 1);
     const src = this.floats(dtype, x, HostCuda.span(outDims, outStrides) + HostCuda.span(redDims, redStrides) - 1), o = this.floats(dtype, out, nout);
+    const kind = nativeName('reduce', op);
     HostCuda.walk(outDims, [outStrides], (j, [base]) => {
-      let acc = op === 2 ? -Infinity : 0;
+      let acc = kind === 'max' ? -Infinity : 0;
       HostCuda.walk(redDims, [redStrides], (_, [r]) => {
         const v = src.get(base! + r!);
-        acc = op === 2 ? fmaxf(acc, v) : acc + v;
+        acc = kind === 'max' ? fmaxf(acc, v) : acc + v;
       });
-      o.set(j, op === 1 ? acc / nred : acc);
+      o.set(j, kind === 'mean' ? acc / nred : acc);
     });
   }
 
@@ -482,10 +486,11 @@ export class HostCuda implements Partial<NativeCuda> {
 
   logic(code: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
     const n = dims.reduce((p, q) => p * q, 1);
-    const x = this.u8(a, HostCuda.span(dims, sa)), y = code === 2 ? null : this.u8(b, HostCuda.span(dims, sb)), o = this.u8(out, n);
+    const op = nativeName('logic', code);
+    const x = this.u8(a, HostCuda.span(dims, sa)), y = op === 'not' ? null : this.u8(b, HostCuda.span(dims, sb)), o = this.u8(out, n);
     HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => {
       const p = x[ia!] !== 0;
-      o[i] = (code === 0 ? p && y![ib!] !== 0 : code === 1 ? p || y![ib!] !== 0 : !p) ? 1 : 0;
+      o[i] = (op === 'and' ? p && y![ib!] !== 0 : op === 'or' ? p || y![ib!] !== 0 : !p) ? 1 : 0;
     });
   }
 

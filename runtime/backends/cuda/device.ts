@@ -4,6 +4,7 @@ import { broadcast, stridesOf } from '../../../src/core/ir/shape.js';
 import { type Tensor, bf16ToFloat, floatToBf16, floatToHalf, halfToFloat, tensor } from '../../../src/core/ir/tensor.js';
 import { biasStrides } from '../../../src/core/ops/attention.js';
 import type { CudaDevice, DeviceTensor, MatMulEpilogue, RotaryGeometry, WindowGeometry } from '../../../src/core/ops/registry.js';
+import { type BinaryOp, type CompareOp, type LogicOp, type UnaryOp, nativeCode } from '../../../src/core/ops/native_codes.js';
 import { Arena } from './arena.js';
 import { collapseDims } from './layout.js';
 import { type NativeCuda, requireCuda } from './native.js';
@@ -238,13 +239,13 @@ export class Cuda implements CudaDevice {
     }
   }
 
-  unary(code: number, x: DeviceTensor, out: DeviceTensor, alpha = 0, beta = 0): void {
-    this.n.unary(code, floatCode(x, 'unary op'), x.ptr, out.ptr, numel(out.shape), alpha, beta);
+  unary(op: UnaryOp, x: DeviceTensor, out: DeviceTensor, alpha = 0, beta = 0): void {
+    this.n.unary(nativeCode('unary', op), floatCode(x, 'unary op'), x.ptr, out.ptr, numel(out.shape), alpha, beta);
   }
 
-  binary(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
+  binary(op: BinaryOp, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
     const { dims, strides: [sa, sb] } = collapseDims(out.shape, [broadcastStrides(a.shape, out.shape), broadcastStrides(b.shape, out.shape)]);
-    this.n.binary(code, floatCode(out, 'binary op'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
+    this.n.binary(nativeCode('binary', op), floatCode(out, 'binary op'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
   }
 
   where(c: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void {
@@ -342,18 +343,18 @@ export class Cuda implements CudaDevice {
 
   sum(inputs: readonly DeviceTensor[], out: DeviceTensor): void {
     // Left to right, as the CPU kernel: (a + b) + c …
-    this.binary(0, inputs[0]!, inputs[1] ?? inputs[0]!, out);
+    this.binary('add', inputs[0]!, inputs[1] ?? inputs[0]!, out);
     if (inputs.length === 1) this.stridedCopy(inputs[0]!, out, stridesOf(out.shape));
-    for (const x of inputs.slice(2)) this.binary(0, out, x, out);
+    for (const x of inputs.slice(2)) this.binary('add', out, x, out);
   }
 
   reduce(op: 'sum' | 'mean' | 'max' | 'min', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void {
     // The minimum is the negated maximum of the negation: exact, with no kernel of its own.
     if (op === 'min') {
       const neg = this.alloc(x.dtype, x.shape);
-      this.unary(0, x, neg);
+      this.unary('neg', x, neg);
       this.reduce('max', neg, out, axes);
-      this.unary(0, out, out);
+      this.unary('neg', out, out);
       this.free(neg);
       return;
     }
@@ -362,12 +363,12 @@ export class Cuda implements CudaDevice {
     // Kept and reduced axes collapse separately: each group keeps its own index order.
     const outer = collapseDims(keep.map((i) => x.shape[i]!), [keep.map((i) => st[i]!)]);
     const red = collapseDims(axes.map((i) => x.shape[i]!), [axes.map((i) => st[i]!)]);
-    this.n.reduce({ sum: 0, mean: 1, max: 2 }[op], floatCode(x, 'reduction'), x.ptr, out.ptr, outer.dims, outer.strides[0]!, red.dims, red.strides[0]!);
+    this.n.reduce(nativeCode('reduce', op), floatCode(x, 'reduction'), x.ptr, out.ptr, outer.dims, outer.strides[0]!, red.dims, red.strides[0]!);
   }
 
-  compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
+  compare(op: CompareOp, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void {
     const { dims, strides: [sa, sb] } = collapseDims(out.shape, [broadcastStrides(a.shape, out.shape), broadcastStrides(b.shape, out.shape)]);
-    this.n.compare(code, floatCode(a, 'comparison'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
+    this.n.compare(nativeCode('compare', op), floatCode(a, 'comparison'), a.ptr, b.ptr, out.ptr, dims, sa!, sb!);
   }
 
   scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number, accumulate = false): void {
@@ -439,7 +440,7 @@ export class Cuda implements CudaDevice {
     this.reduce('sum', loss, total, [0]);
     this.reduce('sum', weight, count, [0]);
     const f32 = out.dtype === 'float32' ? out : this.alloc('float32', []);
-    if (mean) this.binary(3, total, count, f32);
+    if (mean) this.binary('div', total, count, f32);
     else this.stridedCopy(total, f32, []);
     if (f32 !== out) this.cast(f32, out);
     for (const t of [loss, weight, total, count, ...(f32 !== out ? [f32] : [])]) this.free(t);
@@ -471,11 +472,11 @@ export class Cuda implements CudaDevice {
     this.n.copyRegion(copyCode(x), x.ptr, out.ptr, d, si!, so!, inBase, outBase);
   }
 
-  logic(code: number, a: DeviceTensor, b: DeviceTensor | null, out: DeviceTensor): void {
+  logic(op: LogicOp, a: DeviceTensor, b: DeviceTensor | null, out: DeviceTensor): void {
     if ([a, b ?? a, out].some((t) => t.dtype !== 'bool')) throw new CleaveError('bool logic on CUDA takes bool tensors');
     const sb = b ? broadcastStrides(b.shape, out.shape) : out.shape.map(() => 0);
     const { dims, strides: [ca, cb] } = collapseDims(out.shape, [broadcastStrides(a.shape, out.shape), sb]);
-    this.n.logic(code, a.ptr, b?.ptr ?? 0n, out.ptr, dims, ca!, cb!);
+    this.n.logic(nativeCode('logic', op), a.ptr, b?.ptr ?? 0n, out.ptr, dims, ca!, cb!);
   }
 
   isNaN(x: DeviceTensor, out: DeviceTensor): void {
@@ -666,7 +667,7 @@ export class Cuda implements CudaDevice {
       this.gemmRows(dt, w.ptr, col.ptr, outT?.ptr ?? dst, mg, b * O, cg * K, false, false, 1, 0, G, mg * cg * K, cg * K * b * O, mg * b * O);
       if (outT) this.stridedCopy({ ptr: outT.ptr, dtype: out.dtype, shape: [M, b, O] }, { ptr: dst, dtype: out.dtype, shape: [b, M, O] }, [O, b * O, 1]);
     });
-    if (bias) this.binary(0, out, { ptr: bias.ptr, dtype: bias.dtype, shape: [M, ...win.out.map(() => 1)] }, out);
+    if (bias) this.binary('add', out, { ptr: bias.ptr, dtype: bias.dtype, shape: [M, ...win.out.map(() => 1)] }, out);
   }
 
   convGradInput(g: DeviceTensor, w: DeviceTensor, dx: DeviceTensor, win: WindowGeometry, groups: number): void {

@@ -664,11 +664,11 @@ export class CudaRankBackend implements Backend {
       if (!produced.has(g.value)) continue;
       const part = env.get(g.value)!;
       const acc = this.grads.get(g.param)!;
-      if (part.dtype === 'float32') this.dev.binary(0, acc, part, acc);
+      if (part.dtype === 'float32') this.dev.binary('add', acc, part, acc);
       else {
         const f = this.dev.alloc('float32', part.shape);
         this.dev.cast(part, f);
-        this.dev.binary(0, acc, f, acc);
+        this.dev.binary('add', acc, f, acc);
         this.dev.free(f);
       }
     }

@@ -4,6 +4,7 @@ import type { Attrs } from '../ir/graph.js';
 import { broadcast, stridesOf } from '../ir/shape.js';
 import type { Tensor } from '../ir/tensor.js';
 import { erf, geluTanh } from './math.js';
+import type { BinaryOp, CompareOp, LogicOp, UnaryOp } from './native_codes.js';
 import type { AttrSpec, CudaDevice, CudaKernel, DeviceTensor, OpCategory, OpContext, OpDef } from './registry.js';
 import { broadcastMap, fixInt, float, input, perOutput, requireFloat, sameDtype, str } from './util.js';
 
@@ -12,8 +13,8 @@ type Scalar = (x: number) => number;
 interface UnaryRule {
   /** Scalar function, given the node's attributes. */
   readonly f: (a: Attrs) => Scalar;
-  /** Code of the same function in the CUDA unary kernel (native/src/kernels.cu). */
-  readonly cuda?: (a: Attrs) => { code: number; alpha?: number; beta?: number };
+  /** The same function in the CUDA unary kernel (native_codes.ts names its ops). */
+  readonly cuda?: (a: Attrs) => { code: UnaryOp; alpha?: number; beta?: number };
   /** A CUDA kernel of its own, for ops outside the float unary kernel (bool results or inputs). */
   readonly device?: CudaKernel;
   readonly flops: number;
@@ -27,53 +28,53 @@ interface UnaryRule {
 
 /** One row per unary op: what it computes, what it costs, what it accepts. */
 const UNARY: Record<string, UnaryRule> = {
-  Neg: {cuda: () => ({ code: 0 }), f: () => (x) => -x, flops: 1, accepts: 'numeric' },
-  Abs: {cuda: () => ({ code: 1 }), f: () => Math.abs, flops: 1, accepts: 'numeric' },
-  Exp: {cuda: () => ({ code: 2 }), f: () => Math.exp, flops: 4, accepts: 'float' },
-  Log: {cuda: () => ({ code: 3 }), f: () => Math.log, flops: 4, accepts: 'float' },
-  Sqrt: {cuda: () => ({ code: 4 }), f: () => Math.sqrt, flops: 4, accepts: 'float' },
-  Reciprocal: {cuda: () => ({ code: 5 }), f: () => (x) => 1 / x, flops: 1, accepts: 'float' },
-  Floor: {cuda: () => ({ code: 15 }), f: () => Math.floor, flops: 1, accepts: 'float' },
-  Ceil: {cuda: () => ({ code: 16 }), f: () => Math.ceil, flops: 1, accepts: 'float' },
-  Erf: {cuda: () => ({ code: 12 }), f: () => erf, flops: 8, accepts: 'float' },
-  Sin: {cuda: () => ({ code: 18 }), f: () => Math.sin, flops: 8, accepts: 'float', since: 7 },
-  Cos: {cuda: () => ({ code: 19 }), f: () => Math.cos, flops: 8, accepts: 'float', since: 7 },
-  Tanh: {cuda: () => ({ code: 6 }), f: () => Math.tanh, flops: 6, accepts: 'float', category: 'activation' },
-  Sigmoid: {cuda: () => ({ code: 7 }), f: () => (x) => 1 / (1 + Math.exp(-x)), flops: 4, accepts: 'float', category: 'activation' },
-  Relu: {cuda: () => ({ code: 8 }), f: () => (x) => (x > 0 ? x : 0), flops: 1, accepts: 'numeric', category: 'activation' },
+  Neg: {cuda: () => ({ code: 'neg' }), f: () => (x) => -x, flops: 1, accepts: 'numeric' },
+  Abs: {cuda: () => ({ code: 'abs' }), f: () => Math.abs, flops: 1, accepts: 'numeric' },
+  Exp: {cuda: () => ({ code: 'exp' }), f: () => Math.exp, flops: 4, accepts: 'float' },
+  Log: {cuda: () => ({ code: 'log' }), f: () => Math.log, flops: 4, accepts: 'float' },
+  Sqrt: {cuda: () => ({ code: 'sqrt' }), f: () => Math.sqrt, flops: 4, accepts: 'float' },
+  Reciprocal: {cuda: () => ({ code: 'reciprocal' }), f: () => (x) => 1 / x, flops: 1, accepts: 'float' },
+  Floor: {cuda: () => ({ code: 'floor' }), f: () => Math.floor, flops: 1, accepts: 'float' },
+  Ceil: {cuda: () => ({ code: 'ceil' }), f: () => Math.ceil, flops: 1, accepts: 'float' },
+  Erf: {cuda: () => ({ code: 'erf' }), f: () => erf, flops: 8, accepts: 'float' },
+  Sin: {cuda: () => ({ code: 'sin' }), f: () => Math.sin, flops: 8, accepts: 'float', since: 7 },
+  Cos: {cuda: () => ({ code: 'cos' }), f: () => Math.cos, flops: 8, accepts: 'float', since: 7 },
+  Tanh: {cuda: () => ({ code: 'tanh' }), f: () => Math.tanh, flops: 6, accepts: 'float', category: 'activation' },
+  Sigmoid: {cuda: () => ({ code: 'sigmoid' }), f: () => (x) => 1 / (1 + Math.exp(-x)), flops: 4, accepts: 'float', category: 'activation' },
+  Relu: {cuda: () => ({ code: 'relu' }), f: () => (x) => (x > 0 ? x : 0), flops: 1, accepts: 'numeric', category: 'activation' },
   LeakyRelu: {
-    cuda: (a) => ({ code: 9, alpha: float(a, 'alpha') }),
+    cuda: (a) => ({ code: 'leaky_relu', alpha: float(a, 'alpha') }),
     f: (a) => { const al = float(a, 'alpha'); return (x) => (x >= 0 ? x : al * x); },
     flops: 2, accepts: 'float', category: 'activation',
     attrs: { alpha: { type: 'float', default: 0.01 } },
   },
   HardSigmoid: {
-    cuda: (a) => ({ code: 13, alpha: float(a, 'alpha'), beta: float(a, 'beta') }),
+    cuda: (a) => ({ code: 'hard_sigmoid', alpha: float(a, 'alpha'), beta: float(a, 'beta') }),
     f: (a) => { const al = float(a, 'alpha'), be = float(a, 'beta'); return (x) => Math.max(0, Math.min(1, al * x + be)); },
     flops: 4, accepts: 'float', category: 'activation',
     attrs: { alpha: { type: 'float', default: 0.2 }, beta: { type: 'float', default: 0.5 } },
   },
-  HardSwish: {cuda: () => ({ code: 14 }), f: () => (x) => x * Math.max(0, Math.min(1, x / 6 + 0.5)), flops: 5, accepts: 'float', since: 14, category: 'activation' },
+  HardSwish: {cuda: () => ({ code: 'hard_swish' }), f: () => (x) => x * Math.max(0, Math.min(1, x / 6 + 0.5)), flops: 5, accepts: 'float', since: 14, category: 'activation' },
   Gelu: {
-    cuda: (a) => ({ code: str(a, 'approximate') === 'tanh' ? 11 : 10 }),
+    cuda: (a) => ({ code: str(a, 'approximate') === 'tanh' ? 'gelu_tanh' : 'gelu' }),
     f: (a) => str(a, 'approximate') === 'tanh'
       ? geluTanh
       : (x) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
     flops: 12, accepts: 'float', since: 20, category: 'activation',
     attrs: { approximate: { type: 'string', default: 'none', oneOf: ['none', 'tanh'] } },
   },
-  Not: { device: (dev, [x], [out]) => dev.logic(2, x!, null, out!), f: () => (x) => (x ? 0 : 1), flops: 1, accepts: 'bool' },
+  Not: { device: (dev, [x], [out]) => dev.logic('not', x!, null, out!), f: () => (x) => (x ? 0 : 1), flops: 1, accepts: 'bool' },
   IsNaN: { device: (dev, [x], [out]) => dev.isNaN(x!, out!), f: () => (x) => (Number.isNaN(x) ? 1 : 0), flops: 1, accepts: 'float', out: 'bool' },
 };
 
 interface BinaryRule {
   readonly f: Scalar2;
-  /** Code in the CUDA binary kernel. */
-  readonly cuda?: number;
-  /** Code in the CUDA comparison kernel (bool output). */
-  readonly compare?: number;
-  /** Code in the CUDA bool logic kernel (bool inputs and output). */
-  readonly logic?: number;
+  /** The op in the CUDA binary kernel. */
+  readonly cuda?: BinaryOp;
+  /** The op in the CUDA comparison kernel (bool output). */
+  readonly compare?: CompareOp;
+  /** The op in the CUDA bool logic kernel (bool inputs and output). */
+  readonly logic?: LogicOp;
   readonly accepts: 'numeric' | 'bool' | 'any';
   readonly out?: 'bool';
   /** Pow's exponent may have its own type. */
@@ -82,18 +83,18 @@ interface BinaryRule {
 type Scalar2 = (a: number, b: number) => number;
 
 const BINARY: Record<string, BinaryRule> = {
-  Add: { cuda: 0, f: (a, b) => a + b, accepts: 'numeric' },
-  Sub: { cuda: 1, f: (a, b) => a - b, accepts: 'numeric' },
-  Mul: { cuda: 2, f: (a, b) => a * b, accepts: 'numeric' },
-  Div: { cuda: 3, f: (a, b) => a / b, accepts: 'numeric' },
-  Pow: { cuda: 4, f: (a, b) => a ** b, accepts: 'numeric', mixed: true },
-  Equal: { compare: 0, f: (a, b) => (a === b ? 1 : 0), accepts: 'any', out: 'bool' },
-  Less: { compare: 1, f: (a, b) => (a < b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  LessOrEqual: { compare: 3, f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  Greater: { compare: 2, f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  GreaterOrEqual: { compare: 4, f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
-  And: { logic: 0, f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
-  Or: { logic: 1, f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
+  Add: { cuda: 'add', f: (a, b) => a + b, accepts: 'numeric' },
+  Sub: { cuda: 'sub', f: (a, b) => a - b, accepts: 'numeric' },
+  Mul: { cuda: 'mul', f: (a, b) => a * b, accepts: 'numeric' },
+  Div: { cuda: 'div', f: (a, b) => a / b, accepts: 'numeric' },
+  Pow: { cuda: 'pow', f: (a, b) => a ** b, accepts: 'numeric', mixed: true },
+  Equal: { compare: 'equal', f: (a, b) => (a === b ? 1 : 0), accepts: 'any', out: 'bool' },
+  Less: { compare: 'less', f: (a, b) => (a < b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  LessOrEqual: { compare: 'less_equal', f: (a, b) => (a <= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  Greater: { compare: 'greater', f: (a, b) => (a > b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  GreaterOrEqual: { compare: 'greater_equal', f: (a, b) => (a >= b ? 1 : 0), accepts: 'numeric', out: 'bool' },
+  And: { logic: 'and', f: (a, b) => (a && b ? 1 : 0), accepts: 'bool' },
+  Or: { logic: 'or', f: (a, b) => (a || b ? 1 : 0), accepts: 'bool' },
 };
 
 /** Variadic ops (1..N inputs) folded pairwise. */
@@ -103,10 +104,10 @@ const VARIADIC: Record<string, Scalar2> = {
   Sum: (a, b) => a + b,
 };
 
-/** Min and Max as codes of the CUDA binary kernel, folded left to right as the CPU kernel folds. */
-const VARIADIC_CUDA: Record<string, number> = { Min: 5, Max: 6 };
+/** Min and Max as ops of the CUDA binary kernel, folded left to right as the CPU kernel folds. */
+const VARIADIC_CUDA: Record<string, BinaryOp> = { Min: 'min', Max: 'max' };
 
-function foldBinary(code: number): CudaKernel {
+function foldBinary(code: BinaryOp): CudaKernel {
   return (dev, ins, [out]) => {
     const xs = ins as DeviceTensor[];
     if (xs.length === 1) dev.stridedCopy(xs[0]!, out!, stridesOf(out!.shape));
@@ -215,7 +216,7 @@ const clip: OpDef = {
   cost: perOutput(2),
   cuda(dev, [x], [out], attrs) {
     const [lo, hi] = clipBounds(attrs);
-    dev.unary(17, x!, out!, lo, hi);
+    dev.unary('clip', x!, out!, lo, hi);
   },
   cpu([x], attrs) {
     const [lo, hi] = clipBounds(attrs);

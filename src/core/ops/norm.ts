@@ -314,8 +314,8 @@ function groupNormCuda(dev: CudaDevice, x: DeviceTensor, scale: DeviceTensor, bi
   dev.layerNorm({ ...x, shape: [N * G, cg * S] }, null, null, { ...y, shape: [N * G, cg * S] }, eps);
   const y4 = { ...y, shape: [N, G, cg, S] };
   const pshape = scale.shape[0] === C ? [G, cg, 1] : [G, 1, 1];
-  dev.binary(2, y4, { ...scale, shape: pshape }, y4);
-  dev.binary(0, y4, { ...bias, shape: pshape }, y4);
+  dev.binary('mul', y4, { ...scale, shape: pshape }, y4);
+  dev.binary('add', y4, { ...bias, shape: pshape }, y4);
 }
 
 export const NORM_OPS: OpDef[] = [layerNorm, batchNorm, rmsNorm, instanceNorm, groupNorm];

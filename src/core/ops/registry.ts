@@ -2,6 +2,7 @@ import { CleaveError } from '../errors.js';
 import { ALL_DTYPES, type DType, dtypeToOnnx } from '../ir/dtype.js';
 import type { AttrValue, Attrs, Value, ValueType } from '../ir/graph.js';
 import type { Tensor } from '../ir/tensor.js';
+import type { BinaryOp, CompareOp, LogicOp, UnaryOp } from './native_codes.js';
 
 /** ONNX attribute types; 'dtype' is an INT holding an element type code (Cast's `to`), which passes may retype. */
 export type AttrType = 'int' | 'dtype' | 'float' | 'string' | 'ints' | 'floats' | 'strings' | 'tensor';
@@ -102,8 +103,8 @@ export interface DeviceTensor {
  * runtime/backends/cuda). Codes name the scalar function a generic kernel applies.
  */
 export interface CudaDevice {
-  unary(code: number, x: DeviceTensor, out: DeviceTensor, alpha?: number, beta?: number): void;
-  binary(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
+  unary(op: UnaryOp, x: DeviceTensor, out: DeviceTensor, alpha?: number, beta?: number): void;
+  binary(op: BinaryOp, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
   where(cond: DeviceTensor, x: DeviceTensor, y: DeviceTensor, out: DeviceTensor): void;
   softmax(x: DeviceTensor, out: DeviceTensor, log: boolean): void;
   layerNorm(x: DeviceTensor, scale: DeviceTensor | null, bias: DeviceTensor | null, out: DeviceTensor, epsilon: number): void;
@@ -124,7 +125,7 @@ export interface CudaDevice {
   sum(inputs: readonly DeviceTensor[], out: DeviceTensor): void;
   reduce(op: 'sum' | 'mean' | 'max' | 'min', x: DeviceTensor, out: DeviceTensor, axes: readonly number[]): void;
   /** Comparisons of float tensors into bool: 0 =, 1 <, 2 >, 3 ≤, 4 ≥. */
-  compare(code: number, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
+  compare(op: CompareOp, a: DeviceTensor, b: DeviceTensor, out: DeviceTensor): void;
   /** out = 0; out[…, indices[j], …] += g[…, j, …] (the gradient of Gather). */
   scatterAdd(g: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number, accumulate?: boolean): void;
   layerNormGradInput(g: DeviceTensor, x: DeviceTensor, scale: DeviceTensor, dx: DeviceTensor, epsilon: number): void;
@@ -157,7 +158,7 @@ export interface CudaDevice {
   /** out[outBase + Σ k_d·outStrides_d] = x[inBase + Σ k_d·inStrides_d] over each index k of `dims` (any element type). */
   copyRegion(x: DeviceTensor, out: DeviceTensor, dims: readonly number[], inStrides: readonly number[], outStrides: readonly number[], inBase?: number, outBase?: number): void;
   /** Bool tensors: 0 and, 1 or (broadcast), 2 not (b is null). */
-  logic(code: number, a: DeviceTensor, b: DeviceTensor | null, out: DeviceTensor): void;
+  logic(op: LogicOp, a: DeviceTensor, b: DeviceTensor | null, out: DeviceTensor): void;
   isNaN(x: DeviceTensor, out: DeviceTensor): void;
   /** out[i] = data[i with its `axis` coordinate replaced by indices[i]] (ONNX GatherElements). */
   gatherElements(data: DeviceTensor, indices: DeviceTensor, out: DeviceTensor, axis: number): void;
