@@ -108,6 +108,6 @@ export function markInputAndWeightWork(g: Graph, activationGrads: ReadonlySet<Va
     for (const v of n.inputs) if (v?.producer) stack.push(v.producer);
   }
   for (const n of g.nodes) {
-    if (typeof n.meta['phase'] === 'string' && n.meta['phase'].startsWith('backward')) n.meta['phase'] = isB.has(n) ? 'backward-B' : 'backward-W';
+    if (typeof n.meta['phase'] === 'string' && n.meta['phase'].startsWith('backward')) n.meta['phase'] = isB.has(n) ? 'backwardB' : 'backwardW';
   }
 }

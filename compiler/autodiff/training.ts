@@ -17,7 +17,7 @@ export interface TrainingOptions {
 
 /**
  * The training graph: the model's forward nodes (phase 'forward'), the loss ('loss'), and the
- * backward nodes ('backward-B' or 'backward-W'). Its outputs are the loss, then the gradient of each
+ * backward nodes ('backwardB' or 'backwardW'). Its outputs are the loss, then the gradient of each
  * parameter (`grad:NAME`), then updated state (`state:NAME`).
  */
 export interface TrainingGraph {

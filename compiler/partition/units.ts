@@ -58,7 +58,7 @@ export function buildUnits(t: TrainingGraph, cost: CostModel): Units {
     unitOf.set(n, u);
     units[u]!.backward.push(n);
     units[u]!.bwd += cost.nodeTime(n);
-    if (n.meta['phase'] === 'backward-W') units[u]!.wgt += cost.nodeTime(n);
+    if (n.meta['phase'] === 'backwardW') units[u]!.wgt += cost.nodeTime(n);
   }
   const params = g.params();
   const pIndex = new Map(params.map((p, i) => [p, i]));

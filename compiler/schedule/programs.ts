@@ -1,11 +1,12 @@
 import { CleaveError } from '../../src/core/errors.js';
 import { dtypeBytes } from '../../src/core/ir/dtype.js';
-import type { Graph, Node, Value } from '../../src/core/ir/graph.js';
+import type { Graph, Node, Phase, Value } from '../../src/core/ir/graph.js';
 import { numel } from '../../src/core/ir/shape.js';
 import type { TrainingGraph } from '../autodiff/training.js';
 import type { Partition } from '../partition/partition.js';
 
-export type ProgramKind = 'forward' | 'backwardB' | 'backwardW';
+/** A stage's programs: the forward (with the loss) and the two halves of the backward, named as their phases. */
+export type ProgramKind = Extract<Phase, 'forward' | 'backwardB' | 'backwardW'>;
 
 /** One stage's three programs (forward, input-gradient, weight-gradient), as node lists. */
 export interface StagePrograms {
@@ -40,7 +41,7 @@ export interface Programs {
   dropped: Set<Node>;
 }
 
-const programOfPhase = (phase: unknown): ProgramKind => (phase === 'backward-B' ? 'backwardB' : phase === 'backward-W' ? 'backwardW' : 'forward');
+const programOfPhase = (phase: Phase | undefined): ProgramKind => (phase === 'backwardB' || phase === 'backwardW' ? phase : 'forward');
 
 export const valueBytes = (v: Value): number => numel(v.shape, 1) * dtypeBytes(v.dtype);
 

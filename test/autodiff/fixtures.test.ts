@@ -53,12 +53,12 @@ describe('training graph structure', () => {
     // wte is read by the embedding Gather and by the LM head's Transpose: two contributions, summed.
     const wteGrad = t.grads.get('wte.weight')!;
     expect(wteGrad.producer!.op).toBe('Sum');
-    expect(wteGrad.producer!.meta['phase']).toBe('backward-W');
+    expect(wteGrad.producer!.meta['phase']).toBe('backwardW');
     const phases = new Set(t.graph.nodes.map((n) => n.meta['phase']));
-    expect(phases).toEqual(new Set(['forward', 'loss', 'backward-B', 'backward-W']));
+    expect(phases).toEqual(new Set(['forward', 'loss', 'backwardB', 'backwardW']));
     // Weight gradients of a linear layer are W work; the activation gradient is B work.
     const matmuls = t.graph.nodes.filter((n) => n.name.startsWith('/h.1/mlp/c_fc/MatMul_grad/') && n.op === 'MatMul');
-    expect(matmuls.map((n) => [n.outputs[0]!.shape, n.meta['phase']])).toEqual([[[2, 16, 32], 'backward-B'], [[32, 128], 'backward-W']]);
+    expect(matmuls.map((n) => [n.outputs[0]!.shape, n.meta['phase']])).toEqual([[[2, 16, 32], 'backwardB'], [[32, 128], 'backwardW']]);
     expect(t.graph.outputs[0]).toBe(t.loss);
     expect(t.grads.size).toBe(g.params().length);
   });

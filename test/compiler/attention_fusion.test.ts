@@ -63,7 +63,7 @@ describe('fuseAttention on GPT', () => {
     const [tg, tf] = [buildTrainingGraph(g, spec), buildTrainingGraph(f, spec)];
     expect(count(tf.graph, 'FusedAttentionGrad')).toBe(2);
     expect(count(tf.graph, 'Softmax')).toBe(0);
-    for (const n of tf.graph.nodes) if (n.op === 'FusedAttentionGrad') expect(n.meta['phase']).toBe('backward-B');
+    for (const n of tf.graph.nodes) if (n.op === 'FusedAttentionGrad') expect(n.meta['phase']).toBe('backwardB');
     const feeds = randomFeeds(g, 2, 3);
     const rng = new Rng(4);
     feeds['labels'] = tensor('int64', [2, 16], Array.from({ length: 32 }, () => rng.int(64)));

@@ -81,7 +81,7 @@ describe('manual and mixed partition', () => {
   it('puts unannotated nodes on default_partition', () => {
     const r = part(gpt(), { partitions: 2, autoPartition: false, defaultPartition: 1, assign: ['^/Gather$=0', '^/Add$=0'] });
     expect(r.stages[0]!.nodes.map((n) => n.name)).toEqual(['/Gather', '/Add']);
-    expect(r.stages[1]!.nodes.length).toBe(gpt().graph.nodes.filter((n) => n.meta['phase'] !== 'backward-B' && n.meta['phase'] !== 'backward-W').length - 2);
+    expect(r.stages[1]!.nodes.length).toBe(gpt().graph.nodes.filter((n) => n.meta['phase'] !== 'backwardB' && n.meta['phase'] !== 'backwardW').length - 2);
   });
 
   it('places unannotated nodes around annotated ones when auto partitioning is on', () => {

@@ -139,6 +139,14 @@ describe('plan files', () => {
     expect(decodePlan(encodePlan({ ...plan, version: 1 }), 'v1.plan').model.lossSeedValue).toBe(-1);
   });
 
+  it('spell each phase one way: older plans\' backward-B and backward-W read as backwardB and backwardW', () => {
+    const { plan } = compile(opts({}));
+    const phases = (p: typeof plan) => new Set(p.nodes.map((n) => n.phase));
+    expect(phases(plan)).toEqual(new Set(['forward', 'loss', 'backwardB', 'backwardW']));
+    const old = { ...plan, version: 5, nodes: plan.nodes.map((n) => ({ ...n, phase: n.phase.replace(/^backward([BW])$/, 'backward-$1') })) };
+    expect(phases(decodePlan(encodePlan(old), 'v5.plan'))).toEqual(phases(plan));
+  });
+
   it('are refused when corrupt, foreign or from a newer cleave', () => {
     expect(() => decodePlan(new TextEncoder().encode('hello'), 'x.plan')).toThrow(/x\.plan: is not a cleave plan/);
     const { plan } = compile(opts({}));

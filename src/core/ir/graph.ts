@@ -31,9 +31,17 @@ export interface ValueType {
   readonly shape: Shape;
 }
 
+/**
+ * Which part of a training step a node belongs to, one spelling everywhere: the model's forward,
+ * the loss, and the backward (until the B/W split tags each node as input gradient B or weight
+ * gradient W; `backwardB`/`backwardW` are also the names of a stage's programs).
+ */
+export type Phase = 'forward' | 'loss' | 'backward' | 'backwardB' | 'backwardW';
+
 /** Per-node annotations the compiler reads (partition from ONNX metadata, later passes' notes). */
 export interface NodeMeta {
   partition?: number;
+  phase?: Phase;
   [key: string]: unknown;
 }
 

@@ -43,7 +43,8 @@ function fromWire(w: Wire): Plan {
       ...v, shape: arr<number>(v.shape).map(Number), ...(v.data && v.data.length ? { data: v.data } : { data: undefined }),
       ...(weight?.['kind'] ? { weight: weightFromWire(weight) } : {}),
     })),
-    nodes: arr<Plan['nodes'][number]>(w['nodes']).map((n) => ({ ...n, inputs: arr<number>(n.inputs), outputs: arr<number>(n.outputs), stage: n.stage ?? 0 })),
+    // Before version 6 the backward halves were spelled 'backward-B' and 'backward-W'.
+    nodes: arr<Plan['nodes'][number]>(w['nodes']).map((n) => ({ ...n, phase: OLD_PHASES[n.phase] ?? n.phase, inputs: arr<number>(n.inputs), outputs: arr<number>(n.outputs), stage: n.stage ?? 0 })),
     stages: arr<Wire>(w['stages']).map((s) => ({
       index: Number(s['index'] ?? 0), ppRank: Number(s['ppRank'] ?? 0), forward: arr<number>(s['forward']), backwardB: arr<number>(s['backwardB']), backwardW: arr<number>(s['backwardW']),
       params: arr<number>(s['params']),
@@ -65,6 +66,8 @@ function fromWire(w: Wire): Plan {
     })),
   };
 }
+
+const OLD_PHASES: Record<string, string> = { 'backward-B': 'backwardB', 'backward-W': 'backwardW' };
 
 function weightFromWire(w: Wire): WeightRef {
   const kind = String(w['kind']);
