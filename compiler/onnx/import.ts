@@ -160,9 +160,9 @@ function liftValue(t: Tensor, type: 'int' | 'ints' | 'float' | 'bool'): AttrValu
 export function importModel(model: ModelP, src: TensorSource, opts: ImportOptions = {}): Graph {
   // Initializers are decoded (and their bytes hashed) once, though the graph may be built twice.
   const decoded = new Map<TensorP, ReturnType<typeof tensorWithOrigin>>();
-  const initializer = (t: TensorP, what: string) => {
+  const initializer = (t: TensorP, what: string, mayBeWeight: (t: Tensor) => boolean) => {
     let d = decoded.get(t);
-    if (!d) decoded.set(t, (d = tensorWithOrigin(t, src, what, (view) => offsetInSource(model, view))));
+    if (!d) decoded.set(t, (d = tensorWithOrigin(t, src, what, (view) => offsetInSource(model, view), mayBeWeight)));
     return d;
   };
   const g = buildGraph(model, src, opts, new Set(), initializer);
@@ -211,7 +211,7 @@ function unreachableByGradient(g: Graph): Set<string> {
   return new Set(g.params().filter((p) => !live.has(p)).map((p) => p.name));
 }
 
-type Initializer = (t: TensorP, what: string) => ReturnType<typeof tensorWithOrigin>;
+type Initializer = (t: TensorP, what: string, mayBeWeight: (t: Tensor) => boolean) => ReturnType<typeof tensorWithOrigin>;
 
 function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, constants: ReadonlySet<string>, initializer: Initializer): Graph {
   const file = src.file;
@@ -232,11 +232,12 @@ function buildGraph(model: ModelP, src: TensorSource, opts: ImportOptions, const
   for (const t of gp.initializer ?? []) {
     const name = t.name ?? '';
     if (env.has(name)) throw new CleaveError(`${file}: initializer '${name}' is defined twice`);
-    const { tensor: data, origin } = initializer(t, `initializer '${name}'`);
-    const float = data.dtype === 'float32' || data.dtype === 'float16' || data.dtype === 'bfloat16' || data.dtype === 'float64';
-    const trainable = float && data.shape.length > 0 && !constants.has(name);
+    // Only what may become a parameter or state needs to know where its bytes lie (and be hashed).
+    const floatTensor = (d: Tensor) => (d.dtype === 'float32' || d.dtype === 'float16' || d.dtype === 'bfloat16' || d.dtype === 'float64') && d.shape.length > 0;
+    const { tensor: data, origin } = initializer(t, `initializer '${name}'`, (d) => stateNames.has(name) || floatTensor(d));
+    const trainable = floatTensor(data) && !constants.has(name);
     const v = stateNames.has(name) ? g.addState(name, data) : trainable ? g.addParam(name, data) : g.addConst(name, data);
-    if (v.kind !== 'const') v.origin = origin;
+    if (v.kind !== 'const' && origin) v.origin = origin;
     env.set(name, v);
   }
   for (const vi of gp.input ?? []) {

@@ -100,7 +100,7 @@ describe('weight references', () => {
     writeFileSync(join(sub, 'gpt_external.onnx.data'), data.subarray(0, data.length >> 1));
     expect(() => readPlanWeights(plan, allWeightNames(plan), { planFile })).toThrow(/gpt_external\.onnx\.data: is \d+ bytes, but '.+' lies at \[\d+, \d+\): the model changed since/);
     rmSync(join(sub, 'gpt_external.onnx.data'));
-    expect(() => readPlanWeights(plan, allWeightNames(plan), { planFile })).toThrow(/gpt_external\.onnx\.data: the model's external data file is missing/);
+    expect(() => readPlanWeights(plan, allWeightNames(plan), { planFile })).toThrow(/gpt_external\.onnx: the plan's weights: external data file 'gpt_external\.onnx\.data' is missing \(looked for .*gpt_external\.onnx\.data\)/);
     // A data file that is a link out of the model's folder is no data file of the model.
     symlinkSync(`${fixturePath('gpt_external')}.data`, join(sub, 'gpt_external.onnx.data'));
     expect(() => readPlanWeights(plan, allWeightNames(plan), { planFile })).toThrow(/resolves to .*, outside the model's folder/);

@@ -16,14 +16,15 @@ export interface TensorSource {
 /** An external data range: the bytes, and where they lie (location relative to the model's folder). */
 interface External { bytes: Uint8Array; location: string; offset: number }
 
-function readExternal(t: TensorP, src: TensorSource, where: string): External {
-  const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
-  const location = kv.get('location');
-  if (!location) throw new CleaveError(`${where}: external data has no location`);
+/**
+ * The real path of an external data file `location` (relative to the model's folder `baseDir`),
+ * with its size; refused unless it is a regular file inside that folder.
+ */
+export function externalDataFile(baseDir: string, location: string, where: string): { real: string; size: number } {
   if (isAbsolute(location) || normalize(location).startsWith('..')) {
     throw new CleaveError(`${where}: external data location '${location}' must be a path inside the model's folder`);
   }
-  const path = join(src.baseDir, location);
+  const path = join(baseDir, location);
   // The name alone cannot tell: a symlink in the model's folder may point anywhere (w.bin →
   // /etc/passwd would load as weights), and a FIFO or a folder is no data file. The real path must
   // lie inside the model's real folder and be a regular file.
@@ -33,14 +34,21 @@ function readExternal(t: TensorP, src: TensorSource, where: string): External {
   } catch {
     throw new CleaveError(`${where}: external data file '${location}' is missing (looked for ${path})`);
   }
-  const folder = realpathSync(src.baseDir);
+  const folder = realpathSync(baseDir);
   const inside = relative(folder, real);
   if (!inside || inside.startsWith('..') || isAbsolute(inside)) {
     throw new CleaveError(`${where}: external data file '${location}' resolves to ${real}, outside the model's folder ${folder}; external data must lie inside it`);
   }
   const st = statSync(real);
   if (!st.isFile()) throw new CleaveError(`${where}: external data file '${location}' (${real}) is not a regular file`);
-  const size = st.size;
+  return { real, size: st.size };
+}
+
+function readExternal(t: TensorP, src: TensorSource, where: string): External {
+  const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+  const location = kv.get('location');
+  if (!location) throw new CleaveError(`${where}: external data has no location`);
+  const { real, size } = externalDataFile(src.baseDir, location, where);
   const offset = Number(kv.get('offset') ?? 0);
   const length = kv.has('length') ? Number(kv.get('length')) : size - offset;
   if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= size)) {
@@ -62,16 +70,21 @@ export function tensorFromProto(t: TensorP, src: TensorSource, what: string): Te
 }
 
 /**
- * As tensorFromProto, and where the tensor's bytes lie: a byte range of an external data file, or of
- * the model file (`rawOffset` finds raw_data there), with their SHA-256; else (values in typed
- * fields, or raw bytes not from the file) the initializer's name.
+ * As tensorFromProto, and, for a tensor `wanted` says may be a weight, where its bytes lie: a byte
+ * range of an external data file, or of the model file (`rawOffset` finds raw_data there), with
+ * their SHA-256; else (values in typed fields, or raw bytes not from the file) the initializer's
+ * name. Tensors that can only be constants are not hashed.
  */
-export function tensorWithOrigin(t: TensorP, src: TensorSource, what: string, rawOffset: (view: Uint8Array) => number | undefined): { tensor: Tensor; origin: WeightOrigin } {
+export function tensorWithOrigin(t: TensorP, src: TensorSource, what: string, rawOffset: (view: Uint8Array) => number | undefined, wanted: (t: Tensor) => boolean): { tensor: Tensor; origin?: WeightOrigin } {
   const { tensor, external } = decodeTensor(t, src, what);
-  if (external) return { tensor, origin: { kind: 'bytes', file: normalize(external.location), offset: external.offset, length: external.bytes.byteLength, sha256: sha256(external.bytes) } };
+  return wanted(tensor) ? { tensor, origin: originOf(t, external, rawOffset) } : { tensor };
+}
+
+function originOf(t: TensorP, external: External | undefined, rawOffset: (view: Uint8Array) => number | undefined): WeightOrigin {
+  if (external) return { kind: 'bytes', file: normalize(external.location), offset: external.offset, length: external.bytes.byteLength, sha256: sha256(external.bytes) };
   const at = t.rawData && t.rawData.byteLength ? rawOffset(t.rawData) : undefined;
-  if (at !== undefined) return { tensor, origin: { kind: 'bytes', file: '', offset: at, length: t.rawData!.byteLength, sha256: sha256(t.rawData!) } };
-  return { tensor, origin: { kind: 'initializer', name: t.name ?? '' } };
+  if (at !== undefined) return { kind: 'bytes', file: '', offset: at, length: t.rawData!.byteLength, sha256: sha256(t.rawData!) };
+  return { kind: 'initializer', name: t.name ?? '' };
 }
 
 function decodeTensor(t: TensorP, src: TensorSource, what: string): { tensor: Tensor; external?: External } {

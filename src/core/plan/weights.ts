@@ -1,10 +1,10 @@
-import { closeSync, fstatSync, openSync, readSync, realpathSync } from 'node:fs';
-import { dirname, isAbsolute, join, relative } from 'node:path';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { CleaveError } from '../errors.js';
 import { dtypeFromOnnx } from '../ir/dtype.js';
 import { type Tensor, tensorFromBytes } from '../ir/tensor.js';
 import { readInitializers } from '../onnx/initializers.js';
-import { sha256 } from '../onnx/tensors.js';
+import { externalDataFile, sha256 } from '../onnx/tensors.js';
 import { planModelPath } from './io.js';
 import type { Plan, PlanValue } from './types.js';
 
@@ -65,7 +65,8 @@ export function readPlanWeights(plan: Plan, names: readonly string[], source: We
   const ranged = new Map<string, PlanValue[]>();
   for (const v of wanted) {
     if (v.weight?.kind !== 'bytes') byName.push(v);
-    else ranged.set(v.weight.file, [...(ranged.get(v.weight.file) ?? []), v]);
+    else if (ranged.has(v.weight.file)) ranged.get(v.weight.file)!.push(v);
+    else ranged.set(v.weight.file, [v]);
   }
   for (const [file, values] of ranged) readRanges(model, file, values, source.planFile ?? model, out, stats);
   if (byName.length) {
@@ -78,18 +79,7 @@ export function readPlanWeights(plan: Plan, names: readonly string[], source: We
 
 /** The file a reference names: the model itself, or an external data file that must lie in its folder. */
 function referencedFile(model: string, file: string): string {
-  if (!file) return model;
-  if (isAbsolute(file) || file.startsWith('..')) throw new CleaveError(`the plan references weights in '${file}', outside the model's folder: recompile it`);
-  const path = join(dirname(model), file);
-  let real: string;
-  try {
-    real = realpathSync(path);
-  } catch {
-    throw new CleaveError(`${path}: the model's external data file is missing (the plan reads weights from it)`);
-  }
-  const inside = relative(realpathSync(dirname(model)), real);
-  if (!inside || inside.startsWith('..') || isAbsolute(inside)) throw new CleaveError(`${path}: resolves to ${real}, outside the model's folder; external data must lie inside it`);
-  return real;
+  return file ? externalDataFile(dirname(model), file, `${model}: the plan's weights`).real : model;
 }
 
 function readRanges(model: string, file: string, values: readonly PlanValue[], planFile: string, out: Map<string, Tensor>, stats?: WeightReadStats): void {
