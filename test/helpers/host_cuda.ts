@@ -316,12 +316,12 @@ export class HostCuda implements Partial<NativeCuda> {
   compare(code: number, dtype: number, a: bigint, b: bigint, out: bigint, dims: number[], sa: number[], sb: number[]): void {
     const n = dims.reduce((p, q) => p * q, 1);
     const x = this.floats(dtype, a, HostCuda.span(dims, sa)), y = this.floats(dtype, b, HostCuda.span(dims, sb)), o = this.u8(out, n);
-    const op = nativeName('compare', code);
-    HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => {
-      const p = x.get(ia!), q = y.get(ib!);
-      const r: Record<CompareOp, boolean> = { equal: p === q, less: p < q, greater: p > q, less_equal: p <= q, greater_equal: p >= q, and: p !== 0 && q !== 0, or: p !== 0 || q !== 0 };
-      o[i] = r[op] ? 1 : 0;
-    });
+    const fs: Record<CompareOp, (p: number, q: number) => boolean> = {
+      equal: (p, q) => p === q, less: (p, q) => p < q, greater: (p, q) => p > q, less_equal: (p, q) => p <= q, greater_equal: (p, q) => p >= q,
+      and: (p, q) => p !== 0 && q !== 0, or: (p, q) => p !== 0 || q !== 0,
+    };
+    const f = fs[nativeName('compare', code)];
+    HostCuda.walk(dims, [sa, sb], (i, [ia, ib]) => (o[i] = f(x.get(ia!), y.get(ib!)) ? 1 : 0));
   }
 
   where(dtype: number, c: bigint, x: bigint, y: bigint, out: bigint, dims: number[], sc: number[], sx: number[], sy: number[]): void {

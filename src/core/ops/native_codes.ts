@@ -22,10 +22,13 @@ export type BinaryOp = NativeOp<'binary'>;
 export type CompareOp = NativeOp<'compare'>;
 export type LogicOp = NativeOp<'logic'>;
 
+/** Codes by family and name, looked up on every launch. */
+const CODES = new Map(Object.entries(NATIVE_CODES).map(([f, names]) => [f, new Map(names.map((n, i) => [n as string, i]))]));
+
 /** The code the addon's kernels know `name` of `family` by. */
 export function nativeCode<F extends NativeFamily>(family: F, name: NativeOp<F>): number {
-  const code = (NATIVE_CODES[family] as readonly string[]).indexOf(name);
-  if (code < 0) throw new Error(`no native ${family} op '${name}'`);
+  const code = CODES.get(family)!.get(name);
+  if (code === undefined) throw new Error(`no native ${family} op '${name}'`);
   return code;
 }
 
